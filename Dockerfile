@@ -1,0 +1,10 @@
+# The banditroute worker image used by docker-compose.yml.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml constraints.txt README.md ./
+COPY src ./src
+COPY config ./config
+RUN pip install --no-cache-dir -c constraints.txt .
+USER 65534
+ENTRYPOINT ["banditroute"]
+CMD ["worker"]

@@ -1,0 +1,5 @@
+"""``python -m banditroute`` runs the command line."""
+
+from banditroute.cli import main
+
+main()

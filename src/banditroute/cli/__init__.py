@@ -1,0 +1,45 @@
+"""The ``banditroute`` command.
+
+Subcommands live in their own modules and are imported only when used, so ``banditroute --help`` stays fast
+and a broken optional dependency of one command never breaks the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+# name -> "module:attribute"; each attribute is a click command or group.
+COMMANDS: dict[str, str] = {
+    "kafka": "banditroute.cli.kafka_cmd:kafka",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self._lazy:
+            module_name, attr = self._lazy[cmd_name].split(":")
+            command = getattr(importlib.import_module(module_name), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="banditroute")
+def main() -> None:
+    """banditroute: adaptive, cost-aware routing of requests to AI models over Kafka."""
+
+
+__all__ = ["main"]
