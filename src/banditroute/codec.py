@@ -1,0 +1,424 @@
+"""The one codec: orjson bytes <-> wire events, with dead letters for everything that does not decode.
+
+:func:`decode` never raises for bad input; it returns the event or a :class:`DecodeError` naming a
+:class:`~banditroute.events.DeadLetterReason` and a message a sender can act on. :func:`decode_record` does the
+same for a Kafka record and returns a :class:`~banditroute.events.DeadLetter` instead of the error, after
+running optional semantic checks (hooks for unknown models and duplicate ids). :func:`register_faust_codec`
+makes the codec available to faust as ``value_serializer="banditroute"`` (dicts/models) or
+``"banditroute.<EventName>"`` (typed values).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Container, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from banditroute.events import (
+    EVENT_TYPES,
+    MAX_MESSAGE_CHARS,
+    MAX_ORIGINAL_BYTES,
+    SCHEMA_VERSION,
+    DeadLetter,
+    DeadLetterReason,
+    WireEvent,
+)
+
+DEFAULT_MAX_BYTES = 128 * 1024
+"""Largest message accepted by default; checked before parsing."""
+
+E = TypeVar("E", bound=WireEvent)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeError:
+    """Why a message could not be used: a machine ``reason`` and a human ``error``."""
+
+    reason: DeadLetterReason
+    error: str
+
+
+Check = Callable[[WireEvent], DecodeError | None]
+"""A semantic check run on a decoded event; returns a DecodeError to dead-letter it."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# encode / decode
+
+
+def encode(event: BaseModel) -> bytes:
+    """Serialise a model to compact JSON bytes with sorted keys (deterministic)."""
+    return orjson.dumps(event.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+
+
+def decode(
+    event_type: type[E], raw: bytes | bytearray | memoryview | None, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> E | DecodeError:
+    """Decode ``raw`` as ``event_type``; never raises for bad input.
+
+    Order: empty check, size check (before parsing), JSON parse, object check, schema_version, validation.
+    """
+    name = event_type.__name__
+    if raw is None or len(raw) == 0:
+        return DecodeError(DeadLetterReason.EMPTY_PAYLOAD, f"empty message: expected a JSON object ({name})")
+    if len(raw) > max_bytes:
+        return DecodeError(
+            DeadLetterReason.PAYLOAD_TOO_LARGE,
+            f"message is {len(raw)} bytes; at most {max_bytes} are allowed",
+        )
+    data = bytes(raw)
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return _diagnose_json(data, exc)
+    if not isinstance(obj, dict):
+        return DecodeError(
+            DeadLetterReason.VALIDATION_ERROR,
+            f"expected a JSON object ({name}), got a JSON {_json_type(obj)}",
+        )
+    if "schema_version" not in obj:
+        return DecodeError(
+            DeadLetterReason.VALIDATION_ERROR,
+            f"schema_version: field required; this consumer reads schema_version {SCHEMA_VERSION}",
+        )
+    version = obj["schema_version"]
+    if type(version) is not int:
+        return DecodeError(
+            DeadLetterReason.VALIDATION_ERROR,
+            f"schema_version: must be an integer, got {_json_type(version)}; this consumer reads {SCHEMA_VERSION}",
+        )
+    if version != SCHEMA_VERSION:
+        return DecodeError(
+            DeadLetterReason.UNSUPPORTED_SCHEMA_VERSION,
+            f"schema_version {_clip(repr(version), 40)} is not supported; this consumer reads {SCHEMA_VERSION}",
+        )
+    try:
+        return event_type.model_validate_json(data)
+    except ValidationError as exc:
+        return DecodeError(DeadLetterReason.VALIDATION_ERROR, describe_validation_error(exc))
+
+
+def decode_record(
+    event_type: type[E],
+    raw: bytes | bytearray | memoryview | None,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    checks: Iterable[Check] = (),
+    now: datetime | None = None,
+) -> E | DeadLetter:
+    """Decode one Kafka record into ``event_type`` or a :class:`DeadLetter` for the dead-letter topic."""
+    result = decode(event_type, raw, max_bytes=max_bytes)
+    if not isinstance(result, DecodeError):
+        for check in checks:
+            problem = check(result)
+            if problem is not None:
+                result = problem
+                break
+        else:
+            return result
+    return make_dead_letter(
+        raw,
+        topic,
+        partition,
+        offset,
+        result.reason,
+        result.error,
+        now or datetime.now(UTC),
+        event_type=event_type.__name__,
+    )
+
+
+def make_dead_letter(
+    raw: bytes | bytearray | memoryview | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    reason: DeadLetterReason | str,
+    error: str,
+    now: datetime,
+    *,
+    event_type: str | None = None,
+) -> DeadLetter:
+    """Build the dead letter for a record; the original is kept (up to 64 KiB) as base64."""
+    data = bytes(raw) if raw is not None else b""
+    kept = data[:MAX_ORIGINAL_BYTES]
+    return DeadLetter(
+        original=base64.b64encode(kept).decode("ascii"),
+        original_size=len(data),
+        original_truncated=len(kept) < len(data),
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        event_type=event_type,
+        reason=DeadLetterReason(reason),
+        error=_clip(error or "unspecified error", MAX_MESSAGE_CHARS),
+        dead_lettered_at=now,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# error messages
+
+
+class _NonFinite(ValueError):
+    def __init__(self, token: str) -> None:
+        super().__init__(token)
+        self.token = token
+
+
+def _reject_constant(token: str) -> Any:
+    raise _NonFinite(token)
+
+
+def _diagnose_json(data: bytes, exc: orjson.JSONDecodeError) -> DecodeError:
+    """Turn an orjson failure into a precise reason: non-finite numbers, bad UTF-8, or malformed JSON."""
+    detail = str(exc)
+    if "infinity" in detail.lower():
+        return DecodeError(
+            DeadLetterReason.NON_FINITE_NUMBER,
+            f"a number is too large for a 64-bit float (it overflows to infinity): {detail}",
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as uexc:
+        return DecodeError(DeadLetterReason.MALFORMED_JSON, f"message is not valid UTF-8 (byte {uexc.start})")
+    try:
+        json.loads(text, parse_constant=_reject_constant)
+    except _NonFinite as nexc:
+        return DecodeError(
+            DeadLetterReason.NON_FINITE_NUMBER, f"{nexc.token} is not allowed: JSON numbers must be finite"
+        )
+    except (ValueError, RecursionError):
+        pass
+    return DecodeError(DeadLetterReason.MALFORMED_JSON, f"malformed JSON: {_clip(detail, 300)}")
+
+
+def describe_validation_error(exc: ValidationError, *, limit: int = 5) -> str:
+    """Summarise a pydantic error as ``field: problem (got value)`` items joined by ``; ``."""
+    parts: list[str] = []
+    errors = exc.errors(include_url=False)
+    for err in errors[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(event)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        got = err.get("input")
+        if err["type"] == "missing":
+            parts.append(f"{loc}: field required")
+        elif err["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown field (not in the schema)")
+        elif isinstance(got, str | int | float | bool) or got is None:
+            parts.append(f"{loc}: {msg} (got {_clip(repr(got), 60)})")
+        else:
+            parts.append(f"{loc}: {msg}")
+    if len(errors) > limit:
+        parts.append(f"and {len(errors) - limit} more")
+    return _clip("; ".join(parts), MAX_MESSAGE_CHARS)
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------------------------
+# semantic hooks (used by the worker)
+
+
+def unknown_model_check(known_models: Callable[[], Container[str]]) -> Check:
+    """Dead-letter events naming a model not in ``known_models()`` (``model`` field, and request candidates)."""
+
+    def check(event: WireEvent) -> DecodeError | None:
+        known = known_models()
+        names: list[str] = []
+        model = getattr(event, "model", None)
+        if isinstance(model, str):
+            names.append(model)
+        candidates = getattr(event, "candidates", None)
+        if isinstance(candidates, tuple):
+            names.extend(c for c in candidates if isinstance(c, str))
+        for name in names:
+            if name not in known:
+                return DecodeError(DeadLetterReason.UNKNOWN_MODEL, f"model {name!r} is not in the catalog")
+        return None
+
+    return check
+
+
+class DuplicateIdCheck:
+    """Dead-letters an event whose ``field`` value was seen among the last ``capacity`` events (in memory)."""
+
+    def __init__(
+        self,
+        field: str = "request_id",
+        *,
+        capacity: int = 100_000,
+        reason: DeadLetterReason = DeadLetterReason.DUPLICATE_ID,
+    ) -> None:
+        self.field = field
+        self.capacity = capacity
+        self.reason = reason
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def __call__(self, event: WireEvent) -> DecodeError | None:
+        value = getattr(event, self.field, None)
+        if not isinstance(value, str):
+            return None
+        if value in self._seen:
+            self._seen.move_to_end(value)
+            return DecodeError(self.reason, f"{self.field} {value!r} was already received")
+        self._seen[value] = None
+        if len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+        return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# dead-letter counting
+
+
+class DeadLetterCounter:
+    """Counts dead letters per reason, for metrics; every known reason starts at zero."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {reason.value: 0 for reason in DeadLetterReason}
+
+    def record(self, reason: DeadLetterReason | str, n: int = 1) -> None:
+        """Add ``n`` dead letters with ``reason``."""
+        key = DeadLetterReason(reason).value
+        with self._lock:
+            self._counts[key] += n
+
+    def get(self, reason: DeadLetterReason | str) -> int:
+        """Count for one reason."""
+        return self._counts[DeadLetterReason(reason).value]
+
+    @property
+    def total(self) -> int:
+        """Count over all reasons."""
+        with self._lock:
+            return sum(self._counts.values())
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of the counts by reason code."""
+        with self._lock:
+            return dict(self._counts)
+
+    def nonzero(self) -> Mapping[str, int]:
+        """Only the reasons seen at least once."""
+        return {k: v for k, v in self.snapshot().items() if v}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# faust
+
+
+FAUST_CODEC = "banditroute"
+"""Codec name for untyped values (dicts or models in, dicts out)."""
+
+
+def faust_codec_name(event_type: type[WireEvent]) -> str:
+    """Codec name for typed values of ``event_type``, e.g. ``banditroute.RoutingRequest``."""
+    return f"{FAUST_CODEC}.{event_type.__name__}"
+
+
+class EventDecodeFailed(ValueError):
+    """Raised by the faust codec (only) when a value does not decode; carries the DecodeError."""
+
+    def __init__(self, problem: DecodeError) -> None:
+        super().__init__(f"{problem.reason.value}: {problem.error}")
+        self.problem = problem
+
+
+@cache
+def _faust_codec_class() -> type[Any]:
+    from faust.serializers.codecs import Codec
+
+    class BanditrouteCodec(Codec):
+        """faust codec: orjson with sorted keys; with ``event_type`` set, loads return that event model."""
+
+        def __init__(
+            self,
+            event_type: str | None = None,
+            max_bytes: int = DEFAULT_MAX_BYTES,
+            children: tuple[Any, ...] | None = None,
+        ) -> None:
+            super().__init__(children=children, event_type=event_type, max_bytes=max_bytes)
+            self.event_type = EVENT_TYPES[event_type] if event_type else None
+            self.max_bytes = max_bytes
+
+        def _dumps(self, obj: Any) -> bytes:
+            if isinstance(obj, BaseModel):
+                return encode(obj)
+            return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+        def _loads(self, s: bytes) -> Any:
+            if self.event_type is None:
+                return orjson.loads(s)
+            result = decode(self.event_type, s, max_bytes=self.max_bytes)
+            if isinstance(result, DecodeError):
+                raise EventDecodeFailed(result)
+            return result
+
+    return BanditrouteCodec
+
+
+def faust_codec(event_type: type[WireEvent] | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """A faust ``Codec`` instance (untyped, or typed for ``event_type``)."""
+    return _faust_codec_class()(event_type.__name__ if event_type else None, max_bytes)
+
+
+def register_faust_codec(*, max_bytes: int = DEFAULT_MAX_BYTES) -> list[str]:
+    """Register ``banditroute`` and ``banditroute.<EventName>`` with faust; idempotent. Returns the names."""
+    from faust.serializers import codecs
+
+    names = [FAUST_CODEC]
+    codecs.register(FAUST_CODEC, faust_codec(max_bytes=max_bytes))
+    for event_type in EVENT_TYPES.values():
+        codecs.register(faust_codec_name(event_type), faust_codec(event_type, max_bytes=max_bytes))
+        names.append(faust_codec_name(event_type))
+    return names
+
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "FAUST_CODEC",
+    "Check",
+    "DeadLetterCounter",
+    "DecodeError",
+    "DuplicateIdCheck",
+    "EventDecodeFailed",
+    "decode",
+    "decode_record",
+    "describe_validation_error",
+    "encode",
+    "faust_codec",
+    "faust_codec_name",
+    "make_dead_letter",
+    "register_faust_codec",
+    "unknown_model_check",
+]
