@@ -1,0 +1,116 @@
+"""The default topics as data: name, key, value event, partition guidance, cleanup policy and retention.
+
+Runtime names are ``<prefix>.<suffix>``; the default prefix is ``banditroute``. ``streams/topics.yaml`` and
+``streams/asyncapi.yaml`` are generated from this list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+DEFAULT_PREFIX = "banditroute"
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic of the default layout."""
+
+    suffix: str
+    key: str
+    value: str
+    """Name of the value event (a file in ``streams/schemas/``), or a description for non-JSON values."""
+    partitions: str
+    cleanup_policy: Literal["delete", "compact"]
+    retention_ms: int | None
+    """Retention for ``delete`` topics; ``None`` keeps data forever (compacted topics)."""
+    description: str
+    internal: bool = False
+    content_type: str = "application/json"
+
+    def name(self, prefix: str = DEFAULT_PREFIX) -> str:
+        """The topic's runtime name for ``prefix``."""
+        return f"{prefix}.{self.suffix}" if prefix else self.suffix
+
+
+DEFAULT_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        suffix="requests",
+        key="request_id",
+        value="RoutingRequest",
+        partitions="scale with worker count (e.g. 2x the maximum number of workers); key spreads load evenly",
+        cleanup_policy="delete",
+        retention_ms=7 * DAY_MS,
+        description="Routing requests from clients.",
+    ),
+    TopicSpec(
+        suffix="decisions",
+        key="request_id",
+        value="RoutingDecision",
+        partitions="same count as requests and feedback, so a request, its decision and feedback co-partition",
+        cleanup_policy="delete",
+        retention_ms=7 * DAY_MS,
+        description="Every routing decision, including rejections and shadow decisions.",
+    ),
+    TopicSpec(
+        suffix="feedback",
+        key="request_id",
+        value="Feedback",
+        partitions="same count as decisions (joined to decisions by request_id)",
+        cleanup_policy="delete",
+        retention_ms=7 * DAY_MS,
+        description="Outcomes of routed calls, joined to decisions for learning.",
+    ),
+    TopicSpec(
+        suffix="catalog",
+        key="model",
+        value="ModelCatalogEvent",
+        partitions="1 (small; every worker reads all of it)",
+        cleanup_policy="compact",
+        retention_ms=None,
+        description="Model catalog: latest entry per model.",
+    ),
+    TopicSpec(
+        suffix="state",
+        key="task_type",
+        value="posterior snapshot (binary, internal format)",
+        partitions="same count as outcomes",
+        cleanup_policy="compact",
+        retention_ms=None,
+        description="Learned posterior snapshots per task type; internal binary format, not a public contract.",
+        internal=True,
+        content_type="application/octet-stream",
+    ),
+    TopicSpec(
+        suffix="outcomes",
+        key="task_type",
+        value="joined outcome (internal)",
+        partitions="a few (learning is per task_type); more only when many task types",
+        cleanup_policy="delete",
+        retention_ms=3 * DAY_MS,
+        description="Internal: decisions joined with feedback, keyed by task_type for the learner.",
+        internal=True,
+    ),
+    TopicSpec(
+        suffix="deadletter",
+        key="source topic name",
+        value="DeadLetter",
+        partitions="1-3 (low volume)",
+        cleanup_policy="delete",
+        retention_ms=14 * DAY_MS,
+        description="Messages that could not be used, with a reason code and an actionable error.",
+    ),
+)
+
+
+def topic(suffix: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Runtime name of a default topic, e.g. ``topic("requests") == "banditroute.requests"``."""
+    for spec in DEFAULT_TOPICS:
+        if spec.suffix == suffix:
+            return spec.name(prefix)
+    raise KeyError(f"unknown topic {suffix!r}; known: {', '.join(s.suffix for s in DEFAULT_TOPICS)}")
+
+
+__all__ = ["DAY_MS", "DEFAULT_PREFIX", "DEFAULT_TOPICS", "TopicSpec", "topic"]
