@@ -1,0 +1,1 @@
+"""The streaming adapters: decide, join and learn. Thin loops around the pure core."""

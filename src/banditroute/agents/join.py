@@ -1,0 +1,389 @@
+"""Join feedback to its decision within a reward wait window; emit one joined outcome per decision.
+
+The logic is written against a plain ``MutableMapping`` (the faust table in production, a dict in tests), so
+it can be unit-tested without a broker. Every emitted outcome carries the ``(source, offset)`` of the input
+record that produced it; the learner keeps a watermark per source and skips anything at or below it, which
+makes the whole feedback path idempotent under redelivery (input arrives at least once; nothing is learned
+twice).
+
+Sources are numbered ``partition * 4 + tag`` with a tag per input topic (decisions, feedback), because offsets
+of different topics are not comparable.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+TAG_DECISIONS = 0
+TAG_FEEDBACK = 1
+
+PENDING = 0
+JOINED = 1
+EXPIRED = 2
+
+
+def source_id(partition: int, tag: int) -> int:
+    """Watermark key of one input partition of one topic."""
+    return partition * 4 + tag
+
+
+@dataclass(frozen=True, slots=True)
+class JoinPolicy:
+    """Per task type: how long to wait for feedback, and what a missing or late one means."""
+
+    wait_s: float = 300.0
+    on_timeout: str = "none"  # "none" (learn nothing) or "default_reward"
+    default_reward: float = 0.0
+    learn_late: bool = False
+    keep_joined_s: float = 60.0  # how long a joined entry stays to recognise duplicates
+
+
+@dataclass(slots=True)
+class Pending:
+    """A decision waiting for its feedback, as stored in the join table (compact JSON array)."""
+
+    decision_id: str
+    task_key: str
+    task_type: str
+    tenant: str | None
+    model: str
+    fallbacks: tuple[str, ...]
+    propensity: float
+    state_version: int
+    policy: str
+    deadline_s: float
+    status: int = PENDING
+    joined_src: int = -1
+    joined_off: int = -1
+    idempotency_key: str | None = None
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            [
+                self.decision_id,
+                self.task_key,
+                self.task_type,
+                self.tenant,
+                self.model,
+                list(self.fallbacks),
+                self.propensity,
+                self.state_version,
+                self.policy,
+                self.deadline_s,
+                self.status,
+                self.joined_src,
+                self.joined_off,
+                self.idempotency_key,
+            ]
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Pending:
+        v = orjson.loads(raw)
+        return cls(
+            v[0], v[1], v[2], v[3], v[4], tuple(v[5]), v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Feedback that is counted and dead-lettered, never learned; carries what the dead letter needs."""
+
+    reason: str  # a DeadLetterReason value
+    error: str
+    raw: bytes
+    partition: int
+    offset: int
+
+
+@dataclass(slots=True)
+class JoinResult:
+    """What one input record produced."""
+
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def merge(self, other: JoinResult) -> None:
+        self.outcomes.extend(other.outcomes)
+        self.rejections.extend(other.rejections)
+        for k, v in other.counters.items():
+            self.count(k, v)
+
+
+def request_id_of(decision_id: str) -> str:
+    """Decision ids are ``d:<request_id>``, so feedback naming only the decision finds its request."""
+    return decision_id[2:] if decision_id.startswith("d:") else decision_id
+
+
+def decision_id_for(request_id: str) -> str:
+    """Deterministic: a request decided twice (after a crash) yields the same decision id, so duplicates show."""
+    return f"d:{request_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """One feedback event as the join sees it: the decoded fields plus where it came from."""
+
+    fields: dict[str, Any]
+    raw: bytes
+    partition: int
+    offset: int
+
+    @property
+    def src(self) -> int:
+        return source_id(self.partition, TAG_FEEDBACK)
+
+
+class JoinLogic:
+    """Join decisions and feedback held in ``pending`` (request_id -> encoded :class:`Pending`).
+
+    ``early`` holds feedback that arrived before its decision (the two topics are read independently); it is
+    joined when the decision arrives or dead-lettered as ``unknown_request`` after ``early_grace_s``.
+    Deadlines are indexed in memory per partition, so each partition's ticks expire that partition's entries
+    and every emitted outcome's watermark source stays consistent.
+    """
+
+    def __init__(
+        self,
+        pending: MutableMapping[str, bytes],
+        early: MutableMapping[str, bytes],
+        join_policy: Callable[[str], JoinPolicy],
+        *,
+        early_grace_s: float = 10.0,
+    ) -> None:
+        self.pending = pending
+        self.early = early
+        self.join_policy = join_policy
+        self.early_grace_s = early_grace_s
+        self._deadlines: dict[int, list[tuple[float, str]]] = {}
+        self._early_deadlines: dict[int, list[tuple[float, str]]] = {}
+
+    # -- decisions -------------------------------------------------------------------------------------
+    def on_decision(self, decision: dict[str, Any], partition: int, offset: int, now_s: float) -> JoinResult:
+        """Record a published decision so its feedback can be joined."""
+        result = JoinResult()
+        request_id = decision["request_id"]
+        if decision.get("model") is None or decision.get("shadow") or decision.get("is_default_route"):
+            return result  # nothing served by the router: nothing to learn
+        if request_id in self.pending:
+            result.count("duplicate_decisions")  # re-decided after a crash: the first decision stands
+            return result
+        policy = self.join_policy(decision["task_type"])
+        entry = Pending(
+            decision_id=decision["decision_id"],
+            task_key=decision.get("task_key") or decision["task_type"],
+            task_type=decision["task_type"],
+            tenant=decision.get("tenant"),
+            model=decision["model"],
+            fallbacks=tuple(decision.get("fallbacks") or ()),
+            propensity=float(decision["propensity"]),
+            state_version=int(decision["state_version"]),
+            policy=str((decision.get("policy") or {}).get("name", "thompson")),
+            deadline_s=now_s + policy.wait_s,
+        )
+        self._store(request_id, entry, partition)
+        parked = self.early.pop(request_id, None)
+        if parked is not None:
+            p = orjson.loads(parked)
+            fb = FeedbackRecord(p["fb"], bytes.fromhex(p["raw"]), p["p"], p["o"])
+            result.merge(
+                self._join(
+                    request_id, entry, fb, source_id(partition, TAG_DECISIONS), offset, now_s, partition
+                )
+            )
+        return result
+
+    def _store(self, request_id: str, entry: Pending, partition: int) -> None:
+        self.pending[request_id] = entry.encode()
+        heapq.heappush(self._deadlines.setdefault(partition, []), (entry.deadline_s, request_id))
+
+    # -- feedback --------------------------------------------------------------------------------------
+    def on_feedback(self, fb: FeedbackRecord, now_s: float) -> JoinResult:
+        """Join one feedback event."""
+        request_id = fb.fields.get("request_id") or request_id_of(str(fb.fields.get("decision_id")))
+        raw = self.pending.get(request_id)
+        if raw is None:
+            result = JoinResult()
+            if request_id in self.early:
+                self._reject(
+                    result, fb, "duplicate_feedback", f"request {request_id!r} already has feedback waiting"
+                )
+                return result
+            deadline = now_s + self.early_grace_s
+            self.early[request_id] = orjson.dumps(
+                {
+                    "fb": fb.fields,
+                    "raw": fb.raw.hex(),
+                    "p": fb.partition,
+                    "o": fb.offset,
+                    "deadline": deadline,
+                }
+            )
+            heapq.heappush(self._early_deadlines.setdefault(fb.partition, []), (deadline, request_id))
+            result.count("parked_feedback")
+            return result
+        return self._join(request_id, Pending.decode(raw), fb, fb.src, fb.offset, now_s, fb.partition)
+
+    @staticmethod
+    def _reject(result: JoinResult, fb: FeedbackRecord, reason: str, error: str) -> None:
+        result.rejections.append(Rejection(reason, error, fb.raw, fb.partition, fb.offset))
+        result.count(reason)
+
+    def _join(
+        self,
+        request_id: str,
+        entry: Pending,
+        fb: FeedbackRecord,
+        src: int,
+        offset: int,
+        now_s: float,
+        partition: int,
+    ) -> JoinResult:
+        result = JoinResult()
+        fields = fb.fields
+        if fields.get("decision_id") not in (None, entry.decision_id):
+            self._reject(
+                result,
+                fb,
+                "unknown_request",
+                f"decision_id {fields.get('decision_id')!r} does not match request {request_id!r}",
+            )
+            return result
+        if entry.status == JOINED:
+            if entry.joined_src == src and entry.joined_off == offset:
+                # The very same record delivered again (crash before commit): emit again; the learner dedupes.
+                result.outcomes.append(self._outcome(request_id, entry, fields, src, offset, "feedback"))
+                result.count("redelivered_feedback")
+                return result
+            self._reject(
+                result,
+                fb,
+                "duplicate_feedback",
+                f"request {request_id!r} was already joined (idempotency key {entry.idempotency_key!r})",
+            )
+            return result
+        if fields.get("model") not in (entry.model, *entry.fallbacks):
+            self._reject(
+                result,
+                fb,
+                "model_mismatch",
+                f"feedback names model {fields.get('model')!r} but the decision routed to {entry.model!r} "
+                f"with fallbacks {list(entry.fallbacks)}",
+            )
+            return result
+        late = entry.status == EXPIRED
+        policy = self.join_policy(entry.task_type)
+        entry.status = JOINED
+        entry.joined_src, entry.joined_off = src, offset
+        entry.idempotency_key = fields.get("idempotency_key")
+        entry.deadline_s = max(entry.deadline_s, now_s + policy.keep_joined_s)
+        self._store(request_id, entry, partition)
+        if late:
+            if not policy.learn_late:
+                self._reject(
+                    result,
+                    fb,
+                    "late_feedback",
+                    f"feedback for {request_id!r} arrived after the {policy.wait_s:g} s reward window",
+                )
+                return result
+        result.outcomes.append(
+            self._outcome(request_id, entry, fields, src, offset, "late" if late else "feedback")
+        )
+        result.count("joined")
+        return result
+
+    @staticmethod
+    def _outcome(
+        request_id: str, entry: Pending, fb: dict[str, Any], src: int, offset: int, kind: str
+    ) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "task_key": entry.task_key,
+            "task_type": entry.task_type,
+            "tenant": entry.tenant,
+            "request_id": request_id,
+            "decision_id": entry.decision_id,
+            "chosen": entry.model,
+            "model": fb.get("model", entry.model),
+            "quality": fb.get("quality"),
+            "cost_usd": fb.get("cost_usd"),
+            "tokens_in": fb.get("tokens_in"),
+            "tokens_out": fb.get("tokens_out"),
+            "latency_ms": fb.get("latency_ms"),
+            "error": fb.get("error"),
+            "propensity": entry.propensity,
+            "state_version": entry.state_version,
+            "policy": entry.policy,
+            "src": src,
+            "off": offset,
+        }
+
+    # -- the clock -------------------------------------------------------------------------------------
+    def rebuild_index(self, partition_of: Callable[[str], int]) -> None:
+        """Rebuild the deadline index from the tables (after recovery or a rebalance)."""
+        self._deadlines = {}
+        for k, v in list(self.pending.items()):
+            heapq.heappush(self._deadlines.setdefault(partition_of(k), []), (Pending.decode(v).deadline_s, k))
+        self._early_deadlines = {}
+        for k, v in list(self.early.items()):
+            heapq.heappush(
+                self._early_deadlines.setdefault(partition_of(k), []), (float(orjson.loads(v)["deadline"]), k)
+            )
+
+    def on_tick(self, partition: int, offset: int, now_s: float) -> JoinResult:
+        """Expire what is due in ``partition``: timeouts, old joined entries and unclaimed early feedback.
+
+        A tick is a record in the feedback topic, so a default-reward outcome it produces has a watermark
+        position in the feedback source like any other.
+        """
+        result = JoinResult()
+        src = source_id(partition, TAG_FEEDBACK)
+        heap = self._deadlines.get(partition, [])
+        while heap and heap[0][0] <= now_s:
+            _, request_id = heapq.heappop(heap)
+            raw = self.pending.get(request_id)
+            if raw is None:
+                continue
+            entry = Pending.decode(raw)
+            if entry.deadline_s > now_s:
+                continue  # a later deadline was pushed for it
+            if entry.status == PENDING:
+                policy = self.join_policy(entry.task_type)
+                result.count("reward_timeouts")
+                if policy.on_timeout == "default_reward":
+                    default = {"model": entry.model, "quality": policy.default_reward}
+                    result.outcomes.append(self._outcome(request_id, entry, default, src, offset, "timeout"))
+                entry.status = EXPIRED
+                entry.deadline_s = now_s + policy.keep_joined_s
+                self._store(request_id, entry, partition)
+                continue
+            del self.pending[request_id]
+            result.count("expired_entries")
+        early_heap = self._early_deadlines.get(partition, [])
+        while early_heap and early_heap[0][0] <= now_s:
+            _, request_id = heapq.heappop(early_heap)
+            parked = self.early.pop(request_id, None)
+            if parked is None:
+                continue
+            p = orjson.loads(parked)
+            self._reject(
+                result,
+                FeedbackRecord(p["fb"], bytes.fromhex(p["raw"]), p["p"], p["o"]),
+                "unknown_request",
+                f"no decision for request {request_id!r} arrived within {self.early_grace_s:g} s of its feedback",
+            )
+        return result
+
+    def in_flight(self) -> int:
+        """Entries held in the join table (pending, joined and expired ones kept for duplicate detection)."""
+        return len(self.pending)
