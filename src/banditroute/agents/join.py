@@ -299,7 +299,7 @@ class JoinLogic:
         result.outcomes.append(
             self._outcome(request_id, entry, fields, src, offset, "late" if late else "feedback")
         )
-        result.count("joined")
+        result.count("late_feedback" if late else "joined")
         return result
 
     @staticmethod
