@@ -102,7 +102,7 @@ def decode(
             f"schema_version {_clip(repr(version), 40)} is not supported; this consumer reads {SCHEMA_VERSION}",
         )
     try:
-        return event_type.model_validate_json(data)
+        return event_type.model_validate_json(data, strict=True)
     except ValidationError as exc:
         return DecodeError(DeadLetterReason.VALIDATION_ERROR, describe_validation_error(exc))
 
@@ -209,6 +209,17 @@ def describe_validation_error(exc: ValidationError, *, limit: int = 5) -> str:
     """Summarise a pydantic error as ``field: problem (got value)`` items joined by ``; ``."""
     parts: list[str] = []
     errors = exc.errors(include_url=False)
+    union_locs: set[str] = set()
+    for err in errors:
+        # a value that fits no member of a union yields one error per member, tagged by the member's type
+        path = [str(p) for p in err["loc"]]
+        if path and (path[-1] in _UNION_TAGS or path[-1].startswith(_UNION_TAG_PREFIXES)):
+            loc = ".".join(path[:-1])
+            if loc not in union_locs:
+                union_locs.add(loc)
+                got = err.get("input")
+                parts.append(f"{loc}: value of type {_json_type(got)} matches none of the allowed types")
+    errors = [e for e in errors if ".".join(str(p) for p in e["loc"][:-1]) not in union_locs]
     for err in errors[:limit]:
         loc = ".".join(str(p) for p in err["loc"]) or "(event)"
         msg = str(err["msg"]).removeprefix("Value error, ")
@@ -224,6 +235,10 @@ def describe_validation_error(exc: ValidationError, *, limit: int = 5) -> str:
     if len(errors) > limit:
         parts.append(f"and {len(errors) - limit} more")
     return _clip("; ".join(parts), MAX_MESSAGE_CHARS)
+
+
+_UNION_TAGS = frozenset({"str", "int", "float", "bool"})
+_UNION_TAG_PREFIXES = ("constrained-", "function-")
 
 
 def _json_type(value: object) -> str:

@@ -92,12 +92,15 @@ MetadataValue = Annotated[str, StringConstraints(max_length=256)] | bool | SafeI
 
 
 class WireEvent(BaseModel):
-    """Shared configuration: immutable, strict types, unknown fields rejected, finite floats only."""
+    """Shared configuration: immutable, unknown fields rejected, finite floats only.
+
+    Python construction is lax (lists become tuples, strings become enums); wire input is validated in strict
+    JSON mode by :func:`banditroute.codec.decode` (no "5" for 5, no 1 for true).
+    """
 
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
-        strict=True,
         allow_inf_nan=False,
         json_schema_extra=lambda schema, _cls: _require_schema_version(schema),
     )
@@ -118,7 +121,7 @@ def _require_schema_version(schema: dict[str, Any]) -> None:
 class _Part(BaseModel):
     """Shared configuration of nested sub-models."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def _unique(values: tuple[str, ...] | None, field: str) -> None:
