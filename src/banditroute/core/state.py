@@ -1,0 +1,160 @@
+"""Per-task-type learning state: one float64 matrix (models x statistics) plus a few scalars.
+
+Discounting multiplies every model's evidence by ``g = 0.5 ** (1 / half_life)`` per event. Instead of touching
+all models on every event we keep the evidence *unnormalised* and a global ``scale = g ** events``: the true
+value of a discounted column is ``stored * scale``, and a new observation is added as ``x / scale``. That makes
+an update O(1) in the number of models. ``scale`` is folded back into the matrix before it underflows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from banditroute.core.models import ModelSpec, TaskPolicy
+
+FloatArray = npt.NDArray[np.float64]
+
+# Column layout of TaskState.stats (one row per model).
+PRIOR_A, PRIOR_B = 0, 1  # Beta prior of quality (not discounted)
+Q_SUM, Q_N, Q_SQ = 2, 3, 4  # quality: sum, count, sum of squares (discounted)
+C_N, C_SUM, C_SQ = 5, 6, 7  # cost per call (discounted; seeded with catalog pseudo-observations)
+L_N, L_SUM, L_SQ = 8, 9, 10  # latency ms (discounted; seeded likewise)
+ERR, OK = 11, 12  # error/success mass in the circuit window (decayed per own event)
+N_OBS = 13  # outcomes ever applied (not discounted)
+CONSEC = 14  # consecutive failures
+CIRCUIT = 15  # 1.0 while the breaker is open (half-open once now >= OPEN_UNTIL)
+OPEN_UNTIL = 16  # unix seconds
+LAST_AT = 17  # unix seconds of the last outcome
+N_COLUMNS = 18
+DISCOUNTED = slice(Q_SUM, L_SQ + 1)
+
+PRIOR_PSEUDO_CALLS = 2.0  # weight of the catalog cost/latency prior, in calls
+PRIOR_CV = 0.5  # assumed coefficient of variation of the catalog prior
+RESCALE_BELOW = 1e-120
+
+
+@dataclass(frozen=True, eq=False)
+class TaskState:
+    """Learning state of one task type. Treat as immutable: every change returns a new object.
+
+    ``applied`` maps a source partition to the highest offset already applied (the streaming layer's
+    idempotency watermark); ``version`` increases on every update. ``cache`` holds derived, rebuildable data
+    (decision plans, propensities) for this exact version and is never serialised.
+    """
+
+    names: tuple[str, ...]
+    stats: FloatArray
+    scale: float = 1.0
+    version: int = 0
+    events: int = 0
+    dual: float = 0.0
+    spend_rate_per_min: float = 0.0
+    spend_at_s: float = 0.0
+    spend_total_usd: float = 0.0
+    spend_calls: int = 0
+    applied: Mapping[int, int] = field(default_factory=dict)
+    cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
+
+    # --- derived views (true, discounted values) -------------------------------------------------------
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    def column(self, col: int) -> FloatArray:
+        """A statistic for all models with the discount applied."""
+        values: FloatArray = self.stats[:, col]
+        return values * self.scale if Q_SUM <= col <= L_SQ else values.copy()
+
+    @property
+    def alpha(self) -> FloatArray:
+        """Beta posterior alpha of quality (fractional scores add ``q`` to alpha, ``1 - q`` to beta)."""
+        return self.stats[:, PRIOR_A] + self.stats[:, Q_SUM] * self.scale
+
+    @property
+    def beta(self) -> FloatArray:
+        return self.stats[:, PRIOR_B] + (self.stats[:, Q_N] - self.stats[:, Q_SUM]) * self.scale
+
+    @property
+    def mean_cost_usd(self) -> FloatArray:
+        """Posterior mean cost of one call (the catalog price until calls are observed)."""
+        return np.asarray(self.stats[:, C_SUM] / self.stats[:, C_N], dtype=np.float64)
+
+    @property
+    def mean_latency_ms(self) -> FloatArray:
+        return np.asarray(self.stats[:, L_SUM] / self.stats[:, L_N], dtype=np.float64)
+
+    @property
+    def observations(self) -> FloatArray:
+        return self.stats[:, N_OBS].copy()
+
+    @property
+    def consecutive_failures(self) -> FloatArray:
+        return self.stats[:, CONSEC].copy()
+
+    @property
+    def open_until_s(self) -> FloatArray:
+        return np.where(self.stats[:, CIRCUIT] > 0, self.stats[:, OPEN_UNTIL], 0.0)
+
+    def circuit_state(self, now_s: float) -> dict[str, str]:
+        """ "closed", "open" or "half_open" per model at ``now_s``."""
+        out = {}
+        for name, flag, until in zip(
+            self.names, self.stats[:, CIRCUIT], self.stats[:, OPEN_UNTIL], strict=True
+        ):
+            out[name] = "closed" if flag == 0 else ("open" if now_s < until else "half_open")
+        return out
+
+
+def replace_state(state: TaskState, **changes: Any) -> TaskState:
+    """A copy of ``state`` with ``changes`` (fresh, empty cache); cheaper than ``dataclasses.replace``."""
+    values = dict(state.__dict__)
+    values.update(changes)
+    values["cache"] = {}
+    new = object.__new__(TaskState)
+    new.__dict__.update(values)
+    return new
+
+
+def _prior_row(spec: ModelSpec, scale: float) -> list[float]:
+    row = [0.0] * N_COLUMNS
+    row[PRIOR_A], row[PRIOR_B] = spec.quality_prior
+    for n_col, s_col, q_col, mean in (
+        (C_N, C_SUM, C_SQ, spec.cost_per_call_usd),
+        (L_N, L_SUM, L_SQ, spec.latency_ms),
+    ):
+        row[n_col] = PRIOR_PSEUDO_CALLS / scale
+        row[s_col] = PRIOR_PSEUDO_CALLS * mean / scale
+        row[q_col] = PRIOR_PSEUDO_CALLS * mean * mean * (1.0 + PRIOR_CV**2) / scale
+    return row
+
+
+def new_state(models: Sequence[ModelSpec], policy: TaskPolicy | None = None) -> TaskState:
+    """Fresh state for one task type: quality from each model's Beta prior, cost/latency from the catalog."""
+    names = tuple(m.name for m in models)
+    if len(set(names)) != len(names):
+        raise ValueError("model names must be unique")
+    stats = np.array([_prior_row(m, 1.0) for m in models], dtype=np.float64).reshape(len(models), N_COLUMNS)
+    return TaskState(names=names, stats=stats)
+
+
+def sync_models(state: TaskState, models: Sequence[ModelSpec], policy: TaskPolicy | None = None) -> TaskState:
+    """Add catalog models the state does not know yet (with their priors), appended at the end.
+
+    Existing rows keep their position and statistics, including models that disappeared from the catalog or
+    were retired (kept for audit; the catalog decides whether they get traffic). Returns ``state`` itself when
+    nothing is new.
+    """
+    known = set(state.names)
+    added = [m for m in models if m.name not in known]
+    if len({m.name for m in added}) != len(added):
+        raise ValueError("model names must be unique")
+    if not added:
+        return state
+    rows = np.array([_prior_row(m, state.scale) for m in added], dtype=np.float64)
+    stats = np.vstack([state.stats, rows])
+    names = state.names + tuple(m.name for m in added)
+    return replace_state(state, names=names, stats=stats, version=state.version + 1)
