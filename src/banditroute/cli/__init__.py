@@ -13,6 +13,7 @@ import click
 
 # name -> "module:attribute"; each attribute is a click command or group.
 COMMANDS: dict[str, str] = {
+    "bench": "banditroute.cli.bench_cmd:bench",
     "contracts": "banditroute.cli.contracts_cmd:contracts",
     "kafka": "banditroute.cli.kafka_cmd:kafka",
 }

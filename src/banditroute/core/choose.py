@@ -327,6 +327,8 @@ def choose(
     if pinned is not None and (pinned in plan.means):
         return _pinned_choice(state, plan, pinned, z)
     model: str
+    order = z.argsort()[::-1].tolist()
+    j = order[0]
     if plan.mixing:
         r = rng.random()
         if r < plan.probe_total:
@@ -334,14 +336,12 @@ def choose(
             propensity = plan.probe_share
             j = -1
         else:
-            j = int(z.argmax())
             if rng.random() >= plan.ratio[j]:
                 j = int(np.searchsorted(plan.excess_cum, rng.random(), side="right"))
                 j = min(j, len(plan.names) - 1)
             model = plan.names[j]
             propensity = float(plan.target[j])
     else:
-        j = int(z.argmax())
         propensity = float(plan.target[j])
         if propensity == 0.0:  # Monte Carlo never saw this winner: draw from the estimated distribution
             j = min(
@@ -350,7 +350,6 @@ def choose(
             propensity = float(plan.target[j])
         model = plan.names[j]
     values = z.tolist()
-    order = np.argsort(-z).tolist()
     names = plan.names
     return make_choice(
         model=model,

@@ -1,0 +1,153 @@
+"""Micro-benchmark of the policy core against MABWiser's Thompson sampling on the same machine.
+
+One task type with ``models`` arms. Ours: single ``choose`` calls, single ``update`` calls (each returning a new
+state), ``choose_batch`` and the encoded state size. MABWiser: ``predict()`` and ``partial_fit()`` with one
+decision/reward at a time. Loops run for ``seconds`` each (or exactly ``iterations`` calls when given).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from banditroute.core import (
+    ModelSpec,
+    Outcome,
+    TaskPolicy,
+    choose,
+    choose_batch,
+    encode_state,
+    new_state,
+    update,
+)
+from banditroute.core.state import TaskState
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+    }
+
+
+def _rate(step: Callable[[int], object], seconds: float, iterations: int | None) -> float:
+    """Calls per second of ``step(i)``, timed in blocks to keep clock overhead out of the loop."""
+    if iterations is not None:
+        start = time.perf_counter()
+        for i in range(iterations):
+            step(i)
+        return iterations / max(time.perf_counter() - start, 1e-9)
+    done, block, elapsed = 0, 256, 0.0
+    start = time.perf_counter()
+    while elapsed < seconds:
+        for i in range(done, done + block):
+            step(i)
+        done += block
+        elapsed = time.perf_counter() - start
+    return done / elapsed
+
+
+def synthetic_catalog(n: int) -> tuple[ModelSpec, ...]:
+    return tuple(
+        ModelSpec(name=f"model-{i:02d}", cost_per_call_usd=0.0005 * (i + 1), latency_ms=300.0 + 40.0 * i)
+        for i in range(n)
+    )
+
+
+def _warm_state(models: tuple[ModelSpec, ...], policy: TaskPolicy, quality: np.ndarray, n: int) -> TaskState:
+    rng = np.random.default_rng(7)
+    state = new_state(models, policy)
+    for t in range(n):
+        i = t % len(models)
+        outcome = Outcome(
+            models[i].name,
+            quality=float(rng.random() < quality[i]),
+            cost_usd=models[i].cost_per_call_usd,
+            latency_ms=models[i].latency_ms,
+            at_s=float(t),
+        )
+        state = update(state, models, policy, outcome)
+    return state
+
+
+def run_policy_bench(
+    models: int = 15, seconds: float = 1.0, iterations: int | None = None, batch: int = 1_000_000
+) -> dict[str, Any]:
+    """Measure decisions/s and updates/s for banditroute and MABWiser; see the module docstring."""
+    try:
+        from mabwiser.mab import MAB, LearningPolicy
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError("the policy benchmark needs mabwiser: pip install 'banditroute[bench]'") from exc
+
+    catalog = synthetic_catalog(models)
+    policy = TaskPolicy(lam=10.0, mu=0.0)
+    quality = np.linspace(0.55, 0.85, models)
+    state = _warm_state(catalog, policy, quality, max(2000, 100 * models))
+    rng = np.random.default_rng(11)
+    now = 1_000_000.0
+    choose(state, catalog, policy, None, rng, now)  # build the cached plan once, as a worker would
+
+    decide = _rate(lambda i: choose(state, catalog, policy, None, rng, now), seconds, iterations)
+
+    rewards = (rng.random(4096) < 0.7).astype(float)
+    outcomes = [
+        Outcome(
+            catalog[i % models].name,
+            quality=float(rewards[i]),
+            cost_usd=0.001,
+            latency_ms=400.0,
+            at_s=now + i,
+        )
+        for i in range(4096)
+    ]
+    current = [state]
+
+    def one_update(i: int) -> None:
+        current[0] = update(current[0], catalog, policy, outcomes[i & 4095])
+
+    updates = _rate(one_update, seconds, iterations)
+
+    n_batch = batch if iterations is None else max(iterations, 1)
+    start = time.perf_counter()
+    choose_batch(state, catalog, policy, n_batch, rng, now)
+    batched = n_batch / max(time.perf_counter() - start, 1e-9)
+
+    arms = [m.name for m in catalog]
+    mab = MAB(arms, LearningPolicy.ThompsonSampling(), seed=11)
+    history = [arms[i % models] for i in range(10 * models)]
+    mab.fit(history, [float(rng.random() < 0.7) for _ in history])
+    mab_decide = _rate(lambda i: mab.predict(), seconds, iterations)
+    mab_update = _rate(
+        lambda i: mab.partial_fit([arms[i % models]], [rewards[i & 4095]]), seconds, iterations
+    )
+
+    return {
+        "models": models,
+        "decide_per_s": decide,
+        "mabwiser_decide_per_s": mab_decide,
+        "decide_ratio_vs_mabwiser": decide / mab_decide,
+        "update_per_s": updates,
+        "mabwiser_update_per_s": mab_update,
+        "update_ratio_vs_mabwiser": updates / mab_update,
+        "batched_decide_per_s": batched,
+        "state_bytes_per_task_type": len(encode_state(state)),
+        "machine": machine_info(),
+    }
