@@ -127,3 +127,13 @@ def test_baseline_behaviour() -> None:
     )
     with pytest.raises(ValueError, match="unknown policy"):
         make_policy("oracle")
+
+
+def test_change_detector_cuts_stale_evidence() -> None:
+    models = catalog(1)
+    policy = TaskPolicy(change_window=25, change_threshold=4.0)
+    state = update_many(new_state(models, policy), models, policy, [Outcome("m0", quality=0.9)] * 500)
+    before = state.alpha[0] + state.beta[0]
+    state = update_many(state, models, policy, [Outcome("m0", quality=0.2)] * 40)
+    assert state.alpha[0] + state.beta[0] < before / 5
+    assert state.alpha[0] / (state.alpha[0] + state.beta[0]) < 0.5

@@ -19,6 +19,8 @@ from banditroute.core.state import (
     CONSEC,
     DISCOUNTED,
     ERR,
+    FAST,
+    FAST_N,
     L_N,
     L_SQ,
     L_SUM,
@@ -95,6 +97,8 @@ class _Work:
             row[Q_SUM] += quality * inv
             row[Q_N] += inv
             row[Q_SQ] += quality * quality * inv
+            if policy.half_life is not None and policy.change_window is not None:
+                self._detect_change(row, policy.change_window, policy.change_threshold, quality, inv)
         if outcome.cost_usd is not None:
             cost = max(0.0, outcome.cost_usd)
             row[C_N] += inv
@@ -114,6 +118,22 @@ class _Work:
         if self.scale < RESCALE_BELOW:
             self.stats[:, DISCOUNTED] *= self.scale
             self.scale = 1.0
+
+    def _detect_change(
+        self, row: list[float], window: int, threshold: float, quality: float, inv: float
+    ) -> None:
+        """Cut a model's quality evidence when its recent EWMA is far from the posterior (abrupt change)."""
+        rate = 1.0 / window
+        row[FAST] = quality if row[FAST_N] == 0 else row[FAST] + rate * (quality - row[FAST])
+        row[FAST_N] += 1.0
+        if row[FAST_N] < window or row[Q_N] * self.scale <= 2.0 * window:
+            return
+        mean = row[Q_SUM] / row[Q_N]
+        spread = max(row[Q_SQ] / row[Q_N] - mean * mean, 0.01)
+        if abs(row[FAST] - mean) > threshold * math.sqrt(spread * rate / (2.0 - rate)):
+            keep = window * inv / row[Q_N]
+            row[Q_SUM], row[Q_N], row[Q_SQ] = row[FAST] * window * inv, window * inv, row[Q_SQ] * keep
+            row[FAST_N] = 0.0
 
     @staticmethod
     def _circuit(row: list[float], policy: TaskPolicy, failed: bool, at_s: float) -> None:

@@ -161,6 +161,11 @@ class ScheduleEntry:
 class TaskPolicy:
     """How one task type trades quality against cost and latency, and the safety rails around learning.
 
+    Non-stationarity: evidence is discounted with ``half_life`` (events of this task type), and a model whose
+    recent quality (EWMA over ``change_window`` of its own outcomes) departs from its posterior mean by more
+    than ``change_threshold`` standard errors has its quality evidence cut to ``change_window`` observations
+    at the recent level. ``half_life=None`` turns both off (stationary counting).
+
     Utility of a call is ``quality - lam * cost_usd - mu * latency_ms``. In ``budget`` mode λ is replaced by a
     pacing dual variable learnt from realised spend, so quality is maximised subject to the budget(s).
     """
@@ -173,6 +178,8 @@ class TaskPolicy:
     budget_usd_per_min: float | None = None
     pacing_rate: float = 0.05
     half_life: float | None = 2000.0
+    change_window: int | None = 25
+    change_threshold: float = 4.0
     reward: str = "beta"
     min_share: Mapping[str, float] = field(default_factory=dict)
     max_share: Mapping[str, float] = field(default_factory=dict)
@@ -241,6 +248,8 @@ class TaskPolicy:
                 kwargs[key] = _number(kind, key, value, high=1.0)
             elif key in ("new_model_observations", "canary_observations", "circuit_consecutive_failures"):
                 kwargs[key] = int(_number(kind, key, value))
+            elif key == "change_window":
+                kwargs[key] = None if value is None else int(_number(kind, key, value, low=2.0))
             elif key in ("circuit_window", "propensity_samples"):
                 kwargs[key] = int(_number(kind, key, value, low=1.0))
             else:

@@ -30,7 +30,8 @@ CONSEC = 14  # consecutive failures
 CIRCUIT = 15  # 1.0 while the breaker is open (half-open once now >= OPEN_UNTIL)
 OPEN_UNTIL = 16  # unix seconds
 LAST_AT = 17  # unix seconds of the last outcome
-N_COLUMNS = 18
+FAST, FAST_N = 18, 19  # short exponentially weighted mean of quality and its count (change detection)
+N_COLUMNS = 20
 DISCOUNTED = slice(Q_SUM, L_SQ + 1)
 
 PRIOR_PSEUDO_CALLS = 2.0  # weight of the catalog cost/latency prior, in calls

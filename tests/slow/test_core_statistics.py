@@ -1,0 +1,81 @@
+"""Statistical behaviour of the cost-aware Thompson sampler on synthetic models (fixed seeds, wide margins)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+from banditroute.core import ModelSpec, Outcome, TaskPolicy, choose, new_state, update
+
+pytestmark = pytest.mark.slow
+
+
+def simulate(models, policy, quality, cost, n, seed, change_at=None, new_quality=None):  # type: ignore[no-untyped-def]
+    """Run n decide/learn rounds with Bernoulli quality; returns chosen indices."""
+    rng = np.random.default_rng(seed)
+    state = new_state(models, policy)
+    chosen = np.empty(n, dtype=int)
+    q = np.array(quality, dtype=float)
+    for t in range(n):
+        if change_at is not None and t == change_at:
+            q = np.array(new_quality, dtype=float)
+        choice = choose(state, models, policy, None, rng, float(t))
+        assert choice.model is not None
+        i = state.names.index(choice.model)
+        chosen[t] = i
+        outcome = Outcome(
+            choice.model,
+            quality=float(rng.random() < q[i]),
+            cost_usd=cost[i],
+            latency_ms=500.0,
+            at_s=float(t),
+        )
+        state = update(state, models, policy, outcome)
+    return chosen
+
+
+def catalog(quality, cost):  # type: ignore[no-untyped-def]
+    return tuple(ModelSpec(f"m{i}", cost_per_call_usd=c) for i, c in enumerate(cost))
+
+
+def test_best_utility_model_dominates_after_2000_decisions() -> None:
+    rng = np.random.default_rng(42)
+    quality = rng.uniform(0.4, 0.75, 15)
+    cost = rng.uniform(0.001, 0.02, 15)
+    quality[7], cost[7] = 0.85, 0.004  # utility 0.81 with λ = 10; the runner-up is well below
+    policy = TaskPolicy(lam=10.0)
+    utility = quality - policy.lam * cost
+    assert np.argmax(utility) == 7 and np.sort(utility)[-2] < utility[7] - 0.05
+    chosen = simulate(catalog(quality, cost), policy, quality, cost, 3000, seed=1)
+    share = np.mean(chosen[2000:] == 7)
+    assert share >= 0.8, share
+
+
+def test_traffic_moves_within_500_decisions_after_an_abrupt_change() -> None:
+    quality = [0.85, 0.7, 0.6, 0.5, 0.4]
+    cost = [0.002] * 5
+    after = [0.55, 0.7, 0.6, 0.5, 0.4]  # the best drops by 0.3; m1 is the new best
+    policy = TaskPolicy()  # default half-life 2000; the change detector does the fast part
+    change, window = 2000, 100
+    chosen = simulate(
+        catalog(quality, cost), policy, quality, cost, change + 500, 3, change_at=change, new_quality=after
+    )
+    assert np.mean(chosen[change - window : change] == 0) > 0.8
+    ends = range(change + window, change + 501)
+    moved = [end for end in ends if np.mean(chosen[end - window : end] == 1) > 0.5]
+    assert moved, "m1 never had the majority of a 100-decision window within 500 decisions"
+
+
+def test_budget_mode_holds_mean_cost_and_matches_best_fixed_mixture() -> None:
+    quality = np.array([0.55, 0.7, 0.8, 0.85])
+    cost = np.array([0.001, 0.004, 0.01, 0.03])
+    budget = 0.006
+    models = catalog(quality, cost)
+    policy = TaskPolicy(objective="budget", budget_mean_cost_usd=budget)
+    chosen = simulate(models, policy, quality, cost, 10_000, seed=5)
+    realised_cost = cost[chosen].mean()
+    realised_quality = quality[chosen].mean()
+    best = linprog(-quality, A_ub=[cost], b_ub=[budget], A_eq=[np.ones(4)], b_eq=[1.0], bounds=[(0, 1)] * 4)
+    assert abs(realised_cost / budget - 1.0) <= 0.05, realised_cost
+    assert realised_quality >= -best.fun - 0.02, (realised_quality, -best.fun)
