@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "bench": "banditroute.cli.bench_cmd:bench",
     "contracts": "banditroute.cli.contracts_cmd:contracts",
     "kafka": "banditroute.cli.kafka_cmd:kafka",
+    "worker": "banditroute.cli.worker_cmd:worker",
 }
 
 

@@ -1,0 +1,155 @@
+"""Decide: one routing decision per request, from the freshest posterior this worker holds.
+
+Deciding never waits on the feedback path: it reads states from a :class:`StateView` that the learner and the
+state-topic reader keep current. :class:`DecideLogic` turns a validated request into the decision event (as a
+JSON-ready dict, built directly rather than through pydantic on this hot path; a test validates it against
+:class:`~banditroute.events.RoutingDecision`). :mod:`banditroute.agents.decide_service` runs it on Kafka.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from banditroute.agents.join import decision_id_for
+from banditroute.config import Registry
+from banditroute.core import Choice, Constraints, TaskState, apply_rules, choose
+from banditroute.events import RoutingRequest
+
+POLICY_NAME = "thompson"
+POLICY_VERSION = "1"
+
+
+class StateView:
+    """The newest known state per state key, fed by the local learner and by the state topic.
+
+    A state replaces the held one only if its version is higher, so an old snapshot read late never rolls a
+    newer posterior back.
+    """
+
+    def __init__(self) -> None:
+        self._states: dict[str, TaskState] = {}
+        self.updated_at: dict[str, float] = {}
+
+    def get(self, key: str) -> TaskState | None:
+        return self._states.get(key)
+
+    def offer(self, key: str, state: TaskState) -> bool:
+        held = self._states.get(key)
+        if held is not None and held.version >= state.version:
+            return False
+        self._states[key] = state
+        self.updated_at[key] = time.time()
+        return True
+
+    def keys(self) -> list[str]:
+        return list(self._states)
+
+    def items(self) -> list[tuple[str, TaskState]]:
+        return list(self._states.items())
+
+
+def request_constraints(request: RoutingRequest) -> Constraints:
+    """The request's own filters as the core's :class:`Constraints`."""
+    override: dict[str, Any] | None = None
+    if request.objective is not None:
+        override = {k: v for k, v in request.objective.model_dump().items() if v is not None}
+        if "kind" in override:
+            override["objective"] = override.pop("kind")
+    return Constraints(
+        allow=frozenset(request.candidates) if request.candidates is not None else None,
+        deny=frozenset(request.exclude or ()),
+        max_cost_usd=request.constraints.max_cost_usd,
+        max_latency_ms=request.constraints.max_latency_ms,
+        capabilities=frozenset(request.constraints.capabilities),
+        objective_override=override or None,
+    )
+
+
+def _iso(now_s: float) -> str:
+    return datetime.fromtimestamp(now_s, UTC).isoformat().replace("+00:00", "Z")
+
+
+class DecideLogic:
+    """Request in, decision dict out."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        states: StateView,
+        rng: np.random.Generator,
+        worker_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.states = states
+        self.rng = rng
+        self.worker_id = worker_id
+        self.clock = clock
+
+    def state_for(self, key: str, task_type: str) -> TaskState:
+        state = self.states.get(key)
+        if state is None:
+            return self.registry.initial_state(task_type)
+        return self.registry.aligned(state, task_type)
+
+    def decide(self, request: RoutingRequest) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        now_s = self.clock()
+        task_type = request.task_type
+        key = self.registry.state_key(request.tenant, task_type)
+        state = self.state_for(key, task_type)
+        policy = self.registry.policy(task_type)
+        constraints = request_constraints(request)
+        rules = self.registry.rules()
+        applied: tuple[str, ...] = ()
+        pin = None
+        if rules:
+            effect, applied = apply_rules(rules, request.tenant, task_type, request.metadata)
+            constraints = constraints.merged(effect.constraints)
+            pin = effect.pin
+        choice = choose(state, self.registry.models, policy, constraints, self.rng, now_s, pinned=pin)
+        return self.decision_dict(request, key, choice, applied, now_s, t0)
+
+    def decision_dict(
+        self,
+        request: RoutingRequest,
+        key: str,
+        choice: Choice,
+        rules: tuple[str, ...],
+        now_s: float,
+        t0: float,
+    ) -> dict[str, Any]:
+        means = choice.means
+        return {
+            "schema_version": 1,
+            "decision_id": decision_id_for(request.request_id),
+            "request_id": request.request_id,
+            "task_type": request.task_type,
+            "tenant": request.tenant,
+            "model": choice.model,
+            "fallbacks": list(choice.fallbacks),
+            "propensity": float(choice.propensity) if choice.model is not None else 1.0,
+            "candidates": [
+                {"model": m, "sampled_utility": float(v), "mean_utility": float(means.get(m, v))}
+                for m, v in choice.sampled.items()
+            ],
+            "policy": {"name": choice.policy_name or POLICY_NAME, "version": POLICY_VERSION},
+            "state_version": int(choice.state_version),
+            "reasons": {
+                "filtered": dict(choice.filtered),
+                "circuit_open": list(choice.circuit_open),
+                "exploration": bool(choice.explored),
+                "no_eligible": choice.no_eligible,
+                "rules": list(rules),
+            },
+            "decided_at": _iso(now_s),
+            "decision_ms": (time.perf_counter() - t0) * 1000.0,
+            "worker_id": self.worker_id,
+            "is_default_route": False,
+            "shadow": False,
+        }

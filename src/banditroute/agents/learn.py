@@ -1,0 +1,103 @@
+"""Apply joined outcomes to the state of their task type, exactly once.
+
+Each state carries a watermark per source (``state.applied``: source -> highest offset applied), written in
+the same table record as the posteriors. An outcome at or below its source's watermark was learnt already
+(a redelivery after a crash) and is skipped. Because the watermark and the posterior travel together in one
+changelog record, a restarted worker recovers both consistently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from banditroute.config import Registry
+from banditroute.core import Outcome, TaskState, decode_state, encode_state, update
+
+
+@dataclass(slots=True)
+class LearnStats:
+    """Counters of one batch."""
+
+    learned: int = 0
+    skipped_redelivered: int = 0
+    by_model: dict[str, int] = field(default_factory=dict)
+
+
+def to_outcome(record: dict[str, Any], registry: Registry, now_s: float) -> Outcome:
+    """The core's view of a joined outcome; token counts are priced from the catalog when no cost is given."""
+    cost = record.get("cost_usd")
+    model = str(record["model"])
+    if cost is None and (record.get("tokens_in") is not None or record.get("tokens_out") is not None):
+        spec = next((m for m in registry.models if m.name == model), None)
+        if spec is not None:
+            cost = spec.price(int(record.get("tokens_in") or 0), int(record.get("tokens_out") or 0))
+    return Outcome(
+        model=model,
+        quality=record.get("quality"),
+        cost_usd=cost,
+        latency_ms=record.get("latency_ms"),
+        error=record.get("error"),
+        at_s=now_s,
+        served=True,
+    )
+
+
+class LearnLogic:
+    """Learn from outcomes into ``table`` (state key -> encoded :class:`TaskState`)."""
+
+    def __init__(
+        self,
+        table: MutableMapping[str, bytes],
+        registry: Registry,
+        on_state: Callable[[str, TaskState], None] = lambda _k, _s: None,
+    ) -> None:
+        self.table = table
+        self.registry = registry
+        self.on_state = on_state
+        self._decoded: dict[str, tuple[bytes, TaskState]] = {}
+
+    def state(self, key: str) -> TaskState:
+        """The current state of ``key`` (decoded once and cached while the table holds the same bytes)."""
+        raw = self.table.get(key)
+        task_type = self.registry.task_type_of(key)
+        if raw is None:
+            return self.registry.initial_state(task_type)
+        cached = self._decoded.get(key)
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        state = decode_state(raw)
+        self._decoded[key] = (raw, state)
+        return state
+
+    def apply(self, records: Iterable[dict[str, Any]], now_s: float) -> LearnStats:
+        """Apply a batch of outcome records; one table write per state key touched."""
+        stats = LearnStats()
+        by_key: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            by_key.setdefault(str(record["task_key"]), []).append(record)
+        for key, group in by_key.items():
+            task_type = self.registry.task_type_of(key)
+            policy = self.registry.policy(task_type)
+            state = self.registry.aligned(self.state(key), task_type)
+            before = state.version
+            for record in group:
+                src, off = int(record["src"]), int(record["off"])
+                if state.applied.get(src, -1) >= off:
+                    stats.skipped_redelivered += 1
+                    continue
+                outcome = to_outcome(record, self.registry, now_s)
+                state = update(state, self.registry.models, policy, outcome, source=(src, off))
+                stats.learned += 1
+                stats.by_model[outcome.model] = stats.by_model.get(outcome.model, 0) + 1
+            if state.version != before:
+                raw = encode_state(state)
+                self.table[key] = raw
+                self._decoded[key] = (raw, state)
+                self.on_state(key, state)
+        return stats
+
+    def forget_cache(self) -> None:
+        """Drop decoded states (after a rebalance the table may hold other partitions' keys)."""
+        self._decoded.clear()

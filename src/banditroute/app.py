@@ -1,0 +1,342 @@
+"""The worker as a diagram: the faust app, its topics and tables, the agents, timers and services.
+
+    requests ──► decide (aiokafka loop) ──► decisions ──┐
+                      ▲                                 ├─► join_feedback ──► outcomes ──► learn ──► state
+                      │ StateView ◄── StateReader ◄─────│──────────────────────────────────────────────┘
+    feedback ─────────────────────────────────────────┘        (ticks expire the reward wait window)
+
+``request_to_pending`` (changelogged) holds decisions awaiting feedback; ``task_to_state`` (changelogged to the
+compacted state topic) holds the posteriors with their idempotency watermarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from typing import Any
+
+import faust
+import numpy as np
+import orjson
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from banditroute.agents.decide import DecideLogic, StateView
+from banditroute.agents.decide_service import DecideService
+from banditroute.agents.join import FeedbackRecord, JoinLogic, JoinResult
+from banditroute.agents.learn import LearnLogic
+from banditroute.agents.state_reader import StateReader
+from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter, unknown_model_check
+from banditroute.config import Registry, RouterConfig
+from banditroute.core import TaskState
+from banditroute.events import DeadLetter, Feedback, ModelCatalogEvent
+from banditroute.settings import Settings
+
+log = logging.getLogger("banditroute.worker")
+
+TICK_HEADER = "banditroute-tick"
+TICK_INTERVAL_S = 1.0
+
+
+class Router:
+    """One banditroute worker: build it from settings, then run ``router.app`` with a faust Worker."""
+
+    def __init__(self, settings: Settings, config: RouterConfig | None = None) -> None:
+        self.settings = settings
+        self.registry = Registry(config or RouterConfig.load(settings.config_dir), settings.config_dir)
+        self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.view = StateView()
+        self.dead_letters = DeadLetterCounter()
+        self.counters: Counter[str] = Counter()
+        self.decisions_by_model: Counter[tuple[str, str]] = Counter()
+        self.recent_decisions: list[dict[str, Any]] = []
+        self.learned_at: dict[str, float] = {}
+        self.app = self._make_app()
+        self._declare()
+
+    # -- declarations -------------------------------------------------------------------------------------
+    def _make_app(self) -> faust.App:
+        s = self.settings
+        credentials: Any = None
+        password = s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None
+        ssl_context = s.aiokafka_security().get("ssl_context")
+        if s.kafka_security_protocol.startswith("SASL"):
+            credentials = faust.SASLCredentials(
+                username=s.kafka_sasl_username,
+                password=password,
+                mechanism=s.kafka_sasl_mechanism or "SCRAM-SHA-256",
+                ssl_context=ssl_context,  # type: ignore[arg-type]  # an SSLContext or None, typed loosely upstream
+            )
+        elif s.kafka_security_protocol == "SSL":
+            credentials = faust.SSLCredentials(ssl_context)  # type: ignore[arg-type]  # see above
+        return faust.App(
+            s.app_id,
+            broker=s.broker_url,
+            broker_credentials=credentials,
+            store="memory://",
+            datadir=str(s.data_dir),
+            web_enabled=s.web_enabled,
+            web_bind=s.web_host,
+            web_port=s.web_port,
+            web_host=s.web_host,
+            topic_partitions=s.partitions,
+            topic_replication_factor=1,
+            topic_allow_declare=True,
+            consumer_auto_offset_reset="earliest",
+            stream_wait_empty=False,
+            broker_commit_interval=0.5,
+            producer_linger_ms=1,
+            table_standby_replicas=0,
+            autodiscover=False,
+            key_serializer="json",
+            value_serializer="raw",
+        )
+
+    def _declare(self) -> None:
+        s, app = self.settings, self.app
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.requests = app.topic(s.topic("requests"), partitions=s.partitions, **raw)
+        self.decisions = app.topic(s.topic("decisions"), partitions=s.partitions, **raw)
+        self.feedback = app.topic(s.topic("feedback"), partitions=s.partitions, **raw)
+        self.catalog = app.topic(s.topic("catalog"), partitions=1, compacting=True, **raw)
+        self.outcomes = app.topic(
+            s.topic("outcomes"), partitions=s.state_partitions, key_serializer="json", value_serializer="raw"
+        )
+        self.deadletter = app.topic(s.topic("deadletter"), partitions=1, **raw)
+        self.state_topic = app.topic(
+            s.topic("state"),
+            partitions=s.state_partitions,
+            compacting=True,
+            deleting=False,
+            key_serializer="json",
+            value_serializer="raw",
+        )
+        self.request_to_pending = app.Table(
+            "request_to_pending", partitions=s.partitions, key_type=str, value_type=bytes
+        )
+        self.request_to_early_feedback = app.Table(
+            "request_to_early_feedback", partitions=s.partitions, key_type=str, value_type=bytes
+        )
+        self.task_to_state = app.Table(
+            "task_to_state",
+            partitions=s.state_partitions,
+            key_type=str,
+            value_type=bytes,
+            use_partitioner=True,
+            changelog_topic=self.state_topic,
+        )
+        self.join = JoinLogic(
+            self.request_to_pending, self.request_to_early_feedback, self.registry.join_policy
+        )
+        self.learn = LearnLogic(self.task_to_state, self.registry, self._on_learned)
+        self.decide_logic = DecideLogic(
+            self.registry,
+            self.view,
+            np.random.default_rng(s.seed),
+            worker_id=self.worker_id,
+        )
+        self.decider = DecideService(
+            self.decide_logic,
+            bootstrap=s.kafka_bootstrap,
+            requests_topic=self.requests.get_topic_name(),
+            decisions_topic=self.decisions.get_topic_name(),
+            deadletter_topic=self.deadletter.get_topic_name(),
+            group_id=f"{s.app_id}.decide",
+            security=s.aiokafka_security(),
+            max_payload_bytes=s.max_payload_bytes,
+            dead_letters=self.dead_letters,
+            on_decision=self._on_decision,
+        )
+        self.reader = StateReader(
+            self.view,
+            self.registry,
+            bootstrap=s.kafka_bootstrap,
+            state_topic=self.state_topic.get_topic_name(),
+            catalog_topic=self.catalog.get_topic_name(),
+            security=s.aiokafka_security(),
+        )
+        joined_source = app.topic(self.decisions.get_topic_name(), self.feedback.get_topic_name(), **raw)
+        app.agent(joined_source, name="join_feedback")(self._join_feedback)
+        app.agent(self.outcomes, name="learn")(self._learn)
+        app.agent(self.catalog, name="check_catalog")(self._check_catalog)
+        app.timer(TICK_INTERVAL_S)(self._tick)
+        app.timer(5.0)(self._reload_config)
+        app.task(self._run_services)
+        app.on_partitions_assigned.connect(self._on_assigned)
+
+    # -- services -----------------------------------------------------------------------------------------
+    async def ensure_topics(self) -> None:
+        """Create the topics faust does not declare itself (requests, deadletter) with the configured layout."""
+        s = self.settings
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, **s.aiokafka_security())
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            wanted = [
+                NewTopic(self.requests.get_topic_name(), s.partitions, 1),
+                NewTopic(self.decisions.get_topic_name(), s.partitions, 1),
+                NewTopic(self.feedback.get_topic_name(), s.partitions, 1),
+                NewTopic(self.deadletter.get_topic_name(), 1, 1),
+                NewTopic(self.catalog.get_topic_name(), 1, 1, topic_configs={"cleanup.policy": "compact"}),
+                NewTopic(self.outcomes.get_topic_name(), s.state_partitions, 1),
+                NewTopic(
+                    self.state_topic.get_topic_name(),
+                    s.state_partitions,
+                    1,
+                    topic_configs={"cleanup.policy": "compact"},
+                ),
+            ]
+            missing = [t for t in wanted if t.name not in existing]
+            if missing:
+                try:
+                    await admin.create_topics(missing)
+                except Exception as exc:  # another worker may have created them concurrently
+                    log.info("create_topics: %s", exc)
+        finally:
+            await admin.close()
+
+    async def _run_services(self) -> None:
+        await asyncio.gather(
+            self._supervise("state_reader", self.reader.run, self.reader.stop),
+            self._supervise("decide", self.decider.run, self.decider.stop),
+        )
+
+    async def _supervise(self, name: str, run: Any, stop: Any) -> None:
+        """Run a service loop; log and restart it after a pause if it fails, so the worker never dies of it."""
+        backoff = 0.5
+        try:
+            while True:
+                try:
+                    await run()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s loop failed; restarting in %.1f s", name, backoff)
+                    self.counters[f"{name}_restarts"] += 1
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        finally:
+            stop()
+
+    async def _on_assigned(self, *_args: Any, **_kwargs: Any) -> None:
+        self.join.rebuild_index(self._partition_of_request)
+        self.learn.forget_cache()
+
+    def _partition_of_request(self, request_id: str) -> int:
+        from aiokafka.partitioner import DefaultPartitioner
+
+        return int(DefaultPartitioner()(request_id.encode(), list(range(self.settings.partitions)), []))
+
+    # -- agents -------------------------------------------------------------------------------------------
+    async def _join_feedback(self, stream: Any) -> None:
+        decisions_name = self.decisions.get_topic_name()
+        async for event in stream.events():
+            msg = event.message
+            now = time.time()
+            try:
+                if msg.topic == decisions_name:
+                    decision = orjson.loads(msg.value)
+                    decision["task_key"] = self.registry.state_key(
+                        decision.get("tenant"), decision["task_type"]
+                    )
+                    result = self.join.on_decision(decision, msg.partition, msg.offset, now)
+                elif any(k == TICK_HEADER for k, _ in (msg.headers or ())):
+                    result = self.join.on_tick(msg.partition, msg.offset, now)
+                else:
+                    result = await self._join_one_feedback(msg, now)
+            except Exception as exc:  # never let one record stop the join
+                log.exception("join failed", extra={"topic": msg.topic, "offset": msg.offset})
+                await self._dead_letter(
+                    msg.value, msg.topic, msg.partition, msg.offset, "validation_error", str(exc)
+                )
+                continue
+            await self._publish(result)
+
+    async def _join_one_feedback(self, msg: Any, now: float) -> JoinResult:
+        checked = decode_record(
+            Feedback,
+            msg.value,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            max_bytes=self.settings.max_payload_bytes,
+            checks=(unknown_model_check(lambda: self.registry.model_names),),
+        )
+        if isinstance(checked, DeadLetter):
+            self.dead_letters.record(checked.reason)
+            await self.deadletter.send(key=msg.topic.encode(), value=encode(checked))
+            return JoinResult()
+        fields = checked.model_dump(mode="json", exclude_none=True)
+        return self.join.on_feedback(FeedbackRecord(fields, bytes(msg.value), msg.partition, msg.offset), now)
+
+    async def _publish(self, result: JoinResult) -> None:
+        for outcome in result.outcomes:
+            await self.outcomes.send(key=outcome["task_key"], value=orjson.dumps(outcome))
+        for rej in result.rejections:
+            await self._dead_letter(
+                rej.raw, self.feedback.get_topic_name(), rej.partition, rej.offset, rej.reason, rej.error
+            )
+        self.counters.update(result.counters)
+
+    async def _dead_letter(
+        self, raw: bytes | None, topic: str, partition: int, offset: int, reason: str, error: str
+    ) -> None:
+        from datetime import UTC, datetime
+
+        letter = make_dead_letter(raw, topic, partition, offset, reason, error, datetime.now(UTC))
+        self.dead_letters.record(letter.reason)
+        await self.deadletter.send(key=topic.encode(), value=encode(letter))
+
+    async def _learn(self, stream: Any) -> None:
+        async for batch in stream.take(1000, within=0.01):
+            records = [orjson.loads(v) for v in batch]
+            stats = self.learn.apply(records, time.time())
+            self.counters["learned"] += stats.learned
+            self.counters["skipped_redelivered"] += stats.skipped_redelivered
+
+    def _on_learned(self, key: str, state: TaskState) -> None:
+        self.view.offer(key, state)
+        self.learned_at[key] = time.time()
+
+    async def _check_catalog(self, stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            checked = decode_record(
+                ModelCatalogEvent,
+                msg.value,
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                max_bytes=self.settings.max_payload_bytes,
+            )
+            if isinstance(checked, DeadLetter):
+                self.dead_letters.record(checked.reason)
+                await self.deadletter.send(key=msg.topic.encode(), value=encode(checked))
+
+    # -- timers -------------------------------------------------------------------------------------------
+    async def _tick(self) -> None:
+        try:
+            for partition in range(self.settings.partitions):
+                await self.feedback.send(
+                    key=None, value=b"", partition=partition, headers={TICK_HEADER: b"1"}
+                )
+        except Exception as exc:  # a missed tick only delays expiry; never crash the worker for it
+            log.warning("tick not sent: %s", exc)
+
+    async def _reload_config(self) -> None:
+        try:
+            if self.registry.reload_if_changed():
+                log.info("configuration reloaded", extra={"registry_version": self.registry.version})
+        except Exception as exc:
+            log.error("configuration reload failed; keeping the previous one: %s", exc)
+
+    # -- observation --------------------------------------------------------------------------------------
+    def _on_decision(self, decision: dict[str, Any]) -> None:
+        self.decisions_by_model[(decision["task_type"], decision["model"] or "<none>")] += 1
+        self.recent_decisions.append(decision)
+        if len(self.recent_decisions) > 200:
+            del self.recent_decisions[:100]

@@ -1,0 +1,242 @@
+"""The router's configuration as data: models, task-type objectives, join windows and rules.
+
+Read from ``config/`` (``models.yaml``, ``policy.yaml``, ``rules.yaml``) at start, reloaded when a file
+changes, and amended at runtime by catalog events. The :class:`Registry` is what the agents consult; its
+``version`` changes whenever anything in it does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from banditroute.agents.join import JoinPolicy
+from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState, new_state, sync_models
+
+TENANT_SEPARATOR = "|"
+"""Separates tenant and task type in per-tenant state keys (never valid inside either name)."""
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or invalid; the message names the file and the field."""
+
+
+def _load_yaml(path: Path) -> Mapping[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        return {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _join_policy(where: str, data: Mapping[str, Any]) -> JoinPolicy:
+    allowed = {"wait_s", "on_timeout", "default_reward", "learn_late", "keep_joined_s"}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown join settings {sorted(unknown)}; allowed: {sorted(allowed)}")
+    policy = JoinPolicy(**{k: data[k] for k in data})
+    if policy.on_timeout not in ("none", "default_reward"):
+        raise ConfigError(f"{where}: join.on_timeout must be 'none' or 'default_reward'")
+    if not 0.0 <= float(policy.default_reward) <= 1.0:
+        raise ConfigError(f"{where}: join.default_reward must be in [0, 1]")
+    if float(policy.wait_s) <= 0:
+        raise ConfigError(f"{where}: join.wait_s must be > 0")
+    return replace(policy, wait_s=float(policy.wait_s), default_reward=float(policy.default_reward))
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """A validated snapshot of ``config/``."""
+
+    models: tuple[ModelSpec, ...]
+    default_policy: Mapping[str, Any]
+    task_policies: Mapping[str, Mapping[str, Any]]
+    default_join: JoinPolicy
+    task_joins: Mapping[str, JoinPolicy]
+    rules: tuple[Rule, ...]
+    per_tenant: frozenset[str] | bool = frozenset()
+    sources: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, config_dir: Path) -> RouterConfig:
+        """Read and validate the three files; a missing file means its defaults."""
+        if not config_dir.is_dir():
+            raise ConfigError(f"config folder {config_dir} does not exist (set BANDITROUTE_CONFIG_DIR)")
+        paths = {n: config_dir / f"{n}.yaml" for n in ("models", "policy", "rules")}
+        models_doc = _load_yaml(paths["models"])
+        policy_doc = _load_yaml(paths["policy"])
+        rules_doc = _load_yaml(paths["rules"])
+        try:
+            models = tuple(ModelSpec.from_mapping(m) for m in models_doc.get("models") or [])
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{paths['models']}: {exc}") from exc
+        names = [m.name for m in models]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{paths['models']}: model names must be unique")
+        defaults = dict(policy_doc.get("defaults") or {})
+        default_join = _join_policy(f"{paths['policy']} defaults", defaults.pop("join", None) or {})
+        task_policies: dict[str, Mapping[str, Any]] = {}
+        task_joins: dict[str, JoinPolicy] = {}
+        for task_type, overrides in (policy_doc.get("task_types") or {}).items():
+            merged = {**defaults, **(overrides or {})}
+            join = merged.pop("join", None)
+            task_joins[str(task_type)] = (
+                _join_policy(f"{paths['policy']} task_types.{task_type}", {**_as_dict(default_join), **join})
+                if join
+                else default_join
+            )
+            task_policies[str(task_type)] = merged
+        try:
+            TaskPolicy.from_mapping(defaults)
+            for task_type, mapping in task_policies.items():
+                try:
+                    TaskPolicy.from_mapping(mapping)
+                except ValueError as exc:
+                    raise ValueError(f"task_types.{task_type}: {exc}") from exc
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{paths['policy']}: {exc}") from exc
+        per_tenant_raw = policy_doc.get("per_tenant") or []
+        per_tenant: frozenset[str] | bool = (
+            per_tenant_raw if isinstance(per_tenant_raw, bool) else frozenset(str(t) for t in per_tenant_raw)
+        )
+        try:
+            rules = tuple(Rule.from_mapping(r) for r in rules_doc.get("rules") or [])
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{paths['rules']}: {exc}") from exc
+        sources = {str(p): p.stat().st_mtime for p in paths.values() if p.exists()}
+        return cls(models, defaults, task_policies, default_join, task_joins, rules, per_tenant, sources)
+
+
+def _as_dict(policy: JoinPolicy) -> dict[str, Any]:
+    return {
+        "wait_s": policy.wait_s,
+        "on_timeout": policy.on_timeout,
+        "default_reward": policy.default_reward,
+        "learn_late": policy.learn_late,
+        "keep_joined_s": policy.keep_joined_s,
+    }
+
+
+class Registry:
+    """What the agents consult: models (config + catalog events), policies, joins and rules, with a version.
+
+    Reads are lock-free (attributes are replaced whole); writes happen from the worker's event loop.
+    """
+
+    def __init__(self, config: RouterConfig, config_dir: Path | None = None) -> None:
+        self.config_dir = config_dir
+        self._lock = threading.Lock()
+        self._catalog: dict[str, ModelSpec] = {}
+        self._retired: set[str] = set()
+        self.version = 0
+        self._apply_config(config)
+
+    # -- building -----------------------------------------------------------------------------------------
+    def _apply_config(self, config: RouterConfig) -> None:
+        self.config = config
+        self._policy_cache: dict[str, TaskPolicy] = {}
+        self._default_policy = TaskPolicy.from_mapping(config.default_policy)
+        self._rebuild_models()
+
+    def _rebuild_models(self) -> None:
+        merged: dict[str, ModelSpec] = {m.name: m for m in self.config.models}
+        merged.update(self._catalog)
+        for name in self._retired:
+            if name in merged:
+                merged[name] = replace(merged[name], lifecycle="retired")
+        self.models: tuple[ModelSpec, ...] = tuple(merged.values())
+        self.model_names: frozenset[str] = frozenset(merged)
+        self._initial: dict[str, TaskState] = {}
+        self.version += 1
+
+    def reload_if_changed(self) -> bool:
+        """Reload ``config/`` when one of its files changed on disk; returns whether it did."""
+        if self.config_dir is None:
+            return False
+        paths = [self.config_dir / f"{n}.yaml" for n in ("models", "policy", "rules")]
+        now = {str(p): p.stat().st_mtime for p in paths if p.exists()}
+        if now == dict(self.config.sources):
+            return False
+        self._apply_config(RouterConfig.load(self.config_dir))
+        return True
+
+    def apply_catalog(self, event: Mapping[str, Any]) -> None:
+        """Apply a catalog event (a decoded ``ModelCatalogEvent`` as a dict)."""
+        name = str(event["model"])
+        if event["action"] == "retired":
+            self._retired.add(name)
+        else:
+            self._retired.discard(name)
+            base = self._catalog.get(name) or next((m for m in self.config.models if m.name == name), None)
+            prior = event.get("quality_prior")
+            price_in = float(event.get("price_in_per_1k_usd") or 0.0)
+            price_out = float(event.get("price_out_per_1k_usd") or 0.0)
+            cost = event.get("cost_per_call_usd")
+            if cost is None:
+                cost = base.cost_per_call_usd if base else (price_in + price_out) * 0.5
+            self._catalog[name] = ModelSpec(
+                name=name,
+                cost_per_call_usd=float(cost),
+                latency_ms=float(event.get("latency_ms") or (base.latency_ms if base else 1000.0)),
+                price_in_per_1k_usd=price_in,
+                price_out_per_1k_usd=price_out,
+                capabilities=frozenset(event.get("capabilities") or ()),
+                context_window=event.get("context_window"),
+                lifecycle=str(event.get("lifecycle") or "active"),
+                enabled=bool(event.get("enabled", True)),
+                quality_prior=(float(prior[0]), float(prior[1]))
+                if prior
+                else (base.quality_prior if base else (1.0, 1.0)),
+                rate_limit_rps=event.get("rate_limit_rps"),
+                tokens_per_minute=event.get("tokens_per_minute"),
+            )
+        self._rebuild_models()
+
+    # -- lookups ------------------------------------------------------------------------------------------
+    def policy(self, task_type: str) -> TaskPolicy:
+        cached = self._policy_cache.get(task_type)
+        if cached is None:
+            mapping = self.config.task_policies.get(task_type)
+            cached = TaskPolicy.from_mapping(mapping) if mapping is not None else self._default_policy
+            self._policy_cache[task_type] = cached
+        return cached
+
+    def join_policy(self, task_type: str) -> JoinPolicy:
+        return self.config.task_joins.get(task_type, self.config.default_join)
+
+    def state_key(self, tenant: str | None, task_type: str) -> str:
+        """Key of the bandit state a request uses: the task type, or tenant|task type where configured."""
+        per = self.config.per_tenant
+        if tenant and (per is True or (isinstance(per, frozenset) and task_type in per)):
+            return f"{tenant}{TENANT_SEPARATOR}{task_type}"
+        return task_type
+
+    @staticmethod
+    def task_type_of(key: str) -> str:
+        return key.split(TENANT_SEPARATOR, 1)[-1]
+
+    def initial_state(self, task_type: str) -> TaskState:
+        """The prior state of a task type nobody has learnt about yet (cached per registry version)."""
+        state = self._initial.get(task_type)
+        if state is None:
+            state = new_state(self.models, self.policy(task_type))
+            self._initial[task_type] = state
+        return state
+
+    def aligned(self, state: TaskState, task_type: str) -> TaskState:
+        """``state`` with the current model list (new models get their priors; retired ones keep state)."""
+        if self.model_names.issubset(state.names):
+            return state
+        return sync_models(state, self.models, self.policy(task_type))
+
+    def rules(self) -> Sequence[Rule]:
+        return self.config.rules
