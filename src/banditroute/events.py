@@ -64,6 +64,8 @@ _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$"
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_ID_PATTERN)]
 """An id or name: 1-128 chars, starts with a letter/digit, then letters, digits and ``._:/@+=-``."""
 ModelName = Identifier
+DecisionId = Annotated[str, StringConstraints(min_length=1, max_length=136, pattern=_ID_PATTERN)]
+"""A decision id: the router writes ``d:<request_id>`` (deterministic, so a request decided twice shows)."""
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Message = Annotated[str, StringConstraints(min_length=1, max_length=MAX_MESSAGE_CHARS)]
 
@@ -275,7 +277,9 @@ class DecisionReasons(_Part):
 class RoutingDecision(WireEvent):
     """The model picked for one request (or a rejection). Topic: ``banditroute.decisions``."""
 
-    decision_id: Identifier = Field(description="Unique id of this decision.")
+    decision_id: DecisionId = Field(
+        description="Id of this decision, `d:<request_id>`; a request decided twice (after a crash) repeats it."
+    )
     request_id: Identifier = Field(description="The request decided; the topic key.")
     task_type: Identifier = Field(description="Task type of the request.")
     tenant: Identifier | None = Field(default=None, description="Tenant of the request.")
@@ -333,7 +337,7 @@ class Feedback(WireEvent):
     """The outcome of a routed call. Topic: ``banditroute.feedback``, keyed by request_id."""
 
     request_id: Identifier | None = Field(default=None, description="Request the outcome is for.")
-    decision_id: Identifier | None = Field(default=None, description="Decision the outcome is for.")
+    decision_id: DecisionId | None = Field(default=None, description="Decision the outcome is for.")
     model: ModelName = Field(description="Model that actually served the call (may be a fallback).")
     quality: UnitFloat | None = Field(
         default=None, description="Quality score in [0, 1]; required unless error is set."
