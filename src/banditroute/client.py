@@ -26,7 +26,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -616,7 +616,7 @@ class RouterClient:
                 )
             else:
                 await producer.send(self.feedback_topic, value=encode(event), key=key)
-        except (TimeoutError, OSError) as exc:
+        except Exception as exc:  # TimeoutError, KafkaError, connection errors
             raise RouterUnavailable(f"feedback for {event.request_id} not stored: {exc!r}") from exc
 
     async def flush(self) -> None:
@@ -729,7 +729,7 @@ async def read_topic(
     follow: bool = False,
     connect_timeout_s: float = 10.0,
     stop: Callable[[], bool] | None = None,
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Yield the records of every partition of ``topic`` from ``start``, without a consumer group.
 
     ``start`` is ``earliest``, ``latest``, an offset (per partition; negative counts back from the end) or a

@@ -16,6 +16,11 @@ COMMANDS: dict[str, str] = {
     "bench": "banditroute.cli.bench_cmd:bench",
     "contracts": "banditroute.cli.contracts_cmd:contracts",
     "kafka": "banditroute.cli.kafka_cmd:kafka",
+    "route": "banditroute.cli.route_cmd:route",
+    "feedback": "banditroute.cli.feedback_cmd:feedback",
+    "tail": "banditroute.cli.tail_cmd:tail",
+    "state": "banditroute.cli.state_cmd:state",
+    "catalog": "banditroute.cli.catalog_cmd:catalog",
     "worker": "banditroute.cli.worker_cmd:worker",
 }
 
