@@ -196,3 +196,13 @@ def test_state_summary_from_a_prior_state() -> None:
     assert b["lifecycle"] == "unknown"
     assert summary["spend"]["budget_usd_per_min"] == 1.0
     json.loads(json_line(summary))
+
+
+def test_bench_percentile() -> None:
+    from banditroute.bench.route import percentile
+
+    values = [float(i) for i in range(1, 101)]
+    assert (
+        percentile(values, 50) == 50.0 and percentile(values, 99) == 99.0 and percentile(values, 100) == 100.0
+    )
+    assert percentile([3.0], 99) == 3.0

@@ -58,3 +58,8 @@ def policy(fmt: str, models: int, seconds: float, iterations: int | None) -> Non
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     emit(result, fmt, "banditroute bench policy")
+
+
+from banditroute.bench.route import route as _route_bench  # noqa: E402
+
+bench.add_command(_route_bench)

@@ -1,0 +1,120 @@
+"""``banditroute bench route``: round-trip latency of ``RouterClient.route()`` against a running worker."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+import click
+
+from banditroute.settings import Settings
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (q in [0, 100])."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), math.ceil(q / 100.0 * len(sorted_values))))
+    return sorted_values[rank - 1]
+
+
+async def run_route_bench(
+    settings: Settings,
+    *,
+    requests: int,
+    concurrency: int,
+    task_type: str,
+    timeout_s: float,
+    warmup: int,
+) -> dict[str, Any]:
+    """Send ``warmup`` unmeasured then ``requests`` measured routes with ``concurrency`` in flight."""
+    from banditroute.client import RouterClient, RouteTimeout
+
+    latencies: list[float] = []
+    timeouts = 0
+    models: dict[str, int] = {}
+    async with RouterClient(settings, timeout_s=timeout_s, start_timeout_s=max(timeout_s, 10.0)) as client:
+        if client.degraded:
+            raise RuntimeError(client.degraded)
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(measure: bool) -> None:
+            nonlocal timeouts
+            async with sem:
+                started = time.perf_counter()
+                try:
+                    decision = await client.route(task_type)
+                except RouteTimeout:
+                    timeouts += measure
+                    return
+                if measure:
+                    latencies.append((time.perf_counter() - started) * 1000.0)
+                    models[str(decision.model)] = models.get(str(decision.model), 0) + 1
+
+        await asyncio.gather(*(one(False) for _ in range(warmup)))
+        wall = time.perf_counter()
+        await asyncio.gather(*(one(True) for _ in range(requests)))
+        wall = time.perf_counter() - wall
+    latencies.sort()
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "answered": len(latencies),
+        "timeouts": timeouts,
+        "throughput_per_s": len(latencies) / wall if wall > 0 else 0.0,
+        "latency_ms": {
+            "p50": percentile(latencies, 50),
+            "p90": percentile(latencies, 90),
+            "p99": percentile(latencies, 99),
+            "max": latencies[-1] if latencies else float("nan"),
+        },
+        "models": models,
+    }
+
+
+@click.command("route")
+@click.option("--requests", "-n", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--concurrency", "-c", type=click.IntRange(1, 10_000), default=16, show_default=True)
+@click.option("--task-type", default="bench", show_default=True)
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.01), default=5.0, show_default=True)
+@click.option("--warmup", type=click.IntRange(0), default=50, show_default=True)
+@click.option(
+    "--bootstrap", default=None, help="Kafka bootstrap servers (default: BANDITROUTE_KAFKA_BOOTSTRAP)."
+)
+@click.option("--topic-prefix", default=None, help="Topic prefix (default: BANDITROUTE_TOPIC_PREFIX).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def route(
+    requests: int,
+    concurrency: int,
+    task_type: str,
+    timeout_s: float,
+    warmup: int,
+    bootstrap: str | None,
+    topic_prefix: str | None,
+    fmt: str,
+) -> None:
+    """p50/p90/p99 of route() round trips (client -> requests -> worker -> reply topic) against a running
+    worker. Exits 3 when Kafka cannot be reached."""
+    from banditroute.cli.bench_cmd import emit
+    from banditroute.cli.output import EXIT_UNAVAILABLE, fail, make_ctx
+
+    ctx = make_ctx(bootstrap, topic_prefix, fmt)
+    try:
+        result = asyncio.run(
+            run_route_bench(
+                ctx.settings,
+                requests=requests,
+                concurrency=concurrency,
+                task_type=task_type,
+                timeout_s=timeout_s,
+                warmup=warmup,
+            )
+        )
+    except RuntimeError as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    emit(result, fmt, "banditroute bench route")
+
+
+__all__ = ["percentile", "route", "run_route_bench"]
