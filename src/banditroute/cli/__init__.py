@@ -15,7 +15,9 @@ import click
 COMMANDS: dict[str, str] = {
     "bench": "banditroute.cli.bench_cmd:bench",
     "contracts": "banditroute.cli.contracts_cmd:contracts",
+    "evaluate": "banditroute.cli.evaluate_cmd:evaluate",
     "kafka": "banditroute.cli.kafka_cmd:kafka",
+    "replay": "banditroute.cli.replay_cmd:replay",
     "route": "banditroute.cli.route_cmd:route",
     "feedback": "banditroute.cli.feedback_cmd:feedback",
     "tail": "banditroute.cli.tail_cmd:tail",
