@@ -374,10 +374,10 @@ class RouterClient:
             **security,
         )
         await self._consumer.start()
-        parts = await partitions_of(self._consumer, self.reply_topic)
-        while not parts:  # a just-created topic takes a moment to appear in metadata
+        parts = await partitions_of(self._consumer, self.reply_topic, require_leader=True)
+        while not parts:  # a just-created topic takes a moment to appear in metadata and elect a leader
             await asyncio.sleep(0.05)
-            parts = await partitions_of(self._consumer, self.reply_topic)
+            parts = await partitions_of(self._consumer, self.reply_topic, require_leader=True)
         tps = [TopicPartition(self.reply_topic, p) for p in sorted(parts)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
@@ -791,10 +791,17 @@ async def read_topic(
             await consumer.stop()
 
 
-async def partitions_of(consumer: Any, topic: str) -> set[int]:
-    """Partition ids of ``topic`` from fresh cluster metadata (empty when the topic does not exist)."""
+async def partitions_of(consumer: Any, topic: str, *, require_leader: bool = False) -> set[int]:
+    """Partition ids of ``topic`` from fresh cluster metadata (empty when the topic does not exist, or with
+    ``require_leader`` while any partition has no leader yet)."""
+    from aiokafka import TopicPartition
+
     cluster = await consumer._client.fetch_all_metadata()
-    return set(cluster.partitions_for_topic(topic) or ())
+    parts = set(cluster.partitions_for_topic(topic) or ())
+    if not require_leader:
+        return parts
+    leaders = {p: cluster.leader_for_partition(TopicPartition(topic, p)) for p in parts}
+    return parts if all(leader is not None and leader >= 0 for leader in leaders.values()) else set()
 
 
 def _start_offset(start: StartAt, beginning: int, end: int) -> int:
