@@ -187,6 +187,8 @@ class ReplayResult:
         shares: dict[str, dict[str, float]] = {}
         for i, t in enumerate(self.stream.task_types):
             picks = run.chosen[self.stream.task == i]
+            if len(picks) == 0:
+                continue
             counts = np.bincount(picks, minlength=len(self.models)) / max(1, len(picks))
             shares[t] = {m: round(float(c), 4) for m, c in zip(self.models, counts, strict=True)}
         return {

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from banditroute.cli import main
+from banditroute.sim.replay import replay
+from banditroute.sim.table import example_path, load_outcomes, parse_mix
+
+
+def test_example_is_small_and_loads() -> None:
+    assert example_path().stat().st_size < 200_000
+    table = load_outcomes()
+    assert len(table.models) == 2 and len(table.task_types) == 6
+    assert abs(sum(table.mix().values()) - 1) < 1e-12
+
+
+def test_replay_is_deterministic_and_consistent() -> None:
+    table = load_outcomes()
+    a = replay(table, requests=3000, seed=3, policies=["thompson", "cheapest", "uniform"]).to_json()
+    b = replay(table, requests=3000, seed=3, policies=["thompson", "cheapest", "uniform"]).to_json()
+    assert a == b
+    oracle, single = a["oracle"]["mean_utility"], a["best_single_model"]["mean_utility"]
+    assert oracle >= single
+    for p in a["policies"]:
+        assert p["regret"] == pytest.approx(oracle - p["mean_utility"])
+        assert p["captured"] == pytest.approx((p["mean_utility"] - single) / (oracle - single))
+        for shares in p["traffic_share"].values():
+            assert sum(shares.values()) == pytest.approx(1, abs=1e-3)
+    cheapest = next(p for p in a["policies"] if p["name"] == "cheapest")
+    assert cheapest["traffic_share"]["gsm8k"]["small-model"] == 1.0
+
+
+def test_mix_and_budget() -> None:
+    table = load_outcomes()
+    assert parse_mix("gsm8k=1,mt-bench=3", table.task_types)["mt-bench"] == 0.75
+    with pytest.raises(ValueError, match="unknown task type"):
+        parse_mix("nope=1", table.task_types)
+    r = replay(table, requests=2000, seed=1, policies=["thompson"], mix="gsm8k=1").to_json()
+    assert set(r["policies"][0]["traffic_share"]) == {"gsm8k"}
+    spend = replay(table, requests=4000, seed=1, policies=["thompson"], budget=0.002).to_json()
+    assert spend["policies"][0]["mean_cost_usd"] < 0.004
+
+
+def test_bad_csv_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "o.csv"
+    bad.write_text("task_type,prompt_id,model,quality,cost_usd,latency_ms\na,p,m,1.5,0.1,\n")
+    with pytest.raises(ValueError, match=r"o.csv:2: quality"):
+        load_outcomes(bad)
+
+
+def test_cli_replay_json_and_plots(tmp_path: Path) -> None:
+    out = tmp_path / "plots"
+    result = CliRunner().invoke(
+        main,
+        [
+            "replay",
+            "--requests",
+            "1500",
+            "--policy",
+            "thompson",
+            "--policy",
+            "cheapest",
+            "--format",
+            "json",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [p["name"] for p in report["policies"]] == ["thompson", "cheapest"]
+    assert {"oracle", "best_single_model"} <= set(report)
+    assert all(Path(p).exists() for p in report["plots"]) and len(report["plots"]) == 4
