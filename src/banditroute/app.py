@@ -28,6 +28,7 @@ from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.agents.decide_service import DecideService
 from banditroute.agents.join import FeedbackRecord, JoinLogic, JoinResult
 from banditroute.agents.learn import LearnLogic
+from banditroute.agents.staged import StagedTable
 from banditroute.agents.state_reader import StateReader
 from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter, unknown_model_check
 from banditroute.config import Registry, RouterConfig
@@ -38,6 +39,12 @@ from banditroute.settings import Settings
 log = logging.getLogger("banditroute.worker")
 
 TICK_HEADER = "banditroute-tick"
+
+
+class TopicLayoutError(RuntimeError):
+    """An existing topic's partition count does not match the configuration."""
+
+
 TICK_INTERVAL_S = 1.0
 
 
@@ -90,6 +97,8 @@ class Router:
             broker_commit_interval=0.5,
             producer_linger_ms=1,
             table_standby_replicas=0,
+            broker_session_timeout=s.session_timeout_s,
+            broker_heartbeat_interval=max(1.0, s.session_timeout_s / 4),
             autodiscover=False,
             key_serializer="json",
             value_serializer="raw",
@@ -128,9 +137,9 @@ class Router:
             use_partitioner=True,
             changelog_topic=self.state_topic,
         )
-        self.join = JoinLogic(
-            self.request_to_pending, self.request_to_early_feedback, self.registry.join_policy
-        )
+        self.pending_view = StagedTable(self.request_to_pending, self._partition_of_request)
+        self.early_view = StagedTable(self.request_to_early_feedback, self._partition_of_request)
+        self.join = JoinLogic(self.pending_view, self.early_view, self.registry.join_policy)
         self.learn = LearnLogic(self.task_to_state, self.registry, self._on_learned)
         self.decide_logic = DecideLogic(
             self.registry,
@@ -149,6 +158,7 @@ class Router:
             max_payload_bytes=s.max_payload_bytes,
             dead_letters=self.dead_letters,
             on_decision=self._on_decision,
+            session_timeout_s=s.session_timeout_s,
         )
         self.reader = StateReader(
             self.view,
@@ -189,6 +199,7 @@ class Router:
                     topic_configs={"cleanup.policy": "compact"},
                 ),
             ]
+            await self._check_layout(admin, [t for t in wanted if t.name in existing])
             missing = [t for t in wanted if t.name not in existing]
             if missing:
                 try:
@@ -197,6 +208,22 @@ class Router:
                     log.info("create_topics: %s", exc)
         finally:
             await admin.close()
+
+    @staticmethod
+    async def _check_layout(admin: AIOKafkaAdminClient, present: list[NewTopic]) -> None:
+        """Fail fast, with a fix, if a topic exists with another partition count than this worker needs."""
+        if not present:
+            return
+        described = await admin.describe_topics([t.name for t in present])
+        counts = {d["topic"]: len(d.get("partitions") or ()) for d in described}
+        for topic in present:
+            have = counts.get(topic.name)
+            if have and have != topic.num_partitions:
+                raise TopicLayoutError(
+                    f"topic {topic.name!r} has {have} partitions but this worker needs {topic.num_partitions} "
+                    "(requests, decisions and feedback must co-partition by request_id). Set "
+                    "BANDITROUTE_PARTITIONS / BANDITROUTE_STATE_PARTITIONS to match, or recreate the topic."
+                )
 
     async def _run_services(self) -> None:
         await asyncio.gather(
@@ -233,28 +260,32 @@ class Router:
 
     # -- agents -------------------------------------------------------------------------------------------
     async def _join_feedback(self, stream: Any) -> None:
+        """Join decisions and feedback in batches; join state is durable before any outcome is published."""
         decisions_name = self.decisions.get_topic_name()
-        async for event in stream.events():
-            msg = event.message
-            now = time.time()
-            try:
-                if msg.topic == decisions_name:
-                    decision = orjson.loads(msg.value)
-                    decision["task_key"] = self.registry.state_key(
-                        decision.get("tenant"), decision["task_type"]
+        async for events in stream.take_events(500, within=0.005):
+            results: list[JoinResult] = []
+            for event in events:
+                msg = event.message
+                now = time.time()
+                try:
+                    if msg.topic == decisions_name:
+                        decision = orjson.loads(msg.value)
+                        decision["task_key"] = self.registry.state_key(
+                            decision.get("tenant"), decision["task_type"]
+                        )
+                        results.append(self.join.on_decision(decision, msg.partition, msg.offset, now))
+                    elif any(k == TICK_HEADER for k, _ in (msg.headers or ())):
+                        results.append(self.join.on_tick(msg.partition, msg.offset, now))
+                    else:
+                        results.append(await self._join_one_feedback(msg, now))
+                except Exception as exc:  # never let one record stop the join
+                    log.exception("join failed", extra={"topic": msg.topic, "offset": msg.offset})
+                    await self._dead_letter(
+                        msg.value, msg.topic, msg.partition, msg.offset, "validation_error", str(exc)
                     )
-                    result = self.join.on_decision(decision, msg.partition, msg.offset, now)
-                elif any(k == TICK_HEADER for k, _ in (msg.headers or ())):
-                    result = self.join.on_tick(msg.partition, msg.offset, now)
-                else:
-                    result = await self._join_one_feedback(msg, now)
-            except Exception as exc:  # never let one record stop the join
-                log.exception("join failed", extra={"topic": msg.topic, "offset": msg.offset})
-                await self._dead_letter(
-                    msg.value, msg.topic, msg.partition, msg.offset, "validation_error", str(exc)
-                )
-                continue
-            await self._publish(result)
+            await asyncio.gather(self.pending_view.flush(), self.early_view.flush())
+            for result in results:
+                await self._publish(result)
 
     async def _join_one_feedback(self, msg: Any, now: float) -> JoinResult:
         checked = decode_record(

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         65_536, ge=256, le=1_048_576, description="Larger events are dead-lettered."
     )
     snapshot_interval_ms: int = Field(50, ge=0, le=60_000, description="Least time between state snapshots.")
+    session_timeout_s: float = Field(
+        10.0,
+        ge=3.0,
+        le=300.0,
+        description="Consumer group session timeout: how soon a dead worker's partitions move.",
+    )
     seed: int | None = Field(None, description="Seed of the sampler (default: random per worker).")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Structured JSON logs or plain text.")

@@ -79,3 +79,69 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float = 60.0, inter
             return True
         await asyncio.sleep(interval_s)
     return predicate()
+
+
+class WorkerProcess:
+    """``banditroute worker`` in a subprocess, for tests that kill and restart it."""
+
+    def __init__(self, env: dict[str, str], log_path: str) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: Any = None
+
+    def start(self) -> WorkerProcess:
+        import os
+        import subprocess
+        import sys
+
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child for its lifetime
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "banditroute", "worker"],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        return self
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def terminate(self, timeout_s: float = 30.0) -> int | None:
+        import signal
+        import subprocess
+
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return int(self.proc.returncode)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def worker_env(bootstrap: str, prefix: str, config_dir: str, data_dir: str, **extra: str) -> dict[str, str]:
+    """Environment for a test worker with its own topics, group and data folder."""
+    return {
+        "BANDITROUTE_KAFKA_BOOTSTRAP": bootstrap,
+        "BANDITROUTE_TOPIC_PREFIX": prefix,
+        "BANDITROUTE_APP_ID": prefix,
+        "BANDITROUTE_CONFIG_DIR": config_dir,
+        "BANDITROUTE_DATA_DIR": data_dir,
+        "BANDITROUTE_WEB_ENABLED": "false",
+        "BANDITROUTE_PARTITIONS": "4",
+        "BANDITROUTE_STATE_PARTITIONS": "2",
+        "BANDITROUTE_SESSION_TIMEOUT_S": "6",
+        "BANDITROUTE_LOG_LEVEL": "warning",
+        **extra,
+    }

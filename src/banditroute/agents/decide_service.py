@@ -42,6 +42,7 @@ class DecideService:
         on_decision: Callable[[dict[str, Any]], None] = lambda _d: None,
         max_batch: int = 2000,
         linger_ms: int = 1,
+        session_timeout_s: float = 10.0,
     ) -> None:
         self.logic = logic
         self.bootstrap = bootstrap
@@ -55,6 +56,7 @@ class DecideService:
         self.on_decision = on_decision
         self.max_batch = max_batch
         self.linger_ms = linger_ms
+        self.session_timeout_s = session_timeout_s
         self.duplicates = DuplicateIdCheck("request_id", capacity=100_000)
         self.checks = (unknown_model_check(lambda: logic.registry.model_names), self.duplicates)
         self.decided = 0
@@ -72,6 +74,8 @@ class DecideService:
             auto_offset_reset="earliest",
             max_poll_records=self.max_batch,
             fetch_max_wait_ms=100,
+            session_timeout_ms=int(self.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(max(1.0, self.session_timeout_s / 4) * 1000),
             **self.security,
         )
         producer = AIOKafkaProducer(

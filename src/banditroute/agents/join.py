@@ -261,7 +261,9 @@ class JoinLogic:
         if entry.status == JOINED:
             if entry.joined_src == src and entry.joined_off == offset:
                 # The very same record delivered again (crash before commit): emit again; the learner dedupes.
-                result.outcomes.append(self._outcome(request_id, entry, fields, src, offset, "feedback"))
+                result.outcomes.append(
+                    self._outcome(request_id, entry, fields, src, offset, "feedback", now_s)
+                )
                 result.count("redelivered_feedback")
                 return result
             self._reject(
@@ -297,17 +299,18 @@ class JoinLogic:
                 )
                 return result
         result.outcomes.append(
-            self._outcome(request_id, entry, fields, src, offset, "late" if late else "feedback")
+            self._outcome(request_id, entry, fields, src, offset, "late" if late else "feedback", now_s)
         )
         result.count("late_feedback" if late else "joined")
         return result
 
     @staticmethod
     def _outcome(
-        request_id: str, entry: Pending, fb: dict[str, Any], src: int, offset: int, kind: str
+        request_id: str, entry: Pending, fb: dict[str, Any], src: int, offset: int, kind: str, now_s: float
     ) -> dict[str, Any]:
         return {
             "kind": kind,
+            "at_s": now_s,
             "task_key": entry.task_key,
             "task_type": entry.task_type,
             "tenant": entry.tenant,
@@ -362,7 +365,9 @@ class JoinLogic:
                 result.count("reward_timeouts")
                 if policy.on_timeout == "default_reward":
                     default = {"model": entry.model, "quality": policy.default_reward}
-                    result.outcomes.append(self._outcome(request_id, entry, default, src, offset, "timeout"))
+                    result.outcomes.append(
+                        self._outcome(request_id, entry, default, src, offset, "timeout", now_s)
+                    )
                 entry.status = EXPIRED
                 entry.deadline_s = now_s + policy.keep_joined_s
                 self._store(request_id, entry, partition)

@@ -39,7 +39,7 @@ def to_outcome(record: dict[str, Any], registry: Registry, now_s: float) -> Outc
         cost_usd=cost,
         latency_ms=record.get("latency_ms"),
         error=record.get("error"),
-        at_s=now_s,
+        at_s=float(record.get("at_s", now_s)),
         served=True,
     )
 

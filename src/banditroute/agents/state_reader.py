@@ -17,6 +17,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from banditroute.agents.decide import StateView
+from banditroute.client import partitions_of
 from banditroute.codec import decode
 from banditroute.config import Registry
 from banditroute.core import decode_state
@@ -57,10 +58,7 @@ class StateReader:
         while not self._stopping.is_set():
             tps: list[TopicPartition] = []
             for topic in (self.state_topic, self.catalog_topic):
-                parts = consumer.partitions_for_topic(topic)
-                if parts is None:
-                    await consumer.topics()  # refreshes cluster metadata
-                    parts = consumer.partitions_for_topic(topic) or set()
+                parts = await partitions_of(consumer, topic, require_leader=True)
                 tps.extend(TopicPartition(topic, p) for p in sorted(parts))
             if any(tp.topic == self.state_topic for tp in tps) and any(
                 tp.topic == self.catalog_topic for tp in tps

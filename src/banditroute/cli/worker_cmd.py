@@ -43,7 +43,12 @@ def run_worker(router: object) -> None:
     level = settings.log_level.upper()
     import asyncio
 
-    asyncio.run(router.ensure_topics())
+    from banditroute.app import TopicLayoutError
+
+    try:
+        asyncio.run(router.ensure_topics())
+    except TopicLayoutError as exc:
+        raise click.ClickException(str(exc)) from exc
     worker = faust.Worker(
         router.app,
         loglevel="warn" if level == "WARNING" else level.lower(),

@@ -218,7 +218,7 @@ class LocalKafka:
             f"inter.broker.listener.name={inter}\n"
             f"log.dirs={self.log_dir}\n"
             "num.partitions=1\n"
-            "auto.create.topics.enable=true\n"
+            "auto.create.topics.enable=false\n"
             "offsets.topic.replication.factor=1\n"
             "offsets.topic.num.partitions=10\n"
             "transaction.state.log.replication.factor=1\n"
@@ -237,7 +237,9 @@ class LocalKafka:
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2, encoding="utf-8")
         controller_port = free_port()
         self.props_file.write_text(self._properties(controller_port), encoding="utf-8")
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # the storage tool would read a leading '-' as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
         cmd = [
             self._java(),
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",

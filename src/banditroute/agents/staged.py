@@ -1,0 +1,60 @@
+"""A faust table view whose changelog writes are staged and then sent and awaited together.
+
+faust writes a table's changelog through a background buffer, so a message sent right after a table write can
+reach Kafka before the write does. The join must never let a joined outcome become durable while the record
+that says "this request is joined" is not: after a crash the feedback would be replayed, find no trace of the
+join, and be learnt a second time. Writing through this view, then ``await flush()`` before publishing the
+outcomes, gives that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
+
+
+class StagedTable(MutableMapping[str, bytes]):
+    """Reads and writes the table's local store; :meth:`flush` sends the staged changelog records."""
+
+    def __init__(self, table: Any, partition_of: Callable[[str], int]) -> None:
+        self.table = table
+        self.partition_of = partition_of
+        self.staged: dict[str, bytes | None] = {}
+
+    def __getitem__(self, key: str) -> bytes:
+        value: bytes = self.table.data[key]
+        return value
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.table.data[key] = value
+        self.staged[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table.data[key]
+        self.staged[key] = None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.table.data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.table.data.keys()))
+
+    def __len__(self) -> int:
+        return len(self.table.data)
+
+    async def flush(self) -> int:
+        """Send every staged write (tombstones for deletions) and wait until Kafka has acknowledged them."""
+        if not self.staged:
+            return 0
+        futures = []
+        for key, value in self.staged.items():
+            partition = self.partition_of(key)
+            if value is None:
+                futures.append(self.table.send_changelog(partition, key, None, value_serializer="raw"))
+            else:
+                futures.append(self.table.send_changelog(partition, key, value))
+        n = len(self.staged)
+        self.staged = {}
+        await asyncio.gather(*futures)
+        return n

@@ -1,0 +1,240 @@
+"""A closed loop on the real broker: produce requests, read decisions, answer with simulated feedback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from banditroute.client import partitions_of
+from banditroute.core import decode_state
+
+MODELS_YAML = """models:
+  - {name: premium, cost_per_call_usd: 0.02, latency_ms: 900}
+  - {name: balanced, cost_per_call_usd: 0.002, latency_ms: 500}
+  - {name: budget, cost_per_call_usd: 0.0005, latency_ms: 300}
+"""
+POLICY_YAML = """defaults:
+  lam: 10.0
+  half_life: null
+  join: {wait_s: 120}
+"""
+# True means and costs: utility = q - 10 c -> premium 0.60, balanced 0.78 (best), budget 0.445.
+TRUTH = {"premium": (0.80, 0.02), "balanced": (0.80, 0.002), "budget": (0.45, 0.0005)}
+BEST = "balanced"
+
+
+def write_config(folder: Path, models: str = MODELS_YAML, policy: str = POLICY_YAML) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "models.yaml").write_text(models)
+    (folder / "policy.yaml").write_text(policy)
+    (folder / "rules.yaml").write_text("rules: []\n")
+    return folder
+
+
+def request(task_type: str = "chat", request_id: str | None = None) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "request_id": request_id or uuid.uuid4().hex,
+        "task_type": task_type,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def feedback_for(decision: dict[str, Any], rng: np.random.Generator, **override: Any) -> dict[str, Any]:
+    model = decision["model"]
+    quality_p, cost = TRUTH[model]
+    return {
+        "schema_version": 1,
+        "request_id": decision["request_id"],
+        "decision_id": decision["decision_id"],
+        "model": model,
+        "quality": float(rng.random() < quality_p),
+        "cost_usd": cost,
+        "latency_ms": 100.0,
+        "observed_at": datetime.now(UTC).isoformat(),
+        "idempotency_key": f"{decision['request_id']}:{model}",
+        **override,
+    }
+
+
+@dataclass
+class Loop:
+    bootstrap: str
+    prefix: str
+    producer: AIOKafkaProducer | None = None
+    consumer: AIOKafkaConsumer | None = None
+    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+
+    async def __aenter__(self) -> Loop:
+        await wait_topics(
+            self.bootstrap, [f"{self.prefix}.{t}" for t in ("requests", "decisions", "feedback")]
+        )
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=2, acks="all")
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            f"{self.prefix}.decisions",
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=50,
+        )
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.producer is not None and self.consumer is not None
+        await self.producer.stop()
+        await self.consumer.stop()
+
+    async def send(self, suffix: str, value: dict[str, Any], key: str) -> None:
+        assert self.producer is not None
+        await self.producer.send(f"{self.prefix}.{suffix}", key=key.encode(), value=orjson.dumps(value))
+
+    async def flush(self) -> None:
+        assert self.producer is not None
+        await self.producer.flush()
+
+    async def await_decisions(self, request_ids: list[str], timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        """Read decisions until every request in ``request_ids`` has one (first decision per request wins)."""
+        assert self.consumer is not None
+        deadline = time.monotonic() + timeout_s
+        missing = [r for r in request_ids if r not in self.decisions]
+        while missing and time.monotonic() < deadline:
+            batch = await self.consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for rec in records:
+                    d = orjson.loads(rec.value)
+                    if d["request_id"] not in self.decisions:
+                        self.decisions[d["request_id"]] = d
+                        self.order.append(d["request_id"])
+            missing = [r for r in request_ids if r not in self.decisions]
+        if missing:
+            raise AssertionError(
+                f"{len(missing)} of {len(request_ids)} requests got no decision in {timeout_s} s"
+            )
+        return [self.decisions[r] for r in request_ids]
+
+    async def run(
+        self,
+        n: int,
+        rng: np.random.Generator,
+        *,
+        batch: int = 50,
+        between: Callable[[int], Any] | None = None,
+        timeout_s: float = 60.0,
+    ) -> list[dict[str, Any]]:
+        """``n`` requests in rounds of ``batch``: send, await decisions, send feedback for each."""
+        out: list[dict[str, Any]] = []
+        for start in range(0, n, batch):
+            if between is not None:
+                maybe = between(start)
+                if asyncio.iscoroutine(maybe):
+                    await maybe
+            reqs = [request() for _ in range(min(batch, n - start))]
+            for r in reqs:
+                await self.send("requests", r, r["request_id"])
+            await self.flush()
+            decided = await self.await_decisions([r["request_id"] for r in reqs], timeout_s=timeout_s)
+            for d in decided:
+                await self.send("feedback", feedback_for(d, rng), d["request_id"])
+            await self.flush()
+            out.extend(decided)
+        return out
+
+
+async def read_compacted(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[bytes, bytes]:
+    """Latest value per key of a topic, read to its current end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(await partitions_of(consumer, topic))]
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        latest: dict[bytes, bytes] = {}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await caught_up(consumer, ends):
+                break
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for rec in records:
+                    if rec.key is not None and rec.value is not None:
+                        latest[rec.key] = rec.value
+        return latest
+    finally:
+        await consumer.stop()
+
+
+async def read_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
+    """Every record of a topic up to its current end, in partition order."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(await partitions_of(consumer, topic))]
+        if not tps:
+            return out
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await caught_up(consumer, ends):
+                break
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out.extend(records)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def learned_states(bootstrap: str, prefix: str) -> dict[str, Any]:
+    raw = await read_compacted(bootstrap, f"{prefix}.state")
+    return {orjson.loads(k): decode_state(v) for k, v in raw.items()}
+
+
+def observations(state: Any) -> float:
+    return float(state.observations.sum())
+
+
+async def wait_topics(bootstrap: str, names: list[str], timeout_s: float = 60.0) -> None:
+    """Wait until the worker has created ``names`` (clients must not auto-create them with other layouts)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if set(names) <= set(await admin.list_topics()):
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"topics {names} were not created within {timeout_s} s")
+    finally:
+        await admin.close()
+
+
+async def caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
