@@ -14,14 +14,22 @@ which is what ``Choice.propensity`` reports (up to the Monte Carlo error of the 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from banditroute.core.capacity import CapacityTracker
-from banditroute.core.models import NO_CONSTRAINTS, Choice, Constraints, ModelSpec, TaskPolicy, make_choice
+from banditroute.core.models import (
+    NO_CONSTRAINTS,
+    Choice,
+    Constraints,
+    ModelSpec,
+    SampledUtilities,
+    TaskPolicy,
+    make_choice,
+)
 from banditroute.core.objective import cost_moments, effective_objective, latency_moments, utility_moments
 from banditroute.core.propensity import bound_shares, eligibility_seed, thompson_probabilities
 from banditroute.core.state import CIRCUIT, N_OBS, OPEN_UNTIL, TaskState
@@ -31,6 +39,9 @@ IntArray = npt.NDArray[np.intp]
 POLICY_NAME = "thompson"
 MAX_PLANS_PER_STATE = 256
 MAX_PROBE_TOTAL = 0.5
+FIRST_BLOCK = 8  # decisions pre-drawn the first time a plan is used with an rng
+MAX_BLOCK = 256  # block size cap (memory: ~k * 8 bytes of draws plus one fallback tuple per row)
+BLOCK_GROWTH = 4
 
 
 @dataclass(eq=False)
@@ -59,6 +70,10 @@ class Plan:
     circuit_open: tuple[str, ...]
     fixed: Choice | None  # the answer when nothing is eligible (relaxed or rejected)
     policy_name: str
+    block: Block | None = None  # pre-drawn decisions for one rng (see ``_draw_block``)
+    block_size: int = FIRST_BLOCK  # size of the next block; grows geometrically up to MAX_BLOCK
+    name_tuple: tuple[str, ...] = ()
+    positions: dict[str, int] = field(default_factory=dict)
 
 
 def _catalog(models: Sequence[ModelSpec]) -> dict[str, ModelSpec]:
@@ -209,6 +224,8 @@ def build_plan(
         circuit_open=tuple(circuit_open),
         fixed=fixed,
         policy_name=policy_name,
+        name_tuple=tuple(names),
+        positions={name: i for i, name in enumerate(names)},
     )
 
 
@@ -284,13 +301,142 @@ def get_plan(
     return plan
 
 
-def _pinned_choice(state: TaskState, plan: Plan, pinned: str, z: FloatArray) -> Choice:
+class Block:
+    """``size`` pre-drawn, independent decisions for one plan and one rng; ``choose`` hands out one row per call.
+
+    Row ``i`` holds a utility vector ``z[i] ~ N(mean, sd^2)`` (the same normal approximation as a single draw),
+    its Thompson winner, the guard/probe coupling already applied with the row's own uniforms, the chosen
+    model, its propensity (the plan's target share: the true marginal choice probability) and the fallback
+    order (the other eligible models by sampled utility). The state is fixed within a version, so these are
+    exactly the draws that successive single calls would make, only taken from the rng in one go.
+    """
+
+    __slots__ = (
+        "rng",
+        "models",
+        "policy",
+        "constraints",
+        "since_s",
+        "until_s",
+        "plan",
+        "pos",
+        "size",
+        "z",
+        "rows",
+        "static",
+    )
+
+    def __init__(self, plan: Plan, rng: np.random.Generator, size: int, state_version: int) -> None:
+        self.rng = rng  # held (not just its id) so a recycled id can never pick up these draws
+        self.models = plan.models
+        self.policy = plan.policy
+        self.constraints: Constraints | None = None
+        self.since_s = plan.since_s
+        self.until_s = plan.until_s
+        self.plan = plan
+        self.pos = 0
+        self.size = size
+        k = len(plan.names)
+        z = rng.standard_normal((size, k))
+        z *= plan.sd
+        z += plan.mean
+        self.z = z
+        names = plan.name_tuple
+        order = np.argsort(-z, axis=1)  # descending sampled utility; column 0 is the Thompson winner
+        if k == 0:  # only half-open probes are eligible: every row probes
+            u_probe = rng.random(size)
+            picked = np.full(size, -1, dtype=np.intp)
+        elif plan.mixing:
+            u = rng.random((3, size))
+            u_probe = u[0]
+            win = order[:, 0]
+            keep = u[1] < plan.ratio[win]
+            redirect = np.minimum(np.searchsorted(plan.excess_cum, u[2], side="right"), k - 1)
+            picked = np.where(keep, win, redirect)
+            if plan.probes:
+                picked[u_probe < plan.probe_total] = -1
+        else:
+            picked = order[:, 0].copy()
+            unseen = plan.target[picked] == 0.0  # Monte Carlo never saw this winner: use the estimate
+            if unseen.any():
+                redo = np.searchsorted(np.cumsum(plan.target), rng.random(int(unseen.sum())), side="right")
+                picked[unseen] = np.minimum(redo, k - 1)
+        probe_rows = np.flatnonzero(picked < 0).tolist()
+        model_idx = picked.tolist()
+        prop = plan.target[np.maximum(picked, 0)].tolist() if k else [0.0] * size
+        # fallbacks: the row's order without the chosen model (a probe keeps all k closed models)
+        fallback_idx = order[order != picked[:, None]]
+        if probe_rows:
+            cut = np.cumsum(np.where(picked < 0, k, k - 1))[:-1]
+            fallbacks = [tuple(names[i] for i in part.tolist()) for part in np.split(fallback_idx, cut)]
+            for r in probe_rows:
+                slot = min(int(u_probe[r] / plan.probe_share), len(plan.probes) - 1)
+                model_idx[r] = -1 - slot
+                prop[r] = plan.probe_share
+        else:
+            lookup = np.array(names, dtype=object)
+            fallbacks = list(map(tuple, lookup[fallback_idx.reshape(size, k - 1)].tolist()))
+        best = plan.best
+        rows = []
+        for m, fb, p in zip(model_idx, fallbacks, prop, strict=True):
+            model = names[m] if m >= 0 else plan.probes[-1 - m]
+            rows.append((model, fb, p, model != best))
+        self.rows = rows
+        self.static = (plan.means, plan.filtered, plan.circuit_open, state_version, plan.policy_name)
+
+    def take(self) -> Choice:
+        i = self.pos
+        self.pos = i + 1
+        model, fallbacks, propensity, explored = self.rows[i]
+        means, filtered, circuit_open, version, policy_name = self.static
+        plan = self.plan
+        choice = _new_choice(Choice)
+        choice.__dict__.update(
+            {
+                "model": model,
+                "fallbacks": fallbacks,
+                "propensity": propensity,
+                "sampled": SampledUtilities(plan.name_tuple, plan.positions, self.z, i),
+                "means": means,
+                "explored": explored,
+                "filtered": filtered,
+                "circuit_open": circuit_open,
+                "no_eligible": None,
+                "state_version": version,
+                "policy_name": policy_name,
+            }
+        )
+        return choice
+
+
+_new_choice = object.__new__
+_HOT = object()  # state.cache key of the block used by the last plain (unpinned, no capacity) call
+
+
+def _block(state: TaskState, plan: Plan, rng: np.random.Generator) -> Block:
+    """The plan's current block for ``rng``, drawing a new one when it is used up or belongs to another rng.
+
+    Block sizes grow FIRST_BLOCK, x BLOCK_GROWTH, ..., MAX_BLOCK per plan, so a state version that serves only
+    a few decisions (the usual case when feedback arrives between requests) draws only a few rows.
+    """
+    block = plan.block
+    if block is None or block.rng is not rng or block.pos >= block.size:
+        block = Block(plan, rng, plan.block_size, state.version)
+        plan.block_size = min(MAX_BLOCK, plan.block_size * BLOCK_GROWTH)
+        plan.block = block
+    return block
+
+
+def _pinned_choice(state: TaskState, plan: Plan, pinned: str, block: Block) -> Choice:
+    i = block.pos
+    block.pos = i + 1
+    z = block.z[i]
     order = np.argsort(-z).tolist()
     return make_choice(
         model=pinned,
         fallbacks=tuple(plan.names[i] for i in order if plan.names[i] != pinned),
         propensity=1.0,
-        sampled=dict(zip(plan.names, z.tolist(), strict=True)),
+        sampled=SampledUtilities(plan.name_tuple, plan.positions, block.z, i),
         means=plan.means,
         explored=pinned != plan.best,
         filtered=plan.filtered,
@@ -317,53 +463,35 @@ def choose(
     ``pinned`` (from a rule) wins with propensity 1 when that model is eligible; otherwise it is ignored.
     ``capacity`` filters models whose buckets are empty; the caller acquires from the chosen model.
     The returned ``means``/``filtered`` dicts are shared with the cache: read them, do not modify them.
+
+    Decisions are served from a block of pre-drawn independent posterior samples cached on the plan for this
+    ``rng`` (see :class:`Block`): the same seed and the same sequence of calls give the same choices, and each
+    decision is still an independent draw from the posterior of this state version.
     """
+    cache = state.cache
+    if pinned is None and capacity is None:
+        hot = cache.get(_HOT)
+        if (
+            hot is not None
+            and hot.rng is rng
+            and hot.pos < hot.size
+            and hot.models is models
+            and hot.policy is policy
+            and hot.constraints is constraints
+            and hot.since_s <= now_s < hot.until_s
+        ):
+            return hot.take()  # type: ignore[no-any-return]
     plan = get_plan(state, models, policy, constraints, now_s, capacity)
     if plan.fixed is not None:
         return plan.fixed
-    z = rng.standard_normal(len(plan.names))
-    z *= plan.sd
-    z += plan.mean
-    if pinned is not None and (pinned in plan.means):
-        return _pinned_choice(state, plan, pinned, z)
-    model: str
-    order = z.argsort()[::-1].tolist()
-    j = order[0]
-    if plan.mixing:
-        r = rng.random()
-        if r < plan.probe_total:
-            model = plan.probes[min(int(r / plan.probe_share), len(plan.probes) - 1)]
-            propensity = plan.probe_share
-            j = -1
-        else:
-            if rng.random() >= plan.ratio[j]:
-                j = int(np.searchsorted(plan.excess_cum, rng.random(), side="right"))
-                j = min(j, len(plan.names) - 1)
-            model = plan.names[j]
-            propensity = float(plan.target[j])
-    else:
-        propensity = float(plan.target[j])
-        if propensity == 0.0:  # Monte Carlo never saw this winner: draw from the estimated distribution
-            j = min(
-                int(np.searchsorted(np.cumsum(plan.target), rng.random(), side="right")), len(plan.names) - 1
-            )
-            propensity = float(plan.target[j])
-        model = plan.names[j]
-    values = z.tolist()
-    names = plan.names
-    return make_choice(
-        model=model,
-        fallbacks=tuple([names[i] for i in order if i != j]),
-        propensity=propensity,
-        sampled=dict(zip(names, values, strict=True)),
-        means=plan.means,
-        explored=model != plan.best,
-        filtered=plan.filtered,
-        circuit_open=plan.circuit_open,
-        no_eligible=None,
-        state_version=state.version,
-        policy_name=plan.policy_name,
-    )
+    block = _block(state, plan, rng)
+    if pinned is not None:
+        if pinned in plan.means:
+            return _pinned_choice(state, plan, pinned, block)
+    elif capacity is None:
+        block.constraints = constraints
+        cache[_HOT] = block
+    return block.take()
 
 
 def _eligible_constraints(state: TaskState, eligible: Iterable[str] | npt.NDArray[np.bool_]) -> Constraints:

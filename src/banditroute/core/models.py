@@ -7,7 +7,7 @@ message naming the offending key.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -327,7 +327,9 @@ class Choice:
     model: str | None
     fallbacks: tuple[str, ...]
     propensity: float
-    sampled: dict[str, float]
+    sampled: Mapping[
+        str, float
+    ]  # a read-only mapping (a dict or a SampledUtilities view); compares like a dict
     means: dict[str, float]
     explored: bool
     filtered: dict[str, str]
@@ -335,6 +337,58 @@ class Choice:
     no_eligible: str | None
     state_version: int
     policy_name: str
+
+
+class SampledUtilities(Mapping[str, float]):
+    """Read-only ``name -> sampled utility`` view of one row of a pre-drawn utility block (see ``choose``).
+
+    Nothing is converted until it is read, so a decision does not pay for building a dict of k floats that
+    most callers never look at. Behaves like a dict of Python floats for reading and equality.
+    """
+
+    __slots__ = ("_names", "_positions", "_draws", "_row")
+
+    def __init__(self, names: tuple[str, ...], positions: Mapping[str, int], draws: Any, row: int) -> None:
+        self._names = names  # eligible names, aligned with the columns of ``draws``
+        self._positions = positions  # name -> column
+        self._draws = draws  # (rows, k) float64 array, never modified after it is drawn
+        self._row = row
+
+    def __getitem__(self, name: str) -> float:
+        return float(self._draws[self._row, self._positions[name]])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._positions
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(zip(self._names, self._draws[self._row].tolist(), strict=True))
+
+    def items(self) -> Any:
+        return self.to_dict().items()
+
+    def values(self) -> Any:
+        return self.to_dict().values()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SampledUtilities):
+            return self.to_dict() == other.to_dict()
+        if isinstance(other, Mapping):
+            return self.to_dict() == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self.to_dict())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (self.to_dict(),))
 
 
 def make_choice(**values: Any) -> Choice:
