@@ -8,9 +8,10 @@ an update O(1) in the number of models. ``scale`` is folded back into the matrix
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,8 @@ DISCOUNTED = slice(Q_SUM, L_SQ + 1)
 PRIOR_PSEUDO_CALLS = 2.0  # weight of the catalog cost/latency prior, in calls
 PRIOR_CV = 0.5  # assumed coefficient of variation of the catalog prior
 RESCALE_BELOW = 1e-120
+ROW = struct.Struct(f"={N_COLUMNS}d")  # one stats row of a C-ordered native float64 matrix
+PENDING = "_pending"  # __dict__ key of a not yet materialised stats matrix: (base, {row: values})
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +63,16 @@ class TaskState:
     spend_calls: int = 0
     applied: Mapping[int, int] = field(default_factory=dict)
     cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
+
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any:
+            """Materialise ``stats`` for a state made by ``update`` (copy-on-write, see ``materialize``)."""
+            if name == "stats" and PENDING in self.__dict__:
+                stats = materialize(*self.__dict__[PENDING])
+                object.__setattr__(self, "stats", stats)
+                return stats
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # --- derived views (true, discounted values) -------------------------------------------------------
     def index(self, name: str) -> int:
@@ -108,6 +121,27 @@ class TaskState:
         ):
             out[name] = "closed" if flag == 0 else ("open" if now_s < until else "half_open")
         return out
+
+
+def native_rows(stats: FloatArray) -> FloatArray:
+    """``stats`` itself when its rows can be read with :data:`ROW` (C-ordered native float64), else a copy."""
+    if stats.flags.c_contiguous and stats.dtype == np.float64 and stats.dtype.isnative:
+        return stats
+    return np.ascontiguousarray(stats, dtype=np.float64)
+
+
+def materialize(base: FloatArray, rows: Mapping[int, tuple[float, ...]]) -> FloatArray:
+    """A fresh, writable stats matrix: ``base`` (never modified) with ``rows`` written over it.
+
+    ``update`` does not copy the (models x columns) matrix: the new state keeps the parent's matrix as
+    ``base`` plus the rows that changed since, and the matrix is built here on the first read of ``stats``.
+    A run of updates between two reads (the learn agent folding a batch) thus costs one copy, not one each.
+    """
+    stats = base.copy()
+    size = ROW.size
+    for j, row in rows.items():
+        ROW.pack_into(stats, j * size, *row)  # type: ignore[arg-type]  # ndarray is a buffer
+    return stats
 
 
 def replace_state(state: TaskState, **changes: Any) -> TaskState:
