@@ -64,16 +64,6 @@ class TaskState:
     applied: Mapping[int, int] = field(default_factory=dict)
     cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
 
-    if not TYPE_CHECKING:
-
-        def __getattr__(self, name: str) -> Any:
-            """Materialise ``stats`` for a state made by ``update`` (copy-on-write, see ``materialize``)."""
-            if name == "stats" and PENDING in self.__dict__:
-                stats = materialize(*self.__dict__[PENDING])
-                object.__setattr__(self, "stats", stats)
-                return stats
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
     # --- derived views (true, discounted values) -------------------------------------------------------
     def index(self, name: str) -> int:
         return self.names.index(name)
@@ -121,6 +111,29 @@ class TaskState:
         ):
             out[name] = "closed" if flag == 0 else ("open" if now_s < until else "half_open")
         return out
+
+
+class _LazyStats:
+    """Non-data descriptor behind ``TaskState.stats`` for states made by ``update`` (copy-on-write).
+
+    A state built normally has ``stats`` in its ``__dict__``, which wins over this descriptor, so reading it
+    costs nothing extra. A state made by ``update`` has only ``PENDING``; the first read materialises the matrix
+    and stores it in the instance ``__dict__`` (like ``functools.cached_property``, without its lock).
+    """
+
+    def __get__(self, state: TaskState | None, owner: type | None = None) -> Any:
+        if state is None:
+            return self
+        values = state.__dict__
+        if PENDING not in values:
+            raise AttributeError("stats")
+        stats = materialize(*values[PENDING])
+        values["stats"] = stats
+        return stats
+
+
+if not TYPE_CHECKING:
+    TaskState.stats = _LazyStats()  # set after @dataclass so it is not taken as the field's default
 
 
 def native_rows(stats: FloatArray) -> FloatArray:
