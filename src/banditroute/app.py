@@ -22,10 +22,12 @@ from typing import Any
 import faust
 import numpy as np
 import orjson
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.agents.decide_service import DecideService
+from banditroute.agents.gaps import GapFiller
 from banditroute.agents.join import FeedbackRecord, JoinLogic, JoinResult
 from banditroute.agents.learn import LearnLogic
 from banditroute.agents.staged import StagedTable
@@ -39,6 +41,17 @@ from banditroute.settings import Settings
 log = logging.getLogger("banditroute.worker")
 
 TICK_HEADER = "banditroute-tick"
+
+
+def _tick_time(headers: Any) -> float | None:
+    """The send time of a tick record, or None for an ordinary record."""
+    for key, value in headers or ():
+        if key == TICK_HEADER:
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                return 0.0
+    return None
 
 
 class TopicLayoutError(RuntimeError):
@@ -61,6 +74,7 @@ class Router:
         self.decisions_by_model: Counter[tuple[str, str]] = Counter()
         self.recent_decisions: list[dict[str, Any]] = []
         self.learned_at: dict[str, float] = {}
+        self._last_offsets: dict[tuple[str, int], int] = {}
         self.app = self._make_app()
         self._declare()
 
@@ -160,6 +174,7 @@ class Router:
             on_decision=self._on_decision,
             session_timeout_s=s.session_timeout_s,
         )
+        self.gaps = GapFiller(s.kafka_bootstrap, s.aiokafka_security())
         self.reader = StateReader(
             self.view,
             self.registry,
@@ -249,9 +264,37 @@ class Router:
         finally:
             stop()
 
-    async def _on_assigned(self, *_args: Any, **_kwargs: Any) -> None:
+    async def _on_assigned(self, _sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", ())
         self.join.rebuild_index(self._partition_of_request)
         self.learn.forget_cache()
+        self._last_offsets.clear()  # another worker may have read these partitions meanwhile
+        try:
+            await self._seed_offsets(assigned)
+        except Exception as exc:  # without seeds only a skip right at the start of a partition goes unseen
+            log.warning("could not read committed offsets to watch for skipped records: %s", exc)
+
+    async def _seed_offsets(self, assigned: Any) -> None:
+        """Remember where each stream partition resumes (its committed offset), so a skip at the head shows."""
+        streams = {
+            self.decisions.get_topic_name(),
+            self.feedback.get_topic_name(),
+            self.outcomes.get_topic_name(),
+        }
+        tps = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in streams]
+        if not tps:
+            return
+        s = self.settings
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, **s.aiokafka_security())
+        await admin.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(s.app_id, partitions=tps)
+        finally:
+            await admin.close()
+        for tp in tps:
+            meta = committed.get(tp)
+            if meta is not None and meta.offset >= 0:
+                self._last_offsets[(tp.topic, tp.partition)] = meta.offset - 1
 
     def _partition_of_request(self, request_id: str) -> int:
         from aiokafka.partitioner import DefaultPartitioner
@@ -261,31 +304,56 @@ class Router:
     # -- agents -------------------------------------------------------------------------------------------
     async def _join_feedback(self, stream: Any) -> None:
         """Join decisions and feedback in batches; join state is durable before any outcome is published."""
-        decisions_name = self.decisions.get_topic_name()
         async for events in stream.take_events(500, within=0.005):
             results: list[JoinResult] = []
             for event in events:
                 msg = event.message
-                now = time.time()
-                try:
-                    if msg.topic == decisions_name:
-                        decision = orjson.loads(msg.value)
-                        decision["task_key"] = self.registry.state_key(
-                            decision.get("tenant"), decision["task_type"]
-                        )
-                        results.append(self.join.on_decision(decision, msg.partition, msg.offset, now))
-                    elif any(k == TICK_HEADER for k, _ in (msg.headers or ())):
-                        results.append(self.join.on_tick(msg.partition, msg.offset, now))
-                    else:
-                        results.append(await self._join_one_feedback(msg, now))
-                except Exception as exc:  # never let one record stop the join
-                    log.exception("join failed", extra={"topic": msg.topic, "offset": msg.offset})
-                    await self._dead_letter(
-                        msg.value, msg.topic, msg.partition, msg.offset, "validation_error", str(exc)
-                    )
+                for missed in await self._missed(msg):
+                    await self._join_record(missed, results)
+                await self._join_record(msg, results)
             await asyncio.gather(self.pending_view.flush(), self.early_view.flush())
             for result in results:
                 await self._publish(result)
+
+    async def _join_record(self, msg: Any, results: list[JoinResult]) -> None:
+        now = time.time()
+        try:
+            tick = _tick_time(msg.headers)
+            if tick is not None:
+                if msg.topic == self.decisions.get_topic_name():
+                    results.append(self.join.on_decisions_tick(msg.partition, tick))
+                else:
+                    results.append(self.join.on_tick(msg.partition, msg.offset, now))
+            elif msg.topic == self.decisions.get_topic_name():
+                decision = orjson.loads(msg.value)
+                decision["task_key"] = self.registry.state_key(decision.get("tenant"), decision["task_type"])
+                results.append(self.join.on_decision(decision, msg.partition, msg.offset, now))
+            else:
+                results.append(await self._join_one_feedback(msg, now))
+        except Exception as exc:  # never let one record stop the join
+            log.exception("join failed", extra={"topic": msg.topic, "offset": msg.offset})
+            await self._dead_letter(
+                msg.value, msg.topic, msg.partition, msg.offset, "validation_error", str(exc)
+            )
+
+    async def _missed(self, msg: Any) -> list[Any]:
+        """Records of this partition the stream skipped since the last one seen (see agents/gaps.py)."""
+        key = (msg.topic, msg.partition)
+        last = self._last_offsets.get(key)
+        self._last_offsets[key] = msg.offset
+        if last is None or msg.offset <= last + 1:
+            return []
+        self.counters["stream_gaps"] += 1
+        log.warning(
+            "stream skipped offsets %d..%d of %s[%d]; reading them directly",
+            last + 1,
+            msg.offset - 1,
+            msg.topic,
+            msg.partition,
+        )
+        records = await self.gaps.fetch(msg.topic, msg.partition, last + 1, msg.offset)
+        self.counters["stream_gap_records"] += len(records)
+        return records
 
     async def _join_one_feedback(self, msg: Any, now: float) -> JoinResult:
         checked = decode_record(
@@ -323,8 +391,12 @@ class Router:
         await self.deadletter.send(key=topic.encode(), value=encode(letter))
 
     async def _learn(self, stream: Any) -> None:
-        async for batch in stream.take(1000, within=0.01):
-            records = [orjson.loads(v) for v in batch]
+        async for events in stream.take_events(1000, within=0.01):
+            records: list[dict[str, Any]] = []
+            for event in events:
+                for missed in await self._missed(event.message):
+                    records.append(orjson.loads(missed.value))
+                records.append(orjson.loads(event.message.value))
             stats = self.learn.apply(records, time.time())
             self.counters["learned"] += stats.learned
             self.counters["skipped_redelivered"] += stats.skipped_redelivered
@@ -350,11 +422,12 @@ class Router:
 
     # -- timers -------------------------------------------------------------------------------------------
     async def _tick(self) -> None:
+        """Ticks drive the reward wait window (feedback partitions) and unknown-request detection (decisions)."""
         try:
+            stamp = repr(time.time()).encode()
             for partition in range(self.settings.partitions):
-                await self.feedback.send(
-                    key=None, value=b"", partition=partition, headers={TICK_HEADER: b"1"}
-                )
+                for topic in (self.feedback, self.decisions):
+                    await topic.send(key=None, value=b"", partition=partition, headers={TICK_HEADER: stamp})
         except Exception as exc:  # a missed tick only delays expiry; never crash the worker for it
             log.warning("tick not sent: %s", exc)
 

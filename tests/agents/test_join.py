@@ -31,13 +31,15 @@ def decision(request_id: str, model: str = "m1", fallbacks: tuple[str, ...] = ("
     }
 
 
-def feedback(request_id: str, model: str = "m1", offset: int = 0, key: str = "k", **extra: Any) -> FeedbackRecord:
+def feedback(
+    request_id: str, model: str = "m1", offset: int = 0, key: str = "k", **extra: Any
+) -> FeedbackRecord:
     fields = {"request_id": request_id, "model": model, "quality": 0.9, "idempotency_key": key, **extra}
     return FeedbackRecord(fields, b"{}", partition=0, offset=offset)
 
 
 def make(policy: JoinPolicy | None = None) -> JoinLogic:
-    return JoinLogic({}, {}, lambda _t: policy or JoinPolicy(wait_s=10, keep_joined_s=5), early_grace_s=2)
+    return JoinLogic({}, {}, lambda _t: policy or JoinPolicy(wait_s=10, keep_joined_s=5), early_max_s=100)
 
 
 def test_feedback_joins_its_decision_once() -> None:
@@ -94,12 +96,20 @@ def test_early_feedback_waits_for_its_decision() -> None:
     assert result.outcomes[0]["src"] == source_id(0, TAG_DECISIONS)
 
 
-def test_unknown_request_is_dead_lettered_after_grace() -> None:
+def test_unknown_request_is_dead_lettered_after_a_later_decisions_tick() -> None:
     join = make()
-    join.on_feedback(feedback("ghost", offset=4), 0)
-    assert join.on_tick(0, 100, now_s=1).rejections == []
-    late = join.on_tick(0, 101, now_s=3)
+    join.on_feedback(feedback("ghost", offset=4), now_s=10)
+    assert join.on_decisions_tick(0, sent_at_s=9).rejections == []  # sent before it was parked
+    assert join.on_decisions_tick(1, sent_at_s=20).rejections == []  # another partition
+    late = join.on_decisions_tick(0, sent_at_s=12)
     assert [(r.reason, r.offset) for r in late.rejections] == [("unknown_request", 4)]
+
+
+def test_parked_feedback_has_a_backstop() -> None:
+    join = make()
+    join.on_feedback(feedback("ghost", offset=4), now_s=0)
+    assert join.on_tick(0, 1, now_s=50).rejections == []
+    assert [r.reason for r in join.on_tick(0, 2, now_s=101).rejections] == ["unknown_request"]
 
 
 @pytest.mark.parametrize("on_timeout, emitted", [("none", 0), ("default_reward", 1)])

@@ -141,7 +141,9 @@ def test_capacity_spills_to_next_model() -> None:
     }
     refilled = choose(state, models, policy, None, rng, 1.0, capacity=capacity)
     assert refilled.filtered == {}  # the bucket refilled: "fast" is eligible again (0.98 of draws pick it)
-    assert refilled.model == "fast" or (refilled.model == "slow" and refilled.propensity == pytest.approx(0.02))
+    assert refilled.model == "fast" or (
+        refilled.model == "slow" and refilled.propensity == pytest.approx(0.02)
+    )
     per_worker = CapacityTracker.for_models(models, workers=2)
     assert per_worker.acquire("fast", 0.0).blocked(["fast", "slow"], 0.0).tolist() == [True, False]
 

@@ -114,6 +114,8 @@ class Loop:
             batch = await self.consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for rec in records:
+                    if not rec.value:  # the worker's tick records carry no value
+                        continue
                     d = orjson.loads(rec.value)
                     if d["request_id"] not in self.decisions:
                         self.decisions[d["request_id"]] = d

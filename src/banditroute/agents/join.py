@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -61,6 +61,9 @@ class Pending:
     joined_src: int = -1
     joined_off: int = -1
     idempotency_key: str | None = None
+    fb_part: int = -1
+    fb_off: int = -1
+    outcome: dict[str, Any] | None = None
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -79,15 +82,17 @@ class Pending:
                 self.joined_src,
                 self.joined_off,
                 self.idempotency_key,
+                self.fb_part,
+                self.fb_off,
+                self.outcome,
             ]
         )
 
     @classmethod
     def decode(cls, raw: bytes) -> Pending:
         v = orjson.loads(raw)
-        return cls(
-            v[0], v[1], v[2], v[3], v[4], tuple(v[5]), v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13]
-        )
+        names = [f.name for f in fields(cls)]
+        return cls(**{**dict(zip(names, v, strict=True)), "fallbacks": tuple(v[5])})
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +151,11 @@ class FeedbackRecord:
 class JoinLogic:
     """Join decisions and feedback held in ``pending`` (request_id -> encoded :class:`Pending`).
 
-    ``early`` holds feedback that arrived before its decision (the two topics are read independently); it is
-    joined when the decision arrives or dead-lettered as ``unknown_request`` after ``early_grace_s``.
+    ``early`` holds feedback that arrived before its decision (the two topics are read independently). It is
+    joined when the decision arrives, or dead-lettered as ``unknown_request`` once a tick in the decisions
+    partition that was *sent after the feedback was parked* has been read: a decision is appended before its
+    client can even send feedback, so a later tick in the same partition proves no decision is coming. A
+    backstop (``early_max_s``) bounds memory if ticks ever stop.
     Deadlines are indexed in memory per partition, so each partition's ticks expire that partition's entries
     and every emitted outcome's watermark source stays consistent.
     """
@@ -158,12 +166,14 @@ class JoinLogic:
         early: MutableMapping[str, bytes],
         join_policy: Callable[[str], JoinPolicy],
         *,
-        early_grace_s: float = 10.0,
+        early_max_s: float = 600.0,
+        clock_margin_s: float = 1.0,
     ) -> None:
         self.pending = pending
         self.early = early
         self.join_policy = join_policy
-        self.early_grace_s = early_grace_s
+        self.early_max_s = early_max_s
+        self.clock_margin_s = clock_margin_s
         self._deadlines: dict[int, list[tuple[float, str]]] = {}
         self._early_deadlines: dict[int, list[tuple[float, str]]] = {}
 
@@ -174,7 +184,18 @@ class JoinLogic:
         request_id = decision["request_id"]
         if decision.get("model") is None or decision.get("shadow") or decision.get("is_default_route"):
             return result  # nothing served by the router: nothing to learn
-        if request_id in self.pending:
+        held = self.pending.get(request_id)
+        if held is not None:
+            entry = Pending.decode(held)
+            if (entry.joined_src, entry.joined_off) == (
+                source_id(partition, TAG_DECISIONS),
+                offset,
+            ) and entry.outcome:
+                # This very decision record completed a join before a crash: publish that outcome again
+                # (same position, so the learner skips it if it was learnt already).
+                result.outcomes.append(entry.outcome)
+                result.count("redelivered_join")
+                return result
             result.count("duplicate_decisions")  # re-decided after a crash: the first decision stands
             return result
         policy = self.join_policy(decision["task_type"])
@@ -218,7 +239,7 @@ class JoinLogic:
                     result, fb, "duplicate_feedback", f"request {request_id!r} already has feedback waiting"
                 )
                 return result
-            deadline = now_s + self.early_grace_s
+            deadline = now_s  # parked at; see on_decisions_tick
             self.early[request_id] = orjson.dumps(
                 {
                     "fb": fb.fields,
@@ -259,11 +280,10 @@ class JoinLogic:
             )
             return result
         if entry.status == JOINED:
-            if entry.joined_src == src and entry.joined_off == offset:
-                # The very same record delivered again (crash before commit): emit again; the learner dedupes.
-                result.outcomes.append(
-                    self._outcome(request_id, entry, fields, src, offset, "feedback", now_s)
-                )
+            if (entry.fb_part, entry.fb_off) == (fb.partition, fb.offset) and entry.outcome:
+                # The very feedback record that was joined, delivered again after a crash: publish the stored
+                # outcome again at its original position; the learner skips it if it was learnt already.
+                result.outcomes.append(entry.outcome)
                 result.count("redelivered_feedback")
                 return result
             self._reject(
@@ -286,8 +306,12 @@ class JoinLogic:
         policy = self.join_policy(entry.task_type)
         entry.status = JOINED
         entry.joined_src, entry.joined_off = src, offset
+        entry.fb_part, entry.fb_off = fb.partition, fb.offset
         entry.idempotency_key = fields.get("idempotency_key")
         entry.deadline_s = max(entry.deadline_s, now_s + policy.keep_joined_s)
+        learn = not late or policy.learn_late
+        outcome = self._outcome(request_id, entry, fields, src, offset, "late" if late else "feedback", now_s)
+        entry.outcome = outcome if learn else None
         self._store(request_id, entry, partition)
         if late:
             if not policy.learn_late:
@@ -298,9 +322,7 @@ class JoinLogic:
                     f"feedback for {request_id!r} arrived after the {policy.wait_s:g} s reward window",
                 )
                 return result
-        result.outcomes.append(
-            self._outcome(request_id, entry, fields, src, offset, "late" if late else "feedback", now_s)
-        )
+        result.outcomes.append(outcome)
         result.count("late_feedback" if late else "joined")
         return result
 
@@ -374,9 +396,20 @@ class JoinLogic:
                 continue
             del self.pending[request_id]
             result.count("expired_entries")
-        early_heap = self._early_deadlines.get(partition, [])
-        while early_heap and early_heap[0][0] <= now_s:
-            _, request_id = heapq.heappop(early_heap)
+        result.merge(
+            self._expire_early(partition, now_s - self.early_max_s, f"within {self.early_max_s:g} s")
+        )
+        return result
+
+    def on_decisions_tick(self, partition: int, sent_at_s: float) -> JoinResult:
+        """A tick read from decisions ``partition``: feedback parked before it was sent has no decision."""
+        return self._expire_early(partition, sent_at_s - self.clock_margin_s, "before a later tick")
+
+    def _expire_early(self, partition: int, parked_before_s: float, how: str) -> JoinResult:
+        result = JoinResult()
+        heap = self._early_deadlines.get(partition, [])
+        while heap and heap[0][0] < parked_before_s:
+            _, request_id = heapq.heappop(heap)
             parked = self.early.pop(request_id, None)
             if parked is None:
                 continue
@@ -385,7 +418,8 @@ class JoinLogic:
                 result,
                 FeedbackRecord(p["fb"], bytes.fromhex(p["raw"]), p["p"], p["o"]),
                 "unknown_request",
-                f"no decision for request {request_id!r} arrived within {self.early_grace_s:g} s of its feedback",
+                f"no decision for request {request_id!r} was published (checked {how}); feedback must "
+                "name a request the router decided",
             )
         return result
 

@@ -167,7 +167,7 @@ async def _tail(
     records = read_topic(ctx.settings, topic, start=start, follow=follow)
     async with contextlib.aclosing(records):
         async for record in records:
-            if record.value is None:
+            if not record.value:  # tombstones and the worker's tick records (empty value, tick header)
                 continue
             event = decode(event_type, record.value)
             if isinstance(event, DecodeError):
