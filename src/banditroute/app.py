@@ -190,6 +190,10 @@ class Router:
         app.timer(TICK_INTERVAL_S)(self._tick)
         app.timer(5.0)(self._reload_config)
         app.task(self._run_services)
+        if s.web_enabled:
+            from banditroute.web import install_web
+
+            install_web(self)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     # -- services -----------------------------------------------------------------------------------------
