@@ -9,6 +9,6 @@ def install_web(router: Any) -> None:
     """Register the web views on ``router.app`` (faust's aiohttp server, bound to settings.web_host)."""
     app = router.app
 
-    @app.page("/healthz")
+    @app.page("/healthz")  # type: ignore[untyped-decorator]  # faust.App.page is untyped
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"ok": True, "worker_id": router.worker_id, "decided": router.decider.decided})
