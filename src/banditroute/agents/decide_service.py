@@ -23,6 +23,11 @@ from banditroute.events import DeadLetter, DeadLetterReason, RoutingRequest
 
 log = logging.getLogger("banditroute.decide")
 
+CONSUMER_TUNING: dict[str, Any] = {"fetch_max_wait_ms": 100}
+"""Consumer settings of the decide loop (shared with the bench relay so both measure the same client)."""
+PRODUCER_TUNING: dict[str, Any] = {"linger_ms": 1}
+"""Producer settings of the decide loop (idem)."""
+
 
 class DecideService:
     """The request → decision loop."""

@@ -1,0 +1,207 @@
+"""Shared pieces of the broker benchmarks: a bench worker in a subprocess, its config, topics, requests, timing.
+
+Every run gets its own topic prefix (``bench-<kind>-<random>``), consumer group and data folder, so benches never
+share state with each other or with a production worker on the same broker. The worker is the real
+``banditroute worker`` command in a subprocess (web disabled, logs to a file): what is measured is the same
+process a deployment runs, and the bench driver's own CPU use does not slow the worker's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from banditroute.bench.policy import machine_info
+
+__all__ = [
+    "BenchWorker",
+    "create_topics",
+    "delete_topics",
+    "machine",
+    "percentile",
+    "percentiles",
+    "request_bytes",
+    "write_config",
+]
+
+MODELS_YAML = """models:
+  - {name: premium, cost_per_call_usd: 0.02, latency_ms: 900}
+  - {name: balanced, cost_per_call_usd: 0.002, latency_ms: 500}
+  - {name: budget, cost_per_call_usd: 0.0005, latency_ms: 300}
+"""
+POLICY_YAML = """defaults:
+  lam: 10.0
+  half_life: null
+  join: {wait_s: 120}
+"""
+PARTITIONS = 4
+
+
+def machine(bootstrap: str | None = None) -> dict[str, Any]:
+    """The policy bench's machine description, plus the broker and the load average when given."""
+    info = machine_info()
+    if bootstrap is not None:
+        info["broker"] = bootstrap
+    try:
+        info["loadavg_1m"] = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - not on every platform
+        pass
+    return info
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (q in [0, 100]); NaN when empty."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), math.ceil(q / 100.0 * len(sorted_values))))
+    return sorted_values[rank - 1]
+
+
+def percentiles(values: Iterable[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "p50": percentile(ordered, 50),
+        "p95": percentile(ordered, 95),
+        "p99": percentile(ordered, 99),
+        "max": ordered[-1] if ordered else float("nan"),
+    }
+
+
+def new_prefix(kind: str) -> str:
+    return f"bench-{kind}-{uuid.uuid4().hex[:8]}"
+
+
+def write_config(folder: Path, models: str = MODELS_YAML, policy: str = POLICY_YAML) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "models.yaml").write_text(models)
+    (folder / "policy.yaml").write_text(policy)
+    (folder / "rules.yaml").write_text("rules: []\n")
+    return folder
+
+
+def request_bytes(request_id: str, task_type: str = "bench", created_at: str | None = None) -> bytes:
+    """A minimal valid RoutingRequest, encoded."""
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "request_id": request_id,
+            "task_type": task_type,
+            "created_at": created_at or datetime.now(UTC).isoformat(),
+        }
+    )
+
+
+async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = PARTITIONS) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        if new:
+            await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Remove every topic of a bench run (best effort)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix + ".") or t.startswith(prefix + "-")]
+        if names:
+            await admin.delete_topics(names)
+    except Exception:  # noqa: BLE001 - cleanup must never fail a bench
+        pass
+    finally:
+        await admin.close()
+
+
+@dataclass
+class BenchWorker:
+    """``banditroute worker`` (or any module) in a subprocess with its own topics, group and data folder."""
+
+    bootstrap: str
+    prefix: str
+    folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="banditroute-bench-")))
+    module_args: tuple[str, ...] = ("banditroute", "worker")
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "worker.log"
+
+    def env(self) -> dict[str, str]:
+        config = write_config(self.folder / "config")
+        return {
+            **os.environ,
+            "BANDITROUTE_KAFKA_BOOTSTRAP": self.bootstrap,
+            "BANDITROUTE_TOPIC_PREFIX": self.prefix,
+            "BANDITROUTE_APP_ID": self.prefix,
+            "BANDITROUTE_CONFIG_DIR": str(config),
+            "BANDITROUTE_DATA_DIR": str(self.folder / "data"),
+            "BANDITROUTE_WEB_ENABLED": "false",
+            "BANDITROUTE_PARTITIONS": str(PARTITIONS),
+            "BANDITROUTE_STATE_PARTITIONS": "2",
+            "BANDITROUTE_LOG_LEVEL": "warning",
+            **self.extra_env,
+        }
+
+    def start(self) -> BenchWorker:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child for its lifetime
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *self.module_args],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+async def sleep_until(deadline: float) -> None:
+    delay = deadline - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)

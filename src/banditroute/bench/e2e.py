@@ -1,0 +1,280 @@
+"""``banditroute bench e2e``: one router worker on the real broker, against a raw relay ceiling, same run.
+
+Method (each side in turn: first the relay, then the router; both in a subprocess, 4-partition requests and
+decisions topics under a fresh prefix):
+
+1. **Sustained rate.** The requests topic is pre-filled with ``requests`` requests (the relay gets
+   ``RELAY_FACTOR`` times as many, it drains faster), then the process is started. A consumer of the decisions
+   topic timestamps every fetched batch; the rate is counted between the 20 % and the 90 % marks of the
+   drain, so group join, the first fetch and the tail are not timed.
+2. **Latency under load.** With the process warm, an open-loop paced producer sends requests at 25 %, 50 % and
+   90 % of the side's own sustained rate, ``seconds`` per level. The latency of a request is the time from its
+   ``producer.send`` call to the arrival of its decision (matched by key) at the bench's consumer: producer
+   batching, broker, worker, broker and the consumer's fetch all count. The first ``WARMUP_S`` of each level
+   is not measured. Requests whose decision does not arrive within ``DRAIN_TIMEOUT_S`` are counted as lost.
+
+The bench driver, the worker and the broker share the machine; the driver's CPU use is part of what it costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from banditroute.bench.common import (
+    PARTITIONS,
+    BenchWorker,
+    create_topics,
+    delete_topics,
+    machine,
+    new_prefix,
+    percentiles,
+    sleep_until,
+)
+
+LOADS = (25, 50, 90)
+RELAY_FACTOR = 3
+WARMUP_S = 1.0
+DRAIN_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 90.0
+
+
+class Collector:
+    """Reads the decisions topic in the background: counts arrivals and matches them to send times."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.count = 0
+        self.marks: list[tuple[float, int]] = []  # (arrival time, cumulative count) per fetched batch
+        self.sent: dict[bytes, float] = {}  # key -> send time, for requests whose latency is measured
+        self.latencies: list[float] = []
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=5,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await self._consumer.start()
+        tps = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        sent, latencies = self.sent, self.latencies
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=50, max_records=20_000)
+            now = time.perf_counter()
+            n = 0
+            for records in batch.values():
+                for rec in records:
+                    if not rec.value:  # the worker's tick records
+                        continue
+                    n += 1
+                    t = sent.pop(rec.key, None)
+                    if t is not None:
+                        latencies.append((now - t) * 1000.0)
+            if n:
+                self.count += n
+                self.marks.append((now, self.count))
+
+    async def wait_count(self, n: int, timeout_s: float, alive: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.count < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {self.count} of {n} decisions arrived in {timeout_s:.0f} s")
+            if not alive():
+                raise RuntimeError("the benchmarked process exited")
+            await asyncio.sleep(0.05)
+
+    def rate_between(self, lo: int, hi: int) -> float:
+        t_lo = next((t, c) for t, c in self.marks if c >= lo)
+        t_hi = next((t, c) for t, c in self.marks if c >= hi)
+        return (t_hi[1] - t_lo[1]) / max(t_hi[0] - t_lo[0], 1e-9)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+def _request(request_id: str, created_at: str) -> bytes:
+    return orjson.dumps(
+        {"schema_version": 1, "request_id": request_id, "task_type": "bench", "created_at": created_at}
+    )
+
+
+async def prefill(producer: AIOKafkaProducer, topic: str, n: int, tag: str) -> None:
+    created = datetime.now(UTC).isoformat()
+    futures = []
+    for i in range(n):
+        rid = f"{tag}-{i}"
+        futures.append(await producer.send(topic, key=rid.encode(), value=_request(rid, created)))
+        if len(futures) >= 5000:
+            await asyncio.gather(*futures)
+            futures.clear()
+    await asyncio.gather(*futures)
+
+
+async def paced(
+    producer: AIOKafkaProducer, collector: Collector, topic: str, rate: float, seconds: float, tag: str
+) -> dict[str, Any]:
+    """Open-loop load: send at ``rate``/s for ``seconds``; measure requests sent after the warm-up."""
+    collector.latencies.clear()
+    start = time.perf_counter()
+    end = start + seconds
+    measure_from = start + min(WARMUP_S, seconds / 4)
+    sent = 0
+    measured = 0
+    tick = 0.001
+    next_tick = start
+    while True:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        owed = int((now - start) * rate) - sent
+        if owed > 0:
+            created = datetime.now(UTC).isoformat()
+            measure = now >= measure_from
+            for _ in range(owed):
+                rid = f"{tag}-{sent}"
+                key = rid.encode()
+                if measure:
+                    collector.sent[key] = time.perf_counter()
+                    measured += 1
+                await producer.send(topic, key=key, value=_request(rid, created))
+                sent += 1
+        next_tick += tick
+        await sleep_until(next_tick)
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while collector.sent and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    lost = len(collector.sent)
+    collector.sent.clear()
+    result: dict[str, Any] = percentiles(collector.latencies)
+    result.update(
+        {
+            "target_per_s": rate,
+            "achieved_send_per_s": sent / seconds,
+            "measured": measured,
+            "lost": lost,
+        }
+    )
+    return result
+
+
+async def measure_side(
+    bootstrap: str,
+    kind: str,
+    module_args: tuple[str, ...],
+    *,
+    requests: int,
+    seconds: float,
+    loads: tuple[int, ...] = LOADS,
+    on_started: Callable[[BenchWorker], Any] | None = None,
+) -> dict[str, Any]:
+    """Sustained rate, then latency at each load level, for one process (router worker or relay)."""
+    prefix = new_prefix(kind)
+    requests_topic, decisions_topic = f"{prefix}.requests", f"{prefix}.decisions"
+    await create_topics(bootstrap, [requests_topic, decisions_topic])
+    if module_args[-1] == "{relay}":
+        module_args = (*module_args[:-1], bootstrap, prefix)
+    proc = BenchWorker(bootstrap, prefix, module_args=module_args)
+    collector = Collector(bootstrap, decisions_topic)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=0, max_batch_size=256 * 1024, acks=1
+    )
+    await producer.start()
+    try:
+        await collector.start()
+        await prefill(producer, requests_topic, requests, "fill")
+        started = time.perf_counter()
+        proc.start()
+        if on_started is not None:
+            on_started(proc)
+        await collector.wait_count(requests, START_TIMEOUT_S, proc.alive)
+        drained = time.perf_counter() - started
+        rate = collector.rate_between(int(requests * 0.2), int(requests * 0.9))
+        first = collector.marks[0][0] - started
+        out: dict[str, Any] = {
+            "per_s": rate,
+            "prefilled": requests,
+            "first_decision_s": first,
+            "drain_wall_s": drained,
+            "latency_ms": {},
+        }
+        for load in loads:
+            out["latency_ms"][str(load)] = await paced(
+                producer, collector, requests_topic, rate * load / 100.0, seconds, f"l{load}"
+            )
+        out["worker_log_tail"] = proc.log_tail(600) if kind == "router" and not proc.alive() else None
+        return out
+    finally:
+        proc.stop()
+        await collector.stop()
+        await producer.stop()
+        await delete_topics(bootstrap, prefix)
+
+
+async def run_e2e_bench(
+    bootstrap: str,
+    *,
+    requests: int = 40_000,
+    seconds: float = 5.0,
+    loads: tuple[int, ...] = LOADS,
+    on_started: Callable[[BenchWorker], Any] | None = None,
+) -> dict[str, Any]:
+    """Relay then router; see the module docstring."""
+    relay = await measure_side(
+        bootstrap,
+        "relay",
+        ("banditroute.bench.relay", "{relay}"),
+        requests=requests * RELAY_FACTOR,
+        seconds=seconds,
+        loads=loads,
+    )
+    router = await measure_side(
+        bootstrap,
+        "router",
+        ("banditroute", "worker"),
+        requests=requests,
+        seconds=seconds,
+        loads=loads,
+        on_started=on_started,
+    )
+    return {
+        "router_per_s": router["per_s"],
+        "relay_per_s": relay["per_s"],
+        "ratio": router["per_s"] / relay["per_s"] if relay["per_s"] else float("nan"),
+        "latency_ms": router["latency_ms"],
+        "relay_latency_ms": relay["latency_ms"],
+        "router": {k: v for k, v in router.items() if k not in ("latency_ms", "worker_log_tail")},
+        "relay": {k: v for k, v in relay.items() if k not in ("latency_ms", "worker_log_tail")},
+        "method": {
+            "partitions": PARTITIONS,
+            "worker": "banditroute worker subprocess, web disabled, own topic prefix and group",
+            "relay": "python -m banditroute.bench.relay subprocess (same loop shape and client settings)",
+            "rate_window": "20%..90% of the pre-filled drain",
+            "latency": "producer.send call -> decision fetched by the bench consumer, after a warm-up",
+            "seconds_per_load": seconds,
+        },
+        "machine": machine(bootstrap),
+    }

@@ -1,0 +1,76 @@
+"""The ceiling of the decide path: a raw aiokafka consume -> orjson -> produce relay with no routing.
+
+It runs the same loop shape as :class:`banditroute.agents.decide_service.DecideService` (``getmany`` batches,
+one keyed send per request, commit after the batch is acknowledged, the same consumer and producer settings),
+but its "decision" is a small dict built from the parsed request. ``python -m banditroute.bench.relay
+BOOTSTRAP PREFIX`` reads ``PREFIX.requests`` and writes ``PREFIX.decisions`` until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from banditroute.agents.decide_service import CONSUMER_TUNING, PRODUCER_TUNING
+
+
+async def relay(bootstrap: str, prefix: str, stop: asyncio.Event, max_batch: int = 2000) -> int:
+    consumer = AIOKafkaConsumer(
+        f"{prefix}.requests",
+        bootstrap_servers=bootstrap,
+        group_id=f"{prefix}.relay",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=max_batch,
+        **CONSUMER_TUNING,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **PRODUCER_TUNING)
+    await producer.start()
+    await consumer.start()
+    topic = f"{prefix}.decisions"
+    relayed = 0
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200, max_records=max_batch)
+            if not batch:
+                continue
+            futures: list[asyncio.Future[Any]] = []
+            offsets: dict[TopicPartition, int] = {}
+            now = time.time()
+            for tp, records in batch.items():
+                for record in records:
+                    request = orjson.loads(record.value)
+                    out = {"request_id": request["request_id"], "task_type": request["task_type"], "at": now}
+                    futures.append(await producer.send(topic, key=record.key, value=orjson.dumps(out)))
+                offsets[tp] = records[-1].offset + 1
+            await asyncio.gather(*futures)
+            await consumer.commit(offsets)
+            relayed += len(futures)
+    finally:
+        await producer.flush()
+        await consumer.stop()
+        await producer.stop()
+    return relayed
+
+
+def main(argv: list[str]) -> None:
+    bootstrap, prefix = argv[0], argv[1]
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await relay(bootstrap, prefix, stop)
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
