@@ -1,0 +1,89 @@
+"""Consumer lag of the worker's two consumer groups, sampled in the background (never on a scrape).
+
+What is measured: for each group and topic, the sum over partitions of ``end offset - committed offset`` (a
+partition nothing was committed for counts from 0). That is *committed* lag: it includes records already read
+but not yet committed (faust commits every 0.5 s, the decide loop after each batch), and the worker's own tick
+records. Groups: ``<app_id>.decide`` reads the requests topic (the raw aiokafka decide loop);
+``<app_id>`` is faust's group for the join (decisions, feedback), learn (outcomes) and catalog agents. The
+numbers are group-wide: every worker of the group reports the same totals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger("banditroute.web")
+
+
+class LagSampler:
+    """Keeps ``snapshot()`` current by polling the broker every ``interval_s`` seconds."""
+
+    def __init__(
+        self, bootstrap: str, security: dict[str, Any], groups: dict[str, list[str]], interval_s: float = 5.0
+    ):
+        self.bootstrap = bootstrap
+        self.security = security
+        self.groups = groups
+        self.interval_s = interval_s
+        self.lag: dict[tuple[str, str], int] = {}
+        self.sampled_at: float | None = None
+        self.errors = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "sampled_at": self.sampled_at,
+            "groups": [{"group": g, "topic": t, "lag": n} for (g, t), n in sorted(self.lag.items())],
+        }
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self.security)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.security
+        )
+        started: list[Any] = []
+        try:
+            await admin.start()
+            started.append(admin)
+            await consumer.start()
+            started.append(consumer)
+            while True:
+                try:
+                    await self.sample_once(admin, consumer)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # lag is best effort; never disturb the worker
+                    self.errors += 1
+                    log.debug("lag sample failed: %s", exc)
+                await asyncio.sleep(self.interval_s)
+        finally:
+            for client in reversed(started):
+                try:
+                    await client.stop() if client is consumer else await client.close()
+                except Exception:  # shutting down anyway
+                    pass
+
+    async def sample_once(self, admin: Any, consumer: Any) -> None:
+        from aiokafka import TopicPartition
+
+        from banditroute.client import partitions_of
+
+        lag: dict[tuple[str, str], int] = {}
+        for group, topics in self.groups.items():
+            tps = [TopicPartition(t, p) for t in topics for p in sorted(await partitions_of(consumer, t))]
+            if not tps:
+                continue
+            ends = await consumer.end_offsets(tps)
+            committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+            for tp in tps:
+                meta = committed.get(tp)
+                done = meta.offset if meta is not None and meta.offset >= 0 else 0
+                key = (group, tp.topic)
+                lag[key] = lag.get(key, 0) + max(int(ends.get(tp, 0)) - done, 0)
+        self.lag = lag
+        self.sampled_at = time.time()

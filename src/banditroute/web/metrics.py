@@ -1,0 +1,243 @@
+"""Prometheus metrics of one router: a per-router ``CollectorRegistry`` and a collector reading live state.
+
+Counters and gauges are not mirrored into prometheus-client objects on the hot path; :class:`RouterCollector`
+reads the router's own counters, posteriors and budgets when ``/metrics`` is scraped. The only hot-path metric
+is the decision latency histogram, observed from the decide loop's ``on_decision`` callback.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from banditroute.web.snapshot import JOIN_COUNTERS, model_rows, task_states
+
+CIRCUIT_STATES = ("closed", "open", "half_open")
+CANARY_STATES = ("ramping", "graduated")
+LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+CONTENT_TYPE = "text/plain; version=0.0.4"  # charset utf-8 is set on the response (aiohttp wants it apart)
+
+
+class RouterCollector:
+    """Builds every ``banditroute_*`` family (except the latency histogram) from the router at scrape time."""
+
+    def __init__(self, router: Any, history: Any = None, lag: Any = None) -> None:
+        self.router = router
+        self.history = history
+        self.lag = lag
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked collector: nothing is read at registration
+
+    def collect(self) -> Iterator[Metric]:
+        r = self.router
+        now = time.time()
+
+        decisions = CounterMetricFamily(
+            "banditroute_decisions",
+            "Routing decisions published, by task type and model.",
+            labels=["task_type", "model"],
+        )
+        for (task_type, model), n in sorted(dict(r.decisions_by_model).items()):
+            decisions.add_metric([task_type, model], n)
+        yield decisions
+
+        counters = dict(r.counters)
+        yield _counter(
+            "banditroute_feedback_joined",
+            "Feedback joined with its decision in time.",
+            counters.get("joined", 0),
+        )
+        yield _counter(
+            "banditroute_late_feedback",
+            "Feedback joined after the reward wait window (learnt, flagged late).",
+            counters.get("late_feedback", 0),
+        )
+        yield _counter(
+            "banditroute_reward_timeouts",
+            "Decisions whose reward wait window expired without feedback.",
+            counters.get("reward_timeouts", 0),
+        )
+        yield _counter(
+            "banditroute_outcomes_learned", "Outcomes applied to the posteriors.", counters.get("learned", 0)
+        )
+        join = CounterMetricFamily(
+            "banditroute_join_events",
+            "Feedback join events by kind (see docs/dashboard.md).",
+            labels=["event"],
+        )
+        for name in sorted(set(JOIN_COUNTERS) | set(counters)):
+            join.add_metric([name], counters.get(name, 0))
+        yield join
+        yield _gauge("banditroute_join_in_flight", "Entries held in the join table.", r.join.in_flight())
+
+        dead = CounterMetricFamily(
+            "banditroute_dead_letters", "Records dead-lettered, by reason.", labels=["reason"]
+        )
+        for reason, n in sorted(r.dead_letters.snapshot().items()):
+            dead.add_metric([reason], n)
+        yield dead
+
+        yield from self._posteriors(now)
+        yield from self._lag()
+
+    def _posteriors(self, now: float) -> Iterator[Metric]:
+        r = self.router
+        labels = ["task_key", "task_type", "model"]
+        mean = GaugeMetricFamily(
+            "banditroute_posterior_quality_mean", "Posterior mean quality.", labels=labels
+        )
+        low = GaugeMetricFamily(
+            "banditroute_posterior_quality_low", "Lower end of the 95% credible interval.", labels=labels
+        )
+        high = GaugeMetricFamily(
+            "banditroute_posterior_quality_high", "Upper end of the 95% credible interval.", labels=labels
+        )
+        cost = GaugeMetricFamily(
+            "banditroute_posterior_cost_usd", "Posterior mean cost of one call.", labels=labels
+        )
+        obs = GaugeMetricFamily(
+            "banditroute_model_observations", "Outcomes ever learnt per model.", labels=labels
+        )
+        circuit = GaugeMetricFamily(
+            "banditroute_circuit_state",
+            "Circuit breaker state (1 for the current state).",
+            labels=[*labels, "state"],
+        )
+        canary = GaugeMetricFamily(
+            "banditroute_canary_state",
+            "Canary ramp state of canary models (1 for the current state).",
+            labels=[*labels, "state"],
+        )
+        share = GaugeMetricFamily(
+            "banditroute_traffic_share",
+            "Share of decisions per model over the last minute.",
+            labels=["task_type", "model"],
+        )
+        tlabels = ["task_key", "task_type"]
+        spend = GaugeMetricFamily(
+            "banditroute_spend_rate_usd_per_minute", "Realised spend rate (60 s decay).", labels=tlabels
+        )
+        budget_rate = GaugeMetricFamily(
+            "banditroute_budget_usd_per_minute", "Configured spend-rate budget.", labels=tlabels
+        )
+        mean_cost = GaugeMetricFamily(
+            "banditroute_mean_cost_per_call_usd", "Realised mean cost per call.", labels=tlabels
+        )
+        budget_mean = GaugeMetricFamily(
+            "banditroute_budget_mean_cost_usd", "Configured mean-cost budget.", labels=tlabels
+        )
+        dual = GaugeMetricFamily(
+            "banditroute_pacing_dual", "Budget pacing dual variable (λ in budget mode).", labels=tlabels
+        )
+        version = GaugeMetricFamily(
+            "banditroute_state_version", "Version of the posterior state held.", labels=tlabels
+        )
+        shared: set[str] = set()
+        for key, task_type, state in task_states(r):
+            policy = r.registry.policy(task_type)
+            for row in model_rows(r, task_type, state, now):
+                values = [key, task_type, row["model"]]
+                for family, field in (
+                    (mean, "quality_mean"),
+                    (low, "quality_low"),
+                    (high, "quality_high"),
+                    (cost, "mean_cost_usd"),
+                ):
+                    if row[field] is not None:
+                        family.add_metric(values, row[field])
+                obs.add_metric(values, row["observations"])
+                for s in CIRCUIT_STATES:
+                    circuit.add_metric([*values, s], 1.0 if row["circuit"] == s else 0.0)
+                if row["lifecycle"] == "canary":
+                    for s in CANARY_STATES:
+                        canary.add_metric([*values, s], 1.0 if row["canary"] == s else 0.0)
+            tvalues = [key, task_type]
+            spend.add_metric(tvalues, state.spend_rate_per_min)
+            if policy.budget_usd_per_min is not None:
+                budget_rate.add_metric(tvalues, policy.budget_usd_per_min)
+            if state.spend_calls:
+                mean_cost.add_metric(tvalues, state.spend_total_usd / state.spend_calls)
+            if policy.budget_mean_cost_usd is not None:
+                budget_mean.add_metric(tvalues, policy.budget_mean_cost_usd)
+            dual.add_metric(tvalues, state.dual)
+            version.add_metric(tvalues, state.version)
+            if self.history is not None and task_type not in shared:
+                shared.add(task_type)
+                for model, fraction in sorted(self.history.share(task_type).items()):
+                    share.add_metric([task_type, model], fraction)
+        yield from (
+            mean,
+            low,
+            high,
+            cost,
+            obs,
+            circuit,
+            canary,
+            share,
+            spend,
+            budget_rate,
+            mean_cost,
+            budget_mean,
+            dual,
+            version,
+        )
+
+    def _lag(self) -> Iterator[Metric]:
+        if self.lag is None:
+            return
+        snap = self.lag.snapshot()
+        lag = GaugeMetricFamily(
+            "banditroute_consumer_lag",
+            "Committed consumer lag (end offset - committed offset), summed over partitions.",
+            labels=["group", "topic"],
+        )
+        for row in snap["groups"]:
+            lag.add_metric([row["group"], row["topic"]], row["lag"])
+        yield lag
+        if snap["sampled_at"] is not None:
+            yield _gauge(
+                "banditroute_consumer_lag_sampled_timestamp_seconds",
+                "When the lag was last sampled.",
+                snap["sampled_at"],
+            )
+
+
+def _counter(name: str, doc: str, value: float) -> Metric:
+    family = CounterMetricFamily(name, doc)
+    family.add_metric([], value)
+    return family
+
+
+def _gauge(name: str, doc: str, value: float) -> Metric:
+    family = GaugeMetricFamily(name, doc)
+    family.add_metric([], value)
+    return family
+
+
+class RouterMetrics:
+    """The per-router registry: the live collector plus the decision latency histogram."""
+
+    def __init__(self, router: Any, history: Any = None, lag: Any = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = RouterCollector(router, history, lag)
+        self.registry.register(self.collector)
+        self.decision_latency = Histogram(
+            "banditroute_decision_latency_seconds",
+            "Time to compute one routing decision (decide logic, excluding Kafka).",
+            labelnames=["task_type"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_decision(self, decision: dict[str, Any]) -> None:
+        ms = decision.get("decision_ms")
+        if isinstance(ms, int | float):
+            self.decision_latency.labels(str(decision.get("task_type", ""))).observe(ms / 1000.0)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
