@@ -89,7 +89,7 @@
   function renderNetwork(net) {
     const root = document.getElementById("network");
     const W = 900, H = 260, pad = 24;
-    const columns = { source: 90, task: 450, model: 790 };
+    const columns = { source: 120, task: 430, model: 700 };
     const byKind = { source: [], task: [], model: [] };
     for (const n of net.nodes) (byKind[n.kind] || []).push(n);
     const pos = new Map();
@@ -216,8 +216,9 @@
     box.dataset.savings = s && s.savings !== undefined && s.savings !== null ? s.savings.toFixed(4) : "";
     if (!s || !s.requests) { box.replaceChildren("no decisions yet"); return; }
     const best = points.length ? points[points.length - 1].best_model : "-";
+    const cheaper = s.savings >= 0;
     box.replaceChildren(
-      el("b", {}, fmt.pct(s.savings)), " cheaper than always using ", el("b", {}, best),
+      el("b", {}, fmt.pct(Math.abs(s.savings))), cheaper ? " cheaper than always using " : " more expensive than always using ", el("b", {}, best),
       " · cost/request " + fmt.usd(s.cost_per_request) + " vs " + fmt.usd(s.best_cost_per_request),
       " · quality " + fmt.num(s.quality) + " vs " + fmt.num(s.best_quality),
       " (model-based, " + fmt.int(s.requests) + " requests)",
