@@ -1,0 +1,171 @@
+"""Stop and restart the broker under load (a dedicated broker, so the session broker is left alone).
+
+The worker and the clients reconnect by themselves. Every route() call returns: a request made during the
+outage is either decided after recovery or timed out cleanly with the client's static default route; after
+recovery new requests are decided again, and what was learned equals the reference from the outcomes topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from banditroute.client import RouterClient, RouterUnavailable, default_route_reason
+from banditroute.kafka.local import LocalKafka, free_port
+from tests.kafka.router_world import TRUTH, observations, wait_topics, write_config
+from tests.reliability.support import (
+    assert_states_equal,
+    decisions_of,
+    reference_states,
+    start_worker,
+    wait_learned,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(420)]
+
+OUTAGE_S = 6.0
+CALL_TIMEOUT_S = 3.0
+
+
+@dataclass
+class Call:
+    request_id: str
+    started: float
+    ended: float = 0.0
+    model: str | None = None
+    default_reason: str | None = None
+    feedback: str = "none"  # none | stored | failed
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Any:
+    broker = LocalKafka(free_port(), data_dir=tmp_path / "broker")
+    broker.up(timeout_s=120)
+    try:
+        yield broker
+    finally:
+        broker.down(purge=True)
+
+
+async def test_broker_restart_under_load(own_broker: LocalKafka, unique_prefix: str, tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    bootstrap, prefix = own_broker.bootstrap, unique_prefix
+    config_dir = write_config(tmp_path / "config")
+    worker = start_worker(tmp_path, bootstrap, prefix, "w1", config_dir)
+    calls: list[Call] = []
+    stop = asyncio.Event()
+    try:
+        await wait_topics(bootstrap, [f"{prefix}.{t}" for t in ("requests", "decisions", "feedback")])
+        client = RouterClient(
+            bootstrap=bootstrap,
+            topic_prefix=prefix,
+            timeout_s=CALL_TIMEOUT_S,
+            default_route="budget,balanced",
+        )
+        async with client:
+            assert client.degraded is None
+
+            async def one_call() -> None:
+                call = Call(uuid.uuid4().hex, time.monotonic())
+                calls.append(call)
+                decision = await client.route("chat", request_id=call.request_id)
+                call.ended = time.monotonic()
+                call.model = decision.model
+                call.default_reason = default_route_reason(decision)
+                if call.default_reason is None:
+                    assert decision.decision_id == f"d:{call.request_id}"
+                    assert decision.model is not None
+                    try:
+                        await client.feedback(
+                            request_id=call.request_id,
+                            decision_id=decision.decision_id,
+                            model=decision.model,
+                            quality=TRUTH[decision.model][0],
+                            cost_usd=TRUTH[decision.model][1],
+                        )
+                        call.feedback = "stored"
+                    except RouterUnavailable:
+                        call.feedback = "failed"
+
+            async def user(pause_s: float) -> None:
+                while not stop.is_set():
+                    await one_call()
+                    await asyncio.sleep(pause_s)
+
+            # warm up until the worker answers
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                await one_call()
+                if calls[-1].default_reason is None:
+                    break
+            assert calls[-1].default_reason is None, "the worker never answered"
+
+            users = [asyncio.create_task(user(0.05)) for _ in range(8)]
+            await asyncio.sleep(4.0)
+            await asyncio.to_thread(own_broker.down)  # blocking: keep the event loop (the clients) going
+            down_at = time.monotonic()  # the broker process is gone
+            await asyncio.sleep(OUTAGE_S)
+            restart_at = time.monotonic()
+            await asyncio.to_thread(own_broker.up, 120)
+            up_at = time.monotonic()
+
+            # recovered: real decisions again for fresh requests
+            async def recovered() -> bool:
+                recent = [c for c in calls if c.started > up_at and c.ended]
+                return sum(c.default_reason is None for c in recent) >= 50
+
+            await wait_until(recovered, timeout_s=120)
+            stop.set()
+            results = await asyncio.gather(*users, return_exceptions=True)
+            assert not [r for r in results if isinstance(r, BaseException)], results
+            assert await recovered(), "no real decisions within 120 s of the broker coming back"
+            recovered_s = (
+                min(c.ended for c in calls if c.started > up_at and c.default_reason is None) - up_at
+            )
+
+        # -- every call returned, cleanly ---------------------------------------------------------------------
+        assert all(c.ended for c in calls)
+        reasons = Counter(c.default_reason or "decided" for c in calls)
+        assert set(reasons) <= {"decided", "timeout", "send_failed", "unavailable"}, reasons
+        slowest = max(c.ended - c.started for c in calls)
+        assert slowest <= CALL_TIMEOUT_S + 1.0, f"a call took {slowest:.1f} s (timeout {CALL_TIMEOUT_S:g} s)"
+        outage = [c for c in calls if down_at <= c.started <= up_at]
+        assert outage and all(c.default_reason is not None for c in outage if c.ended < restart_at)
+        assert worker.alive(), "the worker died with the broker"
+
+        # -- requests made during the outage: decided after recovery, or default-routed in the client ------
+        await asyncio.sleep(3.0)
+        decisions = await decisions_of(bootstrap, prefix)
+        decided_ids = {d["request_id"] for d in decisions}
+        assert all(d["decision_id"] == f"d:{d['request_id']}" for d in decisions)
+        for c in calls:
+            assert c.default_reason is not None or c.request_id in decided_ids
+        late = sum(c.request_id in decided_ids for c in outage if c.default_reason is not None)
+
+        # -- learning: whatever feedback got through is learned once, as the outcomes topic says ------------
+        stored = sum(c.feedback == "stored" for c in calls)
+        attempted = sum(c.feedback != "none" for c in calls)
+        states = await wait_learned(bootstrap, prefix, stored, timeout_s=90)
+        learned = sum(observations(s) for s in states.values())
+        assert stored <= learned <= attempted, (stored, learned, attempted)
+        assert_states_equal(states, await reference_states(bootstrap, prefix, config_dir))
+        print(
+            f"\nbroker restart: {len(calls)} calls {dict(reasons)}; {len(outage)} during the {OUTAGE_S:g} s "
+            f"outage ({late} of them decided after recovery too); decisions again {recovered_s:.1f} s after "
+            f"the broker was back; slowest call {slowest:.2f} s; learned {learned:.0f} ({stored} acknowledged feedback); "
+            f"{time.monotonic() - t0:.1f} s"
+        )
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            code = worker.terminate()
+    assert code == 0, f"worker exited with {code}; see {tmp_path / 'w1.log'}"
