@@ -53,8 +53,22 @@ class StateView:
         return list(self._states.items())
 
 
+NO_CONSTRAINTS = Constraints()
+"""What a request without filters maps to: one shared object, so the core's plan cache hits by identity."""
+
+
 def request_constraints(request: RoutingRequest) -> Constraints:
     """The request's own filters as the core's :class:`Constraints`."""
+    limits = request.constraints
+    if (
+        request.candidates is None
+        and not request.exclude
+        and request.objective is None
+        and limits.max_cost_usd is None
+        and limits.max_latency_ms is None
+        and not limits.capabilities
+    ):
+        return NO_CONSTRAINTS
     override: dict[str, Any] | None = None
     if request.objective is not None:
         override = {k: v for k, v in request.objective.model_dump().items() if v is not None}
@@ -74,6 +88,25 @@ def _iso(now_s: float) -> str:
     return datetime.fromtimestamp(now_s, UTC).isoformat().replace("+00:00", "Z")
 
 
+class _MillisecondClock:
+    """ISO 8601 text of a time to the millisecond, formatted once per millisecond (not once per decision)."""
+
+    __slots__ = ("_ms", "_text")
+
+    def __init__(self) -> None:
+        self._ms = -1
+        self._text = ""
+
+    def iso(self, now_s: float) -> str:
+        ms = int(now_s * 1000.0)
+        if ms != self._ms:
+            self._ms = ms
+            self._text = (
+                datetime.fromtimestamp(ms / 1000.0, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+            )
+        return self._text
+
+
 class DecideLogic:
     """Request in, decision dict out."""
 
@@ -90,6 +123,8 @@ class DecideLogic:
         self.rng = rng
         self.worker_id = worker_id
         self.clock = clock
+        self._iso = _MillisecondClock().iso
+        self._policy_refs: dict[str, dict[str, str]] = {}
 
     def state_for(self, key: str, task_type: str) -> TaskState:
         state = self.states.get(key)
@@ -125,29 +160,35 @@ class DecideLogic:
         t0: float,
     ) -> dict[str, Any]:
         means = choice.means
+        model = choice.model
+        filtered = choice.filtered
+        policy_name = choice.policy_name or POLICY_NAME
+        policy_ref = self._policy_refs.get(policy_name)
+        if policy_ref is None:
+            policy_ref = self._policy_refs[policy_name] = {"name": policy_name, "version": POLICY_VERSION}
         return {
             "schema_version": 1,
             "decision_id": decision_id_for(request.request_id),
             "request_id": request.request_id,
             "task_type": request.task_type,
             "tenant": request.tenant,
-            "model": choice.model,
+            "model": model,
             "fallbacks": list(choice.fallbacks),
-            "propensity": float(choice.propensity) if choice.model is not None else 1.0,
+            "propensity": float(choice.propensity) if model is not None else 1.0,
             "candidates": [
                 {"model": m, "sampled_utility": float(v), "mean_utility": float(means.get(m, v))}
                 for m, v in choice.sampled.items()
             ],
-            "policy": {"name": choice.policy_name or POLICY_NAME, "version": POLICY_VERSION},
+            "policy": policy_ref,
             "state_version": int(choice.state_version),
             "reasons": {
-                "filtered": dict(choice.filtered),
+                "filtered": dict(filtered) if filtered else {},
                 "circuit_open": list(choice.circuit_open),
                 "exploration": bool(choice.explored),
                 "no_eligible": choice.no_eligible,
                 "rules": list(rules),
             },
-            "decided_at": _iso(now_s),
+            "decided_at": self._iso(now_s),
             "decision_ms": (time.perf_counter() - t0) * 1000.0,
             "worker_id": self.worker_id,
             "is_default_route": False,

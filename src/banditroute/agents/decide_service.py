@@ -4,11 +4,26 @@ Why not a faust agent: deciding is stateless per request (the state comes from t
 faust's per-event consume path costs several times more than the raw client (see README, Benchmarks). A raw
 ``getmany`` batch loop inside the faust worker keeps the same at-least-once contract: offsets are committed
 only after every decision of the batch is acknowledged by the broker.
+
+Hot-path choices (measured with py-spy on the real broker, see docs/benchmarks.md):
+
+* decisions are appended to one record batch per output partition (``producer.create_batch`` /
+  ``send_batch``) instead of one ``producer.send`` each: no per-message future, partitioner call or
+  accumulator bookkeeping. A decision goes to the partition its request was read from when the request was
+  keyed by its ``request_id`` (requests, decisions and feedback have the same partition count, and a client
+  produces a request and its feedback with the same key and partitioner, so this co-partitions with the
+  feedback whatever partitioner the client uses); otherwise to ``murmur2(request_id)``, as a Java or aiokafka
+  client would place the feedback.
+* acknowledgement and commit are pipelined: batch *k* is committed by a committer task, in order, once its
+  sends are acknowledged, while batch *k+1* is decided. At most ``MAX_IN_FLIGHT`` batches wait.
+* a request is validated once (``model_validate_json`` in strict mode); the full diagnostic decoder
+  (:func:`banditroute.codec.decode_record`) runs only when that fails, so dead letters keep their reasons.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,17 +31,68 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
+from pydantic import ValidationError
 
 from banditroute.agents.decide import DecideLogic
-from banditroute.codec import DeadLetterCounter, DuplicateIdCheck, decode_record, encode, unknown_model_check
-from banditroute.events import DeadLetter, DeadLetterReason, RoutingRequest
+from banditroute.codec import (
+    DeadLetterCounter,
+    DecodeError,
+    DuplicateIdCheck,
+    decode_record,
+    encode,
+    make_dead_letter,
+)
+from banditroute.events import SCHEMA_VERSION, DeadLetter, DeadLetterReason, RoutingRequest
 
 log = logging.getLogger("banditroute.decide")
 
-CONSUMER_TUNING: dict[str, Any] = {"fetch_max_wait_ms": 100}
+CONSUMER_TUNING: dict[str, Any] = {
+    "fetch_max_wait_ms": 100,
+    "max_partition_fetch_bytes": 4 * 1024 * 1024,
+}
 """Consumer settings of the decide loop (shared with the bench relay so both measure the same client)."""
-PRODUCER_TUNING: dict[str, Any] = {"linger_ms": 1}
-"""Producer settings of the decide loop (idem)."""
+PRODUCER_TUNING: dict[str, Any] = {"linger_ms": 1, "max_batch_size": 512 * 1024}
+"""Producer settings of the decide loop (idem). Large batches: one record batch per partition per poll."""
+MAX_IN_FLIGHT = 4
+"""Polled batches whose decisions may await acknowledgement while the next batch is decided."""
+
+
+class PartitionBatches:
+    """Per-(topic, partition) record batches of one poll, submitted with ``send_batch``."""
+
+    __slots__ = ("producer", "builders", "futures")
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self.builders: dict[tuple[str, int], Any] = {}
+        self.futures: list[asyncio.Future[Any]] = []
+
+    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+        slot = (topic, partition)
+        builder = self.builders.get(slot)
+        if builder is None:
+            builder = self.builders[slot] = self.producer.create_batch()
+        if builder.append(timestamp=None, key=key, value=value) is not None:
+            return
+        # full: ship it and start another; a record too large for an empty batch goes alone via send()
+        self.futures.append(await self.producer.send_batch(builder, topic, partition=partition))
+        builder = self.builders[slot] = self.producer.create_batch()
+        if builder.append(timestamp=None, key=key, value=value) is None:
+            del self.builders[slot]
+            self.futures.append(await self.producer.send(topic, key=key, value=value, partition=partition))
+
+    async def submit(self) -> list[asyncio.Future[Any]]:
+        for (topic, partition), builder in self.builders.items():
+            if builder.record_count():
+                self.futures.append(await self.producer.send_batch(builder, topic, partition=partition))
+        self.builders.clear()
+        return self.futures
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The Java/aiokafka default partitioner's choice for a keyed record."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class DecideService:
@@ -63,9 +129,9 @@ class DecideService:
         self.linger_ms = linger_ms
         self.session_timeout_s = session_timeout_s
         self.duplicates = DuplicateIdCheck("request_id", capacity=100_000)
-        self.checks = (unknown_model_check(lambda: logic.registry.model_names), self.duplicates)
         self.decided = 0
         self._stopping = asyncio.Event()
+        self._decision_partitions = 0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -78,53 +144,135 @@ class DecideService:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.max_batch,
-            fetch_max_wait_ms=100,
             session_timeout_ms=int(self.session_timeout_s * 1000),
             heartbeat_interval_ms=int(max(1.0, self.session_timeout_s / 4) * 1000),
+            **CONSUMER_TUNING,
             **self.security,
         )
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, linger_ms=self.linger_ms, acks="all", **self.security
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            **{**PRODUCER_TUNING, "linger_ms": self.linger_ms},
+            **self.security,
         )
         await producer.start()
         await consumer.start()
+        self._decision_partitions = len(await producer.partitions_for(self.decisions_topic))
+        pending: asyncio.Queue[tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]] | None] = (
+            asyncio.Queue(MAX_IN_FLIGHT)
+        )
+        committer = asyncio.create_task(self._commit_in_order(consumer, pending))
         log.info("decide loop started", extra={"topic": self.requests_topic, "group": self.group_id})
         try:
             while not self._stopping.is_set():
+                if committer.done():
+                    committer.result()  # a failed send or commit: raise, nothing after it is committed
+                    raise RuntimeError("decide committer stopped")
                 batch = await consumer.getmany(timeout_ms=200, max_records=self.max_batch)
                 if not batch:
                     continue
-                futures: list[asyncio.Future[Any]] = []
+                out = PartitionBatches(producer)
                 offsets: dict[TopicPartition, int] = {}
                 for tp, records in batch.items():
                     for record in records:
-                        futures.extend(await self._handle(producer, record))
+                        await self._handle(out, producer, record)
                     offsets[tp] = records[-1].offset + 1
-                if futures:
-                    await asyncio.gather(*futures)
-                await consumer.commit(offsets)
+                await self._enqueue(pending, committer, (await out.submit(), offsets))
+            await self._enqueue(pending, committer, None)
+            await committer
         finally:
+            if not committer.done():
+                committer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await committer
             try:
                 await producer.flush()
             finally:
                 await consumer.stop()
                 await producer.stop()
 
-    async def _handle(self, producer: AIOKafkaProducer, record: Any) -> list[asyncio.Future[Any]]:
-        result = decode_record(
+    @staticmethod
+    async def _enqueue(queue: asyncio.Queue[Any], committer: asyncio.Task[None], item: Any) -> None:
+        """Put ``item`` for the committer; if the committer fails while the queue is full, raise its error."""
+        if not queue.full():
+            queue.put_nowait(item)
+            return
+        put = asyncio.ensure_future(queue.put(item))
+        await asyncio.wait({put, committer}, return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+            committer.result()
+            raise RuntimeError("decide committer stopped")
+
+    @staticmethod
+    async def _commit_in_order(
+        consumer: AIOKafkaConsumer,
+        pending: asyncio.Queue[tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]] | None],
+    ) -> None:
+        while True:
+            item = await pending.get()
+            if item is None:
+                return
+            futures, offsets = item
+            if futures:
+                await asyncio.gather(*futures)
+            await consumer.commit(offsets)
+
+    def _decode(self, record: Any) -> RoutingRequest | DeadLetter:
+        """Fast path: one strict validation; anything unusual goes through the diagnostic decoder."""
+        raw = record.value
+        if raw and len(raw) <= self.max_payload_bytes:
+            try:
+                request = RoutingRequest.model_validate_json(raw, strict=True)
+            except ValidationError:
+                request = None
+            if request is not None and request.schema_version == SCHEMA_VERSION:
+                letter = self._check(request, record)
+                return request if letter is None else letter
+        return decode_record(
             RoutingRequest,
-            record.value,
+            raw,
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
             max_bytes=self.max_payload_bytes,
-            checks=self.checks,
+            checks=(self._check_event,),
         )
+
+    def _check_event(self, event: Any) -> DecodeError | None:
+        """The semantic checks of a decoded request, as a codec check (returns a DecodeError or None)."""
+        if event.candidates:
+            known = self.logic.registry.model_names
+            for name in event.candidates:
+                if name not in known:
+                    return DecodeError(
+                        DeadLetterReason.UNKNOWN_MODEL, f"model {name!r} is not in the catalog"
+                    )
+        return self.duplicates(event)
+
+    def _check(self, request: RoutingRequest, record: Any) -> DeadLetter | None:
+        problem = self._check_event(request)
+        if problem is None:
+            return None
+        return make_dead_letter(
+            record.value,
+            record.topic,
+            record.partition,
+            record.offset,
+            problem.reason,
+            problem.error,
+            datetime.now(UTC),
+            event_type="RoutingRequest",
+        )
+
+    async def _handle(self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any) -> None:
+        result = self._decode(record)
         if isinstance(result, DeadLetter):
             self.dead_letters.record(result.reason)
-            return [
+            out.futures.append(
                 await producer.send(self.deadletter_topic, key=record.topic.encode(), value=encode(result))
-            ]
+            )
+            return
         try:
             decision = self.logic.decide(result)
         except Exception as exc:  # the worker must never die on one request
@@ -141,14 +289,19 @@ class DecideService:
                 dead_lettered_at=datetime.now(UTC),
             )
             self.dead_letters.record(letter.reason)
-            return [
+            out.futures.append(
                 await producer.send(self.deadletter_topic, key=record.topic.encode(), value=encode(letter))
-            ]
+            )
+            return
         payload = orjson.dumps(decision)
         key = result.request_id.encode()
-        futures = [await producer.send(self.decisions_topic, key=key, value=payload)]
+        partitions = self._decision_partitions
+        if record.key == key and record.partition < partitions:
+            partition = record.partition
+        else:
+            partition = partition_for(key, partitions)
+        await out.add(self.decisions_topic, partition, key, payload)
         if result.reply_to:
-            futures.append(await producer.send(result.reply_to, key=key, value=payload))
+            out.futures.append(await producer.send(result.reply_to, key=key, value=payload))
         self.decided += 1
         self.on_decision(decision)
-        return futures

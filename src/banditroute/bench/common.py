@@ -125,7 +125,9 @@ async def delete_topics(bootstrap: str, prefix: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        names = [t for t in await admin.list_topics() if t.startswith(prefix + ".") or t.startswith(prefix + "-")]
+        names = [
+            t for t in await admin.list_topics() if t.startswith(prefix + ".") or t.startswith(prefix + "-")
+        ]
         if names:
             await admin.delete_topics(names)
     except Exception:  # noqa: BLE001 - cleanup must never fail a bench
@@ -161,7 +163,7 @@ class BenchWorker:
             "BANDITROUTE_WEB_ENABLED": "false",
             "BANDITROUTE_PARTITIONS": str(PARTITIONS),
             "BANDITROUTE_STATE_PARTITIONS": "2",
-            "BANDITROUTE_LOG_LEVEL": "warning",
+            "BANDITROUTE_LOG_LEVEL": "info",  # at warning, faust's spinner sets the root logger to DEBUG
             **self.extra_env,
         }
 
@@ -199,6 +201,35 @@ class BenchWorker:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``); 0.0 where unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+async def wait_idle(
+    pid: int, *, below: float = 0.15, window_s: float = 0.5, timeout_s: float = 60.0
+) -> float:
+    """Wait until ``pid`` uses less than ``below`` of a core over ``window_s``; return the time waited.
+
+    After a drain the worker still joins the decisions it published (the join agent lags the decide loop), so
+    latency is measured only once that backlog is done.
+    """
+    start = time.perf_counter()
+    last = cpu_seconds(pid)
+    while time.perf_counter() - start < timeout_s:
+        await asyncio.sleep(window_s)
+        now = cpu_seconds(pid)
+        if now - last < below * window_s:
+            return time.perf_counter() - start
+        last = now
+    return time.perf_counter() - start
 
 
 async def sleep_until(deadline: float) -> None:

@@ -1,7 +1,8 @@
 """The ceiling of the decide path: a raw aiokafka consume -> orjson -> produce relay with no routing.
 
 It runs the same loop shape as :class:`banditroute.agents.decide_service.DecideService` (``getmany`` batches,
-one keyed send per request, commit after the batch is acknowledged, the same consumer and producer settings),
+one record batch per output partition, commit after the batch is acknowledged, the same consumer and producer
+settings; it does not pipeline the commit of one batch with the next, the router does),
 but its "decision" is a small dict built from the parsed request. ``python -m banditroute.bench.relay
 BOOTSTRAP PREFIX`` reads ``PREFIX.requests`` and writes ``PREFIX.decisions`` until SIGTERM.
 """
@@ -12,12 +13,11 @@ import asyncio
 import signal
 import sys
 import time
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from banditroute.agents.decide_service import CONSUMER_TUNING, PRODUCER_TUNING
+from banditroute.agents.decide_service import CONSUMER_TUNING, PRODUCER_TUNING, PartitionBatches
 
 
 async def relay(bootstrap: str, prefix: str, stop: asyncio.Event, max_batch: int = 2000) -> int:
@@ -40,18 +40,22 @@ async def relay(bootstrap: str, prefix: str, stop: asyncio.Event, max_batch: int
             batch = await consumer.getmany(timeout_ms=200, max_records=max_batch)
             if not batch:
                 continue
-            futures: list[asyncio.Future[Any]] = []
+            out = PartitionBatches(producer)
             offsets: dict[TopicPartition, int] = {}
             now = time.time()
             for tp, records in batch.items():
                 for record in records:
                     request = orjson.loads(record.value)
-                    out = {"request_id": request["request_id"], "task_type": request["task_type"], "at": now}
-                    futures.append(await producer.send(topic, key=record.key, value=orjson.dumps(out)))
+                    decision = {
+                        "request_id": request["request_id"],
+                        "task_type": request["task_type"],
+                        "at": now,
+                    }
+                    await out.add(topic, record.partition, record.key, orjson.dumps(decision))
+                    relayed += 1
                 offsets[tp] = records[-1].offset + 1
-            await asyncio.gather(*futures)
+            await asyncio.gather(*await out.submit())
             await consumer.commit(offsets)
-            relayed += len(futures)
     finally:
         await producer.flush()
         await consumer.stop()
