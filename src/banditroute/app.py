@@ -24,12 +24,14 @@ import numpy as np
 import orjson
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 
 from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.agents.decide_service import DecideService
 from banditroute.agents.gaps import GapFiller
 from banditroute.agents.join import FeedbackRecord, JoinLogic, JoinResult
 from banditroute.agents.learn import LearnLogic
+from banditroute.agents.outbox import Outbox
 from banditroute.agents.staged import StagedTable
 from banditroute.agents.state_reader import StateReader
 from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter, unknown_model_check
@@ -41,6 +43,7 @@ from banditroute.settings import Settings
 log = logging.getLogger("banditroute.worker")
 
 TICK_HEADER = "banditroute-tick"
+_PARTITIONER = DefaultPartitioner()
 
 
 def _tick_time(headers: Any) -> float | None:
@@ -59,6 +62,9 @@ class TopicLayoutError(RuntimeError):
 
 
 TICK_INTERVAL_S = 1.0
+JOIN_BATCH = 2000
+JOIN_WITHIN_S = 0.05
+"""The join waits up to this long to fill a batch: each batch costs one acknowledged changelog round trip."""
 
 
 class Router:
@@ -112,6 +118,9 @@ class Router:
             producer_linger_ms=1,
             table_standby_replicas=0,
             broker_session_timeout=s.session_timeout_s,
+            broker_max_poll_records=5000,
+            consumer_max_fetch_size=16 * 1024 * 1024,
+            stream_buffer_maxsize=20_000,
             broker_heartbeat_interval=max(1.0, s.session_timeout_s / 4),
             autodiscover=False,
             key_serializer="json",
@@ -154,7 +163,8 @@ class Router:
         self.pending_view = StagedTable(self.request_to_pending, self._partition_of_request)
         self.early_view = StagedTable(self.request_to_early_feedback, self._partition_of_request)
         self.join = JoinLogic(self.pending_view, self.early_view, self.registry.join_policy)
-        self.learn = LearnLogic(self.task_to_state, self.registry, self._on_learned)
+        self.state_view = StagedTable(self.task_to_state, self._partition_of_task)
+        self.learn = LearnLogic(self.state_view, self.registry, self._on_learned)
         self.decide_logic = DecideLogic(
             self.registry,
             self.view,
@@ -175,6 +185,8 @@ class Router:
             session_timeout_s=s.session_timeout_s,
         )
         self.gaps = GapFiller(s.kafka_bootstrap, s.aiokafka_security())
+        self.outbox = Outbox(s.kafka_bootstrap, s.aiokafka_security())  # the join's
+        self.learn_outbox = Outbox(s.kafka_bootstrap, s.aiokafka_security())
         self.reader = StateReader(
             self.view,
             self.registry,
@@ -301,23 +313,30 @@ class Router:
                 self._last_offsets[(tp.topic, tp.partition)] = meta.offset - 1
 
     def _partition_of_request(self, request_id: str) -> int:
-        from aiokafka.partitioner import DefaultPartitioner
+        """Where Kafka's default partitioner puts a record keyed by this request id (decisions, feedback)."""
+        return int(_PARTITIONER(request_id.encode(), list(range(self.settings.partitions)), []))
 
-        return int(DefaultPartitioner()(request_id.encode(), list(range(self.settings.partitions)), []))
+    def _partition_of_task(self, key: str) -> int:
+        """Where an outcome keyed by this state key lands (JSON key, like the state table's)."""
+        return int(_PARTITIONER(orjson.dumps(key), list(range(self.settings.state_partitions)), []))
 
     # -- agents -------------------------------------------------------------------------------------------
     async def _join_feedback(self, stream: Any) -> None:
         """Join decisions and feedback in batches; join state is durable before any outcome is published."""
-        async for events in stream.take_events(500, within=0.005):
+        async for events in stream.take_events(JOIN_BATCH, within=JOIN_WITHIN_S):
             results: list[JoinResult] = []
             for event in events:
                 msg = event.message
                 for missed in await self._missed(msg):
                     await self._join_record(missed, results)
                 await self._join_record(msg, results)
-            await asyncio.gather(self.pending_view.flush(), self.early_view.flush())
+            # join state acknowledged first, then outcomes and dead letters, all before faust acks the batch
+            await self.pending_view.flush(self.outbox.send)
+            await self.early_view.flush(self.outbox.send)
+            await self.outbox.drain()
             for result in results:
                 await self._publish(result)
+            await self.outbox.drain()
 
     async def _join_record(self, msg: Any, results: list[JoinResult]) -> None:
         now = time.time()
@@ -371,14 +390,16 @@ class Router:
         )
         if isinstance(checked, DeadLetter):
             self.dead_letters.record(checked.reason)
-            await self.deadletter.send(key=msg.topic.encode(), value=encode(checked))
+            await self.outbox.send(self.deadletter.get_topic_name(), msg.topic.encode(), encode(checked))
             return JoinResult()
         fields = checked.model_dump(mode="json", exclude_none=True)
         return self.join.on_feedback(FeedbackRecord(fields, bytes(msg.value), msg.partition, msg.offset), now)
 
     async def _publish(self, result: JoinResult) -> None:
+        topic = self.outcomes.get_topic_name()
         for outcome in result.outcomes:
-            await self.outcomes.send(key=outcome["task_key"], value=orjson.dumps(outcome))
+            # the key is JSON, like the state table's, so an outcome and its state share a partition
+            await self.outbox.send(topic, orjson.dumps(outcome["task_key"]), orjson.dumps(outcome))
         for rej in result.rejections:
             await self._dead_letter(
                 rej.raw, self.feedback.get_topic_name(), rej.partition, rej.offset, rej.reason, rej.error
@@ -392,7 +413,7 @@ class Router:
 
         letter = make_dead_letter(raw, topic, partition, offset, reason, error, datetime.now(UTC))
         self.dead_letters.record(letter.reason)
-        await self.deadletter.send(key=topic.encode(), value=encode(letter))
+        await self.outbox.send(self.deadletter.get_topic_name(), topic.encode(), encode(letter))
 
     async def _learn(self, stream: Any) -> None:
         async for events in stream.take_events(1000, within=0.01):
@@ -402,6 +423,9 @@ class Router:
                     records.append(orjson.loads(missed.value))
                 records.append(orjson.loads(event.message.value))
             stats = self.learn.apply(records, time.time())
+            # the new states are acknowledged (with their watermarks) before these outcomes are acked
+            await self.state_view.flush(self.learn_outbox.send)
+            await self.learn_outbox.drain()
             self.counters["learned"] += stats.learned
             self.counters["skipped_redelivered"] += stats.skipped_redelivered
 

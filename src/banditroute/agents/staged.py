@@ -3,14 +3,13 @@
 faust writes a table's changelog through a background buffer, so a message sent right after a table write can
 reach Kafka before the write does. The join must never let a joined outcome become durable while the record
 that says "this request is joined" is not: after a crash the feedback would be replayed, find no trace of the
-join, and be learnt a second time. Writing through this view, then ``await flush()`` before publishing the
-outcomes, gives that order.
+join, and be learnt a second time. Writing through this view, flushing it into an outbox and waiting for
+the acknowledgements before publishing the outcomes gives that order.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 
@@ -43,18 +42,17 @@ class StagedTable(MutableMapping[str, bytes]):
     def __len__(self) -> int:
         return len(self.table.data)
 
-    async def flush(self) -> int:
-        """Send every staged write (tombstones for deletions) and wait until Kafka has acknowledged them."""
+    async def flush(self, send: Callable[..., Awaitable[None]]) -> int:
+        """Hand every staged write (a tombstone for a deletion) to ``send(topic, key, value, partition)``;
+        the caller then waits for the acknowledgements (see :class:`~banditroute.agents.outbox.Outbox`)."""
         if not self.staged:
             return 0
-        futures = []
+        from faust.serializers import codecs
+
+        topic = self.table.changelog_topic.get_topic_name()
+        serializer = self.table.key_serializer or "json"
         for key, value in self.staged.items():
-            partition = self.partition_of(key)
-            if value is None:
-                futures.append(self.table.send_changelog(partition, key, None, value_serializer="raw"))
-            else:
-                futures.append(self.table.send_changelog(partition, key, value))
+            await send(topic, codecs.dumps(serializer, key), value, self.partition_of(key))
         n = len(self.staged)
         self.staged = {}
-        await asyncio.gather(*futures)
         return n

@@ -17,6 +17,8 @@ COMMANDS: dict[str, str] = {
     "contracts": "banditroute.cli.contracts_cmd:contracts",
     "evaluate": "banditroute.cli.evaluate_cmd:evaluate",
     "kafka": "banditroute.cli.kafka_cmd:kafka",
+    "demo": "banditroute.cli.demo_cmd:demo",
+    "simulate": "banditroute.cli.demo_cmd:simulate",
     "replay": "banditroute.cli.replay_cmd:replay",
     "route": "banditroute.cli.route_cmd:route",
     "feedback": "banditroute.cli.feedback_cmd:feedback",
