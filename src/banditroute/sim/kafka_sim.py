@@ -45,6 +45,8 @@ class SimulationLog:
     scenario: Scenario
     steps: list[Step] = field(default_factory=list)
     seconds: float = 0.0
+    throttled_s: float = 0.0
+    """Time the simulator waited for learning to catch up (see ``max_learning_lag``)."""
 
 
 def _request(task_type: str, index: int) -> dict[str, Any]:
@@ -67,10 +69,14 @@ async def simulate(
     rate: float = 0.0,
     timeout_s: float = 60.0,
     progress: Callable[[int], None] | None = None,
+    max_learning_lag: int = 400,
 ) -> SimulationLog:
     """Run ``requests`` requests through the router reachable with ``settings``; returns the log.
 
     ``rate`` > 0 paces request rounds to that many requests per second; 0 runs as fast as the router answers.
+    Like a well-behaved client, the simulator does not outrun learning: when the feedback it has sent for a
+    task type is more than ``max_learning_lag`` ahead of the state version the decisions report, it slows
+    down until the worker catches up (so a demo on a busy machine still shows learning, just slower).
     """
     world = SyntheticWorld(scenario)
     rng = np.random.default_rng(seed)
@@ -91,6 +97,8 @@ async def simulate(
     log = SimulationLog(scenario)
     decided: dict[str, dict[str, Any]] = {}
     pending_feedback: list[tuple[bytes, bytes]] = []
+    sent_feedback: dict[str, int] = {}
+    seen_version: dict[str, int] = {}
     t0 = time.monotonic()
     try:
         # read decisions from the current end, positioned before the first request goes out
@@ -136,6 +144,9 @@ async def simulate(
                 d = decided.pop(r["request_id"])
                 index = int(r["metadata"]["sim_index"])
                 model = d.get("model")
+                seen_version[r["task_type"]] = max(
+                    seen_version.get(r["task_type"], 0), int(d["state_version"])
+                )
                 outcome: dict[str, Any] = {"quality": None, "cost_usd": 0.0, "latency_ms": 0.0, "error": None}
                 if model is not None:
                     outcome = world.sample(r["task_type"], model, index, rng)
@@ -154,6 +165,7 @@ async def simulate(
                     else:
                         feedback["quality"] = outcome["quality"]
                     pending_feedback.append((r["request_id"].encode(), orjson.dumps(feedback)))
+                    sent_feedback[r["task_type"]] = sent_feedback.get(r["task_type"], 0) + 1
                 log.steps.append(
                     Step(
                         index=index,
@@ -171,6 +183,10 @@ async def simulate(
                 progress(len(reqs))
             if rate > 0:
                 await asyncio.sleep(max(0.0, len(reqs) / rate - (time.monotonic() - round_t0)))
+            lag = max((sent_feedback[t] - seen_version.get(t, 0) for t in sent_feedback), default=0)
+            if lag > max_learning_lag:
+                log.throttled_s += min(1.0, 0.002 * (lag - max_learning_lag))
+                await asyncio.sleep(min(1.0, 0.002 * (lag - max_learning_lag)))
         for key, value in pending_feedback:
             await producer.send(settings.topic("feedback"), key=key, value=value)
         await producer.flush()
@@ -225,6 +241,7 @@ def summarise(log: SimulationLog, window: int = 500) -> dict[str, Any]:
         "scenario": log.scenario.name,
         "requests": len(log.steps),
         "seconds": round(log.seconds, 2),
+        "throttled_seconds": round(log.throttled_s, 2),
         "round_trip_ms": {
             "p50": float(np.percentile(latencies, 50)),
             "p99": float(np.percentile(latencies, 99)),
