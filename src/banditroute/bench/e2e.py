@@ -110,7 +110,7 @@ class Collector:
     def rate_between(self, lo: int, hi: int) -> float:
         t_lo = next((t, c) for t, c in self.marks if c >= lo)
         t_hi = next((t, c) for t, c in self.marks if c >= hi)
-        return (t_hi[1] - t_lo[1]) / max(t_hi[0] - t_lo[0], 1e-9)
+        return (t_hi[1] - t_lo[1]) / max(t_hi[0] - t_lo[0], 1e-3)  # tiny smoke drains: bounded
 
     async def stop(self) -> None:
         if self._task is not None:

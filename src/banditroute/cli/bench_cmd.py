@@ -63,3 +63,8 @@ def policy(fmt: str, models: int, seconds: float, iterations: int | None) -> Non
 from banditroute.bench.route import route as _route_bench  # noqa: E402
 
 bench.add_command(_route_bench)
+
+from banditroute.bench.cli import COMMANDS as _BROKER_BENCHES  # noqa: E402
+
+for _command in _BROKER_BENCHES:
+    bench.add_command(_command)

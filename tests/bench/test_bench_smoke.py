@@ -1,0 +1,78 @@
+"""Smoke runs of the benchmarks with tiny sizes: they run and report the documented keys (no timings asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+
+def test_scale_reports_grid_and_join_memory() -> None:
+    from banditroute.bench.scale import run_scale_bench
+
+    result = run_scale_bench(task_types=(10, 20), models=(3, 5), decisions=50, join_n=50)
+    assert {"grid", "decide_vs_task_types", "join", "machine"} <= set(result)
+    assert len(result["grid"]) == 4
+    row = result["grid"][0]
+    assert {
+        "task_types",
+        "models",
+        "decide_us",
+        "state_bytes_per_task_type",
+        "served_bytes_per_task_type",
+    } <= set(row)
+    assert set(result["decide_vs_task_types"]) == {"3", "5"}
+    join = result["join"]
+    assert {"bytes_per_in_flight", "pending_value_bytes", "if_copied", "if_compact", "target_bytes"} <= set(
+        join
+    )
+    assert join["n"] == 50
+
+
+def test_scale_command_json() -> None:
+    from banditroute.cli.bench_cmd import bench
+
+    out = CliRunner().invoke(
+        bench,
+        [
+            "scale",
+            "--format",
+            "json",
+            "--task-types",
+            "10",
+            "--models",
+            "3",
+            "--decisions",
+            "20",
+            "--join-n",
+            "20",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert "grid" in json.loads(out.output)
+
+
+@pytest.mark.kafka
+def test_all_quick_writes_results(kafka_bootstrap: str, tmp_path: Path) -> None:
+    from banditroute.cli.bench_cmd import bench
+
+    path = tmp_path / "results.json"
+    out = CliRunner().invoke(
+        bench,
+        ["all", "--quick", "--format", "json", "--bootstrap", kafka_bootstrap, "--output", str(path)],
+    )
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.output)
+    assert summary["results_file"] == str(path)
+    results = json.loads(path.read_text())
+    assert {"date", "policy", "e2e", "freshness", "scale", "machine"} <= set(results)
+    e2e = results["e2e"]
+    assert {"router_per_s", "relay_per_s", "ratio", "latency_ms", "relay_latency_ms", "machine"} <= set(e2e)
+    assert set(e2e["latency_ms"]) == {"25", "50", "90"}
+    for level in e2e["latency_ms"].values():
+        assert {"p50", "p95", "p99"} <= set(level)
+    fresh = results["freshness"]
+    assert {"p50_ms", "p99_ms", "n"} <= set(fresh)
+    assert fresh["n"] + fresh["timeouts"] == 3
