@@ -16,6 +16,11 @@ Hot-path choices (measured with py-spy on the real broker, see docs/benchmarks.m
   client would place the feedback.
 * acknowledgement and commit are pipelined: batch *k* is committed by a committer task, in order, once its
   sends are acknowledged, while batch *k+1* is decided. At most ``MAX_IN_FLIGHT`` batches wait.
+* the loop runs on its own thread with its own event loop (``own_thread``), so a decision never waits behind
+  the faust agents' long coroutine steps in the worker's main loop (join batches, table flushes); Python's GIL
+  switch interval bounds the wait instead. Everything the rest of the worker sees (``on_decision``, the
+  dead-letter counter) is handed to the main loop once per batch, so the worker's own state is still only
+  touched from its loop. The decide thread only reads the registry and the state view (whole-object swaps).
 * a request is validated once (``model_validate_json`` in strict mode); the full diagnostic decoder
   (:func:`banditroute.codec.decode_record`) runs only when that fails, so dead letters keep their reasons.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -114,6 +120,7 @@ class DecideService:
         max_batch: int = 2000,
         linger_ms: int = 1,
         session_timeout_s: float = 10.0,
+        own_thread: bool = True,
     ) -> None:
         self.logic = logic
         self.bootstrap = bootstrap
@@ -132,11 +139,96 @@ class DecideService:
         self.decided = 0
         self._stopping = asyncio.Event()
         self._decision_partitions = 0
+        self.own_thread = own_thread
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the decide loop runs on
+        self._home: asyncio.AbstractEventLoop | None = None  # the caller's loop (callbacks run there)
+        self._stop_requested = False
+        self._batch_decisions: list[dict[str, Any]] = []
+        self._batch_letters: list[str] = []
 
     def stop(self) -> None:
-        self._stopping.set()
+        self._stop_requested = True
+        loop = self._loop
+        if loop is not None and loop is not self._running_loop():
+            with contextlib.suppress(RuntimeError):  # that loop is already closed
+                loop.call_soon_threadsafe(self._stopping.set)
+        else:
+            self._stopping.set()
+
+    @staticmethod
+    def _running_loop() -> asyncio.AbstractEventLoop | None:
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            return None
 
     async def run(self) -> None:
+        """Run the loop until :meth:`stop`; on its own thread when ``own_thread`` (the default)."""
+        self._home = asyncio.get_running_loop()
+        self._stop_requested = False
+        if not self.own_thread:
+            self._loop = self._home
+            self._stopping = asyncio.Event()
+            await self._run_loop()
+            return
+        home = self._home
+        done: asyncio.Future[None] = home.create_future()
+
+        def finish(exc: BaseException | None) -> None:
+            if not done.done():
+                if exc is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(exc)
+
+        def target() -> None:
+            async def main() -> None:
+                self._loop = asyncio.get_running_loop()
+                self._stopping = asyncio.Event()
+                if self._stop_requested:
+                    return
+                await self._run_loop()
+
+            error: BaseException | None = None
+            try:
+                asyncio.run(main())
+            except BaseException as exc:  # handed to the caller's loop, which re-raises it
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody to tell
+                home.call_soon_threadsafe(finish, error)
+
+        thread = threading.Thread(target=target, name="banditroute-decide", daemon=True)
+        thread.start()
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            self.stop()
+            await home.run_in_executor(None, thread.join, 30.0)
+            raise
+
+    def _deliver(self, decisions: list[dict[str, Any]], letters: list[str]) -> None:
+        """Run on the caller's loop: the per-decision callback and dead-letter counts of one batch."""
+        on_decision = self.on_decision
+        for decision in decisions:
+            on_decision(decision)
+        for reason in letters:
+            self.dead_letters.record(reason)
+
+    def _flush_callbacks(self) -> None:
+        if not self._batch_decisions and not self._batch_letters:
+            return
+        decisions, letters = self._batch_decisions, self._batch_letters
+        self._batch_decisions, self._batch_letters = [], []
+        home = self._home
+        if home is None or home is self._loop:
+            self._deliver(decisions, letters)
+        else:
+            with contextlib.suppress(RuntimeError):  # the worker's loop is closing
+                home.call_soon_threadsafe(self._deliver, decisions, letters)
+
+    async def _run_loop(self) -> None:
+        self._batch_decisions = []
+        self._batch_letters = []
         consumer = AIOKafkaConsumer(
             self.requests_topic,
             bootstrap_servers=self.bootstrap,
@@ -178,6 +270,7 @@ class DecideService:
                         await self._handle(out, producer, record)
                     offsets[tp] = records[-1].offset + 1
                 await self._enqueue(pending, committer, (await out.submit(), offsets))
+                self._flush_callbacks()
             await self._enqueue(pending, committer, None)
             await committer
         finally:
@@ -268,7 +361,7 @@ class DecideService:
     async def _handle(self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any) -> None:
         result = self._decode(record)
         if isinstance(result, DeadLetter):
-            self.dead_letters.record(result.reason)
+            self._batch_letters.append(result.reason)
             out.futures.append(
                 await producer.send(self.deadletter_topic, key=record.topic.encode(), value=encode(result))
             )
@@ -288,7 +381,7 @@ class DecideService:
                 error=f"the router could not decide this request: {type(exc).__name__}: {exc}"[:1000],
                 dead_lettered_at=datetime.now(UTC),
             )
-            self.dead_letters.record(letter.reason)
+            self._batch_letters.append(letter.reason)
             out.futures.append(
                 await producer.send(self.deadletter_topic, key=record.topic.encode(), value=encode(letter))
             )
@@ -304,4 +397,4 @@ class DecideService:
         if result.reply_to:
             out.futures.append(await producer.send(result.reply_to, key=key, value=payload))
         self.decided += 1
-        self.on_decision(decision)
+        self._batch_decisions.append(decision)
