@@ -142,6 +142,12 @@ def idempotency_key_for(request_id: str, model: str) -> str:
     return key if len(key) <= 128 else hashlib.sha256(key.encode()).hexdigest()
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a delivery future's exception as retrieved (asyncio logs unretrieved ones at exit)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def request_id_of_decision(decision_id: str) -> str | None:
     """The request id inside a worker decision id ``d:<request_id>``, else None."""
     return decision_id[2:] if decision_id.startswith("d:") and len(decision_id) > 2 else None
@@ -532,7 +538,8 @@ class RouterClient:
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
-                await self._producer.send(self.requests_topic, value=encode(request), key=rid.encode())
+                sent = await self._producer.send(self.requests_topic, value=encode(request), key=rid.encode())
+                sent.add_done_callback(_retrieve)  # a delivery failure shows as a timeout, not as log noise
                 return await asyncio.shield(fut)
         except TimeoutError:
             return self._fallback(request, "timeout", f"no decision within {timeout:g}s")
