@@ -285,10 +285,15 @@ class Router:
         self.join.rebuild_index(self._partition_of_request)
         self.learn.forget_cache()
         self._last_offsets.clear()  # another worker may have read these partitions meanwhile
-        try:
-            await self._seed_offsets(assigned)
-        except Exception as exc:  # without seeds only a skip right at the start of a partition goes unseen
-            log.warning("could not read committed offsets to watch for skipped records: %s", exc)
+        for attempt in range(5):
+            try:
+                await self._seed_offsets(assigned)
+                break
+            except (
+                Exception
+            ) as exc:  # without seeds only a skip right at the start of a partition goes unseen
+                log.warning("could not read committed offsets (attempt %d): %s", attempt + 1, exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
 
     async def _seed_offsets(self, assigned: Any) -> None:
         """Remember where each stream partition resumes (its committed offset), so a skip at the head shows."""
@@ -376,6 +381,15 @@ class Router:
         )
         records = await self.gaps.fetch(msg.topic, msg.partition, last + 1, msg.offset)
         self.counters["stream_gap_records"] += len(records)
+        if len(records) < msg.offset - last - 1:
+            self.counters["stream_gap_unread"] += msg.offset - last - 1 - len(records)
+            log.error(
+                "read only %d of %d skipped records of %s[%d]",
+                len(records),
+                msg.offset - last - 1,
+                msg.topic,
+                msg.partition,
+            )
         return records
 
     async def _join_one_feedback(self, msg: Any, now: float) -> JoinResult:
