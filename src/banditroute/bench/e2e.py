@@ -1,7 +1,9 @@
 """``banditroute bench e2e``: one router worker on the real broker, against a raw relay ceiling, same run.
 
-Method (each side in turn: first the relay, then the router; both in a subprocess, 4-partition requests and
-decisions topics under a fresh prefix):
+Method (each side in turn, each in a subprocess on 4-partition requests and decisions topics under a fresh
+prefix): the raw relay (the ceiling), the worker's decide loop alone (``DecideService`` without the faust app:
+validation, routing, the decision event; ``decide_only_*`` keys), then the full ``banditroute worker`` (decide
+plus the join and learn agents; ``router_*`` keys):
 
 1. **Sustained rate.** The requests topic is pre-filled with ``requests`` requests (the relay gets
    ``RELAY_FACTOR`` times as many, it drains faster), then the process is started. A consumer of the decisions
@@ -19,6 +21,9 @@ decisions topics under a fresh prefix):
    is not measured. Requests whose decision does not arrive within ``DRAIN_TIMEOUT_S`` are counted as lost.
 
 The bench driver, the worker and the broker share the machine; the driver's CPU use is part of what it costs.
+On a shared machine wall-clock rates move with the other load, so the CPU time the process spent per request
+(``cpu_us_per_request``, from ``/proc/<pid>/stat``, first decision to idle) is reported too; ``cpu_ratio`` is
+relay CPU per request / router CPU per request, the machine-independent form of ``ratio``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from banditroute.bench.common import (
     PARTITIONS,
     BenchWorker,
+    cpu_seconds,
     create_topics,
     delete_topics,
     machine,
@@ -215,12 +221,15 @@ async def measure_side(
         proc.start()
         if on_started is not None:
             on_started(proc)
+        assert proc.pid is not None
+        await collector.wait_count(1, START_TIMEOUT_S, proc.alive)
+        cpu0, count0 = cpu_seconds(proc.pid), collector.count
         await collector.wait_count(requests, START_TIMEOUT_S, proc.alive)
         drained = time.perf_counter() - started
         rate = collector.rate_between(int(requests * 0.2), int(requests * 0.9))
         first = collector.marks[0][0] - started
-        assert proc.pid is not None
         settle = await wait_idle(proc.pid)
+        cpu_drain = cpu_seconds(proc.pid) - cpu0
         busy = drained + settle - first - IDLE_WINDOW_S
         processed = requests / busy if busy > 0 else rate
         sustained = min(rate, processed)
@@ -232,12 +241,18 @@ async def measure_side(
             "drain_wall_s": drained,
             "settle_after_drain_s": settle,
             "processed_per_s": processed,
+            "cpu_us_per_request": cpu_drain / max(requests - count0, 1) * 1e6,
             "latency_ms": {},
         }
         for load in loads:
-            out["latency_ms"][str(load)] = await paced(
+            cpu_before = cpu_seconds(proc.pid)
+            level = await paced(
                 producer, collector, requests_topic, sustained * load / 100.0, seconds, f"l{load}"
             )
+            level["cpu_us_per_request"] = (
+                (cpu_seconds(proc.pid) - cpu_before) / max(level["achieved_send_per_s"] * seconds, 1) * 1e6
+            )
+            out["latency_ms"][str(load)] = level
         out["worker_log_tail"] = proc.log_tail(600) if kind == "router" and not proc.alive() else None
         return out
     finally:
@@ -264,6 +279,14 @@ async def run_e2e_bench(
         seconds=seconds,
         loads=loads,
     )
+    decide = await measure_side(
+        bootstrap,
+        "decide",
+        ("banditroute.bench.relay", "decide", "{relay}"),
+        requests=requests * RELAY_FACTOR,
+        seconds=seconds,
+        loads=loads,
+    )
     router = await measure_side(
         bootstrap,
         "router",
@@ -277,15 +300,23 @@ async def run_e2e_bench(
         "router_per_s": router["per_s"],
         "relay_per_s": relay["per_s"],
         "ratio": router["per_s"] / relay["per_s"] if relay["per_s"] else float("nan"),
+        "cpu_ratio": relay["cpu_us_per_request"] / router["cpu_us_per_request"]
+        if router["cpu_us_per_request"]
+        else float("nan"),
         "latency_ms": router["latency_ms"],
         "relay_latency_ms": relay["latency_ms"],
         "router_decide_per_s": router["decide_per_s"],
         "router": {k: v for k, v in router.items() if k not in ("latency_ms", "worker_log_tail")},
         "relay": {k: v for k, v in relay.items() if k not in ("latency_ms", "worker_log_tail")},
+        "decide_only_per_s": decide["per_s"],
+        "decide_only_ratio": decide["per_s"] / relay["per_s"] if relay["per_s"] else float("nan"),
+        "decide_only_latency_ms": decide["latency_ms"],
+        "decide_only": {k: v for k, v in decide.items() if k not in ("latency_ms", "worker_log_tail")},
         "method": {
             "partitions": PARTITIONS,
             "worker": "banditroute worker subprocess, web disabled, own topic prefix and group",
             "relay": "python -m banditroute.bench.relay subprocess (same loop shape and client settings)",
+            "decide_only": "python -m banditroute.bench.relay decide: DecideService alone, priors only",
             "rate_window": "decide: 20%..90% of the pre-filled drain; sustained: min(decide, drain+settle)",
             "latency": "producer.send call -> decision fetched by the bench consumer, after a warm-up",
             "seconds_per_load": seconds,

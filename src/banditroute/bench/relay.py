@@ -4,7 +4,9 @@ It runs the same loop shape as :class:`banditroute.agents.decide_service.DecideS
 one record batch per output partition, commit after the batch is acknowledged, the same consumer and producer
 settings; it does not pipeline the commit of one batch with the next, the router does),
 but its "decision" is a small dict built from the parsed request. ``python -m banditroute.bench.relay
-BOOTSTRAP PREFIX`` reads ``PREFIX.requests`` and writes ``PREFIX.decisions`` until SIGTERM.
+BOOTSTRAP PREFIX`` reads ``PREFIX.requests`` and writes ``PREFIX.decisions`` until SIGTERM; ``python -m
+banditroute.bench.relay decide BOOTSTRAP PREFIX`` runs the worker's decide loop alone the same way (the
+part of the worker between the relay and the full router: validation, routing, the decision event).
 """
 
 from __future__ import annotations
@@ -63,15 +65,51 @@ async def relay(bootstrap: str, prefix: str, stop: asyncio.Event, max_batch: int
     return relayed
 
 
+async def decide_only(bootstrap: str, prefix: str, stop: asyncio.Event) -> None:
+    """The worker's :class:`DecideService` alone (no faust app, no join or learn), on the same topics.
+
+    The model catalog and policy come from ``BANDITROUTE_CONFIG_DIR``; the state view stays empty (priors).
+    """
+    import numpy as np
+
+    from banditroute.agents.decide import DecideLogic, StateView
+    from banditroute.agents.decide_service import DecideService
+    from banditroute.codec import DeadLetterCounter
+    from banditroute.config import Registry, RouterConfig
+    from banditroute.settings import Settings
+
+    settings = Settings()
+    registry = Registry(RouterConfig.load(settings.config_dir), settings.config_dir)
+    service = DecideService(
+        DecideLogic(registry, StateView(), np.random.default_rng(1), worker_id="bench-decide-only"),
+        bootstrap=bootstrap,
+        requests_topic=f"{prefix}.requests",
+        decisions_topic=f"{prefix}.decisions",
+        deadletter_topic=f"{prefix}.deadletter",
+        group_id=f"{prefix}.decide",
+        security={},
+        max_payload_bytes=settings.max_payload_bytes,
+        dead_letters=DeadLetterCounter(),
+    )
+    task = asyncio.create_task(service.run())
+    await stop.wait()
+    service.stop()
+    await task
+
+
 def main(argv: list[str]) -> None:
-    bootstrap, prefix = argv[0], argv[1]
+    """``relay BOOTSTRAP PREFIX`` or ``decide BOOTSTRAP PREFIX``."""
+    mode, bootstrap, prefix = (argv[0], argv[1], argv[2]) if len(argv) == 3 else ("relay", argv[0], argv[1])
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await relay(bootstrap, prefix, stop)
+        if mode == "decide":
+            await decide_only(bootstrap, prefix, stop)
+        else:
+            await relay(bootstrap, prefix, stop)
 
     asyncio.run(run())
 
