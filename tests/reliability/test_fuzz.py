@@ -181,7 +181,12 @@ async def test_fuzzed_inputs_are_dead_lettered_and_valid_ones_processed(
         letters = await wait_until(all_letters, timeout_s=120, interval_s=1.0)
         letters = letters or await dead_letters(kafka_bootstrap, prefix)
         got = Counter((dl["source_topic"], dl["source_partition"], dl["source_offset"]) for dl in letters)
-        assert sum(got.values()) == n_bad, f"{sum(got.values())} dead letters for {n_bad} bad events"
+        missing = Counter(
+            (pos[0].rsplit(".", 1)[-1], reason) for pos, reason in expected.items() if pos not in got
+        )
+        assert sum(got.values()) == n_bad, (
+            f"{sum(got.values())} dead letters for {n_bad} bad events; missing {missing}"
+        )
         assert all(c == 1 for c in got.values()), "an event was dead-lettered twice"
         assert set(got) == set(expected), "dead letters do not match the bad events by position"
         wrong = [
