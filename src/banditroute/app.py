@@ -113,7 +113,7 @@ class Router:
             topic_replication_factor=1,
             topic_allow_declare=True,
             consumer_auto_offset_reset="earliest",
-            stream_wait_empty=False,
+            stream_wait_empty=True,  # on a rebalance, finish in-flight batches before partitions move
             broker_commit_interval=0.5,
             producer_linger_ms=1,
             table_standby_replicas=0,
@@ -187,6 +187,7 @@ class Router:
         self.gaps = GapFiller(s.kafka_bootstrap, s.aiokafka_security())
         self.outbox = Outbox(s.kafka_bootstrap, s.aiokafka_security())  # the join's
         self.learn_outbox = Outbox(s.kafka_bootstrap, s.aiokafka_security())
+        self.catalog_outbox = Outbox(s.kafka_bootstrap, s.aiokafka_security())
         self.reader = StateReader(
             self.view,
             self.registry,
@@ -301,6 +302,7 @@ class Router:
             self.decisions.get_topic_name(),
             self.feedback.get_topic_name(),
             self.outcomes.get_topic_name(),
+            self.catalog.get_topic_name(),
         }
         tps = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in streams]
         if not tps:
@@ -448,19 +450,25 @@ class Router:
         self.learned_at[key] = time.time()
 
     async def _check_catalog(self, stream: Any) -> None:
+        """Dead-letter bad catalog events (once, here; every worker's StateReader skips them silently)."""
         async for event in stream.events():
-            msg = event.message
-            checked = decode_record(
-                ModelCatalogEvent,
-                msg.value,
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                max_bytes=self.settings.max_payload_bytes,
-            )
-            if isinstance(checked, DeadLetter):
-                self.dead_letters.record(checked.reason)
-                await self.deadletter.send(key=msg.topic.encode(), value=encode(checked))
+            for msg in [*await self._missed(event.message), event.message]:
+                if msg.value is None:
+                    continue  # a tombstone (an empty payload is not one: it is dead-lettered)
+                checked = decode_record(
+                    ModelCatalogEvent,
+                    msg.value,
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    max_bytes=self.settings.max_payload_bytes,
+                )
+                if isinstance(checked, DeadLetter):
+                    self.dead_letters.record(checked.reason)
+                    await self.catalog_outbox.send(
+                        self.deadletter.get_topic_name(), msg.topic.encode(), encode(checked)
+                    )
+            await self.catalog_outbox.drain()
 
     # -- timers -------------------------------------------------------------------------------------------
     async def _tick(self) -> None:

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -38,7 +39,6 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
-from pydantic import ValidationError
 
 from banditroute.agents.decide import DecideLogic
 from banditroute.codec import (
@@ -49,7 +49,7 @@ from banditroute.codec import (
     encode,
     make_dead_letter,
 )
-from banditroute.events import SCHEMA_VERSION, DeadLetter, DeadLetterReason, RoutingRequest
+from banditroute.events import DeadLetter, DeadLetterReason, RoutingRequest
 
 log = logging.getLogger("banditroute.decide")
 
@@ -62,6 +62,10 @@ PRODUCER_TUNING: dict[str, Any] = {"linger_ms": 1, "max_batch_size": 512 * 1024}
 """Producer settings of the decide loop (idem). Large batches: one record batch per partition per poll."""
 MAX_IN_FLIGHT = 4
 """Polled batches whose decisions may await acknowledgement while the next batch is decided."""
+
+
+REPLY_TOPIC_RECHECK_S = 30.0
+"""How long a missing reply topic is remembered as missing before it is looked up again."""
 
 
 class PartitionBatches:
@@ -136,6 +140,7 @@ class DecideService:
         self.linger_ms = linger_ms
         self.session_timeout_s = session_timeout_s
         self.duplicates = DuplicateIdCheck("request_id", capacity=100_000)
+        self.replies_skipped = 0
         self.decided = 0
         self._stopping = asyncio.Event()
         self._decision_partitions = 0
@@ -227,6 +232,9 @@ class DecideService:
                 home.call_soon_threadsafe(self._deliver, decisions, letters)
 
     async def _run_loop(self) -> None:
+        # a (re)start re-reads from the committed offsets: those requests must be decided, not called duplicates
+        self.duplicates = DuplicateIdCheck("request_id", capacity=100_000)
+        self._reply_topics: dict[str, tuple[bool, float]] = {}
         self._batch_decisions = []
         self._batch_letters = []
         consumer = AIOKafkaConsumer(
@@ -312,19 +320,11 @@ class DecideService:
             await consumer.commit(offsets)
 
     def _decode(self, record: Any) -> RoutingRequest | DeadLetter:
-        """Fast path: one strict validation; anything unusual goes through the diagnostic decoder."""
-        raw = record.value
-        if raw and len(raw) <= self.max_payload_bytes:
-            try:
-                request = RoutingRequest.model_validate_json(raw, strict=True)
-            except ValidationError:
-                request = None
-            if request is not None and request.schema_version == SCHEMA_VERSION:
-                letter = self._check(request, record)
-                return request if letter is None else letter
+        """The codec's decoder: the same rules (schema_version required on the wire, NaN, sizes) as every
+        other consumer. A pydantic-only fast path accepted requests without ``schema_version``."""
         return decode_record(
             RoutingRequest,
-            raw,
+            record.value,
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
@@ -357,6 +357,32 @@ class DecideService:
             datetime.now(UTC),
             event_type="RoutingRequest",
         )
+
+    async def _reply(self, producer: AIOKafkaProducer, topic: str, key: bytes, payload: bytes) -> None:
+        """Best effort: the decision is already on the decisions topic. A reply topic that does not exist
+        (or stops existing) is skipped and counted instead of stalling the loop; its client times out and
+        falls back to its default route."""
+        now = time.monotonic()
+        known = self._reply_topics.get(topic)
+        if known is None or (not known[0] and now - known[1] > REPLY_TOPIC_RECHECK_S):
+            try:
+                exists = bool(await asyncio.wait_for(producer.partitions_for(topic), timeout=1.0))
+            except Exception:  # unknown topic (auto-creation is off) or no metadata in time
+                exists = False
+            self._reply_topics[topic] = (exists, now)
+            if len(self._reply_topics) > 10_000:
+                self._reply_topics.clear()
+            known = (exists, now)
+        if not known[0]:
+            self.replies_skipped += 1
+            log.warning("reply topic %r does not exist; reply skipped", topic)
+            return
+        future = await producer.send(topic, key=key, value=payload)
+        future.add_done_callback(self._reply_done)
+
+    def _reply_done(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self.replies_skipped += 1
 
     async def _handle(self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any) -> None:
         result = self._decode(record)
@@ -395,6 +421,6 @@ class DecideService:
             partition = partition_for(key, partitions)
         await out.add(self.decisions_topic, partition, key, payload)
         if result.reply_to:
-            out.futures.append(await producer.send(result.reply_to, key=key, value=payload))
+            await self._reply(producer, result.reply_to, key, payload)
         self.decided += 1
         self._batch_decisions.append(decision)

@@ -55,4 +55,7 @@ def run_worker(router: object) -> None:
         redirect_stdouts=False,
         logging_config=logging_config(level) if settings.log_format == "json" else None,
     )
+    # faust's terminal spinner sets the root logger to DEBUG while it spins, which makes every aiokafka debug
+    # line build a log record (measured: ~7% of the worker's time); logs are our progress report instead.
+    worker.spinner = None
     worker.execute_from_commandline()
