@@ -177,6 +177,7 @@ class Router:
             requests_topic=self.requests.get_topic_name(),
             decisions_topic=self.decisions.get_topic_name(),
             deadletter_topic=self.deadletter.get_topic_name(),
+            shadow_topic=s.topic("shadow-decisions"),
             group_id=f"{s.app_id}.decide",
             security=s.aiokafka_security(),
             max_payload_bytes=s.max_payload_bytes,
@@ -222,6 +223,7 @@ class Router:
                 NewTopic(self.decisions.get_topic_name(), s.partitions, 1),
                 NewTopic(self.feedback.get_topic_name(), s.partitions, 1),
                 NewTopic(self.deadletter.get_topic_name(), 1, 1),
+                NewTopic(s.topic("shadow-decisions"), s.partitions, 1),
                 NewTopic(self.catalog.get_topic_name(), 1, 1, topic_configs={"cleanup.policy": "compact"}),
                 NewTopic(self.outcomes.get_topic_name(), s.state_partitions, 1),
                 NewTopic(

@@ -64,6 +64,8 @@ class RouterConfig:
     task_joins: Mapping[str, JoinPolicy]
     rules: tuple[Rule, ...]
     per_tenant: frozenset[str] | bool = frozenset()
+    shadow: Mapping[str, Any] | None = None
+    """A candidate policy run beside the live one: ``{name, <task policy overrides>}`` (policy.yaml ``shadow``)."""
     sources: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -112,8 +114,32 @@ class RouterConfig:
             rules = tuple(Rule.from_mapping(r) for r in rules_doc.get("rules") or [])
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{paths['rules']}: {exc}") from exc
+        shadow = policy_doc.get("shadow")
+        if shadow is not None:
+            if (
+                not isinstance(shadow, Mapping)
+                or not isinstance(shadow.get("name"), str)
+                or not shadow["name"]
+            ):
+                raise ConfigError(
+                    f"{paths['policy']}: shadow must be a mapping with a name and policy overrides"
+                )
+            try:
+                TaskPolicy.from_mapping({**defaults, **{k: v for k, v in shadow.items() if k != "name"}})
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{paths['policy']}: shadow: {exc}") from exc
         sources = {str(p): p.stat().st_mtime for p in paths.values() if p.exists()}
-        return cls(models, defaults, task_policies, default_join, task_joins, rules, per_tenant, sources)
+        return cls(
+            models,
+            defaults,
+            task_policies,
+            default_join,
+            task_joins,
+            rules,
+            per_tenant,
+            shadow=shadow,
+            sources=sources,
+        )
 
 
 def _as_dict(policy: JoinPolicy) -> dict[str, Any]:
@@ -144,6 +170,7 @@ class Registry:
     def _apply_config(self, config: RouterConfig) -> None:
         self.config = config
         self._policy_cache: dict[str, TaskPolicy] = {}
+        self._shadow_cache: dict[str, tuple[str, TaskPolicy]] = {}
         self._default_policy = TaskPolicy.from_mapping(config.default_policy)
         self._rebuild_models()
 
@@ -208,6 +235,19 @@ class Registry:
             mapping = self.config.task_policies.get(task_type)
             cached = TaskPolicy.from_mapping(mapping) if mapping is not None else self._default_policy
             self._policy_cache[task_type] = cached
+        return cached
+
+    def shadow_policy(self, task_type: str) -> tuple[str, TaskPolicy] | None:
+        """The shadow candidate for ``task_type``: its name and the task's policy with the shadow's overrides."""
+        shadow = self.config.shadow
+        if shadow is None:
+            return None
+        cached = self._shadow_cache.get(task_type)
+        if cached is None:
+            base = self.config.task_policies.get(task_type, self.config.default_policy)
+            overrides = {k: v for k, v in shadow.items() if k != "name"}
+            cached = (str(shadow["name"]), TaskPolicy.from_mapping({**base, **overrides}))
+            self._shadow_cache[task_type] = cached
         return cached
 
     def join_policy(self, task_type: str) -> JoinPolicy:

@@ -55,6 +55,15 @@ DEFAULT_TOPICS: tuple[TopicSpec, ...] = (
         description="Every routing decision, including rejections and shadow decisions.",
     ),
     TopicSpec(
+        suffix="shadow-decisions",
+        key="request_id",
+        value="RoutingDecision",
+        partitions="same count as decisions",
+        cleanup_policy="delete",
+        retention_ms=7 * DAY_MS,
+        description="What a shadow candidate policy would have chosen (shadow=true, decision_id s:<request_id>).",
+    ),
+    TopicSpec(
         suffix="feedback",
         key="request_id",
         value="Feedback",

@@ -72,7 +72,16 @@ def test_topics_and_asyncapi_reference_existing_schemas() -> None:
     names = {t["name"]: t for t in topics["topics"]}
     assert set(names) == {
         f"banditroute.{s}"
-        for s in ("requests", "decisions", "feedback", "catalog", "state", "outcomes", "deadletter")
+        for s in (
+            "requests",
+            "decisions",
+            "shadow-decisions",
+            "feedback",
+            "catalog",
+            "state",
+            "outcomes",
+            "deadletter",
+        )
     }
     assert names["banditroute.catalog"]["cleanup_policy"] == "compact"
     assert names["banditroute.state"]["cleanup_policy"] == "compact"

@@ -121,6 +121,9 @@ class DecideLogic:
         self.registry = registry
         self.states = states
         self.rng = rng
+        # the shadow draws from its own stream, so configuring a shadow does not change live decisions
+        self.shadow_rng = np.random.default_rng(rng.integers(2**63))
+        self.shadow: dict[str, Any] | None = None
         self.worker_id = worker_id
         self.clock = clock
         self._iso = _MillisecondClock().iso
@@ -148,7 +151,37 @@ class DecideLogic:
             constraints = constraints.merged(effect.constraints)
             pin = effect.pin
         choice = choose(state, self.registry.models, policy, constraints, self.rng, now_s, pinned=pin)
-        return self.decision_dict(request, key, choice, applied, now_s, t0)
+        decision = self.decision_dict(request, key, choice, applied, now_s, t0)
+        shadow = self.registry.shadow_policy(task_type)
+        if shadow is not None:
+            self.shadow = self._shadow_decision(request, key, state, constraints, pin, applied, now_s, shadow)
+        return decision
+
+    def _shadow_decision(
+        self,
+        request: RoutingRequest,
+        key: str,
+        state: TaskState,
+        constraints: Constraints,
+        pin: str | None,
+        applied: tuple[str, ...],
+        now_s: float,
+        shadow: tuple[str, Any],
+    ) -> dict[str, Any]:
+        """What the shadow candidate would have chosen for the same request and state; it serves nothing."""
+        t0 = time.perf_counter()
+        name, policy = shadow
+        choice = choose(state, self.registry.models, policy, constraints, self.shadow_rng, now_s, pinned=pin)
+        decision = self.decision_dict(request, key, choice, applied, now_s, t0)
+        decision["decision_id"] = f"s:{request.request_id}"
+        decision["policy"] = {"name": name, "version": POLICY_VERSION}
+        decision["shadow"] = True
+        return decision
+
+    def take_shadow(self) -> dict[str, Any] | None:
+        """The shadow decision of the last :meth:`decide` call, if a shadow policy is configured."""
+        shadow, self.shadow = self.shadow, None
+        return shadow
 
     def decision_dict(
         self,

@@ -116,6 +116,7 @@ class DecideService:
         requests_topic: str,
         decisions_topic: str,
         deadletter_topic: str,
+        shadow_topic: str | None = None,
         group_id: str,
         security: dict[str, Any],
         max_payload_bytes: int,
@@ -131,6 +132,7 @@ class DecideService:
         self.requests_topic = requests_topic
         self.decisions_topic = decisions_topic
         self.deadletter_topic = deadletter_topic
+        self.shadow_topic = shadow_topic
         self.group_id = group_id
         self.security = security
         self.max_payload_bytes = max_payload_bytes
@@ -420,6 +422,9 @@ class DecideService:
         else:
             partition = partition_for(key, partitions)
         await out.add(self.decisions_topic, partition, key, payload)
+        shadow = self.logic.take_shadow()
+        if shadow is not None and self.shadow_topic:
+            await out.add(self.shadow_topic, partition, key, orjson.dumps(shadow))
         if result.reply_to:
             await self._reply(producer, result.reply_to, key, payload)
         self.decided += 1
