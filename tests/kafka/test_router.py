@@ -6,52 +6,27 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 
-from banditroute.agents.learn import LearnLogic
-from banditroute.config import Registry, RouterConfig
 from tests.kafka.helpers import WorkerProcess, worker_env
 from tests.kafka.router_world import (
     BEST,
     Loop,
+    assert_states_equal,
     feedback_for,
     learned_states,
     observations,
     read_all,
+    reference_states,
     request,
+    wait_learned,
     write_config,
 )
 
 pytestmark = pytest.mark.kafka
-
-
-async def wait_learned(bootstrap: str, prefix: str, expected: int, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Poll the state topic until ``expected`` outcomes are learned in total (or the deadline passes)."""
-    deadline = time.monotonic() + timeout_s
-    states: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        states = await learned_states(bootstrap, prefix)
-        if sum(observations(s) for s in states.values()) >= expected:
-            # give a duplicate, if any, the time to show up before the caller asserts equality
-            await asyncio.sleep(2.0)
-            return await learned_states(bootstrap, prefix)
-        await asyncio.sleep(0.5)
-    return states
-
-
-async def reference_states(bootstrap: str, prefix: str, config_dir: Path) -> dict[str, Any]:
-    """Recompute every state from the outcomes topic alone, with the same exactly-once rule."""
-    registry = Registry(RouterConfig.load(config_dir), config_dir)
-    table: dict[str, bytes] = {}
-    logic = LearnLogic(table, registry)
-    records = await read_all(bootstrap, f"{prefix}.outcomes")
-    for rec in records:  # per partition in order; each task key lives in one partition
-        logic.apply([orjson.loads(rec.value)], now_s=0.0)
-    return {k: logic.state(k) for k in table}
 
 
 def worker(tmp_path: Path, bootstrap: str, prefix: str, name: str, config_dir: Path) -> WorkerProcess:
@@ -99,14 +74,7 @@ async def test_sigkill_recovers_exactly(
         learned = sum(observations(s) for s in states.values())
         assert learned == n, f"learned {learned} outcomes for {n} feedback events"
         reference = await reference_states(kafka_bootstrap, unique_prefix, config_dir)
-        assert set(reference) == set(states)
-        for key, state in states.items():
-            ref = reference[key]
-            assert state.names == ref.names
-            np.testing.assert_allclose(
-                state.stats * state.scale, ref.stats * ref.scale, rtol=1e-9, atol=1e-12
-            )
-            assert dict(state.applied) == dict(ref.applied)
+        assert_states_equal(states, reference)
     finally:
         for p in procs + restarted:
             p.terminate()

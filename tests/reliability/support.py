@@ -9,14 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from banditroute.agents.learn import LearnLogic
-from banditroute.config import Registry, RouterConfig
 from tests.kafka.helpers import WorkerProcess, worker_env
-from tests.kafka.router_world import learned_states, observations, read_all
+from tests.kafka.router_world import (  # noqa: F401 - re-exported for the reliability tests
+    assert_states_equal,
+    learned_states,
+    observations,
+    read_all,
+    reference_states,
+    wait_learned,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,35 +65,3 @@ async def wait_until(check: Any, timeout_s: float, interval_s: float = 0.5) -> A
         await asyncio.sleep(interval_s)
         value = await check()
     return value
-
-
-async def wait_learned(bootstrap: str, prefix: str, expected: int, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Poll the state topic until ``expected`` outcomes are learned, then give a duplicate time to show up."""
-    deadline = time.monotonic() + timeout_s
-    states: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        states = await learned_states(bootstrap, prefix)
-        if sum(observations(s) for s in states.values()) >= expected:
-            await asyncio.sleep(1.5)
-            return await learned_states(bootstrap, prefix)
-        await asyncio.sleep(0.5)
-    return states
-
-
-async def reference_states(bootstrap: str, prefix: str, config_dir: Path) -> dict[str, Any]:
-    """Every state recomputed from the outcomes topic alone, with the learner's exactly-once rule."""
-    registry = Registry(RouterConfig.load(config_dir), config_dir)
-    table: dict[str, bytes] = {}
-    logic = LearnLogic(table, registry)
-    for rec in await read_all(bootstrap, f"{prefix}.outcomes"):  # each task key lives in one partition
-        logic.apply([orjson.loads(rec.value)], now_s=0.0)
-    return {k: logic.state(k) for k in table}
-
-
-def assert_states_equal(states: dict[str, Any], reference: dict[str, Any]) -> None:
-    assert set(states) == set(reference), (sorted(states), sorted(reference))
-    for key, state in states.items():
-        ref = reference[key]
-        assert state.names == ref.names, key
-        np.testing.assert_allclose(state.stats * state.scale, ref.stats * ref.scale, rtol=1e-9, atol=1e-12)
-        assert dict(state.applied) == dict(ref.applied), key
