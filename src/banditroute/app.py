@@ -24,10 +24,9 @@ import numpy as np
 import orjson
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.partitioner import DefaultPartitioner
 
 from banditroute.agents.decide import DecideLogic, StateView
-from banditroute.agents.decide_service import DecideService
+from banditroute.agents.decide_service import DecideService, partition_for
 from banditroute.agents.gaps import GapFiller
 from banditroute.agents.join import FeedbackRecord, JoinLogic, JoinResult
 from banditroute.agents.learn import LearnLogic
@@ -43,7 +42,6 @@ from banditroute.settings import Settings
 log = logging.getLogger("banditroute.worker")
 
 TICK_HEADER = "banditroute-tick"
-_PARTITIONER = DefaultPartitioner()
 
 
 def _tick_time(headers: Any) -> float | None:
@@ -323,11 +321,11 @@ class Router:
 
     def _partition_of_request(self, request_id: str) -> int:
         """Where Kafka's default partitioner puts a record keyed by this request id (decisions, feedback)."""
-        return int(_PARTITIONER(request_id.encode(), list(range(self.settings.partitions)), []))
+        return partition_for(request_id.encode(), self.settings.partitions)
 
     def _partition_of_task(self, key: str) -> int:
         """Where an outcome keyed by this state key lands (JSON key, like the state table's)."""
-        return int(_PARTITIONER(orjson.dumps(key), list(range(self.settings.state_partitions)), []))
+        return partition_for(orjson.dumps(key), self.settings.state_partitions)
 
     # -- agents -------------------------------------------------------------------------------------------
     async def _join_feedback(self, stream: Any) -> None:
