@@ -37,6 +37,7 @@ from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dea
 from banditroute.config import Registry, RouterConfig
 from banditroute.core import TaskState
 from banditroute.events import DeadLetter, Feedback, ModelCatalogEvent
+from banditroute.kafka import backoff
 from banditroute.settings import Settings
 
 log = logging.getLogger("banditroute.worker")
@@ -69,6 +70,7 @@ class Router:
     """One banditroute worker: build it from settings, then run ``router.app`` with a faust Worker."""
 
     def __init__(self, settings: Settings, config: RouterConfig | None = None) -> None:
+        backoff.install()  # every aiokafka client of the worker, faust's included (see kafka/backoff.py)
         self.settings = settings
         self.registry = Registry(config or RouterConfig.load(settings.config_dir), settings.config_dir)
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"

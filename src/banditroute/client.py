@@ -356,6 +356,9 @@ class RouterClient:
     async def _connect(self) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+        from banditroute.kafka import backoff
+
+        backoff.install()  # no busy metadata loop while the broker is down (see kafka/backoff.py)
         s = self.settings
         security = s.aiokafka_security()
         if self._owns_reply_topic or self._ensure_topics:

@@ -34,6 +34,29 @@ pytestmark = [pytest.mark.reliability, pytest.mark.timeout(420)]
 
 OUTAGE_S = 6.0
 CALL_TIMEOUT_S = 3.0
+SLACK_S = 1.0
+
+
+class LoopStalls:
+    """Record how late this event loop wakes up: on a loaded 2-core machine (a JVM starting beside us) the
+    loop itself can stall, and no coroutine, route() included, can return sooner than the loop runs it."""
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.interval_s = interval_s
+        self.stalls: list[tuple[float, float]] = []  # (woke at, seconds late)
+
+    async def run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.interval_s)
+            woke = time.monotonic()
+            late = woke - before - self.interval_s
+            if late > 0.05:
+                self.stalls.append((woke, late))
+
+    def during(self, start: float, end: float) -> float:
+        """The summed lateness of wake-ups between ``start`` and ``end``."""
+        return sum(late for woke, late in self.stalls if start <= woke <= end)
 
 
 @dataclass
@@ -56,13 +79,17 @@ def own_broker(tmp_path: Path) -> Any:
         broker.down(purge=True)
 
 
-async def test_broker_restart_under_load(own_broker: LocalKafka, unique_prefix: str, tmp_path: Path) -> None:
+async def test_broker_restart_under_load(
+    own_broker: LocalKafka, unique_prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     t0 = time.monotonic()
     bootstrap, prefix = own_broker.bootstrap, unique_prefix
     config_dir = write_config(tmp_path / "config")
     worker = start_worker(tmp_path, bootstrap, prefix, "w1", config_dir)
     calls: list[Call] = []
     stop = asyncio.Event()
+    lag = LoopStalls()
+    lag_task = asyncio.create_task(lag.run())
     try:
         await wait_topics(bootstrap, [f"{prefix}.{t}" for t in ("requests", "decisions", "feedback")])
         client = RouterClient(
@@ -132,12 +159,21 @@ async def test_broker_restart_under_load(own_broker: LocalKafka, unique_prefix: 
                 min(c.ended for c in calls if c.started > up_at and c.default_reason is None) - up_at
             )
 
+        # aiokafka alone retries metadata in a busy loop while the broker is down (32,308 failed refreshes in
+        # this test without kafka/backoff.py, 23 with it); the loop then stalls and timeouts fire late
+        md_failures = sum("Unable to update metadata" in r.getMessage() for r in caplog.records)
+        assert md_failures <= 500, f"{md_failures} failed metadata refreshes: the client busy-loops"
         # -- every call returned, cleanly ---------------------------------------------------------------------
         assert all(c.ended for c in calls)
         reasons = Counter(c.default_reason or "decided" for c in calls)
         assert set(reasons) <= {"decided", "timeout", "send_failed", "unavailable"}, reasons
         slowest = max(c.ended - c.started for c in calls)
-        assert slowest <= CALL_TIMEOUT_S + 1.0, f"a call took {slowest:.1f} s (timeout {CALL_TIMEOUT_S:g} s)"
+        for c in calls:
+            took, stalled = c.ended - c.started, lag.during(c.started, c.ended)
+            assert took <= CALL_TIMEOUT_S + SLACK_S + stalled, (
+                f"a call took {took:.2f} s (timeout {CALL_TIMEOUT_S:g} s; the event loop stalled {stalled:.2f} s "
+                f"meanwhile)"
+            )
         outage = [c for c in calls if down_at <= c.started <= up_at]
         assert outage and all(c.default_reason is not None for c in outage if c.ended < restart_at)
         assert worker.alive(), "the worker died with the broker"
@@ -161,11 +197,13 @@ async def test_broker_restart_under_load(own_broker: LocalKafka, unique_prefix: 
         print(
             f"\nbroker restart: {len(calls)} calls {dict(reasons)}; {len(outage)} during the {OUTAGE_S:g} s "
             f"outage ({late} of them decided after recovery too); decisions again {recovered_s:.1f} s after "
-            f"the broker was back; slowest call {slowest:.2f} s; learned {learned:.0f} ({stored} acknowledged feedback); "
+            f"the broker was back; {md_failures} failed metadata refreshes; slowest call {slowest:.2f} s (loop stalls {sum(x for _, x in lag.stalls):.2f} s "
+            f"in all, the longest {max((x for _, x in lag.stalls), default=0):.2f} s); learned {learned:.0f} ({stored} acknowledged feedback); "
             f"{time.monotonic() - t0:.1f} s"
         )
     finally:
         stop.set()
+        lag_task.cancel()
         with contextlib.suppress(Exception):
             code = worker.terminate()
     assert code == 0, f"worker exited with {code}; see {tmp_path / 'w1.log'}"
