@@ -181,8 +181,23 @@ def test_hooks() -> None:
     req = _replace(EX["RoutingRequest"], candidates=("a", "b"), exclude=None)
     problem = check(req)
     assert problem is not None and problem.reason == DeadLetterReason.UNKNOWN_MODEL and "'b'" in problem.error
-    dup = DuplicateIdCheck(capacity=2)
+    dup = DuplicateIdCheck(capacity=4)
     ids = ["r1", "r2", "r1", "r3", "r4", "r1"]
     results = [dup(_replace(EX["RoutingRequest"], request_id=i)) for i in ids]
-    # r1 is seen again at index 2; by index 5 it has been evicted (capacity 2)
+    # r1 is seen again at index 2; by index 5 it has been forgotten (two generations of 2)
     assert [r is not None for r in results] == [False, False, True, False, False, False]
+
+
+def test_duplicate_check_window_and_memory_bound() -> None:
+    dup = DuplicateIdCheck(capacity=1000)
+    ids = [f"req-{i}" for i in range(10_000)]
+    for i, rid in enumerate(ids):
+        assert dup(_replace(EX["RoutingRequest"], request_id=rid)) is None
+        assert len(dup) <= 1000
+        if i >= 500:  # anything within the last capacity // 2 is caught
+            back = ids[i - 499]
+            problem = dup(_replace(EX["RoutingRequest"], request_id=back))
+            assert problem is not None and problem.reason == DeadLetterReason.DUPLICATE_ID
+    assert dup(_replace(EX["RoutingRequest"], request_id=ids[0])) is None  # long gone: not a duplicate
+    with pytest.raises(ValueError):
+        DuplicateIdCheck(capacity=1)
