@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.agents.decide_service import DecideService, partition_for
+from banditroute.agents.decision_reader import DecisionReader
 from banditroute.agents.gaps import GapFiller
 from banditroute.agents.join import FeedbackRecord, JoinLogic, JoinResult
 from banditroute.agents.learn import LearnLogic
@@ -197,8 +198,16 @@ class Router:
             catalog_topic=self.catalog.get_topic_name(),
             security=s.aiokafka_security(),
         )
-        joined_source = app.topic(self.decisions.get_topic_name(), self.feedback.get_topic_name(), **raw)
-        app.agent(joined_source, name="join_feedback")(self._join_feedback)
+        # decisions reach the join through a raw batch loop on faust's assignment (agents/decision_reader.py)
+        self._join_lock = asyncio.Lock()  # one join batch at a time: feedback (faust agent) or decisions
+        self.decision_reader = DecisionReader(
+            self._join_decisions,
+            bootstrap=s.kafka_bootstrap,
+            topic=self.decisions.get_topic_name(),
+            group_id=f"{s.app_id}.join-decisions",
+            security=s.aiokafka_security(),
+        )
+        app.agent(self.feedback, name="join_feedback")(self._join_feedback)
         app.agent(self.outcomes, name="learn")(self._learn)
         app.agent(self.catalog, name="check_catalog")(self._check_catalog)
         app.timer(TICK_INTERVAL_S)(self._tick)
@@ -209,6 +218,8 @@ class Router:
 
             install_web(self)
         app.on_partitions_assigned.connect(self._on_assigned)
+        app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)
 
     # -- services -----------------------------------------------------------------------------------------
     async def ensure_topics(self) -> None:
@@ -263,6 +274,7 @@ class Router:
         await asyncio.gather(
             self._supervise("state_reader", self.reader.run, self.reader.stop),
             self._supervise("decide", self.decider.run, self.decider.stop),
+            self._supervise("decision_reader", self.decision_reader.run, self.decision_reader.stop),
         )
 
     async def _supervise(self, name: str, run: Any, stop: Any) -> None:
@@ -283,6 +295,17 @@ class Router:
         finally:
             stop()
 
+    async def _on_revoked(self, _sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Before faust moves partitions: the decision reader finishes its batch and lets go of all of them."""
+        await self.decision_reader.assign(())
+
+    async def _on_rebalance_complete(self, _sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Tables recovered: read the decisions partitions of the feedback partitions this worker now owns."""
+        self.join.rebuild_index(self._partition_of_request)  # now with the recovered entries
+        feedback = self.feedback.get_topic_name()
+        owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == feedback}
+        await self.decision_reader.assign(owned)
+
     async def _on_assigned(self, _sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
         self.join.rebuild_index(self._partition_of_request)
@@ -301,7 +324,6 @@ class Router:
     async def _seed_offsets(self, assigned: Any) -> None:
         """Remember where each stream partition resumes (its committed offset), so a skip at the head shows."""
         streams = {
-            self.decisions.get_topic_name(),
             self.feedback.get_topic_name(),
             self.outcomes.get_topic_name(),
             self.catalog.get_topic_name(),
@@ -331,21 +353,33 @@ class Router:
 
     # -- agents -------------------------------------------------------------------------------------------
     async def _join_feedback(self, stream: Any) -> None:
-        """Join decisions and feedback in batches; join state is durable before any outcome is published."""
+        """Join feedback in batches; join state is durable before any outcome is published."""
         async for events in stream.take_events(JOIN_BATCH, within=JOIN_WITHIN_S):
+            async with self._join_lock:
+                results: list[JoinResult] = []
+                for event in events:
+                    msg = event.message
+                    for missed in await self._missed(msg):
+                        await self._join_record(missed, results)
+                    await self._join_record(msg, results)
+                await self._finish_join(results)  # before faust acks the batch
+
+    async def _join_decisions(self, records: list[Any]) -> None:
+        """One batch from the decision reader (committed by it once this returns)."""
+        async with self._join_lock:
             results: list[JoinResult] = []
-            for event in events:
-                msg = event.message
-                for missed in await self._missed(msg):
-                    await self._join_record(missed, results)
-                await self._join_record(msg, results)
-            # join state acknowledged first, then outcomes and dead letters, all before faust acks the batch
-            await self.pending_view.flush(self.outbox.send)
-            await self.early_view.flush(self.outbox.send)
-            await self.outbox.drain()
-            for result in results:
-                await self._publish(result)
-            await self.outbox.drain()
+            for record in records:
+                await self._join_record(record, results)
+            await self._finish_join(results)
+
+    async def _finish_join(self, results: list[JoinResult]) -> None:
+        """Join state acknowledged first, then outcomes and dead letters."""
+        await self.pending_view.flush(self.outbox.send)
+        await self.early_view.flush(self.outbox.send)
+        await self.outbox.drain()
+        for result in results:
+            await self._publish(result)
+        await self.outbox.drain()
 
     async def _join_record(self, msg: Any, results: list[JoinResult]) -> None:
         now = time.time()
