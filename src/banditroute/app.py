@@ -62,6 +62,8 @@ class TopicLayoutError(RuntimeError):
 
 
 TICK_INTERVAL_S = 1.0
+FOLLOW_INTERVAL_S = 0.2
+"""How often the decision reader's partitions are checked against faust's settled assignment."""
 JOIN_BATCH = 2000
 JOIN_WITHIN_S = 0.05
 """The join waits up to this long to fill a batch: each batch costs one acknowledged changelog round trip."""
@@ -219,7 +221,7 @@ class Router:
             install_web(self)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_partitions_revoked.connect(self._on_revoked)
-        app.on_rebalance_complete.connect(self._on_rebalance_complete)
+        app.timer(FOLLOW_INTERVAL_S)(self._follow_assignment)
 
     # -- services -----------------------------------------------------------------------------------------
     async def ensure_topics(self) -> None:
@@ -299,13 +301,6 @@ class Router:
         """Before faust moves partitions: the decision reader finishes its batch and lets go of all of them."""
         await self.decision_reader.assign(())
 
-    async def _on_rebalance_complete(self, _sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        """Tables recovered: read the decisions partitions of the feedback partitions this worker now owns."""
-        self.join.rebuild_index(self._partition_of_request)  # now with the recovered entries
-        feedback = self.feedback.get_topic_name()
-        owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == feedback}
-        await self.decision_reader.assign(owned)
-
     async def _on_assigned(self, _sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
         self.join.rebuild_index(self._partition_of_request)
@@ -374,8 +369,8 @@ class Router:
 
     async def _finish_join(self, results: list[JoinResult]) -> None:
         """Join state acknowledged first, then outcomes and dead letters."""
-        await self.pending_view.flush(self.outbox.send)
-        await self.early_view.flush(self.outbox.send)
+        await self.pending_view.flush(self.outbox.send_to)
+        await self.early_view.flush(self.outbox.send_to)
         await self.outbox.drain()
         for result in results:
             await self._publish(result)
@@ -451,7 +446,10 @@ class Router:
         topic = self.outcomes.get_topic_name()
         for outcome in result.outcomes:
             # the key is JSON, like the state table's, so an outcome and its state share a partition
-            await self.outbox.send(topic, orjson.dumps(outcome["task_key"]), orjson.dumps(outcome))
+            key = orjson.dumps(outcome["task_key"])
+            await self.outbox.send_to(
+                topic, key, orjson.dumps(outcome), partition_for(key, self.settings.state_partitions)
+            )
         for rej in result.rejections:
             await self._dead_letter(
                 rej.raw, self.feedback.get_topic_name(), rej.partition, rej.offset, rej.reason, rej.error
@@ -476,7 +474,7 @@ class Router:
                 records.append(orjson.loads(event.message.value))
             stats = self.learn.apply(records, time.time())
             # the new states are acknowledged (with their watermarks) before these outcomes are acked
-            await self.state_view.flush(self.learn_outbox.send)
+            await self.state_view.flush(self.learn_outbox.send_to)
             await self.learn_outbox.drain()
             self.counters["learned"] += stats.learned
             self.counters["skipped_redelivered"] += stats.skipped_redelivered
@@ -507,6 +505,33 @@ class Router:
             await self.catalog_outbox.drain()
 
     # -- timers -------------------------------------------------------------------------------------------
+    def _settling(self) -> bool:
+        """True while faust rebalances or recovers tables (the decision reader then follows its signals)."""
+        app = self.app
+        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]  # TableManager's
+        return bool(app.rebalancing or app.in_recovery or not recovered)
+
+    async def _follow_assignment(self) -> None:
+        """Once faust has settled (rebalance done, tables recovered, streams resumed), the decision reader reads
+        exactly the decisions partitions of the feedback partitions assigned here.
+
+        Polled rather than driven by ``on_rebalance_complete``: faust sends that signal before it checks
+        that the rebalance is still current, so a stale one can arrive after the next revocation.
+        """
+        try:
+            if self._settling():
+                return
+            feedback = self.feedback.get_topic_name()
+            owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == feedback}
+            if owned == self.decision_reader.partitions:
+                return
+
+            self.join.rebuild_index(self._partition_of_request)  # with the recovered entries
+            self.counters["decision_reader_assignments"] += 1
+            await self.decision_reader.assign(owned, unless=self._settling)
+        except Exception as exc:  # retried at the next interval; never crash the worker for it
+            log.warning("decision reader assignment failed: %s", exc)
+
     async def _tick(self) -> None:
         """Ticks drive the reward wait window (feedback partitions) and unknown-request detection (decisions)."""
         try:

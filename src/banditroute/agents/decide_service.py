@@ -41,6 +41,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from banditroute.agents.decide import DecideLogic
+from banditroute.agents.outbox import PartitionBatches
 from banditroute.codec import (
     DeadLetterCounter,
     DecodeError,
@@ -66,38 +67,6 @@ MAX_IN_FLIGHT = 4
 
 REPLY_TOPIC_RECHECK_S = 30.0
 """How long a missing reply topic is remembered as missing before it is looked up again."""
-
-
-class PartitionBatches:
-    """Per-(topic, partition) record batches of one poll, submitted with ``send_batch``."""
-
-    __slots__ = ("producer", "builders", "futures")
-
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self.producer = producer
-        self.builders: dict[tuple[str, int], Any] = {}
-        self.futures: list[asyncio.Future[Any]] = []
-
-    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
-        slot = (topic, partition)
-        builder = self.builders.get(slot)
-        if builder is None:
-            builder = self.builders[slot] = self.producer.create_batch()
-        if builder.append(timestamp=None, key=key, value=value) is not None:
-            return
-        # full: ship it and start another; a record too large for an empty batch goes alone via send()
-        self.futures.append(await self.producer.send_batch(builder, topic, partition=partition))
-        builder = self.builders[slot] = self.producer.create_batch()
-        if builder.append(timestamp=None, key=key, value=value) is None:
-            del self.builders[slot]
-            self.futures.append(await self.producer.send(topic, key=key, value=value, partition=partition))
-
-    async def submit(self) -> list[asyncio.Future[Any]]:
-        for (topic, partition), builder in self.builders.items():
-            if builder.record_count():
-                self.futures.append(await self.producer.send_batch(builder, topic, partition=partition))
-        self.builders.clear()
-        return self.futures
 
 
 def partition_for(key: bytes, partitions: int) -> int:

@@ -12,8 +12,9 @@ Contract, the same as the agent's:
   only after the batch's join state and outcomes are acknowledged by the broker, so a crash replays
   decisions, which the join recognises (duplicate decisions, redelivered joins);
 * partitions follow faust: on revocation the loop finishes its batch and lets go of everything before faust
-  moves the partitions; on ``on_rebalance_complete`` (table recovery done) it takes the decisions partitions
-  of the feedback partitions faust assigned, so it never writes into a table partition being recovered.
+  moves the partitions; once faust has settled again (rebalance done, tables recovered, streams resumed; the
+  worker polls for it) it takes the decisions partitions of the feedback partitions faust assigned, so it
+  never writes into a table partition being recovered.
 """
 
 from __future__ import annotations
@@ -58,10 +59,16 @@ class DecisionReader:
         self._changed = asyncio.Event()
         self._stopping = False
 
-    async def assign(self, partitions: Iterable[int]) -> None:
-        """Read exactly these partitions from now on (after the batch in hand is handled and committed)."""
+    async def assign(self, partitions: Iterable[int], *, unless: Callable[[], bool] | None = None) -> None:
+        """Read exactly these partitions from now on (after the batch in hand is handled and committed).
+
+        ``unless`` is checked once the batch in hand is done: if it returns true, nothing changes (a
+        reconciliation that a rebalance overtook).
+        """
         wanted = frozenset(partitions)
         async with self._busy:
+            if unless is not None and unless():
+                return
             self.partitions = wanted
             if self._consumer is not None:
                 self._consumer.assign([TopicPartition(self.topic, p) for p in sorted(wanted)])

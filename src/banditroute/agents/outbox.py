@@ -3,6 +3,10 @@
 faust's own producer path costs milliseconds per awaited send under load (measured: ~1 ms per outcome, and
 its ``send_soon`` buffer drains one message at a time). The join needs two ordered, acknowledged steps per
 batch (join state, then outcomes), so it sends through this outbox and drains it at each step.
+
+Records with a known partition (:meth:`Outbox.send_to`: changelog writes, outcomes) are appended to one record
+batch per partition and submitted at :meth:`Outbox.drain`, which skips the per-message future and accumulator
+work of ``producer.send`` (py-spy: that was half of the join's cost per decision).
 """
 
 from __future__ import annotations
@@ -11,6 +15,39 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+
+
+class PartitionBatches:
+    """Per-(topic, partition) record batches of one poll, submitted with ``send_batch``."""
+
+    __slots__ = ("producer", "builders", "futures")
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self.builders: dict[tuple[str, int], Any] = {}
+        self.futures: list[asyncio.Future[Any]] = []
+
+    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+        slot = (topic, partition)
+        builder = self.builders.get(slot)
+        if builder is None:
+            builder = self.builders[slot] = self.producer.create_batch()
+        if builder.append(timestamp=None, key=key, value=value) is not None:
+            return
+        # full: ship it and start another; a record too large for an empty batch goes alone via send()
+        if builder.record_count():
+            self.futures.append(await self.producer.send_batch(builder, topic, partition=partition))
+            builder = self.builders[slot] = self.producer.create_batch()
+        if builder.append(timestamp=None, key=key, value=value) is None:
+            del self.builders[slot]
+            self.futures.append(await self.producer.send(topic, key=key, value=value, partition=partition))
+
+    async def submit(self) -> list[asyncio.Future[Any]]:
+        for (topic, partition), builder in self.builders.items():
+            if builder.record_count():
+                self.futures.append(await self.producer.send_batch(builder, topic, partition=partition))
+        self.builders.clear()
+        return self.futures
 
 
 class Outbox:
@@ -22,6 +59,7 @@ class Outbox:
         self.linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
         self._pending: list[asyncio.Future[Any]] = []
+        self._batches: PartitionBatches | None = None
         self._lock = asyncio.Lock()
 
     async def _ensure(self) -> AIOKafkaProducer:
@@ -32,6 +70,7 @@ class Outbox:
                         bootstrap_servers=self.bootstrap,
                         linger_ms=self.linger_ms,
                         acks="all",
+                        max_batch_size=512 * 1024,  # one record batch per partition per join batch
                         **self.security,
                     )
                     await producer.start()
@@ -51,8 +90,18 @@ class Outbox:
             await producer.send(topic, value=value, key=key, partition=partition, headers=headers)
         )
 
+    async def send_to(self, topic: str, key: bytes | None, value: bytes | None, partition: int) -> None:
+        """Like :meth:`send` to a given partition, batched: submitted at the next :meth:`drain`."""
+        if self._batches is None:
+            self._batches = PartitionBatches(await self._ensure())
+        await self._batches.add(topic, partition, key, value)
+
     async def drain(self) -> int:
-        """Wait until everything sent so far is acknowledged; raises if any send failed."""
+        """Submit the batched records, then wait until everything sent so far is acknowledged; raises if any
+        send failed."""
+        if self._batches is not None:
+            batches, self._batches = self._batches, None
+            self._pending.extend(await batches.submit())
         pending, self._pending = self._pending, []
         if pending:
             await asyncio.gather(*pending)

@@ -10,7 +10,10 @@ the acknowledgements before publishing the outcomes gives that order.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from functools import partial
 from typing import Any
+
+import orjson
 
 
 class StagedTable(MutableMapping[str, bytes]):
@@ -51,8 +54,9 @@ class StagedTable(MutableMapping[str, bytes]):
 
         topic = self.table.changelog_topic.get_topic_name()
         serializer = self.table.key_serializer or "json"
+        dumps = orjson.dumps if serializer == "json" else partial(codecs.dumps, serializer)  # the same JSON
         for key, value in self.staged.items():
-            await send(topic, codecs.dumps(serializer, key), value, self.partition_of(key))
+            await send(topic, dumps(key), value, self.partition_of(key))
         n = len(self.staged)
         self.staged = {}
         return n

@@ -19,7 +19,8 @@ import time
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from banditroute.agents.decide_service import CONSUMER_TUNING, PRODUCER_TUNING, PartitionBatches
+from banditroute.agents.decide_service import CONSUMER_TUNING, PRODUCER_TUNING
+from banditroute.agents.outbox import PartitionBatches
 
 
 async def relay(bootstrap: str, prefix: str, stop: asyncio.Event, max_batch: int = 2000) -> int:
