@@ -193,13 +193,15 @@ class Soak:
             return None
 
     async def lag(self) -> int:
-        """Committed lag of the worker's groups (decide: requests; faust: decisions, feedback, outcomes)."""
+        """Committed lag of the worker's groups (decide: requests; join's reader: decisions; faust: feedback,
+        outcomes)."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
 
         groups = {
             f"{self.prefix}.decide": [f"{self.prefix}.requests"],
-            self.prefix: [f"{self.prefix}.{t}" for t in ("decisions", "feedback", "outcomes")],
+            f"{self.prefix}.join-decisions": [f"{self.prefix}.decisions"],
+            self.prefix: [f"{self.prefix}.{t}" for t in ("feedback", "outcomes")],
         }
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)

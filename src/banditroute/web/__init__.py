@@ -62,7 +62,8 @@ def install_web(router: Any) -> None:
         settings.aiokafka_security(),
         {
             f"{settings.app_id}.decide": [settings.topic("requests")],
-            settings.app_id: [settings.topic(t) for t in ("decisions", "feedback", "outcomes", "catalog")],
+            f"{settings.app_id}.join-decisions": [settings.topic("decisions")],
+            settings.app_id: [settings.topic(t) for t in ("feedback", "outcomes", "catalog")],
         },
     )
     metrics = RouterMetrics(router, history, lag)

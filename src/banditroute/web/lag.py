@@ -1,10 +1,11 @@
-"""Consumer lag of the worker's two consumer groups, sampled in the background (never on a scrape).
+"""Consumer lag of the worker's consumer groups, sampled in the background (never on a scrape).
 
 What is measured: for each group and topic, the sum over partitions of ``end offset - committed offset`` (a
 partition nothing was committed for counts from 0). That is *committed* lag: it includes records already read
 but not yet committed (faust commits every 0.5 s, the decide loop after each batch), and the worker's own tick
 records. Groups: ``<app_id>.decide`` reads the requests topic (the raw aiokafka decide loop);
-``<app_id>`` is faust's group for the join (decisions, feedback), learn (outcomes) and catalog agents. The
+``<app_id>.join-decisions`` holds the offsets of the join's decisions reader (manual assignment);
+``<app_id>`` is faust's group for the join (feedback), learn (outcomes) and catalog agents. The
 numbers are group-wide: every worker of the group reports the same totals.
 """
 
