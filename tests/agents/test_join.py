@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from banditroute.agents.join import (
@@ -162,3 +163,25 @@ def test_shadow_and_rejected_decisions_are_not_joined() -> None:
     join.on_decision({**decision("r1"), "shadow": True}, 0, 0, 0)
     join.on_decision({**decision("r2"), "model": None}, 0, 1, 0)
     assert join.in_flight() == 0
+
+
+def test_pending_encoding_is_compact_and_reads_both_formats() -> None:
+    from banditroute.agents.join import Pending, decision_id_for
+
+    rid = "0123456789abcdef0123456789abcdef"
+    fresh = Pending(
+        decision_id_for(rid), "chat", "chat", None, "premium", ("balanced",), 0.7, 17, "thompson", 1e9
+    )
+    raw = fresh.encode(rid)
+    assert rid not in raw.decode() and b"thompson" not in raw  # implied fields are not stored
+    assert Pending.decode(raw, rid) == fresh
+    joined = Pending(
+        "custom-id", "acme:chat", "chat", "acme", "premium", (), 0.5, 3, "eps", 1e9 + 0.25,
+        status=1, joined_src=5, joined_off=77, idempotency_key="k", fb_part=1, fb_off=99, outcome={"kind": "x"},
+    )  # fmt: skip
+    assert Pending.decode(joined.encode(rid), rid) == joined
+    # entries written before format 2 (a plain 17-field array) still decode
+    plain = orjson.dumps([fresh.decision_id, "chat", "chat", None, "premium", ["balanced"], 0.7, 17, "thompson",
+                          1e9, 0, -1, -1, None, -1, -1, None])  # fmt: skip
+    assert Pending.decode(plain) == fresh
+    assert len(raw) < len(plain) - 50

@@ -25,9 +25,7 @@ def test_scale_reports_grid_and_join_memory() -> None:
     } <= set(row)
     assert set(result["decide_vs_task_types"]) == {"3", "5"}
     join = result["join"]
-    assert {"bytes_per_in_flight", "pending_value_bytes", "if_copied", "if_compact", "target_bytes"} <= set(
-        join
-    )
+    assert {"bytes_per_in_flight", "pending_value_bytes", "example_value", "target_bytes"} <= set(join)
     assert join["n"] == 50
 
 

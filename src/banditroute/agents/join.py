@@ -69,38 +69,68 @@ class Pending:
     fb_off: int = -1
     outcome: dict[str, Any] | None = None
 
-    def encode(self) -> bytes:
+    def encode(self, request_id: str | None = None) -> bytes:
+        """Compact JSON array, format 2: ``[2, decision_id, task_key, ...]`` where ``decision_id`` is null when
+        it is ``d:<request_id>``, ``task_key`` null when it equals ``task_type``, ``policy`` null for
+        ``thompson``, the deadline in whole milliseconds (see :meth:`JoinLogic._store`), and trailing fields
+        left out while they hold their defaults (a fresh pending entry). ~250 bytes per in-flight decision with
+        32-character request ids, against ~316 for the plain array (``banditroute bench scale``)."""
+        values: list[Any] = [
+            2,
+            None
+            if request_id is not None and self.decision_id == decision_id_for(request_id)
+            else self.decision_id,
+            None if self.task_key == self.task_type else self.task_key,
+            self.task_type,
+            self.tenant,
+            self.model,
+            list(self.fallbacks),
+            self.propensity,
+            self.state_version,
+            None if self.policy == DEFAULT_POLICY else self.policy,
+            round(self.deadline_s * 1000),
+            self.status,
+            self.joined_src,
+            self.joined_off,
+            self.idempotency_key,
+            self.fb_part,
+            self.fb_off,
+            self.outcome,
+        ]
+        while len(values) > _V2_FIXED and values[-1] == _V2_DEFAULTS[len(values) - 1 - _V2_FIXED]:
+            values.pop()
         # orjson's result keeps a ~4 KB allocation whatever its length; a copy is exactly as long as it needs
         # to be, which is what an in-flight entry should cost (``banditroute bench scale``).
-        return _compact(
-            orjson.dumps(
-                [
-                    self.decision_id,
-                    self.task_key,
-                    self.task_type,
-                    self.tenant,
-                    self.model,
-                    list(self.fallbacks),
-                    self.propensity,
-                    self.state_version,
-                    self.policy,
-                    self.deadline_s,
-                    self.status,
-                    self.joined_src,
-                    self.joined_off,
-                    self.idempotency_key,
-                    self.fb_part,
-                    self.fb_off,
-                    self.outcome,
-                ]
-            )
-        )
+        return _compact(orjson.dumps(values))
 
     @classmethod
-    def decode(cls, raw: bytes) -> Pending:
+    def decode(cls, raw: bytes, request_id: str | None = None) -> Pending:
+        """Either format: 2 (see :meth:`encode`; ``request_id`` restores an implied decision id) or the
+        plain 17-field array written before it."""
         v = orjson.loads(raw)
+        if v and v[0] == 2 and not isinstance(v[0], bool):
+            v = v[1:] + list(_V2_DEFAULTS[len(v) - _V2_FIXED :])
+            decision_id = v[0] if v[0] is not None else decision_id_for(request_id or "")
+            return cls(
+                decision_id,
+                v[1] if v[1] is not None else v[2],
+                v[2],
+                v[3],
+                v[4],
+                tuple(v[5]),
+                v[6],
+                v[7],
+                v[8] if v[8] is not None else DEFAULT_POLICY,
+                v[9] / 1000.0,
+                *v[10:],
+            )
         names = [f.name for f in fields(cls)]
         return cls(**{**dict(zip(names, v, strict=True)), "fallbacks": tuple(v[5])})
+
+
+DEFAULT_POLICY = "thompson"
+_V2_FIXED = 11  # format marker + the ten fields every entry has (through the deadline)
+_V2_DEFAULTS: tuple[Any, ...] = (PENDING, -1, -1, None, -1, -1, None)  # status .. outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +224,7 @@ class JoinLogic:
             return result  # nothing served by the router: nothing to learn
         held = self.pending.get(request_id)
         if held is not None:
-            entry = Pending.decode(held)
+            entry = Pending.decode(held, request_id)
             if (entry.joined_src, entry.joined_off) == (
                 source_id(partition, TAG_DECISIONS),
                 offset,
@@ -232,7 +262,8 @@ class JoinLogic:
         return result
 
     def _store(self, request_id: str, entry: Pending, partition: int) -> None:
-        self.pending[request_id] = entry.encode()
+        entry.deadline_s = round(entry.deadline_s * 1000) / 1000.0  # as stored: the heap and the table agree
+        self.pending[request_id] = entry.encode(request_id)
         heapq.heappush(self._deadlines.setdefault(partition, []), (entry.deadline_s, request_id))
 
     # -- feedback --------------------------------------------------------------------------------------
@@ -262,7 +293,9 @@ class JoinLogic:
             heapq.heappush(self._early_deadlines.setdefault(fb.partition, []), (deadline, request_id))
             result.count("parked_feedback")
             return result
-        return self._join(request_id, Pending.decode(raw), fb, fb.src, fb.offset, now_s, fb.partition)
+        return self._join(
+            request_id, Pending.decode(raw, request_id), fb, fb.src, fb.offset, now_s, fb.partition
+        )
 
     @staticmethod
     def _reject(result: JoinResult, fb: FeedbackRecord, reason: str, error: str) -> None:
@@ -368,7 +401,9 @@ class JoinLogic:
         """Rebuild the deadline index from the tables (after recovery or a rebalance)."""
         self._deadlines = {}
         for k, v in list(self.pending.items()):
-            heapq.heappush(self._deadlines.setdefault(partition_of(k), []), (Pending.decode(v).deadline_s, k))
+            heapq.heappush(
+                self._deadlines.setdefault(partition_of(k), []), (Pending.decode(v, k).deadline_s, k)
+            )
         self._early_deadlines = {}
         for k, v in list(self.early.items()):
             heapq.heappush(
@@ -389,7 +424,7 @@ class JoinLogic:
             raw = self.pending.get(request_id)
             if raw is None:
                 continue
-            entry = Pending.decode(raw)
+            entry = Pending.decode(raw, request_id)
             if entry.deadline_s > now_s:
                 continue  # a later deadline was pushed for it
             if entry.status == PENDING:

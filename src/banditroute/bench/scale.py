@@ -128,19 +128,16 @@ def join_memory(n: int = JOIN_N) -> dict[str, Any]:
     logic = DecideLogic(registry, StateView(), np.random.default_rng(3), worker_id="bench")
     # decisions as the join reads them (decoded JSON), with 32-hex-char request ids like the client's uuid4().hex
     decisions = [orjson.loads(orjson.dumps(logic.decide(r))) for r in _requests(["chat"], n)]
-    as_is = _join_bytes(decisions, None)
-    copied = _join_bytes(decisions, _copied_encode)
-    compact = _join_bytes(decisions, _compact_encode)
-    sample = Pending.decode(Pending(**_fields(decisions[0])).encode())
+    as_is = _join_bytes(decisions)
+    rid = decisions[0]["request_id"]
+    sample = Pending.decode(Pending(**_fields(decisions[0])).encode(rid), rid)
     return {
         "n": n,
         "bytes_per_in_flight": as_is["bytes"],
         "pending_value_bytes": as_is["value_len"],
         "value_allocation_bytes": as_is["value_alloc"],
         "key_chars": len(decisions[0]["request_id"]),
-        "example_value": Pending.encode(sample).decode(),
-        "if_copied": copied,
-        "if_compact": compact,
+        "example_value": sample.encode(rid).decode(),
         "target_bytes": 300,
     }
 
@@ -160,74 +157,29 @@ def _fields(decision: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _copied_encode(self: Any) -> bytes:
-    """Proposal 1: the same JSON array, copied out of orjson's over-allocated output buffer."""
-    from banditroute.agents.join import Pending
+def _join_bytes(decisions: list[dict[str, Any]]) -> dict[str, float]:
+    """tracemalloc bytes per entry of a JoinLogic fed ``decisions``."""
+    from banditroute.agents.join import JoinLogic, JoinPolicy
 
-    return memoryview(_ORIGINAL_ENCODE(self) if _ORIGINAL_ENCODE else Pending.encode(self)).tobytes()
-
-
-def _compact_encode(self: Any) -> bytes:
-    """Proposal 2: copied, no derivable fields (decision_id = "d:" + key; task_key when equal to task_type),
-    deadline in whole milliseconds, trailing default fields left out (decode pads them back)."""
-    values = [
-        None if self.task_key == self.task_type else self.task_key,
-        self.task_type,
-        self.tenant,
-        self.model,
-        list(self.fallbacks),
-        self.propensity,
-        self.state_version,
-        self.policy,
-        int(self.deadline_s * 1000),
-        self.status,
-        self.joined_src,
-        self.joined_off,
-        self.idempotency_key,
-        self.fb_part,
-        self.fb_off,
-        self.outcome,
-    ]
-    defaults = [0, -1, -1, None, -1, -1, None]
-    while len(values) > 9 and values[-1] == defaults[len(values) - 10]:
-        values.pop()
-    return memoryview(orjson.dumps(values)).tobytes()
-
-
-_ORIGINAL_ENCODE: Any = None
-
-
-def _join_bytes(decisions: list[dict[str, Any]], encode: Any) -> dict[str, float]:
-    """tracemalloc bytes per entry of a JoinLogic fed ``decisions``, with ``Pending.encode`` replaced if given."""
-    global _ORIGINAL_ENCODE
-    from banditroute.agents.join import JoinLogic, JoinPolicy, Pending
-
-    original = Pending.encode
-    _ORIGINAL_ENCODE = original
-    if encode is not None:
-        Pending.encode = encode  # type: ignore[method-assign]
-    try:
-        pending: dict[str, bytes] = {}
-        join = JoinLogic(pending, {}, lambda _t: JoinPolicy(wait_s=300.0))
-        gc.collect()
-        tracemalloc.start()
-        base = tracemalloc.take_snapshot()
-        now = time.time()
-        for offset, decision in enumerate(decisions):
-            join.on_decision(decision, offset % 4, offset, now)
-        gc.collect()
-        snap = tracemalloc.take_snapshot()
-        value = next(iter(pending.values()))
-        tracemalloc.stop()
-        n = len(decisions)
-        stats = snap.compare_to(base, "filename")
-        return {
-            "bytes": sum(s.size_diff for s in stats) / n,
-            "value_len": float(len(value)),
-            "value_alloc": _alloc_of(snap, base, n),
-        }
-    finally:
-        Pending.encode = original  # type: ignore[method-assign]
+    pending: dict[str, bytes] = {}
+    join = JoinLogic(pending, {}, lambda _t: JoinPolicy(wait_s=300.0))
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.take_snapshot()
+    now = time.time()
+    for offset, decision in enumerate(decisions):
+        join.on_decision(decision, offset % 4, offset, now)
+    gc.collect()
+    snap = tracemalloc.take_snapshot()
+    value = next(iter(pending.values()))
+    tracemalloc.stop()
+    n = len(decisions)
+    stats = snap.compare_to(base, "filename")
+    return {
+        "bytes": sum(s.size_diff for s in stats) / n,
+        "value_len": float(len(value)),
+        "value_alloc": _alloc_of(snap, base, n),
+    }
 
 
 def _alloc_of(snap: Any, base: Any, n: int) -> float:
