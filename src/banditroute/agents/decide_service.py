@@ -5,7 +5,7 @@ faust's per-event consume path costs several times more than the raw client (see
 ``getmany`` batch loop inside the faust worker keeps the same at-least-once contract: offsets are committed
 only after every decision of the batch is acknowledged by the broker.
 
-Hot-path choices (measured with py-spy on the real broker, see docs/benchmarks.md):
+Hot-path choices (measured with py-spy on the real broker, see the README, Benchmarks):
 
 * decisions are appended to one record batch per output partition (``producer.create_batch`` /
   ``send_batch``) instead of one ``producer.send`` each: no per-message future, partitioner call or
