@@ -303,7 +303,7 @@ class Router:
 
     async def _on_assigned(self, _sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
-        self.join.rebuild_index(self._partition_of_request)
+        # (the join's deadline index is rebuilt in _follow_assignment, once the tables are recovered)
         self.learn.forget_cache()
         self._last_offsets.clear()  # another worker may have read these partitions meanwhile
         for attempt in range(5):
