@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from banditroute.bench.policy import machine_info
 
 __all__ = [
     "BenchWorker",
+    "TopicTail",
     "create_topics",
     "delete_topics",
     "machine",
@@ -236,3 +238,49 @@ async def sleep_until(deadline: float) -> None:
     delay = deadline - time.perf_counter()
     if delay > 0:
         await asyncio.sleep(delay)
+
+
+class TopicTail:
+    """Reads every partition of a bench topic from its beginning in a background task; a subclass handles each
+    fetched batch in :meth:`on_batch` (``now`` is the fetch's ``perf_counter`` time)."""
+
+    max_records: int | None = None
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=5,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await self._consumer.start()
+        tps = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=50, max_records=self.max_records)
+            self.on_batch(batch, time.perf_counter())
+
+    def on_batch(self, batch: dict[Any, list[Any]], now: float) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._consumer is not None:
+            await self._consumer.stop()

@@ -35,11 +35,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from banditroute.bench.common import (
     PARTITIONS,
     BenchWorker,
+    TopicTail,
     cpu_seconds,
     create_topics,
     delete_topics,
@@ -58,51 +59,32 @@ START_TIMEOUT_S = 90.0
 IDLE_WINDOW_S = 0.5
 
 
-class Collector:
+class Collector(TopicTail):
     """Reads the decisions topic in the background: counts arrivals and matches them to send times."""
 
+    max_records = 20_000
+
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
+        super().__init__(bootstrap, topic)
         self.count = 0
         self.marks: list[tuple[float, int]] = []  # (arrival time, cumulative count) per fetched batch
         self.sent: dict[bytes, float] = {}  # key -> send time, for requests whose latency is measured
         self.latencies: list[float] = []
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=5,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
-        await self._consumer.start()
-        tps = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        assert self._consumer is not None
+    def on_batch(self, batch: dict[Any, list[Any]], now: float) -> None:
         sent, latencies = self.sent, self.latencies
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=50, max_records=20_000)
-            now = time.perf_counter()
-            n = 0
-            for records in batch.values():
-                for rec in records:
-                    if not rec.value:  # the worker's tick records
-                        continue
-                    n += 1
-                    t = sent.pop(rec.key, None)
-                    if t is not None:
-                        latencies.append((now - t) * 1000.0)
-            if n:
-                self.count += n
-                self.marks.append((now, self.count))
+        n = 0
+        for records in batch.values():
+            for rec in records:
+                if not rec.value:  # the worker's tick records
+                    continue
+                n += 1
+                t = sent.pop(rec.key, None)
+                if t is not None:
+                    latencies.append((now - t) * 1000.0)
+        if n:
+            self.count += n
+            self.marks.append((now, self.count))
 
     async def wait_count(self, n: int, timeout_s: float, alive: Callable[[], bool]) -> None:
         deadline = time.monotonic() + timeout_s
@@ -117,16 +99,6 @@ class Collector:
         t_lo = next((t, c) for t, c in self.marks if c >= lo)
         t_hi = next((t, c) for t, c in self.marks if c >= hi)
         return (t_hi[1] - t_lo[1]) / max(t_hi[0] - t_lo[0], 1e-3)  # tiny smoke drains: bounded
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        if self._consumer is not None:
-            await self._consumer.stop()
 
 
 def _request(request_id: str, created_at: str) -> bytes:

@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from banditroute.bench.common import (
-    PARTITIONS,
     BenchWorker,
+    TopicTail,
     create_topics,
     delete_topics,
     machine,
@@ -34,37 +34,21 @@ SAMPLE_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 90.0
 
 
-class Decisions:
+class Decisions(TopicTail):
     """Decisions by request id, read in the background, with their arrival time."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap, self.topic = bootstrap, topic
+        super().__init__(bootstrap, topic)
         self.seen: dict[str, tuple[float, dict[str, Any]]] = {}
         self.arrived = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5
-        )
-        await self._consumer.start()
-        tps = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=50)
-            now = time.perf_counter()
-            for records in batch.values():
-                for rec in records:
-                    if rec.value:
-                        d = orjson.loads(rec.value)
-                        self.seen.setdefault(d["request_id"], (now, d))
-                        self.arrived.set()
+    def on_batch(self, batch: dict[Any, list[Any]], now: float) -> None:
+        for records in batch.values():
+            for rec in records:
+                if rec.value:
+                    d = orjson.loads(rec.value)
+                    self.seen.setdefault(d["request_id"], (now, d))
+                    self.arrived.set()
 
     async def wait(self, request_id: str, timeout_s: float) -> tuple[float, dict[str, Any]]:
         deadline = time.monotonic() + timeout_s
@@ -77,16 +61,6 @@ class Decisions:
             except TimeoutError:
                 pass
         return self.seen[request_id]
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        if self._consumer is not None:
-            await self._consumer.stop()
 
 
 def feedback_bytes(decision: dict[str, Any], quality: float) -> bytes:
