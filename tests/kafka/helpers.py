@@ -10,20 +10,13 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from banditroute.bench import common as bench_common
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
-    """Create topics up front (idempotent), so consumers never wait on auto-creation."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
-        if new:
-            await admin.create_topics(new)
-    finally:
-        await admin.close()
+    """Create topics up front (idempotent), so consumers never wait on auto-creation (one partition unless told)."""
+    await bench_common.create_topics(bootstrap, names, partitions)
 
 
 @asynccontextmanager

@@ -107,6 +107,7 @@ def request_bytes(request_id: str, task_type: str = "bench", created_at: str | N
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = PARTITIONS) -> None:
+    """Create topics up front (idempotent), so consumers never wait on auto-creation."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
