@@ -1,0 +1,139 @@
+"""Pre-drawn decision blocks: a plan's decisions for one rng, drawn in one go and handed out one per call."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from banditroute.core.models import Choice, Constraints, SampledUtilities
+from banditroute.core.plan import FIRST_BLOCK, Plan
+from banditroute.core.state import TaskState
+
+MAX_BLOCK = 256  # block size cap (memory: ~k * 8 bytes of draws plus one fallback tuple per row)
+BLOCK_GROWTH = 4
+
+__all__ = ["BLOCK_GROWTH", "FIRST_BLOCK", "MAX_BLOCK", "Block", "block_for"]
+
+
+class Block:
+    """``size`` pre-drawn, independent decisions for one plan and one rng; ``choose`` hands out one row per call.
+
+    Row ``i`` holds a utility vector ``z[i] ~ N(mean, sd^2)`` (the same normal approximation as a single draw),
+    its Thompson winner, the guard/probe coupling already applied with the row's own uniforms, the chosen
+    model, its propensity (the plan's target share: the true marginal choice probability) and the fallback
+    order (the other eligible models by sampled utility). The state is fixed within a version, so these are
+    exactly the draws that successive single calls would make, only taken from the rng in one go.
+    """
+
+    __slots__ = (
+        "rng",
+        "models",
+        "policy",
+        "constraints",
+        "since_s",
+        "until_s",
+        "plan",
+        "pos",
+        "size",
+        "z",
+        "rows",
+        "static",
+    )
+
+    def __init__(self, plan: Plan, rng: np.random.Generator, size: int, state_version: int) -> None:
+        self.rng = rng  # held (not just its id) so a recycled id can never pick up these draws
+        self.models = plan.models
+        self.policy = plan.policy
+        self.constraints: Constraints | None = None
+        self.since_s = plan.since_s
+        self.until_s = plan.until_s
+        self.plan = plan
+        self.pos = 0
+        self.size = size
+        k = len(plan.names)
+        z = rng.standard_normal((size, k))
+        z *= plan.sd
+        z += plan.mean
+        self.z = z
+        names = plan.name_tuple
+        order = np.argsort(-z, axis=1)  # descending sampled utility; column 0 is the Thompson winner
+        if k == 0:  # only half-open probes are eligible: every row probes
+            u_probe = rng.random(size)
+            picked = np.full(size, -1, dtype=np.intp)
+        elif plan.mixing:
+            u = rng.random((3, size))
+            u_probe = u[0]
+            win = order[:, 0]
+            keep = u[1] < plan.ratio[win]
+            redirect = np.minimum(np.searchsorted(plan.excess_cum, u[2], side="right"), k - 1)
+            picked = np.where(keep, win, redirect)
+            if plan.probes:
+                picked[u_probe < plan.probe_total] = -1
+        else:
+            picked = order[:, 0].copy()
+            unseen = plan.target[picked] == 0.0  # Monte Carlo never saw this winner: use the estimate
+            if unseen.any():
+                redo = np.searchsorted(np.cumsum(plan.target), rng.random(int(unseen.sum())), side="right")
+                picked[unseen] = np.minimum(redo, k - 1)
+        probe_rows = np.flatnonzero(picked < 0).tolist()
+        model_idx = picked.tolist()
+        prop = plan.target[np.maximum(picked, 0)].tolist() if k else [0.0] * size
+        # fallbacks: the row's order without the chosen model (a probe keeps all k closed models)
+        fallback_idx = order[order != picked[:, None]]
+        if probe_rows:
+            cut = np.cumsum(np.where(picked < 0, k, k - 1))[:-1]
+            fallbacks = [tuple(names[i] for i in part.tolist()) for part in np.split(fallback_idx, cut)]
+            for r in probe_rows:
+                slot = min(int(u_probe[r] / plan.probe_share), len(plan.probes) - 1)
+                model_idx[r] = -1 - slot
+                prop[r] = plan.probe_share
+        else:
+            lookup = np.array(names, dtype=object)
+            fallbacks = list(map(tuple, lookup[fallback_idx.reshape(size, k - 1)].tolist()))
+        best = plan.best
+        rows = []
+        for m, fb, p in zip(model_idx, fallbacks, prop, strict=True):
+            model = names[m] if m >= 0 else plan.probes[-1 - m]
+            rows.append((model, fb, p, model != best))
+        self.rows = rows
+        self.static = (plan.means, plan.filtered, plan.circuit_open, state_version, plan.policy_name)
+
+    def take(self) -> Choice:
+        i = self.pos
+        self.pos = i + 1
+        model, fallbacks, propensity, explored = self.rows[i]
+        means, filtered, circuit_open, version, policy_name = self.static
+        plan = self.plan
+        choice = _new_choice(Choice)
+        choice.__dict__.update(
+            {
+                "model": model,
+                "fallbacks": fallbacks,
+                "propensity": propensity,
+                "sampled": SampledUtilities(plan.name_tuple, plan.positions, self.z, i),
+                "means": means,
+                "explored": explored,
+                "filtered": filtered,
+                "circuit_open": circuit_open,
+                "no_eligible": None,
+                "state_version": version,
+                "policy_name": policy_name,
+            }
+        )
+        return choice
+
+
+_new_choice = object.__new__
+
+
+def block_for(state: TaskState, plan: Plan, rng: np.random.Generator) -> Block:
+    """The plan's current block for ``rng``, drawing a new one when it is used up or belongs to another rng.
+
+    Block sizes grow FIRST_BLOCK, x BLOCK_GROWTH, ..., MAX_BLOCK per plan, so a state version that serves only
+    a few decisions (the usual case when feedback arrives between requests) draws only a few rows.
+    """
+    block = plan.block
+    if block is None or block.rng is not rng or block.pos >= block.size:
+        block = Block(plan, rng, plan.block_size, state.version)
+        plan.block_size = min(MAX_BLOCK, plan.block_size * BLOCK_GROWTH)
+        plan.block = block
+    return block
