@@ -22,6 +22,7 @@ test: setup
 	$(BIN)/ruff format --check src tests
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/banditroute contracts --check
 	$(BIN)/python -m pytest -q
 

@@ -26,7 +26,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from banditroute.agents.decide import DecideLogic, StateView
-from banditroute.agents.decide_service import DecideService, partition_for
+from banditroute.agents.decide_service import DecideService
 from banditroute.agents.decision_reader import DecisionReader
 from banditroute.agents.gaps import GapFiller
 from banditroute.agents.join import FeedbackRecord, JoinLogic, JoinResult
@@ -39,6 +39,7 @@ from banditroute.config import Registry, RouterConfig
 from banditroute.core import TaskState
 from banditroute.events import DeadLetter, Feedback, ModelCatalogEvent
 from banditroute.kafka import backoff
+from banditroute.kafka.topics import partition_for
 from banditroute.settings import Settings
 
 log = logging.getLogger("banditroute.worker")

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from banditroute.agents.join import JoinPolicy
 from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState, new_state, sync_models
+from banditroute.core.join_policy import JoinPolicy
 
 TENANT_SEPARATOR = "|"
 """Separates tenant and task type in per-tenant state keys (never valid inside either name)."""

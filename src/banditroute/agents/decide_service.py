@@ -38,7 +38,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import murmur2
 
 from banditroute.agents.decide import DecideLogic
 from banditroute.agents.outbox import PartitionBatches
@@ -51,6 +50,7 @@ from banditroute.codec import (
     make_dead_letter,
 )
 from banditroute.events import DeadLetter, DeadLetterReason, RoutingRequest
+from banditroute.kafka.topics import partition_for
 
 log = logging.getLogger("banditroute.decide")
 
@@ -67,11 +67,6 @@ MAX_IN_FLIGHT = 4
 
 REPLY_TOPIC_RECHECK_S = 30.0
 """How long a missing reply topic is remembered as missing before it is looked up again."""
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The Java/aiokafka default partitioner's choice for a keyed record."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class DecideService:

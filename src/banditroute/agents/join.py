@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from banditroute.core.join_policy import JoinPolicy
+
 TAG_DECISIONS = 0
 TAG_FEEDBACK = 1
 
@@ -34,17 +36,6 @@ def _compact(data: bytes) -> bytes:
 def source_id(partition: int, tag: int) -> int:
     """Watermark key of one input partition of one topic."""
     return partition * 4 + tag
-
-
-@dataclass(frozen=True, slots=True)
-class JoinPolicy:
-    """Per task type: how long to wait for feedback, and what a missing or late one means."""
-
-    wait_s: float = 300.0
-    on_timeout: str = "none"  # "none" (learn nothing) or "default_reward"
-    default_reward: float = 0.0
-    learn_late: bool = False
-    keep_joined_s: float = 60.0  # how long a joined entry stays to recognise duplicates
 
 
 @dataclass(slots=True)

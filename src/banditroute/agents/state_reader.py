@@ -17,11 +17,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from banditroute.agents.decide import StateView
-from banditroute.client import partitions_of
 from banditroute.codec import decode
 from banditroute.config import Registry
 from banditroute.core import decode_state
 from banditroute.events import ModelCatalogEvent
+from banditroute.kafka.topics import partitions_of
 
 log = logging.getLogger("banditroute.state")
 

@@ -7,8 +7,6 @@ import math
 import time
 from typing import Any
 
-import click
-
 from banditroute.settings import Settings
 
 
@@ -74,47 +72,4 @@ async def run_route_bench(
     }
 
 
-@click.command("route")
-@click.option("--requests", "-n", type=click.IntRange(1), default=1000, show_default=True)
-@click.option("--concurrency", "-c", type=click.IntRange(1, 10_000), default=16, show_default=True)
-@click.option("--task-type", default="bench", show_default=True)
-@click.option("--timeout", "timeout_s", type=click.FloatRange(0.01), default=5.0, show_default=True)
-@click.option("--warmup", type=click.IntRange(0), default=50, show_default=True)
-@click.option(
-    "--bootstrap", default=None, help="Kafka bootstrap servers (default: BANDITROUTE_KAFKA_BOOTSTRAP)."
-)
-@click.option("--topic-prefix", default=None, help="Topic prefix (default: BANDITROUTE_TOPIC_PREFIX).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def route(
-    requests: int,
-    concurrency: int,
-    task_type: str,
-    timeout_s: float,
-    warmup: int,
-    bootstrap: str | None,
-    topic_prefix: str | None,
-    fmt: str,
-) -> None:
-    """p50/p90/p99 of route() round trips (client -> requests -> worker -> reply topic) against a running
-    worker. Exits 3 when Kafka cannot be reached."""
-    from banditroute.cli.bench_cmd import emit
-    from banditroute.cli.output import EXIT_UNAVAILABLE, fail, make_ctx
-
-    ctx = make_ctx(bootstrap, topic_prefix, fmt)
-    try:
-        result = asyncio.run(
-            run_route_bench(
-                ctx.settings,
-                requests=requests,
-                concurrency=concurrency,
-                task_type=task_type,
-                timeout_s=timeout_s,
-                warmup=warmup,
-            )
-        )
-    except RuntimeError as exc:
-        fail(str(exc), EXIT_UNAVAILABLE)
-    emit(result, fmt, "banditroute bench route")
-
-
-__all__ = ["percentile", "route", "run_route_bench"]
+__all__ = ["percentile", "run_route_bench"]

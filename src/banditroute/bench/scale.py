@@ -159,7 +159,8 @@ def _fields(decision: dict[str, Any]) -> dict[str, Any]:
 
 def _join_bytes(decisions: list[dict[str, Any]]) -> dict[str, float]:
     """tracemalloc bytes per entry of a JoinLogic fed ``decisions``."""
-    from banditroute.agents.join import JoinLogic, JoinPolicy
+    from banditroute.agents.join import JoinLogic
+    from banditroute.core.join_policy import JoinPolicy
 
     pending: dict[str, bytes] = {}
     join = JoinLogic(pending, {}, lambda _t: JoinPolicy(wait_s=300.0))

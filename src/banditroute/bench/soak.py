@@ -253,7 +253,7 @@ class Soak:
 
     @staticmethod
     async def _parts(consumer: Any, topic: str) -> set[int]:
-        from banditroute.client import partitions_of
+        from banditroute.kafka.topics import partitions_of
 
         return await partitions_of(consumer, topic)
 

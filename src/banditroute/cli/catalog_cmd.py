@@ -68,8 +68,8 @@ def config_models(ctx: Ctx) -> dict[str, dict[str, Any]]:
 
 async def read_catalog(ctx: Ctx) -> dict[str, ModelCatalogEvent | None]:
     """Latest catalog event per model from the compacted topic (None = tombstone); empty if no topic."""
-    from banditroute.client import read_topic
     from banditroute.codec import decode
+    from banditroute.kafka.topics import read_topic
 
     latest: dict[str, ModelCatalogEvent | None] = {}
     records = read_topic(ctx.settings, ctx.settings.topic("catalog"), start="earliest")

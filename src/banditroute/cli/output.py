@@ -106,11 +106,11 @@ def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; Kafka trouble exits 3, LookupError (missing topic) exits 3 too."""
-    from banditroute.client import RouterUnavailable
+    from banditroute.kafka.topics import KafkaUnavailable
 
     try:
         return asyncio.run(coro)
-    except RouterUnavailable as exc:
+    except KafkaUnavailable as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
     except TimeoutError as exc:
         fail(f"timed out: {exc}" if str(exc) else "timed out talking to Kafka", EXIT_UNAVAILABLE)

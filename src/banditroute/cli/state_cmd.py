@@ -180,8 +180,8 @@ def state(ctx: Ctx, task_type: str | None) -> None:
 async def _read_states(ctx: Ctx) -> dict[str, Any]:
     import orjson
 
-    from banditroute.client import read_topic
     from banditroute.core import decode_state
+    from banditroute.kafka.topics import read_topic
 
     latest: dict[str, bytes | None] = {}
     records = read_topic(ctx.settings, ctx.settings.topic("state"), start="earliest")

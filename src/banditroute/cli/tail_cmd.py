@@ -154,8 +154,8 @@ async def _tail(
     limit: int | None,
     last_n: bool,
 ) -> None:
-    from banditroute.client import read_topic
     from banditroute.codec import DecodeError, decode
+    from banditroute.kafka.topics import read_topic
 
     suffix, event_type = STREAMS[stream]
     topic = ctx.settings.topic(suffix)

@@ -131,7 +131,7 @@ def block_for(state: TaskState, plan: Plan, rng: np.random.Generator) -> Block:
     Block sizes grow FIRST_BLOCK, x BLOCK_GROWTH, ..., MAX_BLOCK per plan, so a state version that serves only
     a few decisions (the usual case when feedback arrives between requests) draws only a few rows.
     """
-    block = plan.block
+    block: Block | None = plan.block
     if block is None or block.rng is not rng or block.pos >= block.size:
         block = Block(plan, rng, plan.block_size, state.version)
         plan.block_size = min(MAX_BLOCK, plan.block_size * BLOCK_GROWTH)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,9 +19,6 @@ from banditroute.core.models import NO_CONSTRAINTS, Choice, Constraints, ModelSp
 from banditroute.core.objective import cost_moments, effective_objective, latency_moments, utility_moments
 from banditroute.core.propensity import bound_shares, eligibility_seed, thompson_probabilities
 from banditroute.core.state import CIRCUIT, N_OBS, OPEN_UNTIL, TaskState
-
-if TYPE_CHECKING:
-    from banditroute.core.block import Block
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -57,7 +54,7 @@ class Plan:
     circuit_open: tuple[str, ...]
     fixed: Choice | None  # the answer when nothing is eligible (relaxed or rejected)
     policy_name: str
-    block: Block | None = None  # pre-drawn decisions for one rng (see ``block_for``)
+    block: Any = None  # the current core.block.Block for one rng (typed Any: plan sits below block)
     block_size: int = FIRST_BLOCK  # size of the next block; grows geometrically up to MAX_BLOCK
     name_tuple: tuple[str, ...] = ()
     positions: dict[str, int] = field(default_factory=dict)

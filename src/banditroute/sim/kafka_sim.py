@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from banditroute.client import partitions_of
+from banditroute.kafka.topics import partitions_of
 from banditroute.settings import Settings
 from banditroute.sim.scenario import Scenario, SyntheticWorld
 

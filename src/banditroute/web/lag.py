@@ -72,7 +72,7 @@ class LagSampler:
     async def sample_once(self, admin: Any, consumer: Any) -> None:
         from aiokafka import TopicPartition
 
-        from banditroute.client import partitions_of
+        from banditroute.kafka.topics import partitions_of
 
         lag: dict[tuple[str, str], int] = {}
         for group, topics in self.groups.items():

@@ -1,0 +1,126 @@
+"""Topic plumbing shared by the worker, the client, the CLI, the dashboard and the benchmarks.
+
+``partitions_of`` (fresh metadata), ``partition_for`` (the default partitioner) and ``read_topic`` (every
+partition of a topic without a consumer group) live here so that no layer above ``kafka`` has to reach into
+aiokafka for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from aiokafka.partitioner import murmur2
+
+if TYPE_CHECKING:
+    from banditroute.settings import Settings
+
+
+class KafkaUnavailable(ConnectionError):
+    """The broker could not be reached."""
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The Java/aiokafka default partitioner's choice for a keyed record."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+StartAt = Literal["earliest", "latest"] | int | datetime
+
+
+async def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    start: StartAt = "earliest",
+    follow: bool = False,
+    connect_timeout_s: float = 10.0,
+    stop: Callable[[], bool] | None = None,
+) -> AsyncGenerator[Any, None]:
+    """Yield the records of every partition of ``topic`` from ``start``, without a consumer group.
+
+    ``start`` is ``earliest``, ``latest``, an offset (per partition; negative counts back from the end) or a
+    time (``offsets_for_times``). Without ``follow`` it stops at the end offsets seen at start. Raises
+    :class:`KafkaUnavailable` when the broker cannot be reached and ``LookupError`` when the topic does not
+    exist.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+        **settings.aiokafka_security(),
+    )
+    try:
+        await asyncio.wait_for(consumer.start(), connect_timeout_s)
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        raise KafkaUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc!r}") from exc
+    try:
+        parts = await asyncio.wait_for(partitions_of(consumer, topic), connect_timeout_s)
+        if not parts:
+            raise LookupError(f"topic {topic} does not exist")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        beginnings = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, _start_offset(start, beginnings[tp], ends[tp]))
+        if isinstance(start, datetime):
+            found = await consumer.offsets_for_times({tp: int(start.timestamp() * 1000) for tp in tps})
+            for tp in tps:
+                meta = found.get(tp)
+                consumer.seek(tp, meta.offset if meta is not None else ends[tp])
+        remaining = {tp for tp in tps if not follow and await consumer.position(tp) < ends[tp]}
+        if not follow and not remaining:
+            return
+        while True:
+            if stop is not None and stop():
+                return
+            batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+            for tp, records in batch.items():
+                for record in records:
+                    if not follow and record.offset >= ends[tp]:
+                        continue
+                    yield record
+            if not follow:
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+                if not remaining:
+                    return
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+
+
+async def partitions_of(consumer: Any, topic: str, *, require_leader: bool = False) -> set[int]:
+    """Partition ids of ``topic`` from fresh cluster metadata (empty when the topic does not exist, or with
+    ``require_leader`` while any partition has no leader yet)."""
+    from aiokafka import TopicPartition
+
+    cluster = await consumer._client.fetch_all_metadata()
+    parts = set(cluster.partitions_for_topic(topic) or ())
+    if not require_leader:
+        return parts
+    leaders = {p: cluster.leader_for_partition(TopicPartition(topic, p)) for p in parts}
+    return parts if all(leader is not None and leader >= 0 for leader in leaders.values()) else set()
+
+
+def _start_offset(start: StartAt, beginning: int, end: int) -> int:
+    if start == "earliest" or isinstance(start, datetime):
+        return beginning
+    if start == "latest":
+        return end
+    assert isinstance(start, int)
+    return max(beginning, end + start) if start < 0 else min(max(start, beginning), end)
+
+
+__all__ = ["KafkaUnavailable", "StartAt", "partition_for", "partitions_of", "read_topic"]
