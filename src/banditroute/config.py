@@ -1,13 +1,13 @@
 """The router's configuration as data: models, task-type objectives, join windows and rules.
 
 Read from ``config/`` (``models.yaml``, ``policy.yaml``, ``rules.yaml``) at start, reloaded when a file
-changes, and amended at runtime by catalog events. The :class:`Registry` is what the agents consult; its
-``version`` changes whenever anything in it does.
+changes, and amended at runtime by catalog events. The :class:`Registry` turns both into the current
+:class:`~banditroute.routing.RoutingSnapshot`, which is what the agents read; its ``version`` changes whenever
+anything in it does.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,11 +15,9 @@ from typing import Any
 
 import yaml
 
-from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState, new_state, sync_models
+from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState
 from banditroute.core.join_policy import JoinPolicy
-
-TENANT_SEPARATOR = "|"
-"""Separates tenant and task type in per-tenant state keys (never valid inside either name)."""
+from banditroute.routing import TENANT_SEPARATOR, RoutingSnapshot, task_type_of
 
 
 class ConfigError(ValueError):
@@ -153,37 +151,46 @@ def _as_dict(policy: JoinPolicy) -> dict[str, Any]:
 
 
 class Registry:
-    """What the agents consult: models (config + catalog events), policies, joins and rules, with a version.
+    """The current :class:`~banditroute.routing.RoutingSnapshot`, rebuilt from config and catalog events.
 
-    Reads are lock-free (attributes are replaced whole); writes happen from the worker's event loop.
+    Everything that changes it (a reload, a catalog event) runs on the worker's event loop and ends with one
+    assignment of ``snapshot``; readers on other threads take that reference once and read only from it.
     """
 
     def __init__(self, config: RouterConfig, config_dir: Path | None = None) -> None:
         self.config_dir = config_dir
-        self._lock = threading.Lock()
+        self.config = config
         self._catalog: dict[str, ModelSpec] = {}
         self._retired: set[str] = set()
-        self.version = 0
-        self._apply_config(config)
+        self.snapshot = self._build(1)
 
     # -- building -----------------------------------------------------------------------------------------
-    def _apply_config(self, config: RouterConfig) -> None:
-        self.config = config
-        self._policy_cache: dict[str, TaskPolicy] = {}
-        self._shadow_cache: dict[str, tuple[str, TaskPolicy]] = {}
-        self._default_policy = TaskPolicy.from_mapping(config.default_policy)
-        self._rebuild_models()
-
-    def _rebuild_models(self) -> None:
-        merged: dict[str, ModelSpec] = {m.name: m for m in self.config.models}
+    def _build(self, version: int) -> RoutingSnapshot:
+        config = self.config
+        merged: dict[str, ModelSpec] = {m.name: m for m in config.models}
         merged.update(self._catalog)
         for name in self._retired:
             if name in merged:
                 merged[name] = replace(merged[name], lifecycle="retired")
-        self.models: tuple[ModelSpec, ...] = tuple(merged.values())
-        self.model_names: frozenset[str] = frozenset(merged)
-        self._initial: dict[str, TaskState] = {}
-        self.version += 1
+        return RoutingSnapshot.build(
+            version,
+            tuple(merged.values()),
+            config.default_policy,
+            config.task_policies,
+            config.default_join,
+            config.task_joins,
+            config.rules,
+            config.per_tenant,
+            config.shadow,
+        )
+
+    def _swap(self) -> None:
+        self.snapshot = self._build(self.snapshot.version + 1)
+
+    def apply_config(self, config: RouterConfig) -> None:
+        """Use ``config`` (catalog events applied so far stay applied on top of it)."""
+        self.config = config
+        self._swap()
 
     def reload_if_changed(self) -> bool:
         """Reload ``config/`` when one of its files changed on disk; returns whether it did."""
@@ -193,7 +200,7 @@ class Registry:
         now = {str(p): p.stat().st_mtime for p in paths if p.exists()}
         if now == dict(self.config.sources):
             return False
-        self._apply_config(RouterConfig.load(self.config_dir))
+        self.apply_config(RouterConfig.load(self.config_dir))
         return True
 
     def apply_catalog(self, event: Mapping[str, Any]) -> None:
@@ -226,57 +233,49 @@ class Registry:
                 rate_limit_rps=event.get("rate_limit_rps"),
                 tokens_per_minute=event.get("tokens_per_minute"),
             )
-        self._rebuild_models()
+        self._swap()
 
-    # -- lookups ------------------------------------------------------------------------------------------
+    # -- lookups on the current snapshot (each call reads it afresh: take ``snapshot`` once to read several) --
+    @property
+    def version(self) -> int:
+        return self.snapshot.version
+
+    @property
+    def models(self) -> tuple[ModelSpec, ...]:
+        return self.snapshot.models
+
+    @property
+    def model_names(self) -> frozenset[str]:
+        return self.snapshot.model_names
+
     def policy(self, task_type: str) -> TaskPolicy:
-        cached = self._policy_cache.get(task_type)
-        if cached is None:
-            mapping = self.config.task_policies.get(task_type)
-            cached = TaskPolicy.from_mapping(mapping) if mapping is not None else self._default_policy
-            self._policy_cache[task_type] = cached
-        return cached
+        return self.snapshot.route(task_type).policy
 
     def shadow_policy(self, task_type: str) -> tuple[str, TaskPolicy] | None:
         """The shadow candidate for ``task_type``: its name and the task's policy with the shadow's overrides."""
-        shadow = self.config.shadow
-        if shadow is None:
-            return None
-        cached = self._shadow_cache.get(task_type)
-        if cached is None:
-            base = self.config.task_policies.get(task_type, self.config.default_policy)
-            overrides = {k: v for k, v in shadow.items() if k != "name"}
-            cached = (str(shadow["name"]), TaskPolicy.from_mapping({**base, **overrides}))
-            self._shadow_cache[task_type] = cached
-        return cached
+        return self.snapshot.route(task_type).shadow
 
     def join_policy(self, task_type: str) -> JoinPolicy:
-        return self.config.task_joins.get(task_type, self.config.default_join)
+        return self.snapshot.route(task_type).join
 
     def state_key(self, tenant: str | None, task_type: str) -> str:
         """Key of the bandit state a request uses: the task type, or tenant|task type where configured."""
-        per = self.config.per_tenant
-        if tenant and (per is True or (isinstance(per, frozenset) and task_type in per)):
-            return f"{tenant}{TENANT_SEPARATOR}{task_type}"
-        return task_type
+        return self.snapshot.state_key(tenant, task_type)
 
     @staticmethod
     def task_type_of(key: str) -> str:
-        return key.split(TENANT_SEPARATOR, 1)[-1]
+        return task_type_of(key)
 
     def initial_state(self, task_type: str) -> TaskState:
-        """The prior state of a task type nobody has learnt about yet (cached per registry version)."""
-        state = self._initial.get(task_type)
-        if state is None:
-            state = new_state(self.models, self.policy(task_type))
-            self._initial[task_type] = state
-        return state
+        """The prior state of a task type nobody has learnt about yet."""
+        return self.snapshot.initial
 
     def aligned(self, state: TaskState, task_type: str) -> TaskState:
         """``state`` with the current model list (new models get their priors; retired ones keep state)."""
-        if self.model_names.issubset(state.names):
-            return state
-        return sync_models(state, self.models, self.policy(task_type))
+        return self.snapshot.aligned(state)
 
     def rules(self) -> Sequence[Rule]:
-        return self.config.rules
+        return self.snapshot.rules
+
+
+__all__ = ["TENANT_SEPARATOR", "ConfigError", "Registry", "RouterConfig"]

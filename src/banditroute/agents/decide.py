@@ -9,7 +9,7 @@ JSON-ready dict, built directly rather than through pydantic on this hot path; a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from banditroute.agents.join import decision_id_for
 from banditroute.config import Registry
-from banditroute.core import Choice, Constraints, TaskState, apply_rules, choose
+from banditroute.core import Choice, Constraints, ModelSpec, TaskPolicy, TaskState, apply_rules, choose
 from banditroute.events import RoutingRequest
 
 POLICY_NAME = "thompson"
@@ -130,31 +130,33 @@ class DecideLogic:
         self._policy_refs: dict[str, dict[str, str]] = {}
 
     def state_for(self, key: str, task_type: str) -> TaskState:
-        state = self.states.get(key)
-        if state is None:
-            return self.registry.initial_state(task_type)
-        return self.registry.aligned(state, task_type)
+        """The state a decision for ``key`` would use now (the learnt one aligned to the models, or the prior)."""
+        return self.registry.snapshot.state_for(self.states.get(key))
 
     def decide(self, request: RoutingRequest) -> dict[str, Any]:
+        """One decision, read from one routing snapshot and one learnt state (both immutable)."""
         t0 = time.perf_counter()
         now_s = self.clock()
+        snapshot = self.registry.snapshot
         task_type = request.task_type
-        key = self.registry.state_key(request.tenant, task_type)
-        state = self.state_for(key, task_type)
-        policy = self.registry.policy(task_type)
+        key = snapshot.state_key(request.tenant, task_type)
+        route = snapshot.route(task_type)
+        state = snapshot.state_for(self.states.get(key))
         constraints = request_constraints(request)
-        rules = self.registry.rules()
+        rules = snapshot.rules
         applied: tuple[str, ...] = ()
         pin = None
         if rules:
             effect, applied = apply_rules(rules, request.tenant, task_type, request.metadata)
             constraints = constraints.merged(effect.constraints)
             pin = effect.pin
-        choice = choose(state, self.registry.models, policy, constraints, self.rng, now_s, pinned=pin)
+        models = snapshot.models
+        choice = choose(state, models, route.policy, constraints, self.rng, now_s, pinned=pin)
         decision = self.decision_dict(request, key, choice, applied, now_s, t0)
-        shadow = self.registry.shadow_policy(task_type)
-        if shadow is not None:
-            self.shadow = self._shadow_decision(request, key, state, constraints, pin, applied, now_s, shadow)
+        if route.shadow is not None:
+            self.shadow = self._shadow_decision(
+                request, key, state, models, constraints, pin, applied, now_s, route.shadow
+            )
         return decision
 
     def _shadow_decision(
@@ -162,16 +164,17 @@ class DecideLogic:
         request: RoutingRequest,
         key: str,
         state: TaskState,
+        models: Sequence[ModelSpec],
         constraints: Constraints,
         pin: str | None,
         applied: tuple[str, ...],
         now_s: float,
-        shadow: tuple[str, Any],
+        shadow: tuple[str, TaskPolicy],
     ) -> dict[str, Any]:
         """What the shadow candidate would have chosen for the same request and state; it serves nothing."""
         t0 = time.perf_counter()
         name, policy = shadow
-        choice = choose(state, self.registry.models, policy, constraints, self.shadow_rng, now_s, pinned=pin)
+        choice = choose(state, models, policy, constraints, self.shadow_rng, now_s, pinned=pin)
         decision = self.decision_dict(request, key, choice, applied, now_s, t0)
         decision["decision_id"] = f"s:{request.request_id}"
         decision["policy"] = {"name": name, "version": POLICY_VERSION}

@@ -8,12 +8,13 @@ changelog record, a restarted worker recovers both consistently.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from banditroute.config import Registry
-from banditroute.core import Outcome, TaskState, decode_state, encode_state, update
+from banditroute.core import ModelSpec, Outcome, TaskState, decode_state, encode_state, update
+from banditroute.routing import task_type_of
 
 
 @dataclass(slots=True)
@@ -25,12 +26,12 @@ class LearnStats:
     by_model: dict[str, int] = field(default_factory=dict)
 
 
-def to_outcome(record: dict[str, Any], registry: Registry, now_s: float) -> Outcome:
+def to_outcome(record: dict[str, Any], models: Sequence[ModelSpec], now_s: float) -> Outcome:
     """The core's view of a joined outcome; token counts are priced from the catalog when no cost is given."""
     cost = record.get("cost_usd")
     model = str(record["model"])
     if cost is None and (record.get("tokens_in") is not None or record.get("tokens_out") is not None):
-        spec = next((m for m in registry.models if m.name == model), None)
+        spec = next((m for m in models if m.name == model), None)
         if spec is not None:
             cost = spec.price(int(record.get("tokens_in") or 0), int(record.get("tokens_out") or 0))
     return Outcome(
@@ -61,9 +62,8 @@ class LearnLogic:
     def state(self, key: str) -> TaskState:
         """The current state of ``key`` (decoded once and cached while the table holds the same bytes)."""
         raw = self.table.get(key)
-        task_type = self.registry.task_type_of(key)
         if raw is None:
-            return self.registry.initial_state(task_type)
+            return self.registry.snapshot.initial
         cached = self._decoded.get(key)
         if cached is not None and cached[0] is raw:
             return cached[1]
@@ -77,18 +77,18 @@ class LearnLogic:
         by_key: dict[str, list[dict[str, Any]]] = {}
         for record in records:
             by_key.setdefault(str(record["task_key"]), []).append(record)
+        snapshot = self.registry.snapshot  # one version for the whole batch
         for key, group in by_key.items():
-            task_type = self.registry.task_type_of(key)
-            policy = self.registry.policy(task_type)
-            state = self.registry.aligned(self.state(key), task_type)
+            policy = snapshot.route(task_type_of(key)).policy
+            state = snapshot.aligned(self.state(key))
             before = state.version
             for record in group:
                 src, off = int(record["src"]), int(record["off"])
                 if state.applied.get(src, -1) >= off:
                     stats.skipped_redelivered += 1
                     continue
-                outcome = to_outcome(record, self.registry, now_s)
-                state = update(state, self.registry.models, policy, outcome, source=(src, off))
+                outcome = to_outcome(record, snapshot.models, now_s)
+                state = update(state, snapshot.models, policy, outcome, source=(src, off))
                 stats.learned += 1
                 stats.by_model[outcome.model] = stats.by_model.get(outcome.model, 0) + 1
             if state.version != before:

@@ -1,0 +1,114 @@
+"""One immutable routing snapshot: everything a decision reads from configuration and catalog.
+
+The :class:`~banditroute.config.Registry` builds a :class:`RoutingSnapshot` from ``config/`` and the catalog
+events, and swaps it in with one assignment whenever either changes. A decision reads that reference once and
+takes the models, rules, per-tenant keys, the task type's policy, shadow policy, join window and prior state
+from the same object, so it can never mix two versions, and nothing on the decide thread writes to it.
+
+Learnt states are not part of it: each state key's newest :class:`~banditroute.core.TaskState` is itself
+immutable and swapped whole in the :class:`~banditroute.agents.decide.StateView`; a decision reads it once and
+aligns it with the snapshot's model list (:meth:`RoutingSnapshot.state_for`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState, new_state, sync_models
+from banditroute.core.join_policy import JoinPolicy
+
+TENANT_SEPARATOR = "|"
+"""Separates tenant and task type in per-tenant state keys (never valid inside either name)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TaskRoute:
+    """What one task type decides and learns with: its policy, its shadow candidate and its join window."""
+
+    policy: TaskPolicy
+    shadow: tuple[str, TaskPolicy] | None
+    """The shadow candidate's name and the task's policy with the shadow's overrides (policy.yaml ``shadow``)."""
+    join: JoinPolicy
+
+
+@dataclass(frozen=True, eq=False)
+class RoutingSnapshot:
+    """One version of the routing inputs. Built whole, never modified; ``version`` increases with each one."""
+
+    version: int
+    models: tuple[ModelSpec, ...]
+    model_names: frozenset[str]
+    rules: tuple[Rule, ...]
+    per_tenant: frozenset[str] | bool
+    initial: TaskState
+    """The prior state of a task type nobody has learnt about yet (the same for every task type)."""
+    default: TaskRoute
+    """The route of every task type without its own section in policy.yaml."""
+    routes: Mapping[str, TaskRoute]
+    """The task types configured in policy.yaml."""
+
+    @classmethod
+    def build(
+        cls,
+        version: int,
+        models: tuple[ModelSpec, ...],
+        default_policy: Mapping[str, Any],
+        task_policies: Mapping[str, Mapping[str, Any]],
+        default_join: JoinPolicy,
+        task_joins: Mapping[str, JoinPolicy],
+        rules: tuple[Rule, ...],
+        per_tenant: frozenset[str] | bool,
+        shadow: Mapping[str, Any] | None,
+    ) -> RoutingSnapshot:
+        """Resolve every configured task type now, so that reading a snapshot never computes or caches."""
+
+        def route(mapping: Mapping[str, Any], join: JoinPolicy) -> TaskRoute:
+            candidate = None
+            if shadow is not None:
+                overrides = {k: v for k, v in shadow.items() if k != "name"}
+                candidate = (str(shadow["name"]), TaskPolicy.from_mapping({**mapping, **overrides}))
+            return TaskRoute(TaskPolicy.from_mapping(mapping), candidate, join)
+
+        return cls(
+            version=version,
+            models=models,
+            model_names=frozenset(m.name for m in models),
+            rules=rules,
+            per_tenant=per_tenant,
+            initial=new_state(models),
+            default=route(default_policy, default_join),
+            routes={
+                task_type: route(mapping, task_joins.get(task_type, default_join))
+                for task_type, mapping in task_policies.items()
+            },
+        )
+
+    def route(self, task_type: str) -> TaskRoute:
+        return self.routes.get(task_type, self.default)
+
+    def state_key(self, tenant: str | None, task_type: str) -> str:
+        """Key of the bandit state a request uses: the task type, or tenant|task type where configured."""
+        per = self.per_tenant
+        if tenant and (per is True or (isinstance(per, frozenset) and task_type in per)):
+            return f"{tenant}{TENANT_SEPARATOR}{task_type}"
+        return task_type
+
+    def aligned(self, state: TaskState) -> TaskState:
+        """``state`` with this snapshot's model list (new models get their priors; retired ones keep state)."""
+        if self.model_names.issubset(state.names):
+            return state
+        return sync_models(state, self.models)
+
+    def state_for(self, learnt: TaskState | None) -> TaskState:
+        """The state to decide or learn with: the learnt one aligned to the models, or the prior."""
+        return self.initial if learnt is None else self.aligned(learnt)
+
+
+def task_type_of(key: str) -> str:
+    """The task type of a state key (``tenant|task_type`` or ``task_type``)."""
+    return key.split(TENANT_SEPARATOR, 1)[-1]
+
+
+__all__ = ["TENANT_SEPARATOR", "RoutingSnapshot", "TaskRoute", "task_type_of"]
