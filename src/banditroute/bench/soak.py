@@ -7,11 +7,17 @@ web API on a free localhost port, then:
    answered with feedback at once, timed until every outcome is learned;
 2. runs an open loop at ``rate_fraction`` of that rate for ``minutes``: requests paced every 50 ms, 90% of the
    decisions answered with feedback after a short random delay (the rest time out in the join);
-3. samples the worker's RSS, its join table size (``/api/stats`` ``join_in_flight``) and the consumer lag;
-4. stops producing and waits for the consumer lag of both worker groups to return to zero.
+3. samples the worker's RSS, its join table size (``/api/stats`` ``join_in_flight``), the consumer lag and the
+   decision rate every 5 s, and reports RSS once a minute;
+4. stops producing and waits for the consumer lag of both worker groups to return to zero, then for every
+   feedback sent to be learnt.
 
-Checks: RSS growth after warm-up <= ``max_rss_growth`` (10%), the join table never above what the reward wait
-window allows (rate x (wait_s + keep_joined_s) plus slack), lag back to zero, the worker alive throughout.
+Checks: RSS growth after warm-up <= ``max_rss_growth`` (10%); the least-squares slope of RSS over the last
+15 minutes (the last half of shorter runs) times that window <= ``max_tail_growth`` (1%) of the fitted RSS at
+the window's start; the join table never above what the reward wait window allows (rate x (wait_s +
+keep_joined_s) plus slack); lag back to zero; every feedback sent learnt exactly once (the learned counter
+equals the feedback count: none lost, none learnt twice); the worker alive throughout.
+:func:`plot_soak` draws RSS (with the fit), lag and rate over time.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ POLICY_YAML = f"""defaults:
 """
 TRUTH = {"premium": 0.8, "balanced": 0.8, "budget": 0.45}
 TASKS = ("chat", "code", "summarise", "extract")
+SAMPLE_EVERY_S = 5.0
+TAIL_MINUTES = 15.0
+"""The RSS trend is fitted over the last this many minutes (the last half of a shorter soak)."""
 
 
 @dataclass
@@ -58,6 +67,38 @@ class Sample:
     lag: int
     decided: int
     learned: int
+    rate_per_s: float = 0.0
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares ``(slope, intercept)`` of ``ys`` over ``xs`` (slope 0 for fewer than two points)."""
+    n = len(xs)
+    if n < 2:
+        return 0.0, (ys[0] if ys else 0.0)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return 0.0, my
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    return slope, my - slope * mx
+
+
+def tail_trend(samples: list[Sample], minutes: float) -> dict[str, float]:
+    """RSS trend over the last ``TAIL_MINUTES`` (or the last half of a shorter run): the fitted slope in KiB per
+    minute and the growth it implies over that window, relative to the fitted RSS at the window's start."""
+    end = samples[-1].t_s if samples else 0.0
+    window_min = min(TAIL_MINUTES, minutes / 2.0)
+    start = end - window_min * 60.0
+    tail = [s for s in samples if s.t_s >= start]
+    slope_per_s, intercept = linear_fit([s.t_s for s in tail], [float(s.rss_kb) for s in tail])
+    at_start = intercept + slope_per_s * start
+    return {
+        "window_minutes": window_min,
+        "points": float(len(tail)),
+        "slope_kb_per_min": slope_per_s * 60.0,
+        "rss_at_window_start_kb": at_start,
+        "growth": slope_per_s * window_min * 60.0 / at_start if at_start > 0 else 0.0,
+    }
 
 
 @dataclass
@@ -73,6 +114,9 @@ class SoakResult:
     rss_final_kb: int = 0
     rss_max_kb: int = 0
     rss_growth: float = 0.0
+    rss_tail: dict[str, float] = field(default_factory=dict)
+    """The fitted RSS trend over the last minutes (see :func:`tail_trend`)."""
+    rss_by_minute_kb: list[int] = field(default_factory=list)
     join_max: int = 0
     join_bound: int = 0
     lag_max: int = 0
@@ -122,6 +166,7 @@ class Soak:
         rate_fraction: float,
         burst: int = 6000,
         max_rss_growth: float = 0.10,
+        max_tail_growth: float = 0.01,
         workdir: Path | None = None,
         log: Any = print,
     ) -> None:
@@ -130,6 +175,7 @@ class Soak:
         self.rate_fraction = rate_fraction
         self.burst = burst
         self.max_rss_growth = max_rss_growth
+        self.max_tail_growth = max_tail_growth
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="banditroute-soak-"))
         self.log = log
         self.prefix = f"soak{uuid.uuid4().hex[:8]}"
@@ -381,8 +427,10 @@ class Soak:
             warm_s = min(WAIT_S + KEEP_JOINED_S + 30.0, duration / 3)
             t0 = time.monotonic()
             next_sample = t0
+            next_minute = 60.0
             credit = 0.0
             last = t0
+            prev: tuple[float, int] = (0.0, 0)
             while (now := time.monotonic()) - t0 < duration:
                 credit += (now - last) * rate
                 last = now
@@ -391,7 +439,7 @@ class Soak:
                     await producer.send(f"{self.prefix}.requests", key=key, value=value)
                     credit -= 1.0
                 if now >= next_sample:
-                    next_sample = now + 5.0
+                    next_sample = now + SAMPLE_EVERY_S
                     stats = await asyncio.to_thread(self.stats) or {}
                     sample = Sample(
                         now - t0,
@@ -401,13 +449,18 @@ class Soak:
                         self.decided - decided0,
                         int(stats.get("learned", 0)) - learned0,
                     )
+                    sample.rate_per_s = (sample.decided - prev[1]) / max(sample.t_s - prev[0], 1e-9)
+                    prev = (sample.t_s, sample.decided)
                     result.samples.append(sample)
                     if sample.t_s >= warm_s and not result.rss_baseline_kb:
                         result.rss_baseline_kb = sample.rss_kb
-                    if len(result.samples) % 12 == 1:
+                    if sample.t_s >= next_minute:
+                        next_minute += 60.0
+                        result.rss_by_minute_kb.append(sample.rss_kb)
                         self.log(
-                            f"t={sample.t_s:5.0f}s rss={sample.rss_kb / 1024:.0f} MiB join={sample.join_in_flight}"
-                            f" lag={sample.lag} decided={sample.decided} learned={sample.learned}"
+                            f"minute {len(result.rss_by_minute_kb):3d}: rss={sample.rss_kb / 1024:.1f} MiB "
+                            f"join={sample.join_in_flight} lag={sample.lag} rate={sample.rate_per_s:.0f}/s "
+                            f"decided={sample.decided} learned={sample.learned}"
                         )
                     if not self.alive():
                         break
@@ -425,6 +478,13 @@ class Soak:
             answer.cancel()
             with contextlib.suppress(BaseException):
                 await answer
+            await producer.flush()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # the last feedback learnt (or the check below fails)
+                if await self._learned() - learned0 >= self.feedback_sent - fb0:
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(2.0)  # anything learnt twice would show by now
             final = await asyncio.to_thread(self.stats) or {}
             result.sent = self.sent - sent0
             result.decided = self.decided - decided0
@@ -436,11 +496,14 @@ class Soak:
             result.rss_baseline_kb = result.rss_baseline_kb or steady[0].rss_kb
             result.rss_max_kb = max(s.rss_kb for s in result.samples)
             result.rss_growth = result.rss_final_kb / max(result.rss_baseline_kb, 1) - 1.0
+            result.rss_tail = tail_trend(result.samples, self.minutes)
             result.join_max = max(s.join_in_flight for s in result.samples)
             result.lag_max = max(s.lag for s in result.samples)
             result.worker_alive = self.alive()
             result.checks = {
                 "rss_growth_within_limit": result.rss_growth <= self.max_rss_growth,
+                "rss_tail_trend_within_limit": result.rss_tail["growth"] <= self.max_tail_growth,
+                "feedback_learned_exactly_once": result.learned == result.feedback_sent,
                 "join_table_bounded": 0 <= result.join_max <= result.join_bound,
                 "lag_back_to_zero": result.drain_s is not None,
                 "worker_alive": result.worker_alive,
@@ -454,3 +517,47 @@ class Soak:
 
     def run(self) -> SoakResult:
         return asyncio.run(self.run_async())
+
+
+def plot_soak(result: SoakResult, path: Path) -> Path:
+    """RSS (with the fitted trend of the tail window), consumer lag and decision rate over time, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [s.t_s / 60.0 for s in result.samples]
+    fig, (rss, lag, rate) = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    rss.plot(minutes, [s.rss_kb / 1024.0 for s in result.samples], lw=1, label="RSS")
+    tail = result.rss_tail
+    if tail and result.samples:
+        end = result.samples[-1].t_s
+        start = end - tail["window_minutes"] * 60.0
+        y0 = tail["rss_at_window_start_kb"]
+        y1 = y0 + tail["slope_kb_per_min"] * tail["window_minutes"]
+        rss.plot(
+            [start / 60.0, end / 60.0],
+            [y0 / 1024.0, y1 / 1024.0],
+            "r--",
+            lw=1.5,
+            label=f"fit of the last {tail['window_minutes']:g} min: {tail['growth'] * 100:+.2f} %",
+        )
+    rss.set_ylabel("worker RSS (MiB)")
+    rss.legend(loc="lower right", fontsize=8)
+    rss.set_title(
+        f"soak at {result.target_rate_per_s:.0f} requests/s ({result.minutes:g} min), "
+        f"{result.decided:,} decided, {result.learned:,} learnt",
+        fontsize=10,
+    )
+    lag.plot(minutes, [s.lag for s in result.samples], lw=1, color="tab:orange")
+    lag.set_ylabel("consumer lag (records)")
+    rate.plot(minutes, [s.rate_per_s for s in result.samples], lw=1, color="tab:green")
+    rate.set_ylabel("decisions/s")
+    rate.set_xlabel("minutes")
+    for ax in (rss, lag, rate):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
