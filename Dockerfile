@@ -3,8 +3,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY src ./src
-COPY config ./config
-RUN pip install --no-cache-dir -c constraints.txt .
+RUN pip install --no-cache-dir -c constraints.txt . && banditroute init /app/config
 USER 65534
 ENTRYPOINT ["banditroute"]
 CMD ["worker"]

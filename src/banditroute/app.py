@@ -35,7 +35,7 @@ from banditroute.agents.outbox import Outbox
 from banditroute.agents.staged import StagedTable
 from banditroute.agents.state_reader import StateReader
 from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter, unknown_model_check
-from banditroute.config import Registry, RouterConfig
+from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core import TaskState
 from banditroute.events import DeadLetter, Feedback, ModelCatalogEvent
 from banditroute.kafka import backoff
@@ -85,6 +85,8 @@ class Router:
         self.recent_decisions: list[dict[str, Any]] = []
         self.learned_at: dict[str, float] = {}
         self._last_offsets: dict[tuple[str, int], int] = {}
+        self.ready = False
+        """Set once, when the worker first decides: partitions assigned, tables recovered, state read."""
         self.app = self._make_app()
         self._declare()
 
@@ -225,8 +227,9 @@ class Router:
         app.timer(FOLLOW_INTERVAL_S)(self._follow_assignment)
 
     # -- services -----------------------------------------------------------------------------------------
-    async def ensure_topics(self) -> None:
-        """Create the topics faust does not declare itself (requests, deadletter) with the configured layout."""
+    async def ensure_topics(self, *, create: bool = True) -> int:
+        """Create the topics faust does not declare itself (requests, deadletter) with the configured layout
+        (``create=False`` only checks the layout of those that exist). Returns how many existed."""
         s = self.settings
         admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, **s.aiokafka_security())
         await admin.start()
@@ -249,11 +252,12 @@ class Router:
             ]
             await self._check_layout(admin, [t for t in wanted if t.name in existing])
             missing = [t for t in wanted if t.name not in existing]
-            if missing:
+            if missing and create:
                 try:
                     await admin.create_topics(missing)
                 except Exception as exc:  # another worker may have created them concurrently
                     log.info("create_topics: %s", exc)
+            return len(wanted) - len(missing)
         finally:
             await admin.close()
 
@@ -274,6 +278,12 @@ class Router:
                 )
 
     async def _run_services(self) -> None:
+        if self.settings.config_dir == PACKAGED_CONFIG:
+            log.info(
+                "no config folder at ./config: using the packaged defaults in %s (`banditroute init` writes a "
+                "copy to edit; BANDITROUTE_CONFIG_DIR chooses another folder)",
+                PACKAGED_CONFIG,
+            )
         await asyncio.gather(
             self._supervise("state_reader", self.reader.run, self.reader.stop),
             self._supervise("decide", self.decider.run, self.decider.stop),
@@ -522,6 +532,8 @@ class Router:
         try:
             if self._settling():
                 return
+            if not self.ready:
+                self._announce_ready()
             feedback = self.feedback.get_topic_name()
             owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == feedback}
             if owned == self.decision_reader.partitions:
@@ -532,6 +544,24 @@ class Router:
             await self.decision_reader.assign(owned, unless=self._settling)
         except Exception as exc:  # retried at the next interval; never crash the worker for it
             log.warning("decision reader assignment failed: %s", exc)
+
+    def _announce_ready(self) -> None:
+        """Log one "worker ready" line once the decide loop has its partitions and the state is read."""
+        decide = self.decider.assigned
+        if decide is None or not self.reader.caught_up.is_set():
+            return
+        self.ready = True
+        feedback = self.feedback.get_topic_name()
+        joined = sorted(tp.partition for tp in self.app.consumer.assignment() if tp.topic == feedback)
+        log.info(
+            "worker ready: deciding for %s (requests partitions %s, feedback partitions %s, %d task states "
+            "recovered)",
+            self.settings.topic_prefix,
+            sorted(decide),
+            joined,
+            len(self.view.keys()),
+            extra={"event": "worker_ready", "worker_id": self.worker_id},
+        )
 
     async def _tick(self) -> None:
         """Ticks drive the reward wait window (feedback partitions) and unknown-request detection (decisions)."""

@@ -44,6 +44,7 @@ from banditroute.events import (
     RoutingDecision,
     RoutingRequest,
 )
+from banditroute.kafka.groups import diagnose_no_answer
 from banditroute.kafka.topics import KafkaUnavailable, partitions_of, read_topic
 from banditroute.settings import Settings
 
@@ -323,6 +324,7 @@ class RouterClient:
         self._started = False
         self.degraded: str | None = None
         """Why the client could not connect at start (None when connected)."""
+        self._diagnosis: tuple[float, asyncio.Future[str]] | None = None
         self.stats = {"replies": 0, "unmatched_replies": 0, "bad_replies": 0, "default_routes": 0}
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -546,7 +548,10 @@ class RouterClient:
                 sent.add_done_callback(_retrieve)  # a delivery failure shows as a timeout, not as log noise
                 return await asyncio.shield(fut)
         except TimeoutError:
-            return self._fallback(request, "timeout", f"no decision within {timeout:g}s")
+            why = f"no decision within {timeout:g}s"
+            if self.default_route is None:  # the error should say why; a default route answers at once
+                why = f"{why}: {await self.why_no_answer(timeout)}"
+            return self._fallback(request, "timeout", why)
         except asyncio.CancelledError:
             if fut.cancelled() and time.monotonic() - started < timeout:  # closed while waiting
                 return self._fallback(request, "closed", "client closed while waiting")
@@ -555,6 +560,15 @@ class RouterClient:
             return self._fallback(request, "send_failed", f"{type(exc).__name__}: {exc}")
         finally:
             self._pending.pop(rid, None)
+
+    async def why_no_answer(self, waited_s: float) -> str:
+        """Why no decision came: no worker in the decide group, or workers behind (asks the broker; shared
+        by the timeouts of a few seconds, so a burst of them costs one question)."""
+        now = time.monotonic()
+        if self._diagnosis is None or now - self._diagnosis[0] > 2.0:
+            task = asyncio.ensure_future(diagnose_no_answer(self.settings, waited_s, timeout_s=3.0))
+            self._diagnosis = (now, task)
+        return await asyncio.shield(self._diagnosis[1])
 
     def _fallback(self, request: RoutingRequest, code: str, why: str) -> RoutingDecision:
         if self.default_route is None:

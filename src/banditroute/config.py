@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -19,9 +19,33 @@ from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState
 from banditroute.core.join_policy import JoinPolicy
 from banditroute.routing import TENANT_SEPARATOR, RoutingSnapshot, task_type_of
 
+if TYPE_CHECKING:
+    from banditroute.settings import Settings
+
+
+PACKAGED_CONFIG = Path(__file__).parent / "data" / "config"
+"""The starting configuration shipped with the package (what ``banditroute init`` writes)."""
+DEFAULT_SCENARIO = PACKAGED_CONFIG / "scenarios" / "default.yaml"
+
 
 class ConfigError(ValueError):
     """A configuration file is missing, unreadable or invalid; the message names the file and the field."""
+
+
+def resolve_config_dir(config_dir: Path, explicit: bool) -> tuple[Path, bool]:
+    """The folder to read and whether it is the packaged default.
+
+    A folder that was set explicitly (``BANDITROUTE_CONFIG_DIR``, ``--config``) is used as given, so a typo
+    fails loudly; the implicit ``./config`` falls back to the packaged defaults when it does not exist.
+    """
+    if explicit or config_dir.is_dir():
+        return config_dir, False
+    return PACKAGED_CONFIG, True
+
+
+def config_dir_of(settings: Settings) -> tuple[Path, bool]:
+    """:func:`resolve_config_dir` for ``settings.config_dir`` (explicit when set in the environment)."""
+    return resolve_config_dir(settings.config_dir, "config_dir" in settings.model_fields_set)
 
 
 def _load_yaml(path: Path) -> Mapping[str, Any]:

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from banditroute.agents.decide import DecideLogic
 from banditroute.agents.outbox import PartitionBatches
@@ -116,6 +116,8 @@ class DecideService:
         self._stop_requested = False
         self._batch_decisions: list[dict[str, Any]] = []
         self._batch_letters: list[str] = []
+        self.assigned: frozenset[int] | None = None
+        """Requests partitions this loop decides for, once it has joined its group (None before)."""
 
     def stop(self) -> None:
         self._stop_requested = True
@@ -204,7 +206,6 @@ class DecideService:
         self._batch_decisions = []
         self._batch_letters = []
         consumer = AIOKafkaConsumer(
-            self.requests_topic,
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -221,6 +222,7 @@ class DecideService:
             **{**PRODUCER_TUNING, "linger_ms": self.linger_ms},
             **self.security,
         )
+        consumer.subscribe([self.requests_topic], listener=_Assignment(self))
         await producer.start()
         await consumer.start()
         self._decision_partitions = len(await producer.partitions_for(self.decisions_topic))
@@ -393,3 +395,16 @@ class DecideService:
             await self._reply(producer, result.reply_to, key, payload)
         self.decided += 1
         self._batch_decisions.append(decision)
+
+
+class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Keeps ``DecideService.assigned`` equal to the decide consumer's partitions."""
+
+    def __init__(self, service: DecideService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.service.assigned = frozenset()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.service.assigned = frozenset(tp.partition for tp in assigned)

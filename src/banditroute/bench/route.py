@@ -33,7 +33,10 @@ async def run_route_bench(
     latencies: list[float] = []
     timeouts = 0
     models: dict[str, int] = {}
+    no_answer: str | None = None
+    # a static default route (BANDITROUTE_DEFAULT_ROUTE) would answer for a missing worker: not measured
     async with RouterClient(settings, timeout_s=timeout_s, start_timeout_s=max(timeout_s, 10.0)) as client:
+        client.default_route = None
         if client.degraded:
             raise RuntimeError(client.degraded)
         sem = asyncio.Semaphore(concurrency)
@@ -55,6 +58,8 @@ async def run_route_bench(
         wall = time.perf_counter()
         await asyncio.gather(*(one(True) for _ in range(requests)))
         wall = time.perf_counter() - wall
+        if timeouts:
+            no_answer = await client.why_no_answer(timeout_s)
     latencies.sort()
     return {
         "requests": requests,
@@ -69,6 +74,7 @@ async def run_route_bench(
             "max": latencies[-1] if latencies else float("nan"),
         },
         "models": models,
+        "no_answer": no_answer,
     }
 
 

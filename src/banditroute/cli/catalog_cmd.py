@@ -38,9 +38,9 @@ FIELDS = (
 def config_models(ctx: Ctx) -> dict[str, dict[str, Any]]:
     """Models of ``config/models.yaml`` as catalog-like dicts (empty when the config cannot be read)."""
     try:
-        from banditroute.config import RouterConfig
+        from banditroute.config import RouterConfig, config_dir_of
 
-        config = RouterConfig.load(ctx.settings.config_dir)
+        config = RouterConfig.load(config_dir_of(ctx.settings)[0])
     except Exception as exc:  # the config module or files may be absent; the topic view still works
         click.echo(f"note: config not read ({exc})", err=True)
         return {}

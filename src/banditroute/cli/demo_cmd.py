@@ -14,8 +14,7 @@ import click
 import yaml
 
 from banditroute.cli.output import EXIT_UNAVAILABLE, emit_json, fail, print_table, resolve_format
-
-DEFAULT_SCENARIO = Path("config/scenarios/default.yaml")
+from banditroute.config import DEFAULT_SCENARIO
 
 
 def _load_scenario(path: Path) -> Any:
@@ -130,7 +129,7 @@ _common = [
         "--scenario",
         type=click.Path(path_type=Path),
         default=DEFAULT_SCENARIO,
-        show_default=True,
+        show_default="the packaged default scenario",
         help="Scenario file: synthetic models, task mix and drift events.",
     ),
     click.option("--requests", "n", type=click.IntRange(1, 10_000_000), default=10_000, show_default=True),

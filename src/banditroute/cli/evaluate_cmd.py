@@ -26,9 +26,9 @@ import click
     "--config",
     "config_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=Path("config"),
-    show_default=True,
-    help="Config folder with the candidate's models.yaml / policy.yaml.",
+    default=None,
+    help="Config folder with the candidate's models.yaml / policy.yaml (default ./config, else the packaged "
+    "defaults).",
 )
 @click.option(
     "--lam",
@@ -60,7 +60,7 @@ import click
 def evaluate(
     decisions: Path,
     feedback: Path,
-    config_dir: Path,
+    config_dir: Path | None,
     lam: float | None,
     mu: float | None,
     budget: float | None,
@@ -73,13 +73,13 @@ def evaluate(
     """Estimate (IPS, SNIPS, DR with 95 % CIs) the value of a candidate configuration on logged traffic."""
     import dataclasses
 
-    from banditroute.config import ConfigError, RouterConfig
+    from banditroute.config import ConfigError, RouterConfig, resolve_config_dir
     from banditroute.events import Feedback, RoutingDecision
     from banditroute.sim.ope import evaluate_policy, join_logs, read_jsonl
     from banditroute.sim.shadow import compare_shadow
 
     try:
-        config = RouterConfig.load(config_dir)
+        config = RouterConfig.load(config_dir or resolve_config_dir(Path("config"), explicit=False)[0])
         decided = read_jsonl(decisions, RoutingDecision)
         fed = read_jsonl(feedback, Feedback)
     except (ConfigError, ValueError, OSError) as exc:

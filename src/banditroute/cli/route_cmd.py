@@ -144,27 +144,27 @@ def route(
         fail(describe_validation_error(exc), EXIT_INVALID)
     except ValueError as exc:
         fail(str(exc), EXIT_INVALID)
-    decision = run_async(_route_one(ctx, request, timeout_s, default_route))
+    decision, why = run_async(_route_one(ctx, request, timeout_s, default_route))
     print_record(decision, ctx, title=f"decision for {request.request_id}")
     if decision.is_default_route:
-        from banditroute.client import default_route_reason
-
-        click.echo(
-            f"warning: no decision from the router; default route ({default_route_reason(decision)})",
-            err=True,
-        )
+        click.echo(f"warning: no decision from the router; default route ({why})", err=True)
         raise SystemExit(EXIT_UNAVAILABLE)
 
 
 async def _route_one(
     ctx: Ctx, request: RoutingRequest, timeout_s: float, default_route: str | None
-) -> RoutingDecision:
-    from banditroute.client import RouterClient
+) -> tuple[RoutingDecision, str | None]:
+    """The decision, and for a default route why the router did not answer."""
+    from banditroute.client import RouterClient, default_route_reason
 
     async with RouterClient(
         ctx.settings, timeout_s=timeout_s, start_timeout_s=timeout_s, default_route=default_route
     ) as client:
-        return await client.route_request(request)
+        decision = await client.route_request(request)
+        why = default_route_reason(decision) if decision.is_default_route else None
+        if why == "timeout":
+            why = f"timeout: {await client.why_no_answer(timeout_s)}"
+        return decision, why
 
 
 async def _route_many(
@@ -246,6 +246,11 @@ async def _route_many(
                 await asyncio.gather(*pending)
             if no_wait:
                 await client.flush()
+        if failures and not no_wait:
+            click.echo(
+                f"warning: {failures} requests without a decision: {await client.why_no_answer(timeout_s)}",
+                err=True,
+            )
     elapsed = time.monotonic() - started
     if no_wait:
         summary = {"sent": len(requests), "seconds": round(elapsed, 3)}

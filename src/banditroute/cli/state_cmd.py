@@ -82,9 +82,10 @@ def summarise(
 def _policies(ctx: Ctx) -> tuple[dict[str, Any], Any]:
     """Model lifecycles (config + catalog are merged by 'catalog list'; here config only) and a policy lookup."""
     try:
-        from banditroute.config import Registry, RouterConfig
+        from banditroute.config import Registry, RouterConfig, config_dir_of
 
-        registry = Registry(RouterConfig.load(ctx.settings.config_dir), ctx.settings.config_dir)
+        config_dir = config_dir_of(ctx.settings)[0]
+        registry = Registry(RouterConfig.load(config_dir), config_dir)
     except Exception as exc:  # config is optional for this view
         click.echo(f"note: config not read, no budgets or lifecycles ({exc})", err=True)
         return {}, None

@@ -1,8 +1,15 @@
-"""``banditroute worker``: run one router worker."""
+"""``banditroute worker``: run one router worker (or check that it could run, with ``--check``)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
 import click
+
+from banditroute.cli.output import EXIT_INVALID, EXIT_UNAVAILABLE, fail
 
 
 @click.command()
@@ -12,22 +19,82 @@ import click
     default=None,
     help="Overrides BANDITROUTE_LOG_LEVEL.",
 )
-def worker(log_level: str | None) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Validate the settings, the config folder, the data folder and the connection to Kafka, then exit "
+    "(0 ok, 1 invalid configuration, 3 Kafka unreachable or topic layout mismatch).",
+)
+def worker(log_level: str | None, check: bool) -> None:
     """Run a router worker: decide, join feedback, learn. Configured by BANDITROUTE_* environment variables
-    and the files in BANDITROUTE_CONFIG_DIR (default ./config). Stops cleanly on SIGTERM or Ctrl-C.
+    and the files in BANDITROUTE_CONFIG_DIR (default ./config; without it, the packaged defaults that
+    `banditroute init` writes). Logs a "worker ready" line once it decides. Stops cleanly on SIGTERM or
+    Ctrl-C.
     """
+    from pydantic import ValidationError
+
     from banditroute.app import Router
-    from banditroute.config import ConfigError
+    from banditroute.config import ConfigError, config_dir_of
     from banditroute.settings import Settings
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        fail(f"invalid BANDITROUTE_* settings: {exc}", EXIT_INVALID)
+    config_dir, packaged = config_dir_of(settings)
+    updates: dict[str, Any] = {"config_dir": config_dir}
     if log_level:
-        settings = settings.model_copy(update={"log_level": log_level})
+        updates["log_level"] = log_level
+    settings = settings.model_copy(update=updates)
+    prepare_data_dir(settings.data_dir)
     try:
         router = Router(settings)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+        fail(str(exc), EXIT_INVALID)
+    if check:
+        run_check(router, packaged)
+        return
     run_worker(router)
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the worker's data folder (parents included) or exit 1 saying exactly what is wrong."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        fail(f"data folder {path} exists but is not a folder (set BANDITROUTE_DATA_DIR)", EXIT_INVALID)
+    except PermissionError as exc:
+        fail(
+            f"cannot create the data folder {path}: permission denied on {exc.filename or path} "
+            "(set BANDITROUTE_DATA_DIR to a writable folder)",
+            EXIT_INVALID,
+        )
+    except OSError as exc:
+        fail(f"cannot create the data folder {path}: {exc.strerror or exc} (set BANDITROUTE_DATA_DIR)")
+    if not os.access(path, os.W_OK | os.X_OK):
+        fail(f"data folder {path} is not writable (set BANDITROUTE_DATA_DIR)", EXIT_INVALID)
+
+
+def run_check(router: Any, packaged: bool) -> None:
+    """Print what the worker would use and whether Kafka answers with a compatible topic layout."""
+    from banditroute.app import TopicLayoutError
+
+    settings = router.settings
+    models = sorted(m.name for m in router.registry.models)
+    where = " (the packaged defaults: no ./config here; `banditroute init` writes one)" if packaged else ""
+    click.echo(f"config: {settings.config_dir}{where} ({len(models)} models: {', '.join(models)})")
+    click.echo(f"data folder: {settings.data_dir} (writable)")
+    try:
+        present = asyncio.run(asyncio.wait_for(router.ensure_topics(create=False), 10.0))
+    except TopicLayoutError as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    except Exception as exc:
+        fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc!r}", EXIT_UNAVAILABLE)
+    click.echo(
+        f"kafka: {settings.kafka_bootstrap} reachable; {present} of the worker's topics for prefix "
+        f"{settings.topic_prefix!r} exist (the worker creates the others)"
+    )
+    click.echo("ok")
 
 
 def run_worker(router: object) -> None:
@@ -40,14 +107,15 @@ def run_worker(router: object) -> None:
     assert isinstance(router, Router)
     settings = router.settings
     level = settings.log_level.upper()
-    import asyncio
 
     from banditroute.app import TopicLayoutError
 
     try:
-        asyncio.run(router.ensure_topics())
+        asyncio.run(asyncio.wait_for(router.ensure_topics(), 60.0))
     except TopicLayoutError as exc:
-        raise click.ClickException(str(exc)) from exc
+        fail(str(exc), EXIT_UNAVAILABLE)
+    except Exception as exc:
+        fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc!r}", EXIT_UNAVAILABLE)
     worker = faust.Worker(
         router.app,
         loglevel="warn" if level == "WARNING" else level.lower(),
