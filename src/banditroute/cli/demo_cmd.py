@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -237,66 +236,21 @@ def demo(
         bootstrap = broker.bootstrap
     prefix = f"demo{int(time.time())}"
     settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, app_id=prefix)
-    worker = None
+    from banditroute.cli.worker_process import log_tail, worker_process
+
     try:
         with tempfile.TemporaryDirectory(prefix="banditroute-demo-") as tmp:
             config = _write_worker_config(world, Path(tmp) / "config")
-            env = {
-                **os.environ,
-                "BANDITROUTE_KAFKA_BOOTSTRAP": bootstrap,
-                "BANDITROUTE_TOPIC_PREFIX": prefix,
-                "BANDITROUTE_APP_ID": prefix,
-                "BANDITROUTE_CONFIG_DIR": str(config),
-                "BANDITROUTE_DATA_DIR": str(Path(tmp) / "data"),
-                "BANDITROUTE_WEB_ENABLED": os.environ.get("BANDITROUTE_WEB_ENABLED", "false"),
-                "BANDITROUTE_LOG_LEVEL": "warning",
-            }
-            import subprocess
-
-            log_path = Path(tmp) / "worker.log"
-            with open(log_path, "ab") as worker_log:
-                worker = subprocess.Popen(
-                    [sys.executable, "-m", "banditroute", "worker"],
-                    env=env,
-                    stdout=worker_log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
-            asyncio.run(_wait_for_worker(settings, worker))
-            click.echo(f"worker pid {worker.pid} up; topics {prefix}.*; running {n} requests", err=True)
-            try:
-                log = asyncio.run(_run_simulation(settings, world, n, seed, rate, show=sys.stderr.isatty()))
-            except (TimeoutError, RuntimeError, OSError) as exc:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                fail(f"demo failed: {exc}\nworker log (tail):\n{tail}", EXIT_UNAVAILABLE)
+            with worker_process(bootstrap, prefix, config, Path(tmp)) as worker:
+                click.echo(f"worker pid {worker.pid} up; topics {prefix}.*; running {n} requests", err=True)
+                try:
+                    log = asyncio.run(
+                        _run_simulation(settings, world, n, seed, rate, show=sys.stderr.isatty())
+                    )
+                except (TimeoutError, RuntimeError, OSError) as exc:
+                    fail(f"demo failed: {exc}\nworker log (tail):\n{log_tail(Path(tmp))}", EXIT_UNAVAILABLE)
             _finish(log, out, fmt)
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=30)
-            except Exception:
-                worker.kill()
         if started and not keep_broker:
             broker.down()
             click.echo("stopped the local broker the demo started (use --keep-broker to keep it)", err=True)
-
-
-async def _wait_for_worker(settings: Any, worker: Any, timeout_s: float = 90.0) -> None:
-    """Wait until the worker has created its topics (or fail if it exits)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    wanted = {settings.topic(t) for t in ("requests", "decisions", "feedback")}
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if worker.poll() is not None:
-                raise click.ClickException(f"the worker exited with code {worker.returncode}")
-            if wanted <= set(await admin.list_topics()):
-                return
-            await asyncio.sleep(0.2)
-        raise click.ClickException("the worker did not create its topics in time")
-    finally:
-        await admin.close()

@@ -59,6 +59,13 @@ from banditroute.sim.replay import DEFAULT_POLICIES
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write plots here."
 )
+@click.option(
+    "--through-kafka",
+    is_flag=True,
+    help="Run the requests through a real worker instead (started here on fresh topics at "
+    "BANDITROUTE_KAFKA_BOOTSTRAP; Thompson only, no pooled prior): rounds of --delay requests, each round's "
+    "recorded outcomes sent as feedback and learnt before the next round.",
+)
 def replay(
     data: Path | None,
     lam: float,
@@ -71,6 +78,7 @@ def replay(
     pooled_prior_strength: float,
     fmt: str,
     out: Path | None,
+    through_kafka: bool,
 ) -> None:
     """Replay recorded outcomes: each policy routes the same sampled requests and learns the recorded outcome."""
     from banditroute.sim.replay import default_setup
@@ -79,20 +87,34 @@ def replay(
 
     try:
         table = load_outcomes(data)
-        setup = default_setup(table, lam, budget, pooled_prior_strength=pooled_prior_strength)
-        result = run_replay(
-            table,
-            lam=lam,
-            budget=budget,
-            requests=n,
-            seed=seed,
-            policies=policies or DEFAULT_POLICIES,
-            mix=mix,
-            delay=delay,
-            setup=setup,
-        )
+        if through_kafka:
+            if budget is not None:
+                raise ValueError("--budget is not supported with --through-kafka")
+            from banditroute.settings import Settings
+            from banditroute.sim.replay_kafka import run_with_own_worker
+
+            result = run_with_own_worker(
+                Settings().kafka_bootstrap, table, lam=lam, requests=n, seed=seed, mix=mix, delay=delay
+            )
+        else:
+            setup = default_setup(table, lam, budget, pooled_prior_strength=pooled_prior_strength)
+            result = run_replay(
+                table,
+                lam=lam,
+                budget=budget,
+                requests=n,
+                seed=seed,
+                policies=policies or DEFAULT_POLICIES,
+                mix=mix,
+                delay=delay,
+                setup=setup,
+            )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    except (RuntimeError, OSError) as exc:  # the broker or the worker (through Kafka)
+        from banditroute.cli.output import EXIT_UNAVAILABLE, fail
+
+        fail(str(exc), EXIT_UNAVAILABLE)
     report = result.to_json()
     if out is not None:
         from banditroute.sim.plots import plot_replay
