@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from banditroute.kafka.local import _pid_alive as _alive  # a zombie counts as gone
 from banditroute.kafka.local import free_port
 from tests.docs.readme import CODE, Block, describe, readme_blocks
 
@@ -129,18 +130,6 @@ class Session:
                 os.kill(pid, signal.SIGKILL)
                 problems.append(f"pid {pid} ignored SIGTERM for 30 s")
         return problems
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie (exited, not yet reaped) counts as gone
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _user_env(bootstrap: str) -> dict[str, str]:

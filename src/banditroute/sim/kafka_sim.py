@@ -49,6 +49,21 @@ class SimulationLog:
     """Time the simulator waited for learning to catch up (see ``max_learning_lag``)."""
 
 
+async def read_decisions_from_end(consumer: AIOKafkaConsumer, settings: Settings) -> None:
+    """Assign every partition of the decisions topic to ``consumer`` at its current end, positioned before
+    the first request goes out (so no decision of ours is missed)."""
+    topic = settings.topic("decisions")
+    tps = [
+        TopicPartition(topic, p) for p in sorted(await partitions_of(consumer, topic, require_leader=True))
+    ]
+    if not tps:
+        raise RuntimeError(f"topic {topic} does not exist: is a worker running with this topic prefix?")
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    for tp in tps:
+        await consumer.position(tp)
+
+
 def _request(task_type: str, index: int) -> dict[str, Any]:
     return {
         "schema_version": 1,
@@ -101,18 +116,7 @@ async def simulate(
     seen_version: dict[str, int] = {}
     t0 = time.monotonic()
     try:
-        # read decisions from the current end, positioned before the first request goes out
-        topic = settings.topic("decisions")
-        tps = [
-            TopicPartition(topic, p)
-            for p in sorted(await partitions_of(consumer, topic, require_leader=True))
-        ]
-        if not tps:
-            raise RuntimeError(f"topic {topic} does not exist: is a worker running with this topic prefix?")
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:
-            await consumer.position(tp)
+        await read_decisions_from_end(consumer, settings)
         for start in range(0, requests, batch):
             round_t0 = time.monotonic()
             reqs = [_request(tasks[i], i) for i in range(start, min(requests, start + batch))]

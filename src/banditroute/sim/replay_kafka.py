@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 import orjson
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from banditroute.core.codec import decode_state
-from banditroute.kafka.topics import partitions_of, read_topic
+from banditroute.kafka.topics import read_topic
 from banditroute.settings import Settings
+from banditroute.sim.kafka_sim import read_decisions_from_end
 from banditroute.sim.replay import PolicyRun, ReplayResult, Stream, catalog_from_table, make_stream
 from banditroute.sim.table import OutcomeTable, parse_mix
 
@@ -130,17 +131,7 @@ async def _drive(
     sent: dict[str, int] = {}
     follower = asyncio.create_task(_follow_learning(settings, learnt))
     try:
-        topic = settings.topic("decisions")
-        tps = [
-            TopicPartition(topic, p)
-            for p in sorted(await partitions_of(consumer, topic, require_leader=True))
-        ]
-        if not tps:
-            raise RuntimeError(f"topic {topic} does not exist: is a worker running with this topic prefix?")
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:
-            await consumer.position(tp)
+        await read_decisions_from_end(consumer, settings)
         feedback: list[tuple[bytes, bytes]] = []
         for start in range(0, n, block):
             await _send_and_wait_learnt(
