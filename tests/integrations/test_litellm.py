@@ -1,0 +1,129 @@
+"""The LiteLLM plugin against the real broker and a worker, with LiteLLM's own mock_response (no network):
+routing follows what the worker learnt, one feedback per call (errors and fallbacks too), the served model is
+credited and the worker joins every feedback."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would fetch its price map at import
+
+from collections.abc import Iterator
+from typing import Any
+
+import litellm
+import orjson
+import pytest
+from litellm import Router
+
+from banditroute.integrations.litellm import TASK_TYPE_KEY, BanditRouting, request_id_of
+from banditroute.kafka.topics import read_topic
+from banditroute.settings import Settings
+from tests.integrations.worker import Worker, start_worker, wait_ready
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture(scope="module")
+def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    yield from start_worker(kafka_bootstrap, tmp_path_factory.mktemp("litellm"))
+
+
+def deployment(name: str, group: str, answer: str) -> dict[str, Any]:
+    return {
+        "model_name": group,
+        "litellm_params": {"model": f"openai/{name}", "api_key": "sk-test", "mock_response": answer},
+        "model_info": {"id": name},
+    }
+
+
+def score(response: Any) -> float:
+    return 1.0 if response.choices[0].message.content == "right" else 0.0
+
+
+async def topic_records(worker: Worker, suffix: str) -> list[dict[str, Any]]:
+    settings = Settings.model_validate({"kafka_bootstrap": worker.bootstrap, "topic_prefix": worker.prefix})
+    out = []
+    async for record in read_topic(settings, settings.topic(suffix), start="earliest"):
+        if record.value:
+            out.append(orjson.loads(record.value))
+    return out
+
+
+async def test_routing_follows_what_the_worker_learnt(worker: Worker) -> None:
+    router = Router(
+        model_list=[deployment("strong", "auto", "right"), deployment("weak", "auto", "wrong")], num_retries=0
+    )
+    async with worker.client() as client:
+        await wait_ready(client)
+        routing = BanditRouting(client, task_type="qa", score=score).attach(router)
+        try:
+            served = []
+            for _ in range(120):
+                response = await router.acompletion(
+                    model="auto", messages=[{"role": "user", "content": "2+2?"}]
+                )
+                served.append(response._hidden_params["model_id"])
+                assert request_id_of(response) is not None
+        finally:
+            await routing.aclose()
+    early, late = served[:20], served[-40:]
+    assert late.count("strong") >= 36, f"last 40 calls: {late.count('strong')} to strong (first 20: {early})"
+    assert routing.stats["feedback"] == 120 and routing.stats["feedback_failed"] == 0
+
+
+async def test_one_feedback_per_call_with_errors_and_fallbacks(worker: Worker) -> None:
+    """``flaky`` always fails. Group ``auto`` falls back to ``spare``, where the plugin serves the next model of
+    the decision: calls routed to flaky are credited to strong. Group ``doomed`` has no way out: one error each."""
+    router = Router(
+        model_list=[
+            deployment("flaky", "auto", "litellm.RateLimitError"),
+            deployment("strong", "auto", "right"),
+            deployment("weak", "spare", "wrong"),  # the spare group only exists to be a fallback hop
+        ],
+        fallbacks=[{"auto": ["spare"]}],
+        num_retries=0,
+    )
+    doomed = Router(model_list=[deployment("flaky", "doomed", "litellm.RateLimitError")], num_retries=0)
+    async with worker.client() as client:
+        await wait_ready(client)
+        routing = BanditRouting(client, score=score, groups={"spare": ["flaky", "strong", "weak"]}).attach(
+            router
+        )
+        stranded = BanditRouting(client, task_type="fb").attach(doomed)
+        try:
+            served: dict[str, str] = {}
+            for i in range(24):
+                response = await router.acompletion(
+                    model="auto",
+                    messages=[{"role": "user", "content": f"q{i}"}],
+                    metadata={TASK_TYPE_KEY: "fb"},
+                )
+                rid = request_id_of(response)
+                assert rid is not None
+                served[rid] = response._hidden_params["model_id"]
+            failed = 0
+            for i in range(4):
+                with pytest.raises(litellm.RateLimitError):
+                    await doomed.acompletion(model="doomed", messages=[{"role": "user", "content": f"x{i}"}])
+                failed += 1
+        finally:
+            await routing.aclose()
+            await stranded.aclose()
+    decisions = {
+        d["request_id"]: d for d in await topic_records(worker, "decisions") if d["task_type"] == "fb"
+    }
+    feedback = [f for f in await topic_records(worker, "feedback") if f["request_id"] in decisions]
+    by_request: dict[str, list[dict[str, Any]]] = {}
+    for f in feedback:
+        by_request.setdefault(f["request_id"], []).append(f)
+    assert all(len(v) == 1 for v in by_request.values()), "a call got more than one feedback"
+    ok = {rid: fs[0] for rid, fs in by_request.items() if rid in served}
+    errors = [fs[0] for rid, fs in by_request.items() if rid not in served]
+    assert len(ok) == 24 and len(errors) == failed == 4
+    assert all(f["model"] == served[rid] == "strong" and f["quality"] == 1.0 for rid, f in ok.items())
+    rescued_calls = [rid for rid in ok if decisions[rid]["model"] == "flaky"]
+    assert rescued_calls, "no call was routed to flaky first (the fallback path went untested)"
+    assert all(f["model"] == "flaky" and f["error"] == "rate_limited" for f in errors)
+    dead = [d for d in await topic_records(worker, "deadletter") if d["source_topic"].endswith(".feedback")]
+    assert dead == [], [(d["reason"], d["error"]) for d in dead]
