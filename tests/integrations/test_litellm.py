@@ -20,6 +20,7 @@ from banditroute.integrations.litellm import TASK_TYPE_KEY, BanditRouting, reque
 from banditroute.kafka.topics import read_topic
 from banditroute.settings import Settings
 from tests.integrations.worker import Worker, start_worker, wait_ready
+from tests.kafka.helpers import wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -127,3 +128,31 @@ async def test_one_feedback_per_call_with_errors_and_fallbacks(worker: Worker) -
     assert all(f["model"] == "flaky" and f["error"] == "rate_limited" for f in errors)
     dead = [d for d in await topic_records(worker, "deadletter") if d["source_topic"].endswith(".feedback")]
     assert dead == [], [(d["reason"], d["error"]) for d in dead]
+
+
+async def test_quality_sent_later_and_task_type_from_messages(worker: Worker) -> None:
+    """Without a score hook the plugin sends nothing for a success; the caller's later quality is the one
+    feedback, for the model that served. The task type comes from a function of the messages."""
+    router = Router(model_list=[deployment("strong", "auto", "right"), deployment("weak", "auto", "wrong")])
+    async with worker.client() as client:
+        await wait_ready(client)
+        routing = BanditRouting(client, task_type=lambda messages: f"later-{len(messages)}").attach(router)
+        try:
+            responses = [
+                await router.acompletion(model="auto", messages=[{"role": "user", "content": f"q{i}"}])
+                for i in range(3)
+            ]
+            # LiteLLM runs its success callbacks in the background, after the call returned
+            assert await wait_for(lambda: routing.stats["awaiting_quality"] == 3, timeout_s=10)
+            assert routing.stats["feedback"] == 0
+            for response in responses:
+                assert await routing.feedback(response, quality=0.5)
+        finally:
+            await routing.aclose()
+    ids = {request_id_of(r): r._hidden_params["model_id"] for r in responses}
+    decisions = [d for d in await topic_records(worker, "decisions") if d["request_id"] in ids]
+    assert sorted(d["task_type"] for d in decisions) == ["later-1"] * 3
+    feedback = [f for f in await topic_records(worker, "feedback") if f["request_id"] in ids]
+    assert sorted(f["request_id"] for f in feedback) == sorted(ids)
+    assert all(f["model"] == ids[f["request_id"]] and f["quality"] == 0.5 for f in feedback)
+    assert all(f["tokens_in"] is not None and f["tokens_out"] is not None for f in feedback)

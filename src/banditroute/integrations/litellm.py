@@ -14,7 +14,8 @@ Per call: the first attempt asks banditroute for a model among the requested gro
 its deployments, or ``groups[model]``: banditroute model names that are deployment ids or model groups); a
 retry or fallback hop takes the next untried model of the decision's order (LiteLLM's own fallback target when
 none of the decision's models is in the hop's group). Exactly one feedback per call: on success, for the model
-that served (with latency, tokens and LiteLLM's ``response_cost``) when ``score(response)`` gives a quality,
+that served (with latency, tokens and LiteLLM's ``response_cost``, or the catalog's price of the tokens when
+LiteLLM does not know the model's price) when ``score(response)`` gives a quality,
 else nothing (send it later with the request id); on failure, an ``error`` for the last model that failed,
 once LiteLLM has no retry or fallback left (or ``settle_after_s`` after the last failure, whichever first).
 """
@@ -118,6 +119,11 @@ def _ms(start: Any, end: Any) -> float | None:
     if isinstance(start, int | float) and isinstance(end, int | float):
         return max((end - start) * 1000.0, 0.0)
     return None
+
+
+def _cost(value: Any) -> float | None:
+    """LiteLLM's ``response_cost`` when it knows the price (> 0); else None, and the catalog prices the tokens."""
+    return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
 def _int(value: Any) -> int | None:
@@ -312,10 +318,13 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
         self, request_data: dict[str, Any], response: Any, call_type: Any
     ) -> Any:
         """Stamp the request id on the response before the caller gets it."""
-        call = self._call(metadata_of(request_data))
+        metadata = metadata_of(request_data)
+        call = self._call(metadata)
         hidden = getattr(response, "_hidden_params", None)
         if call is not None and isinstance(hidden, dict):
-            served = self._served(call, {"litellm_params": {"model_info": {"id": hidden.get("model_id")}}})
+            info = metadata.get("model_info")
+            ident = info.get("id") if isinstance(info, Mapping) else hidden.get("model_id")
+            served = self._served(call, {"litellm_params": {"model_info": {"id": ident}}})
             hidden[RESPONSE_KEY] = {
                 "request_id": call.request_id,
                 "decision_id": call.decision.decision_id,
@@ -346,7 +355,7 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
             model=served,
             quality=quality,
             latency_ms=_ms(start_time, end_time),
-            cost_usd=float(cost) if isinstance(cost, int | float) and cost >= 0 else None,
+            cost_usd=_cost(cost),
             tokens_in=tokens_in,
             tokens_out=tokens_out,
         )
@@ -450,7 +459,7 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
             model=stamp["model"],
             quality=quality,
             latency_ms=float(latency) if isinstance(latency, int | float) else None,
-            cost_usd=float(cost) if isinstance(cost, int | float) else None,
+            cost_usd=_cost(cost),
             tokens_in=tokens_in,
             tokens_out=tokens_out,
         )
