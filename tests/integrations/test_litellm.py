@@ -4,11 +4,14 @@ credited and the worker joins every feedback."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would fetch its price map at import
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import litellm
@@ -23,6 +26,8 @@ from tests.integrations.worker import Worker, start_worker, wait_ready
 from tests.kafka.helpers import wait_for
 
 pytestmark = pytest.mark.kafka
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "litellm_router.py"
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +161,22 @@ async def test_quality_sent_later_and_task_type_from_messages(worker: Worker) ->
     assert sorted(f["request_id"] for f in feedback) == sorted(ids)
     assert all(f["model"] == ids[f["request_id"]] and f["quality"] == 0.5 for f in feedback)
     assert all(f["tokens_in"] is not None and f["tokens_out"] is not None for f in feedback)
+
+
+async def test_the_example_runs(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """examples/litellm_router.py, as the README shows it, against this worker (fewer calls)."""
+    monkeypatch.setenv("BANDITROUTE_KAFKA_BOOTSTRAP", worker.bootstrap)
+    monkeypatch.setenv("BANDITROUTE_TOPIC_PREFIX", worker.prefix)
+    spec = importlib.util.spec_from_file_location("litellm_router", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    await example.main(30)
+    out = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(
+        r"first call: request [0-9a-f]{32} served by (gpt-large|mid-tier|small-fast)", out[0]
+    ), out
+    assert out[1].startswith("first third") and out[2].startswith("last third")
+    assert out[3] == "feedback sent: 30 of 30 calls; 0 as errors"

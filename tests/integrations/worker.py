@@ -11,11 +11,15 @@ from banditroute.client import RouterClient, RouteTimeout
 from tests.kafka.helpers import WorkerProcess, worker_env
 from tests.kafka.router_world import write_config
 
-# Two models of equal price: the bandit must tell them apart by the quality the integrations report.
+# strong/weak/flaky: equal price, so the bandit must tell them apart by the quality the integrations report;
+# gpt-large/mid-tier/small-fast: as in config/models.yaml, for examples/litellm_router.py.
 MODELS_YAML = """models:
   - {name: strong, cost_per_call_usd: 0.001, latency_ms: 300}
   - {name: weak, cost_per_call_usd: 0.001, latency_ms: 300}
   - {name: flaky, cost_per_call_usd: 0.001, latency_ms: 300}
+  - {name: gpt-large, cost_per_call_usd: 0.012, price_in_per_1k_usd: 0.01, price_out_per_1k_usd: 0.03}
+  - {name: mid-tier, cost_per_call_usd: 0.002, price_in_per_1k_usd: 0.0015, price_out_per_1k_usd: 0.002}
+  - {name: small-fast, cost_per_call_usd: 0.0004, price_in_per_1k_usd: 0.0002, price_out_per_1k_usd: 0.0006}
 """
 POLICY_YAML = """defaults:
   lam: 10.0
