@@ -23,7 +23,6 @@ import faust
 import numpy as np
 import orjson
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.agents.decide_service import DecideService
@@ -37,10 +36,13 @@ from banditroute.agents.state_reader import StateReader
 from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter, unknown_model_check
 from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core import TaskState
-from banditroute.events import DeadLetter, Feedback, ModelCatalogEvent
+from banditroute.events import DeadLetter, DeadLetterReason, Feedback, ModelCatalogEvent
 from banditroute.kafka import backoff
+from banditroute.kafka.admin import admin_client, create_topics, new_topic
 from banditroute.kafka.topics import partition_for
+from banditroute.services import LoopService, WorkerApp
 from banditroute.settings import Settings
+from banditroute.topics import layout
 
 log = logging.getLogger("banditroute.worker")
 
@@ -91,7 +93,7 @@ class Router:
         self._declare()
 
     # -- declarations -------------------------------------------------------------------------------------
-    def _make_app(self) -> faust.App:
+    def _make_app(self) -> WorkerApp:
         s = self.settings
         credentials: Any = None
         password = s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None
@@ -105,7 +107,7 @@ class Router:
             )
         elif s.kafka_security_protocol == "SSL":
             credentials = faust.SSLCredentials(ssl_context)  # type: ignore[arg-type]  # see above
-        return faust.App(
+        return WorkerApp(
             s.app_id,
             broker=s.broker_url,
             broker_credentials=credentials,
@@ -217,7 +219,14 @@ class Router:
         app.agent(self.catalog, name="check_catalog")(self._check_catalog)
         app.timer(TICK_INTERVAL_S)(self._tick)
         app.timer(5.0)(self._reload_config)
-        app.task(self._run_services)
+        for name, loop in (
+            ("state_reader", self.reader),
+            ("decide", self.decider),
+            ("decision_reader", self.decision_reader),
+        ):
+            app.service(LoopService(name, loop.run, loop.stop, self.counters))  # type: ignore[arg-type]  # instances work too
+        app.closers += [self.outbox.stop, self.learn_outbox.stop, self.catalog_outbox.stop, self.gaps.stop]
+        app.task(self._announce_config)
         if s.web_enabled:
             from banditroute.web import install_web
 
@@ -228,41 +237,24 @@ class Router:
 
     # -- services -----------------------------------------------------------------------------------------
     async def ensure_topics(self, *, create: bool = True) -> int:
-        """Create the topics faust does not declare itself (requests, deadletter) with the configured layout
-        (``create=False`` only checks the layout of those that exist). Returns how many existed."""
+        """Create the worker's topics (the layout of ``topics.DEFAULT_TOPICS``) where missing, after checking
+        that existing ones have the partition counts this worker needs (``create=False`` only checks). Returns
+        how many existed. Raises TopicLayoutError or TopicCreationError (any refusal but "already exists")
+        with the broker's message."""
         s = self.settings
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, **s.aiokafka_security())
-        await admin.start()
-        try:
+        wanted = [
+            new_topic(name, partitions, configs)
+            for name, (partitions, configs) in layout(s.topic, s.partitions, s.state_partitions).items()
+        ]
+        async with admin_client(s.kafka_bootstrap, s.aiokafka_security()) as admin:
             existing = set(await admin.list_topics())
-            wanted = [
-                NewTopic(self.requests.get_topic_name(), s.partitions, 1),
-                NewTopic(self.decisions.get_topic_name(), s.partitions, 1),
-                NewTopic(self.feedback.get_topic_name(), s.partitions, 1),
-                NewTopic(self.deadletter.get_topic_name(), 1, 1),
-                NewTopic(s.topic("shadow-decisions"), s.partitions, 1),
-                NewTopic(self.catalog.get_topic_name(), 1, 1, topic_configs={"cleanup.policy": "compact"}),
-                NewTopic(self.outcomes.get_topic_name(), s.state_partitions, 1),
-                NewTopic(
-                    self.state_topic.get_topic_name(),
-                    s.state_partitions,
-                    1,
-                    topic_configs={"cleanup.policy": "compact"},
-                ),
-            ]
             await self._check_layout(admin, [t for t in wanted if t.name in existing])
-            missing = [t for t in wanted if t.name not in existing]
-            if missing and create:
-                try:
-                    await admin.create_topics(missing)
-                except Exception as exc:  # another worker may have created them concurrently
-                    log.info("create_topics: %s", exc)
-            return len(wanted) - len(missing)
-        finally:
-            await admin.close()
+            if create:
+                await create_topics(admin, wanted)
+        return sum(t.name in existing for t in wanted)
 
     @staticmethod
-    async def _check_layout(admin: AIOKafkaAdminClient, present: list[NewTopic]) -> None:
+    async def _check_layout(admin: Any, present: list[Any]) -> None:
         """Fail fast, with a fix, if a topic exists with another partition count than this worker needs."""
         if not present:
             return
@@ -277,36 +269,13 @@ class Router:
                     "BANDITROUTE_PARTITIONS / BANDITROUTE_STATE_PARTITIONS to match, or recreate the topic."
                 )
 
-    async def _run_services(self) -> None:
+    async def _announce_config(self) -> None:
         if self.settings.config_dir == PACKAGED_CONFIG:
             log.info(
                 "no config folder at ./config: using the packaged defaults in %s (`banditroute init` writes a "
                 "copy to edit; BANDITROUTE_CONFIG_DIR chooses another folder)",
                 PACKAGED_CONFIG,
             )
-        await asyncio.gather(
-            self._supervise("state_reader", self.reader.run, self.reader.stop),
-            self._supervise("decide", self.decider.run, self.decider.stop),
-            self._supervise("decision_reader", self.decision_reader.run, self.decision_reader.stop),
-        )
-
-    async def _supervise(self, name: str, run: Any, stop: Any) -> None:
-        """Run a service loop; log and restart it after a pause if it fails, so the worker never dies of it."""
-        backoff = 0.5
-        try:
-            while True:
-                try:
-                    await run()
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("%s loop failed; restarting in %.1f s", name, backoff)
-                    self.counters[f"{name}_restarts"] += 1
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
-        finally:
-            stop()
 
     async def _on_revoked(self, _sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """Before faust moves partitions: the decision reader finishes its batch and lets go of all of them."""
@@ -338,12 +307,8 @@ class Router:
         if not tps:
             return
         s = self.settings
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, **s.aiokafka_security())
-        await admin.start()
-        try:
+        async with admin_client(s.kafka_bootstrap, s.aiokafka_security()) as admin:
             committed = await admin.list_consumer_group_offsets(s.app_id, partitions=tps)
-        finally:
-            await admin.close()
         for tp in tps:
             meta = committed.get(tp)
             if meta is not None and meta.offset >= 0:
@@ -402,10 +367,15 @@ class Router:
                 results.append(self.join.on_decision(decision, msg.partition, msg.offset, now))
             else:
                 results.append(await self._join_one_feedback(msg, now))
-        except Exception as exc:  # never let one record stop the join
+        except Exception as exc:  # never let one record stop the join; the bug is kept with its input
             log.exception("join failed", extra={"topic": msg.topic, "offset": msg.offset})
             await self._dead_letter(
-                msg.value, msg.topic, msg.partition, msg.offset, "validation_error", str(exc)
+                msg.value,
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                DeadLetterReason.INTERNAL_ERROR,
+                f"the join failed on this record: {type(exc).__name__}: {exc}",
             )
 
     async def _missed(self, msg: Any) -> list[Any]:

@@ -44,9 +44,12 @@ from banditroute.events import (
     RoutingDecision,
     RoutingRequest,
 )
+from banditroute.kafka.admin import admin_client, create_topics, new_topic
+from banditroute.kafka.admin import ensure_topics as admin_ensure_topics
 from banditroute.kafka.groups import diagnose_no_answer
 from banditroute.kafka.topics import KafkaUnavailable, partitions_of, read_topic
 from banditroute.settings import Settings
+from banditroute.topics import layout
 
 log = logging.getLogger("banditroute.client")
 
@@ -228,45 +231,21 @@ def default_route_reason(decision: RoutingDecision) -> str | None:
 
 
 def topic_layout(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
-    """Full topic name -> (partitions, topic configs) for the default topics."""
-    compact = {"cleanup.policy": "compact"}
-    return {
-        settings.topic("requests"): (settings.partitions, {}),
-        settings.topic("decisions"): (settings.partitions, {}),
-        settings.topic("feedback"): (settings.partitions, {}),
-        settings.topic("catalog"): (1, compact),
-        settings.topic("state"): (settings.state_partitions, compact),
-        settings.topic("deadletter"): (1, {}),
-    }
+    """Full topic name -> (partitions, topic configs) for the default topics (``topics.DEFAULT_TOPICS``)."""
+    return layout(settings.topic, settings.partitions, settings.state_partitions)
 
 
 async def ensure_topics(settings: Settings, suffixes: Iterable[str], *, timeout_s: float = 10.0) -> None:
-    """Create the named default topics if missing, with the worker's layout (best effort, bounded)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    """Create the named default topics if missing, with the worker's layout (bounded by ``timeout_s``).
 
-    layout = topic_layout(settings)
+    A topic created concurrently by a worker or another client is fine; any other refusal raises
+    :class:`~banditroute.kafka.admin.TopicCreationError` with the broker's message."""
+    wanted = topic_layout(settings)
     names = [settings.topic(s) for s in suffixes]
-
-    async def run() -> None:
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap, **settings.aiokafka_security()
-        )
-        try:
-            await admin.start()
-            existing = set(await admin.list_topics())
-            missing = [
-                NewTopic(n, layout[n][0], 1, topic_configs=layout[n][1]) for n in names if n not in existing
-            ]
-            if missing:
-                try:
-                    await admin.create_topics(missing)
-                except Exception as exc:  # created concurrently by a worker or another client
-                    log.debug("create_topics: %s", exc)
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
-
-    await asyncio.wait_for(run(), timeout_s)
+    topics = [new_topic(n, *wanted[n]) for n in names]
+    await asyncio.wait_for(
+        admin_ensure_topics(settings.kafka_bootstrap, settings.aiokafka_security(), topics), timeout_s
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -398,31 +377,16 @@ class RouterClient:
         self._reader = asyncio.create_task(self._read_replies(), name="banditroute-client-replies")
 
     async def _admin_setup(self, security: dict[str, object]) -> None:
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
         s = self.settings
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id=self.client_id, **security)
-        try:
-            await admin.start()
-            existing = set(await admin.list_topics())
-            new = []
-            if self._owns_reply_topic and self.reply_topic not in existing:
-                configs = {"retention.ms": str(REPLY_RETENTION_MS)}
-                new.append(NewTopic(self.reply_topic, 1, 1, topic_configs=configs))
+        async with admin_client(s.kafka_bootstrap, security, client_id=self.client_id) as admin:
+            wanted = []
+            if self._owns_reply_topic:
+                wanted.append(new_topic(self.reply_topic, 1, {"retention.ms": str(REPLY_RETENTION_MS)}))
             if self._ensure_topics:
-                layout = topic_layout(s)
-                for name in (self.requests_topic, self.feedback_topic):
-                    if name not in existing:
-                        new.append(NewTopic(name, layout[name][0], 1, topic_configs=layout[name][1]))
-            if new:
-                try:
-                    await admin.create_topics(new)
-                except Exception as exc:  # a worker may create requests/feedback concurrently
-                    log.debug("create_topics: %s", exc)
+                topics = topic_layout(s)
+                wanted += [new_topic(n, *topics[n]) for n in (self.requests_topic, self.feedback_topic)]
+            await create_topics(admin, wanted)
             self._created_reply_topic = self._owns_reply_topic
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
 
     async def close(self) -> None:
         """Stop reading, fail waiting calls, delete the private reply topic (best effort, bounded)."""
@@ -449,16 +413,9 @@ class RouterClient:
         self._consumer = self._producer = None
 
     async def _delete_reply_topic(self) -> None:
-        from aiokafka.admin import AIOKafkaAdminClient
-
         s = self.settings
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, **s.aiokafka_security())
-        try:
-            await admin.start()
+        async with admin_client(s.kafka_bootstrap, s.aiokafka_security()) as admin:
             await admin.delete_topics([self.reply_topic])
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
 
     # -- replies ----------------------------------------------------------------------------------------
     async def _read_replies(self) -> None:

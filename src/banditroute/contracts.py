@@ -48,6 +48,7 @@ REASON_DOCS: dict[DeadLetterReason, str] = {
     DeadLetterReason.DUPLICATE_FEEDBACK: "feedback whose idempotency_key was already applied (worker check)",
     DeadLetterReason.MODEL_MISMATCH: "feedback model is neither the chosen model nor one of its fallbacks",
     DeadLetterReason.LATE_FEEDBACK: "feedback that arrived after the join window closed (worker check)",
+    DeadLetterReason.INTERNAL_ERROR: "the worker failed on a valid message (a bug); `error` names the exception",
 }
 
 _T0 = datetime(2025, 1, 15, 12, 0, 0, tzinfo=UTC)

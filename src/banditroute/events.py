@@ -444,6 +444,7 @@ class DeadLetterReason(StrEnum):
     DUPLICATE_FEEDBACK = "duplicate_feedback"
     MODEL_MISMATCH = "model_mismatch"
     LATE_FEEDBACK = "late_feedback"
+    INTERNAL_ERROR = "internal_error"
 
 
 def _check_b64(value: str) -> str:

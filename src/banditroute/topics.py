@@ -1,11 +1,13 @@
-"""The default topics as data: name, key, value event, partition guidance, cleanup policy and retention.
+"""The default topics as data: name, key, value event, partition count, cleanup policy and retention.
 
 Runtime names are ``<prefix>.<suffix>``; the default prefix is ``banditroute``. ``streams/topics.yaml`` and
-``streams/asyncapi.yaml`` are generated from this list.
+``streams/asyncapi.yaml`` are generated from this list, and the worker, the client and the CLI create topics
+from it (:func:`layout`), so the layout is written down once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,6 +31,17 @@ class TopicSpec:
     description: str
     internal: bool = False
     content_type: str = "application/json"
+    sizing: Literal["partitions", "state_partitions", "one"] = "partitions"
+    """Which setting gives the partition count: ``partitions`` (requests, decisions and feedback co-partition
+    by request_id), ``state_partitions`` (outcomes and state, keyed by task type) or a single partition."""
+
+    def partition_count(self, partitions: int, state_partitions: int) -> int:
+        """The number of partitions this topic is created with."""
+        return {"partitions": partitions, "state_partitions": state_partitions, "one": 1}[self.sizing]
+
+    def configs(self) -> dict[str, str]:
+        """Topic configs set at creation (only the cleanup policy; retention is left to the broker's default)."""
+        return {"cleanup.policy": "compact"} if self.cleanup_policy == "compact" else {}
 
     def name(self, prefix: str = DEFAULT_PREFIX) -> str:
         """The topic's runtime name for ``prefix``."""
@@ -80,6 +93,7 @@ DEFAULT_TOPICS: tuple[TopicSpec, ...] = (
         cleanup_policy="compact",
         retention_ms=None,
         description="Model catalog: latest entry per model.",
+        sizing="one",
     ),
     TopicSpec(
         suffix="state",
@@ -91,6 +105,7 @@ DEFAULT_TOPICS: tuple[TopicSpec, ...] = (
         description="Learned posterior snapshots per task type; internal binary format, not a public contract.",
         internal=True,
         content_type="application/octet-stream",
+        sizing="state_partitions",
     ),
     TopicSpec(
         suffix="outcomes",
@@ -101,6 +116,7 @@ DEFAULT_TOPICS: tuple[TopicSpec, ...] = (
         retention_ms=3 * DAY_MS,
         description="Internal: decisions joined with feedback, keyed by task_type for the learner.",
         internal=True,
+        sizing="state_partitions",
     ),
     TopicSpec(
         suffix="deadletter",
@@ -110,16 +126,33 @@ DEFAULT_TOPICS: tuple[TopicSpec, ...] = (
         cleanup_policy="delete",
         retention_ms=14 * DAY_MS,
         description="Messages that could not be used, with a reason code and an actionable error.",
+        sizing="one",
     ),
 )
 
 
 def topic(suffix: str, prefix: str = DEFAULT_PREFIX) -> str:
     """Runtime name of a default topic, e.g. ``topic("requests") == "banditroute.requests"``."""
+    return spec_of(suffix).name(prefix)
+
+
+def spec_of(suffix: str) -> TopicSpec:
+    """The default topic with this suffix."""
     for spec in DEFAULT_TOPICS:
         if spec.suffix == suffix:
-            return spec.name(prefix)
+            return spec
     raise KeyError(f"unknown topic {suffix!r}; known: {', '.join(s.suffix for s in DEFAULT_TOPICS)}")
 
 
-__all__ = ["DAY_MS", "DEFAULT_PREFIX", "DEFAULT_TOPICS", "TopicSpec", "topic"]
+def layout(
+    name_of: Callable[[str], str], partitions: int, state_partitions: int
+) -> dict[str, tuple[int, dict[str, str]]]:
+    """Runtime topic name (``name_of(suffix)``, e.g. ``Settings.topic``) -> (partitions, topic configs) of every
+    default topic."""
+    return {
+        name_of(spec.suffix): (spec.partition_count(partitions, state_partitions), spec.configs())
+        for spec in DEFAULT_TOPICS
+    }
+
+
+__all__ = ["DAY_MS", "DEFAULT_PREFIX", "DEFAULT_TOPICS", "TopicSpec", "layout", "spec_of", "topic"]

@@ -87,14 +87,14 @@ class WorkerProcess:
         import subprocess
         import sys
 
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child for its lifetime
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "banditroute", "worker"],
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "banditroute", "worker"],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         return self
 
     def kill(self) -> None:

@@ -362,18 +362,17 @@ class DecideService:
             return
         try:
             decision = self.logic.decide(result)
-        except Exception as exc:  # the worker must never die on one request
+        except Exception as exc:  # the worker must never die on one request; the bug is kept with its input
             log.exception("decision failed", extra={"request_id": result.request_id})
-            letter = DeadLetter(
-                original="",
-                original_size=len(record.value or b""),
-                source_topic=record.topic,
-                source_partition=record.partition,
-                source_offset=record.offset,
+            letter = make_dead_letter(
+                record.value,
+                record.topic,
+                record.partition,
+                record.offset,
+                DeadLetterReason.INTERNAL_ERROR,
+                f"the router could not decide this request: {type(exc).__name__}: {exc}",
+                datetime.now(UTC),
                 event_type="RoutingRequest",
-                reason=DeadLetterReason.VALIDATION_ERROR,
-                error=f"the router could not decide this request: {type(exc).__name__}: {exc}"[:1000],
-                dead_lettered_at=datetime.now(UTC),
             )
             self._batch_letters.append(letter.reason)
             out.futures.append(

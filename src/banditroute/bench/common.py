@@ -9,6 +9,7 @@ process a deployment runs, and the bench driver's own CPU use does not slow the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import subprocess
@@ -26,6 +27,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from banditroute.bench.policy import machine_info
+
+log = logging.getLogger("banditroute.bench")
 
 __all__ = [
     "BenchWorker",
@@ -108,35 +111,28 @@ def request_bytes(request_id: str, task_type: str = "bench", created_at: str | N
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = PARTITIONS) -> None:
     """Create topics up front (idempotent), so consumers never wait on auto-creation."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from banditroute.kafka.admin import ensure_topics, new_topic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
-        if new:
-            await admin.create_topics(new)
-    finally:
-        await admin.close()
+    await ensure_topics(bootstrap, None, [new_topic(n, partitions) for n in names])
 
 
 async def delete_topics(bootstrap: str, prefix: str) -> None:
-    """Remove every topic of a bench run (best effort)."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    """Remove every topic of a bench run (best effort: a failure is logged, never raised)."""
+    from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    from banditroute.kafka.admin import admin_client
+
     try:
-        names = [
-            t for t in await admin.list_topics() if t.startswith(prefix + ".") or t.startswith(prefix + "-")
-        ]
-        if names:
-            await admin.delete_topics(names)
-    except Exception:  # noqa: BLE001 - cleanup must never fail a bench
-        pass
-    finally:
-        await admin.close()
+        async with admin_client(bootstrap) as admin:
+            names = [
+                t
+                for t in await admin.list_topics()
+                if t.startswith(prefix + ".") or t.startswith(prefix + "-")
+            ]
+            if names:
+                await admin.delete_topics(names)
+    except (KafkaError, OSError) as exc:
+        log.warning("could not delete the bench topics of %s: %s", prefix, exc)
 
 
 @dataclass

@@ -41,33 +41,26 @@ class LagSampler:
 
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer
-        from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self.security)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.security
-        )
-        started: list[Any] = []
-        try:
-            await admin.start()
-            started.append(admin)
-            await consumer.start()
-            started.append(consumer)
-            while True:
-                try:
-                    await self.sample_once(admin, consumer)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # lag is best effort; never disturb the worker
-                    self.errors += 1
-                    log.debug("lag sample failed: %s", exc)
-                await asyncio.sleep(self.interval_s)
-        finally:
-            for client in reversed(started):
-                try:
-                    await client.stop() if client is consumer else await client.close()
-                except Exception:  # shutting down anyway
-                    pass
+        from banditroute.kafka.admin import admin_client
+
+        async with admin_client(self.bootstrap, self.security) as admin:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.security
+            )
+            try:
+                await consumer.start()
+                while True:
+                    try:
+                        await self.sample_once(admin, consumer)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # lag is best effort; never disturb the worker
+                        self.errors += 1
+                        log.debug("lag sample failed: %s", exc)
+                    await asyncio.sleep(self.interval_s)
+            finally:
+                await consumer.stop()
 
     async def sample_once(self, admin: Any, consumer: Any) -> None:
         from aiokafka import TopicPartition

@@ -1,0 +1,74 @@
+"""The one admin helper: open an admin client, create topics honestly, close it.
+
+Kafka's CreateTopics answers with an error code per topic instead of raising. :func:`create_topics` reads
+them: a topic that already exists (created meanwhile by another worker or client) is fine; any other error
+(authorisation, invalid config, policy violation, ...) raises :class:`TopicCreationError` with the broker's
+message, so start-up stops with it instead of going on without its topics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+log = logging.getLogger("banditroute.kafka")
+
+
+class TopicCreationError(RuntimeError):
+    """The broker refused to create a topic for a reason other than that it exists already."""
+
+
+@asynccontextmanager
+async def admin_client(
+    bootstrap: str, security: Mapping[str, Any] | None = None, **kwargs: Any
+) -> AsyncIterator[Any]:
+    """A started ``AIOKafkaAdminClient``, closed on exit (also when starting it failed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **dict(security or {}), **kwargs)
+    try:
+        await admin.start()
+        yield admin
+    finally:
+        await admin.close()
+
+
+def new_topic(name: str, partitions: int, configs: Mapping[str, str] | None = None) -> NewTopic:
+    """A topic to create with replication factor 1 (the single-node broker of development and tests)."""
+    return NewTopic(name, partitions, 1, topic_configs=dict(configs or {}))
+
+
+async def create_topics(admin: Any, topics: Iterable[NewTopic]) -> list[str]:
+    """Create ``topics`` that do not exist yet; returns the names created here. Raises TopicCreationError."""
+    existing = set(await admin.list_topics())
+    missing = [t for t in topics if t.name not in existing]
+    if not missing:
+        return []
+    response = await admin.create_topics(missing)
+    created, errors = [], []
+    for entry in response.topic_errors:
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None
+        if code == 0:
+            created.append(name)
+        elif code == TopicAlreadyExistsError.errno:
+            log.debug("topic %s was created concurrently", name)
+        else:
+            errors.append(f"{name}: {for_code(code).__name__}" + (f" ({message})" if message else ""))
+    if errors:
+        raise TopicCreationError("could not create topics: " + "; ".join(errors))
+    return created
+
+
+async def ensure_topics(
+    bootstrap: str, security: Mapping[str, Any] | None, topics: Iterable[NewTopic], **kwargs: Any
+) -> list[str]:
+    """Open an admin client, create the missing ``topics`` and close it."""
+    async with admin_client(bootstrap, security, **kwargs) as admin:
+        return await create_topics(admin, topics)
+
+
+__all__ = ["TopicCreationError", "admin_client", "create_topics", "ensure_topics", "new_topic"]
