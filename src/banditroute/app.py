@@ -19,7 +19,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import faust
 import numpy as np
 import orjson
 from aiokafka import TopicPartition
@@ -27,7 +26,6 @@ from aiokafka import TopicPartition
 from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.agents.decide_service import DecideService
 from banditroute.agents.decision_reader import DecisionReader
-from banditroute.agents.gaps import GapFiller
 from banditroute.agents.join import FeedbackRecord, JoinLogic, JoinResult
 from banditroute.agents.learn import LearnLogic
 from banditroute.agents.outbox import Outbox
@@ -38,9 +36,10 @@ from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core import TaskState
 from banditroute.events import DeadLetter, DeadLetterReason, Feedback, ModelCatalogEvent
 from banditroute.kafka import backoff
-from banditroute.kafka.admin import admin_client, create_topics, new_topic
+from banditroute.kafka.admin import admin_client, check_partitions, create_topics, new_topic
+from banditroute.kafka.gaps import GapFiller
 from banditroute.kafka.topics import partition_for
-from banditroute.services import LoopService, WorkerApp
+from banditroute.services import LoopService, make_app
 from banditroute.settings import Settings
 from banditroute.topics import layout
 
@@ -58,10 +57,6 @@ def _tick_time(headers: Any) -> float | None:
             except (TypeError, ValueError):
                 return 0.0
     return None
-
-
-class TopicLayoutError(RuntimeError):
-    """An existing topic's partition count does not match the configuration."""
 
 
 TICK_INTERVAL_S = 1.0
@@ -86,55 +81,12 @@ class Router:
         self.decisions_by_model: Counter[tuple[str, str]] = Counter()
         self.recent_decisions: list[dict[str, Any]] = []
         self.learned_at: dict[str, float] = {}
-        self._last_offsets: dict[tuple[str, int], int] = {}
         self.ready = False
         """Set once, when the worker first decides: partitions assigned, tables recovered, state read."""
-        self.app = self._make_app()
+        self.app = make_app(settings)
         self._declare()
 
     # -- declarations -------------------------------------------------------------------------------------
-    def _make_app(self) -> WorkerApp:
-        s = self.settings
-        credentials: Any = None
-        password = s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None
-        ssl_context = s.aiokafka_security().get("ssl_context")
-        if s.kafka_security_protocol.startswith("SASL"):
-            credentials = faust.SASLCredentials(
-                username=s.kafka_sasl_username,
-                password=password,
-                mechanism=s.kafka_sasl_mechanism or "SCRAM-SHA-256",
-                ssl_context=ssl_context,  # type: ignore[arg-type]  # an SSLContext or None, typed loosely upstream
-            )
-        elif s.kafka_security_protocol == "SSL":
-            credentials = faust.SSLCredentials(ssl_context)  # type: ignore[arg-type]  # see above
-        return WorkerApp(
-            s.app_id,
-            broker=s.broker_url,
-            broker_credentials=credentials,
-            store="memory://",
-            datadir=str(s.data_dir),
-            web_enabled=s.web_enabled,
-            web_bind=s.web_host,
-            web_port=s.web_port,
-            web_host=s.web_host,
-            topic_partitions=s.partitions,
-            topic_replication_factor=1,
-            topic_allow_declare=True,
-            consumer_auto_offset_reset="earliest",
-            stream_wait_empty=True,  # on a rebalance, finish in-flight batches before partitions move
-            broker_commit_interval=0.5,
-            producer_linger_ms=1,
-            table_standby_replicas=0,
-            broker_session_timeout=s.session_timeout_s,
-            broker_max_poll_records=5000,
-            consumer_max_fetch_size=16 * 1024 * 1024,
-            stream_buffer_maxsize=20_000,
-            broker_heartbeat_interval=max(1.0, s.session_timeout_s / 4),
-            autodiscover=False,
-            key_serializer="json",
-            value_serializer="raw",
-        )
-
     def _declare(self) -> None:
         s, app = self.settings, self.app
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -193,7 +145,7 @@ class Router:
             on_decision=self._on_decision,
             session_timeout_s=s.session_timeout_s,
         )
-        self.gaps = GapFiller(s.kafka_bootstrap, s.aiokafka_security())
+        self.gaps = GapFiller(s.kafka_bootstrap, s.aiokafka_security(), self.counters)
         self.outbox = Outbox(s.kafka_bootstrap, s.aiokafka_security())  # the join's
         self.learn_outbox = Outbox(s.kafka_bootstrap, s.aiokafka_security())
         self.catalog_outbox = Outbox(s.kafka_bootstrap, s.aiokafka_security())
@@ -248,26 +200,12 @@ class Router:
         ]
         async with admin_client(s.kafka_bootstrap, s.aiokafka_security()) as admin:
             existing = set(await admin.list_topics())
-            await self._check_layout(admin, [t for t in wanted if t.name in existing])
+            await check_partitions(
+                admin, wanted, "requests, decisions and feedback must co-partition by request_id"
+            )
             if create:
                 await create_topics(admin, wanted)
         return sum(t.name in existing for t in wanted)
-
-    @staticmethod
-    async def _check_layout(admin: Any, present: list[Any]) -> None:
-        """Fail fast, with a fix, if a topic exists with another partition count than this worker needs."""
-        if not present:
-            return
-        described = await admin.describe_topics([t.name for t in present])
-        counts = {d["topic"]: len(d.get("partitions") or ()) for d in described}
-        for topic in present:
-            have = counts.get(topic.name)
-            if have and have != topic.num_partitions:
-                raise TopicLayoutError(
-                    f"topic {topic.name!r} has {have} partitions but this worker needs {topic.num_partitions} "
-                    "(requests, decisions and feedback must co-partition by request_id). Set "
-                    "BANDITROUTE_PARTITIONS / BANDITROUTE_STATE_PARTITIONS to match, or recreate the topic."
-                )
 
     async def _announce_config(self) -> None:
         if self.settings.config_dir == PACKAGED_CONFIG:
@@ -285,7 +223,7 @@ class Router:
         assigned = args[0] if args else kwargs.get("assigned", ())
         # (the join's deadline index is rebuilt in _follow_assignment, once the tables are recovered)
         self.learn.forget_cache()
-        self._last_offsets.clear()  # another worker may have read these partitions meanwhile
+        self.gaps.last_offsets.clear()  # another worker may have read these partitions meanwhile
         for attempt in range(5):
             try:
                 await self._seed_offsets(assigned)
@@ -312,7 +250,7 @@ class Router:
         for tp in tps:
             meta = committed.get(tp)
             if meta is not None and meta.offset >= 0:
-                self._last_offsets[(tp.topic, tp.partition)] = meta.offset - 1
+                self.gaps.last_offsets[(tp.topic, tp.partition)] = meta.offset - 1
 
     def _partition_of_request(self, request_id: str) -> int:
         """Where Kafka's default partitioner puts a record keyed by this request id (decisions, feedback)."""
@@ -330,7 +268,7 @@ class Router:
                 results: list[JoinResult] = []
                 for event in events:
                     msg = event.message
-                    for missed in await self._missed(msg):
+                    for missed in await self.gaps.missed(msg):
                         await self._join_record(missed, results)
                     await self._join_record(msg, results)
                 await self._finish_join(results)  # before faust acks the batch
@@ -378,34 +316,6 @@ class Router:
                 f"the join failed on this record: {type(exc).__name__}: {exc}",
             )
 
-    async def _missed(self, msg: Any) -> list[Any]:
-        """Records of this partition the stream skipped since the last one seen (see agents/gaps.py)."""
-        key = (msg.topic, msg.partition)
-        last = self._last_offsets.get(key)
-        self._last_offsets[key] = msg.offset
-        if last is None or msg.offset <= last + 1:
-            return []
-        self.counters["stream_gaps"] += 1
-        log.warning(
-            "stream skipped offsets %d..%d of %s[%d]; reading them directly",
-            last + 1,
-            msg.offset - 1,
-            msg.topic,
-            msg.partition,
-        )
-        records = await self.gaps.fetch(msg.topic, msg.partition, last + 1, msg.offset)
-        self.counters["stream_gap_records"] += len(records)
-        if len(records) < msg.offset - last - 1:
-            self.counters["stream_gap_unread"] += msg.offset - last - 1 - len(records)
-            log.error(
-                "read only %d of %d skipped records of %s[%d]",
-                len(records),
-                msg.offset - last - 1,
-                msg.topic,
-                msg.partition,
-            )
-        return records
-
     async def _join_one_feedback(self, msg: Any, now: float) -> JoinResult:
         checked = decode_record(
             Feedback,
@@ -450,7 +360,7 @@ class Router:
         async for events in stream.take_events(1000, within=0.01):
             records: list[dict[str, Any]] = []
             for event in events:
-                for missed in await self._missed(event.message):
+                for missed in await self.gaps.missed(event.message):
                     records.append(orjson.loads(missed.value))
                 records.append(orjson.loads(event.message.value))
             stats = self.learn.apply(records, time.time())
@@ -467,7 +377,7 @@ class Router:
     async def _check_catalog(self, stream: Any) -> None:
         """Dead-letter bad catalog events (once, here; every worker's StateReader skips them silently)."""
         async for event in stream.events():
-            for msg in [*await self._missed(event.message), event.message]:
+            for msg in [*await self.gaps.missed(event.message), event.message]:
                 if msg.value is None:
                     continue  # a tombstone (an empty payload is not one: it is dead-lettered)
                 checked = decode_record(

@@ -26,7 +26,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -728,17 +728,6 @@ async def produce_events(
         with contextlib.suppress(Exception):
             await producer.stop()
     return len(items)
-
-
-async def gather_limited(calls: Iterable[Awaitable[T]], concurrency: int) -> list[T]:
-    """Await ``calls`` with at most ``concurrency`` in flight; results in input order."""
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one(call: Awaitable[T]) -> T:
-        async with sem:
-            return await call
-
-    return list(await asyncio.gather(*(one(c) for c in calls)))
 
 
 __all__ = [

@@ -3,9 +3,8 @@
 :func:`decode` never raises for bad input; it returns the event or a :class:`DecodeError` naming a
 :class:`~banditroute.events.DeadLetterReason` and a message a sender can act on. :func:`decode_record` does the
 same for a Kafka record and returns a :class:`~banditroute.events.DeadLetter` instead of the error, after
-running optional semantic checks (hooks for unknown models and duplicate ids). :func:`register_faust_codec`
-makes the codec available to faust as ``value_serializer="banditroute"`` (dicts/models) or
-``"banditroute.<EventName>"`` (typed values).
+running optional semantic checks (hooks for unknown models and duplicate ids). The worker's faust topics carry
+raw bytes and decode with it explicitly.
 """
 
 from __future__ import annotations
@@ -16,14 +15,12 @@ import threading
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
 from banditroute.events import (
-    EVENT_TYPES,
     MAX_MESSAGE_CHARS,
     MAX_ORIGINAL_BYTES,
     SCHEMA_VERSION,
@@ -362,92 +359,16 @@ class DeadLetterCounter:
         return {k: v for k, v in self.snapshot().items() if v}
 
 
-# --------------------------------------------------------------------------------------------------------------
-# faust
-
-
-FAUST_CODEC = "banditroute"
-"""Codec name for untyped values (dicts or models in, dicts out)."""
-
-
-def faust_codec_name(event_type: type[WireEvent]) -> str:
-    """Codec name for typed values of ``event_type``, e.g. ``banditroute.RoutingRequest``."""
-    return f"{FAUST_CODEC}.{event_type.__name__}"
-
-
-class EventDecodeFailed(ValueError):
-    """Raised by the faust codec (only) when a value does not decode; carries the DecodeError."""
-
-    def __init__(self, problem: DecodeError) -> None:
-        super().__init__(f"{problem.reason.value}: {problem.error}")
-        self.problem = problem
-
-
-@cache
-def _faust_codec_class() -> type[Any]:
-    from faust.serializers.codecs import Codec
-
-    class BanditrouteCodec(Codec):
-        """faust codec: orjson with sorted keys; with ``event_type`` set, loads return that event model."""
-
-        def __init__(
-            self,
-            event_type: str | None = None,
-            max_bytes: int = DEFAULT_MAX_BYTES,
-            children: tuple[Any, ...] | None = None,
-        ) -> None:
-            super().__init__(children=children, event_type=event_type, max_bytes=max_bytes)
-            self.event_type = EVENT_TYPES[event_type] if event_type else None
-            self.max_bytes = max_bytes
-
-        def _dumps(self, obj: Any) -> bytes:
-            if isinstance(obj, BaseModel):
-                return encode(obj)
-            return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-
-        def _loads(self, s: bytes) -> Any:
-            if self.event_type is None:
-                return orjson.loads(s)
-            result = decode(self.event_type, s, max_bytes=self.max_bytes)
-            if isinstance(result, DecodeError):
-                raise EventDecodeFailed(result)
-            return result
-
-    return BanditrouteCodec
-
-
-def faust_codec(event_type: type[WireEvent] | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
-    """A faust ``Codec`` instance (untyped, or typed for ``event_type``)."""
-    return _faust_codec_class()(event_type.__name__ if event_type else None, max_bytes)
-
-
-def register_faust_codec(*, max_bytes: int = DEFAULT_MAX_BYTES) -> list[str]:
-    """Register ``banditroute`` and ``banditroute.<EventName>`` with faust; idempotent. Returns the names."""
-    from faust.serializers import codecs
-
-    names = [FAUST_CODEC]
-    codecs.register(FAUST_CODEC, faust_codec(max_bytes=max_bytes))
-    for event_type in EVENT_TYPES.values():
-        codecs.register(faust_codec_name(event_type), faust_codec(event_type, max_bytes=max_bytes))
-        names.append(faust_codec_name(event_type))
-    return names
-
-
 __all__ = [
     "DEFAULT_MAX_BYTES",
-    "FAUST_CODEC",
     "Check",
     "DeadLetterCounter",
     "DecodeError",
     "DuplicateIdCheck",
-    "EventDecodeFailed",
     "decode",
     "decode_record",
     "describe_validation_error",
     "encode",
-    "faust_codec",
-    "faust_codec_name",
     "make_dead_letter",
-    "register_faust_codec",
     "unknown_model_check",
 ]

@@ -16,6 +16,8 @@ from typing import Any
 import faust
 import mode
 
+from banditroute.settings import Settings
+
 log = logging.getLogger("banditroute.worker")
 
 MAX_BACKOFF_S = 10.0
@@ -83,4 +85,47 @@ class WorkerApp(faust.App):
                 log.exception("closing a Kafka client failed")
 
 
-__all__ = ["LoopService", "WorkerApp"]
+def make_app(s: Settings) -> WorkerApp:
+    """The worker's faust app, configured from settings (credentials, tuning, raw bytes everywhere)."""
+    credentials: Any = None
+    password = s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None
+    ssl_context = s.aiokafka_security().get("ssl_context")
+    if s.kafka_security_protocol.startswith("SASL"):
+        credentials = faust.SASLCredentials(
+            username=s.kafka_sasl_username,
+            password=password,
+            mechanism=s.kafka_sasl_mechanism or "SCRAM-SHA-256",
+            ssl_context=ssl_context,  # type: ignore[arg-type]  # an SSLContext or None, typed loosely upstream
+        )
+    elif s.kafka_security_protocol == "SSL":
+        credentials = faust.SSLCredentials(ssl_context)  # type: ignore[arg-type]  # see above
+    return WorkerApp(
+        s.app_id,
+        broker=s.broker_url,
+        broker_credentials=credentials,
+        store="memory://",
+        datadir=str(s.data_dir),
+        web_enabled=s.web_enabled,
+        web_bind=s.web_host,
+        web_port=s.web_port,
+        web_host=s.web_host,
+        topic_partitions=s.partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=True,  # on a rebalance, finish in-flight batches before partitions move
+        broker_commit_interval=0.5,
+        producer_linger_ms=1,
+        table_standby_replicas=0,
+        broker_session_timeout=s.session_timeout_s,
+        broker_max_poll_records=5000,
+        consumer_max_fetch_size=16 * 1024 * 1024,
+        stream_buffer_maxsize=20_000,
+        broker_heartbeat_interval=max(1.0, s.session_timeout_s / 4),
+        autodiscover=False,
+        key_serializer="json",
+        value_serializer="raw",
+    )
+
+
+__all__ = ["LoopService", "WorkerApp", "make_app"]

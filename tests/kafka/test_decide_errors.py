@@ -22,7 +22,7 @@ from tests.kafka.helpers import consume, create_topics, producer
 
 pytestmark = pytest.mark.kafka
 
-CONFIG = Path(__file__).resolve().parents[2] / "config"
+MODELS = "models:\n  - {name: small, cost_per_call_usd: 0.001}\n  - {name: large, cost_per_call_usd: 0.01}\n"
 
 
 class FailsOnBoom(DecideLogic):
@@ -35,11 +35,12 @@ class FailsOnBoom(DecideLogic):
 
 
 async def test_a_failing_decision_is_an_internal_error_dead_letter(
-    kafka_bootstrap: str, unique_prefix: str
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
     topics = {name: f"{unique_prefix}.{name}" for name in ("requests", "decisions", "deadletter")}
     await create_topics(kafka_bootstrap, topics.values())
-    registry = Registry(RouterConfig.load(CONFIG))
+    (tmp_path / "models.yaml").write_text(MODELS)
+    registry = Registry(RouterConfig.load(tmp_path))
     counter = DeadLetterCounter()
     service = DecideService(
         FailsOnBoom(registry, StateView(), np.random.default_rng(3)),

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from banditroute.agents.join import decision_id_for
+from banditroute.agents.pending import decision_id_for
 from banditroute.config import Registry
 from banditroute.core import Choice, Constraints, ModelSpec, TaskPolicy, TaskState, apply_rules, choose
 from banditroute.events import RoutingRequest
@@ -128,10 +128,6 @@ class DecideLogic:
         self.clock = clock
         self._iso = _MillisecondClock().iso
         self._policy_refs: dict[str, dict[str, str]] = {}
-
-    def state_for(self, key: str, task_type: str) -> TaskState:
-        """The state a decision for ``key`` would use now (the learnt one aligned to the models, or the prior)."""
-        return self.registry.snapshot.state_for(self.states.get(key))
 
     def decide(self, request: RoutingRequest) -> dict[str, Any]:
         """One decision, read from one routing snapshot and one learnt state (both immutable)."""

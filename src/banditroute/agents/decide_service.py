@@ -311,21 +311,6 @@ class DecideService:
                     )
         return self.duplicates(event)
 
-    def _check(self, request: RoutingRequest, record: Any) -> DeadLetter | None:
-        problem = self._check_event(request)
-        if problem is None:
-            return None
-        return make_dead_letter(
-            record.value,
-            record.topic,
-            record.partition,
-            record.offset,
-            problem.reason,
-            problem.error,
-            datetime.now(UTC),
-            event_type="RoutingRequest",
-        )
-
     async def _reply(self, producer: AIOKafkaProducer, topic: str, key: bytes, payload: bytes) -> None:
         """Best effort: the decision is already on the decisions topic. A reply topic that does not exist
         (or stops existing) is skipped and counted instead of stalling the loop; its client times out and

@@ -120,7 +120,7 @@ def _measure(task_types: int, models: int, decisions: int) -> dict[str, Any]:
 def join_memory(n: int = JOIN_N) -> dict[str, Any]:
     """Bytes per in-flight decision in the join table (see the module docstring)."""
     from banditroute.agents.decide import DecideLogic, StateView
-    from banditroute.agents.join import Pending
+    from banditroute.agents.pending import Pending
     from banditroute.config import Registry, RouterConfig
 
     folder = Path(tempfile.mkdtemp(prefix="banditroute-scale-"))

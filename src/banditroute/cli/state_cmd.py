@@ -11,8 +11,6 @@ import click
 
 from banditroute.cli.output import Ctx, client_options, emit_json, print_table, run_async
 
-CREDIBLE = 0.90
-
 
 def _num(value: float) -> float | None:
     value = float(value)
@@ -24,15 +22,12 @@ def summarise(
 ) -> dict[str, Any]:
     """One task state as plain data: per-model posterior quality with a 90% Beta credible interval, cost,
     latency, error rate, observations and observation share, circuit state, lifecycle; spend vs budget."""
-    from scipy.stats import beta as beta_dist
-
     from banditroute.core.state import ERR, OK
+    from banditroute.core.summary import credible_interval
 
     tenant, _, task_type = key.rpartition("|")
     alpha, beta = state.alpha, state.beta
-    low_q, high_q = (1 - CREDIBLE) / 2, 1 - (1 - CREDIBLE) / 2
-    lows = beta_dist.ppf(low_q, alpha, beta)
-    highs = beta_dist.ppf(high_q, alpha, beta)
+    lows, highs = credible_interval(alpha, beta)
     errors, oks = state.column(ERR), state.column(OK)
     observations = state.observations
     total_obs = float(observations.sum())

@@ -77,7 +77,7 @@ def prepare_data_dir(path: Path) -> None:
 
 def run_check(router: Any, packaged: bool) -> None:
     """Print what the worker would use and whether Kafka answers with a compatible topic layout."""
-    from banditroute.app import TopicLayoutError
+    from banditroute.kafka.admin import TopicError
 
     settings = router.settings
     models = sorted(m.name for m in router.registry.models)
@@ -86,7 +86,7 @@ def run_check(router: Any, packaged: bool) -> None:
     click.echo(f"data folder: {settings.data_dir} (writable)")
     try:
         present = asyncio.run(asyncio.wait_for(router.ensure_topics(create=False), 10.0))
-    except TopicLayoutError as exc:
+    except TopicError as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
     except Exception as exc:
         fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc!r}", EXIT_UNAVAILABLE)
@@ -108,11 +108,11 @@ def run_worker(router: object) -> None:
     settings = router.settings
     level = settings.log_level.upper()
 
-    from banditroute.app import TopicLayoutError
+    from banditroute.kafka.admin import TopicError
 
     try:
         asyncio.run(asyncio.wait_for(router.ensure_topics(), 60.0))
-    except TopicLayoutError as exc:
+    except TopicError as exc:  # a layout mismatch or a refused creation: stop with the broker's message
         fail(str(exc), EXIT_UNAVAILABLE)
     except Exception as exc:
         fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc!r}", EXIT_UNAVAILABLE)

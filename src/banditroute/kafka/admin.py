@@ -19,8 +19,16 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 log = logging.getLogger("banditroute.kafka")
 
 
-class TopicCreationError(RuntimeError):
+class TopicError(RuntimeError):
+    """The worker's topics cannot be set up; the message says why and what to do."""
+
+
+class TopicCreationError(TopicError):
     """The broker refused to create a topic for a reason other than that it exists already."""
+
+
+class TopicLayoutError(TopicError):
+    """An existing topic's partition count does not match the configuration."""
 
 
 @asynccontextmanager
@@ -63,6 +71,22 @@ async def create_topics(admin: Any, topics: Iterable[NewTopic]) -> list[str]:
     return created
 
 
+async def check_partitions(admin: Any, topics: Iterable[NewTopic], why: str) -> None:
+    """Raise TopicLayoutError if one of ``topics`` exists with another partition count than asked for."""
+    present = [t for t in topics if t.name in set(await admin.list_topics())]
+    if not present:
+        return
+    described = await admin.describe_topics([t.name for t in present])
+    counts = {d["topic"]: len(d.get("partitions") or ()) for d in described}
+    for topic in present:
+        have = counts.get(topic.name)
+        if have and have != topic.num_partitions:
+            raise TopicLayoutError(
+                f"topic {topic.name!r} has {have} partitions but this worker needs {topic.num_partitions} "
+                f"({why}). Set BANDITROUTE_PARTITIONS / BANDITROUTE_STATE_PARTITIONS to match, or recreate the topic."
+            )
+
+
 async def ensure_topics(
     bootstrap: str, security: Mapping[str, Any] | None, topics: Iterable[NewTopic], **kwargs: Any
 ) -> list[str]:
@@ -71,4 +95,13 @@ async def ensure_topics(
         return await create_topics(admin, topics)
 
 
-__all__ = ["TopicCreationError", "admin_client", "create_topics", "ensure_topics", "new_topic"]
+__all__ = [
+    "TopicCreationError",
+    "TopicError",
+    "TopicLayoutError",
+    "admin_client",
+    "check_partitions",
+    "create_topics",
+    "ensure_topics",
+    "new_topic",
+]

@@ -13,22 +13,21 @@ from collections import deque
 from typing import Any
 
 from banditroute.core import TaskState
+from banditroute.routing import RoutingSnapshot, task_type_of
 
 DEFAULT_POINTS = 300  # five minutes at one sample per second
 SHARE_WINDOW = 60  # samples behind the traffic-share gauge
 
 
 def _state_for(router: Any, task_type: str) -> TaskState:
-    registry = router.registry
     state = router.view.get(task_type)
     if state is None:  # per-tenant keys: take any learnt key of this task type
         for key, held in router.view.items():
-            if registry.task_type_of(key) == task_type:
+            if task_type_of(key) == task_type:
                 state = held
                 break
-    if state is None:
-        return registry.initial_state(task_type)  # type: ignore[no-any-return]  # Registry is typed
-    return registry.aligned(state, task_type)  # type: ignore[no-any-return]
+    snapshot: RoutingSnapshot = router.registry.snapshot
+    return snapshot.state_for(state)
 
 
 def price_mix(router: Any, task_type: str, counts: dict[str, int]) -> dict[str, Any]:

@@ -92,10 +92,10 @@ class RouterCollector:
             "banditroute_posterior_quality_mean", "Posterior mean quality.", labels=labels
         )
         low = GaugeMetricFamily(
-            "banditroute_posterior_quality_low", "Lower end of the 95% credible interval.", labels=labels
+            "banditroute_posterior_quality_low", "Lower end of the 90% credible interval.", labels=labels
         )
         high = GaugeMetricFamily(
-            "banditroute_posterior_quality_high", "Upper end of the 95% credible interval.", labels=labels
+            "banditroute_posterior_quality_high", "Upper end of the 90% credible interval.", labels=labels
         )
         cost = GaugeMetricFamily(
             "banditroute_posterior_cost_usd", "Posterior mean cost of one call.", labels=labels

@@ -11,12 +11,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
-from scipy.special import betaincinv
-
 from banditroute.core import TaskState
+from banditroute.core.summary import credible_interval
+from banditroute.routing import RoutingSnapshot, task_type_of
 
-CREDIBLE_MASS = 0.95
 JOIN_COUNTERS = (
     "joined",
     "late_feedback",
@@ -35,25 +33,17 @@ def _finite(value: float) -> float | None:
 
 def task_states(router: Any) -> list[tuple[str, str, TaskState]]:
     """(state key, task type, state) for every learnt key, plus prior states of task types decided but unlearnt."""
-    registry = router.registry
+    snapshot: RoutingSnapshot = router.registry.snapshot
     out: list[tuple[str, str, TaskState]] = []
     seen_types: set[str] = set()
     for key, state in sorted(router.view.items()):
-        task_type = registry.task_type_of(key)
+        task_type = task_type_of(key)
         seen_types.add(task_type)
-        out.append((key, task_type, registry.aligned(state, task_type)))
+        out.append((key, task_type, snapshot.aligned(state)))
     decided_types = sorted({task for task, _model in list(router.decisions_by_model)} - seen_types)
     for task_type in decided_types:
-        out.append((task_type, task_type, registry.initial_state(task_type)))
+        out.append((task_type, task_type, snapshot.initial))
     return out
-
-
-def credible_interval(alpha: np.ndarray, beta: np.ndarray, mass: float = CREDIBLE_MASS) -> tuple[Any, Any]:
-    """Equal-tailed Beta credible interval (vectorised over models)."""
-    tail = (1.0 - mass) / 2.0
-    a = np.maximum(alpha, 1e-9)
-    b = np.maximum(beta, 1e-9)
-    return betaincinv(a, b, tail), betaincinv(a, b, 1.0 - tail)
 
 
 def canary_state(spec: Any, policy: Any, observations: float) -> str:
@@ -69,7 +59,7 @@ def canary_state(spec: Any, policy: Any, observations: float) -> str:
 
 
 def model_rows(router: Any, task_type: str, state: TaskState, now_s: float) -> list[dict[str, Any]]:
-    """One row per model of a state: posterior quality (mean, 95% interval), cost, latency, guards."""
+    """One row per model of a state: posterior quality (mean, 90% interval, see core/summary.py), cost, latency, guards."""
     catalog = {m.name: m for m in router.registry.models}
     policy = router.registry.policy(task_type)
     alpha, beta = state.alpha, state.beta

@@ -136,7 +136,7 @@
       el("div", { class: "task-grid" },
         el("div", {}, el("h3", {}, "Traffic share over time"), svg("svg", { class: "share-chart", "data-testid": "share-chart", viewBox: "0 0 400 180" }), el("div", { class: "legend share-legend" })),
         el("div", {}, el("h3", {}, "Cost per request vs best single model"), svg("svg", { class: "cost-chart", "data-testid": "cost-chart", viewBox: "0 0 400 180" }), el("div", { class: "savings" })),
-        el("div", {}, el("h3", {}, "Posterior quality (mean, 95% interval)"), svg("svg", { class: "posterior-chart", "data-testid": "posterior-chart", viewBox: "0 0 400 180" }), el("div", { class: "budget" })),
+        el("div", {}, el("h3", {}, "Posterior quality (mean, 90% interval)"), svg("svg", { class: "posterior-chart", "data-testid": "posterior-chart", viewBox: "0 0 400 180" }), el("div", { class: "budget" })),
       ),
       el("table", { class: "grid models" }),
     );
@@ -264,7 +264,7 @@
 
   function renderModelTable(panel, task) {
     const table = panel.querySelector("table.models");
-    const head = el("tr", {}, ...["model", "decisions", "observations", "quality", "95% interval", "cost/call", "latency", "circuit", "lifecycle"].map((h) => el("th", {}, h)));
+    const head = el("tr", {}, ...["model", "decisions", "observations", "quality", "90% interval", "cost/call", "latency", "circuit", "lifecycle"].map((h) => el("th", {}, h)));
     const rows = task.models.map((r) =>
       el("tr", { "data-model": r.model },
         el("td", {}, el("span", { class: "swatch", style: "background:" + color(r.model) }), " " + r.model + (r.model === task.best_single ? " ★" : "")),

@@ -9,20 +9,59 @@ reads the missing range directly with this small aiokafka reader and processes i
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import Counter
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+log = logging.getLogger("banditroute.worker")
+
 
 class GapFiller:
-    """Reads ``[start, end)`` of one partition on demand (lazily started, no consumer group)."""
+    """Watches the offsets each stream partition delivers and reads a skipped range ``[start, end)`` directly
+    (lazily started consumer, no consumer group). Counts ``stream_gaps``, ``stream_gap_records`` and
+    ``stream_gap_unread`` in ``counters``."""
 
-    def __init__(self, bootstrap: str, security: dict[str, Any]) -> None:
+    def __init__(
+        self, bootstrap: str, security: dict[str, Any], counters: Counter[str] | None = None
+    ) -> None:
         self.bootstrap = bootstrap
         self.security = security
+        self.counters: Counter[str] = Counter() if counters is None else counters
         self._consumer: AIOKafkaConsumer | None = None
         self.filled = 0
+        self.last_offsets: dict[tuple[str, int], int] = {}
+        """(topic, partition) -> offset of the last record seen (seeded with committed offset - 1)."""
+
+    async def missed(self, msg: Any) -> list[Any]:
+        """Records of this partition the stream skipped since the last one seen, read directly, in order."""
+        key = (msg.topic, msg.partition)
+        last = self.last_offsets.get(key)
+        self.last_offsets[key] = msg.offset
+        if last is None or msg.offset <= last + 1:
+            return []
+        self.counters["stream_gaps"] += 1
+        log.warning(
+            "stream skipped offsets %d..%d of %s[%d]; reading them directly",
+            last + 1,
+            msg.offset - 1,
+            msg.topic,
+            msg.partition,
+        )
+        records = await self.fetch(msg.topic, msg.partition, last + 1, msg.offset)
+        self.counters["stream_gap_records"] += len(records)
+        if len(records) < msg.offset - last - 1:
+            self.counters["stream_gap_unread"] += msg.offset - last - 1 - len(records)
+            log.error(
+                "read only %d of %d skipped records of %s[%d]",
+                len(records),
+                msg.offset - last - 1,
+                msg.topic,
+                msg.partition,
+            )
+        return records
 
     async def fetch(
         self, topic: str, partition: int, start: int, end: int, timeout_s: float = 30.0
