@@ -7,6 +7,10 @@
 
 ``request_to_pending`` (changelogged) holds decisions awaiting feedback; ``task_to_state`` (changelogged to the
 compacted state topic) holds the posteriors with their idempotency watermarks.
+
+The logic comes from ``agents`` (``DecideLogic``, ``JoinLogic``, ``LearnLogic``: no Kafka in them), every Kafka
+client from ``kafka`` (the decide loop, the decision and state readers, the outboxes, the gap reader, the admin
+helper); the long-running loops are ``LoopService``s registered on the app, so they stop with it.
 """
 
 from __future__ import annotations
@@ -24,20 +28,20 @@ import orjson
 from aiokafka import TopicPartition
 
 from banditroute.agents.decide import DecideLogic, StateView
-from banditroute.agents.decide_service import DecideService
-from banditroute.agents.decision_reader import DecisionReader
 from banditroute.agents.join import FeedbackRecord, JoinLogic, JoinResult
 from banditroute.agents.learn import LearnLogic
-from banditroute.agents.outbox import Outbox
-from banditroute.agents.staged import StagedTable
-from banditroute.agents.state_reader import StateReader
 from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter, unknown_model_check
 from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core import TaskState
 from banditroute.events import DeadLetter, DeadLetterReason, Feedback, ModelCatalogEvent
 from banditroute.kafka import backoff
 from banditroute.kafka.admin import admin_client, check_partitions, create_topics, new_topic
+from banditroute.kafka.decide_service import DecideService
+from banditroute.kafka.decision_reader import DecisionReader
 from banditroute.kafka.gaps import GapFiller
+from banditroute.kafka.outbox import Outbox
+from banditroute.kafka.staged import StagedTable
+from banditroute.kafka.state_reader import StateReader
 from banditroute.kafka.topics import partition_for
 from banditroute.services import LoopService, make_app
 from banditroute.settings import Settings
@@ -157,7 +161,7 @@ class Router:
             catalog_topic=self.catalog.get_topic_name(),
             security=s.aiokafka_security(),
         )
-        # decisions reach the join through a raw batch loop on faust's assignment (agents/decision_reader.py)
+        # decisions reach the join through a raw batch loop on faust's assignment (kafka/decision_reader.py)
         self._join_lock = asyncio.Lock()  # one join batch at a time: feedback (faust agent) or decisions
         self.decision_reader = DecisionReader(
             self._join_decisions,

@@ -6,12 +6,13 @@ takes the models, rules, per-tenant keys, the task type's policy, shadow policy,
 from the same object, so it can never mix two versions, and nothing on the decide thread writes to it.
 
 Learnt states are not part of it: each state key's newest :class:`~banditroute.core.TaskState` is itself
-immutable and swapped whole in the :class:`~banditroute.agents.decide.StateView`; a decision reads it once and
+immutable and swapped whole in the :class:`StateView`; a decision reads it once and
 aligns it with the snapshot's model list (:meth:`RoutingSnapshot.state_for`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -106,9 +107,38 @@ class RoutingSnapshot:
         return self.initial if learnt is None else self.aligned(learnt)
 
 
+class StateView:
+    """The newest known state per state key, fed by the local learner and by the state topic.
+
+    A state replaces the held one only if its version is higher, so an old snapshot read late never rolls a
+    newer posterior back.
+    """
+
+    def __init__(self) -> None:
+        self._states: dict[str, TaskState] = {}
+        self.updated_at: dict[str, float] = {}
+
+    def get(self, key: str) -> TaskState | None:
+        return self._states.get(key)
+
+    def offer(self, key: str, state: TaskState) -> bool:
+        held = self._states.get(key)
+        if held is not None and held.version >= state.version:
+            return False
+        self._states[key] = state
+        self.updated_at[key] = time.time()
+        return True
+
+    def keys(self) -> list[str]:
+        return list(self._states)
+
+    def items(self) -> list[tuple[str, TaskState]]:
+        return list(self._states.items())
+
+
 def task_type_of(key: str) -> str:
     """The task type of a state key (``tenant|task_type`` or ``task_type``)."""
     return key.split(TENANT_SEPARATOR, 1)[-1]
 
 
-__all__ = ["TENANT_SEPARATOR", "RoutingSnapshot", "TaskRoute", "task_type_of"]
+__all__ = ["TENANT_SEPARATOR", "RoutingSnapshot", "StateView", "TaskRoute", "task_type_of"]

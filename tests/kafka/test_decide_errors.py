@@ -13,11 +13,11 @@ import orjson
 import pytest
 
 from banditroute.agents.decide import DecideLogic, StateView
-from banditroute.agents.decide_service import DecideService
 from banditroute.client import build_request
 from banditroute.codec import DeadLetterCounter, encode
 from banditroute.config import Registry, RouterConfig
 from banditroute.events import DeadLetter, RoutingRequest
+from banditroute.kafka.decide_service import DecideService
 from tests.kafka.helpers import consume, create_topics, producer
 
 pytestmark = pytest.mark.kafka

@@ -3,7 +3,7 @@
 Deciding never waits on the feedback path: it reads states from a :class:`StateView` that the learner and the
 state-topic reader keep current. :class:`DecideLogic` turns a validated request into the decision event (as a
 JSON-ready dict, built directly rather than through pydantic on this hot path; a test validates it against
-:class:`~banditroute.events.RoutingDecision`). :mod:`banditroute.agents.decide_service` runs it on Kafka.
+:class:`~banditroute.events.RoutingDecision`). :mod:`banditroute.kafka.decide_service` runs it on Kafka.
 """
 
 from __future__ import annotations
@@ -19,38 +19,12 @@ from banditroute.agents.pending import decision_id_for
 from banditroute.config import Registry
 from banditroute.core import Choice, Constraints, ModelSpec, TaskPolicy, TaskState, apply_rules, choose
 from banditroute.events import RoutingRequest
+from banditroute.routing import StateView
 
 POLICY_NAME = "thompson"
 POLICY_VERSION = "1"
 
-
-class StateView:
-    """The newest known state per state key, fed by the local learner and by the state topic.
-
-    A state replaces the held one only if its version is higher, so an old snapshot read late never rolls a
-    newer posterior back.
-    """
-
-    def __init__(self) -> None:
-        self._states: dict[str, TaskState] = {}
-        self.updated_at: dict[str, float] = {}
-
-    def get(self, key: str) -> TaskState | None:
-        return self._states.get(key)
-
-    def offer(self, key: str, state: TaskState) -> bool:
-        held = self._states.get(key)
-        if held is not None and held.version >= state.version:
-            return False
-        self._states[key] = state
-        self.updated_at[key] = time.time()
-        return True
-
-    def keys(self) -> list[str]:
-        return list(self._states)
-
-    def items(self) -> list[tuple[str, TaskState]]:
-        return list(self._states.items())
+__all__ = ["POLICY_NAME", "POLICY_VERSION", "DecideLogic", "StateView", "request_constraints"]
 
 
 NO_CONSTRAINTS = Constraints()

@@ -1,6 +1,6 @@
 """The ceiling of the decide path: a raw aiokafka consume -> orjson -> produce relay with no routing.
 
-It runs the same loop shape as :class:`banditroute.agents.decide_service.DecideService` (``getmany`` batches,
+It runs the same loop shape as :class:`banditroute.kafka.decide_service.DecideService` (``getmany`` batches,
 one record batch per output partition, commit after the batch is acknowledged, the same consumer and producer
 settings; it does not pipeline the commit of one batch with the next, the router does),
 but its "decision" is a small dict built from the parsed request. ``python -m banditroute.bench.relay
@@ -19,8 +19,8 @@ import time
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from banditroute.agents.decide_service import CONSUMER_TUNING, PRODUCER_TUNING
-from banditroute.agents.outbox import PartitionBatches
+from banditroute.kafka.decide_service import CONSUMER_TUNING, PRODUCER_TUNING
+from banditroute.kafka.outbox import PartitionBatches
 
 
 async def relay(bootstrap: str, prefix: str, stop: asyncio.Event, max_batch: int = 2000) -> int:
@@ -74,9 +74,9 @@ async def decide_only(bootstrap: str, prefix: str, stop: asyncio.Event) -> None:
     import numpy as np
 
     from banditroute.agents.decide import DecideLogic, StateView
-    from banditroute.agents.decide_service import DecideService
     from banditroute.codec import DeadLetterCounter
     from banditroute.config import Registry, RouterConfig
+    from banditroute.kafka.decide_service import DecideService
     from banditroute.settings import Settings
 
     settings = Settings()

@@ -16,12 +16,12 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from banditroute.agents.decide import StateView
 from banditroute.codec import decode
 from banditroute.config import Registry
 from banditroute.core import decode_state
 from banditroute.events import ModelCatalogEvent
 from banditroute.kafka.topics import partitions_of
+from banditroute.routing import StateView
 
 log = logging.getLogger("banditroute.state")
 

@@ -1,4 +1,5 @@
-"""Run :class:`DecideLogic` on Kafka with a plain aiokafka consumer group and producer.
+"""Run the decide logic (:class:`~banditroute.agents.decide.DecideLogic`) on Kafka with a plain aiokafka
+consumer group and producer.
 
 Why not a faust agent: deciding is stateless per request (the state comes from the :class:`StateView`), and
 faust's per-event consume path costs several times more than the raw client (see README, Benchmarks). A raw
@@ -34,13 +35,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from banditroute.agents.decide import DecideLogic
-from banditroute.agents.outbox import PartitionBatches
 from banditroute.codec import (
     DeadLetterCounter,
     DecodeError,
@@ -49,7 +48,9 @@ from banditroute.codec import (
     encode,
     make_dead_letter,
 )
+from banditroute.config import Registry
 from banditroute.events import DeadLetter, DeadLetterReason, RoutingRequest
+from banditroute.kafka.outbox import PartitionBatches
 from banditroute.kafka.topics import partition_for
 
 log = logging.getLogger("banditroute.decide")
@@ -69,12 +70,22 @@ REPLY_TOPIC_RECHECK_S = 30.0
 """How long a missing reply topic is remembered as missing before it is looked up again."""
 
 
+class Decider(Protocol):
+    """What the loop needs of the decide logic (:class:`banditroute.agents.decide.DecideLogic`)."""
+
+    registry: Registry
+
+    def decide(self, request: RoutingRequest) -> dict[str, Any]: ...
+
+    def take_shadow(self) -> dict[str, Any] | None: ...
+
+
 class DecideService:
     """The request → decision loop."""
 
     def __init__(
         self,
-        logic: DecideLogic,
+        logic: Decider,
         *,
         bootstrap: str,
         requests_topic: str,

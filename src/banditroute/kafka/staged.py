@@ -47,7 +47,7 @@ class StagedTable(MutableMapping[str, bytes]):
 
     async def flush(self, send: Callable[..., Awaitable[None]]) -> int:
         """Hand every staged write (a tombstone for a deletion) to ``send(topic, key, value, partition)``;
-        the caller then waits for the acknowledgements (see :class:`~banditroute.agents.outbox.Outbox`)."""
+        the caller then waits for the acknowledgements (see :class:`~banditroute.kafka.outbox.Outbox`)."""
         if not self.staged:
             return 0
         from faust.serializers import codecs
