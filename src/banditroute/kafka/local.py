@@ -87,6 +87,10 @@ def free_port() -> int:
         return port
 
 
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+"""Brokers started by this process, until they are seen gone (reaped through their Popen, which then knows)."""
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -333,6 +337,7 @@ class LocalKafka:
             proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
+        _CHILDREN[proc.pid] = proc
         self.pid_file.write_text(str(proc.pid), encoding="ascii")
         try:
             self._wait_ready(proc.pid, t0 + timeout_s)
@@ -405,10 +410,16 @@ class LocalKafka:
 def _wait_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:  # reap if it is our child
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        child = _CHILDREN.get(pid)
+        if child is not None:  # our child: reap it through its Popen
+            if child.poll() is not None:
+                del _CHILDREN[pid]
+                return True
+        else:
+            try:  # not started by this process's LocalKafka: reap it if it is our child anyway
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
         if not _pid_alive(pid):
             return True
         time.sleep(0.05)
