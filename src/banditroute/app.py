@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from aiokafka import TopicPartition
 
 from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.agents.join import FeedbackRecord, JoinLogic, JoinResult
@@ -227,34 +226,8 @@ class Router:
         assigned = args[0] if args else kwargs.get("assigned", ())
         # (the join's deadline index is rebuilt in _follow_assignment, once the tables are recovered)
         self.learn.forget_cache()
-        self.gaps.last_offsets.clear()  # another worker may have read these partitions meanwhile
-        for attempt in range(5):
-            try:
-                await self._seed_offsets(assigned)
-                break
-            except (
-                Exception
-            ) as exc:  # without seeds only a skip right at the start of a partition goes unseen
-                log.warning("could not read committed offsets (attempt %d): %s", attempt + 1, exc)
-                await asyncio.sleep(0.2 * (attempt + 1))
-
-    async def _seed_offsets(self, assigned: Any) -> None:
-        """Remember where each stream partition resumes (its committed offset), so a skip at the head shows."""
-        streams = {
-            self.feedback.get_topic_name(),
-            self.outcomes.get_topic_name(),
-            self.catalog.get_topic_name(),
-        }
-        tps = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in streams]
-        if not tps:
-            return
-        s = self.settings
-        async with admin_client(s.kafka_bootstrap, s.aiokafka_security()) as admin:
-            committed = await admin.list_consumer_group_offsets(s.app_id, partitions=tps)
-        for tp in tps:
-            meta = committed.get(tp)
-            if meta is not None and meta.offset >= 0:
-                self.gaps.last_offsets[(tp.topic, tp.partition)] = meta.offset - 1
+        streams = {t.get_topic_name() for t in (self.feedback, self.outcomes, self.catalog)}
+        await self.gaps.seed(self.settings.app_id, [tp for tp in assigned if tp.topic in streams])
 
     def _partition_of_request(self, request_id: str) -> int:
         """Where Kafka's default partitioner puts a record keyed by this request id (decisions, feedback)."""

@@ -1,4 +1,4 @@
-"""Every event survives encode -> decode unchanged, through the plain codec and the faust codec."""
+"""Every event survives encode -> decode unchanged through the codec."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from banditroute.codec import DecodeError, decode, encode, faust_codec
+from banditroute.codec import DecodeError, decode, encode
 from banditroute.events import EVENT_TYPES
 from tests.contracts.strategies import EVENT_STRATEGIES
 
@@ -31,14 +31,3 @@ def test_encode_decode_round_trip(name: str, data: Any) -> None:
     for key, value in doc.items():
         if key.endswith("_at"):
             assert value.endswith("Z"), (key, value)
-
-
-@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
-@settings(max_examples=15, deadline=None)
-@given(data=st.data())
-def test_faust_codec_round_trip(name: str, data: Any) -> None:
-    event = data.draw(EVENT_STRATEGIES[name])
-    typed = faust_codec(EVENT_TYPES[name])
-    assert typed.loads(typed.dumps(event)) == event
-    untyped = faust_codec()
-    assert untyped.loads(untyped.dumps(event)) == orjson.loads(encode(event))

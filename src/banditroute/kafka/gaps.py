@@ -9,6 +9,7 @@ reads the missing range directly with this small aiokafka reader and processes i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -34,6 +35,28 @@ class GapFiller:
         self.filled = 0
         self.last_offsets: dict[tuple[str, int], int] = {}
         """(topic, partition) -> offset of the last record seen (seeded with committed offset - 1)."""
+
+    async def seed(self, group_id: str, assigned: list[Any], attempts: int = 5) -> None:
+        """Forget what was seen and start from where each newly assigned stream partition resumes (the group's
+        committed offset), so a skip right at the head shows too. Retried; without seeds only such a skip at
+        the start of a partition goes unseen."""
+        from banditroute.kafka.admin import admin_client
+
+        self.last_offsets.clear()  # another worker may have read these partitions meanwhile
+        tps = [TopicPartition(tp.topic, tp.partition) for tp in assigned]
+        for attempt in range(attempts):
+            try:
+                if tps:
+                    async with admin_client(self.bootstrap, self.security) as admin:
+                        committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+                    for tp in tps:
+                        meta = committed.get(tp)
+                        if meta is not None and meta.offset >= 0:
+                            self.last_offsets[(tp.topic, tp.partition)] = meta.offset - 1
+                return
+            except Exception as exc:  # retried; see above for what a missing seed costs
+                log.warning("could not read committed offsets (attempt %d): %s", attempt + 1, exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
 
     async def missed(self, msg: Any) -> list[Any]:
         """Records of this partition the stream skipped since the last one seen, read directly, in order."""
