@@ -32,6 +32,9 @@ class GapFiller:
         self.security = security
         self.counters: Counter[str] = Counter() if counters is None else counters
         self._consumer: AIOKafkaConsumer | None = None
+        self._lock = (
+            asyncio.Lock()
+        )  # the join and the learn agents share the one consumer: one range at a time
         self.filled = 0
         self.last_offsets: dict[tuple[str, int], int] = {}
         """(topic, partition) -> offset of the last record seen (seeded with committed offset - 1)."""
@@ -51,8 +54,8 @@ class GapFiller:
                         committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)
                     for tp in tps:
                         meta = committed.get(tp)
-                        if meta is not None and meta.offset >= 0:
-                            self.last_offsets[(tp.topic, tp.partition)] = meta.offset - 1
+                        if meta is not None and meta.offset >= 0:  # unless a record was seen meanwhile
+                            self.last_offsets.setdefault((tp.topic, tp.partition), meta.offset - 1)
                 return
             except Exception as exc:  # retried; see above for what a missing seed costs
                 log.warning("could not read committed offsets (attempt %d): %s", attempt + 1, exc)
@@ -89,6 +92,10 @@ class GapFiller:
     async def fetch(
         self, topic: str, partition: int, start: int, end: int, timeout_s: float = 30.0
     ) -> list[Any]:
+        async with self._lock:
+            return await self._fetch(topic, partition, start, end, timeout_s)
+
+    async def _fetch(self, topic: str, partition: int, start: int, end: int, timeout_s: float) -> list[Any]:
         if self._consumer is None:
             self._consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.security
