@@ -236,7 +236,7 @@ def demo(
         bootstrap = broker.bootstrap
     prefix = f"demo{int(time.time())}"
     settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, app_id=prefix)
-    from banditroute.cli.worker_process import log_tail, worker_process
+    from banditroute.sim.worker_process import log_tail, worker_process
 
     try:
         with tempfile.TemporaryDirectory(prefix="banditroute-demo-") as tmp:

@@ -302,7 +302,7 @@ def run_with_own_worker(
     (comparable to the in-process replay with ``delay``) and stop it; its topics are left on the broker."""
     import tempfile
 
-    from banditroute.cli.worker_process import log_tail, worker_process
+    from banditroute.sim.worker_process import log_tail, worker_process
 
     block = delay
     prefix = f"replay{uuid.uuid4().hex[:10]}"
