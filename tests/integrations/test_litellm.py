@@ -4,35 +4,27 @@ credited and the worker joins every feedback."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import re
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would fetch its price map at import
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import litellm
-import orjson
 import pytest
 from litellm import Router
 
 from banditroute.integrations.litellm import TASK_TYPE_KEY, BanditRouting, request_id_of
-from banditroute.kafka.topics import read_topic
-from banditroute.settings import Settings
-from tests.integrations.worker import Worker, start_worker, wait_ready
+from tests.integrations.worker import Worker, topic_records, wait_ready
 from tests.kafka.helpers import wait_for
 
 pytestmark = pytest.mark.kafka
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "litellm_router.py"
-
-
-@pytest.fixture(scope="module")
-def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    yield from start_worker(kafka_bootstrap, tmp_path_factory.mktemp("litellm"))
 
 
 def deployment(name: str, group: str, answer: str) -> dict[str, Any]:
@@ -47,15 +39,6 @@ def score(response: Any) -> float:
     return 1.0 if response.choices[0].message.content == "right" else 0.0
 
 
-async def topic_records(worker: Worker, suffix: str) -> list[dict[str, Any]]:
-    settings = Settings.model_validate({"kafka_bootstrap": worker.bootstrap, "topic_prefix": worker.prefix})
-    out = []
-    async for record in read_topic(settings, settings.topic(suffix), start="earliest"):
-        if record.value:
-            out.append(orjson.loads(record.value))
-    return out
-
-
 async def test_routing_follows_what_the_worker_learnt(worker: Worker) -> None:
     router = Router(
         model_list=[deployment("strong", "auto", "right"), deployment("weak", "auto", "wrong")], num_retries=0
@@ -65,12 +48,15 @@ async def test_routing_follows_what_the_worker_learnt(worker: Worker) -> None:
         routing = BanditRouting(client, task_type="qa", score=score).attach(router)
         try:
             served = []
-            for _ in range(120):
-                response = await router.acompletion(
-                    model="auto", messages=[{"role": "user", "content": "2+2?"}]
+            for _ in range(12):  # rounds of 10 concurrent calls; the worker learns between them
+                responses = await asyncio.gather(
+                    *(
+                        router.acompletion(model="auto", messages=[{"role": "user", "content": "2+2?"}])
+                        for _ in range(10)
+                    )
                 )
-                served.append(response._hidden_params["model_id"])
-                assert request_id_of(response) is not None
+                served += [r._hidden_params["model_id"] for r in responses]
+                assert all(request_id_of(r) is not None for r in responses)
         finally:
             await routing.aclose()
     early, late = served[:20], served[-40:]

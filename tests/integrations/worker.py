@@ -6,17 +6,23 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from banditroute.client import RouterClient, RouteTimeout
+from banditroute.kafka.topics import read_topic
+from banditroute.settings import Settings
 from tests.kafka.helpers import WorkerProcess, worker_env
 from tests.kafka.router_world import write_config
 
-# strong/weak/flaky: equal price, so the bandit must tell them apart by the quality the integrations report;
+# strong/weak/flaky: equal price, so the bandit must tell them apart by the quality the integrations report
+# (flaky, which always fails, looks excellent a priori so that calls are routed to it first and fall back);
 # gpt-large/mid-tier/small-fast: as in config/models.yaml, for examples/litellm_router.py.
 MODELS_YAML = """models:
   - {name: strong, cost_per_call_usd: 0.001, latency_ms: 300}
   - {name: weak, cost_per_call_usd: 0.001, latency_ms: 300}
-  - {name: flaky, cost_per_call_usd: 0.001, latency_ms: 300}
+  - {name: flaky, cost_per_call_usd: 0.001, latency_ms: 300, quality_prior: [30, 1]}
   - {name: gpt-large, cost_per_call_usd: 0.012, price_in_per_1k_usd: 0.01, price_out_per_1k_usd: 0.03}
   - {name: mid-tier, cost_per_call_usd: 0.002, price_in_per_1k_usd: 0.0015, price_out_per_1k_usd: 0.002}
   - {name: small-fast, cost_per_call_usd: 0.0004, price_in_per_1k_usd: 0.0002, price_out_per_1k_usd: 0.0006}
@@ -62,3 +68,12 @@ async def wait_ready(client: RouterClient, timeout_s: float = 90.0) -> None:
         except RouteTimeout:
             continue
     raise AssertionError("the worker did not answer in time")
+
+
+async def topic_records(worker: Worker, suffix: str) -> list[dict[str, Any]]:
+    settings = Settings.model_validate({"kafka_bootstrap": worker.bootstrap, "topic_prefix": worker.prefix})
+    out = []
+    async for record in read_topic(settings, settings.topic(suffix), start="earliest"):
+        if record.value:
+            out.append(orjson.loads(record.value))
+    return out
