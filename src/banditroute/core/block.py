@@ -17,7 +17,7 @@ __all__ = ["BLOCK_GROWTH", "FIRST_BLOCK", "MAX_BLOCK", "Block", "block_for"]
 class Block:
     """``size`` pre-drawn, independent decisions for one plan and one rng; ``choose`` hands out one row per call.
 
-    Row ``i`` holds a utility vector ``z[i] ~ N(mean, sd^2)`` (the same normal approximation as a single draw),
+    Row ``i`` holds a utility vector ``z[i]`` drawn from the plan's posterior (``core.sampling``),
     its Thompson winner, the guard/probe coupling already applied with the row's own uniforms, the chosen
     model, its propensity (the plan's target share: the true marginal choice probability) and the fallback
     order (the other eligible models by sampled utility). The state is fixed within a version, so these are
@@ -50,29 +50,29 @@ class Block:
         self.pos = 0
         self.size = size
         k = len(plan.names)
-        z = rng.standard_normal((size, k))
-        z *= plan.sd
-        z += plan.mean
+        z = plan.posterior.draw(rng, size)
         self.z = z
         names = plan.name_tuple
-        order = np.argsort(-z, axis=1)  # descending sampled utility; column 0 is the Thompson winner
+        order = np.argsort(-z, axis=1)  # descending sampled utility
+        win = plan.posterior.pick(z, rng) if k else np.zeros(size, dtype=np.intp)  # the Thompson winner
         if k == 0:  # only half-open probes are eligible: every row probes
             u_probe = rng.random(size)
             picked = np.full(size, -1, dtype=np.intp)
         elif plan.mixing:
-            u = rng.random((3, size))
+            u = rng.random((size, 3)).T  # row i's three uniforms do not depend on the block's size
             u_probe = u[0]
-            win = order[:, 0]
             keep = u[1] < plan.ratio[win]
             redirect = np.minimum(np.searchsorted(plan.excess_cum, u[2], side="right"), k - 1)
             picked = np.where(keep, win, redirect)
             if plan.probes:
                 picked[u_probe < plan.probe_total] = -1
         else:
-            picked = order[:, 0].copy()
+            picked = win.copy()
             unseen = plan.target[picked] == 0.0  # Monte Carlo never saw this winner: use the estimate
             if unseen.any():
-                redo = np.searchsorted(np.cumsum(plan.target), rng.random(int(unseen.sum())), side="right")
+                # one uniform per row, so row i's answer does not depend on the block's size
+                u_redo = rng.random(size)[unseen]
+                redo = np.searchsorted(np.cumsum(plan.target), u_redo, side="right")
                 picked[unseen] = np.minimum(redo, k - 1)
         probe_rows = np.flatnonzero(picked < 0).tolist()
         model_idx = picked.tolist()

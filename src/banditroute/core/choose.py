@@ -150,7 +150,7 @@ def choose_batch(
 ) -> IntArray:
     """Indices into ``state.names`` for ``n`` independent decisions on the same state (no learning between).
 
-    Samples an (n, k) float32 utility matrix in chunks and takes row-wise argmax, then applies the same
+    Samples an (n, k) float32 utility matrix in chunks (float64 for the Beta sampler) and takes row-wise argmax, then applies the same
     guard/probe coupling as ``choose``. Returns -1 for rejected requests when nothing is eligible.
     """
     plan = get_plan(state, models, policy, constraints, now_s)
@@ -160,15 +160,10 @@ def choose_batch(
     out = np.empty(n, dtype=np.intp)
     k = len(plan.names)
     if k:
-        mean = plan.mean.astype(np.float32)
-        sd = plan.sd.astype(np.float32)
         chunk = max(1, 262144 // k)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
-            draws = rng.standard_normal((stop - start, k), dtype=np.float32)
-            draws *= sd
-            draws += mean
-            out[start:stop] = draws.argmax(axis=1)
+            out[start:stop] = plan.posterior.pick(plan.posterior.draw(rng, stop - start, np.float32), rng)
         if plan.mixing:
             keep = rng.random(n) < plan.ratio[out]
             redirect = np.minimum(

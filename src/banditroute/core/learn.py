@@ -319,6 +319,7 @@ class _Work:
                 "spend_at_s": rate_at,
                 "spend_total_usd": spent,
                 "spend_calls": calls,
+                "budget_offset_usd": state.budget_offset_usd,
                 "applied": self.applied,
                 "cache": {},
             },
@@ -405,6 +406,7 @@ def update(
             "spend_at_s": rate_at,
             "spend_total_usd": spent,
             "spend_calls": calls,
+            "budget_offset_usd": values["budget_offset_usd"],
             "applied": applied,
             "cache": {},
         }

@@ -14,6 +14,8 @@ from typing import Any
 LIFECYCLES = ("active", "canary", "shadow", "retired")
 OBJECTIVES = ("utility", "budget")
 REWARDS = ("beta", "gaussian")
+SAMPLERS = ("normal", "clipped", "beta")  # see banditroute.core.sampling
+PACINGS = ("knapsack", "dual")
 WHEN_NONE = ("cheapest", "reject")
 ERROR_KINDS = ("timeout", "rate_limited", "provider_error", "invalid_output")
 
@@ -166,8 +168,11 @@ class TaskPolicy:
     than ``change_threshold`` standard errors has its quality evidence cut to ``change_window`` observations
     at the recent level. ``half_life=None`` turns both off (stationary counting).
 
-    Utility of a call is ``quality - lam * cost_usd - mu * latency_ms``. In ``budget`` mode λ is replaced by a
-    pacing dual variable learnt from realised spend, so quality is maximised subject to the budget(s).
+    Utility of a call is ``quality - lam * cost_usd - mu * latency_ms``. In ``budget`` mode quality is
+    maximised subject to the budget(s): with ``pacing="knapsack"`` (default) and a mean cost budget, each
+    decision draws from the best mix of models whose mean cost is the budget, corrected for past over- or
+    under-spend over ``pacing_horizon`` calls; with ``pacing="dual"`` (and for the per-minute budget) λ is
+    replaced by a pacing dual variable learnt from realised spend (step ``pacing_rate``).
     """
 
     objective: str = "utility"
@@ -176,11 +181,14 @@ class TaskPolicy:
     schedule: tuple[ScheduleEntry, ...] = ()
     budget_mean_cost_usd: float | None = None
     budget_usd_per_min: float | None = None
+    pacing: str = "knapsack"
+    pacing_horizon: float = 500.0
     pacing_rate: float = 0.05
     half_life: float | None = 2000.0
     change_window: int | None = 25
     change_threshold: float = 4.0
     reward: str = "beta"
+    sampler: str = "beta"
     min_share: Mapping[str, float] = field(default_factory=dict)
     max_share: Mapping[str, float] = field(default_factory=dict)
     default_min_share: float = 0.0
@@ -229,6 +237,10 @@ class TaskPolicy:
                 kwargs[key] = _choice(kind, key, value, OBJECTIVES)
             elif key == "reward":
                 kwargs[key] = _choice(kind, key, value, REWARDS)
+            elif key == "sampler":
+                kwargs[key] = _choice(kind, key, value, SAMPLERS)
+            elif key == "pacing":
+                kwargs[key] = _choice(kind, key, value, PACINGS)
             elif key == "when_none_eligible":
                 kwargs[key] = _choice(kind, key, value, WHEN_NONE)
             elif key == "schedule":

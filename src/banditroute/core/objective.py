@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from banditroute.core.models import TaskPolicy
+from banditroute.core.sampling import UtilityPosterior
 from banditroute.core.state import (
     C_N,
     C_SQ,
@@ -98,3 +99,45 @@ def utility_moments(
     mean = q_mean - weight * c_mean - mu * l_mean
     var = q_var + weight * weight * c_var + mu * mu * l_var
     return mean, np.sqrt(var)
+
+
+def utility_posterior(
+    state: TaskState, policy: TaskPolicy, objective: str, lam: float, mu: float
+) -> UtilityPosterior:
+    """Everything the policy's sampler draws from, for every model of the state (see ``core.sampling``)."""
+    q_mean, q_var = quality_moments(state, policy.reward)
+    c_mean, c_var = cost_moments(state)
+    l_mean, l_var = latency_moments(state)
+    knapsack = (
+        objective == "budget" and policy.pacing == "knapsack" and policy.budget_mean_cost_usd is not None
+    )
+    if knapsack:  # cost enters through the knapsack mix; the dual only paces a per-minute budget
+        weight = state.dual if policy.budget_usd_per_min is not None else 0.0
+    else:
+        weight = cost_weight(state, objective, lam)
+    penalty = weight * c_mean + mu * l_mean
+    sd = np.sqrt(q_var + weight * weight * c_var + mu * mu * l_var)
+    sampler = policy.sampler
+    if sampler == "beta" and policy.reward != "beta":
+        sampler = "clipped"
+    return UtilityPosterior(
+        sampler=sampler,
+        mean=q_mean - penalty,
+        sd=sd,
+        low=-penalty,
+        high=1.0 - penalty,
+        alpha=state.alpha,
+        beta=state.beta,
+        penalty=penalty,
+        cost=c_mean if knapsack else None,
+        budget=effective_budget(state, policy) if knapsack else 0.0,
+    )
+
+
+def effective_budget(state: TaskState, policy: TaskPolicy) -> float:
+    """The mean cost per call the next decisions may spend: the budget, plus what was under-spent so far (or
+    minus what was over-spent) spread over ``pacing_horizon`` calls, so realised mean cost converges to it.
+    With a budget shared by several task types (``core.budget.share_budget``) the slack is theirs together."""
+    budget = policy.budget_mean_cost_usd or 0.0
+    slack = budget * state.spend_calls - state.spend_total_usd + state.budget_offset_usd
+    return float(min(max(budget + slack / policy.pacing_horizon, 0.0), 4.0 * budget))

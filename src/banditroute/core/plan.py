@@ -16,8 +16,9 @@ import numpy.typing as npt
 
 from banditroute.core.capacity import CapacityTracker
 from banditroute.core.models import NO_CONSTRAINTS, Choice, Constraints, ModelSpec, TaskPolicy, make_choice
-from banditroute.core.objective import cost_moments, effective_objective, latency_moments, utility_moments
+from banditroute.core.objective import cost_moments, effective_objective, latency_moments, utility_posterior
 from banditroute.core.propensity import bound_shares, eligibility_seed, thompson_probabilities
+from banditroute.core.sampling import UtilityPosterior
 from banditroute.core.state import CIRCUIT, N_OBS, OPEN_UNTIL, TaskState
 
 FloatArray = npt.NDArray[np.float64]
@@ -40,6 +41,7 @@ class Plan:
     index: IntArray  # their rows in the state
     mean: FloatArray
     sd: FloatArray
+    posterior: UtilityPosterior  # what decisions draw from (the eligible closed models)
     thompson: FloatArray  # P(Thompson winner), Monte Carlo
     target: FloatArray  # guarded share of each eligible closed model, already times (1 - probe_total)
     ratio: FloatArray  # keep-probability of the Thompson winner in the coupling
@@ -118,7 +120,8 @@ def build_plan(
     """Compute the cached decision plan (slow path; once per state version and request shape)."""
     catalog = _catalog(models)
     objective, lam, mu = effective_objective(policy, now_s, constraints.objective_override)
-    mean_all, sd_all = utility_moments(state, policy, objective, lam, mu)
+    posterior_all = utility_posterior(state, policy, objective, lam, mu)
+    mean_all = posterior_all.mean
     cost, _ = cost_moments(state)
     latency, _ = latency_moments(state)
     flags, until = state.stats[:, CIRCUIT], state.stats[:, OPEN_UNTIL]
@@ -150,11 +153,12 @@ def build_plan(
         else:
             closed.append(i)
     index = np.array(closed, dtype=np.intp)
-    mean, sd = mean_all[index], sd_all[index]
+    posterior = posterior_all.subset(index)
+    mean, sd = posterior.mean, posterior.sd
     names = [state.names[i] for i in closed]
     key = index.tobytes() + b"|" + np.array(probes, dtype=np.intp).tobytes()
     thompson = thompson_probabilities(
-        mean, sd, policy.propensity_samples, eligibility_seed(state.version, key)
+        posterior, policy.propensity_samples, eligibility_seed(state.version, key)
     )
     low, high = _share_bounds(state, policy, catalog, index)
     guarded = bound_shares(thompson, low, high)
@@ -194,6 +198,7 @@ def build_plan(
         index=index,
         mean=mean,
         sd=sd,
+        posterior=posterior,
         thompson=thompson,
         target=guarded * (1.0 - probe_total),
         ratio=ratio,

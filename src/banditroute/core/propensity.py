@@ -15,28 +15,27 @@ import zlib
 import numpy as np
 import numpy.typing as npt
 
+from banditroute.core.sampling import UtilityPosterior
+
 FloatArray = npt.NDArray[np.float64]
 CHUNK = 8192
 
 
-def thompson_probabilities(mean: FloatArray, sd: FloatArray, n: int, seed: tuple[int, ...]) -> FloatArray:
-    """Monte Carlo estimate of P(argmax of N(mean, sd²) draws = i)."""
-    k = len(mean)
+def thompson_probabilities(posterior: UtilityPosterior, n: int, seed: tuple[int, ...]) -> FloatArray:
+    """Monte Carlo estimate of P(argmax of the posterior's utility draws = i), with the decisions' sampler."""
+    k = len(posterior)
     if k == 0:
         return np.zeros(0)
     if k == 1:
         return np.ones(1)
     rng = np.random.default_rng(list(seed))
-    counts = np.zeros(k, dtype=np.int64)
+    total = np.zeros(k, dtype=np.float64)
     done = 0
     while done < n:
         rows = min(CHUNK, n - done)
-        draws = rng.standard_normal((rows, k))
-        draws *= sd
-        draws += mean
-        counts += np.bincount(draws.argmax(axis=1), minlength=k)
+        total += posterior.shares(posterior.draw(rng, rows)) * rows
         done += rows
-    return counts / float(n)
+    return total / float(n)
 
 
 def eligibility_seed(version: int, key: bytes) -> tuple[int, int, int]:

@@ -61,6 +61,7 @@ class TaskState:
     spend_at_s: float = 0.0
     spend_total_usd: float = 0.0
     spend_calls: int = 0
+    budget_offset_usd: float = 0.0  # budget slack other task types lend this one (core.budget); not persisted
     applied: Mapping[int, int] = field(default_factory=dict)
     cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
 
