@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from banditroute.core.baselines import POLICIES
+from banditroute.core.pooling import DEFAULT_MAX_STRENGTH
 from banditroute.sim.replay import DEFAULT_POLICIES
 
 
@@ -29,7 +31,7 @@ from banditroute.sim.replay import DEFAULT_POLICIES
     "--budget",
     type=click.FloatRange(0, min_open=True),
     default=None,
-    help="Mean cost per request budget (USD): the router maximises quality under it.",
+    help="Mean cost per request budget (USD) over all task types: the router maximises quality under it.",
 )
 @click.option("--requests", "n", type=click.IntRange(1), default=20000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -37,7 +39,7 @@ from banditroute.sim.replay import DEFAULT_POLICIES
     "--policy",
     "policies",
     multiple=True,
-    type=click.Choice(DEFAULT_POLICIES),
+    type=click.Choice(sorted(POLICIES)),
     help="Repeatable; default: thompson and every baseline.",
 )
 @click.option("--mix", default=None, help="Task mix, e.g. 'gsm8k=1,mmlu-stem=3'. Default: as in the file.")
@@ -51,9 +53,22 @@ from banditroute.sim.replay import DEFAULT_POLICIES
 @click.option(
     "--pooled-prior-strength",
     type=click.FloatRange(0),
-    default=500.0,
+    default=DEFAULT_MAX_STRENGTH,
     show_default=True,
-    help="Weight (in calls) of the empirical-Bayes quality prior pooled over task types; 0 = off.",
+    help="The most calls an empirical-Bayes quality prior pooled over task types may be worth (it is worth "
+    "less the more task types disagree); 0 = off.",
+)
+@click.option(
+    "--priors",
+    "priors_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Quality priors from `banditroute priors fit`.",
+)
+@click.option(
+    "--one-pass",
+    is_flag=True,
+    help="Show every prompt exactly once in a seeded random order (--requests and --mix are then ignored).",
 )
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option(
@@ -76,11 +91,14 @@ def replay(
     mix: str | None,
     delay: int,
     pooled_prior_strength: float,
+    priors_file: Path | None,
+    one_pass: bool,
     fmt: str,
     out: Path | None,
     through_kafka: bool,
 ) -> None:
     """Replay recorded outcomes: each policy routes the same sampled requests and learns the recorded outcome."""
+    from banditroute.sim.priors import FittedPriors
     from banditroute.sim.replay import default_setup
     from banditroute.sim.replay import replay as run_replay
     from banditroute.sim.table import load_outcomes
@@ -97,7 +115,10 @@ def replay(
                 Settings().kafka_bootstrap, table, lam=lam, requests=n, seed=seed, mix=mix, delay=delay
             )
         else:
-            setup = default_setup(table, lam, budget, pooled_prior_strength=pooled_prior_strength)
+            fitted = FittedPriors.load(priors_file) if priors_file is not None else None
+            setup = default_setup(
+                table, lam, budget, pooled_prior_strength=pooled_prior_strength, priors=fitted
+            )
             result = run_replay(
                 table,
                 lam=lam,
@@ -108,6 +129,7 @@ def replay(
                 mix=mix,
                 delay=delay,
                 setup=setup,
+                one_pass=one_pass,
             )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc

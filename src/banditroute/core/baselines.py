@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from banditroute.core.capacity import CapacityTracker
-from banditroute.core.choose import Plan, choose, get_plan
+from banditroute.core.choose import Plan, choose, choose_batch, get_plan
 from banditroute.core.learn import update
 from banditroute.core.models import Choice, Constraints, ModelSpec, Outcome, TaskPolicy, make_choice
-from banditroute.core.objective import cost_moments, quality_moments
-from banditroute.core.state import N_OBS, PRIOR_A, PRIOR_B, TaskState
+from banditroute.core.objective import cost_moments, cost_weight, effective_objective, quality_moments
+from banditroute.core.state import N_OBS, PRIOR_A, PRIOR_B, Q_N, Q_SUM, TaskState
 
 
 class RoutingPolicy(Protocol):
@@ -51,7 +52,24 @@ class RoutingPolicy(Protocol):
     ) -> TaskState: ...
 
 
-class ThompsonPolicy:
+class _Learner:
+    """Learning shared by every policy: the production update on the shared TaskState."""
+
+    name = "learner"
+
+    def update(
+        self,
+        state: TaskState,
+        models: Sequence[ModelSpec],
+        policy: TaskPolicy,
+        outcome: Outcome,
+        *,
+        source: tuple[int, int] | None = None,
+    ) -> TaskState:
+        return update(state, models, policy, outcome, source=source)
+
+
+class ThompsonPolicy(_Learner):
     """The production cost-aware Thompson sampler."""
 
     name = "thompson"
@@ -70,16 +88,17 @@ class ThompsonPolicy:
     ) -> Choice:
         return choose(state, models, policy, constraints, rng, now_s, pinned=pinned, capacity=capacity)
 
-    def update(
+    def choose_batch(
         self,
         state: TaskState,
         models: Sequence[ModelSpec],
         policy: TaskPolicy,
-        outcome: Outcome,
-        *,
-        source: tuple[int, int] | None = None,
-    ) -> TaskState:
-        return update(state, models, policy, outcome, source=source)
+        n: int,
+        rng: np.random.Generator,
+        now_s: float,
+    ) -> npt.NDArray[np.intp]:
+        """Rows in ``state.names`` of ``n`` decisions on the same state (the replay's delayed-feedback block)."""
+        return choose_batch(state, models, policy, n, rng, now_s)
 
 
 class PlainThompsonPolicy(ThompsonPolicy):
@@ -131,8 +150,136 @@ class PlainThompsonPolicy(ThompsonPolicy):
         choice = choose(state, models, plain, constraints, rng, now_s, pinned=pinned, capacity=capacity)
         return dataclasses.replace(choice, policy_name=self.name)
 
+    def choose_batch(
+        self,
+        state: TaskState,
+        models: Sequence[ModelSpec],
+        policy: TaskPolicy,
+        n: int,
+        rng: np.random.Generator,
+        now_s: float,
+    ) -> npt.NDArray[np.intp]:
+        if state.dual:
+            state = dataclasses.replace(state, dual=0.0)
+        return choose_batch(state, models, self._plain(policy), n, rng, now_s)
 
-class _IndexPolicy(ThompsonPolicy):
+
+class _DrawPolicy(_Learner):
+    """Base for samplers defined by ``draw``: positions in ``plan.names`` of ``n`` independent decisions."""
+
+    propensity_samples = 256
+
+    def draw(
+        self, state: TaskState, plan: Plan, policy: TaskPolicy, n: int, rng: np.random.Generator, now_s: float
+    ) -> npt.NDArray[np.intp]:
+        raise NotImplementedError
+
+    def choose(
+        self,
+        state: TaskState,
+        models: Sequence[ModelSpec],
+        policy: TaskPolicy,
+        constraints: Constraints | None,
+        rng: np.random.Generator,
+        now_s: float,
+        *,
+        pinned: str | None = None,
+        capacity: CapacityTracker | None = None,
+    ) -> Choice:
+        plan = get_plan(state, models, policy, constraints, now_s, capacity, policy_name=self.name)
+        if plan.fixed is not None:
+            return plan.fixed
+        if not plan.names:  # only half-open probes: the production coupling handles them
+            return choose(state, models, policy, constraints, rng, now_s, pinned=pinned, capacity=capacity)
+        if pinned is not None and pinned in plan.names:
+            j, propensity = plan.names.index(pinned), 1.0
+        else:
+            j = int(self.draw(state, plan, policy, 1, rng, now_s)[0])
+            key = (self.name, "propensity", id(plan))
+            shares = state.cache.get(key)
+            if shares is None:  # Monte Carlo with a fixed seed, once per plan
+                picks = self.draw(
+                    state, plan, policy, self.propensity_samples, np.random.default_rng(0), now_s
+                )
+                shares = np.bincount(picks, minlength=len(plan.names)) / self.propensity_samples
+                state.cache[key] = shares
+            propensity = float(shares[j])
+        model = plan.names[j]
+        return make_choice(
+            model=model,
+            fallbacks=tuple(n for n in plan.names if n != model),
+            propensity=propensity,
+            sampled={},
+            means=plan.means,
+            explored=model != plan.best,
+            filtered=plan.filtered,
+            circuit_open=plan.circuit_open,
+            no_eligible=None,
+            state_version=state.version,
+            policy_name=self.name,
+        )
+
+    def choose_batch(
+        self,
+        state: TaskState,
+        models: Sequence[ModelSpec],
+        policy: TaskPolicy,
+        n: int,
+        rng: np.random.Generator,
+        now_s: float,
+    ) -> npt.NDArray[np.intp]:
+        """Rows in ``state.names`` of ``n`` decisions on the same state (the replay's delayed-feedback block)."""
+        plan = get_plan(state, models, policy, None, now_s, policy_name=self.name)
+        if plan.fixed is not None or not plan.names:
+            picks = (self.choose(state, models, policy, None, rng, now_s).model for _ in range(n))
+            return np.array([state.index(m) if m else -1 for m in picks], dtype=np.intp)
+        return np.asarray(plan.index[self.draw(state, plan, policy, n, rng, now_s)], dtype=np.intp)
+
+
+class NaiveThompsonPolicy(_DrawPolicy):
+    """The naive reference: Beta(1, 1) on quality, the empirical mean cost, nothing else.
+
+    Each decision samples every eligible model's quality from ``Beta(1 + successes, 1 + failures)`` (the
+    catalog prior and any pooling are ignored) and picks the largest ``quality - w * mean_cost`` with ``w`` the
+    policy's λ (the pacing dual in budget mode). No guards, no normal approximation, no cost uncertainty.
+    A default that learns worse than this is a regression the replay and the evaluation suite show at once.
+    """
+
+    name = "thompson_naive"
+
+    def draw(
+        self, state: TaskState, plan: Plan, policy: TaskPolicy, n: int, rng: np.random.Generator, now_s: float
+    ) -> npt.NDArray[np.intp]:
+        idx = plan.index
+        success = state.stats[idx, Q_SUM] * state.scale
+        total = state.stats[idx, Q_N] * state.scale
+        objective, lam, _ = effective_objective(policy, now_s)
+        penalty = cost_weight(state, objective, lam) * state.mean_cost_usd[idx]
+        draws = rng.beta(1.0 + success, 1.0 + np.maximum(total - success, 0.0), size=(n, len(idx))) - penalty
+        return np.asarray(draws.argmax(axis=1), dtype=np.intp)
+
+
+class TopTwoThompsonPolicy(_DrawPolicy):
+    """Top-two Thompson sampling (Russo 2016) on the production posterior: with probability ``leader_share``
+    the leader of one posterior draw, else the leader of a second draw among the other models. An
+    alternative the evaluation suite compares with the default."""
+
+    name = "thompson_top_two"
+    leader_share = 0.5
+
+    def draw(
+        self, state: TaskState, plan: Plan, policy: TaskPolicy, n: int, rng: np.random.Generator, now_s: float
+    ) -> npt.NDArray[np.intp]:
+        leader = plan.posterior.pick(plan.posterior.draw(rng, n), rng)
+        if len(plan.names) < 2:
+            return leader
+        second = plan.posterior.draw(rng, n)
+        second[np.arange(n), leader] = -np.inf
+        challenger = np.asarray(second.argmax(axis=1), dtype=np.intp)
+        return np.where(rng.random(n) < self.leader_share, leader, challenger)
+
+
+class _IndexPolicy(_Learner):
     """Base for policies that pick one eligible model by a rule; subclasses implement ``pick``."""
 
     def pick(self, state: TaskState, plan: Plan, rng: np.random.Generator) -> tuple[int, float]:
@@ -175,6 +322,22 @@ class _IndexPolicy(ThompsonPolicy):
             state_version=state.version,
             policy_name=self.name,
         )
+
+    def choose_batch(
+        self,
+        state: TaskState,
+        models: Sequence[ModelSpec],
+        policy: TaskPolicy,
+        n: int,
+        rng: np.random.Generator,
+        now_s: float,
+    ) -> npt.NDArray[np.intp]:
+        """Rows in ``state.names`` of ``n`` decisions on the same state, without building a Choice each."""
+        plan = get_plan(state, models, policy, None, now_s, policy_name=self.name)
+        if plan.fixed is not None or not plan.names:
+            picks = (self.choose(state, models, policy, None, rng, now_s).model for _ in range(n))
+            return np.array([state.index(m) if m else -1 for m in picks], dtype=np.intp)
+        return np.asarray(plan.index[[self.pick(state, plan, rng)[0] for _ in range(n)]], dtype=np.intp)
 
 
 class UniformPolicy(_IndexPolicy):
@@ -262,6 +425,8 @@ class GreedyQualityPolicy(_IndexPolicy):
 _FACTORIES: dict[str, Callable[[], RoutingPolicy]] = {
     "thompson": ThompsonPolicy,
     "thompson_plain": PlainThompsonPolicy,
+    "thompson_naive": NaiveThompsonPolicy,
+    "thompson_top_two": TopTwoThompsonPolicy,
     "uniform": UniformPolicy,
     "round_robin": RoundRobinPolicy,
     "cheapest": CheapestPolicy,

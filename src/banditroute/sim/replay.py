@@ -28,12 +28,13 @@ from banditroute.core import (
     RoutingPolicy,
     TaskPolicy,
     TaskState,
-    choose_batch,
     make_policy,
     new_state,
     update_many,
 )
-from banditroute.core.baselines import ThompsonPolicy
+from banditroute.core.budget import share_budget
+from banditroute.core.pooling import DEFAULT_MAX_STRENGTH, pooled_priors, with_priors
+from banditroute.sim.priors import FittedPriors
 from banditroute.sim.table import OutcomeTable, parse_mix
 
 FloatArray = npt.NDArray[np.float64]
@@ -41,6 +42,7 @@ IntArray = npt.NDArray[np.intp]
 
 DEFAULT_POLICIES = (
     "thompson",
+    "thompson_naive",
     "thompson_plain",
     "uniform",
     "round_robin",
@@ -49,6 +51,7 @@ DEFAULT_POLICIES = (
     "epsilon_greedy",
     "ucb1",
 )
+POOLED_POLICIES = ("thompson", "thompson_top_two")  # the naive and plain references never pool
 SECONDS_PER_REQUEST = 0.01  # synthetic clock: 100 requests per second
 
 
@@ -58,7 +61,9 @@ class RouterSetup:
 
     models: dict[str, tuple[ModelSpec, ...]]
     policies: dict[str, TaskPolicy]
-    pooled_prior_strength: float = 0.0
+    pooled_prior_strength: float = 0.0  # the most pseudo-observations a pooled prior may hold; 0 = off
+    pooling: str = "eb"  # "eb": empirical Bayes (core.pooling); "fixed": the pre-0.2 fixed-strength pool
+    shared_budget: bool = True  # one budget over all task types (as the budget oracle), not one per type
 
 
 def catalog_from_table(
@@ -78,18 +83,29 @@ def default_setup(
     budget: float | None = None,
     *,
     half_life: float | None = None,
-    pooled_prior_strength: float = 500.0,
-    propensity_samples: int = 1000,
+    pooled_prior_strength: float = DEFAULT_MAX_STRENGTH,
+    propensity_samples: int = 64,
+    pooling: str = "eb",
+    shared_budget: bool = True,
+    priors: FittedPriors | None = None,
 ) -> RouterSetup:
     """The router configuration used by ``replay``: catalog prices from the data, λ from the objective,
-    no discounting (recorded outcomes are stationary), and an empirical-Bayes quality prior pooled over task
-    types (see :func:`pooled_priors`) worth up to ``pooled_prior_strength`` observations.
-
-    The strength 500 was chosen on the RouteLLM outcomes at λ = 20 (20, 200 and 500 compared over 8 seeds:
-    the stronger the pooling, the less utility is lost to exploration where models differ little between
-    task types). The pooled prior only moves the starting point of each task type's posterior; per-task
-    evidence still dominates after a few hundred calls."""
+    no discounting (recorded outcomes are stationary), and empirical-Bayes quality priors pooled over task
+    types (:mod:`banditroute.core.pooling`) worth at most ``pooled_prior_strength`` observations, and less
+    the more the task types disagree. ``propensity_samples`` is small because a replay never reads the
+    propensities (decisions are drawn directly; the Monte Carlo estimate only serves the guards, off here).
+    The defaults are chosen by the evaluation suite (``banditroute evaluate-policy``) over every dataset.
+    ``priors`` (``banditroute priors fit``) set each task type's starting quality prior per model."""
     models = catalog_from_table(table)
+    per_task = {t: models for t in table.task_types}
+    if priors is not None:
+        per_task = {
+            t: tuple(
+                dataclasses.replace(m, quality_prior=priors.for_task(t).get(m.name, m.quality_prior))
+                for m in models
+            )
+            for t in table.task_types
+        }
     policy = TaskPolicy(
         objective="utility" if budget is None else "budget",
         lam=lam,
@@ -99,9 +115,11 @@ def default_setup(
         propensity_samples=propensity_samples,
     )
     return RouterSetup(
-        models={t: models for t in table.task_types},
+        models=per_task,
         policies={t: policy for t in table.task_types},
         pooled_prior_strength=pooled_prior_strength,
+        pooling=pooling,
+        shared_budget=shared_budget,
     )
 
 
@@ -127,6 +145,15 @@ def make_stream(table: OutcomeTable, n: int, seed: int, mix: Mapping[str, float]
         where = np.flatnonzero(task == i)
         prompt[where] = rng.integers(0, len(table.tasks[t]), size=len(where))
     return Stream(task_types=tasks, task=task, prompt=prompt, mix=shares)
+
+
+def one_pass_stream(table: OutcomeTable, seed: int) -> Stream:
+    """Every prompt of the table exactly once, in a seeded random order (short horizon, no repeats)."""
+    tasks = table.task_types
+    task = np.concatenate([np.full(len(table.tasks[t]), i, dtype=np.intp) for i, t in enumerate(tasks)])
+    prompt = np.concatenate([np.arange(len(table.tasks[t]), dtype=np.intp) for t in tasks])
+    order = np.random.default_rng([seed, 3]).permutation(len(task))
+    return Stream(task_types=tasks, task=task[order], prompt=prompt[order], mix=table.mix())
 
 
 @dataclass
@@ -199,6 +226,9 @@ class ReplayResult:
             "expected_utility": float(run.expected_utility.mean()),
             "regret": oracle - utility,
             "captured": (utility - single) / gap if gap > 1e-12 else None,
+            "captured_expected": (
+                (float(run.expected_utility.mean()) - single) / gap if gap > 1e-12 else None
+            ),
             "traffic_share": shares,
         }
 
@@ -217,11 +247,12 @@ class ReplayResult:
         }
 
 
-def pooled_priors(
+def fixed_pooled_priors(
     states: Mapping[str, TaskState], strength: float, floor: float = 1.0
 ) -> dict[str, tuple[float, float]]:
-    """Empirical-Bayes quality prior per model: the model's pooled success rate over all task types, as a
-    Beta prior worth ``strength`` observations (shrunk to the uniform prior while little is pooled)."""
+    """The pre-0.2 pooled prior, kept for the evaluation suite's comparison: each model's success rate over
+    all task types (each task's own evidence included), worth ``strength`` observations whatever the task
+    types' disagreement."""
     names = next(iter(states.values())).names
     success = np.zeros(len(names))
     total = np.zeros(len(names))
@@ -236,13 +267,16 @@ def pooled_priors(
     return {n: (float(x), float(y)) for n, x, y in zip(names, alpha, beta, strict=True)}
 
 
-def _with_priors(state: TaskState, priors: Mapping[str, tuple[float, float]]) -> TaskState:
-    """The same evidence under new Beta priors (the prior columns are not discounted, so this is exact)."""
-    stats = state.stats.copy()
-    for j, name in enumerate(state.names):
-        if name in priors:
-            stats[j, 0], stats[j, 1] = priors[name]
-    return dataclasses.replace(state, stats=stats, version=state.version + 1)
+def pool(states: dict[str, TaskState], setup: RouterSetup) -> dict[str, TaskState]:
+    """The states with their quality priors pooled over task types as ``setup`` says (unchanged when off)."""
+    if setup.pooled_prior_strength <= 0 or len(states) < 2:
+        return states
+    if setup.pooling == "fixed":
+        shared = fixed_pooled_priors(states, setup.pooled_prior_strength)
+        return {t: with_priors(s, shared) for t, s in states.items()}
+    base = {t: {m.name: m.quality_prior for m in models} for t, models in setup.models.items()}
+    priors = pooled_priors(states, base, max_strength=setup.pooled_prior_strength)
+    return {t: with_priors(s, priors[t]) for t, s in states.items()}
 
 
 def _run_policy(
@@ -260,8 +294,8 @@ def _run_policy(
     tasks = stream.task_types
     states = {t: new_state(setup.models[t], setup.policies[t]) for t in tasks}
     chosen = np.empty(n, dtype=np.intp)
-    batched = type(policy) is ThompsonPolicy
-    pooled = batched and setup.pooled_prior_strength > 0 and len(tasks) > 1
+    batch = getattr(policy, "choose_batch", None)
+    pooled = name in POOLED_POLICIES
     column = {t: np.array([table.models.index(m) for m in states[t].names]) for t in tasks}
     for start in range(0, n, delay):
         stop = min(n, start + delay)
@@ -271,8 +305,8 @@ def _run_policy(
             t = tasks[i]
             state, models, tp = states[t], setup.models[t], setup.policies[t]
             where = np.flatnonzero(block_task == i) + start
-            if batched:
-                rows = choose_batch(state, models, tp, len(where), rng, now)
+            if batch is not None:
+                rows = batch(state, models, tp, len(where), rng, now)
             else:
                 picks = []
                 for _ in range(len(where)):
@@ -299,8 +333,9 @@ def _run_policy(
             ]
             states[t] = update_many(state, models, tp, feedback)
         if pooled:
-            priors = pooled_priors(states, setup.pooled_prior_strength)
-            states = {t: _with_priors(s, priors) for t, s in states.items()}
+            states = pool(states, setup)
+        if setup.shared_budget:
+            states = share_budget(states, setup.policies)
     quality = np.empty(n)
     cost = np.empty(n)
     for i, t in enumerate(tasks):
@@ -329,8 +364,12 @@ def replay(
     mix: Mapping[str, float] | str | None = None,
     delay: int = 50,
     setup: RouterSetup | None = None,
+    one_pass: bool = False,
 ) -> ReplayResult:
-    """Replay ``requests`` sampled requests through each named policy (deterministic for a seed)."""
+    """Replay ``requests`` sampled requests through each named policy (deterministic for a seed).
+
+    ``one_pass`` replays every prompt of the table exactly once in a seeded random order instead (``requests``
+    and ``mix`` are then ignored): a short horizon without repeats, as production traffic is."""
     if requests < 1:
         raise ValueError("requests must be >= 1")
     if delay < 1:
@@ -338,7 +377,12 @@ def replay(
     if not policies:
         raise ValueError("give at least one policy")
     instances = {name: make_policy(name) for name in policies}
-    stream = make_stream(table, requests, seed, parse_mix(mix, table.task_types) if mix is not None else None)
+    if one_pass:
+        stream = one_pass_stream(table, seed)
+    else:
+        stream = make_stream(
+            table, requests, seed, parse_mix(mix, table.task_types) if mix is not None else None
+        )
     setup = setup or default_setup(table, lam, budget)
     runs = [
         _run_policy(name, instance, table, stream, setup, lam, delay, seed)

@@ -1,0 +1,73 @@
+"""Empirical-Bayes pooling over task types: it shrinks when task types agree and leaves them alone when not."""
+
+from __future__ import annotations
+
+import pytest
+
+from banditroute.core import ModelSpec, Outcome, TaskPolicy, TaskState, new_state, update_many
+from banditroute.core.pooling import pooled_priors, with_priors
+
+MODELS = (ModelSpec("a", 0.001), ModelSpec("b", 0.002))
+POLICY = TaskPolicy(half_life=None)
+
+
+def _state(successes: dict[str, int], calls: int = 200) -> TaskState:
+    outcomes = []
+    for name, good in successes.items():
+        outcomes += [Outcome(name, quality=1.0, cost_usd=0.001)] * good
+        outcomes += [Outcome(name, quality=0.0, cost_usd=0.001)] * (calls - good)
+    return update_many(new_state(MODELS, POLICY), MODELS, POLICY, outcomes)
+
+
+def _strength(prior: tuple[float, float]) -> float:
+    return prior[0] + prior[1] - 2.0  # pseudo-observations on top of Beta(1, 1)
+
+
+def test_one_task_type_is_not_pooled() -> None:
+    priors = pooled_priors({"only": _state({"a": 150, "b": 50})})
+    assert priors["only"] == {"a": (1.0, 1.0), "b": (1.0, 1.0)}
+
+
+def test_agreeing_task_types_share_evidence() -> None:
+    states = {t: _state({"a": 150, "b": 100}) for t in ("x", "y", "z")}
+    priors = pooled_priors(states, max_strength=200.0)
+    for t in states:
+        assert _strength(priors[t]["a"]) == pytest.approx(200.0)
+        a, b = priors[t]["a"]
+        assert (a - 1) / (a + b - 2) == pytest.approx(0.75, abs=0.01)
+
+
+def test_disagreeing_task_types_are_barely_pooled() -> None:
+    states = {
+        "x": _state({"a": 190, "b": 20}),
+        "y": _state({"a": 20, "b": 190}),
+        "z": _state({"a": 100, "b": 100}),
+    }
+    priors = pooled_priors(states, max_strength=200.0)
+    for t in states:
+        for m in ("a", "b"):
+            assert _strength(priors[t][m]) < 5.0, priors
+
+
+def test_a_task_types_prior_leaves_out_its_own_evidence() -> None:
+    states = {"x": _state({"a": 200, "b": 0}), "y": _state({"a": 0, "b": 0}, calls=0)}
+    priors = pooled_priors(states)
+    # y has no evidence to lend to x; x lends its evidence to y
+    assert priors["x"]["a"] == (1.0, 1.0)
+    assert _strength(priors["y"]["a"]) > 0
+
+
+def test_base_priors_are_kept_under_the_pooled_ones() -> None:
+    states = {t: _state({"a": 150, "b": 100}) for t in ("x", "y")}
+    base = {"x": {"a": (3.0, 2.0)}}
+    priors = pooled_priors(states, base, max_strength=10.0)
+    assert priors["x"]["a"][0] == pytest.approx(3.0 + 10.0 * 150.5 / 201.0)
+
+
+def test_with_priors_changes_only_the_prior_columns() -> None:
+    state = _state({"a": 150, "b": 100})
+    moved = with_priors(state, {"a": (5.0, 7.0)})
+    assert moved.alpha[0] - state.alpha[0] == pytest.approx(4.0)
+    assert moved.beta[0] - state.beta[0] == pytest.approx(6.0)
+    assert moved.alpha[1] == state.alpha[1]
+    assert with_priors(state, {"a": (1.0, 1.0)}) is state
