@@ -74,3 +74,12 @@ def test_effective_budget_pays_back_overspend() -> None:
     spent = update_many(state, models, policy, [Outcome("a", quality=1.0, cost_usd=0.003)] * 10)
     # 10 calls at 0.003 overspent 0.02 against 0.01: pay it back over 100 calls -> 0.001 - 0.0002
     assert effective_budget(spent, policy) == pytest.approx(0.0008)
+
+
+def test_policy_yaml_names_sampler_and_pacing() -> None:
+    policy = TaskPolicy.from_mapping({"sampler": "clipped", "pacing": "dual", "pacing_horizon": 50})
+    assert (policy.sampler, policy.pacing, policy.pacing_horizon) == ("clipped", "dual", 50.0)
+    with pytest.raises(ValueError, match="sampler must be one of normal, clipped, beta"):
+        TaskPolicy.from_mapping({"sampler": "fancy"})
+    with pytest.raises(ValueError, match="pacing_horizon must be > 0"):
+        TaskPolicy.from_mapping({"pacing_horizon": 0})

@@ -275,6 +275,8 @@ class TaskPolicy:
             raise ValueError(
                 f"{kind}: objective 'budget' needs budget_mean_cost_usd and/or budget_usd_per_min"
             )
+        if policy.pacing_horizon <= 0:
+            raise ValueError(f"{kind}: pacing_horizon must be > 0 (calls)")
         if policy.canary_floor > policy.canary_ceiling:
             raise ValueError(f"{kind}: canary_floor must not exceed canary_ceiling")
         return policy
