@@ -81,22 +81,30 @@ class Call:
 
 
 def metadata_of(request: Mapping[str, Any]) -> dict[str, Any]:
-    """The request's metadata bucket (``metadata``, else ``litellm_metadata``); a new dict when it has none."""
+    """The request's metadata bucket (``metadata``, else ``litellm_metadata``); a request without one (a dict)
+    gets an empty ``metadata`` bucket, so what the plugin writes there travels with the request."""
+    bucket = _bucket(request)
+    if bucket is not None:
+        return bucket
+    created: dict[str, Any] = {}
+    if isinstance(request, dict):
+        request["metadata"] = created
+    return created
+
+
+def _bucket(request: Mapping[str, Any]) -> dict[str, Any] | None:
     for name in ("metadata", "litellm_metadata"):
         bucket = request.get(name)
         if isinstance(bucket, dict):
             return bucket
-    return {}
+    return None
 
 
 def logged_metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The request metadata of a LiteLLM logging event."""
+    """The request metadata of a LiteLLM logging event (read only)."""
     params = kwargs.get("litellm_params")
-    if isinstance(params, Mapping):
-        bucket = metadata_of(params)
-        if bucket:
-            return bucket
-    return metadata_of(kwargs)
+    bucket = _bucket(params) if isinstance(params, Mapping) else None
+    return bucket or _bucket(kwargs) or {}
 
 
 def deployment_id_of(kwargs: Mapping[str, Any]) -> str | None:
@@ -245,7 +253,7 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
         request_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """LiteLLM's pick for one attempt: banditroute's decision on the first, its order on later ones."""
-        metadata = metadata_of(request_kwargs or {})
+        metadata = metadata_of(request_kwargs if request_kwargs is not None else {})
         call = self._call(metadata)
         if call is None:
             candidates = self.candidates(model)
@@ -318,7 +326,7 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
         self, request_data: dict[str, Any], response: Any, call_type: Any
     ) -> Any:
         """Stamp the request id on the response before the caller gets it."""
-        metadata = metadata_of(request_data)
+        metadata = _bucket(request_data) or {}
         call = self._call(metadata)
         hidden = getattr(response, "_hidden_params", None)
         if call is not None and isinstance(hidden, dict):
