@@ -66,7 +66,8 @@ async def test_routing_follows_what_the_worker_learnt(worker: Worker) -> None:
 
 async def test_one_feedback_per_call_with_errors_and_fallbacks(worker: Worker) -> None:
     """``flaky`` always fails. Group ``auto`` falls back to ``spare``, where the plugin serves the next model of
-    the decision: calls routed to flaky are credited to strong. Group ``doomed`` has no way out: one error each."""
+    the decision: calls routed to flaky are credited to strong. Group ``doomed`` (flaky only) fails, falls back
+    to a group outside the decision that fails too, or is rescued by one: an error for flaky each time."""
     router = Router(
         model_list=[
             deployment("flaky", "auto", "litellm.RateLimitError"),
@@ -76,13 +77,20 @@ async def test_one_feedback_per_call_with_errors_and_fallbacks(worker: Worker) -
         fallbacks=[{"auto": ["spare"]}],
         num_retries=0,
     )
-    doomed = Router(model_list=[deployment("flaky", "doomed", "litellm.RateLimitError")], num_retries=0)
+    doomed = Router(  # "broken" and "rescue" are outside banditroute: reached only by a request's fallbacks
+        model_list=[
+            deployment("flaky", "doomed", "litellm.RateLimitError"),
+            deployment("outside-1", "broken", "litellm.InternalServerError"),
+            deployment("outside-2", "rescue", "right"),
+        ],
+        num_retries=0,
+    )
     async with worker.client() as client:
         await wait_ready(client)
         routing = BanditRouting(client, score=score, groups={"spare": ["flaky", "strong", "weak"]}).attach(
             router
         )
-        stranded = BanditRouting(client, task_type="fb").attach(doomed)
+        stranded = BanditRouting(client, task_type="fb-doomed").attach(doomed)
         try:
             served: dict[str, str] = {}
             for i in range(24):
@@ -95,15 +103,26 @@ async def test_one_feedback_per_call_with_errors_and_fallbacks(worker: Worker) -
                 assert rid is not None
                 served[rid] = response._hidden_params["model_id"]
             failed = 0
-            for i in range(4):
+            # four failures of flaky in a row at most: a fifth would open its circuit (task type fb-doomed)
+            for i, fallbacks in enumerate([[], ["broken"]]):
                 with pytest.raises(litellm.RateLimitError):
-                    await doomed.acompletion(model="doomed", messages=[{"role": "user", "content": f"x{i}"}])
+                    await doomed.acompletion(
+                        model="doomed", messages=[{"role": "user", "content": f"x{i}"}], fallbacks=fallbacks
+                    )
+                failed += 1
+            for i in range(2):  # rescued by a model banditroute did not choose: the decided one failed
+                response = await doomed.acompletion(
+                    model="doomed", messages=[{"role": "user", "content": f"y{i}"}], fallbacks=["rescue"]
+                )
+                assert response._hidden_params["model_id"] == "outside-2"
                 failed += 1
         finally:
             await routing.aclose()
             await stranded.aclose()
     decisions = {
-        d["request_id"]: d for d in await topic_records(worker, "decisions") if d["task_type"] == "fb"
+        d["request_id"]: d
+        for d in await topic_records(worker, "decisions")
+        if d["task_type"] in ("fb", "fb-doomed")
     }
     feedback = [f for f in await topic_records(worker, "feedback") if f["request_id"] in decisions]
     by_request: dict[str, list[dict[str, Any]]] = {}

@@ -18,6 +18,8 @@ that served (with latency, tokens and LiteLLM's ``response_cost``, or the catalo
 LiteLLM does not know the model's price) when ``score(response)`` gives a quality,
 else nothing (send it later with the request id); on failure, an ``error`` for the last model that failed,
 once LiteLLM has no retry or fallback left (or ``settle_after_s`` after the last failure, whichever first).
+A call none of whose attempts ran a model of the decision (LiteLLM's own pick in a group outside it, or a
+decision relaxed to a model outside the group's candidates) gets no feedback: there is nothing to credit.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ TENANT_KEY = "banditroute_tenant"
 """Request metadata key with the tenant."""
 REQUEST_KEY = "banditroute_request_id"
 """Request metadata key with the banditroute request id (set by the plugin; a caller may set it first)."""
+MAX_SETTLED = 10_000
+"""Request ids of settled calls remembered, so that a late LiteLLM attempt of one is not routed again."""
 RESPONSE_KEY = "banditroute"
 """Key in ``response._hidden_params``: ``{request_id, decision_id, task_type, model}``."""
 
@@ -168,6 +172,7 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
         self.route_kwargs = route_kwargs
         self.router: Any = None
         self.calls: OrderedDict[str, Call] = OrderedDict()
+        self.settled: OrderedDict[str, None] = OrderedDict()
         self._sending: set[asyncio.Task[None]] = set()
         self.stats = {
             "routed": 0,
@@ -176,6 +181,8 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
             "errors": 0,
             "awaiting_quality": 0,
             "feedback_failed": 0,
+            "unrouted_attempts": 0,
+            "not_judged": 0,
         }
 
     # -- wiring -----------------------------------------------------------------------------------------
@@ -255,6 +262,11 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
         """LiteLLM's pick for one attempt: banditroute's decision on the first, its order on later ones."""
         metadata = metadata_of(request_kwargs if request_kwargs is not None else {})
         call = self._call(metadata)
+        if call is None and metadata.get(REQUEST_KEY) in self.settled:
+            # LiteLLM tries again after a failure this plugin took for the last (a fallback it could not see
+            # coming): the call's feedback is out, so this attempt is LiteLLM's own and is not routed again.
+            self.stats["unrouted_attempts"] += 1
+            return self.deployment(model, None)
         if call is None:
             candidates = self.candidates(model)
             if not candidates:
@@ -427,6 +439,9 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
             call.timer.cancel()
             call.timer = None
         self.calls.pop(call.request_id, None)
+        self.settled[call.request_id] = None
+        while len(self.settled) > MAX_SETTLED:
+            self.settled.popitem(last=False)
 
     async def _settle_failure(self, call: Call) -> None:
         if call.settled:
@@ -435,7 +450,10 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
         await self._send_failure(call)
 
     async def _send_failure(self, call: Call) -> None:
-        model, error, latency = call.failure or (call.order[0], FeedbackError.OTHER, None)
+        if call.failure is None:  # none of the decision's models ran: LiteLLM served the call on its own
+            self.stats["not_judged"] += 1
+            return
+        model, error, latency = call.failure
         self.stats["errors"] += 1
         await self._send(call, model=model, error=error, latency_ms=latency)
 
