@@ -158,7 +158,7 @@ async def _route_one(
     from banditroute.client import RouterClient, default_route_reason
 
     async with RouterClient(
-        ctx.settings, timeout_s=timeout_s, start_timeout_s=timeout_s, default_route=default_route
+        ctx.settings, timeout_s=timeout_s, start_timeout_s=max(timeout_s, 5.0), default_route=default_route
     ) as client:
         decision = await client.route_request(request)
         why = default_route_reason(decision) if decision.is_default_route else None
