@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from banditroute.cli import main
 from banditroute.sim.priors import FittedPriors, fit_priors
 from banditroute.sim.replay import default_setup, one_pass_stream, replay
-from banditroute.sim.suite import budget_levels, budget_oracle, evaluate, split_tasks
+from banditroute.sim.suite import budget_levels, budget_oracle, evaluate, markdown_table, split_tasks
 from banditroute.sim.synthetic import SPECS, generate
 from banditroute.sim.table import OutcomeTable, TaskOutcomes, load_outcomes
 
@@ -119,6 +119,9 @@ def test_suite_reports_every_cell_and_the_naive_comparison() -> None:
     assert 0.0 < budget["quality_share"]["mean"] <= 1.05
     assert result.overall["thompson"]["cells_worse_than_naive"] >= 0
     assert result.cells[0]["policies"]["thompson_naive"]["vs_naive"]["regret_diff"] == 0.0
+    table = markdown_table(result.to_json()).splitlines()
+    assert table[0] == "| cell | thompson | thompson_naive |"
+    assert table[2].startswith("| synthetic_disagree λ=20 | ") and len(table) == 5
 
 
 def test_evaluate_policy_and_priors_commands(tmp_path: Path) -> None:

@@ -80,7 +80,14 @@ def _fmt(figures: dict[str, Any], key: str, pct: bool = False) -> str:
 @click.option("--no-budget", is_flag=True, help="Leave the budget cells out.")
 @click.option("--no-one-pass", is_flag=True, help="Leave the one-pass cells out.")
 @click.option("--jobs", type=click.IntRange(1), default=None, help="Worker processes (default: CPU count).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "markdown"]),
+    default="table",
+    show_default=True,
+    help="markdown: one row per cell (captured mean and worst seed; budget: quality share / cost over B).",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -134,6 +141,11 @@ def evaluate_policy(
         (out / "suite.json").write_text(json.dumps(report, indent=2))
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
+        return
+    if fmt == "markdown":
+        from banditroute.sim.suite import markdown_table
+
+        click.echo(markdown_table(report), nl=False)
         return
     from rich.console import Console
     from rich.table import Table
