@@ -63,12 +63,10 @@ def log_tail(folder: Path, chars: int = 2000) -> str:
 
 async def _wait_for_topics(settings: Any, worker: Any, timeout_s: float = 90.0) -> None:
     """Wait until the worker has created its topics (or fail if it exits)."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    from banditroute.kafka.admin import admin_client
 
     wanted = {settings.topic(t) for t in ("requests", "decisions", "feedback")}
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
+    async with admin_client(settings.kafka_bootstrap) as admin:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if worker.poll() is not None:
@@ -77,5 +75,3 @@ async def _wait_for_topics(settings: Any, worker: Any, timeout_s: float = 90.0) 
                 return
             await asyncio.sleep(0.2)
         raise click.ClickException("the worker did not create its topics in time")
-    finally:
-        await admin.close()
