@@ -164,6 +164,23 @@ class PlainThompsonPolicy(ThompsonPolicy):
         return choose_batch(state, models, self._plain(policy), n, rng, now_s)
 
 
+def _plan_choice(state: TaskState, plan: Plan, model: str, propensity: float, policy_name: str) -> Choice:
+    """The Choice of a baseline that picked ``model`` from ``plan`` (no sampled utilities to report)."""
+    return make_choice(
+        model=model,
+        fallbacks=tuple(n for n in plan.names if n != model),
+        propensity=propensity,
+        sampled={},
+        means=plan.means,
+        explored=model != plan.best,
+        filtered=plan.filtered,
+        circuit_open=plan.circuit_open,
+        no_eligible=None,
+        state_version=state.version,
+        policy_name=policy_name,
+    )
+
+
 class _DrawPolicy(_Learner):
     """Base for samplers defined by ``draw``: positions in ``plan.names`` of ``n`` independent decisions."""
 
@@ -205,19 +222,7 @@ class _DrawPolicy(_Learner):
                 state.cache[key] = shares
             propensity = float(shares[j])
         model = plan.names[j]
-        return make_choice(
-            model=model,
-            fallbacks=tuple(n for n in plan.names if n != model),
-            propensity=propensity,
-            sampled={},
-            means=plan.means,
-            explored=model != plan.best,
-            filtered=plan.filtered,
-            circuit_open=plan.circuit_open,
-            no_eligible=None,
-            state_version=state.version,
-            policy_name=self.name,
-        )
+        return _plan_choice(state, plan, model, propensity, self.name)
 
     def choose_batch(
         self,
@@ -279,7 +284,7 @@ class TopTwoThompsonPolicy(_DrawPolicy):
         return np.where(rng.random(n) < self.leader_share, leader, challenger)
 
 
-class _IndexPolicy(_Learner):
+class _IndexPolicy(_DrawPolicy):
     """Base for policies that pick one eligible model by a rule; subclasses implement ``pick``."""
 
     def pick(self, state: TaskState, plan: Plan, rng: np.random.Generator) -> tuple[int, float]:
@@ -309,35 +314,12 @@ class _IndexPolicy(_Learner):
             j, propensity = self.pick(state, plan, rng)
             names = plan.names
         model = names[j] if j >= 0 else names[0]
-        return make_choice(
-            model=model,
-            fallbacks=tuple(n for n in plan.names if n != model),
-            propensity=propensity,
-            sampled={},
-            means=plan.means,
-            explored=model != plan.best,
-            filtered=plan.filtered,
-            circuit_open=plan.circuit_open,
-            no_eligible=None,
-            state_version=state.version,
-            policy_name=self.name,
-        )
+        return _plan_choice(state, plan, model, propensity, self.name)
 
-    def choose_batch(
-        self,
-        state: TaskState,
-        models: Sequence[ModelSpec],
-        policy: TaskPolicy,
-        n: int,
-        rng: np.random.Generator,
-        now_s: float,
+    def draw(
+        self, state: TaskState, plan: Plan, policy: TaskPolicy, n: int, rng: np.random.Generator, now_s: float
     ) -> npt.NDArray[np.intp]:
-        """Rows in ``state.names`` of ``n`` decisions on the same state, without building a Choice each."""
-        plan = get_plan(state, models, policy, None, now_s, policy_name=self.name)
-        if plan.fixed is not None or not plan.names:
-            picks = (self.choose(state, models, policy, None, rng, now_s).model for _ in range(n))
-            return np.array([state.index(m) if m else -1 for m in picks], dtype=np.intp)
-        return np.asarray(plan.index[[self.pick(state, plan, rng)[0] for _ in range(n)]], dtype=np.intp)
+        return np.array([self.pick(state, plan, rng)[0] for _ in range(n)], dtype=np.intp)
 
 
 class UniformPolicy(_IndexPolicy):
