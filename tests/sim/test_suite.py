@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from banditroute.cli import main
 from banditroute.sim.priors import FittedPriors, fit_priors
 from banditroute.sim.replay import default_setup, one_pass_stream, replay
-from banditroute.sim.suite import budget_levels, budget_oracle, evaluate, markdown_table, split_tasks
+from banditroute.sim.suite import budget_levels, budget_oracle, evaluate, split_tasks
+from banditroute.sim.suite_report import markdown_table
 from banditroute.sim.synthetic import SPECS, generate
 from banditroute.sim.table import OutcomeTable, TaskOutcomes, load_outcomes
 

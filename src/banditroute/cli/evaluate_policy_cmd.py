@@ -143,7 +143,7 @@ def evaluate_policy(
         click.echo(json.dumps(report, indent=2))
         return
     if fmt == "markdown":
-        from banditroute.sim.suite import markdown_table
+        from banditroute.sim.suite_report import markdown_table
 
         click.echo(markdown_table(report), nl=False)
         return
