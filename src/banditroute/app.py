@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from banditroute import memory
 from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.agents.join import FeedbackRecord, JoinLogic, JoinResult
 from banditroute.agents.learn import LearnLogic
@@ -42,9 +43,12 @@ from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.staged import StagedTable
 from banditroute.kafka.state_reader import StateReader
 from banditroute.kafka.topics import partition_for
+from banditroute.limits import CAPS
+from banditroute.routing import TENANT_SEPARATOR
 from banditroute.services import LoopService, make_app
 from banditroute.settings import Settings
 from banditroute.topics import layout
+from banditroute.web.top import TopTaskTypes
 
 log = logging.getLogger("banditroute.worker")
 
@@ -65,6 +69,9 @@ def _tick_time(headers: Any) -> float | None:
 TICK_INTERVAL_S = 1.0
 FOLLOW_INTERVAL_S = 0.2
 """How often the decision reader's partitions are checked against faust's settled assignment."""
+EVICT_INTERVAL_S = 30.0
+"""How often held states are checked for idleness (policy.yaml ``limits.idle_evict_s``; a quarter of it when
+that is shorter)."""
 JOIN_BATCH = 2000
 JOIN_WITHIN_S = 0.05
 """The join waits up to this long to fill a batch: each batch costs one acknowledged changelog round trip."""
@@ -74,6 +81,7 @@ class Router:
     """One banditroute worker: build it from settings, then run ``router.app`` with a faust Worker."""
 
     def __init__(self, settings: Settings, config: RouterConfig | None = None) -> None:
+        memory.limit_arenas()  # before any of the worker's threads start (see memory.py)
         backoff.install()  # every aiokafka client of the worker, faust's included (see kafka/backoff.py)
         self.settings = settings
         self.registry = Registry(config or RouterConfig.load(settings.config_dir), settings.config_dir)
@@ -82,10 +90,16 @@ class Router:
         self.dead_letters = DeadLetterCounter()
         self.counters: Counter[str] = Counter()
         self.decisions_by_model: Counter[tuple[str, str]] = Counter()
+        """Decisions by (task type label, model): named task types only, the rest under ``other`` (web/top.py)."""
+        self.top = TopTaskTypes()
+        self._configure_top()
+        self.capped: Counter[str] = Counter({cap: 0 for cap in CAPS})
+        """Requests a cap applied to, by cap (policy.yaml ``limits``)."""
         self.recent_decisions: list[dict[str, Any]] = []
         self.learned_at: dict[str, float] = {}
         self.ready = False
         """Set once, when the worker first decides: partitions assigned, tables recovered, state read."""
+        self._next_evict = 0.0
         self.app = make_app(settings)
         self._declare()
 
@@ -159,6 +173,7 @@ class Router:
             state_topic=self.state_topic.get_topic_name(),
             catalog_topic=self.catalog.get_topic_name(),
             security=s.aiokafka_security(),
+            on_forget=self._drop_learnt,
         )
         # decisions reach the join through a raw batch loop on faust's assignment (kafka/decision_reader.py)
         self._join_lock = asyncio.Lock()  # one join batch at a time: feedback (faust agent) or decisions
@@ -174,6 +189,8 @@ class Router:
         app.agent(self.catalog, name="check_catalog")(self._check_catalog)
         app.timer(TICK_INTERVAL_S)(self._tick)
         app.timer(5.0)(self._reload_config)
+        app.timer(1.0)(self._evict_idle)
+        app.timer(memory.TRIM_INTERVAL_S)(self._trim_memory)
         for name, loop in (
             ("state_reader", self.reader),
             ("decide", self.decider),
@@ -278,7 +295,9 @@ class Router:
                     results.append(self.join.on_tick(msg.partition, msg.offset, now))
             elif msg.topic == self.decisions.get_topic_name():
                 decision = orjson.loads(msg.value)
-                decision["task_key"] = self.registry.state_key(decision.get("tenant"), decision["task_type"])
+                decision["task_key"] = decision.get("state_key") or self.registry.state_key(
+                    decision.get("tenant"), decision["task_type"]
+                )
                 results.append(self.join.on_decision(decision, msg.partition, msg.offset, now))
             else:
                 results.append(await self._join_one_feedback(msg, now))
@@ -340,12 +359,76 @@ class Router:
                 for missed in await self.gaps.missed(event.message):
                     records.append(orjson.loads(missed.value))
                 records.append(orjson.loads(event.message.value))
+            await self._restore_evicted({str(r["task_key"]) for r in records})
             stats = self.learn.apply(records, time.time())
             # the new states are acknowledged (with their watermarks) before these outcomes are acked
             await self.state_view.flush(self.learn_outbox.send_to)
             await self.learn_outbox.drain()
             self.counters["learned"] += stats.learned
             self.counters["skipped_redelivered"] += stats.skipped_redelivered
+
+    async def _restore_evicted(self, keys: set[str]) -> None:
+        """Put evicted states back into the learner's table (from the state topic, without a changelog write)
+        before outcomes are applied to them: a learner must never start an evicted key again from the prior.
+
+        The caller applies the outcomes right after this returns, with no ``await`` in between, so the idle
+        sweep cannot evict them again first."""
+        store = self.task_to_state.data
+        view = self.view
+        wanted = [k for k in keys if k not in store and (k in view.evicted or k in view.where)]
+        fetched: dict[str, bytes] = {}
+        for key in wanted:
+            raw = await self.reader.fetch(key)
+            if raw is None:
+                self.counters["state_restore_missed"] += 1
+            else:
+                fetched[key] = raw
+        for key, raw in fetched.items():
+            if key not in store:
+                store[key] = raw
+                self.counters["states_restored"] += 1
+
+    def _drop_learnt(self, key: str) -> None:
+        """Let go of everything this worker holds for a state key except its place in the topic."""
+        store = self.task_to_state.data
+        store.pop(key, None)  # the in-memory store only: no tombstone (the state stays in the topic)
+        partitions = getattr(store, "_key_partition", None)
+        if partitions is not None:
+            partitions.pop(key, None)
+        self.learn.forget_key(key)
+        self.learned_at.pop(key, None)
+
+    async def _trim_memory(self) -> None:
+        if memory.trim():
+            self.counters["memory_trims"] += 1
+
+    async def _evict_idle(self) -> None:
+        """Evict states idle for ``limits.idle_evict_s``: no request here and no update for that long. They stay
+        in the compacted topic and are read back when traffic returns (the decide loop decides with the prior
+        until then; the learner reads them back before learning)."""
+        try:
+            idle_s = self.registry.snapshot.limits.idle_evict_s
+            now = time.time()
+            if idle_s is None or now < self._next_evict:
+                return
+            self._next_evict = now + min(EVICT_INTERVAL_S, idle_s / 4)
+            cutoff = now - idle_s
+            admission = self.decide_logic.admission
+            evicted = 0
+            for key, updated in list(self.view.updated_at.items()):
+                if updated >= cutoff:
+                    continue
+                tenant, _, task_type = key.rpartition(TENANT_SEPARATOR)
+                if admission.active(task_type, tenant or None, cutoff):
+                    continue
+                if self.view.evict(key):
+                    self._drop_learnt(key)
+                    evicted += 1
+            for key in [k for k in self.task_to_state.data if k in self.view.evicted]:
+                self._drop_learnt(key)  # recovered into the learner's table again after a rebalance
+            self.counters["states_evicted"] += evicted
+        except Exception as exc:  # retried at the next interval; never crash the worker for it
+            log.warning("idle state eviction failed: %s", exc)
 
     def _on_learned(self, key: str, state: TaskState) -> None:
         self.view.offer(key, state)
@@ -433,13 +516,25 @@ class Router:
     async def _reload_config(self) -> None:
         try:
             if self.registry.reload_if_changed():
+                self._configure_top()
                 log.info("configuration reloaded", extra={"registry_version": self.registry.version})
         except Exception as exc:
             log.error("configuration reload failed; keeping the previous one: %s", exc)
 
     # -- observation --------------------------------------------------------------------------------------
+    def _configure_top(self) -> None:
+        snapshot = self.registry.snapshot
+        self.top.configure(
+            snapshot.limits.metrics_task_types, {*snapshot.routes, *snapshot.limits.allowed_task_types}
+        )
+
     def _on_decision(self, decision: dict[str, Any]) -> None:
-        self.decisions_by_model[(decision["task_type"], decision["model"] or "<none>")] += 1
+        self.top.count(
+            self.decisions_by_model, decision["task_type"], decision["model"] or "<none>", time.time()
+        )
+        capped = decision["reasons"].get("capped")
+        if capped:
+            self.capped[capped] += 1
         self.recent_decisions.append(decision)
         if len(self.recent_decisions) > 200:
             del self.recent_decisions[:100]

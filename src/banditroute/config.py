@@ -17,6 +17,7 @@ import yaml
 
 from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState
 from banditroute.core.join_policy import JoinPolicy
+from banditroute.limits import Limits
 from banditroute.routing import TENANT_SEPARATOR, RoutingSnapshot, task_type_of
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ class RouterConfig:
     shadow: Mapping[str, Any] | None = None
     """A candidate policy run beside the live one: ``{name, <task policy overrides>}`` (policy.yaml ``shadow``)."""
     sources: Mapping[str, float] = field(default_factory=dict)
+    limits: Limits = Limits()
+    """Caps on client-named keys (policy.yaml ``limits``, see :mod:`banditroute.limits`)."""
 
     @classmethod
     def load(cls, config_dir: Path) -> RouterConfig:
@@ -150,6 +153,10 @@ class RouterConfig:
                 TaskPolicy.from_mapping({**defaults, **{k: v for k, v in shadow.items() if k != "name"}})
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{paths['policy']}: shadow: {exc}") from exc
+        try:
+            limits = Limits.from_mapping(policy_doc.get("limits"))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{paths['policy']}: {exc}") from exc
         sources = {str(p): p.stat().st_mtime for p in paths.values() if p.exists()}
         return cls(
             models,
@@ -161,6 +168,7 @@ class RouterConfig:
             per_tenant,
             shadow=shadow,
             sources=sources,
+            limits=limits,
         )
 
 
@@ -206,6 +214,7 @@ class Registry:
             config.rules,
             config.per_tenant,
             config.shadow,
+            config.limits,
         )
 
     def _swap(self) -> None:

@@ -272,6 +272,12 @@ class DecisionReasons(_Part):
     rules: tuple[Identifier, ...] = Field(
         default=(), max_length=MAX_LIST, description="Names of routing rules that applied."
     )
+    capped: Identifier | None = Field(
+        default=None,
+        description="The cap on client-named keys that applied (policy.yaml `limits`): `max_task_types` (routed "
+        "with the default task policy and the shared state), `max_tenants_per_task_type` (the task type's "
+        "state shared by tenants), `tenant_requests_per_s` or `unknown_task_type` (rejected).",
+    )
 
 
 class RoutingDecision(WireEvent):
@@ -306,6 +312,11 @@ class RoutingDecision(WireEvent):
         default=False, description="True when the client fell back to its static default route."
     )
     shadow: bool = Field(default=False, description="True for a shadow policy's would-be decision.")
+    state_key: Annotated[str, StringConstraints(min_length=1, max_length=260)] | None = Field(
+        default=None,
+        description="The learnt state the decision used, which its outcome updates: the task type, "
+        "`<tenant>|<task type>` for per-tenant state, or `~shared` for task types past `max_task_types`.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -13,12 +13,16 @@ aligns it with the snapshot's model list (:meth:`RoutingSnapshot.state_for`).
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState, new_state, sync_models
 from banditroute.core.join_policy import JoinPolicy
+
+if TYPE_CHECKING:
+    from banditroute.limits import Limits
 
 TENANT_SEPARATOR = "|"
 """Separates tenant and task type in per-tenant state keys (never valid inside either name)."""
@@ -49,6 +53,8 @@ class RoutingSnapshot:
     """The route of every task type without its own section in policy.yaml."""
     routes: Mapping[str, TaskRoute]
     """The task types configured in policy.yaml."""
+    limits: Limits
+    """Caps on client-named keys (policy.yaml ``limits``)."""
 
     @classmethod
     def build(
@@ -62,6 +68,7 @@ class RoutingSnapshot:
         rules: tuple[Rule, ...],
         per_tenant: frozenset[str] | bool,
         shadow: Mapping[str, Any] | None,
+        limits: Limits | None = None,
     ) -> RoutingSnapshot:
         """Resolve every configured task type now, so that reading a snapshot never computes or caches."""
 
@@ -71,6 +78,8 @@ class RoutingSnapshot:
                 overrides = {k: v for k, v in shadow.items() if k != "name"}
                 candidate = (str(shadow["name"]), TaskPolicy.from_mapping({**mapping, **overrides}))
             return TaskRoute(TaskPolicy.from_mapping(mapping), candidate, join)
+
+        from banditroute.limits import Limits
 
         return cls(
             version=version,
@@ -84,10 +93,15 @@ class RoutingSnapshot:
                 task_type: route(mapping, task_joins.get(task_type, default_join))
                 for task_type, mapping in task_policies.items()
             },
+            limits=limits or Limits(),
         )
 
     def route(self, task_type: str) -> TaskRoute:
         return self.routes.get(task_type, self.default)
+
+    def is_per_tenant(self, task_type: str) -> bool:
+        per = self.per_tenant
+        return per is True or (isinstance(per, frozenset) and task_type in per)
 
     def state_key(self, tenant: str | None, task_type: str) -> str:
         """Key of the bandit state a request uses: the task type, or tenant|task type where configured."""
@@ -107,27 +121,67 @@ class RoutingSnapshot:
         return self.initial if learnt is None else self.aligned(learnt)
 
 
+EVICTED_INDEX_MAX = 100_000
+"""Evicted states remembered by their place in the state topic (~150 bytes each); past this none is evicted."""
+
+
 class StateView:
     """The newest known state per state key, fed by the local learner and by the state topic.
 
     A state replaces the held one only if its version is higher, so an old snapshot read late never rolls a
-    newer posterior back.
+    newer posterior back. ``where`` is the state topic position (partition, offset) of each held state, so an
+    idle state can be evicted (:meth:`evict`) and read back from the topic when it is wanted again
+    (:meth:`want`, served by the :class:`~banditroute.kafka.state_reader.StateReader`).
     """
 
     def __init__(self) -> None:
         self._states: dict[str, TaskState] = {}
         self.updated_at: dict[str, float] = {}
+        self.where: dict[str, tuple[int, int]] = {}
+        self.evicted: dict[str, tuple[int, int]] = {}
+        self.wanted: deque[str] = deque(maxlen=10_000)
 
     def get(self, key: str) -> TaskState | None:
         return self._states.get(key)
 
-    def offer(self, key: str, state: TaskState) -> bool:
+    def offer(self, key: str, state: TaskState, where: tuple[int, int] | None = None) -> bool:
         held = self._states.get(key)
         if held is not None and held.version >= state.version:
+            if where is not None and held.version == state.version:
+                self.where[key] = where  # the learner's own state, now read back from the topic
             return False
         self._states[key] = state
         self.updated_at[key] = time.time()
+        if where is not None:
+            self.where[key] = where
+        else:
+            self.where.pop(key, None)
+        self.evicted.pop(key, None)
         return True
+
+    def evict(self, key: str) -> bool:
+        """Drop ``key`` from memory, remembering where it is in the state topic; False (kept) when its place
+        is not known yet or the index of evicted states is full."""
+        where = self.where.get(key)
+        if where is None or key not in self._states or len(self.evicted) >= EVICTED_INDEX_MAX:
+            return False
+        del self._states[key]
+        self.updated_at.pop(key, None)
+        del self.where[key]
+        self.evicted[key] = where
+        return True
+
+    def want(self, key: str) -> None:
+        """Ask for an evicted state to be read back (called from the decide thread; deque appends are atomic)."""
+        if key in self.evicted:
+            self.wanted.append(key)
+
+    def drop(self, key: str) -> None:
+        """Forget ``key`` entirely (a tombstone on the state topic)."""
+        self._states.pop(key, None)
+        self.updated_at.pop(key, None)
+        self.where.pop(key, None)
+        self.evicted.pop(key, None)
 
     def keys(self) -> list[str]:
         return list(self._states)

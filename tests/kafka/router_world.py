@@ -178,7 +178,11 @@ async def read_compacted(bootstrap: str, topic: str, timeout_s: float = 30.0) ->
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for rec in records:
-                    if rec.key is not None and rec.value is not None:
+                    if rec.key is None:
+                        continue
+                    if rec.value is None:  # a tombstone removes the key
+                        latest.pop(rec.key, None)
+                    else:
                         latest[rec.key] = rec.value
         return latest
     finally:

@@ -39,6 +39,34 @@ def start_worker(
     return WorkerProcess(env, str(tmp_path / f"{name}.log")).start()
 
 
+def start_web_worker(
+    tmp_path: Path, bootstrap: str, prefix: str, config_dir: Path
+) -> tuple[WorkerProcess, int]:
+    """A worker with its web API on a free localhost port; returns it and the port."""
+    from banditroute.kafka.local import free_port
+
+    port = free_port()
+    worker = start_worker(
+        tmp_path,
+        bootstrap,
+        prefix,
+        "w0",
+        config_dir,
+        BANDITROUTE_WEB_ENABLED="true",
+        BANDITROUTE_WEB_PORT=str(port),
+    )
+    return worker, port
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process, in KiB (Linux)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 async def produce_bulk(
     producer: AIOKafkaProducer, items: Iterable[tuple[str, bytes | None, bytes]]
 ) -> list[Sent]:

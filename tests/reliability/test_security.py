@@ -24,7 +24,7 @@ from banditroute.events import MAX_ORIGINAL_BYTES
 from banditroute.kafka.local import LocalKafka, free_port
 from banditroute.settings import Settings
 from tests.kafka.router_world import MODELS_YAML, POLICY_YAML, request, write_config
-from tests.reliability.support import start_worker, wait_until
+from tests.reliability.support import rss_kb, start_worker, wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(420)]
 
@@ -322,11 +322,3 @@ async def test_sasl_scram_end_to_end_with_forgery_tenants_and_bounds(
 
 def producer_kwargs(settings: Settings) -> dict[str, Any]:
     return {"bootstrap_servers": settings.kafka_bootstrap, **settings.aiokafka_security()}
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0

@@ -19,6 +19,7 @@ from banditroute.agents.pending import decision_id_for
 from banditroute.config import Registry
 from banditroute.core import Choice, Constraints, ModelSpec, TaskPolicy, TaskState, apply_rules, choose
 from banditroute.events import RoutingRequest
+from banditroute.limits import Admission, Verdict
 from banditroute.routing import StateView
 
 POLICY_NAME = "thompson"
@@ -102,6 +103,9 @@ class DecideLogic:
         self.clock = clock
         self._iso = _MillisecondClock().iso
         self._policy_refs: dict[str, dict[str, str]] = {}
+        self.admission = Admission()
+        """Which task types and tenants get state of their own (policy.yaml ``limits``); decide thread only."""
+        self._next_evict = 0.0
 
     def decide(self, request: RoutingRequest) -> dict[str, Any]:
         """One decision, read from one routing snapshot and one learnt state (both immutable)."""
@@ -109,9 +113,20 @@ class DecideLogic:
         now_s = self.clock()
         snapshot = self.registry.snapshot
         task_type = request.task_type
-        key = snapshot.state_key(request.tenant, task_type)
-        route = snapshot.route(task_type)
-        state = snapshot.state_for(self.states.get(key))
+        limits = snapshot.limits
+        if now_s >= self._next_evict:
+            self._evict(now_s)
+        verdict = self.admission.check(
+            limits, snapshot.routes, task_type, request.tenant, snapshot.is_per_tenant(task_type), now_s
+        )
+        if verdict.reject is not None:
+            return self.rejection(request, verdict, now_s, t0)
+        key = verdict.key
+        route = snapshot.default if verdict.shared else snapshot.route(task_type)
+        learnt = self.states.get(key)
+        if learnt is None and key in self.states.evicted:
+            self.states.want(key)  # read back from the state topic; this decision uses the prior
+        state = snapshot.state_for(learnt)
         constraints = request_constraints(request)
         rules = snapshot.rules
         applied: tuple[str, ...] = ()
@@ -122,7 +137,7 @@ class DecideLogic:
             pin = effect.pin
         models = snapshot.models
         choice = choose(state, models, route.policy, constraints, self.rng, now_s, pinned=pin)
-        decision = self.decision_dict(request, key, choice, applied, now_s, t0)
+        decision = self.decision_dict(request, key, choice, applied, now_s, t0, verdict.capped)
         if route.shadow is not None:
             self.shadow = self._shadow_decision(
                 request, key, state, models, constraints, pin, applied, now_s, route.shadow
@@ -151,6 +166,50 @@ class DecideLogic:
         decision["shadow"] = True
         return decision
 
+    def _evict(self, now_s: float) -> None:
+        """Give back the slots of task types and tenants idle for ``limits.idle_evict_s`` (checked every 10 s
+        at most); their states leave memory through the worker's idle sweep (``Router._evict_idle``)."""
+        self._next_evict = now_s + 10.0
+        idle_s = self.registry.snapshot.limits.idle_evict_s
+        if idle_s is not None:
+            self.admission.evict_idle(idle_s, now_s)
+
+    def rejection(self, request: RoutingRequest, verdict: Verdict, now_s: float, t0: float) -> dict[str, Any]:
+        """A decision without a model: a cap rejected the request (``reasons.no_eligible`` says which)."""
+        return {
+            "schema_version": 1,
+            "decision_id": decision_id_for(request.request_id),
+            "request_id": request.request_id,
+            "task_type": request.task_type,
+            "tenant": request.tenant,
+            "model": None,
+            "fallbacks": [],
+            "propensity": 1.0,
+            "candidates": [],
+            "policy": self._policy_ref(POLICY_NAME),
+            "state_version": 0,
+            "reasons": {
+                "filtered": {},
+                "circuit_open": [],
+                "exploration": False,
+                "no_eligible": verdict.reject,
+                "rules": [],
+                "capped": verdict.capped,
+            },
+            "decided_at": self._iso(now_s),
+            "decision_ms": (time.perf_counter() - t0) * 1000.0,
+            "worker_id": self.worker_id,
+            "is_default_route": False,
+            "shadow": False,
+            "state_key": None,
+        }
+
+    def _policy_ref(self, name: str) -> dict[str, str]:
+        ref = self._policy_refs.get(name)
+        if ref is None:
+            ref = self._policy_refs[name] = {"name": name, "version": POLICY_VERSION}
+        return ref
+
     def take_shadow(self) -> dict[str, Any] | None:
         """The shadow decision of the last :meth:`decide` call, if a shadow policy is configured."""
         shadow, self.shadow = self.shadow, None
@@ -164,14 +223,12 @@ class DecideLogic:
         rules: tuple[str, ...],
         now_s: float,
         t0: float,
+        capped: str | None = None,
     ) -> dict[str, Any]:
         means = choice.means
         model = choice.model
         filtered = choice.filtered
-        policy_name = choice.policy_name or POLICY_NAME
-        policy_ref = self._policy_refs.get(policy_name)
-        if policy_ref is None:
-            policy_ref = self._policy_refs[policy_name] = {"name": policy_name, "version": POLICY_VERSION}
+        policy_ref = self._policy_ref(choice.policy_name or POLICY_NAME)
         return {
             "schema_version": 1,
             "decision_id": decision_id_for(request.request_id),
@@ -193,10 +250,12 @@ class DecideLogic:
                 "exploration": bool(choice.explored),
                 "no_eligible": choice.no_eligible,
                 "rules": list(rules),
+                "capped": capped,
             },
             "decided_at": self._iso(now_s),
             "decision_ms": (time.perf_counter() - t0) * 1000.0,
             "worker_id": self.worker_id,
             "is_default_route": False,
             "shadow": False,
+            "state_key": key,
         }

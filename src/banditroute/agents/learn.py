@@ -98,6 +98,10 @@ class LearnLogic:
                 self.on_state(key, state)
         return stats
 
+    def forget_key(self, key: str) -> None:
+        """Drop the decoded copy of one state (evicted or forgotten)."""
+        self._decoded.pop(key, None)
+
     def forget_cache(self) -> None:
         """Drop decoded states (after a rebalance the table may hold other partitions' keys)."""
         self._decoded.clear()

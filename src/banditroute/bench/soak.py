@@ -16,7 +16,8 @@ Checks: RSS growth after warm-up <= ``max_rss_growth`` (10%); the least-squares 
 15 minutes (the last half of shorter runs) times that window <= ``max_tail_growth`` (1%) of the fitted RSS at
 the window's start; the join table never above what the reward wait window allows (rate x (wait_s +
 keep_joined_s) plus slack); lag back to zero; every feedback sent learnt exactly once (the learned counter
-equals the feedback count: none lost, none learnt twice); the worker alive throughout.
+plus the feedback dead-lettered as late, past its reward wait window, equals the feedback count: none lost,
+none learnt twice); the worker alive throughout.
 :func:`plot_soak` draws RSS (with the fit), lag and rate over time.
 """
 
@@ -110,6 +111,10 @@ class SoakResult:
     decided: int = 0
     feedback_sent: int = 0
     learned: int = 0
+    late_feedback: int = 0
+    """Feedback that arrived after its decision's reward wait window (dead-lettered, not learnt, by design)."""
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    """Dead letters of the soak phase, by reason (the worker's counters, end minus start)."""
     rss_baseline_kb: int = 0
     rss_final_kb: int = 0
     rss_max_kb: int = 0
@@ -373,6 +378,10 @@ class Soak:
         stats = await asyncio.to_thread(self.stats)
         return int(stats.get("learned", 0)) if stats else -1
 
+    async def _late(self) -> int:
+        stats = await asyncio.to_thread(self.stats)
+        return int((stats.get("dead_letters") or {}).get("late_feedback", 0)) if stats else 0
+
     async def measure_max_rate(self, producer: Any) -> float:
         """Closed loop: a burst of requests, all answered at once; requests per second until all are learned."""
         ready = asyncio.Event()
@@ -419,6 +428,8 @@ class Soak:
             result = SoakResult(max_rate, rate, self.minutes)
             sent0, decided0, fb0 = self.sent, self.decided, self.feedback_sent
             learned0 = max(await self._learned(), 0)
+            late0 = await self._late()
+            letters0 = dict(((await asyncio.to_thread(self.stats)) or {}).get("dead_letters") or {})
             result.join_bound = int(rate * (WAIT_S + KEEP_JOINED_S + 5.0) * 1.25) + 1000
             ready = asyncio.Event()
             answer = asyncio.create_task(self._answer_decisions(producer, 0.9, 2.0, ready))
@@ -481,7 +492,8 @@ class Soak:
             await producer.flush()
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:  # the last feedback learnt (or the check below fails)
-                if await self._learned() - learned0 >= self.feedback_sent - fb0:
+                done = await self._learned() - learned0 + await self._late() - late0
+                if done >= self.feedback_sent - fb0:
                     break
                 await asyncio.sleep(0.5)
             await asyncio.sleep(2.0)  # anything learnt twice would show by now
@@ -490,6 +502,12 @@ class Soak:
             result.decided = self.decided - decided0
             result.feedback_sent = self.feedback_sent - fb0
             result.learned = int(final.get("learned", 0)) - learned0
+            result.late_feedback = int((final.get("dead_letters") or {}).get("late_feedback", 0)) - late0
+            result.dead_letters = {
+                reason: int(n) - int(letters0.get(reason, 0))
+                for reason, n in (final.get("dead_letters") or {}).items()
+                if int(n) - int(letters0.get(reason, 0))
+            }
             steady = [s for s in result.samples if s.t_s >= warm_s] or result.samples
             tail = steady[-max(1, len(steady) // 5) :]
             result.rss_final_kb = sorted(s.rss_kb for s in tail)[len(tail) // 2]
@@ -503,7 +521,8 @@ class Soak:
             result.checks = {
                 "rss_growth_within_limit": result.rss_growth <= self.max_rss_growth,
                 "rss_tail_trend_within_limit": result.rss_tail["growth"] <= self.max_tail_growth,
-                "feedback_learned_exactly_once": result.learned == result.feedback_sent,
+                "feedback_learned_exactly_once": result.learned + result.late_feedback
+                == result.feedback_sent,
                 "join_table_bounded": 0 <= result.join_max <= result.join_bound,
                 "lag_back_to_zero": result.drain_s is not None,
                 "worker_alive": result.worker_alive,

@@ -1,15 +1,17 @@
-"""``banditroute state [TASK_TYPE]``: what the router has learnt, per task type and model."""
+"""``banditroute state [TASK_TYPE]``: what the router has learnt, per task type and model;
+``banditroute state forget KEY``: remove a learnt state for good (a tombstone on the compacted state topic)."""
 
 from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from typing import Any
 
 import click
 
-from banditroute.cli.output import Ctx, client_options, emit_json, print_table, run_async
+from banditroute.cli.output import Ctx, client_options, emit_json, fail, print_table, run_async
 
 
 def _num(value: float) -> float | None:
@@ -88,10 +90,24 @@ def _policies(ctx: Ctx) -> tuple[dict[str, Any], Any]:
     return models, registry
 
 
-@click.command()
+class _ShowByDefault(click.Group):
+    """``state [TASK_TYPE]`` shows; ``state forget KEY`` forgets (a first word that is no subcommand is shown)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_ShowByDefault)
+def state() -> None:
+    """Show the learnt state (``state [TASK_TYPE]``) or forget one for good (``state forget KEY``)."""
+
+
+@state.command("show")
 @click.argument("task_type", required=False)
 @client_options
-def state(ctx: Ctx, task_type: str | None) -> None:
+def show(ctx: Ctx, task_type: str | None) -> None:
     """Show the learnt state: per model the posterior mean quality with a 90% credible interval, mean cost
     and latency, error rate, observations and observation share (share of outcomes learnt, not of traffic),
     circuit breaker, lifecycle, and spend rate versus the budget of the task type's policy.
@@ -171,6 +187,60 @@ def state(ctx: Ctx, task_type: str | None) -> None:
             ],
             rows,
         )
+
+
+@state.command("forget")
+@click.argument("keys", nargs=-1, required=True)
+@click.option(
+    "--tenants", is_flag=True, help="Also forget every per-tenant state (<tenant>|KEY) of the task type."
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@client_options
+def forget(ctx: Ctx, keys: tuple[str, ...], tenants: bool, yes: bool) -> None:
+    """Remove learnt states for good: write a tombstone for each KEY (a task type, ``<tenant>|<task type>``, or
+    ``~shared``) to the compacted state topic. Every worker drops it from memory as it reads the tombstone;
+    the next outcome for it starts again from the prior. Idle states are evicted from memory without this
+    (policy.yaml ``limits.idle_evict_s``) and come back from the topic; ``forget`` is for good.
+    """
+    states = run_async(_read_states(ctx))
+    wanted = {k for k in keys if k in states}
+    if tenants:
+        wanted |= {k for k in states if k.rpartition("|")[2] in keys and "|" in k}
+    missing = [
+        k for k in keys if k not in states and not (tenants and any(w.endswith(f"|{k}") for w in wanted))
+    ]
+    if missing:
+        fail(f"no learnt state {', '.join(repr(k) for k in missing)} in {ctx.settings.topic('state')}")
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"forget {len(wanted)} state(s): {', '.join(sorted(wanted))}?", abort=True)
+    run_async(_tombstones(ctx, sorted(wanted)))
+    for key in sorted(wanted):
+        if ctx.json:
+            emit_json({"forgotten": key, "topic": ctx.settings.topic("state")})
+        else:
+            click.echo(f"forgot {key} ({ctx.settings.topic('state')})")
+
+
+async def _tombstones(ctx: Ctx, keys: list[str]) -> None:
+    """A null-valued record per key, on the partition the worker's state table uses for it (JSON key)."""
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    from banditroute.kafka.topics import partition_for
+
+    settings = ctx.settings
+    topic = settings.topic("state")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", **settings.aiokafka_security()
+    )
+    await producer.start()
+    try:
+        partitions = len(await producer.partitions_for(topic))
+        for key in keys:
+            raw = orjson.dumps(key)
+            await producer.send_and_wait(topic, key=raw, value=None, partition=partition_for(raw, partitions))
+    finally:
+        await producer.stop()
 
 
 async def _read_states(ctx: Ctx) -> dict[str, Any]:

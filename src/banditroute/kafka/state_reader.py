@@ -39,6 +39,7 @@ class StateReader:
         catalog_topic: str,
         security: dict[str, Any],
         on_catalog: Callable[[], None] = lambda: None,
+        on_forget: Callable[[str], None] = lambda _key: None,
     ) -> None:
         self.view = view
         self.registry = registry
@@ -47,6 +48,11 @@ class StateReader:
         self.catalog_topic = catalog_topic
         self.security = security
         self.on_catalog = on_catalog
+        self.on_forget = on_forget
+        self.restored = 0
+        self.restore_missed = 0
+        self._fetcher: AIOKafkaConsumer | None = None
+        self._fetch_lock = asyncio.Lock()
         self.read = 0
         self.caught_up = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -88,6 +94,8 @@ class StateReader:
                 for records in batch.values():
                     for record in records:
                         self._apply(record)
+                if self.view.wanted:
+                    await self._restore_wanted()
                 if not self.caught_up.is_set() and all(
                     await asyncio.gather(
                         *(self._position_at_least(consumer, tp, end) for tp, end in ends.items())
@@ -96,19 +104,73 @@ class StateReader:
                     self.caught_up.set()
         finally:
             await consumer.stop()
+            if self._fetcher is not None:
+                await self._fetcher.stop()
+                self._fetcher = None
 
     @staticmethod
     async def _position_at_least(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bool:
         return bool(await consumer.position(tp) >= end)
 
+    async def fetch(self, key: str) -> bytes | None:
+        """Read a state back from the state topic at the place the view remembered for it (evicted, or held
+        by the view but not by this worker's learner): the record there, or a later one of the same key after
+        compaction; None if it is not found."""
+        where = self.view.evicted.get(key) or self.view.where.get(key)
+        if where is None:
+            return None
+        partition, offset = where
+        async with self._fetch_lock:
+            fetcher = self._fetcher
+            if fetcher is None:
+                fetcher = self._fetcher = AIOKafkaConsumer(
+                    bootstrap_servers=self.bootstrap,
+                    enable_auto_commit=False,
+                    fetch_max_wait_ms=20,
+                    **self.security,
+                )
+                await fetcher.start()
+            tp = TopicPartition(self.state_topic, partition)
+            fetcher.assign([tp])
+            fetcher.seek(tp, offset)
+            wanted = orjson.dumps(key)
+            for _ in range(5):
+                records = (await fetcher.getmany(tp, timeout_ms=1000, max_records=100)).get(tp, [])
+                for record in records:
+                    if record.key == wanted and record.value is not None:
+                        self.restored += 1
+                        value: bytes = record.value
+                        return value
+                if records:
+                    break
+        self.restore_missed += 1
+        log.warning("evicted state %r not found at %s[%d]@%d", key, self.state_topic, partition, offset)
+        return None
+
+    async def _restore_wanted(self) -> None:
+        """Read back the evicted states the decide loop asked for (it decides with the prior meanwhile)."""
+        view = self.view
+        while view.wanted:
+            key = view.wanted.popleft()
+            if view.get(key) is not None or key not in view.evicted:
+                continue
+            where = view.evicted[key]
+            raw = await self.fetch(key)
+            if raw is not None and view.get(key) is None:
+                view.offer(key, decode_state(raw), where)
+
     def _apply(self, record: Any) -> None:
         self.read += 1
         try:
             if record.topic == self.state_topic:
-                if record.key is None or record.value is None:
+                if record.key is None:
                     return
-                key = orjson.loads(record.key)
-                self.view.offer(str(key), decode_state(record.value))
+                key = str(orjson.loads(record.key))
+                if record.value is None:  # a tombstone: ``banditroute state forget``
+                    self.view.drop(key)
+                    self.on_forget(key)
+                    return
+                self.view.offer(key, decode_state(record.value), (record.partition, record.offset))
             else:
                 event = decode(ModelCatalogEvent, record.value)
                 if isinstance(event, ModelCatalogEvent):

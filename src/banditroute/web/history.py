@@ -1,5 +1,8 @@
 """Bounded time series for the dashboard: one sample per task type per interval, in ring buffers.
 
+Task types are those ``router.decisions_by_model`` names (the named ones and ``other``, see web/top.py), so
+there are at most ``limits.metrics_task_types`` + configured + 1 ring buffers of ``points`` samples each.
+
 Every ``interval`` seconds :meth:`History.sample` turns the growth of ``router.decisions_by_model`` into
 per-model decision counts, and prices that interval's mix with the current posteriors: the *model-based*
 cost per request (``sum_m n_m * mean_cost_m / n``) and expected quality (``sum_m n_m * mean_quality_m / n``),
@@ -14,6 +17,7 @@ from typing import Any
 
 from banditroute.core import TaskState
 from banditroute.routing import RoutingSnapshot, task_type_of
+from banditroute.web.top import OTHER
 
 DEFAULT_POINTS = 300  # five minutes at one sample per second
 SHARE_WINDOW = 60  # samples behind the traffic-share gauge
@@ -75,8 +79,11 @@ class History:
             delta = n - self._last.get((task_type, model), 0)
             by_task.setdefault(task_type, {})[model] = max(delta, 0)
         self._last = current
+        for task_type in [t for t in self.tasks if t not in by_task]:
+            del self.tasks[task_type]  # it lost its name (web/top.py): its series goes with its counters
         for task_type, counts in by_task.items():
-            point = {"t": now_s, "counts": counts, **price_mix(router, task_type, counts)}
+            priced = price_mix(router, task_type, counts) if task_type != OTHER else {}
+            point = {"t": now_s, "counts": counts, **priced}
             self.tasks.setdefault(task_type, deque(maxlen=self.points)).append(point)
         decided = int(router.decider.decided)
         rate = 0 if self._last_decided is None else max(decided - self._last_decided, 0)

@@ -15,10 +15,28 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from banditroute.web.snapshot import JOIN_COUNTERS, model_rows, task_states
+from banditroute.web.top import OTHER
 
 CIRCUIT_STATES = ("closed", "open", "half_open")
 CANARY_STATES = ("ramping", "graduated")
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+FIXED_SERIES = 100
+"""Series that do not depend on task types or models: counters, join events, dead-letter reasons, lag, caps."""
+
+
+def series_bound(named_task_types: int, state_keys: int, models: int) -> int:
+    """The most sample lines ``/metrics`` can have: per-task families count the named task types plus
+    ``other``; posterior families at most ``limits.metrics_state_keys`` state keys (see web/top.py)."""
+    labels = named_task_types + 1
+    return (
+        labels * (models + 1)  # banditroute_decisions_total, "<none>" included
+        + labels * (len(LATENCY_BUCKETS) + 4)  # the latency histogram: buckets, +Inf, count, sum, created
+        + state_keys * models * 11  # 5 posterior gauges, 3 circuit states, 2 canary states, traffic share
+        + state_keys * 6  # spend, budgets, mean cost, dual, version
+        + FIXED_SERIES
+    )
+
+
 CONTENT_TYPE = "text/plain; version=0.0.4"  # charset utf-8 is set on the response (aiohttp wants it apart)
 
 
@@ -74,6 +92,28 @@ class RouterCollector:
             join.add_metric([name], counters.get(name, 0))
         yield join
         yield _gauge("banditroute_join_in_flight", "Entries held in the join table.", r.join.in_flight())
+
+        capped = CounterMetricFamily(
+            "banditroute_capped_requests",
+            "Requests a cap on client-named keys applied to (policy.yaml limits), by cap.",
+            labels=["cap"],
+        )
+        for cap, n in sorted(dict(getattr(r, "capped", {})).items()):
+            capped.add_metric([cap], n)
+        yield capped
+        admission = getattr(getattr(r, "decide_logic", None), "admission", None)
+        if admission is not None:
+            held = admission.counts()
+            yield _gauge(
+                "banditroute_held_task_types",
+                "Unlisted task types holding their own state on this worker (bounded by max_task_types).",
+                held["task_types_held"],
+            )
+            yield _gauge(
+                "banditroute_held_tenant_states",
+                "Per-tenant states held (bounded by max_tenants_per_task_type per task type).",
+                held["tenant_states_held"],
+            )
 
         dead = CounterMetricFamily(
             "banditroute_dead_letters", "Records dead-lettered, by reason.", labels=["reason"]
@@ -233,11 +273,22 @@ class RouterMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._latency_labels: set[str] = set()
 
     def observe_decision(self, decision: dict[str, Any]) -> None:
         ms = decision.get("decision_ms")
         if isinstance(ms, int | float):
-            self.decision_latency.labels(str(decision.get("task_type", ""))).observe(ms / 1000.0)
+            task_type = str(decision.get("task_type", ""))
+            top = getattr(self.collector.router, "top", None)
+            label = task_type
+            if top is not None:
+                label = top.label_of(task_type)
+                if label not in self._latency_labels:
+                    for gone in [t for t in self._latency_labels if t != OTHER and not top.is_named(t)]:
+                        self.decision_latency.remove(gone)  # it lost its name (web/top.py)
+                        self._latency_labels.discard(gone)
+                    self._latency_labels.add(label)
+            self.decision_latency.labels(label).observe(ms / 1000.0)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

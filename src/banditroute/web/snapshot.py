@@ -13,7 +13,9 @@ from typing import Any
 
 from banditroute.core import TaskState
 from banditroute.core.summary import credible_interval
+from banditroute.limits import SHARED_KEY
 from banditroute.routing import RoutingSnapshot, task_type_of
+from banditroute.web.top import OTHER
 
 JOIN_COUNTERS = (
     "joined",
@@ -32,16 +34,26 @@ def _finite(value: float) -> float | None:
 
 
 def task_states(router: Any) -> list[tuple[str, str, TaskState]]:
-    """(state key, task type, state) for every learnt key, plus prior states of task types decided but unlearnt."""
+    """(state key, task type, state) for every learnt key, plus prior states of task types decided but unlearnt.
+
+    Bounded: only keys of named task types (``router.top``, see web/top.py) and the shared key of capped task
+    types, at most ``limits.metrics_state_keys`` of them.
+    """
     snapshot: RoutingSnapshot = router.registry.snapshot
+    top = getattr(router, "top", None)
+    limit = snapshot.limits.metrics_state_keys
     out: list[tuple[str, str, TaskState]] = []
     seen_types: set[str] = set()
     for key, state in sorted(router.view.items()):
         task_type = task_type_of(key)
+        if top is not None and key != SHARED_KEY and not top.is_named(task_type):
+            continue
+        if len(out) >= limit:
+            return out
         seen_types.add(task_type)
         out.append((key, task_type, snapshot.aligned(state)))
-    decided_types = sorted({task for task, _model in list(router.decisions_by_model)} - seen_types)
-    for task_type in decided_types:
+    decided_types = sorted({task for task, _model in list(router.decisions_by_model)} - seen_types - {OTHER})
+    for task_type in decided_types[: max(0, limit - len(out))]:
         out.append((task_type, task_type, snapshot.initial))
     return out
 
@@ -165,6 +177,7 @@ def stats_json(router: Any, lag: dict[str, Any] | None = None, now_s: float | No
         "join_in_flight": int(router.join.in_flight()),
         "learned": int(counters.get("learned", 0)),
         "dead_letters": router.dead_letters.snapshot(),
+        "capped": dict(getattr(router, "capped", {})),
         "lag": lag or {"sampled_at": None, "groups": []},
     }
 

@@ -1,0 +1,229 @@
+"""Bounds on the keys clients name: task types, tenants and their request rate (policy.yaml ``limits``).
+
+Every identifier a client sends used to be remembered: a client that put a request id into ``task_type`` grew
+a posterior, counters, a dashboard series and a Prometheus label set per request. :class:`Admission` decides,
+per request and in O(1), which state a request may use:
+
+* a task type listed in ``task_types`` or ``allowed_task_types`` always has its own state;
+* any other task type gets its own state while fewer than ``max_task_types`` such task types are held by this
+  worker; past that it is routed with the ``default`` task policy and one shared state (``SHARED_KEY``),
+  and its decision says so (``reasons.capped = "max_task_types"``); with ``reject_unknown_task_types`` it is
+  rejected instead (``model`` null, ``reasons.no_eligible`` says why);
+* a per-tenant task type keeps a state per tenant for at most ``max_tenants_per_task_type`` tenants; further
+  tenants share the task type's state (``reasons.capped = "max_tenants_per_task_type"``);
+* with ``tenant_requests_per_s`` a tenant (or the tenantless requests together) above that rate, after a burst
+  of one second's worth, is rejected (``reasons.capped = "tenant_requests_per_s"``).
+
+Held task types and tenants with no traffic for ``idle_evict_s`` are let go (:meth:`Admission.evict_idle`), so
+a burst of junk names does not hold the slots for ever. Capped requests are decided, not dead-lettered: the
+caller still needs an answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from banditroute.routing import TENANT_SEPARATOR
+
+SHARED_KEY = "~shared"
+"""The state key shared by task types past ``max_task_types`` (a task type cannot start with ``~``)."""
+
+CAP_TASK_TYPES = "max_task_types"
+CAP_TENANTS = "max_tenants_per_task_type"
+CAP_RATE = "tenant_requests_per_s"
+CAP_UNKNOWN = "unknown_task_type"
+CAPS = (CAP_TASK_TYPES, CAP_TENANTS, CAP_RATE, CAP_UNKNOWN)
+NO_TENANT = ""
+"""The rate-limit bucket of requests without a tenant."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """policy.yaml ``limits`` (every field optional; these defaults apply)."""
+
+    max_task_types: int = 1000
+    max_tenants_per_task_type: int = 100
+    tenant_requests_per_s: float | None = None
+    reject_unknown_task_types: bool = False
+    allowed_task_types: frozenset[str] = frozenset()
+    idle_evict_s: float | None = 3600.0
+    metrics_task_types: int = 20
+    metrics_state_keys: int = 50
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> Limits:
+        data = dict(data or {})
+        allowed = {f.name for f in fields(cls)}
+        unknown = set(data) - allowed
+        if unknown:
+            raise ValueError(f"unknown limits {sorted(unknown)}; allowed: {sorted(allowed)}")
+        if "allowed_task_types" in data:
+            names = data["allowed_task_types"] or []
+            if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+                raise ValueError("limits.allowed_task_types must be a list of task type names")
+            data["allowed_task_types"] = frozenset(names)
+        limits = cls(**data)
+        for name in (
+            "max_task_types",
+            "max_tenants_per_task_type",
+            "metrics_task_types",
+            "metrics_state_keys",
+        ):
+            value = getattr(limits, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"limits.{name} must be a whole number >= 0")
+        for name in ("tenant_requests_per_s", "idle_evict_s"):
+            value = getattr(limits, name)
+            if value is not None and (not isinstance(value, int | float) or value <= 0):
+                raise ValueError(f"limits.{name} must be a number > 0 or null")
+        if not isinstance(limits.reject_unknown_task_types, bool):
+            raise ValueError("limits.reject_unknown_task_types must be true or false")
+        return limits
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a request may use: ``key`` is its state key; ``capped`` names the cap that applied (or None);
+    ``shared`` means the default task policy with the shared state; ``reject`` is why it gets no model."""
+
+    key: str
+    capped: str | None = None
+    shared: bool = False
+    reject: str | None = None
+
+
+class _Bucket:
+    __slots__ = ("at", "tokens")
+
+    def __init__(self, tokens: float, at: float) -> None:
+        self.tokens = tokens
+        self.at = at
+
+
+class Admission:
+    """The task types and tenants one worker holds state for, and the per-tenant request buckets.
+
+    Used from one thread (the decide loop's); every structure is bounded: held task types by
+    ``max_task_types``, tenants by ``max_tenants_per_task_type`` per held per-tenant task type, buckets by the
+    tenants seen within the last second (a full bucket carries no information and is dropped).
+    """
+
+    def __init__(self) -> None:
+        self.task_types: dict[str, float] = {}
+        """Unlisted task types holding state of their own, with the time of their last request."""
+        self.listed: dict[str, float] = {}
+        """Listed task types (policy.yaml), with the time of their last request."""
+        self.tenants: dict[str, dict[str, float]] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self._buckets_swept = 0.0
+
+    def check(
+        self,
+        limits: Limits,
+        configured: Mapping[str, Any],
+        task_type: str,
+        tenant: str | None,
+        per_tenant: bool,
+        now_s: float,
+    ) -> Verdict:
+        """The verdict for one request (``configured``: the task types of policy.yaml ``task_types``)."""
+        rate = limits.tenant_requests_per_s
+        if rate is not None and not self._take(tenant or NO_TENANT, rate, now_s):
+            return Verdict(
+                task_type,
+                CAP_RATE,
+                reject=f"tenant_requests_per_s: tenant {tenant or '(none)'!r} is above {rate:g} requests/s",
+            )
+        listed = task_type in configured or task_type in limits.allowed_task_types
+        if listed:
+            self.listed[task_type] = now_s
+        else:
+            held = self.task_types
+            if task_type in held:
+                held[task_type] = now_s
+            elif limits.reject_unknown_task_types:
+                return Verdict(
+                    task_type,
+                    CAP_UNKNOWN,
+                    reject=f"unknown_task_type: {task_type!r} is not listed in policy.yaml "
+                    "(task_types or limits.allowed_task_types)",
+                )
+            elif len(held) < limits.max_task_types:
+                held[task_type] = now_s
+            else:
+                return Verdict(SHARED_KEY, CAP_TASK_TYPES, shared=True)
+        if not (per_tenant and tenant):
+            return Verdict(task_type)
+        tenants = self.tenants.get(task_type)
+        if tenants is None:
+            tenants = self.tenants[task_type] = {}
+        if tenant in tenants or len(tenants) < limits.max_tenants_per_task_type:
+            tenants[tenant] = now_s
+            return Verdict(f"{tenant}{TENANT_SEPARATOR}{task_type}")
+        return Verdict(task_type, CAP_TENANTS)
+
+    def _take(self, tenant: str, rate: float, now_s: float) -> bool:
+        """Token bucket per tenant: ``rate`` per second, a burst of one second's worth (at least 1)."""
+        burst = max(1.0, rate)
+        if now_s - self._buckets_swept >= 1.0:
+            self._sweep(rate, burst, now_s)
+        bucket = self._buckets.get(tenant)
+        if bucket is None:
+            bucket = self._buckets[tenant] = _Bucket(burst, now_s)
+        else:
+            bucket.tokens = min(burst, bucket.tokens + (now_s - bucket.at) * rate)
+            bucket.at = now_s
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return True
+        return False
+
+    def _sweep(self, rate: float, burst: float, now_s: float) -> None:
+        """Drop the buckets that have refilled: a full bucket is what a new one would be."""
+        self._buckets_swept = now_s
+        self._buckets = {t: b for t, b in self._buckets.items() if b.tokens + (now_s - b.at) * rate < burst}
+
+    def evict_idle(self, idle_s: float, now_s: float) -> list[str]:
+        """Let go of task types and tenants without a request for ``idle_s``; returns the task types let go."""
+        cutoff = now_s - idle_s
+        gone = [t for t, seen in self.task_types.items() if seen < cutoff]
+        for task_type in gone:
+            del self.task_types[task_type]
+        for task_type in [t for t, seen in self.listed.items() if seen < cutoff]:
+            del self.listed[task_type]
+        for task_type, tenants in list(self.tenants.items()):
+            for tenant in [t for t, seen in tenants.items() if seen < cutoff]:
+                del tenants[tenant]
+            if not tenants:
+                del self.tenants[task_type]
+        return gone
+
+    def active(self, task_type: str, tenant: str | None, cutoff: float) -> bool:
+        """Whether ``task_type`` (and ``tenant`` for a per-tenant key) had a request here since ``cutoff``.
+        Safe to call from another thread: it only reads."""
+        seen = self.task_types.get(task_type) or self.listed.get(task_type)
+        if tenant is not None:
+            seen = (self.tenants.get(task_type) or {}).get(tenant)
+        return seen is not None and seen >= cutoff
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "task_types_held": len(self.task_types),
+            "tenant_states_held": sum(len(t) for t in self.tenants.values()),
+            "rate_buckets": len(self._buckets),
+        }
+
+
+__all__ = [
+    "CAPS",
+    "CAP_RATE",
+    "CAP_TASK_TYPES",
+    "CAP_TENANTS",
+    "CAP_UNKNOWN",
+    "SHARED_KEY",
+    "Admission",
+    "Limits",
+    "Verdict",
+]

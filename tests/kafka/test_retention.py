@@ -1,0 +1,97 @@
+"""State retention on the real broker: idle states leave memory and come back from the topic; ``state forget``
+removes one for good."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from tests.kafka.router_world import MODELS_YAML, Loop, learned_states, observations, write_config
+from tests.reliability.support import (
+    assert_states_equal,
+    reference_states,
+    start_web_worker,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
+
+POLICY = """defaults:
+  lam: 10.0
+  half_life: null
+  join: {wait_s: 60}
+limits:
+  idle_evict_s: 2
+"""
+
+
+def counters(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/stats", timeout=10) as resp:  # noqa: S310
+        data: dict[str, Any] = orjson.loads(resp.read())["counters"]
+        return data
+
+
+async def test_idle_states_are_evicted_and_read_back_and_forget_is_for_good(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    prefix = unique_prefix
+    config_dir = write_config(tmp_path / "config", MODELS_YAML, POLICY)
+    worker, port = start_web_worker(tmp_path, kafka_bootstrap, prefix, config_dir)
+    rng = np.random.default_rng(3)
+    try:
+        async with Loop(kafka_bootstrap, prefix) as loop:
+            await loop.run(60, rng, batch=20, timeout_s=90)
+
+            async def chat_has(n: int) -> bool:
+                states = await learned_states(kafka_bootstrap, prefix)
+                return "chat" in states and observations(states["chat"]) == n
+
+            assert await wait_until(lambda: chat_has(60), 60)
+
+            async def evicted() -> bool:
+                return int((await asyncio.to_thread(counters, port)).get("states_evicted", 0)) >= 1
+
+            assert await wait_until(evicted, 60), "the idle state was not evicted"
+            # traffic returns: the learner reads the state back and goes on from it, not from the prior
+            await loop.run(40, rng, batch=20, timeout_s=90)
+            assert await wait_until(lambda: chat_has(100), 60), (
+                "learning did not continue from the evicted state"
+            )
+            assert_states_equal(
+                await learned_states(kafka_bootstrap, prefix),
+                await reference_states(kafka_bootstrap, prefix, config_dir),
+            )
+            assert int((await asyncio.to_thread(counters, port)).get("states_restored", 0)) >= 1
+
+            env = {"BANDITROUTE_KAFKA_BOOTSTRAP": kafka_bootstrap, "BANDITROUTE_TOPIC_PREFIX": prefix}
+            missing = run_cli(["state", "forget", "nosuch", "--yes"], env)
+            assert missing.returncode != 0 and "no learnt state 'nosuch'" in missing.stderr
+            done = run_cli(["state", "forget", "chat", "--yes"], env)
+            assert done.returncode == 0, done.stderr
+            assert "chat" not in await learned_states(kafka_bootstrap, prefix)
+            await asyncio.sleep(2.0)  # the worker reads the tombstone and drops the state
+            await loop.run(20, rng, batch=20, timeout_s=90)
+            assert await wait_until(lambda: chat_has(20), 60), "a forgotten state came back"
+    finally:
+        code = worker.terminate()
+    assert code == 0, f"worker exited with {code}; see {tmp_path}/w0.log"
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "banditroute", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -1,0 +1,301 @@
+"""Floods of client-named keys on the real broker: the worker stays bounded and the normal workload unharmed.
+
+1. ``FLOOD`` requests, each with its own task type, produced as fast as the client can, with feedback for every
+   tenth decision, while a normal closed-loop workload on ``chat`` runs beside them;
+2. then ``FEEDBACK_FLOOD`` feedback events naming unknown request ids (half) and unknown models (half).
+
+Checked: worker RSS at most twice its RSS after a quiet warm-up of the same worker; the state topic gains at
+most ``max_task_types`` flood keys plus the shared one; ``/metrics`` has at most
+:func:`~banditroute.web.metrics.series_bound` sample lines; every normal request decided, every normal
+feedback learnt exactly once (state equal to the one recomputed from the outcomes topic); every flood
+feedback event dead-lettered with its reason. The normal workload's round-trip p99 (quiet and under the
+flood) is printed, not asserted (no timing assertions in tests).
+
+The issue asks for 200,000 of each. Measured on the loaded 2-core machine (2026-11-30, two runs): 1,250-2,500
+distinct task types and 300-830 bad feedback events a second, so 200,000 of each takes 5-14 minutes, too much
+of the suite's 12-minute budget. The suite runs 20,000 requests and 10,000 feedback events (1-2 minutes);
+``BANDITROUTE_FLOOD=200000`` runs the full size. The bounds asserted do not depend on the size: the caps
+hold from the 201st task type on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from banditroute.limits import SHARED_KEY
+from banditroute.web.metrics import series_bound
+from tests.kafka.router_world import MODELS_YAML, Loop, feedback_for, write_config
+from tests.reliability.support import (
+    assert_states_equal,
+    learned_states,
+    observations,
+    reference_states,
+    rss_kb,
+    start_web_worker,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
+
+FLOOD = int(os.environ.get("BANDITROUTE_FLOOD", "20000"))
+FEEDBACK_FLOOD = FLOOD // 2
+CAP = 200
+METRICS_TASK_TYPES = 20
+STATE_KEYS = 50
+POLICY = f"""defaults:
+  lam: 10.0
+  half_life: null
+  join: {{wait_s: 60, keep_joined_s: 5}}
+task_types:
+  chat: {{}}
+limits:
+  max_task_types: {CAP}
+  metrics_task_types: {METRICS_TASK_TYPES}
+  metrics_state_keys: {STATE_KEYS}
+"""
+
+
+def get(port: int, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as resp:  # noqa: S310 - localhost
+        body: bytes = resp.read()
+        return body
+
+
+async def stats(port: int) -> dict[str, Any]:
+    result: dict[str, Any] = orjson.loads(await asyncio.to_thread(get, port, "/api/stats"))
+    return result
+
+
+def p99(values: list[float]) -> float:
+    return float(np.percentile(values, 99)) if values else float("nan")
+
+
+async def normal_rounds(loop: Loop, rng: np.random.Generator, rounds: int) -> list[float]:
+    """Closed-loop rounds of 20 chat requests; returns each request's time to its decision (ms)."""
+    times: list[float] = []
+    for _ in range(rounds):
+        t0 = time.monotonic()
+        decided = await loop.run(20, rng, batch=20, timeout_s=180)
+        times += [(time.monotonic() - t0) * 1000.0] * len(decided)
+    return times
+
+
+async def flood_requests(bootstrap: str, prefix: str, n: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1)
+    await producer.start()
+    try:
+        now = datetime.now(UTC).isoformat()
+        for i in range(n):
+            rid = f"flood-{i}-{uuid.uuid4().hex[:8]}"
+            doc = {
+                "schema_version": 1,
+                "request_id": rid,
+                "task_type": f"junk-{uuid.uuid4().hex}",
+                "created_at": now,
+            }
+            await producer.send(f"{prefix}.requests", key=rid.encode(), value=orjson.dumps(doc))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def answer_flood(bootstrap: str, prefix: str, n: int, rng: np.random.Generator) -> int:
+    """Feedback for every tenth flood decision; returns how many were sent once all ``n`` were read."""
+    consumer = AIOKafkaConsumer(
+        f"{prefix}.decisions",
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1)
+    await consumer.start()
+    await producer.start()
+    seen = sent = 0
+    deadline = time.monotonic() + 400
+    try:
+        while seen < n and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batch.values():
+                for rec in records:
+                    if not rec.value or not rec.key or not rec.key.startswith(b"flood-"):
+                        continue
+                    seen += 1
+                    if seen % 10 == 0:
+                        d = orjson.loads(rec.value)
+                        fb = feedback_for(d, rng)
+                        await producer.send(f"{prefix}.feedback", key=rec.key, value=orjson.dumps(fb))
+                        sent += 1
+        await producer.flush()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    assert seen == n, f"only {seen} of {n} flood requests were decided"
+    return sent
+
+
+async def flood_feedback(bootstrap: str, prefix: str, n: int) -> None:
+    """Half naming request ids nobody made, half naming models nobody has."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1)
+    await producer.start()
+    try:
+        now = datetime.now(UTC).isoformat()
+        for i in range(n):
+            rid = f"ghost-{i}-{uuid.uuid4().hex[:8]}"
+            model = "balanced" if i % 2 else f"model-{uuid.uuid4().hex}"
+            doc = {
+                "schema_version": 1,
+                "request_id": rid,
+                "model": model,
+                "quality": 1.0,
+                "cost_usd": 0.001,
+                "observed_at": now,
+                "idempotency_key": f"{rid}:{model}"[:128],
+            }
+            await producer.send(f"{prefix}.feedback", key=rid.encode(), value=orjson.dumps(doc))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_task_type_and_feedback_floods_stay_bounded(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    t0 = time.monotonic()
+    prefix = unique_prefix
+    config_dir = write_config(tmp_path / "config", MODELS_YAML, POLICY)
+    worker, port = start_web_worker(tmp_path, kafka_bootstrap, prefix, config_dir)
+    pid = worker.proc.pid
+    rng = np.random.default_rng(5)
+    report: list[str] = []
+    try:
+        async with Loop(kafka_bootstrap, prefix) as loop:
+            # -- quiet: warm the worker up, then take its RSS and the normal workload's decision times --------
+            await normal_rounds(loop, rng, 15)
+            quiet_ms = await normal_rounds(loop, rng, 15)
+            assert await wait_until(lambda: stats_ok(port), 60)
+            quiet_rss = rss_kb(pid)
+            peak = quiet_rss
+
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, rss_kb(pid))
+                    await asyncio.sleep(0.5)
+
+            watcher = asyncio.create_task(watch())
+            # -- the task type flood, with the normal workload beside it ----------------------------------
+            t_flood = time.monotonic()
+            answering = asyncio.create_task(
+                answer_flood(kafka_bootstrap, prefix, FLOOD, np.random.default_rng(6))
+            )
+            flooding = asyncio.create_task(flood_requests(kafka_bootstrap, prefix, FLOOD))
+            flood_ms: list[float] = []
+            while not flooding.done() or not answering.done():
+                flood_ms += await normal_rounds(loop, rng, 1)
+            await flooding
+            flood_answers = await answering
+            flood_s = time.monotonic() - t_flood
+            normal_n = normal_count(loop)
+
+            # normal feedback and the flood's answers are learnt: exactly once, equal to the reference
+            async def all_learnt() -> dict[str, Any] | None:
+                states = await learned_states(kafka_bootstrap, prefix)
+                done = sum(observations(s) for s in states.values())
+                return states if done >= normal_n + flood_answers else None
+
+            states = await wait_until(all_learnt, 180)
+            if not states:
+                now = await learned_states(kafka_bootstrap, prefix)
+                counters = (await stats(port))["counters"]
+                raise AssertionError(
+                    f"learnt {sum(observations(s) for s in now.values())} of {normal_n} normal + {flood_answers} "
+                    f"flood feedback; chat {observations(now['chat']) if 'chat' in now else None}; "
+                    f"worker counters {counters}; dead letters {(await stats(port))['dead_letters']}"
+                )
+            await asyncio.sleep(2.0)
+            states = await learned_states(kafka_bootstrap, prefix)
+            assert observations(states["chat"]) == normal_n, "normal feedback lost or learnt twice"
+            assert_states_equal(states, await reference_states(kafka_bootstrap, prefix, config_dir))
+            flood_keys = set(states) - {"chat", SHARED_KEY}
+            assert len(flood_keys) <= CAP and SHARED_KEY in states
+            assert sum(observations(s) for k, s in states.items() if k != "chat") == flood_answers
+
+            metrics = (await asyncio.to_thread(get, port, "/metrics")).decode()
+            series = [line for line in metrics.splitlines() if line and not line.startswith("#")]
+            bound = series_bound(1 + METRICS_TASK_TYPES, STATE_KEYS, 3)
+            assert len(series) <= bound
+            capped = [
+                line
+                for line in series
+                if line.startswith('banditroute_capped_requests_total{cap="max_task_types"}')
+            ]
+            assert capped and float(capped[0].split()[-1]) == FLOOD - CAP
+            rss_after_requests = rss_kb(pid)
+
+            # -- the feedback flood ----------------------------------------------------------------------
+            t_fb = time.monotonic()
+            before = (await stats(port))["dead_letters"]
+            await flood_feedback(kafka_bootstrap, prefix, FEEDBACK_FLOOD)
+
+            async def all_dead_lettered() -> dict[str, int] | None:
+                now = (await stats(port))["dead_letters"]
+                grew = {r: now.get(r, 0) - before.get(r, 0) for r in ("unknown_model", "unknown_request")}
+                return grew if sum(grew.values()) >= FEEDBACK_FLOOD else None
+
+            grew = await wait_until(all_dead_lettered, 240)
+            letters = (await stats(port))["dead_letters"]
+            counters = (await stats(port))["counters"]
+            half = FEEDBACK_FLOOD // 2
+            expected = {"unknown_model": half, "unknown_request": FEEDBACK_FLOOD - half}
+            assert grew == expected, f"{letters} {counters}"
+            fb_s = time.monotonic() - t_fb
+            after = await normal_rounds(loop, rng, 5)  # still deciding and learning
+            assert len(after) == 100
+            final = await wait_until(lambda: chat_learnt(kafka_bootstrap, prefix, normal_count(loop)), 120)
+            assert final, "normal feedback after the floods was not learnt exactly once"
+            watcher.cancel()
+            peak = max(peak, rss_kb(pid))
+            assert worker.alive()
+            report = [
+                f"{FLOOD} task types in {flood_s:.0f} s, {FEEDBACK_FLOOD} bad feedback in {fb_s:.0f} s",
+                f"RSS quiet {quiet_rss / 1024:.0f} MiB, after the task type flood {rss_after_requests / 1024:.0f} "
+                f"MiB, peak {peak / 1024:.0f} MiB",
+                f"/metrics {len(series)} lines (bound {bound})",
+                f"state keys {len(states)} (flood {len(flood_keys)}, cap {CAP})",
+                f"normal p99 quiet {p99(quiet_ms):.0f} ms, under the flood {p99(flood_ms):.0f} ms",
+            ]
+            assert peak <= 2 * quiet_rss, "; ".join(report)
+    finally:
+        code = worker.terminate()
+    print(f"\nflood: {'; '.join(report)}; {time.monotonic() - t0:.0f} s")
+    assert code == 0, f"worker exited with {code}; see {tmp_path}/w0.log"
+
+
+def normal_count(loop: Loop) -> int:
+    """Normal requests decided (the loop's reader sees the flood's decisions too)."""
+    return sum(1 for r in loop.order if not r.startswith("flood-"))
+
+
+async def stats_ok(port: int) -> bool:
+    try:
+        await stats(port)
+        return True
+    except OSError:
+        return False
+
+
+async def chat_learnt(bootstrap: str, prefix: str, n: int) -> bool:
+    states = await learned_states(bootstrap, prefix)
+    return "chat" in states and observations(states["chat"]) == n

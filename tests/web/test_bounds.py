@@ -1,0 +1,80 @@
+"""Metrics and dashboard stay bounded whatever clients put into task_type (no broker, synthetic router)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from banditroute.core.state import N_OBS, Q_N, Q_SUM, replace_state
+from banditroute.limits import SHARED_KEY
+from banditroute.web.history import History
+from banditroute.web.metrics import RouterMetrics, series_bound
+from banditroute.web.snapshot import state_json
+from banditroute.web.top import OTHER, TopTaskTypes
+from tests.web.test_builders import fake_router, samples
+
+
+def test_top_task_types_names_the_busiest_and_folds_the_rest() -> None:
+    top = TopTaskTypes(n=2, window_s=60.0, pinned={"summarize"})
+    counts: dict[tuple[str, str], int] = {}
+    top.count(counts, "junk-a", "m", 0.0)  # the first two unlisted task types are named at once
+    top.count(counts, "junk-b", "m", 0.1)
+    for i in range(50):
+        top.count(counts, "chat", "m", 1.0 + i)
+        top.count(counts, "code", "m", 1.0 + i)
+        top.count(counts, "summarize", "m", 1.0 + i)
+    assert counts[(OTHER, "m")] == 100 and counts[("summarize", "m")] == 50
+    top.count(counts, "chat", "m", 61.0)  # window end: chat and code are the busiest
+    assert top.named == {"chat", "code"} and top.is_named("summarize")
+    assert ("junk-a", "m") not in counts and counts[("chat", "m")] == 1  # a new series starts at 0
+    assert counts[(OTHER, "m")] == 100  # other never decreases
+
+
+def test_candidate_table_is_bounded_under_a_flood_of_one_off_names() -> None:
+    top = TopTaskTypes(n=5)
+    counts: dict[tuple[str, str], int] = {}
+    for i in range(200_000):
+        top.count(counts, "chat", "m", i * 1e-4)
+        top.count(counts, f"junk-{i}", "m", i * 1e-4)
+    assert len(top._counts) <= 50 and len(counts) <= 6
+    assert top.count(counts, "chat", "m", 100.0) == "chat"  # still named after every window
+    assert "chat" in top.named
+
+
+def test_metrics_history_and_state_stay_bounded_under_a_task_type_flood(tmp_path: Path) -> None:
+    router = fake_router(tmp_path)
+    limits = router.registry.snapshot.limits
+    router.top = TopTaskTypes(limits.metrics_task_types, pinned=router.registry.snapshot.routes)
+    router.decisions_by_model = Counter()
+    history = History(points=5)
+    metrics = RouterMetrics(router, history)
+    base = router.view.get("chat")
+    flood = 3_000
+    for i in range(flood):
+        task_type = f"junk-{i}"
+        now = i * 0.05  # 150 s: several ranking windows
+        router.top.count(router.decisions_by_model, task_type, "balanced", now)
+        router.top.count(router.decisions_by_model, "chat", "premium", now)
+        metrics.observe_decision({"task_type": task_type, "decision_ms": 0.1})
+        if i % 20 == 0:
+            history.sample(router, now)
+        if i % 10 == 0:  # learnt states of many of them, as with a max_task_types this high
+            stats = base.stats.copy()
+            stats[0, Q_SUM], stats[0, Q_N], stats[0, N_OBS] = 1.0, 2.0, 2.0
+            router.view.offer(task_type, replace_state(base, stats=stats, version=1))
+    router.view.offer(SHARED_KEY, base)
+    text = metrics.render().decode()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    named = router.top.size()
+    models = len(router.registry.models)
+    assert named <= limits.metrics_task_types + len(router.registry.snapshot.routes)
+    assert len(lines) <= series_bound(named, limits.metrics_state_keys, models)
+    found = samples(text)
+    task_labels = {s.labels["task_type"] for s in found["banditroute_decisions_total"]}
+    assert "chat" in task_labels and OTHER in task_labels and len(task_labels) <= named + 1
+    latency = {s.labels["task_type"] for s in found["banditroute_decision_latency_seconds_count"]}
+    assert len(latency) <= named + 1
+    keys = {s.labels["task_key"] for s in found["banditroute_state_version"]}
+    assert "chat" in keys and SHARED_KEY in keys and len(keys) <= limits.metrics_state_keys
+    assert len(history.tasks) <= named + 1 and "chat" in history.tasks
+    assert len(state_json(router)["tasks"]) <= limits.metrics_state_keys
