@@ -88,19 +88,6 @@ def cost_weight(state: TaskState, objective: str, lam: float) -> float:
     return (0.0 if objective == "budget" else lam) + state.dual
 
 
-def utility_moments(
-    state: TaskState, policy: TaskPolicy, objective: str, lam: float, mu: float
-) -> tuple[FloatArray, FloatArray]:
-    """Mean and standard deviation of each model's utility posterior."""
-    q_mean, q_var = quality_moments(state, policy.reward)
-    c_mean, c_var = cost_moments(state)
-    l_mean, l_var = latency_moments(state)
-    weight = cost_weight(state, objective, lam)
-    mean = q_mean - weight * c_mean - mu * l_mean
-    var = q_var + weight * weight * c_var + mu * mu * l_var
-    return mean, np.sqrt(var)
-
-
 def utility_posterior(
     state: TaskState, policy: TaskPolicy, objective: str, lam: float, mu: float
 ) -> UtilityPosterior:

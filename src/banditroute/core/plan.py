@@ -39,8 +39,6 @@ class Plan:
     until_s: float
     names: list[str]  # eligible models with a closed circuit, in state order
     index: IntArray  # their rows in the state
-    mean: FloatArray
-    sd: FloatArray
     posterior: UtilityPosterior  # what decisions draw from (the eligible closed models)
     thompson: FloatArray  # P(Thompson winner), Monte Carlo
     target: FloatArray  # guarded share of each eligible closed model, already times (1 - probe_total)
@@ -60,6 +58,11 @@ class Plan:
     block_size: int = FIRST_BLOCK  # size of the next block; grows geometrically up to MAX_BLOCK
     name_tuple: tuple[str, ...] = ()
     positions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> FloatArray:
+        """Posterior mean utility of the eligible closed models (read from the posterior, not copied)."""
+        return self.posterior.mean
 
 
 def _catalog(models: Sequence[ModelSpec]) -> dict[str, ModelSpec]:
@@ -154,7 +157,6 @@ def build_plan(
             closed.append(i)
     index = np.array(closed, dtype=np.intp)
     posterior = posterior_all.subset(index)
-    mean, sd = posterior.mean, posterior.sd
     names = [state.names[i] for i in closed]
     key = index.tobytes() + b"|" + np.array(probes, dtype=np.intp).tobytes()
     thompson = thompson_probabilities(
@@ -196,8 +198,6 @@ def build_plan(
         until_s=float(valid_until),
         names=names,
         index=index,
-        mean=mean,
-        sd=sd,
         posterior=posterior,
         thompson=thompson,
         target=guarded * (1.0 - probe_total),
