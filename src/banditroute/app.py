@@ -289,10 +289,12 @@ class Router:
         try:
             tick = _tick_time(msg.headers)
             if tick is not None:
+                # a tick stamped in the future (a forged header) acts as one sent now
+                sent_at = min(tick, now)
                 if msg.topic == self.decisions.get_topic_name():
-                    results.append(self.join.on_decisions_tick(msg.partition, tick))
+                    results.append(self.join.on_decisions_tick(msg.partition, sent_at))
                 else:
-                    results.append(self.join.on_tick(msg.partition, msg.offset, now))
+                    results.append(self.join.on_tick(msg.partition, msg.offset, sent_at))
             elif msg.topic == self.decisions.get_topic_name():
                 decision = orjson.loads(msg.value)
                 decision["task_key"] = decision.get("state_key") or self.registry.state_key(

@@ -109,16 +109,16 @@ def test_unknown_request_is_dead_lettered_after_a_later_decisions_tick() -> None
 def test_parked_feedback_has_a_backstop() -> None:
     join = make()
     join.on_feedback(feedback("ghost", offset=4), now_s=0)
-    assert join.on_tick(0, 1, now_s=50).rejections == []
-    assert [r.reason for r in join.on_tick(0, 2, now_s=101).rejections] == ["unknown_request"]
+    assert join.on_tick(0, 1, sent_at_s=100.5).rejections == []
+    assert [r.reason for r in join.on_tick(0, 2, sent_at_s=102).rejections] == ["unknown_request"]
 
 
 @pytest.mark.parametrize("on_timeout, emitted", [("none", 0), ("default_reward", 1)])
 def test_timeout_applies_the_configured_default(on_timeout: str, emitted: int) -> None:
     join = make(JoinPolicy(wait_s=10, on_timeout=on_timeout, default_reward=0.25, keep_joined_s=5))
     join.on_decision(decision("r1"), 0, 0, 0)
-    assert join.on_tick(0, 50, now_s=5).outcomes == []
-    result = join.on_tick(0, 51, now_s=11)
+    assert join.on_tick(0, 50, sent_at_s=5).outcomes == []
+    result = join.on_tick(0, 51, sent_at_s=11)
     assert result.counters["reward_timeouts"] == 1
     assert len(result.outcomes) == emitted
     if emitted:
@@ -129,7 +129,7 @@ def test_timeout_applies_the_configured_default(on_timeout: str, emitted: int) -
 def test_late_feedback_is_counted_and_learned_only_if_configured(learn_late: bool, learned: int) -> None:
     join = make(JoinPolicy(wait_s=10, learn_late=learn_late, keep_joined_s=5))
     join.on_decision(decision("r1"), 0, 0, 0)
-    join.on_tick(0, 50, now_s=11)
+    join.on_tick(0, 50, sent_at_s=11)
     result = join.on_feedback(feedback("r1"), now_s=12)
     assert result.counters["late_feedback"] == 1
     assert len(result.outcomes) == learned
@@ -142,8 +142,8 @@ def test_entries_are_dropped_after_keep_window_and_table_stays_bounded() -> None
     for i in range(50):
         join.on_feedback(feedback(f"r{i}", offset=i), 1)
     assert join.in_flight() == 100
-    join.on_tick(0, 1000, now_s=11)  # pending ones expire and are kept briefly to catch late duplicates
-    join.on_tick(0, 1001, now_s=30)
+    join.on_tick(0, 1000, sent_at_s=11)  # pending ones expire and are kept briefly to catch late duplicates
+    join.on_tick(0, 1001, sent_at_s=30)
     assert join.in_flight() == 0
 
 
@@ -154,7 +154,7 @@ def test_index_rebuild_after_recovery() -> None:
     first.on_decision(decision("r1"), 0, 0, 0)
     second = JoinLogic(pending, early, lambda _t: JoinPolicy(wait_s=10, keep_joined_s=0))
     second.rebuild_index(lambda _k: 0)
-    result = second.on_tick(0, 5, now_s=11)
+    result = second.on_tick(0, 5, sent_at_s=11)
     assert result.counters["reward_timeouts"] == 1
 
 
@@ -185,3 +185,18 @@ def test_pending_encoding_is_compact_and_reads_both_formats() -> None:
                           1e9, 0, -1, -1, None, -1, -1, None])  # fmt: skip
     assert Pending.decode(plain) == fresh
     assert len(raw) < len(plain) - 50
+
+
+def test_a_join_reading_feedback_behind_expires_by_the_ticks_send_time_not_by_the_clock() -> None:
+    """Overload: the feedback reader is a minute behind. A tick sent before the decision's window closed must
+    not expire it even though it is read long after, so the feedback behind that tick is still joined."""
+    join = make(JoinPolicy(wait_s=20, keep_joined_s=20))
+    join.on_decision(decision("r1"), 0, 0, now_s=100)
+    # read at t=160 (processing time), but sent at t=110: the window (until t=120) was still open
+    assert join.on_tick(0, 7, sent_at_s=110).counters == {}
+    result = join.on_feedback(feedback("r1", offset=8), now_s=160)
+    assert result.counters == {"joined": 1} and len(result.outcomes) == 1
+    # a tick sent after the window (less the clock margin) does expire an unanswered decision
+    join.on_decision(decision("r2"), 0, 1, now_s=100)
+    assert join.on_tick(0, 9, sent_at_s=120.5).counters == {}  # within the margin
+    assert join.on_tick(0, 10, sent_at_s=121.5).counters == {"reward_timeouts": 1}

@@ -306,12 +306,17 @@ class JoinLogic:
                 self._early_deadlines.setdefault(partition_of(k), []), (float(orjson.loads(v)["deadline"]), k)
             )
 
-    def on_tick(self, partition: int, offset: int, now_s: float) -> JoinResult:
-        """Expire what is due in ``partition``: timeouts, old joined entries and unclaimed early feedback.
+    def on_tick(self, partition: int, offset: int, sent_at_s: float) -> JoinResult:
+        """A tick sent at ``sent_at_s`` was read from feedback ``partition``: expire what is due there
+        (timeouts, old joined entries and unclaimed early feedback).
 
-        A tick is a record in the feedback topic, so a default-reward outcome it produces has a watermark
-        position in the feedback source like any other.
+        The clock is the tick's send time less ``clock_margin_s``, not the time it is read: feedback produced
+        before that is ahead of the tick in the partition and has been read, so an entry due by then has
+        really had its window. A join that reads feedback minutes behind (overload) thus never expires a
+        decision whose feedback is still waiting in the backlog. A tick is a record in the feedback topic, so a
+        default-reward outcome it produces has a watermark position in the feedback source like any other.
         """
+        now_s = sent_at_s - self.clock_margin_s
         result = JoinResult()
         src = source_id(partition, TAG_FEEDBACK)
         heap = self._deadlines.get(partition, [])
