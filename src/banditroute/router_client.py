@@ -9,14 +9,19 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from banditroute.codec import decode, encode
 from banditroute.events import Feedback, FeedbackError, Objective, RoutingDecision, RoutingRequest
-from banditroute.kafka.admin import admin_client, create_topics, new_topic
-from banditroute.kafka.admin import ensure_topics as admin_ensure_topics
+from banditroute.kafka.client_io import (
+    REPLY_RETENTION_MS,
+    create_client_topics,
+    delete_topic,
+    ensure_topics,
+    topic_layout,
+)
 from banditroute.kafka.groups import diagnose_no_answer
-from banditroute.kafka.topics import KafkaUnavailable, partitions_of
+from banditroute.kafka.topics import KafkaUnavailable
 from banditroute.messages import (
     DEFAULT_ROUTE_ENV,
     DefaultRoute,
@@ -25,11 +30,11 @@ from banditroute.messages import (
     default_decision,
 )
 from banditroute.settings import Settings
-from banditroute.topics import layout
+
+if TYPE_CHECKING:
+    from banditroute.local_router import LocalRouter
 
 log = logging.getLogger("banditroute.client")
-
-REPLY_RETENTION_MS = 60 * 60 * 1000
 
 
 class RouteTimeout(TimeoutError):
@@ -46,22 +51,10 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def topic_layout(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
-    """Full topic name -> (partitions, topic configs) for the default topics (``topics.DEFAULT_TOPICS``)."""
-    return layout(settings.topic, settings.partitions, settings.state_partitions)
-
-
-async def ensure_topics(settings: Settings, suffixes: Iterable[str], *, timeout_s: float = 10.0) -> None:
-    """Create the named default topics if missing, with the worker's layout (bounded by ``timeout_s``).
-
-    A topic created concurrently by a worker or another client is fine; any other refusal raises
-    :class:`~banditroute.kafka.admin.TopicCreationError` with the broker's message."""
-    wanted = topic_layout(settings)
-    names = [settings.topic(s) for s in suffixes]
-    topics = [new_topic(n, *wanted[n]) for n in names]
-    await asyncio.wait_for(
-        admin_ensure_topics(settings.kafka_bootstrap, settings.aiokafka_security(), topics), timeout_s
-    )
+def _noted(decision: RoutingDecision, rule: str) -> RoutingDecision:
+    """``decision`` with ``rule`` added to ``reasons.rules`` (why a local-mode client asked a worker)."""
+    reasons = decision.reasons.model_copy(update={"rules": (*decision.reasons.rules, rule)})
+    return decision.model_copy(update={"reasons": reasons})
 
 
 class RouterClient:
@@ -75,6 +68,16 @@ class RouterClient:
     past it the client is degraded: ``route()`` returns the default route, ``feedback()`` raises),
     ``ensure_topics`` (create missing request/feedback topics with the worker's layout at start), ``replies``
     (False: a producer only, for ``feedback()`` and ``send_request()``; no reply topic is made).
+
+    Local mode (``mode="local"``, see :mod:`banditroute.local_router`): ``route()`` decides in this process from
+    the replicated routing snapshot and publishes the decision to the ``decisions`` topic in the background.
+    ``task_types`` names task types whose state to hold from the start (others are read when first routed);
+    ``staleness_s`` is how old the snapshot may get (the topics not read for that long) before ``route()``
+    falls back; ``local_fallback`` says to what: ``"remote"`` (a worker decides, as in remote mode) or
+    ``"default"`` (the static default route, no reply topic is made); the fallback decision names the reason
+    (``local_fallback:<why>`` or ``default_route:local_<why>`` in ``reasons.rules``); ``seed`` seeds the
+    local sampler; ``max_pending`` bounds the decisions awaiting publication (past it ``route()`` falls back
+    with ``outbox_full``).
     """
 
     def __init__(
@@ -90,7 +93,15 @@ class RouterClient:
         ensure_topics: bool = True,
         replies: bool = True,
         client_id: str | None = None,
+        mode: Literal["remote", "local"] = "remote",
+        task_types: Iterable[str] = (),
+        staleness_s: float = 30.0,
+        local_fallback: Literal["remote", "default"] = "remote",
+        seed: int | None = None,
+        max_pending: int = 100_000,
     ) -> None:
+        if mode not in ("remote", "local") or local_fallback not in ("remote", "default"):
+            raise ValueError("mode must be 'remote' or 'local', local_fallback 'remote' or 'default'")
         settings = settings or Settings.model_validate({})
         updates: dict[str, Any] = {}
         if bootstrap:
@@ -101,6 +112,15 @@ class RouterClient:
         self.client_uuid = uuid.uuid4().hex
         self.client_id = client_id or f"banditroute-client-{self.client_uuid[:8]}"
         self.reply_topic = reply_topic or self.settings.topic(f"replies.{self.client_uuid}")
+        self.mode = mode
+        self._local_options: dict[str, Any] = {
+            "task_types": tuple(task_types),
+            "staleness_s": staleness_s,
+            "seed": seed,
+            "max_pending": max_pending,
+        }
+        self._local: LocalRouter | None = None
+        replies = replies and not (mode == "local" and local_fallback == "default")
         self._replies = replies
         self._owns_reply_topic = reply_topic is None and replies
         self.timeout_s = timeout_s
@@ -146,59 +166,50 @@ class RouterClient:
             self.degraded = f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {why}"
             log.warning("banditroute client degraded: %s", self.degraded)
             await self._teardown()
+            return
+        if self._local is not None and not await self._local.wait_loaded(self.start_timeout_s):
+            log.warning("local mode: the routing snapshot is not loaded yet; route() falls back until it is")
 
     async def _connect(self) -> None:
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+        from banditroute.kafka.client_io import ReplyReader, start_producer
 
-        from banditroute.kafka import backoff
-
-        backoff.install()  # no busy metadata loop while the broker is down (see kafka/backoff.py)
-        s = self.settings
-        security = s.aiokafka_security()
         if self._owns_reply_topic or self._ensure_topics:
-            await self._admin_setup(security)
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
-            client_id=self.client_id,
-            linger_ms=1,
-            request_timeout_ms=max(1000, int(self.timeout_s * 1000)),
-            **security,
-        )
-        await self._producer.start()
+            await self._admin_setup()
+        self._producer = await start_producer(self.settings, self.client_id, self.timeout_s)
+        if self.mode == "local":
+            await self._start_local()
         if not self._replies:
             return
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
-            client_id=self.client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-            fetch_max_wait_ms=20,
-            **security,
-        )
+        self._consumer = ReplyReader(self.settings, self.client_id, self.reply_topic)
         await self._consumer.start()
-        parts = await partitions_of(self._consumer, self.reply_topic, require_leader=True)
-        while not parts:  # a just-created topic takes a moment to appear in metadata and elect a leader
-            await asyncio.sleep(0.05)
-            parts = await partitions_of(self._consumer, self.reply_topic, require_leader=True)
-        tps = [TopicPartition(self.reply_topic, p) for p in sorted(parts)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_end(*tps)
-        for tp in tps:  # resolve the position now: every reply produced after start() is read
-            await self._consumer.position(tp)
-        self._reader = asyncio.create_task(self._read_replies(), name="banditroute-client-replies")
+        self._reader = asyncio.create_task(
+            self._consumer.run(self._on_reply), name="banditroute-client-replies"
+        )
 
-    async def _admin_setup(self, security: dict[str, object]) -> None:
-        s = self.settings
-        async with admin_client(s.kafka_bootstrap, security, client_id=self.client_id) as admin:
-            wanted = []
-            if self._owns_reply_topic:
-                wanted.append(new_topic(self.reply_topic, 1, {"retention.ms": str(REPLY_RETENTION_MS)}))
-            if self._ensure_topics:
-                topics = topic_layout(s)
-                wanted += [new_topic(n, *topics[n]) for n in (self.requests_topic, self.feedback_topic)]
-            await create_topics(admin, wanted)
-            self._created_reply_topic = self._owns_reply_topic
+    async def _start_local(self) -> None:
+        from banditroute.local_router import LocalRouter
+
+        local = self._local_options
+        self._local = LocalRouter(
+            self.settings,
+            self._producer,
+            client_id=self.client_id,
+            task_types=local["task_types"],
+            staleness_s=local["staleness_s"],
+            seed=local["seed"],
+            max_pending=local["max_pending"],
+        )
+        await self._local.start()
+
+    async def _admin_setup(self) -> None:
+        suffixes = []
+        if self._ensure_topics:
+            suffixes = ["requests", "feedback"]
+            if self.mode == "local":
+                suffixes += ["decisions", "shadow-decisions", "state", "catalog"]
+        reply = self.reply_topic if self._owns_reply_topic else None
+        await create_client_topics(self.settings, self.client_id, suffixes, reply)
+        self._created_reply_topic = self._owns_reply_topic
 
     async def close(self) -> None:
         """Stop reading, fail waiting calls, delete the private reply topic (best effort, bounded)."""
@@ -206,9 +217,13 @@ class RouterClient:
         if self._created_reply_topic:
             self._created_reply_topic = False
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._delete_reply_topic(), self.start_timeout_s)
+                await asyncio.wait_for(delete_topic(self.settings, self.reply_topic), self.start_timeout_s)
 
     async def _teardown(self) -> None:
+        if self._local is not None:
+            with contextlib.suppress(Exception):
+                await self._local.stop(self.start_timeout_s)
+            self._local = None
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(BaseException):
@@ -224,27 +239,7 @@ class RouterClient:
                     await asyncio.wait_for(client.stop(), self.start_timeout_s)
         self._consumer = self._producer = None
 
-    async def _delete_reply_topic(self) -> None:
-        s = self.settings
-        async with admin_client(s.kafka_bootstrap, s.aiokafka_security()) as admin:
-            await admin.delete_topics([self.reply_topic])
-
     # -- replies ----------------------------------------------------------------------------------------
-    async def _read_replies(self) -> None:
-        consumer = self._consumer
-        while True:
-            try:
-                batch = await consumer.getmany(timeout_ms=200, max_records=2000)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep reading through transient broker errors
-                log.warning("reading replies failed: %s", exc)
-                await asyncio.sleep(0.2)
-                continue
-            for records in batch.values():
-                for record in records:
-                    self._on_reply(record.value)
-
     def _on_reply(self, value: bytes | None) -> None:
         if value is None:
             return
@@ -302,6 +297,18 @@ class RouterClient:
             await self.start()
         if self.degraded is not None or self._producer is None:
             return self._fallback(request, "unavailable", self.degraded or "client is closed")
+        if self._local is not None:
+            decided = await self._local.route(request)
+            if not isinstance(decided, str):
+                return decided
+            if not self._replies:
+                return self._fallback(request, f"local_{decided}", f"local mode: {decided}")
+            remote = await self._route_remote(request, timeout)
+            return remote if remote.is_default_route else _noted(remote, f"local_fallback:{decided}")
+        return await self._route_remote(request, timeout)
+
+    async def _route_remote(self, request: RoutingRequest, wait_s: float) -> RoutingDecision:
+        timeout = wait_s
         if not self._replies:
             raise RuntimeError("this client was made with replies=False; use send_request()")
         request = request.model_copy(update={"reply_to": self.reply_topic})
@@ -414,6 +421,9 @@ class RouterClient:
             raise RouterUnavailable(f"feedback for {event.request_id} not stored: {exc!r}") from exc
 
     async def flush(self) -> None:
+        """Wait until everything sent so far (feedback, requests, local-mode decisions) is on the broker."""
+        if self._local is not None:
+            await self._local.flush()
         if self._producer is not None:
             await self._producer.flush()
 

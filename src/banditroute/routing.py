@@ -171,6 +171,14 @@ class StateView:
         self.evicted[key] = where
         return True
 
+    def remember(self, key: str, where: tuple[int, int]) -> bool:
+        """Remember only where ``key``'s newest state is in the state topic, without holding it (a client in
+        local mode holding only the task types it routes); False when the index of evicted states is full."""
+        if key not in self.evicted and len(self.evicted) >= EVICTED_INDEX_MAX:
+            return False
+        self.evicted[key] = where
+        return True
+
     def want(self, key: str) -> None:
         """Ask for an evicted state to be read back (called from the decide thread; deque appends are atomic)."""
         if key in self.evicted:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +41,10 @@ class StateReader:
         security: dict[str, Any],
         on_catalog: Callable[[], None] = lambda: None,
         on_forget: Callable[[str], None] = lambda _key: None,
+        keep: Callable[[str], bool] | None = None,
     ) -> None:
+        """``keep`` (a client in local mode): which state keys to hold; of the others only their place in the
+        topic is remembered (:meth:`StateView.remember`), so they can be read back when wanted."""
         self.view = view
         self.registry = registry
         self.bootstrap = bootstrap
@@ -53,7 +57,10 @@ class StateReader:
         self.restore_missed = 0
         self._fetcher: AIOKafkaConsumer | None = None
         self._fetch_lock = asyncio.Lock()
+        self.keep = keep
         self.read = 0
+        self.polled_at = 0.0
+        """``time.monotonic()`` of the last successful poll of the topics (0 before the first)."""
         self.caught_up = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -91,6 +98,7 @@ class StateReader:
             ends = await consumer.end_offsets(tps)
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=100, max_records=5000)
+                self.polled_at = time.monotonic()
                 for records in batch.values():
                     for record in records:
                         self._apply(record)
@@ -170,7 +178,11 @@ class StateReader:
                     self.view.drop(key)
                     self.on_forget(key)
                     return
-                self.view.offer(key, decode_state(record.value), (record.partition, record.offset))
+                where = (record.partition, record.offset)
+                if self.keep is not None and not self.keep(key) and self.view.get(key) is None:
+                    self.view.remember(key, where)
+                    return
+                self.view.offer(key, decode_state(record.value), where)
             else:
                 event = decode(ModelCatalogEvent, record.value)
                 if isinstance(event, ModelCatalogEvent):

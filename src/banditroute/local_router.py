@@ -1,0 +1,187 @@
+"""Local mode of the client: decide in this process, from the same routing snapshot a worker uses.
+
+A worker decides from a :class:`~banditroute.routing.RoutingSnapshot` (configuration + catalog) and a
+:class:`~banditroute.routing.StateView` (learnt posteriors), both kept current by a
+:class:`~banditroute.kafka.state_reader.StateReader` tailing the compacted ``state`` and ``catalog`` topics.
+:class:`LocalRouter` builds exactly those three objects in the client and runs the worker's own
+:class:`~banditroute.agents.decide.DecideLogic` on them, so rules, constraints, fallbacks, circuit state,
+canary and shadow, pacing and propensities are the worker's. Each decision (and shadow decision) is queued
+for the ``decisions`` (``shadow-decisions``) topic by a :class:`~banditroute.kafka.decision_publisher.DecisionPublisher`
+and joined and learnt by the workers like their own; ``worker_id`` names the client.
+
+What is local to the process: the sampler's random stream, the admission slots of ``limits`` (per process,
+as per worker) and any per-model capacity a policy keeps in memory. Memory: only the states of the task types
+this client routes (or is given in ``task_types``) are held; of every other state key only its place in the
+state topic is kept (about 150 bytes), and its state is read from there the first time it is routed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import orjson
+
+from banditroute.agents.decide import DecideLogic
+from banditroute.config import Registry, RouterConfig, config_dir_of
+from banditroute.core import decode_state
+from banditroute.events import RoutingDecision, RoutingRequest
+from banditroute.kafka.decision_publisher import DecisionPublisher
+from banditroute.kafka.state_reader import StateReader
+from banditroute.limits import SHARED_KEY
+from banditroute.routing import StateView, task_type_of
+from banditroute.settings import Settings
+
+log = logging.getLogger("banditroute.client")
+
+NOT_LOADED = "not_loaded"
+STALE = "stale"
+OUTBOX_FULL = "outbox_full"
+RESTARTS_AFTER_S = 1.0
+
+
+class LocalRouter:
+    """The in-process decider of ``RouterClient(mode="local")``; all methods run on the client's loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        producer: Any,
+        *,
+        client_id: str,
+        task_types: Iterable[str] = (),
+        staleness_s: float = 30.0,
+        seed: int | None = None,
+        config: RouterConfig | None = None,
+        max_pending: int = 100_000,
+    ) -> None:
+        self.settings = settings
+        self.staleness_s = staleness_s
+        self.registry = Registry(config or RouterConfig.load(config_dir_of(settings)[0]))
+        self.view = StateView()
+        self.kept: set[str] = {*task_types, SHARED_KEY}
+        self.logic = DecideLogic(self.registry, self.view, np.random.default_rng(seed), worker_id=client_id)
+        self.reader = StateReader(
+            self.view,
+            self.registry,
+            bootstrap=settings.kafka_bootstrap,
+            state_topic=settings.topic("state"),
+            catalog_topic=settings.topic("catalog"),
+            security=settings.aiokafka_security(),
+            keep=self.keeps,
+        )
+        self.publisher = DecisionPublisher(producer, max_pending=max_pending)
+        self.decisions_topic = settings.topic("decisions")
+        self.shadow_topic = settings.topic("shadow-decisions")
+        self._follower: asyncio.Task[None] | None = None
+        self.stats = {"local_decisions": 0, "states_read_back": 0, "reader_restarts": 0}
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start publishing and following the topics."""
+        await self.publisher.start([self.decisions_topic, self.shadow_topic])
+        self._follower = asyncio.create_task(self._follow(), name="banditroute-local-reader")
+
+    async def wait_loaded(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the first full read of the topics (until then ``route()`` falls back,
+        with the reason ``not_loaded``)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.reader.caught_up.wait(), timeout_s)
+        return self.reader.caught_up.is_set()
+
+    async def _follow(self) -> None:
+        """Run the reader; after an error (broker trouble) start it again: staleness shows the gap."""
+        while True:
+            try:
+                await self.reader.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats["reader_restarts"] += 1
+                log.warning("local mode: reading state/catalog failed, retrying: %r", exc)
+                await asyncio.sleep(RESTARTS_AFTER_S)
+
+    async def stop(self, timeout_s: float) -> None:
+        """Publish what is queued (bounded), stop following."""
+        await self.publisher.stop(timeout_s)
+        self.reader.stop()
+        if self._follower is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._follower), timeout_s)
+            except BaseException:
+                self._follower.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._follower
+            self._follower = None
+
+    # -- deciding -----------------------------------------------------------------------------------------
+    def keeps(self, key: str) -> bool:
+        """Whether this client holds the state of ``key`` (its task type is routed here or was named)."""
+        return task_type_of(key) in self.kept
+
+    def unavailable(self) -> str | None:
+        """Why the snapshot cannot be used now (``not_loaded``, ``stale``), or None."""
+        reader = self.reader
+        if not reader.caught_up.is_set():
+            return NOT_LOADED
+        if time.monotonic() - reader.polled_at > self.staleness_s:
+            return STALE
+        return None
+
+    def age_s(self) -> float | None:
+        """Seconds since the state and catalog topics were last read (None before the first read)."""
+        polled = self.reader.polled_at
+        return time.monotonic() - polled if polled else None
+
+    async def route(self, request: RoutingRequest) -> RoutingDecision | str:
+        """The decision (queued for publishing), or why none was made here (the caller falls back)."""
+        why = self.unavailable()
+        if why is not None:
+            return why
+        if self.publisher.pending >= self.publisher.max_pending:
+            return OUTBOX_FULL
+        task_type = request.task_type
+        if task_type not in self.kept:
+            self._keep(task_type)
+        key = self.registry.snapshot.state_key(request.tenant, task_type)
+        if self.view.get(key) is None and key in self.view.evicted:
+            await self._read_back(key)
+        decision = self.logic.decide(request)
+        payload = orjson.dumps(decision)
+        key_bytes = request.request_id.encode()
+        self.publisher.offer(self.decisions_topic, key_bytes, payload)
+        shadow = self.logic.take_shadow()
+        if shadow is not None:
+            self.publisher.offer(self.shadow_topic, key_bytes, orjson.dumps(shadow))
+        self.stats["local_decisions"] += 1
+        return RoutingDecision.model_validate_json(payload)
+
+    def _keep(self, task_type: str) -> None:
+        """Hold ``task_type``'s states from now on, within the number of task types the limits allow."""
+        limits = self.registry.snapshot.limits
+        bound = (
+            limits.max_task_types + len(limits.allowed_task_types) + len(self.registry.snapshot.routes) + 1
+        )
+        if len(self.kept) < bound:
+            self.kept.add(task_type)
+
+    async def _read_back(self, key: str) -> None:
+        """Read the newest state of ``key`` from the state topic before its first local decision."""
+        where = self.view.evicted.get(key)
+        raw = await self.reader.fetch(key)
+        if raw is not None and self.view.get(key) is None and where is not None:
+            self.view.offer(key, decode_state(raw), where)
+            self.stats["states_read_back"] += 1
+
+    async def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every decision made so far is on the topic."""
+        return await self.publisher.flush(timeout_s)
+
+
+__all__ = ["NOT_LOADED", "OUTBOX_FULL", "STALE", "LocalRouter"]

@@ -1,0 +1,259 @@
+"""Local mode on the real broker: a client deciding in-process from the replicated snapshot.
+
+* decisions of a local-mode client are joined and learnt exactly once by a worker, also when the client is
+  SIGKILLed right after publishing and when the worker is SIGKILLed while joining them;
+* a local-mode client and a worker on the same snapshot give the same eligible sets, plans (mean utilities)
+  and propensities, and choice shares that agree within sampling error;
+* staleness and a snapshot not yet loaded fall back (to the default route or to a worker), saying why;
+* memory: only the states of the routed (or named) task types are held; others are read when first routed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from banditroute.client import RouterClient, default_route_reason, ensure_topics
+from banditroute.config import PACKAGED_CONFIG
+from banditroute.core import new_state
+from banditroute.core.codec import encode_state
+from banditroute.core.state import replace_state
+from banditroute.events import RoutingDecision
+from banditroute.settings import Settings
+from tests.kafka.router_world import observations, wait_learned, write_config
+from tests.reliability.support import decisions_of, start_worker
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _settings(bootstrap: str, prefix: str, config_dir: Path) -> Settings:
+    return Settings.model_validate(
+        {
+            "kafka_bootstrap": bootstrap,
+            "topic_prefix": prefix,
+            "config_dir": str(config_dir),
+            "partitions": 4,
+            "state_partitions": 2,
+        }
+    )
+
+
+@contextlib.contextmanager
+def local_client_process(
+    bootstrap: str, prefix: str, config_dir: Path, count: int, seed: int
+) -> Iterator[Any]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.kafka.local_client_proc",
+            bootstrap,
+            prefix,
+            str(config_dir),
+            str(count),
+            str(seed),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "BANDITROUTE_LOG_LEVEL": "warning"},
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
+def _report_line(proc: Any, timeout_s: float) -> dict[str, Any]:
+    """The client's JSON report (it has published everything by then); its other output in the error."""
+    deadline = time.monotonic() + timeout_s
+    seen: list[bytes] = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith(b"{"):
+            return dict(orjson.loads(line))
+        seen.append(line)
+    raise AssertionError(f"no report from the local client: {b''.join(seen).decode(errors='replace')}")
+
+
+async def _learned(bootstrap: str, prefix: str, expected: int) -> float:
+    states = await wait_learned(bootstrap, prefix, expected, timeout_s=120)
+    return sum(observations(s) for s in states.values())
+
+
+async def _route_all(client: RouterClient, n: int, concurrency: int = 25) -> list[RoutingDecision]:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one() -> RoutingDecision:
+        async with sem:
+            return await client.route("chat", timeout_s=60.0)
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+def _assert_same_decisions(local: list[RoutingDecision], remote: list[RoutingDecision]) -> None:
+    """Same state, same eligible set, same plan and propensities; shares within sampling error."""
+    assert {d.state_version for d in local} == {d.state_version for d in remote}
+    assert len({d.state_version for d in local}) == 1, "the state moved during the comparison"
+    assert {frozenset(c.model for c in d.candidates) for d in local} == {
+        frozenset(c.model for c in d.candidates) for d in remote
+    }
+    means: dict[str, set[float]] = defaultdict(set)
+    propensities: dict[str, set[float]] = defaultdict(set)
+    for d in [*local, *remote]:
+        for c in d.candidates:
+            means[c.model].add(round(c.mean_utility, 9))
+        assert d.model is not None
+        propensities[d.model].add(round(d.propensity, 9))
+    assert all(len(v) == 1 for v in means.values()), means  # the plan: one posterior mean per model
+    assert all(len(v) == 1 for v in propensities.values()), propensities
+    n_local, n_remote = len(local), len(remote)
+    shares_local = Counter(d.model for d in local)
+    shares_remote = Counter(d.model for d in remote)
+    print(
+        f"\nshares local {dict(shares_local)} remote {dict(shares_remote)}; propensities {dict(propensities)}"
+    )
+    for model, values in propensities.items():
+        p = next(iter(values))
+        sd = math.sqrt(p * (1 - p) * (1 / n_local + 1 / n_remote))
+        diff = abs(shares_local[model] / n_local - shares_remote[model] / n_remote)
+        assert diff <= 4 * sd + 0.02, f"{model}: shares differ by {diff:.3f} (p={p:.3f}, sd={sd:.3f})"
+
+
+async def test_local_decisions_agree_and_are_learnt_exactly_once(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    prefix = unique_prefix
+    config_dir = write_config(tmp_path / "config")
+    settings = _settings(kafka_bootstrap, prefix, config_dir)
+    workers = [start_worker(tmp_path, kafka_bootstrap, prefix, "w0", config_dir)]
+    try:
+        async with RouterClient(settings, start_timeout_s=30.0) as remote:
+            assert (await remote.route("chat", timeout_s=90.0)).worker_id is not None  # the worker decides
+
+        # 1. a local client routes 300 and sends feedback; SIGKILLed right after publishing
+        with local_client_process(kafka_bootstrap, prefix, config_dir, 300, seed=5) as proc:
+            report = _report_line(proc, 120)
+            proc.send_signal(signal.SIGKILL)
+        assert report["local"] == 300
+        assert await _learned(kafka_bootstrap, prefix, 300) == 300
+        by_client = Counter(d["worker_id"] for d in await decisions_of(kafka_bootstrap, prefix))
+        assert by_client[report["client_id"]] == 300
+
+        # 2. the worker is SIGKILLed while it joins a second client's decisions; a new one takes over
+        with local_client_process(kafka_bootstrap, prefix, config_dir, 300, seed=6) as proc:
+            _report_line(proc, 120)
+            workers[-1].kill()
+            proc.send_signal(signal.SIGKILL)
+        workers.append(start_worker(tmp_path, kafka_bootstrap, prefix, "w1", config_dir))
+        assert await _learned(kafka_bootstrap, prefix, 600) == 600
+
+        # 3. the same snapshot gives the same decisions in the worker and in a local client
+        async with (
+            RouterClient(settings, start_timeout_s=30.0) as remote,
+            RouterClient(settings, mode="local", seed=11, start_timeout_s=30.0, staleness_s=5.0) as local,
+        ):
+            remote_decisions = await _route_all(remote, 400)
+            local_decisions = await _route_all(local, 400)
+            assert all(d.worker_id == local.client_id for d in local_decisions)
+            assert all(d.worker_id != local.client_id for d in remote_decisions)
+            _assert_same_decisions(local_decisions, remote_decisions)
+
+            # 4. stale: the local client asks the worker and says why
+            assert local._local is not None
+            local._local.reader.stop()
+            await asyncio.sleep(5.5)
+            asked = await local.route("chat", timeout_s=60.0)
+            assert asked.worker_id != local.client_id and not asked.is_default_route
+            assert "local_fallback:stale" in asked.reasons.rules
+    finally:
+        codes = [w.terminate() for w in workers]
+    assert codes[-1] == 0, f"see {tmp_path}/w1.log"
+
+
+async def test_not_loaded_and_stale_fall_back_to_the_default_route(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    settings = _settings(kafka_bootstrap, unique_prefix, PACKAGED_CONFIG)
+    # no state topic and none made: the snapshot never loads
+    await ensure_topics(settings, ["requests", "feedback", "decisions", "shadow-decisions"])
+    async with RouterClient(
+        settings,
+        mode="local",
+        local_fallback="default",
+        default_route="small-fast",
+        ensure_topics=False,
+        start_timeout_s=2.0,
+    ) as client:
+        decision = await client.route("chat")
+        assert decision.is_default_route and default_route_reason(decision) == "local_not_loaded"
+    async with RouterClient(
+        settings, mode="local", local_fallback="default", default_route="small-fast", staleness_s=1.0
+    ) as client:
+        decided = await client.route("chat")
+        assert not decided.is_default_route and decided.worker_id == client.client_id
+        assert client._local is not None
+        client._local.reader.stop()
+        await asyncio.sleep(1.5)
+        decision = await client.route("chat")
+        assert decision.is_default_route and default_route_reason(decision) == "local_stale"
+        # without a default route the caller is told why
+        client.default_route = None
+        with pytest.raises(Exception, match="local mode: stale"):
+            await client.route("chat")
+
+
+async def test_holds_only_the_task_types_it_routes(kafka_bootstrap: str, unique_prefix: str) -> None:
+    settings = _settings(kafka_bootstrap, unique_prefix, PACKAGED_CONFIG)
+    async with RouterClient(settings, mode="local", local_fallback="default", default_route="small-fast"):
+        pass  # makes the topics with the worker's layout
+    from banditroute.config import Registry, RouterConfig
+
+    models = Registry(RouterConfig.load(PACKAGED_CONFIG)).snapshot.models
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        base = new_state(models)
+        futures = [
+            await producer.send(
+                settings.topic("state"),
+                key=orjson.dumps(f"t{i}"),
+                value=encode_state(replace_state(base, version=100 + i)),
+            )
+            for i in range(300)
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    async with RouterClient(
+        settings, mode="local", local_fallback="default", default_route="small-fast", task_types=["t0"]
+    ) as client:
+        local = client._local
+        assert local is not None
+        assert local.view.keys() == ["t0"]
+        assert len(local.view.evicted) == 299  # positions only
+        decision = await client.route("t7")
+        assert decision.state_version == 107 and not decision.is_default_route
+        assert sorted(local.view.keys()) == ["t0", "t7"]
+        assert local.stats["states_read_back"] == 1
+        assert (await client.route("t0")).state_version == 100
