@@ -28,15 +28,13 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.types.router import CustomRoutingStrategyBase
 
 from banditroute.client import RouterClient, SyncRouterClient
-from banditroute.events import FeedbackError, RoutingDecision
+from banditroute.events import RoutingDecision
 from banditroute.integrations.common import (
     MAX_OPEN_CALLS,
     Client,
@@ -46,100 +44,24 @@ from banditroute.integrations.common import (
     run_score,
     usage_tokens,
 )
+from banditroute.integrations.litellm_calls import (
+    MAX_SETTLED,
+    REQUEST_KEY,
+    RESPONSE_KEY,
+    TASK_TYPE_KEY,
+    TENANT_KEY,
+    Call,
+    deployment_id_of,
+    elapsed_ms,
+    int_or_none,
+    known_cost,
+    logged_metadata,
+    metadata_bucket,
+    metadata_of,
+    request_id_of,
+)
 
 log = logging.getLogger("banditroute.integrations.litellm")
-
-TASK_TYPE_KEY = "banditroute_task_type"
-"""Request metadata key with the task type (wins over ``task_type``)."""
-TENANT_KEY = "banditroute_tenant"
-"""Request metadata key with the tenant."""
-REQUEST_KEY = "banditroute_request_id"
-"""Request metadata key with the banditroute request id (set by the plugin; a caller may set it first)."""
-MAX_SETTLED = 10_000
-"""Request ids of settled calls remembered, so that a late LiteLLM attempt of one is not routed again."""
-RESPONSE_KEY = "banditroute"
-"""Key in ``response._hidden_params``: ``{request_id, decision_id, task_type, model}``."""
-
-
-@dataclass
-class Call:
-    """One routed LiteLLM call, from its first pick until its feedback is settled."""
-
-    request_id: str
-    decision: RoutingDecision
-    order: tuple[str, ...]
-    tried: list[str] = field(default_factory=list)
-    failure: tuple[str, FeedbackError, float | None] | None = None
-    timer: asyncio.TimerHandle | None = None
-    settled: bool = False
-
-    def next_model(self, candidates: Sequence[str]) -> str | None:
-        """The first model of the decision's order in ``candidates`` not tried yet (cycling when all were)."""
-        usable = [m for m in self.order if m in candidates]
-        if not usable:
-            return None
-        for model in usable:
-            if model not in self.tried:
-                return model
-        return usable[len(self.tried) % len(usable)]
-
-
-def metadata_of(request: Mapping[str, Any]) -> dict[str, Any]:
-    """The request's metadata bucket (``metadata``, else ``litellm_metadata``); a request without one (a dict)
-    gets an empty ``metadata`` bucket, so what the plugin writes there travels with the request."""
-    bucket = _bucket(request)
-    if bucket is not None:
-        return bucket
-    created: dict[str, Any] = {}
-    if isinstance(request, dict):
-        request["metadata"] = created
-    return created
-
-
-def _bucket(request: Mapping[str, Any]) -> dict[str, Any] | None:
-    for name in ("metadata", "litellm_metadata"):
-        bucket = request.get(name)
-        if isinstance(bucket, dict):
-            return bucket
-    return None
-
-
-def logged_metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The request metadata of a LiteLLM logging event (read only)."""
-    params = kwargs.get("litellm_params")
-    bucket = _bucket(params) if isinstance(params, Mapping) else None
-    return bucket or _bucket(kwargs) or {}
-
-
-def deployment_id_of(kwargs: Mapping[str, Any]) -> str | None:
-    """The id of the deployment that ran the attempt of a logging event."""
-    params = kwargs.get("litellm_params")
-    info = params.get("model_info") if isinstance(params, Mapping) else None
-    ident = info.get("id") if isinstance(info, Mapping) else None
-    return ident if isinstance(ident, str) else None
-
-
-def request_id_of(response: Any) -> str | None:
-    """The banditroute request id stamped on a LiteLLM response (None when banditroute did not route it)."""
-    stamp = (getattr(response, "_hidden_params", None) or {}).get(RESPONSE_KEY)
-    return stamp.get("request_id") if isinstance(stamp, Mapping) else None
-
-
-def _ms(start: Any, end: Any) -> float | None:
-    if isinstance(start, datetime) and isinstance(end, datetime):
-        return max((end - start).total_seconds() * 1000.0, 0.0)
-    if isinstance(start, int | float) and isinstance(end, int | float):
-        return max((end - start) * 1000.0, 0.0)
-    return None
-
-
-def _cost(value: Any) -> float | None:
-    """LiteLLM's ``response_cost`` when it knows the price (> 0); else None, and the catalog prices the tokens."""
-    return float(value) if isinstance(value, int | float) and value > 0 else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
@@ -338,7 +260,7 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
         self, request_data: dict[str, Any], response: Any, call_type: Any
     ) -> Any:
         """Stamp the request id on the response before the caller gets it."""
-        metadata = _bucket(request_data) or {}
+        metadata = metadata_bucket(request_data) or {}
         call = self._call(metadata)
         hidden = getattr(response, "_hidden_params", None)
         if call is not None and isinstance(hidden, dict):
@@ -374,8 +296,8 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
             call,
             model=served,
             quality=quality,
-            latency_ms=_ms(start_time, end_time),
-            cost_usd=_cost(cost),
+            latency_ms=elapsed_ms(start_time, end_time),
+            cost_usd=known_cost(cost),
             tokens_in=tokens_in,
             tokens_out=tokens_out,
         )
@@ -389,7 +311,7 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
             return
         served = self._served(call, kwargs)
         if served is not None:
-            call.failure = (served, error_kind(kwargs.get("exception")), _ms(start_time, end_time))
+            call.failure = (served, error_kind(kwargs.get("exception")), elapsed_ms(start_time, end_time))
         if self._last_attempt(metadata, kwargs):
             await self._settle_failure(call)
         elif call.timer is None:
@@ -407,10 +329,13 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
 
     def _last_attempt(self, metadata: Mapping[str, Any], kwargs: Mapping[str, Any]) -> bool:
         """True when LiteLLM will not retry nor fall back after this failed attempt."""
-        retries, max_retries = _int(metadata.get("attempted_retries")), _int(metadata.get("max_retries"))
+        retries, max_retries = (
+            int_or_none(metadata.get("attempted_retries")),
+            int_or_none(metadata.get("max_retries")),
+        )
         if retries is not None and max_retries is not None and retries < max_retries:
             return False
-        hops = _int(metadata.get("attempted_fallbacks")) or 0
+        hops = int_or_none(metadata.get("attempted_fallbacks")) or 0
         return hops >= len(self._fallbacks_of(str(metadata.get("original_model_group") or ""), kwargs))
 
     def _fallbacks_of(self, group: str, kwargs: Mapping[str, Any]) -> list[Any]:
@@ -485,18 +410,22 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
             model=stamp["model"],
             quality=quality,
             latency_ms=float(latency) if isinstance(latency, int | float) else None,
-            cost_usd=_cost(cost),
+            cost_usd=known_cost(cost),
             tokens_in=tokens_in,
             tokens_out=tokens_out,
         )
 
 
 __all__ = [
-    "BanditRouting",
-    "Call",
-    "request_id_of",
-    "TASK_TYPE_KEY",
-    "TENANT_KEY",
+    "MAX_SETTLED",
     "REQUEST_KEY",
     "RESPONSE_KEY",
+    "TASK_TYPE_KEY",
+    "TENANT_KEY",
+    "BanditRouting",
+    "Call",
+    "deployment_id_of",
+    "logged_metadata",
+    "metadata_of",
+    "request_id_of",
 ]
