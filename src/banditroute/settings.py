@@ -89,11 +89,17 @@ class Settings(BaseSettings):
                 self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
             )
         if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
-            from aiokafka.helpers import create_ssl_context
+            import ssl
 
-            kwargs["ssl_context"] = create_ssl_context(
-                cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
-                certfile=str(self.kafka_ssl_certfile) if self.kafka_ssl_certfile else None,
-                keyfile=str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+            # what aiokafka.helpers.create_ssl_context does: verify the broker (hostname included) against
+            # the CA file or the system's CAs, and present a client certificate when one is configured
+            context = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH, cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None
             )
+            if self.kafka_ssl_certfile:
+                context.load_cert_chain(
+                    str(self.kafka_ssl_certfile),
+                    str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+                )
+            kwargs["ssl_context"] = context
         return kwargs

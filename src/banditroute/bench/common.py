@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from banditroute.bench.policy import machine_info
+from banditroute.kafka.admin import delete_topics_with_prefix, ensure_topics, new_topic
+from banditroute.kafka.errors import KafkaError
+from banditroute.kafka.topic_reader import TopicReader
 
 log = logging.getLogger("banditroute.bench")
 
@@ -111,26 +113,13 @@ def request_bytes(request_id: str, task_type: str = "bench", created_at: str | N
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = PARTITIONS) -> None:
     """Create topics up front (idempotent), so consumers never wait on auto-creation."""
-    from banditroute.kafka.admin import ensure_topics, new_topic
-
     await ensure_topics(bootstrap, None, [new_topic(n, partitions) for n in names])
 
 
 async def delete_topics(bootstrap: str, prefix: str) -> None:
     """Remove every topic of a bench run (best effort: a failure is logged, never raised)."""
-    from aiokafka.errors import KafkaError
-
-    from banditroute.kafka.admin import admin_client
-
     try:
-        async with admin_client(bootstrap) as admin:
-            names = [
-                t
-                for t in await admin.list_topics()
-                if t.startswith(prefix + ".") or t.startswith(prefix + "-")
-            ]
-            if names:
-                await admin.delete_topics(names)
+        await delete_topics_with_prefix(bootstrap, None, prefix)
     except (KafkaError, OSError) as exc:
         log.warning("could not delete the bench topics of %s: %s", prefix, exc)
 
@@ -143,6 +132,7 @@ class BenchWorker:
     prefix: str
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="banditroute-bench-")))
     module_args: tuple[str, ...] = ("banditroute", "worker")
+    policy: str = POLICY_YAML
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -151,7 +141,7 @@ class BenchWorker:
         return self.folder / "worker.log"
 
     def env(self) -> dict[str, str]:
-        config = write_config(self.folder / "config")
+        config = write_config(self.folder / "config", policy=self.policy)
         return {
             **os.environ,
             "BANDITROUTE_KAFKA_BOOTSTRAP": self.bootstrap,
@@ -244,29 +234,22 @@ class TopicTail:
     max_records: int | None = None
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        self.reader = TopicReader(
+            bootstrap,
+            topic,
+            start_at="beginning",
             fetch_max_wait_ms=5,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
-        await self._consumer.start()
-        tps = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.reader.start(wait_s=10.0)
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        assert self._consumer is not None
         while True:
-            batch = await self._consumer.getmany(timeout_ms=50, max_records=self.max_records)
+            batch = await self.reader.fetch(timeout_ms=50, max_records=self.max_records)
             self.on_batch(batch, time.perf_counter())
 
     def on_batch(self, batch: dict[Any, list[Any]], now: float) -> None:
@@ -279,5 +262,4 @@ class TopicTail:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self.reader.stop()

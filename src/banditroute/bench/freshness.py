@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from banditroute.bench.common import (
     BenchWorker,
@@ -28,6 +27,7 @@ from banditroute.bench.common import (
     percentiles,
     request_bytes,
 )
+from banditroute.kafka.outbox import Outbox
 
 PROBE_INTERVAL_S = 0.005
 SAMPLE_TIMEOUT_S = 10.0
@@ -85,8 +85,7 @@ async def run_freshness_bench(bootstrap: str, *, samples: int = 30) -> dict[str,
     await create_topics(bootstrap, topics.values())
     worker = BenchWorker(bootstrap, prefix)
     decisions = Decisions(bootstrap, topics["decisions"])
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
-    await producer.start()
+    producer = Outbox(bootstrap, {}, linger_ms=0, acks=1)
     await decisions.start()
     worker.start()
     results: list[float] = []

@@ -1,12 +1,8 @@
-"""The ceiling of the decide path: a raw aiokafka consume -> orjson -> produce relay with no routing.
-
-It runs the same loop shape as :class:`banditroute.kafka.decide_service.DecideService` (``getmany`` batches,
-one record batch per output partition, commit after the batch is acknowledged, the same consumer and producer
-settings; it does not pipeline the commit of one batch with the next, the router does),
-but its "decision" is a small dict built from the parsed request. ``python -m banditroute.bench.relay
-BOOTSTRAP PREFIX`` reads ``PREFIX.requests`` and writes ``PREFIX.decisions`` until SIGTERM; ``python -m
-banditroute.bench.relay decide BOOTSTRAP PREFIX`` runs the worker's decide loop alone the same way (the
-part of the worker between the relay and the full router: validation, routing, the decision event).
+"""The ceiling of the decide path as a process to benchmark: ``python -m banditroute.bench.relay BOOTSTRAP
+PREFIX`` runs :func:`banditroute.kafka.relay.relay` (a raw consume -> orjson -> produce loop with no routing)
+from ``PREFIX.requests`` to ``PREFIX.decisions`` until SIGTERM; ``python -m banditroute.bench.relay decide
+BOOTSTRAP PREFIX`` runs the worker's decide loop alone the same way (the part of the worker between the relay
+and the full router: validation, routing, the decision event).
 """
 
 from __future__ import annotations
@@ -14,56 +10,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import time
 
-import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
-from banditroute.kafka.decide_service import CONSUMER_TUNING, PRODUCER_TUNING
-from banditroute.kafka.outbox import PartitionBatches
-
-
-async def relay(bootstrap: str, prefix: str, stop: asyncio.Event, max_batch: int = 2000) -> int:
-    consumer = AIOKafkaConsumer(
-        f"{prefix}.requests",
-        bootstrap_servers=bootstrap,
-        group_id=f"{prefix}.relay",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=max_batch,
-        **CONSUMER_TUNING,
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **PRODUCER_TUNING)
-    await producer.start()
-    await consumer.start()
-    topic = f"{prefix}.decisions"
-    relayed = 0
-    try:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200, max_records=max_batch)
-            if not batch:
-                continue
-            out = PartitionBatches(producer)
-            offsets: dict[TopicPartition, int] = {}
-            now = time.time()
-            for tp, records in batch.items():
-                for record in records:
-                    request = orjson.loads(record.value)
-                    decision = {
-                        "request_id": request["request_id"],
-                        "task_type": request["task_type"],
-                        "at": now,
-                    }
-                    await out.add(topic, record.partition, record.key, orjson.dumps(decision))
-                    relayed += 1
-                offsets[tp] = records[-1].offset + 1
-            await asyncio.gather(*await out.submit())
-            await consumer.commit(offsets)
-    finally:
-        await producer.flush()
-        await consumer.stop()
-        await producer.stop()
-    return relayed
+from banditroute.kafka.relay import relay
 
 
 async def decide_only(bootstrap: str, prefix: str, stop: asyncio.Event) -> None:

@@ -124,7 +124,7 @@ def _bootstrap(value: str | None) -> str:
 
 
 def _run(coro: Any) -> dict[str, Any]:
-    from aiokafka.errors import KafkaConnectionError
+    from banditroute.kafka.errors import KafkaConnectionError
 
     try:
         result: dict[str, Any] = asyncio.run(coro)

@@ -224,23 +224,11 @@ def forget(ctx: Ctx, keys: tuple[str, ...], tenants: bool, yes: bool) -> None:
 async def _tombstones(ctx: Ctx, keys: list[str]) -> None:
     """A null-valued record per key, on the partition the worker's state table uses for it (JSON key)."""
     import orjson
-    from aiokafka import AIOKafkaProducer
 
-    from banditroute.kafka.topics import partition_for
+    from banditroute.kafka.topics import write_keyed
 
     settings = ctx.settings
-    topic = settings.topic("state")
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", **settings.aiokafka_security()
-    )
-    await producer.start()
-    try:
-        partitions = len(await producer.partitions_for(topic))
-        for key in keys:
-            raw = orjson.dumps(key)
-            await producer.send_and_wait(topic, key=raw, value=None, partition=partition_for(raw, partitions))
-    finally:
-        await producer.stop()
+    await write_keyed(settings, settings.topic("state"), [(orjson.dumps(key), None) for key in keys])
 
 
 async def _read_states(ctx: Ctx) -> dict[str, Any]:

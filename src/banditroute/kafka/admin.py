@@ -8,8 +8,10 @@ message, so start-up stops with it instead of going on without its topics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -95,6 +97,38 @@ async def ensure_topics(
         return await create_topics(admin, topics)
 
 
+async def wait_for_topics(
+    bootstrap: str,
+    security: Mapping[str, Any] | None,
+    names: Iterable[str],
+    timeout_s: float,
+    alive: Callable[[], bool] = lambda: True,
+) -> None:
+    """Wait until every topic of ``names`` exists (another process creates them). Raises ``TimeoutError``
+    after ``timeout_s`` and ``ChildProcessError`` as soon as ``alive()`` turns false."""
+    wanted = set(names)
+    async with admin_client(bootstrap, security) as admin:
+        deadline = time.monotonic() + timeout_s
+        while not wanted <= set(await admin.list_topics()):
+            if not alive():
+                raise ChildProcessError("the process that creates the topics exited")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics not created within {timeout_s:g} s: {sorted(wanted)}")
+            await asyncio.sleep(0.2)
+
+
+async def delete_topics_with_prefix(
+    bootstrap: str, security: Mapping[str, Any] | None, prefix: str
+) -> list[str]:
+    """Delete the topics named ``<prefix>.*`` or ``<prefix>-*``; returns their names. Raises ``KafkaError``
+    or ``OSError`` when the broker refuses or cannot be reached."""
+    async with admin_client(bootstrap, security) as admin:
+        names = [t for t in await admin.list_topics() if t.startswith((prefix + ".", prefix + "-"))]
+        if names:
+            await admin.delete_topics(names)
+    return names
+
+
 __all__ = [
     "TopicCreationError",
     "TopicError",
@@ -102,6 +136,8 @@ __all__ = [
     "admin_client",
     "check_partitions",
     "create_topics",
+    "delete_topics_with_prefix",
     "ensure_topics",
     "new_topic",
+    "wait_for_topics",
 ]

@@ -50,13 +50,20 @@ class PartitionBatches:
         return self.futures
 
 
+PRUNE_PENDING_AT = 10_000
+"""Acknowledgements awaited by a long run of sends without a drain are checked and dropped past this many."""
+
+
 class Outbox:
     """Send now, :meth:`drain` to wait for every acknowledgement since the last drain."""
 
-    def __init__(self, bootstrap: str, security: dict[str, Any], linger_ms: int = 1) -> None:
+    def __init__(
+        self, bootstrap: str, security: dict[str, Any], linger_ms: int = 1, acks: int | str = "all"
+    ) -> None:
         self.bootstrap = bootstrap
         self.security = security
         self.linger_ms = linger_ms
+        self.acks = acks
         self._producer: AIOKafkaProducer | None = None
         self._pending: list[asyncio.Future[Any]] = []
         self._batches: PartitionBatches | None = None
@@ -69,7 +76,7 @@ class Outbox:
                     producer = AIOKafkaProducer(
                         bootstrap_servers=self.bootstrap,
                         linger_ms=self.linger_ms,
-                        acks="all",
+                        acks=self.acks,
                         max_batch_size=512 * 1024,  # one record batch per partition per join batch
                         **self.security,
                     )
@@ -89,6 +96,18 @@ class Outbox:
         self._pending.append(
             await producer.send(topic, value=value, key=key, partition=partition, headers=headers)
         )
+        if len(self._pending) >= PRUNE_PENDING_AT:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Drop the acknowledgements already in; raises the error of a send that failed."""
+        waiting = []
+        for future in self._pending:
+            if future.done():
+                future.result()
+            else:
+                waiting.append(future)
+        self._pending = waiting
 
     async def send_to(self, topic: str, key: bytes | None, value: bytes | None, partition: int) -> None:
         """Like :meth:`send` to a given partition, batched: submitted at the next :meth:`drain`."""

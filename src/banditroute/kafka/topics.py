@@ -1,7 +1,8 @@
 """Topic plumbing shared by the worker, the client, the CLI, the dashboard and the benchmarks.
 
-``partitions_of`` (fresh metadata), ``partition_for`` (the default partitioner) and ``read_topic`` (every
-partition of a topic without a consumer group) live here so that no layer above ``kafka`` has to reach into
+``partitions_of`` (fresh metadata), ``partition_for`` (the default partitioner), ``read_topic`` (every
+partition of a topic without a consumer group) and ``write_keyed`` (records placed as the worker's tables
+place them) live here so that no layer above ``kafka`` has to reach into
 aiokafka for them.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -114,6 +115,28 @@ async def partitions_of(consumer: Any, topic: str, *, require_leader: bool = Fal
     return parts if all(leader is not None and leader >= 0 for leader in leaders.values()) else set()
 
 
+async def write_keyed(settings: Settings, topic: str, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+    """Produce each ``(key, value)`` (``None``: a tombstone) to the partition :func:`partition_for` gives its
+    key, as the worker's tables place them, and wait for each acknowledgement (acks=all). Returns the count."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", **settings.aiokafka_security()
+    )
+    await producer.start()
+    try:
+        partitions = len(await producer.partitions_for(topic))
+        written = 0
+        for key, value in records:
+            await producer.send_and_wait(
+                topic, key=key, value=value, partition=partition_for(key, partitions)
+            )
+            written += 1
+        return written
+    finally:
+        await producer.stop()
+
+
 def _start_offset(start: StartAt, beginning: int, end: int) -> int:
     if start == "earliest" or isinstance(start, datetime):
         return beginning
@@ -123,4 +146,4 @@ def _start_offset(start: StartAt, beginning: int, end: int) -> int:
     return max(beginning, end + start) if start < 0 else min(max(start, beginning), end)
 
 
-__all__ = ["KafkaUnavailable", "StartAt", "partition_for", "partitions_of", "read_topic"]
+__all__ = ["KafkaUnavailable", "StartAt", "partition_for", "partitions_of", "read_topic", "write_keyed"]

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from banditroute.kafka.topics import partitions_of
+from banditroute.kafka.outbox import Outbox
+from banditroute.kafka.topic_reader import TopicReader
 from banditroute.settings import Settings
 from banditroute.sim.scenario import Scenario, SyntheticWorld
 
@@ -49,19 +49,14 @@ class SimulationLog:
     """Time the simulator waited for learning to catch up (see ``max_learning_lag``)."""
 
 
-async def read_decisions_from_end(consumer: AIOKafkaConsumer, settings: Settings) -> None:
-    """Assign every partition of the decisions topic to ``consumer`` at its current end, positioned before
-    the first request goes out (so no decision of ours is missed)."""
-    topic = settings.topic("decisions")
-    tps = [
-        TopicPartition(topic, p) for p in sorted(await partitions_of(consumer, topic, require_leader=True))
-    ]
-    if not tps:
-        raise RuntimeError(f"topic {topic} does not exist: is a worker running with this topic prefix?")
-    consumer.assign(tps)
-    await consumer.seek_to_end(*tps)
-    for tp in tps:
-        await consumer.position(tp)
+async def decisions_from_end(settings: Settings) -> TopicReader:
+    """A started reader of every partition of the decisions topic, positioned at its end before the first
+    request goes out (so no decision of ours is missed)."""
+    reader = TopicReader(settings.kafka_bootstrap, settings.topic("decisions"), settings.aiokafka_security())
+    try:
+        return await reader.start()
+    except LookupError as exc:
+        raise RuntimeError(f"{exc}: is a worker running with this topic prefix?") from exc
 
 
 def _request(task_type: str, index: int) -> dict[str, Any]:
@@ -96,19 +91,8 @@ async def simulate(
     world = SyntheticWorld(scenario)
     rng = np.random.default_rng(seed)
     tasks = world.request_task_types(requests, rng)
-    security = settings.aiokafka_security()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, linger_ms=2, acks="all", **security
-    )
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="latest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=20,
-        **security,
-    )
-    await producer.start()
-    await consumer.start()
+    producer = Outbox(settings.kafka_bootstrap, settings.aiokafka_security(), linger_ms=2)
+    decisions = await decisions_from_end(settings)
     log = SimulationLog(scenario)
     decided: dict[str, dict[str, Any]] = {}
     pending_feedback: list[tuple[bytes, bytes]] = []
@@ -116,7 +100,6 @@ async def simulate(
     seen_version: dict[str, int] = {}
     t0 = time.monotonic()
     try:
-        await read_decisions_from_end(consumer, settings)
         for start in range(0, requests, batch):
             round_t0 = time.monotonic()
             reqs = [_request(tasks[i], i) for i in range(start, min(requests, start + batch))]
@@ -129,11 +112,11 @@ async def simulate(
             for key, value in pending_feedback:
                 await producer.send(settings.topic("feedback"), key=key, value=value)
             pending_feedback = []
-            await producer.flush()
+            await producer.drain()
             wanted = {r["request_id"] for r in reqs}
             deadline = time.monotonic() + timeout_s
             while wanted - decided.keys() and time.monotonic() < deadline:
-                got = await consumer.getmany(timeout_ms=100)
+                got = await decisions.fetch(timeout_ms=100)
                 for records in got.values():
                     for rec in records:
                         if rec.value:
@@ -193,10 +176,10 @@ async def simulate(
                 await asyncio.sleep(min(1.0, 0.002 * (lag - max_learning_lag)))
         for key, value in pending_feedback:
             await producer.send(settings.topic("feedback"), key=key, value=value)
-        await producer.flush()
+        await producer.drain()
     finally:
         log.seconds = time.monotonic() - t0
-        await consumer.stop()
+        await decisions.stop()
         await producer.stop()
     return log
 

@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import orjson
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from banditroute.core.codec import decode_state
+from banditroute.kafka.outbox import Outbox
+from banditroute.kafka.topic_reader import TopicReader
 from banditroute.kafka.topics import read_topic
 from banditroute.settings import Settings
-from banditroute.sim.kafka_sim import read_decisions_from_end
+from banditroute.sim.kafka_sim import decisions_from_end
 from banditroute.sim.replay import PolicyRun, ReplayResult, Stream, catalog_from_table, make_stream
 from banditroute.sim.table import OutcomeTable, parse_mix
 
@@ -115,15 +116,8 @@ async def _drive(
     timeout_s: float,
     progress: Callable[[int], None] | None,
 ) -> np.ndarray[Any, np.dtype[np.intp]]:
-    security = settings.aiokafka_security()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, linger_ms=2, acks="all", **security
-    )
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20, **security
-    )
-    await producer.start()
-    await consumer.start()
+    producer = Outbox(settings.kafka_bootstrap, settings.aiokafka_security(), linger_ms=2)
+    decisions = await decisions_from_end(settings)
     n = len(stream.task)
     chosen = np.full(n, -1, dtype=np.intp)
     run = uuid.uuid4().hex[:12]
@@ -131,7 +125,6 @@ async def _drive(
     sent: dict[str, int] = {}
     follower = asyncio.create_task(_follow_learning(settings, learnt))
     try:
-        await read_decisions_from_end(consumer, settings)
         feedback: list[tuple[bytes, bytes]] = []
         for start in range(0, n, block):
             await _send_and_wait_learnt(
@@ -146,17 +139,17 @@ async def _drive(
                     "created_at": datetime.now(UTC).isoformat(),
                 }
                 await producer.send(settings.topic("requests"), key=rid.encode(), value=orjson.dumps(request))
-            await producer.flush()
-            feedback = await _collect(consumer, table, stream, ids, chosen, timeout_s)
+            await producer.drain()
+            feedback = await _collect(decisions, table, stream, ids, chosen, timeout_s)
             if progress is not None:
                 progress(len(ids))
         for key, value in feedback:
             await producer.send(settings.topic("feedback"), key=key, value=value)
-        await producer.flush()
+        await producer.drain()
     finally:
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
-        await consumer.stop()
+        await decisions.stop()
         await producer.stop()
     return chosen
 
@@ -170,7 +163,7 @@ async def _follow_learning(settings: Settings, learnt: dict[str, int]) -> None:
 
 
 async def _send_and_wait_learnt(
-    producer: AIOKafkaProducer,
+    producer: Outbox,
     settings: Settings,
     feedback: list[tuple[bytes, bytes]],
     stream: Stream,
@@ -186,7 +179,7 @@ async def _send_and_wait_learnt(
         return
     for key, value in feedback:
         await producer.send(settings.topic("feedback"), key=key, value=value)
-    await producer.flush()
+    await producer.drain()
     for i in range(start, start + len(feedback)):
         task = stream.task_types[stream.task[i]]
         sent[task] = sent.get(task, 0) + 1
@@ -204,7 +197,7 @@ async def _send_and_wait_learnt(
 
 
 async def _collect(
-    consumer: AIOKafkaConsumer,
+    decisions: TopicReader,
     table: OutcomeTable,
     stream: Stream,
     ids: dict[str, int],
@@ -218,7 +211,7 @@ async def _collect(
     while waiting:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(waiting)} requests got no decision within {timeout_s:g} s")
-        got = await consumer.getmany(timeout_ms=100)
+        got = await decisions.fetch(timeout_ms=100)
         for records in got.values():
             for rec in records:
                 if not rec.value:

@@ -8,7 +8,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,15 +62,14 @@ def log_tail(folder: Path, chars: int = 2000) -> str:
 
 async def _wait_for_topics(settings: Any, worker: Any, timeout_s: float = 90.0) -> None:
     """Wait until the worker has created its topics (or fail if it exits)."""
-    from banditroute.kafka.admin import admin_client
+    from banditroute.kafka.admin import wait_for_topics
 
-    wanted = {settings.topic(t) for t in ("requests", "decisions", "feedback")}
-    async with admin_client(settings.kafka_bootstrap) as admin:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if worker.poll() is not None:
-                raise click.ClickException(f"the worker exited with code {worker.returncode}")
-            if wanted <= set(await admin.list_topics()):
-                return
-            await asyncio.sleep(0.2)
-        raise click.ClickException("the worker did not create its topics in time")
+    wanted = [settings.topic(t) for t in ("requests", "decisions", "feedback")]
+    try:
+        await wait_for_topics(
+            settings.kafka_bootstrap, None, wanted, timeout_s, lambda: worker.poll() is None
+        )
+    except ChildProcessError:
+        raise click.ClickException(f"the worker exited with code {worker.returncode}") from None
+    except TimeoutError:
+        raise click.ClickException("the worker did not create its topics in time") from None

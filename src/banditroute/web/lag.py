@@ -1,9 +1,10 @@
-"""Consumer lag of the worker's consumer groups, sampled in the background (never on a scrape).
+"""Consumer lag of the worker's consumer groups, sampled in the background (never on a scrape) through
+:class:`banditroute.kafka.lag.LagProbe`.
 
 What is measured: for each group and topic, the sum over partitions of ``end offset - committed offset`` (a
 partition nothing was committed for counts from 0). That is *committed* lag: it includes records already read
 but not yet committed (faust commits every 0.5 s, the decide loop after each batch), and the worker's own tick
-records. Groups: ``<app_id>.decide`` reads the requests topic (the raw aiokafka decide loop);
+records. Groups: ``<app_id>.decide`` reads the requests topic (the worker's decide loop);
 ``<app_id>.join-decisions`` holds the offsets of the join's decisions reader (manual assignment);
 ``<app_id>`` is faust's group for the join (feedback), learn (outcomes) and catalog agents. The
 numbers are group-wide: every worker of the group reports the same totals.
@@ -40,44 +41,16 @@ class LagSampler:
         }
 
     async def run(self) -> None:
-        from aiokafka import AIOKafkaConsumer
+        from banditroute.kafka.lag import LagProbe
 
-        from banditroute.kafka.admin import admin_client
-
-        async with admin_client(self.bootstrap, self.security) as admin:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.security
-            )
-            try:
-                await consumer.start()
-                while True:
-                    try:
-                        await self.sample_once(admin, consumer)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:  # lag is best effort; never disturb the worker
-                        self.errors += 1
-                        log.debug("lag sample failed: %s", exc)
-                    await asyncio.sleep(self.interval_s)
-            finally:
-                await consumer.stop()
-
-    async def sample_once(self, admin: Any, consumer: Any) -> None:
-        from aiokafka import TopicPartition
-
-        from banditroute.kafka.topics import partitions_of
-
-        lag: dict[tuple[str, str], int] = {}
-        for group, topics in self.groups.items():
-            tps = [TopicPartition(t, p) for t in topics for p in sorted(await partitions_of(consumer, t))]
-            if not tps:
-                continue
-            ends = await consumer.end_offsets(tps)
-            committed = await admin.list_consumer_group_offsets(group, partitions=tps)
-            for tp in tps:
-                meta = committed.get(tp)
-                done = meta.offset if meta is not None and meta.offset >= 0 else 0
-                key = (group, tp.topic)
-                lag[key] = lag.get(key, 0) + max(int(ends.get(tp, 0)) - done, 0)
-        self.lag = lag
-        self.sampled_at = time.time()
+        async with LagProbe(self.bootstrap, self.security) as probe:
+            while True:
+                try:
+                    self.lag = await probe.lag(self.groups)
+                    self.sampled_at = time.time()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # lag is best effort; never disturb the worker
+                    self.errors += 1
+                    log.debug("lag sample failed: %s", exc)
+                await asyncio.sleep(self.interval_s)
