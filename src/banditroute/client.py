@@ -22,7 +22,6 @@ default-route construction).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable
 
 from pydantic import BaseModel
@@ -63,27 +62,18 @@ async def produce_events(
 ) -> int:
     """Produce ``(key, event)`` pairs to the default topic ``suffix`` (created with the worker's layout when
     missing) and wait until the broker has them all. Returns the count; RouterUnavailable on trouble."""
-    from aiokafka import AIOKafkaProducer
+    from banditroute.kafka.client_io import produce_records
 
-    items = list(events)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, **settings.aiokafka_security()
-    )
+    items = [(key.encode(), encode(ev)) for key, ev in events]
 
     async def run() -> None:
         await ensure_topics(settings, [suffix], timeout_s=timeout_s)
-        await producer.start()
-        topic = settings.topic(suffix)
-        futures = [await producer.send(topic, value=encode(ev), key=key.encode()) for key, ev in items]
-        await asyncio.gather(*futures)
+        await produce_records(settings, settings.topic(suffix), items)
 
     try:
         await asyncio.wait_for(run(), timeout_s)
     except Exception as exc:
         raise RouterUnavailable(f"could not produce to {settings.topic(suffix)}: {exc!r}") from exc
-    finally:
-        with contextlib.suppress(Exception):
-            await producer.stop()
     return len(items)
 
 

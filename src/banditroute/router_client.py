@@ -147,6 +147,11 @@ class RouterClient:
         await self.close()
 
     @property
+    def local(self) -> LocalRouter | None:
+        """The in-process decider in local mode once started (None in remote mode)."""
+        return self._local
+
+    @property
     def requests_topic(self) -> str:
         return self.settings.topic("requests")
 

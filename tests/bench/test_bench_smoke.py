@@ -74,3 +74,33 @@ def test_all_quick_writes_results(kafka_bootstrap: str, tmp_path: Path) -> None:
     fresh = results["freshness"]
     assert {"p50_ms", "p99_ms", "n"} <= set(fresh)
     assert fresh["n"] + fresh["timeouts"] == 3
+
+
+@pytest.mark.kafka
+def test_route_local_mode_reports_latency_and_publish_lag(kafka_bootstrap: str, unique_prefix: str) -> None:
+    from banditroute.cli.bench_cmd import bench
+
+    out = CliRunner().invoke(
+        bench,
+        [
+            "route",
+            "--mode",
+            "local",
+            "-n",
+            "300",
+            "-c",
+            "1",
+            "--rate",
+            "2000",
+            "--warmup",
+            "20",
+            "--format",
+            "json",
+        ],
+        env={"BANDITROUTE_KAFKA_BOOTSTRAP": kafka_bootstrap, "BANDITROUTE_TOPIC_PREFIX": unique_prefix},
+    )
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    assert result["mode"] == "local" and result["answered"] == 300 and result["published"] == 300
+    assert {"p50", "p99", "p999"} <= set(result["latency_ms"]) and "p99" in result["publish_lag_ms"]
+    assert result["cpu_us_per_route"] > 0

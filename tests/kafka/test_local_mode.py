@@ -180,8 +180,8 @@ async def test_local_decisions_agree_and_are_learnt_exactly_once(
             _assert_same_decisions(local_decisions, remote_decisions)
 
             # 4. stale: the local client asks the worker and says why
-            assert local._local is not None
-            local._local.reader.stop()
+            assert local.local is not None
+            local.local.reader.stop()
             await asyncio.sleep(5.5)
             asked = await local.route("chat", timeout_s=60.0)
             assert asked.worker_id != local.client_id and not asked.is_default_route
@@ -212,8 +212,8 @@ async def test_not_loaded_and_stale_fall_back_to_the_default_route(
     ) as client:
         decided = await client.route("chat")
         assert not decided.is_default_route and decided.worker_id == client.client_id
-        assert client._local is not None
-        client._local.reader.stop()
+        assert client.local is not None
+        client.local.reader.stop()
         await asyncio.sleep(1.5)
         decision = await client.route("chat")
         assert decision.is_default_route and default_route_reason(decision) == "local_stale"
@@ -248,7 +248,7 @@ async def test_holds_only_the_task_types_it_routes(kafka_bootstrap: str, unique_
     async with RouterClient(
         settings, mode="local", local_fallback="default", default_route="small-fast", task_types=["t0"]
     ) as client:
-        local = client._local
+        local = client.local
         assert local is not None
         assert local.view.keys() == ["t0"]
         assert len(local.view.evicted) == 299  # positions only

@@ -228,6 +228,11 @@ class DecideLogic:
         means = choice.means
         model = choice.model
         filtered = choice.filtered
+        no_eligible = choice.no_eligible
+        if no_eligible is not None and model is not None:
+            # nothing was eligible and the policy relaxed to the cheapest model: a served decision, whose
+            # no_eligible must be null (events.RoutingDecision); the relaxation is named among the rules
+            rules, no_eligible = (*rules, no_eligible), None
         policy_ref = self._policy_ref(choice.policy_name or POLICY_NAME)
         return {
             "schema_version": 1,
@@ -248,7 +253,7 @@ class DecideLogic:
                 "filtered": dict(filtered) if filtered else {},
                 "circuit_open": list(choice.circuit_open),
                 "exploration": bool(choice.explored),
-                "no_eligible": choice.no_eligible,
+                "no_eligible": no_eligible,
                 "rules": list(rules),
                 "capped": capped,
             },

@@ -1,13 +1,27 @@
-"""``banditroute bench route``: round-trip latency of ``RouterClient.route()`` against a running worker."""
+"""``banditroute bench route``: latency, rate and CPU cost of ``RouterClient.route()`` from one process.
+
+``--mode remote`` measures the round trip (client -> requests -> worker -> reply topic) against a running
+worker. ``--mode local`` measures the in-process decision of a local-mode client, and the lag from ``route()``
+returning to its decision being acknowledged on the ``decisions`` topic.
+
+Calls are paced at ``rate`` route()/s (0: as fast as the process can); with ``concurrency`` callers sharing the
+schedule. Latency is the duration of each ``route()`` call; CPU is the process's CPU time (every thread:
+the client's publisher and readers included) divided by the calls made.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
 from banditroute.settings import Settings
+
+YIELD_EVERY = 50
+"""A caller that is behind schedule still yields to the event loop every this many calls (the client's
+background tasks, e.g. the local-mode publisher, run on the same loop)."""
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -18,6 +32,49 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
+def summary_ms(values: list[float]) -> dict[str, float]:
+    values = sorted(values)
+    return {
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "p999": percentile(values, 99.9),
+        "max": values[-1] if values else float("nan"),
+    }
+
+
+async def drive(
+    call: Callable[[], Awaitable[bool]], count: int, rate: float, concurrency: int
+) -> tuple[list[float], float]:
+    """Run ``call`` ``count`` times, paced at ``rate``/s overall (0: unpaced) by ``concurrency`` callers.
+    Returns the latencies (ms) of the calls that returned True, and the wall time (s)."""
+    latencies: list[float] = []
+    next_index = 0
+    start = time.perf_counter()
+
+    async def caller() -> None:
+        nonlocal next_index
+        since_yield = 0
+        while next_index < count:
+            i = next_index
+            next_index += 1
+            if rate > 0:
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0.001:  # ahead: sleep (the loop's timers have ~1 ms resolution)
+                    await asyncio.sleep(delay)
+                    since_yield = 0
+            since_yield += 1
+            if since_yield >= YIELD_EVERY:
+                await asyncio.sleep(0)
+                since_yield = 0
+            t0 = time.perf_counter()
+            if await call():
+                latencies.append((time.perf_counter() - t0) * 1000.0)
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - start
+
+
 async def run_route_bench(
     settings: Settings,
     *,
@@ -26,56 +83,76 @@ async def run_route_bench(
     task_type: str,
     timeout_s: float,
     warmup: int,
+    mode: Literal["remote", "local"] = "remote",
+    rate: float = 0.0,
 ) -> dict[str, Any]:
-    """Send ``warmup`` unmeasured then ``requests`` measured routes with ``concurrency`` in flight."""
+    """``warmup`` unmeasured then ``requests`` measured ``route()`` calls (see the module docstring)."""
     from banditroute.client import RouterClient, RouteTimeout
 
-    latencies: list[float] = []
-    timeouts = 0
+    failed = 0
     models: dict[str, int] = {}
     no_answer: str | None = None
+    local_options: dict[str, Any] = {"local_fallback": "default"} if mode == "local" else {}
     # a static default route (BANDITROUTE_DEFAULT_ROUTE) would answer for a missing worker: not measured
-    async with RouterClient(settings, timeout_s=timeout_s, start_timeout_s=max(timeout_s, 10.0)) as client:
+    async with RouterClient(
+        settings,
+        timeout_s=timeout_s,
+        start_timeout_s=max(timeout_s, 10.0),
+        mode=mode,
+        task_types=(task_type,),
+        max_pending=max(100_000, requests + warmup),
+        **local_options,
+    ) as client:
         client.default_route = None
         if client.degraded:
             raise RuntimeError(client.degraded)
-        sem = asyncio.Semaphore(concurrency)
+        local = client.local
+        if local is not None and local.unavailable() is not None:
+            raise RuntimeError(f"local mode: the routing snapshot is {local.unavailable()}")
+        measuring = False
 
-        async def one(measure: bool) -> None:
-            nonlocal timeouts
-            async with sem:
-                started = time.perf_counter()
-                try:
-                    decision = await client.route(task_type)
-                except RouteTimeout:
-                    timeouts += measure
-                    return
-                if measure:
-                    latencies.append((time.perf_counter() - started) * 1000.0)
-                    models[str(decision.model)] = models.get(str(decision.model), 0) + 1
+        async def one() -> bool:
+            nonlocal failed
+            try:
+                decision = await client.route(task_type)
+            except RouteTimeout:
+                failed += measuring
+                return False
+            if measuring:
+                models[str(decision.model)] = models.get(str(decision.model), 0) + 1
+            return measuring
 
-        await asyncio.gather(*(one(False) for _ in range(warmup)))
-        wall = time.perf_counter()
-        await asyncio.gather(*(one(True) for _ in range(requests)))
-        wall = time.perf_counter() - wall
-        if timeouts:
-            no_answer = await client.why_no_answer(timeout_s)
-    latencies.sort()
-    return {
+        await drive(one, warmup, rate, concurrency)
+        if local is not None:
+            await local.flush()
+            local.publisher.lags_ms.clear()
+        measuring = True
+        cpu = time.process_time()
+        latencies, wall = await drive(one, requests, rate, concurrency)
+        cpu = time.process_time() - cpu
+        lags: list[float] = []
+        if local is not None:
+            await local.flush()
+            lags = list(local.publisher.lags_ms)
+        if failed:
+            no_answer = await client.why_no_answer(timeout_s) if mode == "remote" else "local mode fell back"
+    result: dict[str, Any] = {
+        "mode": mode,
         "requests": requests,
         "concurrency": concurrency,
+        "rate_target_per_s": rate or "unpaced",
         "answered": len(latencies),
-        "timeouts": timeouts,
-        "throughput_per_s": len(latencies) / wall if wall > 0 else 0.0,
-        "latency_ms": {
-            "p50": percentile(latencies, 50),
-            "p90": percentile(latencies, 90),
-            "p99": percentile(latencies, 99),
-            "max": latencies[-1] if latencies else float("nan"),
-        },
-        "models": models,
-        "no_answer": no_answer,
+        "failed": failed,
+        "route_per_s": len(latencies) / wall if wall > 0 else 0.0,
+        "cpu_us_per_route": cpu / max(1, requests) * 1e6,
+        "latency_ms": summary_ms(latencies),
     }
+    if mode == "local":
+        result["published"] = len(lags)
+        result["publish_lag_ms"] = summary_ms(lags)
+    result["models"] = models
+    result["no_answer"] = no_answer
+    return result
 
 
-__all__ = ["percentile", "run_route_bench"]
+__all__ = ["drive", "percentile", "run_route_bench", "summary_ms"]

@@ -74,6 +74,20 @@ def policy(fmt: str, models: int, seconds: float, iterations: int | None) -> Non
     "--bootstrap", default=None, help="Kafka bootstrap servers (default: BANDITROUTE_KAFKA_BOOTSTRAP)."
 )
 @click.option("--topic-prefix", default=None, help="Topic prefix (default: BANDITROUTE_TOPIC_PREFIX).")
+@click.option(
+    "--mode",
+    type=click.Choice(["remote", "local"]),
+    default="remote",
+    show_default=True,
+    help="remote: round trips to a running worker; local: in-process decisions (RouterClient(mode='local')).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Pace the calls at this many route()/s in total (0: as fast as possible).",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def route(
     requests: int,
@@ -83,10 +97,13 @@ def route(
     warmup: int,
     bootstrap: str | None,
     topic_prefix: str | None,
+    mode: str,
+    rate: float,
     fmt: str,
 ) -> None:
-    """p50/p90/p99 of route() round trips (client -> requests -> worker -> reply topic) against a running
-    worker. Exits 3 when Kafka cannot be reached."""
+    """p50/p99/p999 of route(), route()/s and CPU per route from one process. --mode remote: round trips
+    (client -> requests -> worker -> reply topic) against a running worker; --mode local: in-process decisions,
+    plus the lag until each decision is on the decisions topic. Exits 3 when Kafka cannot be reached."""
     from banditroute.bench.route import run_route_bench
     from banditroute.cli.output import EXIT_UNAVAILABLE, fail, make_ctx
 
@@ -100,11 +117,13 @@ def route(
                 task_type=task_type,
                 timeout_s=timeout_s,
                 warmup=warmup,
+                mode="local" if mode == "local" else "remote",
+                rate=rate,
             )
         )
     except RuntimeError as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
-    emit(result, fmt, "banditroute bench route")
+    emit(result, fmt, f"banditroute bench route --mode {mode}")
 
 
 FORMAT = click.option(

@@ -55,6 +55,19 @@ async def create_client_topics(
         await create_topics(admin, wanted)
 
 
+async def produce_records(settings: Settings, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+    """Produce ``(key, value)`` records with the default partitioner and wait for every acknowledgement."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, **settings.aiokafka_security()
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
 async def delete_topic(settings: Settings, topic: str) -> None:
     async with admin_client(settings.kafka_bootstrap, settings.aiokafka_security()) as admin:
         await admin.delete_topics([topic])
@@ -130,6 +143,7 @@ __all__ = [
     "create_client_topics",
     "delete_topic",
     "ensure_topics",
+    "produce_records",
     "start_producer",
     "topic_layout",
 ]

@@ -23,6 +23,8 @@ from banditroute.kafka.topics import partition_for
 
 log = logging.getLogger("banditroute.client")
 
+MAX_IN_FLIGHT = 8
+"""Shipped batches that may await acknowledgement while the next one is shipped."""
 LAG_SAMPLES = 200_000
 """How many publish lags (route() returning -> acknowledged) are kept for ``banditroute bench route``."""
 
@@ -50,6 +52,7 @@ class DecisionPublisher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._acks: set[asyncio.Future[None]] = set()
         self._partitions: dict[str, int] = {}
         self.lags_ms: collections.deque[float] = collections.deque(maxlen=LAG_SAMPLES)
         self.stats = {"published": 0, "send_failures": 0, "refused_full": 0}
@@ -95,46 +98,71 @@ class DecisionPublisher:
                 await asyncio.wait_for(self._wake.wait(), self.linger_s)
             self._wake.clear()
             if not self._queue:
-                if self._in_flight == 0:
+                if self.pending == 0:
                     self._idle.set()
                 continue
+            while len(self._acks) >= MAX_IN_FLIGHT:  # bound the batches awaiting acknowledgement
+                await asyncio.wait(self._acks, return_when=asyncio.FIRST_COMPLETED)
             items, self._queue = self._queue, []
-            self._in_flight = len(items)
-            while True:
-                try:
-                    await self._ship(items)
-                    break
-                except asyncio.CancelledError:
-                    self._queue[:0] = items
-                    raise
-                except Exception as exc:  # broker trouble: keep the records, retry them
-                    self.stats["send_failures"] += 1
-                    log.warning("publishing %d decisions failed (retrying): %r", len(items), exc)
-                    await asyncio.sleep(self.retry_s)
-            self._in_flight = 0
-            if not self._queue:
-                self._idle.set()
+            self._in_flight += len(items)
+            try:
+                futures = await self._submit(items)
+            except asyncio.CancelledError:
+                self._requeue(items)
+                raise
+            except Exception as exc:  # broker trouble: keep the records, retry them
+                self._failed(items, exc)
+                await asyncio.sleep(self.retry_s)
+                continue
+            task = asyncio.ensure_future(self._acknowledged(items, futures))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
 
-    async def _ship(self, items: list[tuple[str, int, bytes, bytes, float]]) -> None:
+    async def _submit(self, items: list[tuple[str, int, bytes, bytes, float]]) -> list[asyncio.Future[Any]]:
         batches = PartitionBatches(self.producer)
         for topic, partition, key, value, _at in items:
-            await batches.add(topic, partition, key, value)
-        await asyncio.gather(*await batches.submit())
+            if not batches.try_append(topic, partition, key, value):
+                await batches.add(topic, partition, key, value)
+        return await batches.submit()
+
+    async def _acknowledged(
+        self, items: list[tuple[str, int, bytes, bytes, float]], futures: list[asyncio.Future[Any]]
+    ) -> None:
+        try:
+            await asyncio.gather(*futures)
+        except Exception as exc:
+            self._failed(items, exc)
+            return
         now = time.perf_counter()
         self.lags_ms.extend((now - at) * 1000.0 for *_rest, at in items)
         self.stats["published"] += len(items)
+        self._in_flight -= len(items)
+        if self.pending == 0:
+            self._idle.set()
+
+    def _requeue(self, items: list[tuple[str, int, bytes, bytes, float]]) -> None:
+        self._in_flight -= len(items)
+        self._queue[:0] = items
+
+    def _failed(self, items: list[tuple[str, int, bytes, bytes, float]], exc: BaseException) -> None:
+        """Put the records back at the head of the queue (a decision stored twice is joined once)."""
+        self.stats["send_failures"] += 1
+        log.warning("publishing %d decisions failed (retrying): %r", len(items), exc)
+        self._requeue(items)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Ship what is queued (bounded by ``timeout_s``), then stop; unshipped decisions are logged."""
         if self._task is None:
             return
         await self.flush(timeout_s)
-        self._task.cancel()
-        with contextlib.suppress(BaseException):
-            await self._task
+        left = self.pending
+        for task in (self._task, *self._acks):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         self._task = None
-        if self._queue:
-            log.warning("%d decisions not published at close (broker unreachable)", len(self._queue))
+        if left:
+            log.warning("%d decisions not published at close (broker unreachable)", left)
 
 
-__all__ = ["LAG_SAMPLES", "DecisionPublisher"]
+__all__ = ["LAG_SAMPLES", "MAX_IN_FLIGHT", "DecisionPublisher"]

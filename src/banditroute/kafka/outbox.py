@@ -27,6 +27,13 @@ class PartitionBatches:
         self.builders: dict[tuple[str, int], Any] = {}
         self.futures: list[asyncio.Future[Any]] = []
 
+    def try_append(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> bool:
+        """Append without awaiting; False when that partition's batch is full (then :meth:`add` it)."""
+        builder = self.builders.get((topic, partition))
+        if builder is None:
+            builder = self.builders[(topic, partition)] = self.producer.create_batch()
+        return builder.append(timestamp=None, key=key, value=value) is not None
+
     async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
         slot = (topic, partition)
         builder = self.builders.get(slot)
