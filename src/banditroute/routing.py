@@ -4,6 +4,8 @@ The :class:`~banditroute.config.Registry` builds a :class:`RoutingSnapshot` from
 events, and swaps it in with one assignment whenever either changes. A decision reads that reference once and
 takes the models, rules, per-tenant keys, the task type's policy, shadow policy, join window and prior state
 from the same object, so it can never mix two versions, and nothing on the decide thread writes to it.
+Decision plans and pre-drawn blocks are derived per state version and cached per thread
+(:class:`~banditroute.core.state.ThreadCache`): the decide thread's own, invisible to every other thread.
 
 Learnt states are not part of it: each state key's newest :class:`~banditroute.core.TaskState` is itself
 immutable and swapped whole in the :class:`StateView`; a decision reads it once and
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState, new_state, sync_models
 from banditroute.core.join_policy import JoinPolicy
+from banditroute.core.state import shareable
 
 if TYPE_CHECKING:
     from banditroute.limits import Limits
@@ -87,7 +90,7 @@ class RoutingSnapshot:
             model_names=frozenset(m.name for m in models),
             rules=rules,
             per_tenant=per_tenant,
-            initial=new_state(models),
+            initial=shareable(new_state(models)),
             default=route(default_policy, default_join),
             routes={
                 task_type: route(mapping, task_joins.get(task_type, default_join))
@@ -150,7 +153,7 @@ class StateView:
             if where is not None and held.version == state.version:
                 self.where[key] = where  # the learner's own state, now read back from the topic
             return False
-        self._states[key] = state
+        self._states[key] = shareable(state)  # the decide thread reads it and writes nothing to it
         self.updated_at[key] = time.time()
         if where is not None:
             self.where[key] = where

@@ -321,7 +321,6 @@ class _Work:
                 "spend_calls": calls,
                 "budget_offset_usd": state.budget_offset_usd,
                 "applied": self.applied,
-                "cache": {},
             },
         )
 
@@ -408,7 +407,6 @@ def update(
             "spend_calls": calls,
             "budget_offset_usd": values["budget_offset_usd"],
             "applied": applied,
-            "cache": {},
         }
     )
     if j is not None and scale < RESCALE_BELOW:  # fold the scale back before it underflows (rare)

@@ -9,6 +9,7 @@ an update O(1) in the number of models. ``scale`` is folded back into the matrix
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,16 @@ PRIOR_CV = 0.5  # assumed coefficient of variation of the catalog prior
 RESCALE_BELOW = 1e-120
 ROW = struct.Struct(f"={N_COLUMNS}d")  # one stats row of a C-ordered native float64 matrix
 PENDING = "_pending"  # __dict__ key of a not yet materialised stats matrix: (base, {row: values})
+THREAD_CACHE = "_thread_cache"  # __dict__ key of the state's ThreadCache
+
+
+class ThreadCache(threading.local):
+    """Derived data of one state version with one dict per thread: what a thread caches (plans, pre-drawn
+    blocks, propensities) only that thread sees, so deciding on a state shared with other threads never writes
+    to anything they read."""
+
+    def __init__(self) -> None:
+        self.entries: dict[Any, Any] = {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,7 +59,8 @@ class TaskState:
 
     ``applied`` maps a source partition to the highest offset already applied (the streaming layer's
     idempotency watermark); ``version`` increases on every update. ``cache`` holds derived, rebuildable data
-    (decision plans, propensities) for this exact version and is never serialised.
+    (decision plans, propensities) for this exact version, private to the calling thread, and is never
+    serialised.
     """
 
     names: tuple[str, ...]
@@ -63,7 +75,23 @@ class TaskState:
     spend_calls: int = 0
     budget_offset_usd: float = 0.0  # budget slack other task types lend this one (core.budget); not persisted
     applied: Mapping[int, int] = field(default_factory=dict)
-    cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def cache(self) -> dict[Any, Any]:
+        """The calling thread's cache of derived data for this version (see :class:`ThreadCache`)."""
+        holder = self.__dict__.get(THREAD_CACHE)
+        if (
+            holder is None
+        ):  # a state no other thread has seen yet (shared ones are made ready by ``shareable``)
+            holder = self.__dict__.setdefault(THREAD_CACHE, ThreadCache())
+        entries: dict[Any, Any] = holder.entries
+        return entries
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the cache (a thread-local holder cannot be pickled, and is rebuilt anyway)."""
+        values = dict(self.__dict__)
+        values.pop(THREAD_CACHE, None)
+        return values
 
     # --- derived views (true, discounted values) -------------------------------------------------------
     def index(self, name: str) -> int:
@@ -158,11 +186,20 @@ def materialize(base: FloatArray, rows: Mapping[int, tuple[float, ...]]) -> Floa
     return stats
 
 
+def shareable(state: TaskState) -> TaskState:
+    """``state`` itself, made ready to be read by other threads without any of them writing to it: its stats
+    matrix materialised and its per-thread cache holder in place. Called before a state is published to the
+    decide thread (the :class:`~banditroute.routing.StateView`, the routing snapshot's prior)."""
+    _ = state.stats
+    _ = state.cache
+    return state
+
+
 def replace_state(state: TaskState, **changes: Any) -> TaskState:
     """A copy of ``state`` with ``changes`` (fresh, empty cache); cheaper than ``dataclasses.replace``."""
     values = dict(state.__dict__)
     values.update(changes)
-    values["cache"] = {}
+    values.pop(THREAD_CACHE, None)
     new = object.__new__(TaskState)
     new.__dict__.update(values)
     return new
