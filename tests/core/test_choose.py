@@ -219,3 +219,22 @@ def test_propensities_are_cached_per_version(policy: TaskPolicy) -> None:
     )
     later = update(state, models, policy, Outcome("m0", quality=1.0))
     assert later.cache == {} and len(state.cache) == 1
+
+
+def test_the_cheapest_fallback_stays_within_the_request_candidates(policy: TaskPolicy) -> None:
+    """All candidates' circuits open (5 errors each): the request is rejected, not served by a cheaper model it
+    did not allow; a cost limit no candidate meets relaxes to the cheapest candidate, not the cheapest model."""
+    models = catalog(4)  # m0 is the cheapest
+    state = new_state(models, policy)
+    for model in ("m2", "m3"):
+        for _ in range(policy.circuit_consecutive_failures):
+            state = update(state, models, policy, Outcome(model, error="timeout", at_s=0.0))
+    candidates = Constraints(allow=frozenset({"m2", "m3"}))
+    choice = choose(state, models, policy, candidates, np.random.default_rng(0), 1.0)
+    assert set(choice.circuit_open) == {"m2", "m3"}
+    assert choice.model is None and choice.no_eligible == "rejected"
+    assert choose(state, models, policy, None, np.random.default_rng(0), 1.0).model in {"m0", "m1"}
+    fresh = new_state(models, policy)
+    limited = Constraints(allow=frozenset({"m2", "m3"}), max_cost_usd=1e-9)
+    relaxed = choose(fresh, models, policy, limited, np.random.default_rng(0), 1.0)
+    assert relaxed.model == "m2" and relaxed.no_eligible == "relaxed_to_cheapest"

@@ -229,10 +229,12 @@ def _none_eligible(
     now_s: float,
     blocked: npt.NDArray[np.bool_] | None,
 ) -> dict[str, Any]:
-    """Cheapest model ignoring allow/max-cost/max-latency/capacity (never deny, capability, open circuit)."""
+    """Cheapest model ignoring max-cost/max-latency/capacity. Never outside the request's candidates (allow),
+    never denied, lacking a capability or context, or with an open circuit: then the request is rejected."""
     model = None
     if policy.when_none_eligible == "cheapest":
         relaxed = Constraints(
+            allow=constraints.allow,
             deny=constraints.deny,
             capabilities=constraints.capabilities,
             min_context_tokens=constraints.min_context_tokens,
