@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -85,6 +86,19 @@ class WorkerApp(faust.App):
                 log.exception("closing a Kafka client failed")
 
 
+def web_port(s: Settings) -> int:
+    """``BANDITROUTE_WEB_PORT``, or for 0 a port that is free now on the web host: faust accepts 1-65535 only,
+    so the worker picks one itself and logs it."""
+    if s.web_port or not s.web_enabled:
+        return s.web_port or 6066  # faust's default; unused with the web server off
+    family = socket.getaddrinfo(s.web_host, 0, type=socket.SOCK_STREAM)[0][0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((s.web_host, 0))
+        port: int = sock.getsockname()[1]
+    log.info("web server on %s port %d (BANDITROUTE_WEB_PORT=0: a free port)", s.web_host, port)
+    return port
+
+
 def make_app(s: Settings) -> WorkerApp:
     """The worker's faust app, configured from settings (credentials, tuning, raw bytes everywhere)."""
     credentials: Any = None
@@ -107,7 +121,7 @@ def make_app(s: Settings) -> WorkerApp:
         datadir=str(s.data_dir),
         web_enabled=s.web_enabled,
         web_bind=s.web_host,
-        web_port=s.web_port,
+        web_port=web_port(s),
         web_host=s.web_host,
         topic_partitions=s.partitions,
         topic_replication_factor=1,
