@@ -24,7 +24,7 @@ def test_every_kind_of_decision_validates() -> None:
         build_request("chat"),
         build_request("code", tenant="acme", metadata={"tier": "gold"}),
         build_request("chat", max_cost_usd=0.001, exclude=["mid-tier"]),
-        build_request("chat", candidates=["nope"]),  # nothing eligible: relaxed to the cheapest model
+        build_request("chat", max_latency_ms=1.0),  # no model that fast: relaxed to the cheapest model
         build_request("unknown"),  # rejected by the limits
     ]
     decisions = [RoutingDecision.model_validate(logic.decide(r)) for r in requests]
