@@ -25,7 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from banditroute.routing import TENANT_SEPARATOR
+TENANT_SEPARATOR = "|"
+"""Separates tenant and task type in per-tenant state keys (never valid inside either name); re-exported by
+:mod:`banditroute.routing`, which builds the keys."""
 
 SHARED_KEY = "~shared"
 """The state key shared by task types past ``max_task_types`` (a task type cannot start with ``~``)."""

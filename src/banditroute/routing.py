@@ -18,17 +18,12 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState, new_state, sync_models
 from banditroute.core.join_policy import JoinPolicy
 from banditroute.core.state import shareable
-
-if TYPE_CHECKING:
-    from banditroute.limits import Limits
-
-TENANT_SEPARATOR = "|"
-"""Separates tenant and task type in per-tenant state keys (never valid inside either name)."""
+from banditroute.limits import TENANT_SEPARATOR, Limits
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -81,8 +76,6 @@ class RoutingSnapshot:
                 overrides = {k: v for k, v in shadow.items() if k != "name"}
                 candidate = (str(shadow["name"]), TaskPolicy.from_mapping({**mapping, **overrides}))
             return TaskRoute(TaskPolicy.from_mapping(mapping), candidate, join)
-
-        from banditroute.limits import Limits
 
         return cls(
             version=version,
