@@ -174,6 +174,7 @@ class Router:
             catalog_topic=self.catalog.get_topic_name(),
             security=s.aiokafka_security(),
             on_forget=self._drop_learnt,
+            config_topic=s.topic("config"),
         )
         # decisions reach the join through a raw batch loop on faust's assignment (kafka/decision_reader.py)
         self._join_lock = asyncio.Lock()  # one join batch at a time: feedback (faust agent) or decisions

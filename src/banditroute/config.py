@@ -8,11 +8,13 @@ anything in it does.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import yaml
 
 from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState
@@ -49,16 +51,35 @@ def config_dir_of(settings: Settings) -> tuple[Path, bool]:
     return resolve_config_dir(settings.config_dir, "config_dir" in settings.model_fields_set)
 
 
-def _load_yaml(path: Path) -> Mapping[str, Any]:
+CONFIG_FILES = ("models", "policy", "rules")
+"""The configuration files (``<name>.yaml``), in the folder and in a config-topic document."""
+
+
+def _read_text(path: Path) -> str:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
-    except (OSError, yaml.YAMLError) as exc:
+        return ""
+    except OSError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _parse_yaml(where: str, text: str) -> Mapping[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{where}: expected a mapping at the top level")
     return data
+
+
+def files_version(texts: Mapping[str, str]) -> str:
+    """The version a decision records for configuration read from files: a hash of the three texts."""
+    digest = hashlib.sha256()
+    for name in CONFIG_FILES:
+        digest.update(texts.get(name, "").encode() + b"\0")
+    return f"files-{digest.hexdigest()[:12]}"
 
 
 def _join_policy(where: str, data: Mapping[str, Any]) -> JoinPolicy:
@@ -92,16 +113,28 @@ class RouterConfig:
     sources: Mapping[str, float] = field(default_factory=dict)
     limits: Limits = Limits()
     """Caps on client-named keys (policy.yaml ``limits``, see :mod:`banditroute.limits`)."""
+    version: str = "1"
+    """What decisions record as ``policy.version``: ``files-<hash>`` or ``config-v<N>`` (the config topic)."""
 
     @classmethod
     def load(cls, config_dir: Path) -> RouterConfig:
         """Read and validate the three files; a missing file means its defaults."""
         if not config_dir.is_dir():
             raise ConfigError(f"config folder {config_dir} does not exist (set BANDITROUTE_CONFIG_DIR)")
-        paths = {n: config_dir / f"{n}.yaml" for n in ("models", "policy", "rules")}
-        models_doc = _load_yaml(paths["models"])
-        policy_doc = _load_yaml(paths["policy"])
-        rules_doc = _load_yaml(paths["rules"])
+        paths = {n: config_dir / f"{n}.yaml" for n in CONFIG_FILES}
+        texts = {n: _read_text(p) for n, p in paths.items()}
+        config = cls.parse(texts, {n: str(p) for n, p in paths.items()}, files_version(texts))
+        sources = {str(p): p.stat().st_mtime for p in paths.values() if p.exists()}
+        return replace(config, sources=sources)
+
+    @classmethod
+    def parse(cls, texts: Mapping[str, str], where: Mapping[str, str], version: str) -> RouterConfig:
+        """Validate the three YAML texts (``texts[name]``; missing or empty means defaults); errors name
+        ``where[name]``."""
+        paths = where
+        models_doc = _parse_yaml(paths["models"], texts.get("models", ""))
+        policy_doc = _parse_yaml(paths["policy"], texts.get("policy", ""))
+        rules_doc = _parse_yaml(paths["rules"], texts.get("rules", ""))
         try:
             models = tuple(ModelSpec.from_mapping(m) for m in models_doc.get("models") or [])
         except (ValueError, TypeError) as exc:
@@ -157,7 +190,6 @@ class RouterConfig:
             limits = Limits.from_mapping(policy_doc.get("limits"))
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{paths['policy']}: {exc}") from exc
-        sources = {str(p): p.stat().st_mtime for p in paths.values() if p.exists()}
         return cls(
             models,
             defaults,
@@ -167,9 +199,58 @@ class RouterConfig:
             rules,
             per_tenant,
             shadow=shadow,
-            sources=sources,
             limits=limits,
+            version=version,
         )
+
+
+CONFIG_KEY = b"config"
+"""The one key of the config topic: compaction keeps the newest document."""
+MAX_DOCUMENT_BYTES = 1_000_000
+
+
+def config_document(texts: Mapping[str, str], version: int, pushed_by: str, pushed_at: str) -> bytes:
+    """The config topic's value: the three YAML texts as one versioned JSON document."""
+    unknown = set(texts) - set(CONFIG_FILES)
+    if unknown:
+        raise ConfigError(f"unknown configuration files {sorted(unknown)}; known: {list(CONFIG_FILES)}")
+    doc = {
+        "schema_version": 1,
+        "version": version,
+        "files": {f"{n}.yaml": texts.get(n, "") for n in CONFIG_FILES},
+        "pushed_by": pushed_by,
+        "pushed_at": pushed_at,
+    }
+    raw = orjson.dumps(doc)
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise ConfigError(
+            f"the configuration is {len(raw)} bytes; at most {MAX_DOCUMENT_BYTES} fit the topic"
+        )
+    return raw
+
+
+def read_document(raw: bytes) -> tuple[dict[str, Any], RouterConfig]:
+    """The document of a config-topic record and the configuration it holds (ConfigError when invalid)."""
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise ConfigError(f"config document of {len(raw)} bytes (at most {MAX_DOCUMENT_BYTES})")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"config document is not JSON: {exc}") from exc
+    files = doc.get("files") if isinstance(doc, dict) else None
+    version = doc.get("version") if isinstance(doc, dict) else None
+    if (
+        not isinstance(files, dict)
+        or not isinstance(version, int)
+        or isinstance(version, bool)
+        or version < 1
+    ):
+        raise ConfigError("config document needs files {name.yaml: text} and an integer version >= 1")
+    texts = {n: files.get(f"{n}.yaml") or "" for n in CONFIG_FILES}
+    if not all(isinstance(t, str) for t in texts.values()):
+        raise ConfigError("config document: every file must be a YAML text")
+    where = {n: f"config topic v{version}: {n}.yaml" for n in CONFIG_FILES}
+    return doc, RouterConfig.parse(texts, where, f"config-v{version}")
 
 
 def _as_dict(policy: JoinPolicy) -> dict[str, Any]:
@@ -215,6 +296,7 @@ class Registry:
             config.per_tenant,
             config.shadow,
             config.limits,
+            config.version,
         )
 
     def _swap(self) -> None:
@@ -224,6 +306,14 @@ class Registry:
         """Use ``config`` (catalog events applied so far stay applied on top of it)."""
         self.config = config
         self._swap()
+
+    def apply_document(self, raw: bytes) -> int:
+        """Use the configuration of a config-topic record, like a file edit; from then on the folder is not
+        watched (the topic wins). Returns its version; raises ConfigError (the current one stays)."""
+        doc, config = read_document(raw)
+        self.apply_config(config)
+        self.config_dir = None
+        return int(doc["version"])
 
     def reload_if_changed(self) -> bool:
         """Reload ``config/`` when one of its files changed on disk; returns whether it did."""
@@ -311,4 +401,14 @@ class Registry:
         return self.snapshot.rules
 
 
-__all__ = ["TENANT_SEPARATOR", "ConfigError", "Registry", "RouterConfig"]
+__all__ = [
+    "CONFIG_FILES",
+    "CONFIG_KEY",
+    "TENANT_SEPARATOR",
+    "ConfigError",
+    "Registry",
+    "RouterConfig",
+    "config_document",
+    "files_version",
+    "read_document",
+]

@@ -74,6 +74,7 @@ class LocalRouter:
             catalog_topic=settings.topic("catalog"),
             security=settings.aiokafka_security(),
             keep=self.keeps,
+            config_topic=settings.topic("config"),
         )
         self.publisher = DecisionPublisher(producer, max_pending=max_pending)
         self.decisions_topic = settings.topic("decisions")

@@ -211,7 +211,7 @@ class RouterClient:
         if self._ensure_topics:
             suffixes = ["requests", "feedback"]
             if self.mode == "local":
-                suffixes += ["decisions", "shadow-decisions", "state", "catalog"]
+                suffixes += ["decisions", "shadow-decisions", "state", "catalog", "config"]
         reply = self.reply_topic if self._owns_reply_topic else None
         await create_client_topics(self.settings, self.client_id, suffixes, reply)
         self._created_reply_topic = self._owns_reply_topic

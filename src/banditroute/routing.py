@@ -53,6 +53,8 @@ class RoutingSnapshot:
     """The task types configured in policy.yaml."""
     limits: Limits
     """Caps on client-named keys (policy.yaml ``limits``)."""
+    config_version: str = "1"
+    """The configuration's version, recorded in each decision's ``policy.version``."""
 
     @classmethod
     def build(
@@ -67,6 +69,7 @@ class RoutingSnapshot:
         per_tenant: frozenset[str] | bool,
         shadow: Mapping[str, Any] | None,
         limits: Limits | None = None,
+        config_version: str = "1",
     ) -> RoutingSnapshot:
         """Resolve every configured task type now, so that reading a snapshot never computes or caches."""
 
@@ -90,6 +93,7 @@ class RoutingSnapshot:
                 for task_type, mapping in task_policies.items()
             },
             limits=limits or Limits(),
+            config_version=config_version,
         )
 
     def route(self, task_type: str) -> TaskRoute:

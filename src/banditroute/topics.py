@@ -96,6 +96,18 @@ DEFAULT_TOPICS: tuple[TopicSpec, ...] = (
         sizing="one",
     ),
     TopicSpec(
+        suffix="config",
+        key="the constant 'config'",
+        value="config document: {schema_version, version, files: {models.yaml, policy.yaml, rules.yaml}, "
+        "pushed_by, pushed_at}",
+        partitions="1 (one document; every worker and local-mode client reads it)",
+        cleanup_policy="compact",
+        retention_ms=None,
+        description="The routing configuration as one versioned document (`banditroute config push`); "
+        "workers and local-mode clients apply the newest one, over their config folder.",
+        sizing="one",
+    ),
+    TopicSpec(
         suffix="state",
         key="task_type",
         value="posterior snapshot (binary, internal format)",

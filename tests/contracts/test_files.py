@@ -78,6 +78,7 @@ def test_topics_and_asyncapi_reference_existing_schemas() -> None:
             "shadow-decisions",
             "feedback",
             "catalog",
+            "config",
             "state",
             "outcomes",
             "deadletter",
@@ -85,6 +86,7 @@ def test_topics_and_asyncapi_reference_existing_schemas() -> None:
     }
     assert names["banditroute.catalog"]["cleanup_policy"] == "compact"
     assert names["banditroute.state"]["cleanup_policy"] == "compact"
+    assert names["banditroute.config"]["cleanup_policy"] == "compact"
     api = yaml.safe_load((STREAMS / "asyncapi.yaml").read_text())
     assert api["asyncapi"].startswith("3.")
     for message in api["components"]["messages"].values():

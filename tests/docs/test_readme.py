@@ -30,6 +30,7 @@ README_BOOTSTRAP = "127.0.0.1:9092"
 USAGE = (
     "banditroute worker &",
     "RouterClient(",
+    'RouterClient(mode="local"',
     "SyncRouterClient(",
     "banditroute route --task-type",
     "banditroute route --file",
@@ -42,6 +43,7 @@ USAGE = (
     "banditroute state",
     "banditroute catalog add",
     "banditroute catalog list",
+    "banditroute config push",
     "banditroute bench route",
     "read_topic(",
     "banditroute replay",

@@ -26,7 +26,9 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from click.testing import CliRunner
 
+from banditroute.cli import main
 from banditroute.client import RouterClient, default_route_reason, ensure_topics
 from banditroute.config import PACKAGED_CONFIG
 from banditroute.core import new_state
@@ -186,6 +188,33 @@ async def test_local_decisions_agree_and_are_learnt_exactly_once(
             asked = await local.route("chat", timeout_s=60.0)
             assert asked.worker_id != local.client_id and not asked.is_default_route
             assert "local_fallback:stale" in asked.reasons.rules
+            assert all(d.policy.version.startswith("files-") for d in remote_decisions + local_decisions)
+
+        # 5. a configuration pushed to the config topic is applied by the worker and by local clients
+        pushed = write_config(tmp_path / "pushed")
+        (pushed / "rules.yaml").write_text(
+            "rules:\n  - {name: pin-budget, task_types: [chat], pin: budget}\n"
+        )
+        out = await asyncio.to_thread(
+            CliRunner().invoke,
+            main,
+            ["config", "push", str(pushed), "--format", "json"],
+            env={"BANDITROUTE_KAFKA_BOOTSTRAP": kafka_bootstrap, "BANDITROUTE_TOPIC_PREFIX": prefix},
+        )
+        assert out.exit_code == 0, out.output
+        assert orjson.loads(out.output)["version"] == 1
+        async with (
+            RouterClient(settings, start_timeout_s=30.0) as remote,
+            RouterClient(settings, mode="local", start_timeout_s=30.0) as local,
+        ):
+            for client in (remote, local):
+                deadline = time.monotonic() + 30
+                decision = await client.route("chat", timeout_s=30.0)
+                while decision.policy.version != "config-v1" and time.monotonic() < deadline:
+                    await asyncio.sleep(0.5)  # the worker polls its reader; the local client read it at start
+                    decision = await client.route("chat", timeout_s=30.0)
+                assert decision.policy.version == "config-v1"
+                assert decision.model == "budget" and "pin-budget" in decision.reasons.rules
     finally:
         codes = [w.terminate() for w in workers]
     assert codes[-1] == 0, f"see {tmp_path}/w1.log"

@@ -162,7 +162,7 @@ class DecideLogic:
         choice = choose(state, models, policy, constraints, self.shadow_rng, now_s, pinned=pin)
         decision = self.decision_dict(request, key, choice, applied, now_s, t0)
         decision["decision_id"] = f"s:{request.request_id}"
-        decision["policy"] = {"name": name, "version": POLICY_VERSION}
+        decision["policy"] = {"name": name, "version": self.registry.snapshot.config_version}
         decision["shadow"] = True
         return decision
 
@@ -205,9 +205,11 @@ class DecideLogic:
         }
 
     def _policy_ref(self, name: str) -> dict[str, str]:
+        """``{name, version}``: the policy and the configuration version it decided with (one dict each)."""
+        version = self.registry.snapshot.config_version
         ref = self._policy_refs.get(name)
-        if ref is None:
-            ref = self._policy_refs[name] = {"name": name, "version": POLICY_VERSION}
+        if ref is None or ref["version"] != version:
+            ref = self._policy_refs[name] = {"name": name, "version": version}
         return ref
 
     def take_shadow(self) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "tail": "banditroute.cli.tail_cmd:tail",
     "state": "banditroute.cli.state_cmd:state",
     "catalog": "banditroute.cli.catalog_cmd:catalog",
+    "config": "banditroute.cli.config_cmd:config",
     "init": "banditroute.cli.init_cmd:init",
     "worker": "banditroute.cli.worker_cmd:worker",
     "soak": "banditroute.cli.soak_cmd:soak",

@@ -18,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from banditroute.codec import decode
-from banditroute.config import Registry
+from banditroute.config import ConfigError, Registry
 from banditroute.core import decode_state
 from banditroute.events import ModelCatalogEvent
 from banditroute.kafka.topics import partitions_of
@@ -42,6 +42,7 @@ class StateReader:
         on_catalog: Callable[[], None] = lambda: None,
         on_forget: Callable[[str], None] = lambda _key: None,
         keep: Callable[[str], bool] | None = None,
+        config_topic: str | None = None,
     ) -> None:
         """``keep`` (a client in local mode): which state keys to hold; of the others only their place in the
         topic is remembered (:meth:`StateView.remember`), so they can be read back when wanted."""
@@ -58,6 +59,9 @@ class StateReader:
         self._fetcher: AIOKafkaConsumer | None = None
         self._fetch_lock = asyncio.Lock()
         self.keep = keep
+        self.config_topic = config_topic
+        self.config_version: int | None = None
+        """Version of the config-topic document in use (None: the config folder)."""
         self.read = 0
         self.polled_at = 0.0
         """``time.monotonic()`` of the last successful poll of the topics (0 before the first)."""
@@ -70,7 +74,9 @@ class StateReader:
     async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         while not self._stopping.is_set():
             tps: list[TopicPartition] = []
-            for topic in (self.state_topic, self.catalog_topic):
+            for topic in (self.state_topic, self.catalog_topic, self.config_topic):
+                if topic is None:
+                    continue
                 parts = await partitions_of(consumer, topic, require_leader=True)
                 tps.extend(TopicPartition(topic, p) for p in sorted(parts))
             if any(tp.topic == self.state_topic for tp in tps) and any(
@@ -167,6 +173,17 @@ class StateReader:
             if raw is not None and view.get(key) is None:
                 view.offer(key, decode_state(raw), where)
 
+    def _apply_config(self, raw: bytes | None) -> None:
+        if raw is None:
+            return
+        try:
+            self.config_version = self.registry.apply_document(raw)
+        except ConfigError as exc:  # validated by `banditroute config push`; a hand-made record is refused
+            log.error("config topic: document refused, keeping the configuration in use: %s", exc)
+            return
+        log.info("configuration applied from the config topic", extra={"config_version": self.config_version})
+        self.on_catalog()
+
     def _apply(self, record: Any) -> None:
         self.read += 1
         try:
@@ -183,6 +200,8 @@ class StateReader:
                     self.view.remember(key, where)
                     return
                 self.view.offer(key, decode_state(record.value), where)
+            elif record.topic == self.config_topic:
+                self._apply_config(record.value)
             else:
                 event = decode(ModelCatalogEvent, record.value)
                 if isinstance(event, ModelCatalogEvent):
