@@ -82,6 +82,7 @@ def local_client_process(
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=30)
+        proc.stdout.close()
 
 
 def _report_line(proc: Any, timeout_s: float) -> dict[str, Any]:
