@@ -37,6 +37,7 @@ from banditroute.events import DeadLetter, DeadLetterReason, Feedback, ModelCata
 from banditroute.kafka import backoff
 from banditroute.kafka.admin import admin_client, check_partitions, create_topics, new_topic
 from banditroute.kafka.decide_service import DecideService
+from banditroute.kafka.decision_publisher import is_local_origin
 from banditroute.kafka.decision_reader import DecisionReader
 from banditroute.kafka.gaps import GapFiller
 from banditroute.kafka.outbox import Outbox
@@ -92,6 +93,10 @@ class Router:
         self.decisions_by_model: Counter[tuple[str, str]] = Counter()
         """Decisions by (task type label, model): named task types only, the rest under ``other`` (web/top.py)."""
         self.top = TopTaskTypes()
+        self.client_top = TopTaskTypes()
+        self.local_decisions: Counter[tuple[str, str]] = Counter()
+        """Local-mode clients' decisions joined here, by (client id label, model): the 20 busiest clients by
+        name, the rest under ``other`` (web/top.py)."""
         self._configure_top()
         self.capped: Counter[str] = Counter({cap: 0 for cap in CAPS})
         """Requests a cap applied to, by cap (policy.yaml ``limits``)."""
@@ -298,6 +303,10 @@ class Router:
                     results.append(self.join.on_tick(msg.partition, msg.offset, sent_at))
             elif msg.topic == self.decisions.get_topic_name():
                 decision = orjson.loads(msg.value)
+                if is_local_origin(msg.headers):  # a local-mode client's decision (worker_id = its client id)
+                    self.client_top.count(
+                        self.local_decisions, str(decision["worker_id"]), str(decision["model"]), now
+                    )
                 decision["task_key"] = decision.get("state_key") or self.registry.state_key(
                     decision.get("tenant"), decision["task_type"]
                 )

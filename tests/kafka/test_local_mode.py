@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,7 @@ from banditroute.core.state import replace_state
 from banditroute.events import RoutingDecision
 from banditroute.settings import Settings
 from tests.kafka.router_world import observations, wait_learned, write_config
-from tests.reliability.support import decisions_of, start_worker
+from tests.reliability.support import decisions_of, start_web_worker, start_worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
@@ -99,6 +100,11 @@ def _report_line(proc: Any, timeout_s: float) -> dict[str, Any]:
     raise AssertionError(f"no report from the local client: {b''.join(seen).decode(errors='replace')}")
 
 
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - localhost test server
+        return str(resp.read().decode())
+
+
 async def _learned(bootstrap: str, prefix: str, expected: int) -> float:
     states = await wait_learned(bootstrap, prefix, expected, timeout_s=120)
     return sum(observations(s) for s in states.values())
@@ -149,7 +155,8 @@ async def test_local_decisions_agree_and_are_learnt_exactly_once(
     prefix = unique_prefix
     config_dir = write_config(tmp_path / "config")
     settings = _settings(kafka_bootstrap, prefix, config_dir)
-    workers = [start_worker(tmp_path, kafka_bootstrap, prefix, "w0", config_dir)]
+    web_worker, port = start_web_worker(tmp_path, kafka_bootstrap, prefix, config_dir)
+    workers = [web_worker]
     try:
         async with RouterClient(settings, start_timeout_s=30.0) as remote:
             assert (await remote.route("chat", timeout_s=90.0)).worker_id is not None  # the worker decides
@@ -162,6 +169,16 @@ async def test_local_decisions_agree_and_are_learnt_exactly_once(
         assert await _learned(kafka_bootstrap, prefix, 300) == 300
         by_client = Counter(d["worker_id"] for d in await decisions_of(kafka_bootstrap, prefix))
         assert by_client[report["client_id"]] == 300
+        # the worker counts them per client, on /metrics and in /api/stats (the dashboard's source)
+        metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+        counted = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith(f'banditroute_local_decisions_total{{client="{report["client_id"]}"')
+        )
+        assert counted == 300, [line for line in metrics.splitlines() if "local_decisions" in line]
+        stats = orjson.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/api/stats"))
+        assert sum(stats["local_decisions_by_client"][report["client_id"]].values()) == 300
 
         # 2. the worker is SIGKILLed while it joins a second client's decisions; a new one takes over
         with local_client_process(kafka_bootstrap, prefix, config_dir, 300, seed=6) as proc:

@@ -18,13 +18,16 @@ import logging
 import time
 from typing import Any
 
-from banditroute.kafka.outbox import PartitionBatches
+from banditroute.kafka.outbox import Headers, PartitionBatches
 from banditroute.kafka.topics import partition_for
 
 log = logging.getLogger("banditroute.client")
 
 MAX_IN_FLIGHT = 8
 """Shipped batches that may await acknowledgement while the next one is shipped."""
+ORIGIN_HEADER = "banditroute-origin"
+"""Header of every record a local-mode client publishes (value ``local``): workers count them per client."""
+ORIGIN_LOCAL: Headers = [(ORIGIN_HEADER, b"local")]
 LAG_SAMPLES = 200_000
 """How many publish lags (route() returning -> acknowledged) are kept for ``banditroute bench route``."""
 
@@ -121,8 +124,8 @@ class DecisionPublisher:
     async def _submit(self, items: list[tuple[str, int, bytes, bytes, float]]) -> list[asyncio.Future[Any]]:
         batches = PartitionBatches(self.producer)
         for topic, partition, key, value, _at in items:
-            if not batches.try_append(topic, partition, key, value):
-                await batches.add(topic, partition, key, value)
+            if not batches.try_append(topic, partition, key, value, ORIGIN_LOCAL):
+                await batches.add(topic, partition, key, value, ORIGIN_LOCAL)
         return await batches.submit()
 
     async def _acknowledged(
@@ -165,4 +168,9 @@ class DecisionPublisher:
             log.warning("%d decisions not published at close (broker unreachable)", left)
 
 
-__all__ = ["LAG_SAMPLES", "MAX_IN_FLIGHT", "DecisionPublisher"]
+def is_local_origin(headers: Any) -> bool:
+    """Whether a record's headers mark it as published by a local-mode client."""
+    return any(key == ORIGIN_HEADER and value == b"local" for key, value in headers or ())
+
+
+__all__ = ["LAG_SAMPLES", "MAX_IN_FLIGHT", "ORIGIN_HEADER", "DecisionPublisher", "is_local_origin"]

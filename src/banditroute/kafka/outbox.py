@@ -16,6 +16,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+Headers = list[tuple[str, bytes]]
+"""Kafka record headers: (name, value) pairs (aiokafka's record builder wants a list)."""
+NO_HEADERS: Headers = []
+
 
 class PartitionBatches:
     """Per-(topic, partition) record batches of one poll, submitted with ``send_batch``."""
@@ -27,27 +31,45 @@ class PartitionBatches:
         self.builders: dict[tuple[str, int], Any] = {}
         self.futures: list[asyncio.Future[Any]] = []
 
-    def try_append(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> bool:
+    def try_append(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers = NO_HEADERS,
+    ) -> bool:
         """Append without awaiting; False when that partition's batch is full (then :meth:`add` it)."""
         builder = self.builders.get((topic, partition))
         if builder is None:
             builder = self.builders[(topic, partition)] = self.producer.create_batch()
-        return builder.append(timestamp=None, key=key, value=value) is not None
+        return builder.append(timestamp=None, key=key, value=value, headers=headers) is not None
 
-    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+    async def add(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers = NO_HEADERS,
+    ) -> None:
         slot = (topic, partition)
         builder = self.builders.get(slot)
         if builder is None:
             builder = self.builders[slot] = self.producer.create_batch()
-        if builder.append(timestamp=None, key=key, value=value) is not None:
+        if builder.append(timestamp=None, key=key, value=value, headers=headers) is not None:
             return
         # full: ship it and start another; a record too large for an empty batch goes alone via send()
         if builder.record_count():
             self.futures.append(await self.producer.send_batch(builder, topic, partition=partition))
             builder = self.builders[slot] = self.producer.create_batch()
-        if builder.append(timestamp=None, key=key, value=value) is None:
+        if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             del self.builders[slot]
-            self.futures.append(await self.producer.send(topic, key=key, value=value, partition=partition))
+            self.futures.append(
+                await self.producer.send(
+                    topic, key=key, value=value, partition=partition, headers=headers or None
+                )
+            )
 
     async def submit(self) -> list[asyncio.Future[Any]]:
         for (topic, partition), builder in self.builders.items():

@@ -93,6 +93,16 @@ class RouterCollector:
         yield join
         yield _gauge("banditroute_join_in_flight", "Entries held in the join table.", r.join.in_flight())
 
+        local = CounterMetricFamily(
+            "banditroute_local_decisions",
+            "Decisions of local-mode clients joined by this worker, by client id (the 20 busiest; the rest: "
+            "other) and model.",
+            labels=["client", "model"],
+        )
+        for (client, model), n in sorted(dict(getattr(r, "local_decisions", {})).items()):
+            local.add_metric([client, model], n)
+        yield local
+
         capped = CounterMetricFamily(
             "banditroute_capped_requests",
             "Requests a cap on client-named keys applied to (policy.yaml limits), by cap.",

@@ -172,6 +172,7 @@ def stats_json(router: Any, lag: dict[str, Any] | None = None, now_s: float | No
         "worker_id": router.worker_id,
         "decided": int(router.decider.decided),
         "decisions_by_task": _by_task(router.decisions_by_model),
+        "local_decisions_by_client": _by_task(getattr(router, "local_decisions", {})),
         "counters": counters,
         "join": {name: int(counters.get(name, 0)) for name in JOIN_COUNTERS},
         "join_in_flight": int(router.join.in_flight()),

@@ -78,6 +78,10 @@
       ["unknown request", fmt.int(j.unknown_request)],
       ["outcomes learnt", fmt.int(stats.learned)],
       ["in flight (join table)", fmt.int(stats.join_in_flight)],
+      ...Object.entries(stats.local_decisions_by_client || {}).map(([client, byModel]) => [
+        "local-mode decisions: " + client,
+        fmt.int(Object.values(byModel).reduce((a, b) => a + b, 0)),
+      ]),
     ]);
     const dead = Object.entries(stats.dead_letters).filter(([, n]) => n > 0);
     fillKV(document.getElementById("dead-table"), dead.length ? dead.map(([k, n]) => ["dead letters: " + k, fmt.int(n)]) : [["dead letters", "0"]]);
