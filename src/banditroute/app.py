@@ -15,7 +15,6 @@ helper); the long-running loops are ``LoopService``s registered on the app, so t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -28,16 +27,17 @@ import orjson
 
 from banditroute import memory
 from banditroute.agents.decide import DecideLogic, StateView
-from banditroute.agents.join import FeedbackRecord, JoinLogic, JoinResult
+from banditroute.agents.join import JoinLogic
 from banditroute.agents.learn import LearnLogic
-from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter, unknown_model_check
+from banditroute.agents.pending import PendingStore
+from banditroute.codec import DeadLetterCounter, decode_record, encode
 from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core import TaskState
-from banditroute.events import DeadLetter, DeadLetterReason, Feedback, ModelCatalogEvent
+from banditroute.events import DeadLetter, ModelCatalogEvent
+from banditroute.join_io import TICK_HEADER, JoinIO
 from banditroute.kafka import backoff
 from banditroute.kafka.admin import admin_client, check_partitions, create_topics, new_topic
 from banditroute.kafka.decide_service import DecideService
-from banditroute.kafka.decision_publisher import is_local_origin
 from banditroute.kafka.decision_reader import DecisionReader
 from banditroute.kafka.gaps import GapFiller
 from banditroute.kafka.outbox import Outbox
@@ -53,32 +53,15 @@ from banditroute.web.top import TopTaskTypes
 
 log = logging.getLogger("banditroute.worker")
 
-TICK_HEADER = "banditroute-tick"
-
-
-def _tick_time(headers: Any) -> float | None:
-    """The send time of a tick record, or None for an ordinary record."""
-    for key, value in headers or ():
-        if key == TICK_HEADER:
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                return 0.0
-    return None
-
-
 TICK_INTERVAL_S = 1.0
 FOLLOW_INTERVAL_S = 0.2
 """How often the decision reader's partitions are checked against faust's settled assignment."""
 EVICT_INTERVAL_S = 30.0
 """How often held states are checked for idleness (policy.yaml ``limits.idle_evict_s``; a quarter of it when
 that is shorter)."""
-JOIN_BATCH = 2000
-JOIN_WITHIN_S = 0.05
-"""The join waits up to this long to fill a batch: each batch costs one acknowledged changelog round trip."""
 
 
-class Router:
+class Router(JoinIO):
     """One banditroute worker: build it from settings, then run ``router.app`` with a faust Worker."""
 
     def __init__(self, settings: Settings, config: RouterConfig | None = None) -> None:
@@ -144,7 +127,8 @@ class Router:
         )
         self.pending_view = StagedTable(self.request_to_pending, self._partition_of_request)
         self.early_view = StagedTable(self.request_to_early_feedback, self._partition_of_request)
-        self.join = JoinLogic(self.pending_view, self.early_view, self.registry.join_policy)
+        self.join = JoinLogic(PendingStore(self.pending_view), self.early_view, self.registry.join_policy)
+        self._init_join()
         self.state_view = StagedTable(self.task_to_state, self._partition_of_task)
         self.learn = LearnLogic(self.state_view, self.registry, self._on_learned)
         self.decide_logic = DecideLogic(
@@ -166,6 +150,8 @@ class Router:
             dead_letters=self.dead_letters,
             on_decision=self._on_decision,
             session_timeout_s=s.session_timeout_s,
+            follow=True,  # the partitions of faust's feedback assignment (join_io.py)
+            on_pending=self._on_pending,
         )
         self.gaps = GapFiller(s.kafka_bootstrap, s.aiokafka_security(), self.counters)
         self.outbox = Outbox(s.kafka_bootstrap, s.aiokafka_security())  # the join's
@@ -181,14 +167,16 @@ class Router:
             on_forget=self._drop_learnt,
             config_topic=s.topic("config"),
         )
-        # decisions reach the join through a raw batch loop on faust's assignment (kafka/decision_reader.py)
-        self._join_lock = asyncio.Lock()  # one join batch at a time: feedback (faust agent) or decisions
+        # decisions others publish reach the join through a raw batch loop on faust's assignment; it also
+        # rebuilds the pending entries after a restart or a rebalance (kafka/decision_reader.py, join_io.py)
         self.decision_reader = DecisionReader(
             self._join_decisions,
             bootstrap=s.kafka_bootstrap,
             topic=self.decisions.get_topic_name(),
             group_id=f"{s.app_id}.join-decisions",
             security=s.aiokafka_security(),
+            floor=self._join_floor,
+            on_commit=self._on_join_commit,
         )
         app.agent(self.feedback, name="join_feedback")(self._join_feedback)
         app.agent(self.outcomes, name="learn")(self._learn)
@@ -242,8 +230,9 @@ class Router:
             )
 
     async def _on_revoked(self, _sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        """Before faust moves partitions: the decision reader finishes its batch and lets go of all of them."""
-        await self.decision_reader.assign(())
+        """Before faust moves partitions: the decide loop hands over what it decided, the decision reader
+        finishes its batch, and both let go of all of them."""
+        await self._release()
 
     async def _on_assigned(self, _sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
@@ -252,118 +241,11 @@ class Router:
         streams = {t.get_topic_name() for t in (self.feedback, self.outcomes, self.catalog)}
         await self.gaps.seed(self.settings.app_id, [tp for tp in assigned if tp.topic in streams])
 
-    def _partition_of_request(self, request_id: str) -> int:
-        """Where Kafka's default partitioner puts a record keyed by this request id (decisions, feedback)."""
-        return partition_for(request_id.encode(), self.settings.partitions)
-
     def _partition_of_task(self, key: str) -> int:
         """Where an outcome keyed by this state key lands (JSON key, like the state table's)."""
         return partition_for(orjson.dumps(key), self.settings.state_partitions)
 
-    # -- agents -------------------------------------------------------------------------------------------
-    async def _join_feedback(self, stream: Any) -> None:
-        """Join feedback in batches; join state is durable before any outcome is published."""
-        async for events in stream.take_events(JOIN_BATCH, within=JOIN_WITHIN_S):
-            async with self._join_lock:
-                results: list[JoinResult] = []
-                for event in events:
-                    msg = event.message
-                    for missed in await self.gaps.missed(msg):
-                        await self._join_record(missed, results)
-                    await self._join_record(msg, results)
-                await self._finish_join(results)  # before faust acks the batch
-
-    async def _join_decisions(self, records: list[Any]) -> None:
-        """One batch from the decision reader (committed by it once this returns)."""
-        async with self._join_lock:
-            results: list[JoinResult] = []
-            for record in records:
-                await self._join_record(record, results)
-            await self._finish_join(results)
-
-    async def _finish_join(self, results: list[JoinResult]) -> None:
-        """Join state acknowledged first, then outcomes and dead letters."""
-        await self.pending_view.flush(self.outbox.send_to)
-        await self.early_view.flush(self.outbox.send_to)
-        await self.outbox.drain()
-        for result in results:
-            await self._publish(result)
-        await self.outbox.drain()
-
-    async def _join_record(self, msg: Any, results: list[JoinResult]) -> None:
-        now = time.time()
-        try:
-            tick = _tick_time(msg.headers)
-            if tick is not None:
-                # a tick stamped in the future (a forged header) acts as one sent now
-                sent_at = min(tick, now)
-                if msg.topic == self.decisions.get_topic_name():
-                    results.append(self.join.on_decisions_tick(msg.partition, sent_at))
-                else:
-                    results.append(self.join.on_tick(msg.partition, msg.offset, sent_at))
-            elif msg.topic == self.decisions.get_topic_name():
-                decision = orjson.loads(msg.value)
-                if is_local_origin(msg.headers):  # a local-mode client's decision (worker_id = its client id)
-                    self.client_top.count(
-                        self.local_decisions, str(decision["worker_id"]), str(decision["model"]), now
-                    )
-                decision["task_key"] = decision.get("state_key") or self.registry.state_key(
-                    decision.get("tenant"), decision["task_type"]
-                )
-                results.append(self.join.on_decision(decision, msg.partition, msg.offset, now))
-            else:
-                results.append(await self._join_one_feedback(msg, now))
-        except Exception as exc:  # never let one record stop the join; the bug is kept with its input
-            log.exception("join failed", extra={"topic": msg.topic, "offset": msg.offset})
-            await self._dead_letter(
-                msg.value,
-                msg.topic,
-                msg.partition,
-                msg.offset,
-                DeadLetterReason.INTERNAL_ERROR,
-                f"the join failed on this record: {type(exc).__name__}: {exc}",
-            )
-
-    async def _join_one_feedback(self, msg: Any, now: float) -> JoinResult:
-        checked = decode_record(
-            Feedback,
-            msg.value,
-            topic=msg.topic,
-            partition=msg.partition,
-            offset=msg.offset,
-            max_bytes=self.settings.max_payload_bytes,
-            checks=(unknown_model_check(lambda: self.registry.model_names),),
-        )
-        if isinstance(checked, DeadLetter):
-            self.dead_letters.record(checked.reason)
-            await self.outbox.send(self.deadletter.get_topic_name(), msg.topic.encode(), encode(checked))
-            return JoinResult()
-        fields = checked.model_dump(mode="json", exclude_none=True)
-        return self.join.on_feedback(FeedbackRecord(fields, bytes(msg.value), msg.partition, msg.offset), now)
-
-    async def _publish(self, result: JoinResult) -> None:
-        topic = self.outcomes.get_topic_name()
-        for outcome in result.outcomes:
-            # the key is JSON, like the state table's, so an outcome and its state share a partition
-            key = orjson.dumps(outcome["task_key"])
-            await self.outbox.send_to(
-                topic, key, orjson.dumps(outcome), partition_for(key, self.settings.state_partitions)
-            )
-        for rej in result.rejections:
-            await self._dead_letter(
-                rej.raw, self.feedback.get_topic_name(), rej.partition, rej.offset, rej.reason, rej.error
-            )
-        self.counters.update(result.counters)
-
-    async def _dead_letter(
-        self, raw: bytes | None, topic: str, partition: int, offset: int, reason: str, error: str
-    ) -> None:
-        from datetime import UTC, datetime
-
-        letter = make_dead_letter(raw, topic, partition, offset, reason, error, datetime.now(UTC))
-        self.dead_letters.record(letter.reason)
-        await self.outbox.send(self.deadletter.get_topic_name(), topic.encode(), encode(letter))
-
+    # -- agents (the join's are in join_io.py) -----------------------------------------------------------
     async def _learn(self, stream: Any) -> None:
         async for events in stream.take_events(1000, within=0.01):
             records: list[dict[str, Any]] = []
@@ -475,8 +357,9 @@ class Router:
         return bool(app.rebalancing or app.in_recovery or not recovered)
 
     async def _follow_assignment(self) -> None:
-        """Once faust has settled (rebalance done, tables recovered, streams resumed), the decision reader reads
-        exactly the decisions partitions of the feedback partitions assigned here.
+        """Once faust has settled (rebalance done, tables recovered, streams resumed), the decide loop and the
+        decision reader take exactly the partitions of the feedback partitions assigned here (``_sync``), and
+        again whenever the decide loop restarts.
 
         Polled rather than driven by ``on_rebalance_complete``: faust sends that signal before it checks
         that the rebalance is still current, so a stale one can arrive after the next revocation.
@@ -487,15 +370,13 @@ class Router:
             if not self.ready:
                 self._announce_ready()
             feedback = self.feedback.get_topic_name()
-            owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == feedback}
-            if owned == self.decision_reader.partitions:
+            owned = frozenset(tp.partition for tp in self.app.consumer.assignment() if tp.topic == feedback)
+            if self._synced == (owned, self.decider.runs) and self.decider.assigned == owned:
                 return
-
-            self.join.rebuild_index(self._partition_of_request)  # with the recovered entries
-            self.counters["decision_reader_assignments"] += 1
-            await self.decision_reader.assign(owned, unless=self._settling)
+            if self.decider.runs:  # else the decide loop is not up yet
+                await self._sync(owned, self._settling)
         except Exception as exc:  # retried at the next interval; never crash the worker for it
-            log.warning("decision reader assignment failed: %s", exc)
+            log.warning("decide and join assignment failed: %s", exc)
 
     def _announce_ready(self) -> None:
         """Log one "worker ready" line once the decide loop has its partitions and the state is read."""

@@ -23,6 +23,7 @@ from banditroute.agents.pending import (
     EXPIRED,
     JOINED,
     PENDING,
+    OffsetWindow,
     Pending,
     compact,
     decision_id_for,
@@ -32,6 +33,9 @@ from banditroute.core.join_policy import JoinPolicy
 
 TAG_DECISIONS = 0
 TAG_FEEDBACK = 1
+TAG_WORKER = 2
+"""Decisions a worker's decide loop published (they carry its header), whether they reach the join in memory or
+through the decisions reader: a source of their own, so joins at their offsets stay in order per source."""
 
 
 def source_id(partition: int, tag: int) -> int:
@@ -82,6 +86,10 @@ class FeedbackRecord:
         return source_id(self.partition, TAG_FEEDBACK)
 
 
+KEEP_RETRY_S = 5.0
+"""How long a resolved entry the join's commit has not passed yet waits before it is checked again."""
+
+
 class JoinLogic:
     """Join decisions and feedback held in ``pending`` (request_id -> encoded :class:`Pending`).
 
@@ -110,21 +118,29 @@ class JoinLogic:
         self.clock_margin_s = clock_margin_s
         self._deadlines: dict[int, list[tuple[float, str]]] = {}
         self._early_deadlines: dict[int, list[tuple[float, str]]] = {}
+        self._hold = getattr(pending, "hold", None)  # a PendingStore keeps fresh entries in memory only
+        self.unresolved: dict[int, OffsetWindow] = {}
+        """Per decisions partition, the offsets of decisions still pending (see :meth:`oldest_unresolved`)."""
+        self.committed: dict[int, int] = {}
+        """Per decisions partition, the offset the join last committed: a resolved entry at or after it stays
+        until the commit passes it (a restart reads the decisions from there again and must find it)."""
+        self.keep_uncommitted = False
+        """Keep every resolved entry of a partition with no commit recorded yet (set by the worker)."""
 
     # -- decisions -------------------------------------------------------------------------------------
-    def on_decision(self, decision: dict[str, Any], partition: int, offset: int, now_s: float) -> JoinResult:
-        """Record a published decision so its feedback can be joined."""
+    def on_decision(
+        self, decision: dict[str, Any], partition: int, offset: int, now_s: float, tag: int = TAG_DECISIONS
+    ) -> JoinResult:
+        """Record a published decision so its feedback can be joined (``tag``: its watermark source)."""
         result = JoinResult()
         request_id = decision["request_id"]
         if decision.get("model") is None or decision.get("shadow") or decision.get("is_default_route"):
             return result  # nothing served by the router: nothing to learn
+        src = source_id(partition, tag)
         held = self.pending.get(request_id)
         if held is not None:
             entry = Pending.decode(held, request_id)
-            if (entry.joined_src, entry.joined_off) == (
-                source_id(partition, TAG_DECISIONS),
-                offset,
-            ) and entry.outcome:
+            if (entry.joined_src, entry.joined_off) == (src, offset) and entry.outcome:
                 # This very decision record completed a join before a crash: publish that outcome again
                 # (same position, so the learner skips it if it was learnt already).
                 result.outcomes.append(entry.outcome)
@@ -135,7 +151,7 @@ class JoinLogic:
         policy = self.join_policy(decision["task_type"])
         entry = Pending(
             decision_id=decision["decision_id"],
-            task_key=decision.get("task_key") or decision["task_type"],
+            task_key=decision.get("task_key") or decision.get("state_key") or decision["task_type"],
             task_type=decision["task_type"],
             tenant=decision.get("tenant"),
             model=decision["model"],
@@ -144,23 +160,51 @@ class JoinLogic:
             state_version=int(decision["state_version"]),
             policy=str((decision.get("policy") or {}).get("name", "thompson")),
             deadline_s=now_s + policy.wait_s,
+            dec_off=offset,
         )
-        self._store(request_id, entry, partition)
         parked = self.early.pop(request_id, None)
-        if parked is not None:
-            p = orjson.loads(parked)
-            fb = FeedbackRecord(p["fb"], bytes.fromhex(p["raw"]), p["p"], p["o"])
-            result.merge(
-                self._join(
-                    request_id, entry, fb, source_id(partition, TAG_DECISIONS), offset, now_s, partition
-                )
-            )
+        if parked is None:
+            self._store(request_id, entry, partition)
+            return result
+        p = orjson.loads(parked)
+        fb = FeedbackRecord(p["fb"], bytes.fromhex(p["raw"]), p["p"], p["o"])
+        result.merge(self._join(request_id, entry, fb, src, offset, now_s, partition))
+        if entry.status == PENDING:  # the parked feedback was rejected: the decision still waits
+            self._store(request_id, entry, partition)
         return result
 
     def _store(self, request_id: str, entry: Pending, partition: int) -> None:
         entry.deadline_s = round(entry.deadline_s * 1000) / 1000.0  # as stored: the heap and the table agree
-        self.pending[request_id] = entry.encode(request_id)
+        value = entry.encode(request_id)
+        if entry.status == PENDING and entry.dec_off >= 0:
+            self.unresolved.setdefault(partition, OffsetWindow()).add(entry.dec_off)
+            if self._hold is not None:
+                self._hold(request_id, value)
+            else:
+                self.pending[request_id] = value
+        else:
+            self._resolved(entry, partition)
+            self.pending[request_id] = value
         heapq.heappush(self._deadlines.setdefault(partition, []), (entry.deadline_s, request_id))
+
+    def _resolved(self, entry: Pending, partition: int) -> None:
+        window = self.unresolved.get(partition)
+        if window is not None and entry.dec_off >= 0:
+            window.remove(entry.dec_off)
+
+    def oldest_unresolved(self, partition: int) -> int | None:
+        """The offset of the oldest decision in ``partition`` still waiting for feedback (None: none waits)."""
+        window = self.unresolved.get(partition)
+        return None if window is None else window.oldest()
+
+    def forget_held(self) -> None:
+        """Let go of every partition (before a rebalance): pending entries and their offsets; the decisions
+        topic has them, and whoever owns the partitions next reads them from the committed offset."""
+        held = getattr(self.pending, "held", None)
+        if held is not None:
+            held.clear()
+        self.unresolved = {}
+        self.committed = {}
 
     # -- feedback --------------------------------------------------------------------------------------
     def on_feedback(self, fb: FeedbackRecord, now_s: float) -> JoinResult:
@@ -306,7 +350,7 @@ class JoinLogic:
                 self._early_deadlines.setdefault(partition_of(k), []), (float(orjson.loads(v)["deadline"]), k)
             )
 
-    def on_tick(self, partition: int, offset: int, sent_at_s: float) -> JoinResult:
+    def on_tick(self, partition: int, offset: int, sent_at_s: float) -> JoinResult:  # noqa: C901
         """A tick sent at ``sent_at_s`` was read from feedback ``partition``: expire what is due there
         (timeouts, old joined entries and unclaimed early feedback).
 
@@ -339,6 +383,11 @@ class JoinLogic:
                 entry.status = EXPIRED
                 entry.deadline_s = now_s + policy.keep_joined_s
                 self._store(request_id, entry, partition)
+                continue
+            kept_from = self.committed.get(partition, -1 if self.keep_uncommitted else None)
+            if kept_from is not None and entry.dec_off >= kept_from:
+                # a restart would read this decision again: keep its resolution until the commit passes it
+                heapq.heappush(heap, (now_s + KEEP_RETRY_S, request_id))
                 continue
             del self.pending[request_id]
             result.count("expired_entries")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -48,6 +49,8 @@ class Pending:
     fb_part: int = -1
     fb_off: int = -1
     outcome: dict[str, Any] | None = None
+    dec_off: int = -1
+    """Offset of the decision record in its ``decisions`` partition (-1: not known)."""
 
     def encode(self, request_id: str | None = None) -> bytes:
         """Compact JSON array, format 2: ``[2, decision_id, task_key, ...]`` where ``decision_id`` is null when
@@ -76,6 +79,7 @@ class Pending:
             self.fb_part,
             self.fb_off,
             self.outcome,
+            self.dec_off,
         ]
         while len(values) > _V2_FIXED and values[-1] == _V2_DEFAULTS[len(values) - 1 - _V2_FIXED]:
             values.pop()
@@ -104,10 +108,96 @@ class Pending:
                 v[9] / 1000.0,
                 *v[10:],
             )
-        names = [f.name for f in fields(cls)]
+        names = [f.name for f in fields(cls)][: len(v)]  # the plain array had no dec_off
         return cls(**{**dict(zip(names, v, strict=True)), "fallbacks": tuple(v[5])})
 
 
 DEFAULT_POLICY = "thompson"
 _V2_FIXED = 11  # format marker + the ten fields every entry has (through the deadline)
-_V2_DEFAULTS: tuple[Any, ...] = (PENDING, -1, -1, None, -1, -1, None)  # status .. outcome
+_V2_DEFAULTS: tuple[Any, ...] = (PENDING, -1, -1, None, -1, -1, None, -1)  # status .. dec_off
+
+
+class PendingStore(MutableMapping[str, bytes]):
+    """The join's entries: fresh pending ones in memory only (:meth:`hold`; the ``decisions`` topic is their
+    durable record, read again after a restart or a rebalance), resolved ones (joined, expired) in ``durable``
+    (the changelogged table) through ordinary writes. Reads see both."""
+
+    def __init__(self, durable: MutableMapping[str, bytes]) -> None:
+        self.held: dict[str, bytes] = {}
+        self.durable = durable
+
+    def hold(self, key: str, value: bytes) -> None:
+        self.held[key] = value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.held.get(key)
+        if value is None:
+            return self.durable.get(key, default)
+        return value
+
+    def __getitem__(self, key: str) -> bytes:
+        value = self.held.get(key)
+        return self.durable[key] if value is None else value
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.held.pop(key, None)
+        self.durable[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if self.held.pop(key, None) is None:
+            del self.durable[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.held or key in self.durable
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self.held, *self.durable])
+
+    def __len__(self) -> int:
+        return len(self.held) + len(self.durable)
+
+
+class OffsetWindow:
+    """The offsets of one partition's unresolved decisions: one byte per offset from the oldest one on, so the
+    oldest unresolved offset (what the join commits) is known without a per-entry index."""
+
+    __slots__ = ("base", "start", "flags", "count")
+
+    def __init__(self) -> None:
+        self.base = 0  # offset of flags[0]
+        self.start = 0  # flags[:start] are all clear
+        self.flags = bytearray()
+        self.count = 0
+
+    def add(self, offset: int) -> None:
+        if self.count == 0:
+            self.base, self.start, self.flags = offset, 0, bytearray(1)
+        elif offset < self.base:
+            self.flags[0:0] = bytes(self.base - offset)
+            self.base, self.start = offset, 0
+        i = offset - self.base
+        if i >= len(self.flags):
+            self.flags.extend(bytes(i + 1 - len(self.flags)))
+        if not self.flags[i]:
+            self.flags[i] = 1
+            self.count += 1
+            self.start = min(self.start, i)
+
+    def remove(self, offset: int) -> None:
+        i = offset - self.base
+        if self.count == 0 or not 0 <= i < len(self.flags) or not self.flags[i]:
+            return
+        self.flags[i] = 0
+        self.count -= 1
+        if self.count == 0:
+            self.flags, self.start = bytearray(), 0
+        elif i == self.start:
+            self.start = self.flags.index(1, i)
+            if self.start > 4096 and self.start * 2 > len(self.flags):  # let go of the cleared head
+                del self.flags[: self.start]
+                self.base += self.start
+                self.start = 0
+
+    def oldest(self) -> int | None:
+        """The oldest unresolved offset, or None when every decision is resolved."""
+        return self.base + self.start if self.count else None

@@ -1,9 +1,10 @@
 """``banditroute bench e2e``: one router worker on the real broker, against a raw relay ceiling, same run.
 
 Method (each side in turn, each in a subprocess on 4-partition requests and decisions topics under a fresh
-prefix): the raw relay (the ceiling), the worker's decide loop alone (``DecideService`` without the faust app:
-validation, routing, the decision event; ``decide_only_*`` keys), then the full ``banditroute worker`` (decide
-plus the join and learn agents; ``router_*`` keys):
+prefix): the full ``banditroute worker`` (decide plus the join and learn agents; ``router_*`` keys), the raw
+relay (the ceiling), the worker's decide loop alone (``DecideService`` without the faust app: validation,
+routing, the decision event; ``decide_only_*`` keys), then, with ``workers``, 1, 2, 4... worker processes on
+``worker_partitions`` partitions (``workers`` {n: decisions/s}):
 
 1. **Sustained rate.** The requests topic is pre-filled with ``requests`` requests (the relay gets
    ``RELAY_FACTOR`` times as many, it drains faster), then the process is started. A consumer of the decisions
@@ -14,8 +15,11 @@ plus the join and learn agents; ``router_*`` keys):
    ``processed_per_s`` is requests / (first decision .. idle), i.e. decide *and* join of the whole backlog.
    The sustained rate (``router_per_s``, ``relay_per_s``) is the smaller of the two: what the process keeps
    up with indefinitely.
-2. **Latency under load.** With the process warm and idle, an open-loop paced producer sends requests at 25 %,
-   50 % and 90 % of the side's own sustained rate, ``seconds`` per level. The latency of a request is the time from its
+2. **Latency under load.** With the process warm and idle, an open-loop paced producer sends requests at the
+   same absolute rates to both sides (1,000/s, 5,000/s and half the router's sustained rate; ``latency_at_ms``,
+   ``relay_latency_at_ms``), and at shares of the side's own sustained rate (``loads``, 50 % by default;
+   ``latency_ms``), ``seconds`` per level. ``added_ms`` is the router's p50/p99 minus the relay's at each
+   absolute rate. The latency of a request is the time from its
    ``producer.send`` call to the arrival of its decision (matched by key) at the bench's consumer: producer
    batching, broker, worker, broker and the consumer's fetch all count. The first ``WARMUP_S`` of each level
    is not measured. Requests whose decision does not arrive within ``DRAIN_TIMEOUT_S`` are counted as lost.
@@ -64,8 +68,9 @@ class Collector(TopicTail):
 
     max_records = 20_000
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, partitions: int = PARTITIONS) -> None:
         super().__init__(bootstrap, topic)
+        self.partitions = partitions
         self.count = 0
         self.marks: list[tuple[float, int]] = []  # (arrival time, cumulative count) per fetched batch
         self.sent: dict[bytes, float] = {}  # key -> send time, for requests whose latency is measured
@@ -94,6 +99,22 @@ class Collector(TopicTail):
             if not alive():
                 raise RuntimeError("the benchmarked process exited")
             await asyncio.sleep(0.05)
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=5,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await self._consumer.start()
+        tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self._task = asyncio.create_task(self._run())
 
     def rate_between(self, lo: int, hi: int) -> float:
         t_lo = next((t, c) for t, c in self.marks if c >= lo)
@@ -174,9 +195,11 @@ async def measure_side(
     requests: int,
     seconds: float,
     loads: tuple[int, ...] = LOADS,
+    rates: tuple[float, ...] | Callable[[float], tuple[float, ...]] = (),
     on_started: Callable[[BenchWorker], Any] | None = None,
 ) -> dict[str, Any]:
-    """Sustained rate, then latency at each load level, for one process (router worker or relay)."""
+    """Sustained rate, then latency at each load level (a share of its own sustained rate) and at each
+    absolute rate (``rates``, or a function of the sustained rate), for one process (router worker or relay)."""
     prefix = new_prefix(kind)
     requests_topic, decisions_topic = f"{prefix}.requests", f"{prefix}.decisions"
     await create_topics(bootstrap, [requests_topic, decisions_topic])
@@ -225,6 +248,14 @@ async def measure_side(
                 (cpu_seconds(proc.pid) - cpu_before) / max(level["achieved_send_per_s"] * seconds, 1) * 1e6
             )
             out["latency_ms"][str(load)] = level
+        out["latency_at_ms"] = {}
+        for rate in rates(sustained) if callable(rates) else rates:
+            cpu_before = cpu_seconds(proc.pid)
+            level = await paced(producer, collector, requests_topic, rate, seconds, f"r{int(rate)}")
+            level["cpu_us_per_request"] = (
+                (cpu_seconds(proc.pid) - cpu_before) / max(level["achieved_send_per_s"] * seconds, 1) * 1e6
+            )
+            out["latency_at_ms"][str(int(rate))] = level
         out["worker_log_tail"] = proc.log_tail(600) if kind == "router" and not proc.alive() else None
         return out
     finally:
@@ -234,31 +265,32 @@ async def measure_side(
         await delete_topics(bootstrap, prefix)
 
 
+FIXED_RATES = (1000.0, 5000.0)
+"""Absolute rates (requests/s) at which the relay's and the router's latency are compared; the third is half of
+the router's sustained rate."""
+
+
+def _added(router: dict[str, Any], relay: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Router minus relay latency at each rate both were measured at."""
+    return {
+        rate: {q: router[rate][q] - relay[rate][q] for q in ("p50", "p99")}
+        for rate in router
+        if rate in relay
+    }
+
+
 async def run_e2e_bench(
     bootstrap: str,
     *,
     requests: int = 30_000,
     seconds: float = 5.0,
-    loads: tuple[int, ...] = LOADS,
+    loads: tuple[int, ...] = (50,),
+    workers: tuple[int, ...] = (),
+    worker_partitions: int = 8,
     on_started: Callable[[BenchWorker], Any] | None = None,
 ) -> dict[str, Any]:
-    """Relay then router; see the module docstring."""
-    relay = await measure_side(
-        bootstrap,
-        "relay",
-        ("banditroute.bench.relay", "{relay}"),
-        requests=requests * RELAY_FACTOR,
-        seconds=seconds,
-        loads=loads,
-    )
-    decide = await measure_side(
-        bootstrap,
-        "decide",
-        ("banditroute.bench.relay", "decide", "{relay}"),
-        requests=requests * RELAY_FACTOR,
-        seconds=seconds,
-        loads=loads,
-    )
+    """Router, then the relay at the same absolute rates, the decide loop alone, and optionally the router
+    with several worker processes; see the module docstring."""
     router = await measure_side(
         bootstrap,
         "router",
@@ -266,8 +298,32 @@ async def run_e2e_bench(
         requests=requests,
         seconds=seconds,
         loads=loads,
+        rates=lambda sustained: (*FIXED_RATES, round(sustained / 2)),
         on_started=on_started,
     )
+    rates = tuple(float(r) for r in router["latency_at_ms"])
+    relay = await measure_side(
+        bootstrap,
+        "relay",
+        ("banditroute.bench.relay", "{relay}"),
+        requests=requests * RELAY_FACTOR,
+        seconds=seconds,
+        loads=loads,
+        rates=rates,
+    )
+    decide = await measure_side(
+        bootstrap,
+        "decide",
+        ("banditroute.bench.relay", "decide", "{relay}"),
+        requests=requests * RELAY_FACTOR,
+        seconds=seconds,
+        loads=(),
+    )
+    half = str(round(router["per_s"] / 2))
+    scaled = {
+        str(n): await measure_workers(bootstrap, n, requests=requests * n, partitions=worker_partitions)
+        for n in workers
+    }
     return {
         "router_per_s": router["per_s"],
         "relay_per_s": relay["per_s"],
@@ -275,14 +331,23 @@ async def run_e2e_bench(
         "cpu_ratio": relay["cpu_us_per_request"] / router["cpu_us_per_request"]
         if router["cpu_us_per_request"]
         else float("nan"),
+        "added_ms": _added(router["latency_at_ms"], relay["latency_at_ms"]),
+        "added_ms_half_sustained_rate": half,
+        "workers": {n: r["per_s"] for n, r in scaled.items()},
+        "workers_detail": scaled,
+        "latency_at_ms": router["latency_at_ms"],
+        "relay_latency_at_ms": relay["latency_at_ms"],
         "latency_ms": router["latency_ms"],
         "relay_latency_ms": relay["latency_ms"],
         "router_decide_per_s": router["decide_per_s"],
-        "router": {k: v for k, v in router.items() if k not in ("latency_ms", "worker_log_tail")},
-        "relay": {k: v for k, v in relay.items() if k not in ("latency_ms", "worker_log_tail")},
+        "router": {
+            k: v for k, v in router.items() if k not in ("latency_ms", "latency_at_ms", "worker_log_tail")
+        },
+        "relay": {
+            k: v for k, v in relay.items() if k not in ("latency_ms", "latency_at_ms", "worker_log_tail")
+        },
         "decide_only_per_s": decide["per_s"],
         "decide_only_ratio": decide["per_s"] / relay["per_s"] if relay["per_s"] else float("nan"),
-        "decide_only_latency_ms": decide["latency_ms"],
         "decide_only": {k: v for k, v in decide.items() if k not in ("latency_ms", "worker_log_tail")},
         "method": {
             "partitions": PARTITIONS,
@@ -291,7 +356,51 @@ async def run_e2e_bench(
             "decide_only": "python -m banditroute.bench.relay decide: DecideService alone, priors only",
             "rate_window": "decide: 20%..90% of the pre-filled drain; sustained: min(decide, drain+settle)",
             "latency": "producer.send call -> decision fetched by the bench consumer, after a warm-up",
+            "added_ms": "router minus relay p50/p99 at the same absolute rates (1000/s, 5000/s, half the "
+            "router's sustained rate), each side alone on the machine in turn",
+            "cpu_ratio": "relay CPU per request / router CPU per request (drain); 0.5 = twice the relay's",
+            "workers": f"n worker processes on {worker_partitions} partitions, pre-filled, rate between the 20% "
+            "and 90% marks once every worker is ready",
             "seconds_per_load": seconds,
         },
         "machine": machine(bootstrap),
     }
+
+
+async def measure_workers(bootstrap: str, n: int, *, requests: int, partitions: int) -> dict[str, Any]:
+    """Sustained decisions/s of ``n`` worker processes sharing ``partitions`` partitions."""
+    prefix = new_prefix(f"w{n}")
+    requests_topic, decisions_topic = f"{prefix}.requests", f"{prefix}.decisions"
+    await create_topics(bootstrap, [requests_topic, decisions_topic], partitions=partitions)
+    env = {"BANDITROUTE_PARTITIONS": str(partitions)}
+    procs = [BenchWorker(bootstrap, prefix, extra_env=env) for _ in range(n)]
+    collector = Collector(bootstrap, decisions_topic, partitions)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, max_batch_size=256 * 1024, acks=1)
+    await producer.start()
+    try:
+        await collector.start()
+        await prefill(producer, requests_topic, requests, "fill")
+        for proc in procs:
+            proc.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not all("worker ready" in p.log_tail(1_000_000) for p in procs):
+            if time.monotonic() > deadline or not all(p.alive() for p in procs):
+                raise RuntimeError(f"{n} workers did not all get ready")
+            await asyncio.sleep(0.2)
+        ready_at, ready_count = time.perf_counter(), collector.count
+        await collector.wait_count(requests, START_TIMEOUT_S, lambda: all(p.alive() for p in procs))
+        remaining = requests - ready_count
+        lo, hi = ready_count + int(remaining * 0.2), ready_count + int(remaining * 0.9)
+        return {
+            "per_s": collector.rate_between(lo, hi) if remaining > 10 else float("nan"),
+            "decided_before_all_ready": ready_count,
+            "drain_after_ready_s": time.perf_counter() - ready_at,
+            "partitions": partitions,
+            "cpu_s": [cpu_seconds(p.pid) for p in procs if p.pid is not None],
+        }
+    finally:
+        for proc in procs:
+            proc.stop()
+        await collector.stop()
+        await producer.stop()
+        await delete_topics(bootstrap, prefix)

@@ -162,11 +162,37 @@ def _run(coro: Any) -> dict[str, Any]:
 @click.option(
     "--requests", "-n", type=click.IntRange(100), default=30_000, show_default=True, help="Pre-filled drain."
 )
-def e2e(fmt: str, bootstrap: str | None, seconds: float, requests: int) -> None:
-    """One worker on the broker: sustained decisions/s vs a raw relay, latency at 25/50/90 % load."""
+@click.option(
+    "--workers",
+    default="",
+    show_default=True,
+    help="Also measure this many worker processes at once, comma-separated (e.g. 1,2,4).",
+)
+@click.option("--partitions", type=click.IntRange(1, 64), default=8, show_default=True, help="For --workers.")
+def e2e(
+    fmt: str, bootstrap: str | None, seconds: float, requests: int, workers: str, partitions: int
+) -> None:
+    """The worker on the broker: sustained decisions/s and CPU per request vs a raw relay, latency added over
+    the relay at the same rates (1,000/s, 5,000/s, half the worker's sustained rate), and with --workers the
+    rate of several worker processes."""
     from banditroute.bench.e2e import run_e2e_bench
 
-    emit(_run(run_e2e_bench(_bootstrap(bootstrap), requests=requests, seconds=seconds)), fmt, "bench e2e")
+    try:
+        counts = tuple(int(n) for n in workers.split(",") if n.strip())
+    except ValueError:
+        raise click.BadParameter(
+            "a comma-separated list of counts, e.g. 1,2,4", param_hint="--workers"
+        ) from None
+    if any(n < 1 or n > partitions for n in counts):
+        raise click.BadParameter(f"each count must be 1..{partitions} (--partitions)", param_hint="--workers")
+    result = run_e2e_bench(
+        _bootstrap(bootstrap),
+        requests=requests,
+        seconds=seconds,
+        workers=counts,
+        worker_partitions=partitions,
+    )
+    emit(_run(result), fmt, "bench e2e")
 
 
 @bench.command("freshness")

@@ -22,6 +22,12 @@ Hot-path choices (measured with py-spy on the real broker, see the README, Bench
   switch interval bounds the wait instead. Everything the rest of the worker sees (``on_decision``, the
   dead-letter counter) is handed to the main loop once per batch, so the worker's own state is still only
   touched from its loop. The decide thread only reads the registry and the state view (whole-object swaps).
+* ``follow=True`` (the worker): no consumer group membership. The worker assigns the requests partitions whose
+  feedback partitions faust gave it (:meth:`DecideService.assign`), so the decide loop and the join own the
+  same partitions; offsets are still committed to ``group_id``. Every decision carries the header
+  ``banditroute-decider`` (a token per assignment), and once a batch is acknowledged its joinable decisions
+  go to ``on_pending`` with their offsets (:class:`Handoff`), on the worker's loop: the join takes them in
+  memory and skips them when its reader meets them in the topic.
 * a request is validated once (``model_validate_json`` in strict mode); the full diagnostic decoder
   (:func:`banditroute.codec.decode_record`) runs only when that fails, so dead letters keep their reasons.
 """
@@ -33,7 +39,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -66,6 +74,9 @@ MAX_IN_FLIGHT = 4
 """Polled batches whose decisions may await acknowledgement while the next batch is decided."""
 
 
+DECIDER_HEADER = "banditroute-decider"
+"""Header on every decision a worker's decide loop publishes: the token of the assignment that decided it."""
+
 REPLY_TOPIC_RECHECK_S = 30.0
 """How long a missing reply topic is remembered as missing before it is looked up again."""
 
@@ -78,6 +89,22 @@ class Decider(Protocol):
     def decide(self, request: RoutingRequest) -> dict[str, Any]: ...
 
     def take_shadow(self) -> dict[str, Any] | None: ...
+
+
+@dataclass(slots=True)
+class Handoff:
+    """The decisions of one acknowledged batch, for the join (``follow`` mode)."""
+
+    token: bytes
+    """The assignment that decided them (``DecideService.token`` then)."""
+    decisions: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
+    """(decisions partition, offset, decision) of the decisions that serve a model, in offset order."""
+    upto: dict[int, int] = field(default_factory=dict)
+    """Per decisions partition, the offset after the last record of the batch (joinable or not)."""
+
+
+def _no_handoff(_handoff: Handoff) -> None:
+    pass
 
 
 class DecideService:
@@ -101,6 +128,8 @@ class DecideService:
         linger_ms: int = 1,
         session_timeout_s: float = 10.0,
         own_thread: bool = True,
+        follow: bool = False,
+        on_pending: Callable[[Handoff], None] = _no_handoff,
     ) -> None:
         self.logic = logic
         self.bootstrap = bootstrap
@@ -128,7 +157,43 @@ class DecideService:
         self._batch_decisions: list[dict[str, Any]] = []
         self._batch_letters: list[str] = []
         self.assigned: frozenset[int] | None = None
-        """Requests partitions this loop decides for, once it has joined its group (None before)."""
+        """Requests partitions this loop decides for, once it has joined its group or been assigned them (None
+        before; None again whenever a new run starts in ``follow`` mode)."""
+        self.follow = follow
+        self.on_pending = on_pending
+        self.token = b""
+        """The current assignment's token (``follow`` mode), stamped on its decisions."""
+        self.runs = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._busy: asyncio.Lock | None = None  # held while a batch is polled and decided (decide loop)
+        self._barrier: Callable[[], Any] | None = None
+        self._joinable: dict[int, list[dict[str, Any] | None]] = {}
+        self._headers: list[tuple[str, bytes]] = []
+
+    async def assign(self, partitions: Iterable[int]) -> None:
+        """``follow`` mode: decide for exactly these requests partitions from now on. Returns once every
+        decision of the partitions held before is acknowledged, committed and handed over (``on_pending`` was
+        called for it on the caller's loop first). Raises RuntimeError while no run is up (retry later)."""
+        wanted = frozenset(partitions)
+        loop = self._loop
+        if loop is None or self._consumer is None:
+            raise RuntimeError("the decide loop is not running")
+        if loop is self._running_loop():
+            await self._apply(wanted)
+        else:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._apply(wanted), loop))
+
+    async def _apply(self, wanted: frozenset[int]) -> None:
+        consumer, busy, barrier = self._consumer, self._busy, self._barrier
+        if consumer is None or busy is None or barrier is None:
+            raise RuntimeError("the decide loop is not running")
+        async with busy:
+            await barrier()
+            consumer.assign([TopicPartition(self.requests_topic, p) for p in sorted(wanted)])
+            self.token = uuid.uuid4().hex[:16].encode()
+            self._headers = [(DECIDER_HEADER, self.token)]
+            self.assigned = wanted
+        log.info("decide loop assigned", extra={"topic": self.requests_topic, "partitions": sorted(wanted)})
 
     def stop(self) -> None:
         self._stop_requested = True
@@ -216,6 +281,7 @@ class DecideService:
         self._reply_topics: dict[str, tuple[bool, float]] = {}
         self._batch_decisions = []
         self._batch_letters = []
+        self.runs += 1
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
@@ -233,34 +299,55 @@ class DecideService:
             **{**PRODUCER_TUNING, "linger_ms": self.linger_ms},
             **self.security,
         )
-        consumer.subscribe([self.requests_topic], listener=_Assignment(self))
+        if self.follow:
+            self.assigned = None
+        else:
+            consumer.subscribe([self.requests_topic], listener=_Assignment(self))
         await producer.start()
         await consumer.start()
         self._decision_partitions = len(await producer.partitions_for(self.decisions_topic))
-        pending: asyncio.Queue[tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]] | None] = (
-            asyncio.Queue(MAX_IN_FLIGHT)
-        )
+        pending: asyncio.Queue[Any] = asyncio.Queue(MAX_IN_FLIGHT)
         committer = asyncio.create_task(self._commit_in_order(consumer, pending))
+        busy = asyncio.Lock()
+
+        async def barrier() -> None:
+            """Wait until every batch polled so far is acknowledged, committed and handed over."""
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            await self._enqueue(pending, committer, done)
+            await asyncio.wait({done, committer}, return_when=asyncio.FIRST_COMPLETED)
+            if not done.done():
+                committer.result()
+                raise RuntimeError("decide committer stopped")
+
+        self._consumer, self._busy, self._barrier = consumer, busy, barrier
         log.info("decide loop started", extra={"topic": self.requests_topic, "group": self.group_id})
         try:
             while not self._stopping.is_set():
                 if committer.done():
                     committer.result()  # a failed send or commit: raise, nothing after it is committed
                     raise RuntimeError("decide committer stopped")
-                batch = await consumer.getmany(timeout_ms=200, max_records=self.max_batch)
-                if not batch:
+                if self.follow and not self.assigned:
+                    await asyncio.sleep(0.05)  # nothing to decide for until the worker assigns partitions
                     continue
-                out = PartitionBatches(producer)
-                offsets: dict[TopicPartition, int] = {}
-                for tp, records in batch.items():
-                    for record in records:
-                        await self._handle(out, producer, record)
-                    offsets[tp] = records[-1].offset + 1
-                await self._enqueue(pending, committer, (await out.submit(), offsets))
-                self._flush_callbacks()
+                async with busy:
+                    batch = await consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+                    if not batch:
+                        continue
+                    out = PartitionBatches(producer)
+                    offsets: dict[TopicPartition, int] = {}
+                    self._joinable = {}
+                    for tp, records in batch.items():
+                        for record in records:
+                            await self._handle(out, producer, record)
+                        offsets[tp] = records[-1].offset + 1
+                    futures = await out.submit()
+                    handoff = (self.token, out.shipped, self._joinable) if self.follow else None
+                    await self._enqueue(pending, committer, (futures, offsets, handoff))
+                    self._flush_callbacks()
             await self._enqueue(pending, committer, None)
             await committer
         finally:
+            self._consumer = self._busy = self._barrier = None
             if not committer.done():
                 committer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -284,19 +371,48 @@ class DecideService:
             committer.result()
             raise RuntimeError("decide committer stopped")
 
-    @staticmethod
-    async def _commit_in_order(
-        consumer: AIOKafkaConsumer,
-        pending: asyncio.Queue[tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]] | None],
-    ) -> None:
+    async def _commit_in_order(self, consumer: AIOKafkaConsumer, pending: asyncio.Queue[Any]) -> None:
         while True:
             item = await pending.get()
             if item is None:
                 return
-            futures, offsets = item
+            if isinstance(item, asyncio.Future):  # a barrier: everything before it is done
+                if not item.done():
+                    item.set_result(None)
+                continue
+            futures, offsets, handoff = item
             if futures:
                 await asyncio.gather(*futures)
             await consumer.commit(offsets)
+            if handoff is not None:
+                self._hand_over(*handoff)
+
+    def _hand_over(
+        self,
+        token: bytes,
+        shipped: list[tuple[str, int, int, asyncio.Future[Any]]],
+        joinable: dict[int, list[dict[str, Any] | None]],
+    ) -> None:
+        """Give the join the acknowledged decisions of one batch with their offsets (on the caller's loop)."""
+        handoff = Handoff(token)
+        taken: dict[int, int] = {}
+        for topic, partition, count, future in shipped:
+            if topic != self.decisions_topic:
+                continue
+            base = future.result().offset
+            start = taken.get(partition, 0)
+            taken[partition] = start + count
+            decisions = joinable.get(partition, ())
+            for i, decision in enumerate(decisions[start : start + count]):
+                if decision is not None:
+                    handoff.decisions.append((partition, base + i, decision))
+            handoff.upto[partition] = base + count
+        home = self._home
+        if home is None or home is self._loop:
+            self.on_pending(handoff)
+        else:
+            with contextlib.suppress(RuntimeError):  # the worker's loop is closing
+                home.call_soon_threadsafe(self.on_pending, handoff)
 
     def _decode(self, record: Any) -> RoutingRequest | DeadLetter:
         """The codec's decoder: the same rules (schema_version required on the wire, NaN, sizes) as every
@@ -382,7 +498,12 @@ class DecideService:
             partition = record.partition
         else:
             partition = partition_for(key, partitions)
-        await out.add(self.decisions_topic, partition, key, payload)
+        if self.follow:
+            await out.add(self.decisions_topic, partition, key, payload, self._headers)
+            serves = decision["model"] is not None and not decision["is_default_route"]
+            self._joinable.setdefault(partition, []).append(decision if serves else None)
+        else:
+            await out.add(self.decisions_topic, partition, key, payload)
         shadow = self.logic.take_shadow()
         if shadow is not None and self.shadow_topic:
             await out.add(self.shadow_topic, partition, key, orjson.dumps(shadow))

@@ -6,11 +6,19 @@ itself, and what capped the whole worker. This loop reads the decisions partitio
 partitions faust assigned to this worker (the two topics and the join table are co-partitioned), in batches
 of up to ``max_records``, and hands each batch to the join on the worker's own event loop.
 
-Contract, the same as the agent's:
+The worker's own decisions reach the join in memory (``DecideService`` hands them over once acknowledged); this
+loop still reads them (the join skips them by their header) so that it sees, in order, the decisions others
+publish (local-mode clients) and the worker's tick records, and so that it rebuilds the pending entries after a
+restart or a rebalance: ``decisions`` is the join's durable record of what waits for feedback.
 
-* offsets are committed (consumer group ``<app id>.join-decisions``, manual assignment: no group membership)
-  only after the batch's join state and outcomes are acknowledged by the broker, so a crash replays
-  decisions, which the join recognises (duplicate decisions, redelivered joins);
+Contract:
+
+* the offset committed (consumer group ``<app id>.join-decisions``, manual assignment: no group membership)
+  for a partition is the smaller of the read position and ``floor(partition)``: the oldest decision the join
+  still holds unresolved. It is committed only after the batch's join state and outcomes are acknowledged by
+  the broker. A restart reads from there: every pending entry comes back, and decisions already resolved are
+  found in the join table (duplicate decisions, redelivered joins);
+* after every assignment the loop reads up to the end offsets of that moment before ``caught_up`` is set;
 * partitions follow faust: on revocation the loop finishes its batch and lets go of everything before faust
   moves the partitions; once faust has settled again (rebalance done, tables recovered, streams resumed; the
   worker polls for it) it takes the decisions partitions of the feedback partitions faust assigned, so it
@@ -44,6 +52,8 @@ class DecisionReader:
         group_id: str,
         security: dict[str, Any],
         max_records: int = 5000,
+        floor: Callable[[int], int | None] = lambda _p: None,
+        on_commit: Callable[[dict[int, int]], None] = lambda _c: None,
     ) -> None:
         self.handle = handle
         self.bootstrap = bootstrap
@@ -54,13 +64,21 @@ class DecisionReader:
         self.partitions: frozenset[int] = frozenset()
         self.batches = 0
         self.records = 0
+        self.floor = floor
+        self.on_commit = on_commit
+        self.caught_up = asyncio.Event()
+        """Set once the reader has read up to the end offsets its partitions had when they were assigned."""
+        self._targets: dict[TopicPartition, int] | None = None
+        self._positions: dict[int, int] = {}
+        self._committed: dict[int, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._busy = asyncio.Lock()  # held while a batch is read, handled and committed
         self._changed = asyncio.Event()
         self._stopping = False
 
     async def assign(self, partitions: Iterable[int], *, unless: Callable[[], bool] | None = None) -> None:
-        """Read exactly these partitions from now on (after the batch in hand is handled and committed).
+        """Read exactly these partitions from now on, from their committed offsets (after the batch in hand
+        is handled and committed); ``caught_up`` is set once the reader has reached their end offsets.
 
         ``unless`` is checked once the batch in hand is done: if it returns true, nothing changes (a
         reconciliation that a rebalance overtook).
@@ -70,6 +88,10 @@ class DecisionReader:
             if unless is not None and unless():
                 return
             self.partitions = wanted
+            self.caught_up.clear()
+            self._targets = None
+            self._positions = {}
+            self._committed = {}
             if self._consumer is not None:
                 self._consumer.assign([TopicPartition(self.topic, p) for p in sorted(wanted)])
         self._changed.set()
@@ -105,16 +127,44 @@ class DecisionReader:
                 async with self._busy:
                     if not self.partitions:
                         continue
+                    if self._targets is None:
+                        tps = [TopicPartition(self.topic, p) for p in sorted(self.partitions)]
+                        self._targets = await consumer.end_offsets(tps)
                     batch = await consumer.getmany(timeout_ms=100, max_records=self.max_records)
                     records = [r for tp in sorted(batch, key=lambda t: t.partition) for r in batch[tp]]
-                    if not records:
-                        continue
-                    await self.handle(records)
-                    await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items() if rs})
-                    self.batches += 1
-                    self.records += len(records)
+                    if records:
+                        await self.handle(records)
+                        for tp, rs in batch.items():
+                            if rs:
+                                self._positions[tp.partition] = rs[-1].offset + 1
+                        self.batches += 1
+                        self.records += len(records)
+                    await self._commit(consumer)
+                    if not self.caught_up.is_set():
+                        await self._check_caught_up(consumer)
         finally:
             async with self._busy:
                 self._consumer = None
+                self.caught_up.clear()
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit, per partition, the oldest decision the join still needs (or the read position)."""
+        offsets: dict[int, int] = {}
+        for partition, position in self._positions.items():
+            floor = self.floor(partition)
+            offsets[partition] = position if floor is None else min(position, floor)
+        if offsets and offsets != self._committed:
+            await consumer.commit({TopicPartition(self.topic, p): o for p, o in offsets.items()})
+            self._committed = offsets
+            self.on_commit(offsets)
+
+    async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
+        targets = self._targets or {}
+        for tp, end in targets.items():
+            position = await consumer.position(tp)
+            self._positions.setdefault(tp.partition, position)
+            if position < end:
+                return
+        self.caught_up.set()

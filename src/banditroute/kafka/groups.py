@@ -1,8 +1,9 @@
 """Who consumes a topic: consumer group members and lag, to explain why nothing answered.
 
 A client whose request timed out cannot tell a stopped worker from a slow one; the broker can. The decide
-loop consumes ``<prefix>.requests`` in the group ``<app_id>.decide``: no members means no worker is running
-for that prefix, members with lag mean workers that are behind.
+loop commits its ``<prefix>.requests`` offsets in the group ``<app_id>.decide`` (on the partitions faust assigns
+the worker, without membership of its own); the workers are the members of the faust group ``<app_id>``: no
+members means no worker is running for that prefix, members with lag mean workers that are behind.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ def decide_group(settings: Settings) -> str:
     return f"{settings.app_id}.decide"
 
 
-async def group_status(settings: Settings, group: str, topic: str, *, timeout_s: float = 5.0) -> GroupStatus:
-    """Ask the broker about ``group`` on ``topic``; raises ``TimeoutError`` or a Kafka error on trouble."""
+async def group_status(
+    settings: Settings, group: str, topic: str, *, timeout_s: float = 5.0, members_of: str | None = None
+) -> GroupStatus:
+    """Ask the broker about ``group`` on ``topic`` (its members, or those of ``members_of``); raises
+    ``TimeoutError`` or a Kafka error on trouble."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import GroupCoordinatorNotAvailableError
@@ -51,13 +55,15 @@ async def group_status(settings: Settings, group: str, topic: str, *, timeout_s:
         deadline = time.monotonic() + timeout_s
         while True:  # a new broker creates its offsets topic on the first coordinator lookup
             try:
-                described = await admin.describe_consumer_groups([group])
+                described = await admin.describe_consumer_groups([members_of or group])
                 break
             except GroupCoordinatorNotAvailableError:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
-        members = sum(len(g[5]) for response in described for g in response.groups if g[1] == group)
+        members = sum(
+            len(g[5]) for response in described for g in response.groups if g[1] == (members_of or group)
+        )
         ids = await partitions_of(consumer, topic)
         if not ids:
             return GroupStatus(group, topic, members, None)
@@ -99,7 +105,11 @@ async def diagnose_no_answer(settings: Settings, waited_s: float, *, timeout_s: 
     """:func:`explain_no_answer` for the decide group, asking the broker (never raises)."""
     try:
         status = await group_status(
-            settings, decide_group(settings), settings.topic("requests"), timeout_s=timeout_s
+            settings,
+            decide_group(settings),
+            settings.topic("requests"),
+            timeout_s=timeout_s,
+            members_of=settings.app_id,
         )
     except Exception:
         status = None

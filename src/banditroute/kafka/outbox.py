@@ -24,12 +24,15 @@ NO_HEADERS: Headers = []
 class PartitionBatches:
     """Per-(topic, partition) record batches of one poll, submitted with ``send_batch``."""
 
-    __slots__ = ("producer", "builders", "futures")
+    __slots__ = ("producer", "builders", "futures", "shipped")
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self.producer = producer
         self.builders: dict[tuple[str, int], Any] = {}
         self.futures: list[asyncio.Future[Any]] = []
+        self.shipped: list[tuple[str, int, int, asyncio.Future[Any]]] = []
+        """(topic, partition, records, future) of every submitted batch, in order: a batch's acknowledgement
+        carries its base offset, so record i of it is at base + i."""
 
     def try_append(
         self,
@@ -61,20 +64,26 @@ class PartitionBatches:
             return
         # full: ship it and start another; a record too large for an empty batch goes alone via send()
         if builder.record_count():
-            self.futures.append(await self.producer.send_batch(builder, topic, partition=partition))
+            await self._ship(topic, partition, builder)
             builder = self.builders[slot] = self.producer.create_batch()
         if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             del self.builders[slot]
-            self.futures.append(
-                await self.producer.send(
-                    topic, key=key, value=value, partition=partition, headers=headers or None
-                )
+            future = await self.producer.send(
+                topic, key=key, value=value, partition=partition, headers=headers or None
             )
+            self.futures.append(future)
+            self.shipped.append((topic, partition, 1, future))
+
+    async def _ship(self, topic: str, partition: int, builder: Any) -> None:
+        count = builder.record_count()
+        future = await self.producer.send_batch(builder, topic, partition=partition)
+        self.futures.append(future)
+        self.shipped.append((topic, partition, count, future))
 
     async def submit(self) -> list[asyncio.Future[Any]]:
         for (topic, partition), builder in self.builders.items():
             if builder.record_count():
-                self.futures.append(await self.producer.send_batch(builder, topic, partition=partition))
+                await self._ship(topic, partition, builder)
         self.builders.clear()
         return self.futures
 

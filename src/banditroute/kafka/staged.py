@@ -32,6 +32,10 @@ class StagedTable(MutableMapping[str, bytes]):
         self.table.data[key] = value
         self.staged[key] = value
 
+    def get(self, key: str, default: Any = None) -> Any:
+        data = self.table.data
+        return data[key] if key in data else default  # no KeyError raised and caught per miss
+
     def __delitem__(self, key: str) -> None:
         del self.table.data[key]
         self.staged[key] = None

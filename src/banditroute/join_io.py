@@ -1,0 +1,329 @@
+"""The join on Kafka: feedback batches (a faust agent), decisions handed over in memory by the decide loop, the
+decisions reader, and the ownership of partitions the decide loop and the join share.
+
+One worker owns partition p of ``requests``, ``decisions`` and ``feedback`` at once (faust's assignment of the
+feedback topic decides which; the decide loop and the decisions reader follow it). Steady state:
+
+* the decide loop hands the join each acknowledged decision with its offset (:class:`Handoff`); the join holds
+  it as a pending entry in memory only. No copy of it is written anywhere else;
+* the decisions reader reads ``decisions`` p in order: decisions the worker's current assignment handed over
+  (its header) are skipped unparsed; others (local-mode clients, another worker's before a rebalance) are
+  joined the old way; tick records expire parked feedback;
+* feedback joins against the pending entries; a resolution (joined, expired) is written to the changelogged
+  ``request_to_pending`` table and acknowledged before any outcome is published;
+* the reader commits, per partition, the oldest offset the join still needs (:meth:`JoinIO._join_floor`).
+
+On every (re)assignment, and whenever the decide loop restarts, the join lets go of its in-memory entries, the
+reader reads ``decisions`` again from its committed offset to the end (every unresolved decision comes back; the
+resolved ones are in the table), and only then do feedback batches and the decide loop resume. See
+docs/guarantees.md for the failure cases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+
+from banditroute.agents.join import TAG_DECISIONS, TAG_WORKER, FeedbackRecord, JoinLogic, JoinResult
+from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter, unknown_model_check
+from banditroute.config import Registry
+from banditroute.events import DeadLetter, DeadLetterReason, Feedback
+from banditroute.kafka.decide_service import DECIDER_HEADER, DecideService, Handoff
+from banditroute.kafka.decision_publisher import is_local_origin
+from banditroute.kafka.decision_reader import DecisionReader
+from banditroute.kafka.gaps import GapFiller
+from banditroute.kafka.outbox import Outbox
+from banditroute.kafka.staged import StagedTable
+from banditroute.kafka.topics import partition_for
+from banditroute.services import WorkerApp
+from banditroute.settings import Settings
+from banditroute.web.top import TopTaskTypes
+
+log = logging.getLogger("banditroute.worker")
+
+TICK_HEADER = "banditroute-tick"
+JOIN_BATCH = 2000
+JOIN_WITHIN_S = 0.05
+"""The join waits up to this long to fill a batch: each batch costs one acknowledged changelog round trip."""
+CATCH_UP_POLL_S = 0.05
+
+
+def header(headers: Any, name: str) -> bytes | None:
+    """The value of header ``name`` of a record, or None."""
+    for key, value in headers or ():
+        if key == name:
+            return bytes(value) if value is not None else b""
+    return None
+
+
+def tick_time(headers: Any) -> float | None:
+    """The send time of a tick record, or None for an ordinary record."""
+    value = header(headers, TICK_HEADER)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+class JoinIO:
+    """The join's Kafka side, mixed into :class:`banditroute.app.Router` (which builds these attributes)."""
+
+    settings: Settings
+    app: WorkerApp
+    registry: Registry
+    join: JoinLogic
+    pending_view: StagedTable
+    early_view: StagedTable
+    outbox: Outbox
+    gaps: GapFiller
+    decider: DecideService
+    decision_reader: DecisionReader
+    dead_letters: DeadLetterCounter
+    counters: Counter[str]
+    client_top: TopTaskTypes
+    local_decisions: Counter[tuple[str, str]]
+    feedback: Any
+    decisions: Any
+    outcomes: Any
+    deadletter: Any
+
+    def _init_join(self) -> None:
+        self.join.keep_uncommitted = (
+            True  # until the reader's first commit, a restart may read anything again
+        )
+        self._join_lock = asyncio.Lock()  # one join batch at a time: feedback, decisions or handoffs
+        self._join_open = asyncio.Event()
+        """Set while the join's partitions are read up to date; feedback batches wait for it."""
+        self._handoffs: list[Handoff] = []
+        self._handed: dict[int, int] = {}  # per partition: the offset after the last decision handed over
+        self._ahead: dict[int, tuple[int, int]] = {}  # own decisions the reader met before their handoff
+        self._deferred_ticks: dict[int, float] = {}
+        self._synced: tuple[frozenset[int], int] | None = None
+        self._drainer: asyncio.Future[None] | None = None
+
+    # -- ownership -------------------------------------------------------------------------------------
+    async def _release(self) -> None:
+        """Before partitions move: the decide loop hands over what it decided, then the join lets go."""
+        self._join_open.clear()
+        self._synced = None
+        try:
+            await self.decider.assign(())
+        except RuntimeError:
+            pass  # not running: nothing to hand over
+        await self.decision_reader.assign(())
+        async with self._join_lock:
+            self._forget()
+
+    def _forget(self) -> None:
+        self._handoffs.clear()
+        self._handed.clear()
+        self._ahead.clear()
+        self._deferred_ticks.clear()
+        self.join.forget_held()
+
+    async def _sync(self, owned: frozenset[int], settling: Any) -> None:
+        """Take ``owned``: read the decisions from the committed offsets up to date, then decide and join."""
+        self._join_open.clear()
+        try:
+            await self.decider.assign(())
+        except RuntimeError:
+            return  # the decide loop is (re)starting: try again at the next check
+        runs = self.decider.runs
+        async with self._join_lock:
+            self._forget()
+        await self.decision_reader.assign(owned, unless=settling)
+        while not self.decision_reader.caught_up.is_set():
+            if settling():
+                return
+            await asyncio.sleep(CATCH_UP_POLL_S)
+        async with self._join_lock:
+            self.join.rebuild_index(self._partition_of_request)  # the recovered and the re-read entries
+            self._handed.clear()
+            self._ahead.clear()
+        if settling():
+            return
+        await self.decider.assign(owned)
+        self._synced = (owned, runs)
+        self._join_open.set()
+        self.counters["join_assignments"] += 1
+
+    def _partition_of_request(self, request_id: str) -> int:
+        """Where Kafka's default partitioner puts a record keyed by this request id (decisions, feedback)."""
+        return partition_for(request_id.encode(), self.settings.partitions)
+
+    def _join_floor(self, partition: int) -> int | None:
+        """The oldest decisions offset of ``partition`` the join still needs after a restart."""
+        floor = self.join.oldest_unresolved(partition)
+        ahead = self._ahead.get(partition)
+        if ahead is not None and (floor is None or ahead[0] < floor):
+            return ahead[0]
+        return floor
+
+    def _on_join_commit(self, offsets: dict[int, int]) -> None:
+        self.join.committed.update(offsets)
+
+    # -- handoffs --------------------------------------------------------------------------------------
+    def _on_pending(self, handoff: Handoff) -> None:
+        """An acknowledged batch of the decide loop (on the worker's loop): joined at the next chance."""
+        self._handoffs.append(handoff)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.ensure_future(self._drain_handoffs())
+
+    async def _drain_handoffs(self) -> None:
+        async with self._join_lock:
+            results: list[JoinResult] = []
+            self._take_handoffs(results)
+            await self._finish_join(results)
+
+    def _take_handoffs(self, results: list[JoinResult]) -> None:
+        if not self._handoffs:
+            return
+        handoffs, self._handoffs = self._handoffs, []
+        token, owned, join = self.decider.token, self.decision_reader.partitions, self.join
+        now = time.time()
+        for handoff in handoffs:
+            if handoff.token != token:
+                continue  # decided under an earlier assignment: the reader reads those again
+            for partition, offset, decision in handoff.decisions:
+                if partition in owned:
+                    result = join.on_decision(decision, partition, offset, now, TAG_WORKER)
+                    if result.outcomes or result.rejections or result.counters:
+                        results.append(result)
+            for partition, upto in handoff.upto.items():
+                if upto > self._handed.get(partition, 0):
+                    self._handed[partition] = upto
+                ahead = self._ahead.get(partition)
+                if ahead is not None and upto > ahead[1]:
+                    del self._ahead[partition]
+                    sent = self._deferred_ticks.pop(partition, None)
+                    if sent is not None:
+                        results.append(join.on_decisions_tick(partition, sent))
+
+    # -- batches ---------------------------------------------------------------------------------------
+    async def _join_feedback(self, stream: Any) -> None:
+        """Join feedback in batches; join state is durable before any outcome is published."""
+        async for events in stream.take_events(JOIN_BATCH, within=JOIN_WITHIN_S):
+            # hold feedback until the decisions are read up to date (after a rebalance or a restart); a
+            # rebalance that starts meanwhile needs this batch finished, so it is not held then
+            while not self._join_open.is_set() and not self.app.rebalancing:  # noqa: ASYNC110 - two conditions
+                await asyncio.sleep(CATCH_UP_POLL_S)
+            async with self._join_lock:
+                results: list[JoinResult] = []
+                self._take_handoffs(results)
+                for event in events:
+                    msg = event.message
+                    for missed in await self.gaps.missed(msg):
+                        await self._join_record(msg=missed, results=results)
+                    await self._join_record(msg=msg, results=results)
+                await self._finish_join(results)  # before faust acks the batch
+
+    async def _join_decisions(self, records: list[Any]) -> None:
+        """One batch from the decision reader (committed by it once this returns)."""
+        async with self._join_lock:
+            results: list[JoinResult] = []
+            self._take_handoffs(results)
+            token = self.decider.token
+            for record in records:
+                origin = header(record.headers, DECIDER_HEADER)
+                if origin is not None and origin == token:  # handed over in memory
+                    if record.offset >= self._handed.get(record.partition, 0):
+                        first = self._ahead.get(record.partition, (record.offset, 0))[0]
+                        self._ahead[record.partition] = (first, record.offset)
+                    continue
+                await self._join_record(record, results, worker=origin is not None)
+            await self._finish_join(results)
+
+    async def _finish_join(self, results: list[JoinResult]) -> None:
+        """Join state acknowledged first, then outcomes and dead letters."""
+        await self.pending_view.flush(self.outbox.send_to)
+        await self.early_view.flush(self.outbox.send_to)
+        await self.outbox.drain()
+        for result in results:
+            await self._publish(result)
+        await self.outbox.drain()
+
+    async def _join_record(self, msg: Any, results: list[JoinResult], worker: bool = False) -> None:
+        now = time.time()
+        try:
+            tick = tick_time(msg.headers)
+            decisions = msg.topic == self.decisions.get_topic_name()
+            if tick is not None:
+                sent_at = min(
+                    tick, now
+                )  # a tick stamped in the future (a forged header) acts as one sent now
+                if not decisions:
+                    results.append(self.join.on_tick(msg.partition, msg.offset, sent_at))
+                elif msg.partition in self._ahead:  # an own decision before it is not handed over yet
+                    self._deferred_ticks[msg.partition] = sent_at
+                else:
+                    results.append(self.join.on_decisions_tick(msg.partition, sent_at))
+            elif decisions:
+                decision = orjson.loads(msg.value)
+                if is_local_origin(msg.headers):  # a local-mode client's decision (worker_id = its client id)
+                    self.client_top.count(
+                        self.local_decisions, str(decision["worker_id"]), str(decision["model"]), now
+                    )
+                decision["task_key"] = decision.get("state_key") or self.registry.state_key(
+                    decision.get("tenant"), decision["task_type"]
+                )
+                tag = TAG_WORKER if worker else TAG_DECISIONS
+                results.append(self.join.on_decision(decision, msg.partition, msg.offset, now, tag))
+            else:
+                results.append(await self._join_one_feedback(msg, now))
+        except Exception as exc:  # never let one record stop the join; the bug is kept with its input
+            log.exception("join failed", extra={"topic": msg.topic, "offset": msg.offset})
+            await self._dead_letter(
+                msg.value,
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                DeadLetterReason.INTERNAL_ERROR,
+                f"the join failed on this record: {type(exc).__name__}: {exc}",
+            )
+
+    async def _join_one_feedback(self, msg: Any, now: float) -> JoinResult:
+        checked = decode_record(
+            Feedback,
+            msg.value,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            max_bytes=self.settings.max_payload_bytes,
+            checks=(unknown_model_check(lambda: self.registry.model_names),),
+        )
+        if isinstance(checked, DeadLetter):
+            self.dead_letters.record(checked.reason)
+            await self.outbox.send(self.deadletter.get_topic_name(), msg.topic.encode(), encode(checked))
+            return JoinResult()
+        fields = checked.model_dump(mode="json", exclude_none=True)
+        return self.join.on_feedback(FeedbackRecord(fields, bytes(msg.value), msg.partition, msg.offset), now)
+
+    async def _publish(self, result: JoinResult) -> None:
+        topic = self.outcomes.get_topic_name()
+        for outcome in result.outcomes:
+            # the key is JSON, like the state table's, so an outcome and its state share a partition
+            key = orjson.dumps(outcome["task_key"])
+            await self.outbox.send_to(
+                topic, key, orjson.dumps(outcome), partition_for(key, self.settings.state_partitions)
+            )
+        for rej in result.rejections:
+            await self._dead_letter(
+                rej.raw, self.feedback.get_topic_name(), rej.partition, rej.offset, rej.reason, rej.error
+            )
+        self.counters.update(result.counters)
+
+    async def _dead_letter(
+        self, raw: bytes | None, topic: str, partition: int, offset: int, reason: str, error: str
+    ) -> None:
+        from datetime import UTC, datetime
+
+        letter = make_dead_letter(raw, topic, partition, offset, reason, error, datetime.now(UTC))
+        self.dead_letters.record(letter.reason)
+        await self.outbox.send(self.deadletter.get_topic_name(), topic.encode(), encode(letter))
