@@ -28,8 +28,9 @@ Hot-path choices (measured with py-spy on the real broker, see the README, Bench
   ``banditroute-decider`` (a token per assignment), and once a batch is acknowledged its joinable decisions
   go to ``on_pending`` with their offsets (:class:`Handoff`), on the worker's loop: the join takes them in
   memory and skips them when its reader meets them in the topic.
-* a request is validated once (``model_validate_json`` in strict mode); the full diagnostic decoder
-  (:func:`banditroute.codec.decode_record`) runs only when that fails, so dead letters keep their reasons.
+* a request of the common shape is validated without pydantic (:mod:`banditroute.kafka.fast_request`,
+  accept-only, held to the pydantic contract by a test); any other goes through the full diagnostic decoder
+  (:func:`banditroute.codec.decode_record`), so dead letters keep their reasons.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from banditroute.codec import (
 )
 from banditroute.config import Registry
 from banditroute.events import DeadLetter, DeadLetterReason, RoutingRequest
+from banditroute.kafka.fast_request import fast_request
 from banditroute.kafka.outbox import PartitionBatches
 from banditroute.kafka.topics import partition_for
 
@@ -415,8 +417,24 @@ class DecideService:
                 home.call_soon_threadsafe(self.on_pending, handoff)
 
     def _decode(self, record: Any) -> RoutingRequest | DeadLetter:
-        """The codec's decoder: the same rules (schema_version required on the wire, NaN, sizes) as every
-        other consumer. A pydantic-only fast path accepted requests without ``schema_version``."""
+        """The common request shape without pydantic (:mod:`~banditroute.kafka.fast_request`, which only
+        accepts what the contract accepts); everything else through the codec's decoder: the same rules
+        (schema_version required on the wire, NaN, sizes) as every other consumer, and its dead letters."""
+        fast = fast_request(record.value, self.max_payload_bytes)
+        if fast is not None:
+            problem = self.duplicates(fast)  # no candidates on the fast path: no model to check
+            if problem is None:
+                return fast
+            return make_dead_letter(
+                record.value,
+                record.topic,
+                record.partition,
+                record.offset,
+                problem.reason,
+                problem.error,
+                datetime.now(UTC),
+                event_type="RoutingRequest",
+            )
         return decode_record(
             RoutingRequest,
             record.value,

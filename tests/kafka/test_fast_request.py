@@ -1,0 +1,137 @@
+"""The decide loop's pydantic-free request path accepts only what the pydantic contract accepts, with the same
+fields (no broker: pure decoding)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any
+
+import orjson
+
+from banditroute.client import build_request
+from banditroute.codec import decode, encode
+from banditroute.events import RoutingRequest
+from banditroute.kafka.fast_request import fast_request
+
+IDS: list[Any] = [
+    "r1",
+    "A",
+    "a" * 128,
+    "a" * 129,
+    "",
+    ".lead",
+    "-lead",
+    "with space",
+    "tab\\t",
+    "ok._:/@+=-x",
+    "trail\n",
+    "naïve",
+    "x" * 64 + "é",
+    5,
+    None,
+    True,
+]
+TOPICS: list[Any] = [None, "replies", "r.e_p-l", ".", "..", "a" * 249, "a" * 250, "bad topic", "x/y", 3, ""]
+TIMES: list[Any] = [
+    "2026-11-30T12:00:00Z",
+    "2026-11-30T12:00:00+00:00",
+    "2026-11-30T12:00:00.123Z",
+    "2026-11-30T12:00:00.123456+00:00",
+    "2026-11-30T12:00:00.1234567Z",
+    "2026-11-30T12:00:00.12Z",
+    "2026-11-30T12:00:00+01:00",
+    "2026-11-30T12:00:00-00:00",
+    "2026-11-30T12:00:00",
+    "2026-11-30",
+    "2026-11-30 12:00:00Z",
+    "2026-11-30t12:00:00z",
+    "2026-02-30T12:00:00Z",
+    "2026-11-30T24:00:00Z",
+    "2026-11-30T23:59:60Z",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999Z",
+    "１２３４-11-30T12:00:00Z",
+    1764504000,
+    None,
+]
+VERSIONS: list[Any] = [1, 2, 0, True, 1.0, "1", None]
+SDK_DEFAULTS: dict[str, Any] = {
+    "candidates": None,
+    "exclude": None,
+    "objective": None,
+    "metadata": {},
+    "constraints": {"capabilities": [], "max_cost_usd": None, "max_latency_ms": None},
+}
+SDK_VARIANTS: list[tuple[str, Any]] = [
+    ("candidates", []),
+    ("candidates", ["m1"]),
+    ("exclude", []),
+    ("metadata", {"a": 1}),
+    ("metadata", []),
+    ("objective", {}),
+    ("constraints", {}),
+    ("constraints", {"capabilities": [], "max_cost_usd": 0, "max_latency_ms": None}),
+    ("constraints", {"capabilities": ["x"], "max_cost_usd": None, "max_latency_ms": None}),
+    ("constraints", {"capabilities": [], "max_cost_usd": None, "max_latency_ms": None, "extra": 1}),
+    ("constraints", {"capabilities": [], "max_cost_usd": False, "max_latency_ms": None}),
+]
+
+
+def _payloads(rng: random.Random, n: int) -> list[bytes]:
+    out: list[bytes] = []
+    for _ in range(n):
+        doc: dict[str, Any] = {
+            "schema_version": rng.choice(VERSIONS) if rng.random() < 0.2 else 1,
+            "request_id": rng.choice(IDS) if rng.random() < 0.5 else f"req-{rng.randrange(10**6)}",
+            "task_type": rng.choice(IDS) if rng.random() < 0.3 else "chat",
+            "created_at": rng.choice(TIMES),
+        }
+        if rng.random() < 0.3:
+            doc["tenant"] = rng.choice(IDS)
+        if rng.random() < 0.3:
+            doc["reply_to"] = rng.choice(TOPICS)
+        if rng.random() < 0.3:  # the SDK's encoding: every field, mostly at its default
+            doc.update(SDK_DEFAULTS)
+            if rng.random() < 0.3:
+                key, value = rng.choice(SDK_VARIANTS)
+                doc[key] = value
+        if rng.random() < 0.1:
+            doc[rng.choice(["candidates", "metadata", "constraints", "extra", "objective"])] = rng.choice(
+                [None, [], {}, ["m"], {"k": 1}]
+            )
+        if rng.random() < 0.05:
+            doc.pop(rng.choice(sorted(doc)))
+        out.append(orjson.dumps(doc))
+    return out
+
+
+def test_whatever_the_fast_path_accepts_pydantic_accepts_with_the_same_fields() -> None:
+    rng = random.Random(16)
+    accepted = 0
+    for raw in _payloads(rng, 3000):
+        fast = fast_request(raw, 65536)
+        if fast is None:
+            continue
+        slow = decode(RoutingRequest, raw)
+        assert isinstance(slow, RoutingRequest), (raw, slow)
+        assert fast == slow and fast.model_dump() == slow.model_dump(), raw
+        assert fast.model_fields_set == slow.model_fields_set and encode(fast) == encode(slow)
+        accepted += 1
+    assert accepted > 150  # the common shape is really taken by the fast path
+
+
+def test_the_requests_clients_send_take_the_fast_path() -> None:
+    for tenant, reply_to in itertools.product([None, "acme"], [None, "acme.replies"]):
+        raw = encode(build_request("summarise", tenant=tenant, reply_to=reply_to))
+        fast = fast_request(raw, 65536)
+        assert fast is not None and fast == decode(RoutingRequest, raw)
+
+
+def test_other_shapes_and_oversized_records_go_the_full_way() -> None:
+    raw = encode(build_request("chat", candidates=["m1"]))
+    assert fast_request(raw, 65536) is None
+    plain = encode(build_request("chat"))
+    assert fast_request(plain, len(plain) - 1) is None
+    assert fast_request(b"", 65536) is None and fast_request(b"[1]", 65536) is None
+    assert fast_request(b'{"schema_version": 1, "request_id": "a",', 65536) is None
