@@ -70,6 +70,16 @@ def test_pending_entries_keep_their_decision_offset_and_read_older_entries() -> 
     assert Pending.decode(entry.encode("r"), "r").dec_off == 123
     legacy = Pending("d:r", "chat", "chat", None, "m1", (), 0.5, 1, "thompson", 12.0)
     assert Pending.decode(legacy.encode("r"), "r").dec_off == -1
+    written_before = b'[2,null,null,"chat",null,"m1",[],0.5,1,null,12000,1,4,9]'  # format 2, joined
+    old = Pending.decode(written_before, "r")
+    assert (old.decision_id, old.deadline_s, old.status, old.joined_src, old.joined_off, old.dec_off) == (
+        "d:r",
+        12.0,
+        1,
+        4,
+        9,
+        -1,
+    )
 
 
 def test_the_offset_window_always_names_the_oldest_unresolved_offset() -> None:

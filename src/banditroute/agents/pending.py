@@ -53,13 +53,14 @@ class Pending:
     """Offset of the decision record in its ``decisions`` partition (-1: not known)."""
 
     def encode(self, request_id: str | None = None) -> bytes:
-        """Compact JSON array, format 2: ``[2, decision_id, task_key, ...]`` where ``decision_id`` is null when
-        it is ``d:<request_id>``, ``task_key`` null when it equals ``task_type``, ``policy`` null for
-        ``thompson``, the deadline in whole milliseconds (see :meth:`JoinLogic._store`), and trailing fields
-        left out while they hold their defaults (a fresh pending entry). ~250 bytes per in-flight decision with
-        32-character request ids, against ~316 for the plain array (``banditroute bench scale``)."""
+        """Compact JSON array, format 3: ``[3, decision_id, task_key, ..., deadline, dec_off, status, ...]`` where
+        ``decision_id`` is null when it is ``d:<request_id>``, ``task_key`` null when it equals ``task_type``,
+        ``policy`` null for ``thompson``, the deadline in whole milliseconds (see :meth:`JoinLogic._store`),
+        and trailing fields left out while they hold their defaults (a fresh pending entry ends at its decision
+        offset). ~265 bytes per in-flight decision with 32-character request ids, against ~316 for the plain
+        array (``banditroute bench scale``)."""
         values: list[Any] = [
-            2,
+            3,
             None
             if request_id is not None and self.decision_id == decision_id_for(request_id)
             else self.decision_id,
@@ -72,6 +73,7 @@ class Pending:
             self.state_version,
             None if self.policy == DEFAULT_POLICY else self.policy,
             round(self.deadline_s * 1000),
+            self.dec_off,
             self.status,
             self.joined_src,
             self.joined_off,
@@ -79,9 +81,8 @@ class Pending:
             self.fb_part,
             self.fb_off,
             self.outcome,
-            self.dec_off,
         ]
-        while len(values) > _V2_FIXED and values[-1] == _V2_DEFAULTS[len(values) - 1 - _V2_FIXED]:
+        while len(values) > _V3_FIXED and values[-1] == _DEFAULTS[len(values) - 1 - _V3_FIXED]:
             values.pop()
         # orjson's result keeps a ~4 KB allocation whatever its length; a copy is exactly as long as it needs
         # to be, which is what an in-flight entry should cost (``banditroute bench scale``).
@@ -89,32 +90,37 @@ class Pending:
 
     @classmethod
     def decode(cls, raw: bytes, request_id: str | None = None) -> Pending:
-        """Either format: 2 (see :meth:`encode`; ``request_id`` restores an implied decision id) or the
-        plain 17-field array written before it."""
+        """Any format: 3 (see :meth:`encode`; ``request_id`` restores an implied decision id), 2 (the same
+        without the decision offset) or the plain 17-field array written before them."""
         v = orjson.loads(raw)
-        if v and v[0] == 2 and not isinstance(v[0], bool):
-            v = v[1:] + list(_V2_DEFAULTS[len(v) - _V2_FIXED :])
-            decision_id = v[0] if v[0] is not None else decision_id_for(request_id or "")
-            return cls(
+        version = v[0] if v and not isinstance(v[0], bool) else None
+        if version in (2, 3):
+            fixed = _V3_FIXED if version == 3 else _V3_FIXED - 1
+            dec_off = v[fixed - 1] if version == 3 else -1
+            rest = v[fixed:] + list(_DEFAULTS[len(v) - fixed :])
+            decision_id = v[1] if v[1] is not None else decision_id_for(request_id or "")
+            entry = cls(
                 decision_id,
-                v[1] if v[1] is not None else v[2],
-                v[2],
+                v[2] if v[2] is not None else v[3],
                 v[3],
                 v[4],
-                tuple(v[5]),
-                v[6],
+                v[5],
+                tuple(v[6]),
                 v[7],
-                v[8] if v[8] is not None else DEFAULT_POLICY,
-                v[9] / 1000.0,
-                *v[10:],
+                v[8],
+                v[9] if v[9] is not None else DEFAULT_POLICY,
+                v[10] / 1000.0,
+                *rest,
             )
+            entry.dec_off = dec_off
+            return entry
         names = [f.name for f in fields(cls)][: len(v)]  # the plain array had no dec_off
         return cls(**{**dict(zip(names, v, strict=True)), "fallbacks": tuple(v[5])})
 
 
 DEFAULT_POLICY = "thompson"
-_V2_FIXED = 11  # format marker + the ten fields every entry has (through the deadline)
-_V2_DEFAULTS: tuple[Any, ...] = (PENDING, -1, -1, None, -1, -1, None, -1)  # status .. dec_off
+_V3_FIXED = 12  # format marker + the eleven fields every entry has (through the decision offset)
+_DEFAULTS: tuple[Any, ...] = (PENDING, -1, -1, None, -1, -1, None)  # status .. outcome
 
 
 class PendingStore(MutableMapping[str, bytes]):

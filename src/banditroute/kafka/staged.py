@@ -36,6 +36,14 @@ class StagedTable(MutableMapping[str, bytes]):
         data = self.table.data
         return data[key] if key in data else default  # no KeyError raised and caught per miss
 
+    def pop(self, key: str, default: Any = None) -> Any:
+        data = self.table.data
+        if key not in data:
+            return default  # the common case (no feedback parked): no KeyError raised and caught
+        value = data[key]
+        del self[key]
+        return value
+
     def __delitem__(self, key: str) -> None:
         del self.table.data[key]
         self.staged[key] = None
