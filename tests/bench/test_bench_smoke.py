@@ -67,10 +67,14 @@ def test_all_quick_writes_results(kafka_bootstrap: str, tmp_path: Path) -> None:
     results = json.loads(path.read_text())
     assert {"date", "policy", "e2e", "freshness", "scale", "machine"} <= set(results)
     e2e = results["e2e"]
-    assert {"router_per_s", "relay_per_s", "ratio", "latency_ms", "relay_latency_ms", "machine"} <= set(e2e)
-    assert set(e2e["latency_ms"]) == {"25", "50", "90"}
-    for level in e2e["latency_ms"].values():
-        assert {"p50", "p95", "p99"} <= set(level)
+    assert {"router_per_s", "relay_per_s", "ratio", "cpu_ratio", "added_ms", "workers", "machine"} <= set(e2e)
+    assert set(e2e["latency_ms"]) == {"50"}
+    half = str(round(e2e["router_per_s"] / 2))
+    assert set(e2e["added_ms"]) == {"1000", "5000", half} == set(e2e["relay_latency_at_ms"])
+    for level in [*e2e["latency_ms"].values(), *e2e["latency_at_ms"].values()]:
+        assert {"p50", "p95", "p99", "target_per_s", "lost"} <= set(level)
+    assert all(set(added) == {"p50", "p99"} for added in e2e["added_ms"].values())
+    assert set(e2e["workers"]) == {"1"} and e2e["workers"]["1"] > 0
     fresh = results["freshness"]
     assert {"p50_ms", "p99_ms", "n"} <= set(fresh)
     assert fresh["n"] + fresh["timeouts"] == 3
