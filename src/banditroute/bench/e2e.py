@@ -41,7 +41,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from banditroute.bench.common import (
     PARTITIONS,
@@ -56,6 +55,7 @@ from banditroute.bench.common import (
     sleep_until,
     wait_idle,
 )
+from banditroute.kafka.load_producer import load_producer
 
 LOADS = (25, 50, 90)
 RELAY_FACTOR = 3
@@ -113,7 +113,7 @@ def _request(request_id: str, created_at: str) -> bytes:
     )
 
 
-async def prefill(producer: AIOKafkaProducer, topic: str, n: int, tag: str) -> None:
+async def prefill(producer: Any, topic: str, n: int, tag: str) -> None:
     created = datetime.now(UTC).isoformat()
     futures = []
     for i in range(n):
@@ -129,9 +129,7 @@ async def prefill_from(bootstrap: str, topic: str, n: int, tag: str, procs: int)
     """Produce ``n`` requests from ``procs`` processes at once (``--driver-procs``), so that one Python
     producer is not what limits a drain on a larger machine; in-process when ``procs`` is 1."""
     if procs <= 1:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, linger_ms=0, max_batch_size=256 * 1024, acks=1
-        )
+        producer = load_producer(bootstrap)
         await producer.start()
         try:
             await prefill(producer, topic, n, tag)
@@ -151,7 +149,7 @@ async def prefill_from(bootstrap: str, topic: str, n: int, tag: str, procs: int)
 
 
 async def paced(
-    producer: AIOKafkaProducer, collector: Collector, topic: str, rate: float, seconds: float, tag: str
+    producer: Any, collector: Collector, topic: str, rate: float, seconds: float, tag: str
 ) -> dict[str, Any]:
     """Open-loop load: send at ``rate``/s for ``seconds``; measure requests sent after the warm-up."""
     collector.latencies.clear()
@@ -218,7 +216,7 @@ async def measure_side(
         module_args = (*module_args[:-1], bootstrap, prefix)
     proc = BenchWorker(bootstrap, prefix, module_args=module_args)
     collector = Collector(bootstrap, decisions_topic)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, max_batch_size=256 * 1024, acks=1)
+    producer = load_producer(bootstrap)
     await producer.start()
     try:
         await collector.start()
