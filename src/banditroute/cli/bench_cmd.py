@@ -169,8 +169,21 @@ def _run(coro: Any) -> dict[str, Any]:
     help="Also measure this many worker processes at once, comma-separated (e.g. 1,2,4).",
 )
 @click.option("--partitions", type=click.IntRange(1, 64), default=8, show_default=True, help="For --workers.")
+@click.option(
+    "--driver-procs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes producing the pre-filled requests, so the driver is not the limit on a larger machine.",
+)
 def e2e(
-    fmt: str, bootstrap: str | None, seconds: float, requests: int, workers: str, partitions: int
+    fmt: str,
+    bootstrap: str | None,
+    seconds: float,
+    requests: int,
+    workers: str,
+    partitions: int,
+    driver_procs: int,
 ) -> None:
     """The worker on the broker: sustained decisions/s and CPU per request vs a raw relay, latency added over
     the relay at the same rates (1,000/s, 5,000/s, half the worker's sustained rate), and with --workers the
@@ -191,6 +204,7 @@ def e2e(
         seconds=seconds,
         workers=counts,
         worker_partitions=partitions,
+        driver_procs=driver_procs,
     )
     emit(_run(result), fmt, "bench e2e")
 
