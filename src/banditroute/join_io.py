@@ -33,10 +33,11 @@ from banditroute.agents.join import TAG_DECISIONS, TAG_WORKER, FeedbackRecord, J
 from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter, unknown_model_check
 from banditroute.config import Registry
 from banditroute.events import DeadLetter, DeadLetterReason, Feedback
-from banditroute.kafka.decide_service import DECIDER_HEADER, DecideService, Handoff
+from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.decision_publisher import is_local_origin
 from banditroute.kafka.decision_reader import DecisionReader
 from banditroute.kafka.gaps import GapFiller
+from banditroute.kafka.handoff import DECIDER_HEADER, Handoff
 from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.staged import StagedTable
 from banditroute.kafka.topics import partition_for

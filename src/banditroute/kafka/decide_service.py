@@ -38,11 +38,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -60,7 +58,9 @@ from banditroute.codec import (
 from banditroute.config import Registry
 from banditroute.events import DeadLetter, DeadLetterReason, RoutingRequest
 from banditroute.kafka.fast_request import fast_request
+from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, build_handoff, ignore_handoff
 from banditroute.kafka.outbox import PartitionBatches
+from banditroute.kafka.own_thread import OwnThreadLoop
 from banditroute.kafka.topics import partition_for
 
 log = logging.getLogger("banditroute.decide")
@@ -76,9 +76,6 @@ MAX_IN_FLIGHT = 4
 """Polled batches whose decisions may await acknowledgement while the next batch is decided."""
 
 
-DECIDER_HEADER = "banditroute-decider"
-"""Header on every decision a worker's decide loop publishes: the token of the assignment that decided it."""
-
 REPLY_TOPIC_RECHECK_S = 30.0
 """How long a missing reply topic is remembered as missing before it is looked up again."""
 
@@ -93,24 +90,10 @@ class Decider(Protocol):
     def take_shadow(self) -> dict[str, Any] | None: ...
 
 
-@dataclass(slots=True)
-class Handoff:
-    """The decisions of one acknowledged batch, for the join (``follow`` mode)."""
-
-    token: bytes
-    """The assignment that decided them (``DecideService.token`` then)."""
-    decisions: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
-    """(decisions partition, offset, decision) of the decisions that serve a model, in offset order."""
-    upto: dict[int, int] = field(default_factory=dict)
-    """Per decisions partition, the offset after the last record of the batch (joinable or not)."""
-
-
-def _no_handoff(_handoff: Handoff) -> None:
-    pass
-
-
-class DecideService:
+class DecideService(OwnThreadLoop):
     """The request → decision loop."""
+
+    thread_name = "banditroute-decide"
 
     def __init__(
         self,
@@ -131,7 +114,7 @@ class DecideService:
         session_timeout_s: float = 10.0,
         own_thread: bool = True,
         follow: bool = False,
-        on_pending: Callable[[Handoff], None] = _no_handoff,
+        on_pending: Callable[[Handoff], None] = ignore_handoff,
     ) -> None:
         self.logic = logic
         self.bootstrap = bootstrap
@@ -147,15 +130,11 @@ class DecideService:
         self.max_batch = max_batch
         self.linger_ms = linger_ms
         self.session_timeout_s = session_timeout_s
+        super().__init__(own_thread)
         self.duplicates = DuplicateIdCheck("request_id", capacity=100_000)
         self.replies_skipped = 0
         self.decided = 0
-        self._stopping = asyncio.Event()
         self._decision_partitions = 0
-        self.own_thread = own_thread
-        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the decide loop runs on
-        self._home: asyncio.AbstractEventLoop | None = None  # the caller's loop (callbacks run there)
-        self._stop_requested = False
         self._batch_decisions: list[dict[str, Any]] = []
         self._batch_letters: list[str] = []
         self.assigned: frozenset[int] | None = None
@@ -197,66 +176,6 @@ class DecideService:
             self.assigned = wanted
         log.info("decide loop assigned", extra={"topic": self.requests_topic, "partitions": sorted(wanted)})
 
-    def stop(self) -> None:
-        self._stop_requested = True
-        loop = self._loop
-        if loop is not None and loop is not self._running_loop():
-            with contextlib.suppress(RuntimeError):  # that loop is already closed
-                loop.call_soon_threadsafe(self._stopping.set)
-        else:
-            self._stopping.set()
-
-    @staticmethod
-    def _running_loop() -> asyncio.AbstractEventLoop | None:
-        try:
-            return asyncio.get_running_loop()
-        except RuntimeError:
-            return None
-
-    async def run(self) -> None:
-        """Run the loop until :meth:`stop`; on its own thread when ``own_thread`` (the default)."""
-        self._home = asyncio.get_running_loop()
-        self._stop_requested = False
-        if not self.own_thread:
-            self._loop = self._home
-            self._stopping = asyncio.Event()
-            await self._run_loop()
-            return
-        home = self._home
-        done: asyncio.Future[None] = home.create_future()
-
-        def finish(exc: BaseException | None) -> None:
-            if not done.done():
-                if exc is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(exc)
-
-        def target() -> None:
-            async def main() -> None:
-                self._loop = asyncio.get_running_loop()
-                self._stopping = asyncio.Event()
-                if self._stop_requested:
-                    return
-                await self._run_loop()
-
-            error: BaseException | None = None
-            try:
-                asyncio.run(main())
-            except BaseException as exc:  # handed to the caller's loop, which re-raises it
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody to tell
-                home.call_soon_threadsafe(finish, error)
-
-        thread = threading.Thread(target=target, name="banditroute-decide", daemon=True)
-        thread.start()
-        try:
-            await asyncio.shield(done)
-        except asyncio.CancelledError:
-            self.stop()
-            await home.run_in_executor(None, thread.join, 30.0)
-            raise
-
     def _deliver(self, decisions: list[dict[str, Any]], letters: list[str]) -> None:
         """Run on the caller's loop: the per-decision callback and dead-letter counts of one batch."""
         on_decision = self.on_decision
@@ -270,12 +189,7 @@ class DecideService:
             return
         decisions, letters = self._batch_decisions, self._batch_letters
         self._batch_decisions, self._batch_letters = [], []
-        home = self._home
-        if home is None or home is self._loop:
-            self._deliver(decisions, letters)
-        else:
-            with contextlib.suppress(RuntimeError):  # the worker's loop is closing
-                home.call_soon_threadsafe(self._deliver, decisions, letters)
+        self.call_home(self._deliver, decisions, letters)
 
     async def _run_loop(self) -> None:
         # a (re)start re-reads from the committed offsets: those requests must be decided, not called duplicates
@@ -343,7 +257,11 @@ class DecideService:
                             await self._handle(out, producer, record)
                         offsets[tp] = records[-1].offset + 1
                     futures = await out.submit()
-                    handoff = (self.token, out.shipped, self._joinable) if self.follow else None
+                    handoff = (
+                        (self.token, self.decisions_topic, out.shipped, self._joinable)
+                        if self.follow
+                        else None
+                    )
                     await self._enqueue(pending, committer, (futures, offsets, handoff))
                     self._flush_callbacks()
             await self._enqueue(pending, committer, None)
@@ -387,34 +305,7 @@ class DecideService:
                 await asyncio.gather(*futures)
             await consumer.commit(offsets)
             if handoff is not None:
-                self._hand_over(*handoff)
-
-    def _hand_over(
-        self,
-        token: bytes,
-        shipped: list[tuple[str, int, int, asyncio.Future[Any]]],
-        joinable: dict[int, list[dict[str, Any] | None]],
-    ) -> None:
-        """Give the join the acknowledged decisions of one batch with their offsets (on the caller's loop)."""
-        handoff = Handoff(token)
-        taken: dict[int, int] = {}
-        for topic, partition, count, future in shipped:
-            if topic != self.decisions_topic:
-                continue
-            base = future.result().offset
-            start = taken.get(partition, 0)
-            taken[partition] = start + count
-            decisions = joinable.get(partition, ())
-            for i, decision in enumerate(decisions[start : start + count]):
-                if decision is not None:
-                    handoff.decisions.append((partition, base + i, decision))
-            handoff.upto[partition] = base + count
-        home = self._home
-        if home is None or home is self._loop:
-            self.on_pending(handoff)
-        else:
-            with contextlib.suppress(RuntimeError):  # the worker's loop is closing
-                home.call_soon_threadsafe(self.on_pending, handoff)
+                self.call_home(self.on_pending, build_handoff(*handoff))
 
     def _decode(self, record: Any) -> RoutingRequest | DeadLetter:
         """The common request shape without pydantic (:mod:`~banditroute.kafka.fast_request`, which only

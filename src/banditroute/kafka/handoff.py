@@ -1,0 +1,50 @@
+"""What the decide loop hands the join in memory: the decisions of one acknowledged batch, with their offsets."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+DECIDER_HEADER = "banditroute-decider"
+"""Header on every decision a worker's decide loop publishes: the token of the assignment that decided it."""
+
+
+@dataclass(slots=True)
+class Handoff:
+    """The decisions of one acknowledged batch, for the join (``DecideService`` in ``follow`` mode)."""
+
+    token: bytes
+    """The assignment that decided them (``DecideService.token`` then)."""
+    decisions: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
+    """(decisions partition, offset, decision) of the decisions that serve a model, in offset order."""
+    upto: dict[int, int] = field(default_factory=dict)
+    """Per decisions partition, the offset after the last record of the batch (joinable or not)."""
+
+
+def build_handoff(
+    token: bytes,
+    topic: str,
+    shipped: list[tuple[str, int, int, asyncio.Future[Any]]],
+    joinable: dict[int, list[dict[str, Any] | None]],
+) -> Handoff:
+    """The handoff of one acknowledged batch: ``shipped`` are its record batches in order (topic, partition,
+    records, acknowledged future: its result's offset is the batch's base offset), ``joinable`` the decisions
+    appended to ``topic`` per partition in order (None for a record the join does not need)."""
+    handoff = Handoff(token)
+    taken: dict[int, int] = {}
+    for shipped_topic, partition, count, future in shipped:
+        if shipped_topic != topic:
+            continue
+        base = future.result().offset
+        start = taken.get(partition, 0)
+        taken[partition] = start + count
+        for i, decision in enumerate(joinable.get(partition, ())[start : start + count]):
+            if decision is not None:
+                handoff.decisions.append((partition, base + i, decision))
+        handoff.upto[partition] = base + count
+    return handoff
+
+
+def ignore_handoff(_handoff: Handoff) -> None:
+    pass

@@ -1,0 +1,99 @@
+"""A long-running asyncio loop on a thread and event loop of its own, started and stopped from the caller's loop.
+
+Used by the decide loop (:class:`~banditroute.kafka.decide_service.DecideService`): a decision never waits
+behind the faust agents' long coroutine steps in the worker's main loop; Python's GIL switch interval bounds the
+wait instead. What the rest of the worker must see is handed back with :meth:`OwnThreadLoop.call_home`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+class OwnThreadLoop:
+    """Subclasses implement :meth:`_run_loop` (it returns once ``self._stopping`` is set)."""
+
+    thread_name = "banditroute-loop"
+
+    def __init__(self, own_thread: bool = True) -> None:
+        self.own_thread = own_thread
+        self._stopping = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop :meth:`_run_loop` runs on
+        self._home: asyncio.AbstractEventLoop | None = None  # the caller's loop (callbacks run there)
+        self._stop_requested = False
+
+    async def _run_loop(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop_requested = True
+        loop = self._loop
+        if loop is not None and loop is not self._running_loop():
+            with contextlib.suppress(RuntimeError):  # that loop is already closed
+                loop.call_soon_threadsafe(self._stopping.set)
+        else:
+            self._stopping.set()
+
+    @staticmethod
+    def _running_loop() -> asyncio.AbstractEventLoop | None:
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+
+    def call_home(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run ``callback(*args)`` on the caller's loop (at once when that is this loop)."""
+        home = self._home
+        if home is None or home is self._loop:
+            callback(*args)
+        else:
+            with contextlib.suppress(RuntimeError):  # the caller's loop is closing
+                home.call_soon_threadsafe(callback, *args)
+
+    async def run(self) -> None:
+        """Run the loop until :meth:`stop`; on its own thread when ``own_thread`` (the default)."""
+        self._home = asyncio.get_running_loop()
+        self._stop_requested = False
+        if not self.own_thread:
+            self._loop = self._home
+            self._stopping = asyncio.Event()
+            await self._run_loop()
+            return
+        home = self._home
+        done: asyncio.Future[None] = home.create_future()
+
+        def finish(exc: BaseException | None) -> None:
+            if not done.done():
+                if exc is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(exc)
+
+        def target() -> None:
+            async def main() -> None:
+                self._loop = asyncio.get_running_loop()
+                self._stopping = asyncio.Event()
+                if self._stop_requested:
+                    return
+                await self._run_loop()
+
+            error: BaseException | None = None
+            try:
+                asyncio.run(main())
+            except BaseException as exc:  # handed to the caller's loop, which re-raises it
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody to tell
+                home.call_soon_threadsafe(finish, error)
+
+        thread = threading.Thread(target=target, name=self.thread_name, daemon=True)
+        thread.start()
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            self.stop()
+            await home.run_in_executor(None, thread.join, 30.0)
+            raise
