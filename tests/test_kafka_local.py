@@ -42,3 +42,32 @@ def test_missing_maven_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(BrokerError, match="Maven"):
         LocalKafka(1, home=tmp_path, data_dir=tmp_path / "d").fetch()
+
+
+def test_down_reaps_a_broker_whose_main_thread_exited_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JVM's /proc state reads "Z" once its main thread is gone while other threads still shut down: ``down``
+    must still wait for the process and reap it (else a zombie and a ResourceWarning at interpreter exit)."""
+    import subprocess
+    import sys
+    import time
+
+    from banditroute.kafka import local
+
+    shutting_down = (
+        "import ctypes, signal, threading, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: None)\n"  # like a JVM: SIGTERM starts a slow shutdown
+        "threading.Thread(target=time.sleep, args=(1.0,)).start()\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", shutting_down])
+    monkeypatch.setitem(local._CHILDREN, child.pid, child)
+    broker = LocalKafka(1, data_dir=tmp_path)
+    (tmp_path / "broker.pid").write_text(str(child.pid))
+    deadline = time.monotonic() + 10
+    while local._pid_alive(child.pid) and time.monotonic() < deadline:  # the main thread has exited: "Z"
+        time.sleep(0.01)
+    assert child.poll() is None  # ... but the process still runs
+    assert broker.down(timeout_s=10) == f"stopped (pid {child.pid})"
+    assert child.returncode is not None and child.pid not in local._CHILDREN

@@ -378,7 +378,7 @@ class LocalKafka:
         """Stop the broker recorded in the pid file; with ``purge`` also delete its data folder."""
         pid = self._read_pid()
         message = "not running"
-        if pid is not None and _pid_alive(pid):
+        if pid is not None and (_pid_alive(pid) or pid in _CHILDREN):
             self._terminate(pid, timeout_s)
             message = f"stopped (pid {pid})"
         elif pid is not None:
@@ -408,18 +408,23 @@ class LocalKafka:
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        # Our child: only its Popen knows when it is gone. /proc reads "Z" as soon as the JVM's main thread has
+        # exited, while its other threads still shut the broker down; stopping there left the Popen unreaped
+        # (a zombie, and "subprocess ... is still running" at interpreter exit).
+        try:
+            child.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        _CHILDREN.pop(pid, None)
+        return True
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        child = _CHILDREN.get(pid)
-        if child is not None:  # our child: reap it through its Popen
-            if child.poll() is not None:
-                del _CHILDREN[pid]
-                return True
-        else:
-            try:  # not started by this process's LocalKafka: reap it if it is our child anyway
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+        try:  # not started by this process's LocalKafka: reap it if it is our child anyway
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
         if not _pid_alive(pid):
             return True
         time.sleep(0.05)
