@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from click.testing import CliRunner
 
 from banditroute.cli import main
-from banditroute.client import RouterClient, default_route_reason, ensure_topics
+from banditroute.client import RouterClient, SyncRouterClient, default_route_reason, ensure_topics
 from banditroute.config import PACKAGED_CONFIG
 from banditroute.core import new_state
 from banditroute.core.codec import encode_state
@@ -268,6 +268,11 @@ async def test_not_loaded_and_stale_fall_back_to_the_default_route(
         client.default_route = None
         with pytest.raises(Exception, match="local mode: stale"):
             await client.route("chat")
+    # the synchronous client takes the same arguments
+    sync = SyncRouterClient(settings, mode="local", local_fallback="default", default_route="small-fast")
+    with sync:
+        decided = await asyncio.to_thread(sync.route, "chat")
+        assert not decided.is_default_route and decided.worker_id == sync.client.client_id
 
 
 async def test_holds_only_the_task_types_it_routes(kafka_bootstrap: str, unique_prefix: str) -> None:
