@@ -12,24 +12,16 @@ the client's publisher and readers included) divided by the calls made.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
+from banditroute.bench.common import percentile
 from banditroute.settings import Settings
 
 YIELD_EVERY = 50
 """A caller that is behind schedule still yields to the event loop every this many calls (the client's
 background tasks, e.g. the local-mode publisher, run on the same loop)."""
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (q in [0, 100])."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, min(len(sorted_values), math.ceil(q / 100.0 * len(sorted_values))))
-    return sorted_values[rank - 1]
 
 
 def summary_ms(values: list[float]) -> dict[str, float]:

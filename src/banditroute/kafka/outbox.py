@@ -56,12 +56,10 @@ class PartitionBatches:
         value: bytes | None,
         headers: Headers = NO_HEADERS,
     ) -> None:
-        slot = (topic, partition)
-        builder = self.builders.get(slot)
-        if builder is None:
-            builder = self.builders[slot] = self.producer.create_batch()
-        if builder.append(timestamp=None, key=key, value=value, headers=headers) is not None:
+        if self.try_append(topic, partition, key, value, headers):
             return
+        slot = (topic, partition)
+        builder = self.builders[slot]
         # full: ship it and start another; a record too large for an empty batch goes alone via send()
         if builder.record_count():
             await self._ship(topic, partition, builder)
