@@ -64,7 +64,8 @@ class StateReader:
         """Version of the config-topic document in use (None: the config folder)."""
         self.read = 0
         self.polled_at = 0.0
-        """``time.monotonic()`` of the last successful poll of the topics (0 before the first)."""
+        """``time.monotonic()`` when the broker last answered a fetch for every partition read (0 before the
+        first): an empty answer counts (nothing new), an unreachable broker does not."""
         self.caught_up = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -104,7 +105,7 @@ class StateReader:
             ends = await consumer.end_offsets(tps)
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=100, max_records=5000)
-                self.polled_at = time.monotonic()
+                self._note_fetched(consumer, tps)
                 for records in batch.values():
                     for record in records:
                         self._apply(record)
@@ -121,6 +122,12 @@ class StateReader:
             if self._fetcher is not None:
                 await self._fetcher.stop()
                 self._fetcher = None
+
+    def _note_fetched(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        stamps = [consumer.last_poll_timestamp(tp) for tp in tps]
+        if stamps and all(stamps):
+            oldest_s = min(stamps) / 1000.0  # aiokafka stamps each fetch answer with time.time()
+            self.polled_at = max(self.polled_at, time.monotonic() - max(0.0, time.time() - oldest_s))
 
     @staticmethod
     async def _position_at_least(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bool:
