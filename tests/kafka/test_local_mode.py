@@ -255,13 +255,13 @@ async def test_not_loaded_and_stale_fall_back_to_the_default_route(
         decision = await client.route("chat")
         assert decision.is_default_route and default_route_reason(decision) == "local_not_loaded"
     async with RouterClient(
-        settings, mode="local", local_fallback="default", default_route="small-fast", staleness_s=1.0
+        settings, mode="local", local_fallback="default", default_route="small-fast", staleness_s=3.0
     ) as client:
         decided = await client.route("chat")
         assert not decided.is_default_route and decided.worker_id == client.client_id
         assert client.local is not None
         client.local.reader.stop()
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(3.5)
         decision = await client.route("chat")
         assert decision.is_default_route and default_route_reason(decision) == "local_stale"
         # without a default route the caller is told why
