@@ -78,3 +78,17 @@ def test_metrics_history_and_state_stay_bounded_under_a_task_type_flood(tmp_path
     assert "chat" in keys and SHARED_KEY in keys and len(keys) <= limits.metrics_state_keys
     assert len(history.tasks) <= named + 1 and "chat" in history.tasks
     assert len(state_json(router)["tasks"]) <= limits.metrics_state_keys
+
+
+def test_history_names_every_routable_model_even_before_it_is_decided(tmp_path: Path) -> None:
+    """The dashboard's share chart has an area per routable model: one never decided shows as a zero share."""
+    router = fake_router(tmp_path)
+    router.top = TopTaskTypes(20, pinned=router.registry.snapshot.routes)
+    router.decisions_by_model = Counter()
+    router.top.count(router.decisions_by_model, "chat", "premium", 0.0)
+    history = History(points=5)
+    history.sample(router, 0.0)
+    routable = sorted(m.name for m in router.registry.models if m.routable)
+    series = history.to_json()["tasks"]["chat"]
+    assert series["models"] == routable and len(routable) > 1
+    assert series["points"][-1]["counts"] == {name: int(name == "premium") for name in routable}

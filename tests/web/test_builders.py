@@ -151,12 +151,12 @@ def test_history_is_bounded_and_prices_the_mix(tmp_path: Path) -> None:
     series = history.to_json()
     assert len(series["tasks"]["chat"]["points"]) == 4 and len(series["throughput"]) == 4
     last = series["tasks"]["chat"]["points"][-1]
-    assert last["counts"] == {"premium": 1, "balanced": 9}
+    assert last["counts"] == {"premium": 1, "balanced": 9, "nova": 0}  # nova: routable, not decided yet
     assert last["best_model"] == "premium"  # highest posterior mean quality among routable models
     assert last["cost_per_request"] == pytest.approx(0.1 * 0.02 + 0.9 * 0.002, rel=1e-6)
     summary = series["tasks"]["chat"]["summary"]
     assert summary["savings"] == pytest.approx(1 - (0.1 * 0.02 + 0.9 * 0.002) / 0.02, rel=1e-6)
-    assert history.share("chat") == pytest.approx({"premium": 0.1, "balanced": 0.9})
+    assert history.share("chat") == pytest.approx({"premium": 0.1, "balanced": 0.9, "nova": 0.0})
     assert series["throughput"][-1]["decisions"] == 10
     json.dumps(series)
 

@@ -81,7 +81,11 @@ class History:
         self._last = current
         for task_type in [t for t in self.tasks if t not in by_task]:
             del self.tasks[task_type]  # it lost its name (web/top.py): its series goes with its counters
+        routable = [m.name for m in router.registry.models if m.routable]
         for task_type, counts in by_task.items():
+            if task_type != OTHER:
+                for name in routable:  # a model not yet decided shows as a zero share, not as a missing one
+                    counts.setdefault(name, 0)
             priced = price_mix(router, task_type, counts) if task_type != OTHER else {}
             point = {"t": now_s, "counts": counts, **priced}
             self.tasks.setdefault(task_type, deque(maxlen=self.points)).append(point)
