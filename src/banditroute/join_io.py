@@ -256,9 +256,8 @@ class JoinIO:
             tick = tick_time(msg.headers)
             decisions = msg.topic == self.decisions.get_topic_name()
             if tick is not None:
-                sent_at = min(
-                    tick, now
-                )  # a tick stamped in the future (a forged header) acts as one sent now
+                # a tick stamped in the future (a forged header) acts as one sent now
+                sent_at = min(tick, now)
                 if not decisions:
                     results.append(self.join.on_tick(msg.partition, msg.offset, sent_at))
                 elif msg.partition in self._ahead:  # an own decision before it is not handed over yet
