@@ -73,9 +73,9 @@ def test_worker_refuses_an_explicit_config_folder_that_does_not_exist(
 
 def test_no_answer_explanations() -> None:
     settings = Settings(topic_prefix="shop", app_id="shop-router")
-    nobody = GroupStatus("shop-router.decide", "shop.requests", members=0, lag=3)
+    nobody = GroupStatus("shop-router.decide", "shop.requests", members=0, lag=3, member_group="shop-router")
     assert explain_no_answer(settings, nobody, 5.0).startswith(
-        "no worker is running for shop (group shop-router.decide has no members"
+        "no worker is running for shop (group shop-router has no members"
     )
     behind = GroupStatus("shop-router.decide", "shop.requests", members=2, lag=1200)
     assert explain_no_answer(settings, behind, 5.0) == (

@@ -29,6 +29,8 @@ class GroupStatus:
     lag: int | None
     """Sum over the topic's partitions of end offset - committed offset (or the log start when nothing is
     committed); ``None`` when the topic does not exist."""
+    member_group: str | None = None
+    """The group whose members were counted, when not ``group`` itself (the workers' faust group)."""
 
 
 def decide_group(settings: Settings) -> str:
@@ -66,7 +68,7 @@ async def group_status(
         )
         ids = await partitions_of(consumer, topic)
         if not ids:
-            return GroupStatus(group, topic, members, None)
+            return GroupStatus(group, topic, members, None, members_of)
         tps = [TopicPartition(topic, p) for p in sorted(ids)]
         committed = await admin.list_consumer_group_offsets(group, partitions=tps)
         ends = await consumer.end_offsets(tps)
@@ -76,7 +78,7 @@ async def group_status(
             meta = committed.get(tp)
             position = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
             lag += max(0, ends[tp] - position)
-        return GroupStatus(group, topic, members, lag)
+        return GroupStatus(group, topic, members, lag, members_of)
 
     try:
         return await asyncio.wait_for(ask(), timeout_s)
@@ -95,7 +97,8 @@ def explain_no_answer(settings: Settings, status: GroupStatus | None, waited_s: 
         )
     if status.members == 0:
         return (
-            f"no worker is running for {settings.topic_prefix} (group {status.group} has no members; "
+            f"no worker is running for {settings.topic_prefix} (group {status.member_group or status.group} "
+            "has no members; "
             "start one with 'banditroute worker')"
         )
     return f"workers are running but did not answer within {waited_s:g} s (lag {status.lag})"
