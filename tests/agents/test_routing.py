@@ -170,3 +170,26 @@ def test_learn_logic_learns_each_outcome_once_and_prices_tokens(tmp_path: Path) 
     assert to_outcome(tokens, registry.models, 1.7e9).cost_usd == pytest.approx(2.0)  # 0.5 * 2 + 0.25 * 4
     assert learn.apply([tokens], 1.7e9).by_model == {"t": 1}
     assert learnt["chat"].names == ("a1", "a2", "t") and learnt["chat"].applied == {4: 12}
+
+
+def test_rules_still_apply_when_their_constraints_are_shared() -> None:
+    """Equal rule effects are one object (so the core's caches hit); every decision still obeys its rules and
+    a request with filters of its own still gets both."""
+    from banditroute.agents.decide import NO_CONSTRAINTS
+    from banditroute.config import PACKAGED_CONFIG
+    from banditroute.core import Constraints
+
+    logic = DecideLogic(Registry(RouterConfig.load(PACKAGED_CONFIG)), StateView(), np.random.default_rng(2))
+    effect = Constraints(deny=frozenset({"gpt-large"}))
+    assert logic._with_rules(NO_CONSTRAINTS, effect) is logic._with_rules(
+        NO_CONSTRAINTS, Constraints(**vars(effect))
+    )
+    for i in range(300):
+        eu = logic.decide(build_request("chat", tenant="acme-eu", request_id=f"eu{i}"))
+        assert eu["model"] != "gpt-large" and eu["reasons"]["rules"] == ["acme-eu-no-large"]
+        vip = logic.decide(build_request("chat", metadata={"tier": "vip"}, request_id=f"v{i}"))
+        assert vip["reasons"]["rules"] == ["vip-quality-first"]
+        both = logic.decide(
+            build_request("chat", tenant="acme-eu", exclude=["small-fast"], request_id=f"b{i}")
+        )
+        assert both["model"] not in ("gpt-large", "small-fast")

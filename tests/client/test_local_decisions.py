@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import random
+from typing import Any
 
 import numpy as np
+import orjson
+from hypothesis import given, settings
 
 from banditroute.agents.decide import DecideLogic
+from banditroute.agents.learn import LearnLogic
 from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.events import RoutingDecision
 from banditroute.limits import Limits
+from banditroute.local_router import DecisionModels
 from banditroute.messages import build_request
 from banditroute.routing import StateView
+from tests.contracts.strategies import decisions
 
 
 def test_every_kind_of_decision_validates() -> None:
@@ -33,3 +41,59 @@ def test_every_kind_of_decision_validates() -> None:
     assert "relaxed_to_cheapest" in relaxed.reasons.rules
     assert rejected.model is None and rejected.reasons.no_eligible is not None
     assert decisions[2].reasons.filtered
+
+
+def decide_many(count: int) -> list[dict[str, Any]]:
+    """``count`` decisions of every kind the packaged config gives (rules, limits, filters, learnt states)."""
+    config = RouterConfig.load(PACKAGED_CONFIG)
+    config = dataclasses.replace(config, limits=Limits(max_task_types=3))
+    view = StateView()
+    registry = Registry(config)
+    logic = DecideLogic(registry, view, np.random.default_rng(11), worker_id="client-1")
+    learner = LearnLogic({}, registry, view.offer)
+    rng = random.Random(5)
+    made = []
+    for i in range(count):
+        request = build_request(
+            rng.choice(["chat", "code", "summarise", f"extra-{i % 7}"]),
+            tenant=rng.choice([None, "acme", "acme-eu"]),
+            metadata=rng.choice([None, {"tier": "vip"}, {"tier": "gold", "n": 3}]),
+            **rng.choice(
+                [{}, {}, {"max_cost_usd": 0.001}, {"exclude": ["mid-tier"]}, {"max_latency_ms": 1.0}]
+            ),
+        )
+        decision = logic.decide(request)
+        made.append(decision)
+        if decision["model"] is not None and i % 3 == 0:  # learn, so states and their versions move
+            outcome = {"model": decision["model"], "quality": rng.random(), "cost_usd": 0.001}
+            learner.apply([{**outcome, "task_key": decision["state_key"], "src": 0, "off": i}], 1.7e9)
+    return made
+
+
+def test_decision_models_equal_validating_the_json() -> None:
+    """What local mode returns (built without validation) equals validating the published JSON, for thousands
+    of decisions of every kind, nested models and fields set included."""
+    models = DecisionModels()
+    kinds = set()
+    for decision in decide_many(2000):
+        payload = orjson.dumps(decision)
+        validated = RoutingDecision.model_validate_json(payload)
+        built = models(copy.deepcopy(decision))
+        assert built == validated
+        assert built.model_dump_json() == validated.model_dump_json()
+        assert built.model_fields_set == validated.model_fields_set
+        assert type(built.decided_at) is type(validated.decided_at)
+        assert built.decided_at.tzinfo == validated.decided_at.tzinfo
+        kinds.add(
+            (built.model is None, bool(built.reasons.rules), built.reasons.capped, len(built.candidates))
+        )
+    assert len(kinds) >= 6  # rejected, rule-named, capped and filtered decisions were all compared
+
+
+@settings(max_examples=150, deadline=None)
+@given(decision=decisions())
+def test_decision_models_equal_validation_for_any_valid_decision(decision: RoutingDecision) -> None:
+    """The same for any valid decision (any shape the schema allows, not only what the decide logic makes)."""
+    as_dict = orjson.loads(decision.model_dump_json())
+    validated = RoutingDecision.model_validate(copy.deepcopy(as_dict))
+    assert DecisionModels()(as_dict) == validated

@@ -6,7 +6,7 @@ import random
 
 from aiokafka.partitioner import murmur2 as reference
 
-from banditroute.kafka.topics import murmur2, partition_for
+from banditroute.kafka.topics import VECTOR_FROM, murmur2, murmur2_many, partition_for, partitions_for
 
 
 def test_murmur2_equals_the_reference() -> None:
@@ -18,3 +18,20 @@ def test_murmur2_equals_the_reference() -> None:
     # Kafka's documented vectors (Java client: Utils.murmur2 & 0x7fffffff)
     assert partition_for(b"21", 1 << 31) == (-973932308 & 0x7FFFFFFF)
     assert partition_for(b"foobar", 1 << 31) == (-790332482 & 0x7FFFFFFF)
+
+
+def test_murmur2_many_equals_the_reference() -> None:
+    """Keys hashed together (numpy, per key length) hash as Kafka's partitioner does, one by one."""
+    rng = random.Random(11)
+    for length in range(0, 70):
+        for count in (1, VECTOR_FROM - 1, VECTOR_FROM, 57):
+            keys = [bytes(rng.getrandbits(8) for _ in range(length)) for _ in range(count)]
+            assert murmur2_many(keys) == [reference(k) for k in keys], (length, count)
+    mixed = [bytes(rng.getrandbits(8) for _ in range(rng.choice([3, 32, 32, 36]))) for _ in range(500)]
+    mixed += [b"\xff" * 32] * 20  # every bit set: the uint32 arithmetic must wrap, never widen
+    assert murmur2_many(mixed) == [reference(k) for k in mixed]
+    assert partitions_for(mixed, 7) == [partition_for(k, 7) for k in mixed]
+    assert murmur2_many([]) == [] and partitions_for([b"21", b"foobar"], 1 << 31) == [
+        -973932308 & 0x7FFFFFFF,
+        -790332482 & 0x7FFFFFFF,
+    ]

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import random
 import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from banditroute.client import (
@@ -19,8 +26,11 @@ from banditroute.client import (
     topic_layout,
 )
 from banditroute.codec import decode, encode
+from banditroute.events import Constraints as RequestConstraints
 from banditroute.events import Feedback, RoutingDecision, RoutingRequest
+from banditroute.messages import new_request_id
 from banditroute.settings import Settings
+from tests.contracts.strategies import ids
 
 
 def test_build_request_fills_defaults_and_round_trips() -> None:
@@ -124,3 +134,76 @@ def test_sync_client_degraded_returns_default_route() -> None:
     with SyncRouterClient(settings, start_timeout_s=1.0, default_route="m1,m2") as client:
         decision = client.route("chat", tenant="t")
         assert decision.is_default_route and decision.model == "m1" and decision.fallbacks == ("m2",)
+
+
+names = st.one_of(ids, st.text(max_size=140), st.just("x" * 129), st.just("ok\n"), st.just(""))
+metadata_keys = st.one_of(st.text(min_size=1, max_size=20), st.just(""), st.just("k" * 65))
+any_metadata = st.none() | st.dictionaries(
+    metadata_keys,
+    st.one_of(
+        st.text(max_size=300),
+        st.booleans(),
+        st.integers(-(2**54), 2**54),
+        st.floats(),
+        st.none(),
+        st.just([1]),
+    ),
+    max_size=34,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(task_type=names, tenant=st.none() | names, request_id=st.none() | names, metadata=any_metadata)
+def test_the_fast_request_path_equals_pydantic(
+    task_type: str, tenant: str | None, request_id: str | None, metadata: dict[str, Any] | None
+) -> None:
+    """``build_request`` builds the common request without pydantic: for any input the result equals
+    validating the same fields with pydantic, and whatever pydantic rejects still raises its error."""
+    fields = {
+        "task_type": task_type,
+        "tenant": tenant,
+        "candidates": None,
+        "exclude": None,
+        "constraints": RequestConstraints(max_cost_usd=None, max_latency_ms=None, capabilities=()),
+        "objective": None,
+        "metadata": dict(metadata or {}),
+        "reply_to": None,
+    }  # what build_request hands pydantic
+    try:
+        built = build_request(task_type, tenant=tenant, request_id=request_id, metadata=metadata)
+    except ValidationError:
+        with pytest.raises(ValidationError):
+            RoutingRequest(request_id=request_id or "r", created_at=datetime.now(UTC), **fields)
+        return
+    validated = RoutingRequest(request_id=built.request_id, created_at=built.created_at, **fields)
+    assert built == validated
+    assert built.model_fields_set == validated.model_fields_set
+    assert encode(built) == encode(validated)
+    assert request_id is None or request_id == "" or built.request_id == request_id
+
+
+def test_request_ids_are_uuid4_hex_and_unique() -> None:
+    made = [new_request_id() for _ in range(50_000)]
+    assert len(set(made)) == len(made)
+    for rid in made[:1000]:
+        parsed = uuid.UUID(hex=rid)
+        assert (parsed.hex, parsed.version, parsed.variant) == (rid, 4, uuid.RFC_4122)
+    random.seed(1)  # a caller seeding the random module does not make ids repeat
+    first = new_request_id()
+    random.seed(1)
+    assert new_request_id() != first
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_makes_other_request_ids() -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then out without running any of pytest's cleanup
+        os.write(write_end, new_request_id().encode())
+        os._exit(0)
+    os.close(write_end)
+    mine = new_request_id()
+    with os.fdopen(read_end, "rb") as pipe:
+        theirs = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert len(theirs) == 32 and theirs != mine

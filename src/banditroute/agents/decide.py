@@ -9,7 +9,7 @@ JSON-ready dict, built directly rather than through pydantic on this hot path; a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 from banditroute.agents.pending import decision_id_for
 from banditroute.config import Registry
 from banditroute.core import Choice, Constraints, ModelSpec, TaskPolicy, TaskState, apply_rules, choose
+from banditroute.core.models import SampledUtilities
 from banditroute.events import RoutingRequest
 from banditroute.limits import Admission, Verdict
 from banditroute.routing import StateView
@@ -30,6 +31,8 @@ __all__ = ["POLICY_NAME", "POLICY_VERSION", "DecideLogic", "StateView", "request
 
 NO_CONSTRAINTS = Constraints()
 """What a request without filters maps to: one shared object, so the core's plan cache hits by identity."""
+MAX_RULE_EFFECTS = 1024
+"""Distinct constraints of applied rules kept as one object each (for the core's caches)."""
 
 
 def request_constraints(request: RoutingRequest) -> Constraints:
@@ -57,6 +60,18 @@ def request_constraints(request: RoutingRequest) -> Constraints:
         capabilities=frozenset(request.constraints.capabilities),
         objective_override=override or None,
     )
+
+
+def _candidates(sampled: Mapping[str, float], means: Mapping[str, float]) -> list[dict[str, Any]]:
+    """``reasons``' candidate scores: each eligible model's sampled and mean utility, as Python floats."""
+    if type(sampled) is SampledUtilities:  # the block's row: Python floats already, as are the plan's means
+        return [
+            {"model": m, "sampled_utility": v, "mean_utility": means.get(m, v)} for m, v in sampled.pairs()
+        ]
+    return [
+        {"model": m, "sampled_utility": float(v), "mean_utility": float(means.get(m, v))}
+        for m, v in sampled.items()
+    ]
 
 
 def _iso(now_s: float) -> str:
@@ -106,6 +121,7 @@ class DecideLogic:
         self.admission = Admission()
         """Which task types and tenants get state of their own (policy.yaml ``limits``); decide thread only."""
         self._next_evict = 0.0
+        self._rule_effects: dict[Constraints, Constraints] = {}
 
     def decide(self, request: RoutingRequest) -> dict[str, Any]:
         """One decision, read from one routing snapshot and one learnt state (both immutable)."""
@@ -133,8 +149,9 @@ class DecideLogic:
         pin = None
         if rules:
             effect, applied = apply_rules(rules, request.tenant, task_type, request.metadata)
-            constraints = constraints.merged(effect.constraints)
-            pin = effect.pin
+            if applied:
+                constraints = self._with_rules(constraints, effect.constraints)
+                pin = effect.pin
         models = snapshot.models
         choice = choose(state, models, route.policy, constraints, self.rng, now_s, pinned=pin)
         decision = self.decision_dict(request, key, choice, applied, now_s, t0, verdict.capped)
@@ -143,6 +160,18 @@ class DecideLogic:
                 request, key, state, models, constraints, pin, applied, now_s, route.shadow
             )
         return decision
+
+    def _with_rules(self, constraints: Constraints, effect: Constraints) -> Constraints:
+        """``constraints`` merged with the applied rules' ``effect``. For a request without filters of its own
+        (the result is ``effect``) equal results are one object, so the core's caches hit by identity."""
+        if constraints is not NO_CONSTRAINTS:
+            return constraints.merged(effect)
+        interned = self._rule_effects.get(effect)
+        if interned is None:
+            if len(self._rule_effects) >= MAX_RULE_EFFECTS:
+                self._rule_effects.clear()
+            interned = self._rule_effects[effect] = effect
+        return interned
 
     def _shadow_decision(
         self,
@@ -245,10 +274,7 @@ class DecideLogic:
             "model": model,
             "fallbacks": list(choice.fallbacks),
             "propensity": float(choice.propensity) if model is not None else 1.0,
-            "candidates": [
-                {"model": m, "sampled_utility": float(v), "mean_utility": float(means.get(m, v))}
-                for m, v in choice.sampled.items()
-            ],
+            "candidates": _candidates(choice.sampled, means),
             "policy": policy_ref,
             "state_version": int(choice.state_version),
             "reasons": {

@@ -381,7 +381,12 @@ class SampledUtilities(Mapping[str, float]):
         return name in self._positions
 
     def to_dict(self) -> dict[str, float]:
-        return dict(zip(self._names, self._draws[self._row].tolist(), strict=True))
+        return dict(self.pairs())
+
+    def pairs(self) -> Iterator[tuple[str, float]]:
+        """``(name, sampled utility)`` in column order, as Python floats (what ``items()`` yields, minus the
+        dict)."""
+        return zip(self._names, self._draws[self._row].tolist(), strict=True)
 
     def items(self) -> Any:
         return self.to_dict().items()

@@ -104,17 +104,22 @@ class RuleEffect:
     pin: str | None = None
 
 
+NO_EFFECT = RuleEffect()
+"""What no matching rule asks for (one shared object)."""
+
+
 def apply_rules(
     rules: Sequence[Rule], tenant: str | None, task_type: str, metadata: Mapping[str, Any] | None = None
 ) -> tuple[RuleEffect, tuple[str, ...]]:
     """Evaluate ``rules`` in order; returns the combined effect and the names of the rules that applied."""
     metadata = metadata or {}
+    matching = [rule for rule in rules if rule.matches(tenant, task_type, metadata)]
+    if not matching:
+        return NO_EFFECT, ()
     effect = Constraints()
     pin: str | None = None
     applied: list[str] = []
-    for rule in rules:
-        if not rule.matches(tenant, task_type, metadata):
-            continue
+    for rule in matching:
         applied.append(rule.name)
         effect = effect.merged(
             Constraints(

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from banditroute.kafka.outbox import Headers, PartitionBatches
-from banditroute.kafka.topics import partition_for
+from banditroute.kafka.topics import partitions_for
 
 log = logging.getLogger("banditroute.client")
 
@@ -28,6 +28,8 @@ MAX_IN_FLIGHT = 8
 ORIGIN_HEADER = "banditroute-origin"
 """Header of every record a local-mode client publishes (value ``local``): workers count them per client."""
 ORIGIN_LOCAL: Headers = [(ORIGIN_HEADER, b"local")]
+Item = tuple[str, bytes, bytes, float]
+"""A queued record: topic, key, value and when it was queued (``time.perf_counter``)."""
 LAG_SAMPLES = 200_000
 """How many publish lags (route() returning -> acknowledged) are kept for ``banditroute bench route``."""
 
@@ -49,7 +51,7 @@ class DecisionPublisher:
         self.linger_s = linger_s
         self.batch = batch
         self.retry_s = retry_s
-        self._queue: list[tuple[str, int, bytes, bytes, float]] = []
+        self._queue: list[Item] = []
         self._in_flight = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -77,8 +79,7 @@ class DecisionPublisher:
         if self.pending >= self.max_pending:
             self.stats["refused_full"] += 1
             return False
-        partition = partition_for(key, self._partitions[topic])
-        self._queue.append((topic, partition, key, value, time.perf_counter()))
+        self._queue.append((topic, key, value, time.perf_counter()))
         self._idle.clear()
         if len(self._queue) >= self.batch:
             self._wake.set()
@@ -121,16 +122,29 @@ class DecisionPublisher:
             self._acks.add(task)
             task.add_done_callback(self._acks.discard)
 
-    async def _submit(self, items: list[tuple[str, int, bytes, bytes, float]]) -> list[asyncio.Future[Any]]:
+    async def _submit(self, items: list[Item]) -> list[asyncio.Future[Any]]:
         batches = PartitionBatches(self.producer)
-        for topic, partition, key, value, _at in items:
+        for (topic, key, value, _at), partition in zip(items, self._place(items), strict=True):
             if not batches.try_append(topic, partition, key, value, ORIGIN_LOCAL):
                 await batches.add(topic, partition, key, value, ORIGIN_LOCAL)
         return await batches.submit()
 
-    async def _acknowledged(
-        self, items: list[tuple[str, int, bytes, bytes, float]], futures: list[asyncio.Future[Any]]
-    ) -> None:
+    def _place(self, items: list[Item]) -> list[int]:
+        """The partition of each record, as the default partitioner places its key (hashed together)."""
+        topic = items[0][0]
+        if all(item[0] == topic for item in items):
+            return partitions_for([item[1] for item in items], self._partitions[topic])
+        by_topic: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            by_topic.setdefault(item[0], []).append(i)
+        placed = [0] * len(items)
+        for topic, where in by_topic.items():
+            keys = [items[i][1] for i in where]
+            for i, partition in zip(where, partitions_for(keys, self._partitions[topic]), strict=True):
+                placed[i] = partition
+        return placed
+
+    async def _acknowledged(self, items: list[Item], futures: list[asyncio.Future[Any]]) -> None:
         try:
             await asyncio.gather(*futures)
         except Exception as exc:
@@ -143,11 +157,11 @@ class DecisionPublisher:
         if self.pending == 0:
             self._idle.set()
 
-    def _requeue(self, items: list[tuple[str, int, bytes, bytes, float]]) -> None:
+    def _requeue(self, items: list[Item]) -> None:
         self._in_flight -= len(items)
         self._queue[:0] = items
 
-    def _failed(self, items: list[tuple[str, int, bytes, bytes, float]], exc: BaseException) -> None:
+    def _failed(self, items: list[Item], exc: BaseException) -> None:
         """Put the records back at the head of the queue (a decision stored twice is joined once)."""
         self.stats["send_failures"] += 1
         log.warning("publishing %d decisions failed (retrying): %r", len(items), exc)
