@@ -108,3 +108,27 @@ def test_route_local_mode_reports_latency_and_publish_lag(kafka_bootstrap: str, 
     assert result["mode"] == "local" and result["answered"] == 300 and result["published"] == 300
     assert {"p50", "p99", "p999"} <= set(result["latency_ms"]) and "p99" in result["publish_lag_ms"]
     assert result["cpu_us_per_route"] > 0
+
+
+@pytest.mark.kafka
+def test_route_local_feedback_is_learnt_by_a_worker(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """``--feedback``: an outcome for half the measured local decisions, all learnt by a real worker."""
+    from banditroute.cli.bench_cmd import bench
+    from banditroute.config import PACKAGED_CONFIG
+    from tests.kafka.helpers import WorkerProcess, worker_env
+
+    env = worker_env(kafka_bootstrap, unique_prefix, str(PACKAGED_CONFIG), str(tmp_path / "data"))
+    worker = WorkerProcess(env, str(tmp_path / "worker.log")).start()
+    try:
+        args = ["route", "--mode", "local", "-n", "400", "-c", "1", "--warmup", "20", "--feedback", "0.5"]
+        out = CliRunner().invoke(bench, [*args, "--learn-timeout", "60", "--format", "json"], env=env)
+    finally:
+        worker.terminate()
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    assert result["published"] == 400
+    learning = result["learning"]
+    assert learning["feedback_sent"] == 200 and learning["learnt"] == 200
+    assert learning["learnt_per_s"] > 0 and learning["learnt_s"] >= learning["feedback_sent_s"]

@@ -77,8 +77,14 @@ async def run_route_bench(
     warmup: int,
     mode: Literal["remote", "local"] = "remote",
     rate: float = 0.0,
+    feedback: float = 0.0,
+    learn_timeout_s: float = 120.0,
 ) -> dict[str, Any]:
-    """``warmup`` unmeasured then ``requests`` measured ``route()`` calls (see the module docstring)."""
+    """``warmup`` unmeasured then ``requests`` measured ``route()`` calls (see the module docstring); then, with
+    ``feedback`` > 0 (local mode), the outcome of that share of the measured decisions and the wait until they
+    are learnt."""
+    if feedback > 0 and mode != "local":
+        raise ValueError("feedback is measured in local mode (the client reads back the learnt state)")
     from banditroute.client import RouterClient, RouteTimeout
 
     failed = 0
@@ -102,6 +108,8 @@ async def run_route_bench(
         if local is not None and local.unavailable() is not None:
             raise RuntimeError(f"local mode: the routing snapshot is {local.unavailable()}")
         measuring = False
+        every = round(1.0 / feedback) if feedback > 0 else 0
+        answered: list[tuple[str, str]] = []  # (request_id, model) of the measured decisions, with feedback
 
         async def one() -> bool:
             nonlocal failed
@@ -112,9 +120,12 @@ async def run_route_bench(
                 return False
             if measuring:
                 models[str(decision.model)] = models.get(str(decision.model), 0) + 1
+                if every and decision.model is not None:
+                    answered.append((decision.request_id, decision.model))
             return measuring
 
         await drive(one, warmup, rate, concurrency)
+        learnt_before = learnt_count(client, task_type) if every else 0
         if local is not None:
             await local.flush()
             local.publisher.lags_ms.clear()
@@ -128,6 +139,9 @@ async def run_route_bench(
             lags = list(local.publisher.lags_ms)
         if failed:
             no_answer = await client.why_no_answer(timeout_s) if mode == "remote" else "local mode fell back"
+        learning = None
+        if every:
+            learning = await learn_back(client, task_type, answered[::every], learnt_before, learn_timeout_s)
     result: dict[str, Any] = {
         "mode": mode,
         "requests": requests,
@@ -144,7 +158,50 @@ async def run_route_bench(
         result["publish_lag_ms"] = summary_ms(lags)
     result["models"] = models
     result["no_answer"] = no_answer
+    if learning is not None:
+        result["learning"] = learning
     return result
+
+
+def learnt_count(client: Any, task_type: str) -> int:
+    """Outcomes learnt into ``task_type``'s state, as the client last read it from the state topic (local
+    mode; -1 in remote mode, which holds no state)."""
+    local = client.local
+    if local is None:
+        return -1
+    state = local.view.get(local.registry.snapshot.state_key(None, task_type))
+    return 0 if state is None else int(state.events)
+
+
+async def learn_back(
+    client: Any, task_type: str, fed: list[tuple[str, str]], before: int, timeout_s: float
+) -> dict[str, Any]:
+    """Send an outcome for each ``(request_id, model)``, then wait until the workers have learnt them all: the
+    task type's state (read back from the state topic) counts that many more events, or ``timeout_s`` passed
+    without progress. Needs a worker that nothing else feeds this task type meanwhile."""
+    from banditroute.messages import build_feedback
+
+    start = time.perf_counter()
+    for request_id, model in fed:
+        event = build_feedback(request_id=request_id, model=model, quality=0.8, cost_usd=0.001)
+        await client.send_feedback(event, wait=False)
+    await client.flush()
+    sent_s = time.perf_counter() - start
+    learnt = learnt_count(client, task_type) - before
+    last_progress = time.perf_counter()
+    while learnt < len(fed) and time.perf_counter() - last_progress < timeout_s:
+        await asyncio.sleep(0.05)
+        now = learnt_count(client, task_type) - before
+        if now > learnt:
+            learnt, last_progress = now, time.perf_counter()
+    seconds = (last_progress if learnt else time.perf_counter()) - start
+    return {
+        "feedback_sent": len(fed),
+        "feedback_sent_s": sent_s,
+        "learnt": learnt,
+        "learnt_s": seconds,
+        "learnt_per_s": learnt / seconds if seconds > 0 else 0.0,
+    }
 
 
 __all__ = ["drive", "percentile", "run_route_bench", "summary_ms"]

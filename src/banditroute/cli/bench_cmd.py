@@ -88,6 +88,23 @@ def policy(fmt: str, models: int, seconds: float, iterations: int | None) -> Non
     show_default=True,
     help="Pace the calls at this many route()/s in total (0: as fast as possible).",
 )
+@click.option(
+    "--feedback",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Local mode: after the measured calls, send an outcome for this share of their decisions (1: all) "
+    "and wait until the worker has learnt them (read back from the state topic); adds 'learning' "
+    "(feedback_sent, learnt, learnt_s, learnt_per_s). Needs a worker nothing else feeds the task type.",
+)
+@click.option(
+    "--learn-timeout",
+    "learn_timeout_s",
+    type=click.FloatRange(0.1),
+    default=120.0,
+    show_default=True,
+    help="With --feedback: stop waiting after this many seconds without a newly learnt outcome.",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def route(
     requests: int,
@@ -99,6 +116,8 @@ def route(
     topic_prefix: str | None,
     mode: str,
     rate: float,
+    feedback: float,
+    learn_timeout_s: float,
     fmt: str,
 ) -> None:
     """p50/p99/p999 of route(), route()/s and CPU per route from one process. --mode remote: round trips
@@ -107,6 +126,8 @@ def route(
     from banditroute.bench.route import run_route_bench
     from banditroute.cli.output import EXIT_UNAVAILABLE, fail, make_ctx
 
+    if feedback > 0 and mode != "local":
+        raise click.BadParameter("is measured in local mode only", param_hint="--feedback")
     ctx = make_ctx(bootstrap, topic_prefix, fmt)
     try:
         result = asyncio.run(
@@ -119,6 +140,8 @@ def route(
                 warmup=warmup,
                 mode="local" if mode == "local" else "remote",
                 rate=rate,
+                feedback=feedback,
+                learn_timeout_s=learn_timeout_s,
             )
         )
     except RuntimeError as exc:
