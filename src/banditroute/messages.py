@@ -86,7 +86,7 @@ class _RequestIds:
         self._random.seed(os.urandom(32))
 
     def __call__(self) -> str:
-        return f"{(self._random.getrandbits(128) & _VARIANT_CLEAR) | _VERSION_4:032x}"
+        return ((self._random.getrandbits(128) & _VARIANT_CLEAR) | _VERSION_4).to_bytes(16).hex()
 
 
 new_request_id = _RequestIds()
@@ -128,8 +128,27 @@ _GIVEN = frozenset(RoutingRequest.model_fields) - {"schema_version"}
 _SAFE_INT = 2**53
 
 
+_KNOWN_IDENTIFIERS: set[str] = set()
+"""Task types and tenants already checked (they repeat; request ids do not come here unless given)."""
+MAX_KNOWN_IDENTIFIERS = 4096
+
+
 def _identifier(value: object) -> bool:
     return type(value) is str and len(value) <= 128 and _IDENTIFIER.fullmatch(value) is not None
+
+
+def _known_identifier(value: object) -> bool:
+    """:func:`_identifier`, remembered for the values that repeat (task types, tenants)."""
+    if type(value) is not str:
+        return False
+    if value in _KNOWN_IDENTIFIERS:
+        return True
+    if not _identifier(value):
+        return False
+    if len(_KNOWN_IDENTIFIERS) >= MAX_KNOWN_IDENTIFIERS:
+        _KNOWN_IDENTIFIERS.clear()
+    _KNOWN_IDENTIFIERS.add(value)
+    return True
 
 
 def _plain_metadata(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -186,8 +205,8 @@ def build_request(
         and objective is None
         and reply_to is None
         and created_at is None
-        and _identifier(task_type)
-        and (tenant is None or _identifier(tenant))
+        and _known_identifier(task_type)
+        and (tenant is None or _known_identifier(tenant))
         and (not request_id or _identifier(request_id))
     ):
         plain = {} if not metadata else _plain_metadata(metadata)
