@@ -96,6 +96,10 @@ class Verdict:
     reject: str | None = None
 
 
+MAX_PLAIN_VERDICTS = 4096
+"""Task types whose uncapped verdict is kept as one (immutable) object."""
+
+
 class _Bucket:
     __slots__ = ("at", "tokens")
 
@@ -120,6 +124,7 @@ class Admission:
         self.tenants: dict[str, dict[str, float]] = {}
         self._buckets: dict[str, _Bucket] = {}
         self._buckets_swept = 0.0
+        self._plain: dict[str, Verdict] = {}
 
     def check(
         self,
@@ -157,7 +162,12 @@ class Admission:
             else:
                 return Verdict(SHARED_KEY, CAP_TASK_TYPES, shared=True)
         if not (per_tenant and tenant):
-            return Verdict(task_type)
+            plain = self._plain.get(task_type)
+            if plain is None:  # one object per task type: this is every decision's path
+                if len(self._plain) >= MAX_PLAIN_VERDICTS:
+                    self._plain.clear()
+                plain = self._plain[task_type] = Verdict(task_type)
+            return plain
         tenants = self.tenants.get(task_type)
         if tenants is None:
             tenants = self.tenants[task_type] = {}

@@ -44,9 +44,10 @@ class Rule:
             return False
         if self.task_types is not None and task_type not in self.task_types:
             return False
-        return all(
-            key in metadata and str(metadata[key]) in options for key, options in self.metadata.items()
-        )
+        for key, options in self.metadata.items():  # a loop, not all(...): this runs for every decision
+            if key not in metadata or str(metadata[key]) not in options:
+                return False
+        return True
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Rule:

@@ -151,7 +151,7 @@ class DecisionPublisher:
             self._failed(items, exc)
             return
         now = time.perf_counter()
-        self.lags_ms.extend((now - at) * 1000.0 for *_rest, at in items)
+        self.lags_ms.extend([(now - item[3]) * 1000.0 for item in items])
         self.stats["published"] += len(items)
         self._in_flight -= len(items)
         if self.pending == 0:
