@@ -121,6 +121,36 @@ def trusted(cls: type[_M], values: dict[str, Any], fields_set: set[str] | None =
     return model
 
 
+def plain_request(
+    request_id: str,
+    task_type: str,
+    tenant: str | None,
+    metadata: dict[str, Any],
+    created_at: datetime,
+    reply_to: str | None,
+    fields_set: set[str],
+) -> RoutingRequest:
+    """A :class:`RoutingRequest` without lists, limits or objective, from values already checked against its
+    schema (``created_at`` in UTC), built without validating them again (see :func:`trusted`)."""
+    return trusted(
+        RoutingRequest,
+        {
+            "schema_version": 1,
+            "request_id": request_id,
+            "task_type": task_type,
+            "tenant": tenant,
+            "candidates": None,
+            "exclude": None,
+            "constraints": _NO_CONSTRAINTS,
+            "objective": None,
+            "metadata": metadata,
+            "created_at": created_at,
+            "reply_to": reply_to,
+        },
+        fields_set,
+    )
+
+
 _IDENTIFIER = re.compile(_ID_PATTERN)
 _NO_CONSTRAINTS = Constraints()
 _GIVEN = frozenset(RoutingRequest.model_fields) - {"schema_version"}
@@ -211,23 +241,8 @@ def build_request(
     ):
         plain = {} if not metadata else _plain_metadata(metadata)
         if plain is not None:
-            return trusted(
-                RoutingRequest,
-                {
-                    "schema_version": 1,
-                    "request_id": request_id or new_request_id(),
-                    "task_type": task_type,
-                    "tenant": tenant,
-                    "candidates": None,
-                    "exclude": None,
-                    "constraints": _NO_CONSTRAINTS,
-                    "objective": None,
-                    "metadata": plain,
-                    "created_at": datetime.now(UTC),
-                    "reply_to": None,
-                },
-                set(_GIVEN),
-            )
+            rid = request_id or new_request_id()
+            return plain_request(rid, task_type, tenant, plain, datetime.now(UTC), None, set(_GIVEN))
     return RoutingRequest(
         request_id=request_id or new_request_id(),
         task_type=task_type,
@@ -333,6 +348,7 @@ __all__ = [
     "default_route_reason",
     "idempotency_key_for",
     "new_request_id",
+    "plain_request",
     "request_id_of_decision",
     "trusted",
     "utcnow",
