@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -61,6 +60,7 @@ from banditroute.kafka.fast_request import fast_request
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, build_handoff, ignore_handoff
 from banditroute.kafka.outbox import PartitionBatches
 from banditroute.kafka.own_thread import OwnThreadLoop
+from banditroute.kafka.replies import ReplySender
 from banditroute.kafka.topics import partition_for
 
 log = logging.getLogger("banditroute.decide")
@@ -74,10 +74,6 @@ PRODUCER_TUNING: dict[str, Any] = {"linger_ms": 1, "max_batch_size": 512 * 1024}
 """Producer settings of the decide loop (idem). Large batches: one record batch per partition per poll."""
 MAX_IN_FLIGHT = 4
 """Polled batches whose decisions may await acknowledgement while the next batch is decided."""
-
-
-REPLY_TOPIC_RECHECK_S = 30.0
-"""How long a missing reply topic is remembered as missing before it is looked up again."""
 
 
 class Decider(Protocol):
@@ -132,7 +128,8 @@ class DecideService(OwnThreadLoop):
         self.session_timeout_s = session_timeout_s
         super().__init__(own_thread)
         self.duplicates = DuplicateIdCheck("request_id", capacity=100_000)
-        self.replies_skipped = 0
+        self._replies: ReplySender | None = None
+        self._replies_skipped_before = 0
         self.decided = 0
         self._decision_partitions = 0
         self._batch_decisions: list[dict[str, Any]] = []
@@ -194,7 +191,6 @@ class DecideService(OwnThreadLoop):
     async def _run_loop(self) -> None:
         # a (re)start re-reads from the committed offsets: those requests must be decided, not called duplicates
         self.duplicates = DuplicateIdCheck("request_id", capacity=100_000)
-        self._reply_topics: dict[str, tuple[bool, float]] = {}
         self._batch_decisions = []
         self._batch_letters = []
         self.runs += 1
@@ -222,6 +218,7 @@ class DecideService(OwnThreadLoop):
         await producer.start()
         await consumer.start()
         self._decision_partitions = len(await producer.partitions_for(self.decisions_topic))
+        replies = self._replies = ReplySender(producer)
         pending: asyncio.Queue[Any] = asyncio.Queue(MAX_IN_FLIGHT)
         committer = asyncio.create_task(self._commit_in_order(consumer, pending))
         busy = asyncio.Lock()
@@ -273,8 +270,11 @@ class DecideService(OwnThreadLoop):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await committer
             try:
+                await replies.close()
                 await producer.flush()
             finally:
+                self._replies_skipped_before += replies.stats["skipped"]
+                self._replies = None
                 await consumer.stop()
                 await producer.stop()
 
@@ -347,31 +347,11 @@ class DecideService(OwnThreadLoop):
                     )
         return self.duplicates(event)
 
-    async def _reply(self, producer: AIOKafkaProducer, topic: str, key: bytes, payload: bytes) -> None:
-        """Best effort: the decision is already on the decisions topic. A reply topic that does not exist
-        (or stops existing) is skipped and counted instead of stalling the loop; its client times out and
-        falls back to its default route."""
-        now = time.monotonic()
-        known = self._reply_topics.get(topic)
-        if known is None or (not known[0] and now - known[1] > REPLY_TOPIC_RECHECK_S):
-            try:
-                exists = bool(await asyncio.wait_for(producer.partitions_for(topic), timeout=1.0))
-            except Exception:  # unknown topic (auto-creation is off) or no metadata in time
-                exists = False
-            self._reply_topics[topic] = (exists, now)
-            if len(self._reply_topics) > 10_000:
-                self._reply_topics.clear()
-            known = (exists, now)
-        if not known[0]:
-            self.replies_skipped += 1
-            log.warning("reply topic %r does not exist; reply skipped", topic)
-            return
-        future = await producer.send(topic, key=key, value=payload)
-        future.add_done_callback(self._reply_done)
-
-    def _reply_done(self, future: asyncio.Future[Any]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            self.replies_skipped += 1
+    @property
+    def replies_skipped(self) -> int:
+        """Replies not delivered (reply topic missing or deleted), over every run of the loop."""
+        current = self._replies.stats["skipped"] if self._replies is not None else 0
+        return self._replies_skipped_before + current
 
     async def _handle(self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any) -> None:
         result = self._decode(record)
@@ -416,8 +396,10 @@ class DecideService(OwnThreadLoop):
         shadow = self.logic.take_shadow()
         if shadow is not None and self.shadow_topic:
             await out.add(self.shadow_topic, partition, key, orjson.dumps(shadow))
-        if result.reply_to:
-            await self._reply(producer, result.reply_to, key, payload)
+        if result.reply_to and self._replies is not None:
+            # best effort: the decision is already on its way to the decisions topic; a client whose reply
+            # topic is gone times out and falls back to its default route
+            await self._replies.send(result.reply_to, key, payload)
         self.decided += 1
         self._batch_decisions.append(decision)
 

@@ -171,6 +171,7 @@ def stats_json(router: Any, lag: dict[str, Any] | None = None, now_s: float | No
         "now": time.time() if now_s is None else now_s,
         "worker_id": router.worker_id,
         "decided": int(router.decider.decided),
+        "replies_skipped": int(getattr(router.decider, "replies_skipped", 0)),
         "decisions_by_task": _by_task(router.decisions_by_model),
         "local_decisions_by_client": _by_task(getattr(router, "local_decisions", {})),
         "counters": counters,

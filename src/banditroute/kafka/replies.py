@@ -1,0 +1,166 @@
+"""Replies to remote clients: sent to the topic each request names, without remembering every name.
+
+A remote client names its own reply topic in each request (``reply_to``), creates it when it starts and
+deletes it when it closes. Sending with aiokafka's producer directly has two costs the worker must not pay:
+
+- ``send`` (and ``partitions_for``) add the topic to the set the producer refreshes metadata for, and never
+  drop it: a worker that served many short-lived clients asks for every deleted reply topic on each refresh
+  (and logs an error for each), and a sender can grow that set with made-up names.
+- for a topic that does not exist, ``send`` waits up to the request timeout, retrying: the decide loop would
+  stall that long for each unknown name.
+
+:class:`ReplySender` sends at once to topics it has seen exist. A reply to a name it does not know waits
+(bounded) while one background task looks the names up in the cluster's topic list, fetched at most every
+``min_refresh_s``; replies to a missing topic are skipped and counted, and the name is remembered as missing
+for ``recheck_s``. Reply topics with no reply for ``idle_s`` are dropped from the producer's metadata set.
+Every cache is bounded by ``max_names``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger("banditroute.decide")
+
+RECHECK_S = 30.0
+"""How long a missing reply topic is remembered as missing before it is looked up again."""
+MIN_REFRESH_S = 0.2
+"""Least time between two fetches of the cluster's topic list (bounds the cost of made-up names)."""
+IDLE_S = 120.0
+"""A reply topic without a reply for this long is dropped from the producer's metadata set."""
+MAX_NAMES = 10_000
+"""Bound of the known and the missing names each, and of the replies waiting for a lookup."""
+
+
+class ReplySender:
+    """Best-effort replies through one producer; all methods run on the producer's event loop."""
+
+    def __init__(
+        self,
+        producer: Any,
+        *,
+        recheck_s: float = RECHECK_S,
+        min_refresh_s: float = MIN_REFRESH_S,
+        idle_s: float = IDLE_S,
+        max_names: int = MAX_NAMES,
+    ) -> None:
+        self.producer = producer
+        self.recheck_s = recheck_s
+        self.min_refresh_s = min_refresh_s
+        self.idle_s = idle_s
+        self.max_names = max_names
+        self._used: dict[str, float] = {}  # topics seen to exist -> last reply (monotonic s)
+        self._missing: dict[str, float] = {}  # topics seen missing -> when
+        self._waiting: dict[str, list[tuple[bytes, bytes]]] = {}
+        self._queued = 0
+        self._fetched_at = float("-inf")
+        self._pruned_at = time.monotonic()
+        self._resolver: asyncio.Task[None] | None = None
+        self.stats = {"sent": 0, "skipped": 0, "lookups": 0, "dropped_topics": 0}
+
+    async def send(self, topic: str, key: bytes, payload: bytes) -> None:
+        """Send ``payload`` to ``topic`` now if it is known to exist, else after a lookup (or skip it)."""
+        now = time.monotonic()
+        if topic in self._used:
+            self._used[topic] = now
+            await self._produce(topic, key, payload)
+            if now - self._pruned_at >= min(self.idle_s, 60.0) / 2:
+                self.prune(now)
+            return
+        missing_at = self._missing.get(topic)
+        if (missing_at is not None and now - missing_at < self.recheck_s) or self._queued >= self.max_names:
+            self.stats["skipped"] += 1
+            return
+        self._waiting.setdefault(topic, []).append((key, payload))
+        self._queued += 1
+        if self._resolver is None or self._resolver.done():
+            self._resolver = asyncio.create_task(self._resolve(), name="banditroute-reply-lookup")
+
+    async def _produce(self, topic: str, key: bytes, payload: bytes) -> None:
+        future = await self.producer.send(topic, key=key, value=payload)
+        future.add_done_callback(lambda f: self._sent(topic, f))
+
+    def _sent(self, topic: str, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self.stats["skipped"] += 1
+            self._used.pop(topic, None)  # deleted meanwhile? look it up again next time
+        else:
+            self.stats["sent"] += 1
+
+    async def _resolve(self) -> None:
+        """Look up the waiting names (one topic-list fetch for all of them) until none wait."""
+        while self._waiting:
+            delay = self._fetched_at + self.min_refresh_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                cluster = await self.producer.client.fetch_all_metadata()
+                existing = set(cluster.topics())
+            except Exception as exc:  # broker trouble: skip what waits rather than hold it
+                log.warning("looking up reply topics failed: %r", exc)
+                existing = set()
+            self._fetched_at = now = time.monotonic()
+            self.stats["lookups"] += 1
+            waiting, self._waiting, self._queued = self._waiting, {}, 0
+            for topic, replies in waiting.items():
+                if topic in existing:
+                    self._missing.pop(topic, None)
+                    self._remember(self._used, topic, now)
+                    for key, payload in replies:
+                        await self._produce(topic, key, payload)
+                else:
+                    self.stats["skipped"] += len(replies)
+                    self._remember(self._missing, topic, now)
+                    log.warning("reply topic %r does not exist; %d replies skipped", topic, len(replies))
+
+    def prune(self, now: float | None = None) -> int:
+        """Drop reply topics idle for ``idle_s`` from the producer's metadata set; returns how many."""
+        now = time.monotonic() if now is None else now
+        self._pruned_at = now
+        idle = [topic for topic, at in self._used.items() if now - at >= self.idle_s]
+        self._drop(idle)
+        return len(idle)
+
+    def _drop(self, topics: list[str]) -> None:
+        if not topics:
+            return
+        for topic in topics:
+            self._used.pop(topic, None)
+        client = self.producer.client
+        tracked: set[str] = set(getattr(client, "_topics", ()))  # aiokafka has no public getter for it
+        keep = tracked.difference(topics)
+        if keep != tracked and keep:  # an empty set would mean "every topic" to aiokafka
+            client.set_topics(keep)
+        self.stats["dropped_topics"] += len(topics)
+
+    def _remember(self, cache: dict[str, float], topic: str, now: float) -> None:
+        cache[topic] = now
+        if len(cache) > self.max_names:  # forget the oldest half (known ones leave the producer too)
+            oldest = sorted(cache, key=cache.__getitem__)[: len(cache) // 2]
+            if cache is self._used:
+                self._drop(oldest)
+            else:
+                for name in oldest:
+                    del cache[name]
+
+    @property
+    def tracked(self) -> int:
+        """Topics the producer refreshes metadata for (reply topics included)."""
+        return len(getattr(self.producer.client, "_topics", ()))
+
+    async def close(self) -> None:
+        """Stop looking up; replies still waiting for a lookup are skipped."""
+        if self._resolver is not None:
+            self._resolver.cancel()
+            with contextlib.suppress(BaseException):
+                await self._resolver
+            self._resolver = None
+        self.stats["skipped"] += self._queued
+        self._waiting, self._queued = {}, 0
+
+
+__all__ = ["IDLE_S", "MAX_NAMES", "MIN_REFRESH_S", "RECHECK_S", "ReplySender"]

@@ -1,0 +1,63 @@
+"""Replies to the topics requests name (kafka/replies.py), on the real broker: made-up and deleted reply
+topics are neither waited for nor kept in the producer's metadata set."""
+
+from __future__ import annotations
+
+import asyncio
+
+from banditroute.kafka.admin import delete_topics_with_prefix
+from banditroute.kafka.replies import ReplySender
+from tests.kafka.helpers import consume, create_topics, producer, wait_for
+
+
+async def test_made_up_reply_topics_are_skipped_without_being_tracked(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    real = f"{unique_prefix}.replies.real"
+    await create_topics(kafka_bootstrap, [real])
+    async with producer(kafka_bootstrap) as prod:
+        replies = ReplySender(prod, min_refresh_s=0.05)
+        tracked_before = replies.tracked
+        for i in range(500):  # a sender naming a new reply topic in every request
+            await replies.send(f"{unique_prefix}.replies.ghost-{i}", b"k", b"v")
+        await replies.send(real, b"key-1", b"decision-1")
+        assert await wait_for(lambda: replies.stats["sent"] == 1 and replies.stats["skipped"] == 500, 20)
+        # one lookup for many names, none of them registered with the producer: only the real topic is
+        assert replies.stats["lookups"] <= 5, replies.stats
+        assert replies.tracked <= tracked_before + 1
+        # a name seen missing is not looked up again within recheck_s
+        lookups = replies.stats["lookups"]
+        await replies.send(f"{unique_prefix}.replies.ghost-7", b"k", b"v")
+        await asyncio.sleep(0.2)
+        assert replies.stats["lookups"] == lookups and replies.stats["skipped"] == 501
+        # known topics are sent to at once, in order
+        for i in range(2, 5):
+            await replies.send(real, f"key-{i}".encode(), f"decision-{i}".encode())
+        await prod.flush()
+        got = await consume(kafka_bootstrap, real, count=4, timeout_s=20)
+        assert [r.value for r in got] == [f"decision-{i}".encode() for i in (1, 2, 3, 4)]
+        await replies.close()
+
+
+async def test_idle_reply_topics_leave_the_producers_metadata_set(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    names = [f"{unique_prefix}.replies.client-{i}" for i in range(5)]
+    await create_topics(kafka_bootstrap, [*names, f"{unique_prefix}.decisions"])
+    async with producer(kafka_bootstrap) as prod:
+        await prod.partitions_for(f"{unique_prefix}.decisions")  # the worker's own topics stay tracked
+        replies = ReplySender(prod, idle_s=0.5)
+        base = replies.tracked
+        for name in names:
+            await replies.send(name, b"k", b"v")
+        assert await wait_for(lambda: replies.stats["sent"] == 5, 20)
+        assert replies.tracked == base + 5
+        # the clients close and delete their topics; after idle_s the worker stops asking about them
+        await delete_topics_with_prefix(kafka_bootstrap, None, f"{unique_prefix}.replies")
+        await asyncio.sleep(0.6)
+        assert replies.prune() == 5
+        assert replies.tracked == base == 1
+        # a reply to a deleted topic is skipped after one lookup, without a wait for the producer's timeout
+        await replies.send(names[0], b"k", b"v")
+        assert await wait_for(lambda: replies.stats["skipped"] == 1, 10)
+        await replies.close()
