@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 import urllib.request
 import uuid
@@ -32,15 +33,16 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from banditroute.limits import SHARED_KEY
 from banditroute.web.metrics import series_bound
-from tests.kafka.router_world import MODELS_YAML, Loop, feedback_for, write_config
+from tests.kafka.router_world import MODELS_YAML, Loop, write_config
 from tests.reliability.support import (
     assert_states_equal,
     learned_states,
     observations,
+    read_all,
     reference_states,
     rss_kb,
     start_web_worker,
@@ -92,57 +94,36 @@ async def normal_rounds(loop: Loop, rng: np.random.Generator, rounds: int) -> li
     return times
 
 
-async def flood_requests(bootstrap: str, prefix: str, n: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1)
-    await producer.start()
-    try:
-        now = datetime.now(UTC).isoformat()
-        for i in range(n):
-            rid = f"flood-{i}-{uuid.uuid4().hex[:8]}"
-            doc = {
-                "schema_version": 1,
-                "request_id": rid,
-                "task_type": f"junk-{uuid.uuid4().hex}",
-                "created_at": now,
-            }
-            await producer.send(f"{prefix}.requests", key=rid.encode(), value=orjson.dumps(doc))
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-async def answer_flood(bootstrap: str, prefix: str, n: int, rng: np.random.Generator) -> int:
-    """Feedback for every tenth flood decision; returns how many were sent once all ``n`` were read."""
-    consumer = AIOKafkaConsumer(
-        f"{prefix}.decisions",
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
+async def flood_from_another_process(
+    bootstrap: str, prefix: str, n: int, seed: int
+) -> asyncio.subprocess.Process:
+    """The flooding client (:mod:`tests.reliability.flood_client`) in a process of its own."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.reliability.flood_client",
+        bootstrap,
+        prefix,
+        str(n),
+        str(seed),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=str(Path(__file__).parents[2]),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1)
-    await consumer.start()
-    await producer.start()
-    seen = sent = 0
-    deadline = time.monotonic() + 400
-    try:
-        while seen < n and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for records in batch.values():
-                for rec in records:
-                    if not rec.value or not rec.key or not rec.key.startswith(b"flood-"):
-                        continue
-                    seen += 1
-                    if seen % 10 == 0:
-                        d = orjson.loads(rec.value)
-                        fb = feedback_for(d, rng)
-                        await producer.send(f"{prefix}.feedback", key=rec.key, value=orjson.dumps(fb))
-                        sent += 1
-        await producer.flush()
-    finally:
-        await consumer.stop()
-        await producer.stop()
-    assert seen == n, f"only {seen} of {n} flood requests were decided"
-    return sent
+
+
+async def broker_delays(bootstrap: str, prefix: str, since_ms: int) -> list[float]:
+    """The normal requests produced since ``since_ms``: each one's decision record timestamp minus its own
+    (ms), the router's share of the round trip (queueing and deciding), without the client's."""
+    made = {
+        r.key: r.timestamp
+        for r in await read_all(bootstrap, f"{prefix}.requests")
+        if r.timestamp >= since_ms and not r.key.startswith(b"flood-")
+    }
+    return [
+        float(r.timestamp - made[r.key])
+        for r in await read_all(bootstrap, f"{prefix}.decisions")
+        if r.value and r.key in made
+    ]
 
 
 async def flood_feedback(bootstrap: str, prefix: str, n: int) -> None:
@@ -183,7 +164,9 @@ async def test_task_type_and_feedback_floods_stay_bounded(
         async with Loop(kafka_bootstrap, prefix) as loop:
             # -- quiet: warm the worker up, then take its RSS and the normal workload's decision times --------
             await normal_rounds(loop, rng, 15)
+            quiet_since_ms = int(time.time() * 1000)
             quiet_ms = await normal_rounds(loop, rng, 15)
+            quiet_delays = await broker_delays(kafka_bootstrap, prefix, quiet_since_ms)
             assert await wait_until(lambda: stats_ok(port), 60)
             quiet_rss = rss_kb(pid)
             peak = quiet_rss
@@ -197,16 +180,21 @@ async def test_task_type_and_feedback_floods_stay_bounded(
             watcher = asyncio.create_task(watch())
             # -- the task type flood, with the normal workload beside it ----------------------------------
             t_flood = time.monotonic()
-            answering = asyncio.create_task(
-                answer_flood(kafka_bootstrap, prefix, FLOOD, np.random.default_rng(6))
-            )
-            flooding = asyncio.create_task(flood_requests(kafka_bootstrap, prefix, FLOOD))
+            since_ms = int(time.time() * 1000)
+            flooder = await flood_from_another_process(kafka_bootstrap, prefix, FLOOD, 6)
+            reading = asyncio.create_task(flooder.communicate())
             flood_ms: list[float] = []
-            while not flooding.done() or not answering.done():
+            while not reading.done():
                 flood_ms += await normal_rounds(loop, rng, 1)
-            await flooding
-            flood_answers = await answering
+            out, _ = await reading
             flood_s = time.monotonic() - t_flood
+            assert flooder.returncode == 0, f"the flooding client failed ({flooder.returncode})"
+            answered = orjson.loads(out.splitlines()[-1])
+            assert answered["seen"] == FLOOD, (
+                f"only {answered['seen']} of {FLOOD} flood requests were decided"
+            )
+            flood_answers = answered["answered"]
+            flood_delays = await broker_delays(kafka_bootstrap, prefix, since_ms)
             normal_n = normal_count(loop)
 
             # normal feedback and the flood's answers are learnt: exactly once, equal to the reference
@@ -274,7 +262,9 @@ async def test_task_type_and_feedback_floods_stay_bounded(
                 f"MiB, peak {peak / 1024:.0f} MiB",
                 f"/metrics {len(series)} lines (bound {bound})",
                 f"state keys {len(states)} (flood {len(flood_keys)}, cap {CAP})",
-                f"normal p99 quiet {p99(quiet_ms):.0f} ms, under the flood {p99(flood_ms):.0f} ms",
+                f"normal p99 quiet {p99(quiet_ms):.0f} ms, under the flood {p99(flood_ms):.0f} ms "
+                f"(round trip); in the router {p99(quiet_delays):.0f} / {p99(flood_delays):.0f} ms "
+                f"({len(flood_delays)} requests under the flood)",
             ]
             assert peak <= 2 * quiet_rss, "; ".join(report)
     finally:
