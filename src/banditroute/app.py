@@ -152,6 +152,7 @@ class Router(JoinIO):
             session_timeout_s=s.session_timeout_s,
             follow=True,  # the partitions of faust's feedback assignment (join_io.py)
             on_pending=self._on_pending,
+            priority_lane=True,  # new and capped task types wait behind established ones (kafka/low_lane.py)
         )
         self.gaps = GapFiller(s.kafka_bootstrap, s.aiokafka_security(), self.counters)
         self.outbox = Outbox(s.kafka_bootstrap, s.aiokafka_security())  # the join's

@@ -176,6 +176,13 @@ class Admission:
             return Verdict(f"{tenant}{TENANT_SEPARATOR}{task_type}")
         return Verdict(task_type, CAP_TENANTS)
 
+    def established(self, limits: Limits, configured: Mapping[str, Any], task_type: str) -> bool:
+        """Whether ``task_type`` is listed or already holds state of its own here (read only; the decide loop
+        decides these before new and capped task types, see :mod:`banditroute.kafka.low_lane`)."""
+        return (
+            task_type in configured or task_type in limits.allowed_task_types or task_type in self.task_types
+        )
+
     def _take(self, tenant: str, rate: float, now_s: float) -> bool:
         """Token bucket per tenant: ``rate`` per second, a burst of one second's worth (at least 1)."""
         burst = max(1.0, rate)

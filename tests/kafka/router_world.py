@@ -77,6 +77,9 @@ class Loop:
     consumer: AIOKafkaConsumer | None = None
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
+    skip_key_prefix: bytes | None = None
+    """Decisions whose key starts with this are skipped unparsed (another client's, which a real client
+    would not read: it gets its own through its reply topic)."""
 
     async def __aenter__(self) -> Loop:
         await wait_topics(
@@ -117,6 +120,8 @@ class Loop:
             for records in batch.values():
                 for rec in records:
                     if not rec.value:  # the worker's tick records carry no value
+                        continue
+                    if self.skip_key_prefix and rec.key and rec.key.startswith(self.skip_key_prefix):
                         continue
                     d = orjson.loads(rec.value)
                     if d["request_id"] not in self.decisions:

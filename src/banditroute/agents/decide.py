@@ -241,6 +241,11 @@ class DecideLogic:
             ref = self._policy_refs[name] = {"name": name, "version": version}
         return ref
 
+    def is_established(self, request: RoutingRequest) -> bool:
+        """Whether the request's task type is listed or already holds state here (:meth:`Admission.established`)."""
+        snapshot = self.registry.snapshot
+        return self.admission.established(snapshot.limits, snapshot.routes, request.task_type)
+
     def take_shadow(self) -> dict[str, Any] | None:
         """The shadow decision of the last :meth:`decide` call, if a shadow policy is configured."""
         shadow, self.shadow = self.shadow, None

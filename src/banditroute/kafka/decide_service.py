@@ -58,6 +58,7 @@ from banditroute.config import Registry
 from banditroute.events import DeadLetter, DeadLetterReason, RoutingRequest
 from banditroute.kafka.fast_request import fast_request
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, build_handoff, ignore_handoff
+from banditroute.kafka.low_lane import LowLane, Parked
 from banditroute.kafka.outbox import PartitionBatches
 from banditroute.kafka.own_thread import OwnThreadLoop
 from banditroute.kafka.replies import ReplySender
@@ -74,6 +75,10 @@ PRODUCER_TUNING: dict[str, Any] = {"linger_ms": 1, "max_batch_size": 512 * 1024}
 """Producer settings of the decide loop (idem). Large batches: one record batch per partition per poll."""
 MAX_IN_FLIGHT = 4
 """Polled batches whose decisions may await acknowledgement while the next batch is decided."""
+LOW_PER_POLL = 200
+"""Parked requests decided after a poll that returned some records but fewer than ``max_batch``
+(``priority_lane``); none after a full poll (more is waiting: read on); up to ``max_batch`` after an empty
+poll or while the lane is full and nothing is read."""
 
 
 class Decider(Protocol):
@@ -82,6 +87,8 @@ class Decider(Protocol):
     registry: Registry
 
     def decide(self, request: RoutingRequest) -> dict[str, Any]: ...
+
+    def is_established(self, request: RoutingRequest) -> bool: ...
 
     def take_shadow(self) -> dict[str, Any] | None: ...
 
@@ -111,7 +118,12 @@ class DecideService(OwnThreadLoop):
         own_thread: bool = True,
         follow: bool = False,
         on_pending: Callable[[Handoff], None] = ignore_handoff,
+        priority_lane: bool = False,
     ) -> None:
+        if priority_lane and not follow:
+            raise ValueError(
+                "the priority lane needs follow mode (assignments drain it; a group rebalance would not)"
+            )
         self.logic = logic
         self.bootstrap = bootstrap
         self.requests_topic = requests_topic
@@ -147,6 +159,11 @@ class DecideService(OwnThreadLoop):
         self._barrier: Callable[[], Any] | None = None
         self._joinable: dict[int, list[dict[str, Any] | None]] = {}
         self._headers: list[tuple[str, bytes]] = []
+        self.priority_lane = priority_lane
+        self.lane = LowLane()
+        """Requests of new or capped task types waiting while established ones are decided (``priority_lane``)."""
+        self._read_upto: dict[int, int] = {}  # requests partition -> offset after the last record read
+        self._drain: Callable[[], Any] | None = None
 
     async def assign(self, partitions: Iterable[int]) -> None:
         """``follow`` mode: decide for exactly these requests partitions from now on. Returns once every
@@ -162,12 +179,16 @@ class DecideService(OwnThreadLoop):
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._apply(wanted), loop))
 
     async def _apply(self, wanted: frozenset[int]) -> None:
-        consumer, busy, barrier = self._consumer, self._busy, self._barrier
-        if consumer is None or busy is None or barrier is None:
+        consumer, busy, barrier, drain = self._consumer, self._busy, self._barrier, self._drain
+        if consumer is None or busy is None or barrier is None or drain is None:
             raise RuntimeError("the decide loop is not running")
         async with busy:
+            await (
+                drain()
+            )  # parked requests are decided by the owner that read them, never re-read by the next
             await barrier()
             consumer.assign([TopicPartition(self.requests_topic, p) for p in sorted(wanted)])
+            self._read_upto = {}
             self.token = uuid.uuid4().hex[:16].encode()
             self._headers = [(DECIDER_HEADER, self.token)]
             self.assigned = wanted
@@ -193,6 +214,8 @@ class DecideService(OwnThreadLoop):
         self.duplicates = DuplicateIdCheck("request_id", capacity=100_000)
         self._batch_decisions = []
         self._batch_letters = []
+        self.lane.clear()  # a restart re-reads from the committed offsets, which are at or before every parked one
+        self._read_upto = {}
         self.runs += 1
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -232,7 +255,12 @@ class DecideService(OwnThreadLoop):
                 committer.result()
                 raise RuntimeError("decide committer stopped")
 
-        self._consumer, self._busy, self._barrier = consumer, busy, barrier
+        async def drain() -> None:
+            """Decide every parked request (the caller holds ``busy``)."""
+            while self.lane:
+                await self._step({}, producer, pending, committer)
+
+        self._consumer, self._busy, self._barrier, self._drain = consumer, busy, barrier, drain
         log.info("decide loop started", extra={"topic": self.requests_topic, "group": self.group_id})
         try:
             while not self._stopping.is_set():
@@ -243,28 +271,23 @@ class DecideService(OwnThreadLoop):
                     await asyncio.sleep(0.05)  # nothing to decide for until the worker assigns partitions
                     continue
                 async with busy:
-                    batch = await consumer.getmany(timeout_ms=200, max_records=self.max_batch)
-                    if not batch:
+                    lane = self.lane
+                    if lane.full:
+                        batch = {}  # read no further until parked requests are decided
+                    else:
+                        timeout_ms = 0 if lane else 200
+                        batch = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_batch)
+                    if not batch and not lane:
                         continue
-                    out = PartitionBatches(producer)
-                    offsets: dict[TopicPartition, int] = {}
-                    self._joinable = {}
-                    for tp, records in batch.items():
-                        for record in records:
-                            await self._handle(out, producer, record)
-                        offsets[tp] = records[-1].offset + 1
-                    futures = await out.submit()
-                    handoff = (
-                        (self.token, self.decisions_topic, out.shipped, self._joinable)
-                        if self.follow
-                        else None
-                    )
-                    await self._enqueue(pending, committer, (futures, offsets, handoff))
-                    self._flush_callbacks()
+                    await self._step(batch, producer, pending, committer)
+            async with busy:
+                await (
+                    drain()
+                )  # a graceful stop leaves nothing parked to re-read (and re-decide what followed it)
             await self._enqueue(pending, committer, None)
             await committer
         finally:
-            self._consumer = self._busy = self._barrier = None
+            self._consumer = self._busy = self._barrier = self._drain = None
             if not committer.done():
                 committer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -277,6 +300,47 @@ class DecideService(OwnThreadLoop):
                 self._replies = None
                 await consumer.stop()
                 await producer.stop()
+
+    async def _step(
+        self,
+        batch: dict[TopicPartition, list[Any]],
+        producer: AIOKafkaProducer,
+        pending: asyncio.Queue[Any],
+        committer: asyncio.Task[None],
+    ) -> None:
+        """Decide one polled batch (parking what waits) and some parked requests; hand the lot to the committer.
+
+        A partition's commit stops at its oldest parked request, so a crash re-decides from there (never skips);
+        the requests decided after it are then decided again, as after any crash between publish and commit.
+        """
+        out = PartitionBatches(producer)
+        self._joinable = {}
+        touched: set[int] = set()
+        read = 0
+        for tp, records in batch.items():
+            for record in records:
+                await self._handle(out, producer, record)
+            self._read_upto[tp.partition] = records[-1].offset + 1
+            touched.add(tp.partition)
+            read += len(records)
+        lane = self.lane
+        if lane:
+            # a full poll means more is waiting: read on first (the lane's bound stops that), so an established
+            # request behind a backlog of parked ones is reached sooner
+            budget = self.max_batch if not read else 0 if read >= self.max_batch else LOW_PER_POLL
+            for _ in range(min(budget, len(lane))):
+                parked = lane.take()
+                touched.add(parked.partition)
+                await self._decide(out, producer, parked, parked.request)
+        offsets: dict[TopicPartition, int] = {}
+        for partition in touched:
+            oldest = lane.oldest(partition)
+            upto = self._read_upto[partition] if oldest is None else oldest
+            offsets[TopicPartition(self.requests_topic, partition)] = upto
+        futures = await out.submit()
+        handoff = (self.token, self.decisions_topic, out.shipped, self._joinable) if self.follow else None
+        await self._enqueue(pending, committer, (futures, offsets, handoff))
+        self._flush_callbacks()
 
     @staticmethod
     async def _enqueue(queue: asyncio.Queue[Any], committer: asyncio.Task[None], item: Any) -> None:
@@ -361,6 +425,18 @@ class DecideService(OwnThreadLoop):
                 await producer.send(self.deadletter_topic, key=record.topic.encode(), value=encode(result))
             )
             return
+        if self.priority_lane and not self.logic.is_established(result):
+            self.lane.park(
+                Parked(record.topic, record.partition, record.offset, record.key, record.value, result)
+            )
+            return
+        await self._decide(out, producer, record, result)
+
+    async def _decide(
+        self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any, result: RoutingRequest
+    ) -> None:
+        """Decide one request read as ``record`` (a consumer record or a :class:`Parked` one) and add its
+        decision (or its dead letter) to ``out``."""
         try:
             decision = self.logic.decide(result)
         except Exception as exc:  # the worker must never die on one request; the bug is kept with its input

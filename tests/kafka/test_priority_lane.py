@@ -1,0 +1,207 @@
+"""On the real broker: the decide loop's priority lane (``priority_lane``, the worker's setting).
+
+Requests of established task types (listed in policy.yaml, or holding state under ``max_task_types``) read
+behind a backlog of new task types are decided before that backlog; every request is still decided exactly
+once; and a partition's committed offset never passes a request that is parked and not yet decided, so a
+crash re-decides parked requests instead of losing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from banditroute.agents.decide import DecideLogic, StateView
+from banditroute.client import build_request
+from banditroute.codec import DeadLetterCounter, encode
+from banditroute.config import Registry, RouterConfig
+from banditroute.events import RoutingRequest
+from banditroute.kafka.decide_service import DecideService
+from tests.kafka.helpers import create_topics, producer
+from tests.kafka.router_world import read_all
+
+pytestmark = pytest.mark.kafka
+
+PARTITIONS = 4
+MODELS = "models:\n  - {name: small, cost_per_call_usd: 0.001}\n  - {name: large, cost_per_call_usd: 0.01}\n"
+POLICY = "task_types:\n  chat: {}\nlimits: {max_task_types: 10}\n"
+JUNK = 3000
+CHAT = 40
+
+
+class SlowOnJunk(DecideLogic):
+    """The production logic, taking 2 ms per junk decision (so that parked requests are still parked)."""
+
+    def decide(self, request: RoutingRequest) -> dict[str, Any]:
+        if request.task_type.startswith("junk-"):
+            time.sleep(0.002)
+        return super().decide(request)
+
+
+def service_for(tmp_path: Path, prefix: str, bootstrap: str, logic_type: type[DecideLogic]) -> DecideService:
+    (tmp_path / "models.yaml").write_text(MODELS)
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    registry = Registry(RouterConfig.load(tmp_path))
+    return DecideService(
+        logic_type(registry, StateView(), np.random.default_rng(3)),
+        bootstrap=bootstrap,
+        requests_topic=f"{prefix}.requests",
+        decisions_topic=f"{prefix}.decisions",
+        deadletter_topic=f"{prefix}.deadletter",
+        group_id=f"{prefix}.decide",
+        security={},
+        max_payload_bytes=65536,
+        dead_letters=DeadLetterCounter(),
+        own_thread=False,
+        follow=True,
+        priority_lane=True,
+    )
+
+
+async def start(service: DecideService) -> asyncio.Task[None]:
+    task = asyncio.create_task(service.run())
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            await service.assign(range(PARTITIONS))
+            return task
+        except RuntimeError:  # not running yet
+            assert time.monotonic() < deadline and not task.done()
+            await asyncio.sleep(0.05)
+
+
+async def prefill(bootstrap: str, prefix: str) -> None:
+    """JUNK requests of new task types, then CHAT chat requests, then JUNK more of new task types."""
+    await create_topics(
+        bootstrap, [f"{prefix}.{t}" for t in ("requests", "decisions", "deadletter")], PARTITIONS
+    )
+    names = [f"junk-{uuid.uuid4().hex}" for _ in range(JUNK)] + ["chat"] * CHAT
+    names += [f"junk-{uuid.uuid4().hex}" for _ in range(JUNK)]
+    async with producer(bootstrap) as prod:
+        futures = []
+        for i, name in enumerate(names):
+            rid = f"{name[:4]}-{i}"
+            futures.append(
+                await prod.send(
+                    f"{prefix}.requests", encode(build_request(name, request_id=rid)), key=rid.encode()
+                )
+            )
+        await asyncio.gather(*futures)
+
+
+async def decisions(bootstrap: str, prefix: str) -> list[Any]:
+    return [r for r in await read_all(bootstrap, f"{prefix}.decisions") if r.value]
+
+
+async def committed(bootstrap: str, prefix: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=f"{prefix}.decide", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        return {
+            p: await consumer.committed(TopicPartition(f"{prefix}.requests", p)) or 0
+            for p in range(PARTITIONS)
+        }
+    finally:
+        await consumer.stop()
+
+
+async def test_established_task_types_are_decided_before_a_backlog_of_new_ones(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    prefix = unique_prefix
+    await prefill(kafka_bootstrap, prefix)
+    service = service_for(tmp_path, prefix, kafka_bootstrap, DecideLogic)
+    task = await start(service)
+    total = 2 * JUNK + CHAT
+    try:
+        seen: list[Any] = []
+
+        async def all_decided() -> bool:
+            seen[:] = await decisions(kafka_bootstrap, prefix)
+            return len(seen) >= total
+
+        deadline = time.monotonic() + 60
+        while not await all_decided():
+            assert time.monotonic() < deadline, f"{len(seen)} of {total} decided"
+            await asyncio.sleep(0.5)
+        ends = {p: 0 for p in range(PARTITIONS)}
+        for r in await read_all(kafka_bootstrap, f"{prefix}.requests"):
+            ends[r.partition] = r.offset + 1
+        deadline = time.monotonic() + 30
+        while await committed(kafka_bootstrap, prefix) != ends:
+            assert time.monotonic() < deadline, "the decide loop did not commit every decided request"
+            await asyncio.sleep(0.2)
+    finally:
+        service.stop()
+        await task
+    ids = Counter(orjson.loads(r.value)["request_id"] for r in seen)
+    assert len(ids) == total and set(ids.values()) == {1}, "a request was lost or decided twice"
+    # FIFO would publish every chat decision after all of the first JUNK in its partition
+    last_chat = {r.partition: r.offset for r in seen if r.key.startswith(b"chat-")}
+    first_wave_after = sum(
+        1
+        for r in seen
+        if r.key.startswith(b"junk-")
+        and int(r.key.split(b"-")[1]) < JUNK
+        and r.offset > last_chat[r.partition]
+    )
+    assert len(last_chat) == PARTITIONS
+    assert first_wave_after >= JUNK // 2, (
+        f"only {first_wave_after} of {JUNK} earlier junk decided after the chat"
+    )
+    print(
+        f"\npriority lane: {first_wave_after} of the {JUNK} earlier new task types decided after every chat request"
+    )
+
+
+async def test_the_commit_never_passes_a_parked_request_so_a_crash_re_decides_it(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    prefix = unique_prefix
+    await prefill(kafka_bootstrap, prefix)
+    requests = await read_all(kafka_bootstrap, f"{prefix}.requests")
+    total = len(requests)
+    service = service_for(tmp_path, prefix, kafka_bootstrap, SlowOnJunk)
+    chat: list[str] = []
+    service.on_decision = lambda d: chat.append(d["request_id"]) if d["task_type"] == "chat" else None
+    task = await start(service)
+    try:
+        deadline = time.monotonic() + 60
+        while len(chat) < CHAT:
+            assert time.monotonic() < deadline, "the chat requests were not decided"
+            await asyncio.sleep(0.01)
+        assert service.lane, "nothing parked any more: the test lost its point"
+    finally:
+        task.cancel()  # a crash: no drain, no graceful stop
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    at = await committed(kafka_bootstrap, prefix)
+    decided = {r.key for r in await decisions(kafka_bootstrap, prefix)}
+    ends = {p: 0 for p in range(PARTITIONS)}
+    for r in requests:
+        ends[r.partition] = r.offset + 1
+        if r.offset < at[r.partition]:
+            assert r.key in decided, f"request at {r.partition}/{r.offset} committed without a decision"
+    assert at != ends, "every partition committed to its end while requests were parked"
+    # the next owner starts from the committed offsets: every request gets a decision
+    restarted = service_for(tmp_path, prefix, kafka_bootstrap, DecideLogic)
+    task = await start(restarted)
+    try:
+        deadline = time.monotonic() + 60
+        while len({r.key for r in await decisions(kafka_bootstrap, prefix)}) < total:
+            assert time.monotonic() < deadline, "a parked request was lost"
+            await asyncio.sleep(0.5)
+    finally:
+        restarted.stop()
+        await task
