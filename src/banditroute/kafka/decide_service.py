@@ -183,9 +183,8 @@ class DecideService(OwnThreadLoop):
         if consumer is None or busy is None or barrier is None or drain is None:
             raise RuntimeError("the decide loop is not running")
         async with busy:
-            await (
-                drain()
-            )  # parked requests are decided by the owner that read them, never re-read by the next
+            # parked requests are decided by the owner that read them, never re-read by the next
+            await drain()
             await barrier()
             consumer.assign([TopicPartition(self.requests_topic, p) for p in sorted(wanted)])
             self._read_upto = {}
@@ -281,9 +280,8 @@ class DecideService(OwnThreadLoop):
                         continue
                     await self._step(batch, producer, pending, committer)
             async with busy:
-                await (
-                    drain()
-                )  # a graceful stop leaves nothing parked to re-read (and re-decide what followed it)
+                # a graceful stop leaves nothing parked to re-read (and re-decide what followed it)
+                await drain()
             await self._enqueue(pending, committer, None)
             await committer
         finally:
