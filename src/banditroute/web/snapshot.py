@@ -172,6 +172,7 @@ def stats_json(router: Any, lag: dict[str, Any] | None = None, now_s: float | No
         "worker_id": router.worker_id,
         "decided": int(router.decider.decided),
         "replies_skipped": int(getattr(router.decider, "replies_skipped", 0)),
+        "low_lane": _low_lane(router.decider),
         "decisions_by_task": _by_task(router.decisions_by_model),
         "local_decisions_by_client": _by_task(getattr(router, "local_decisions", {})),
         "counters": counters,
@@ -182,6 +183,14 @@ def stats_json(router: Any, lag: dict[str, Any] | None = None, now_s: float | No
         "capped": dict(getattr(router, "capped", {})),
         "lag": lag or {"sampled_at": None, "groups": []},
     }
+
+
+def _low_lane(decider: Any) -> dict[str, int]:
+    """The decide loop's priority lane: requests parked now (and their payload bytes), and since start."""
+    lane = getattr(decider, "lane", None)
+    if lane is None:
+        return {"parked": 0, "bytes": 0, "parked_total": 0}
+    return {"parked": len(lane), "bytes": int(lane.bytes), "parked_total": int(lane.parked_total)}
 
 
 def _by_task(decisions: Any) -> dict[str, dict[str, int]]:
