@@ -181,6 +181,12 @@ def test_hooks() -> None:
     req = _replace(EX["RoutingRequest"], candidates=("a", "b"), exclude=None)
     problem = check(req)
     assert problem is not None and problem.reason == DeadLetterReason.UNKNOWN_MODEL and "'b'" in problem.error
+    # feedback has a model and no candidates field: the model alone is checked
+    assert check(_replace(EX["Feedback"], model="a")) is None
+    problem = check(_replace(EX["Feedback"], model="zz"))
+    assert (
+        problem is not None and problem.reason == DeadLetterReason.UNKNOWN_MODEL and "'zz'" in problem.error
+    )
     dup = DuplicateIdCheck(capacity=4)
     ids = ["r1", "r2", "r1", "r3", "r4", "r1"]
     results = [dup(_replace(EX["RoutingRequest"], request_id=i)) for i in ids]
