@@ -194,6 +194,15 @@ def test_request_ids_are_uuid4_hex_and_unique() -> None:
     assert new_request_id() != first
 
 
+def test_request_ids_from_several_threads_never_repeat() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        batches = list(pool.map(lambda _: [new_request_id() for _ in range(20_000)], range(4)))
+    made = [rid for batch in batches for rid in batch]
+    assert len(set(made)) == len(made) == 80_000
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_makes_other_request_ids() -> None:
     read_end, write_end = os.pipe()
