@@ -61,3 +61,30 @@ async def test_idle_reply_topics_leave_the_producers_metadata_set(
         await replies.send(names[0], b"k", b"v")
         assert await wait_for(lambda: replies.stats["skipped"] == 1, 10)
         await replies.close()
+
+
+async def test_a_known_reply_topic_deleted_later_is_skipped_without_the_producers_wait(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    own, reply = f"{unique_prefix}.decisions", f"{unique_prefix}.replies.gone"
+    await create_topics(kafka_bootstrap, [own, reply])
+    async with producer(
+        kafka_bootstrap
+    ) as prod:  # request timeout 40 s: the wait the decide loop must not pay
+        await prod.partitions_for(own)
+        replies = ReplySender(prod, idle_s=0.5)
+        await replies.send(reply, b"k", b"v")
+        assert await wait_for(lambda: replies.stats["sent"] == 1, 20)
+        await delete_topics_with_prefix(kafka_bootstrap, None, f"{unique_prefix}.replies")
+        await prod.client.force_metadata_update()  # any refresh (a new client's topic) drops the deleted one
+        # the send returns at once (a hang guard far below the producer's 40 s) and the reply is counted skipped
+        await asyncio.wait_for(replies.send(reply, b"k", b"v"), 10)
+        assert await wait_for(lambda: replies.stats["skipped"] == 1, 10)
+        assert replies.tracked == 1
+        # a reply_to naming one of the worker's own topics never takes that topic out of the metadata set
+        await replies.send(own, b"k", b"v")
+        assert await wait_for(lambda: replies.stats["sent"] == 2, 20)
+        await asyncio.sleep(0.6)
+        replies.prune()
+        assert replies.tracked == 1 and prod.client.cluster.partitions_for_topic(own)
+        await replies.close()

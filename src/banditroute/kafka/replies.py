@@ -60,17 +60,21 @@ class ReplySender:
         self._fetched_at = float("-inf")
         self._pruned_at = time.monotonic()
         self._resolver: asyncio.Task[None] | None = None
+        self._own = frozenset(getattr(producer.client, "_topics", ()))  # the worker's topics: never dropped
         self.stats = {"sent": 0, "skipped": 0, "lookups": 0, "dropped_topics": 0}
 
     async def send(self, topic: str, key: bytes, payload: bytes) -> None:
         """Send ``payload`` to ``topic`` now if it is known to exist, else after a lookup (or skip it)."""
         now = time.monotonic()
         if topic in self._used:
-            self._used[topic] = now
-            await self._produce(topic, key, payload)
-            if now - self._pruned_at >= min(self.idle_s, 60.0) / 2:
-                self.prune(now)
-            return
+            if self.producer.client.cluster.partitions_for_topic(topic) is not None:
+                self._used[topic] = now
+                await self._produce(topic, key, payload)
+                if now - self._pruned_at >= min(self.idle_s, 60.0) / 2:
+                    self.prune(now)
+                return
+            # deleted since (a refresh dropped it): producing would wait the request timeout; look it up again
+            self._drop([topic])
         missing_at = self._missing.get(topic)
         if (missing_at is not None and now - missing_at < self.recheck_s) or self._queued >= self.max_names:
             self.stats["skipped"] += 1
@@ -81,13 +85,19 @@ class ReplySender:
             self._resolver = asyncio.create_task(self._resolve(), name="banditroute-reply-lookup")
 
     async def _produce(self, topic: str, key: bytes, payload: bytes) -> None:
-        future = await self.producer.send(topic, key=key, value=payload)
+        try:
+            future = await self.producer.send(topic, key=key, value=payload)
+        except Exception as exc:  # e.g. deleted between the check and the send: never the decide loop's error
+            self.stats["skipped"] += 1
+            self._drop([topic])
+            log.warning("reply to %r not sent: %r", topic, exc)
+            return
         future.add_done_callback(lambda f: self._sent(topic, f))
 
     def _sent(self, topic: str, future: asyncio.Future[Any]) -> None:
         if future.cancelled() or future.exception() is not None:
             self.stats["skipped"] += 1
-            self._used.pop(topic, None)  # deleted meanwhile? look it up again next time
+            self._drop([topic])  # deleted meanwhile? look it up again next time
         else:
             self.stats["sent"] += 1
 
@@ -99,19 +109,24 @@ class ReplySender:
                 await asyncio.sleep(delay)
             try:
                 cluster = await self.producer.client.fetch_all_metadata()
-                existing = set(cluster.topics())
-            except Exception as exc:  # broker trouble: skip what waits rather than hold it
+                existing: set[str] | None = set(cluster.topics())
+            except Exception as exc:  # broker trouble: skip what waits, but do not call those topics missing
                 log.warning("looking up reply topics failed: %r", exc)
-                existing = set()
+                existing = None
             self._fetched_at = now = time.monotonic()
             self.stats["lookups"] += 1
             waiting, self._waiting, self._queued = self._waiting, {}, 0
             for topic, replies in waiting.items():
-                if topic in existing:
+                if existing is None:
+                    self.stats["skipped"] += len(replies)
+                elif topic in existing:
                     self._missing.pop(topic, None)
-                    self._remember(self._used, topic, now)
                     for key, payload in replies:
                         await self._produce(topic, key, payload)
+                    # known (sent to at once from now on) only once the producer has the topic's metadata;
+                    # replies arriving meanwhile wait for the next lookup
+                    if self.producer.client.cluster.partitions_for_topic(topic) is not None:
+                        self._remember(self._used, topic, time.monotonic())
                 else:
                     self.stats["skipped"] += len(replies)
                     self._remember(self._missing, topic, now)
@@ -132,7 +147,7 @@ class ReplySender:
             self._used.pop(topic, None)
         client = self.producer.client
         tracked: set[str] = set(getattr(client, "_topics", ()))  # aiokafka has no public getter for it
-        keep = tracked.difference(topics)
+        keep = tracked.difference(topics) | (tracked & self._own)  # a reply_to naming a worker topic stays
         if keep != tracked and keep:  # an empty set would mean "every topic" to aiokafka
             client.set_topics(keep)
         self.stats["dropped_topics"] += len(topics)
