@@ -205,3 +205,40 @@ async def test_the_commit_never_passes_a_parked_request_so_a_crash_re_decides_it
     finally:
         restarted.stop()
         await task
+
+
+async def test_a_drain_cancelled_at_an_assignment_restarts_the_loop_instead_of_committing_past_it(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    prefix = unique_prefix
+    await prefill(kafka_bootstrap, prefix)
+    requests = await read_all(kafka_bootstrap, f"{prefix}.requests")
+    service = service_for(tmp_path, prefix, kafka_bootstrap, SlowOnJunk)
+    chat: list[str] = []
+    service.on_decision = lambda d: chat.append(d["request_id"]) if d["task_type"] == "chat" else None
+    task = await start(service)
+    deadline = time.monotonic() + 60
+    while len(chat) < CHAT:
+        assert time.monotonic() < deadline, "the chat requests were not decided"
+        await asyncio.sleep(0.01)
+    assert service.lane, "nothing parked any more: the test lost its point"
+    # a rebalance whose caller gives up (cancelled) while the drain holds requests taken from the lane
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(service.assign(range(PARTITIONS)), 0.2)
+    with pytest.raises(RuntimeError, match="restarting from the committed offsets"):
+        await asyncio.wait_for(task, 30)  # the loop stops rather than commit past that request
+    at = await committed(kafka_bootstrap, prefix)
+    decided = {r.key for r in await decisions(kafka_bootstrap, prefix)}
+    for r in requests:
+        if r.offset < at[r.partition]:
+            assert r.key in decided, f"request at {r.partition}/{r.offset} committed without a decision"
+    restarted = service_for(tmp_path, prefix, kafka_bootstrap, DecideLogic)
+    task = await start(restarted)
+    try:
+        deadline = time.monotonic() + 60
+        while len({r.key for r in await decisions(kafka_bootstrap, prefix)}) < len(requests):
+            assert time.monotonic() < deadline, "a request taken from the lane was lost"
+            await asyncio.sleep(0.5)
+    finally:
+        restarted.stop()
+        await task

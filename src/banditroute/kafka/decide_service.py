@@ -164,6 +164,9 @@ class DecideService(OwnThreadLoop):
         """Requests of new or capped task types waiting while established ones are decided (``priority_lane``)."""
         self._read_upto: dict[int, int] = {}  # requests partition -> offset after the last record read
         self._drain: Callable[[], Any] | None = None
+        self._broken: BaseException | None = None
+        """Set when draining the lane for an assignment failed: requests taken from the lane may be undecided,
+        so the loop must restart from the committed offsets rather than commit past them."""
 
     async def assign(self, partitions: Iterable[int]) -> None:
         """``follow`` mode: decide for exactly these requests partitions from now on. Returns once every
@@ -184,7 +187,11 @@ class DecideService(OwnThreadLoop):
             raise RuntimeError("the decide loop is not running")
         async with busy:
             # parked requests are decided by the owner that read them, never re-read by the next
-            await drain()
+            try:
+                await drain()
+            except BaseException as exc:
+                self._broken = exc
+                raise
             await barrier()
             consumer.assign([TopicPartition(self.requests_topic, p) for p in sorted(wanted)])
             self._read_upto = {}
@@ -214,6 +221,7 @@ class DecideService(OwnThreadLoop):
         self._batch_decisions = []
         self._batch_letters = []
         self.lane.clear()  # a restart re-reads from the committed offsets, which are at or before every parked one
+        self._broken = None
         self._read_upto = {}
         self.runs += 1
         consumer = AIOKafkaConsumer(
@@ -270,6 +278,7 @@ class DecideService(OwnThreadLoop):
                     await asyncio.sleep(0.05)  # nothing to decide for until the worker assigns partitions
                     continue
                 async with busy:
+                    self._check_broken()
                     lane = self.lane
                     if lane.full:
                         batch = {}  # read no further until parked requests are decided
@@ -281,6 +290,7 @@ class DecideService(OwnThreadLoop):
                     await self._step(batch, producer, pending, committer)
             async with busy:
                 # a graceful stop leaves nothing parked to re-read (and re-decide what followed it)
+                self._check_broken()
                 await drain()
             await self._enqueue(pending, committer, None)
             await committer
@@ -298,6 +308,13 @@ class DecideService(OwnThreadLoop):
                 self._replies = None
                 await consumer.stop()
                 await producer.stop()
+
+    def _check_broken(self) -> None:
+        if self._broken is not None:
+            raise RuntimeError(
+                "deciding the priority lane's requests failed during an assignment: restarting from the "
+                "committed offsets"
+            ) from self._broken
 
     async def _step(
         self,
