@@ -76,6 +76,10 @@ class DecisionPublisher:
 
     def offer(self, topic: str, key: bytes, value: bytes) -> bool:
         """Queue one record (no await); False when ``max_pending`` records already wait (nothing queued)."""
+        if (
+            topic not in self._partitions
+        ):  # shipping would fail on it for good, holding every decision behind it
+            raise KeyError(f"topic {topic!r} was not given to start()")
         if self.pending >= self.max_pending:
             self.stats["refused_full"] += 1
             return False
