@@ -41,6 +41,7 @@ from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.decision_reader import DecisionReader
 from banditroute.kafka.gaps import GapFiller
 from banditroute.kafka.outbox import Outbox
+from banditroute.kafka.replies import own_topics_refused
 from banditroute.kafka.staged import StagedTable
 from banditroute.kafka.state_reader import StateReader
 from banditroute.kafka.topics import partition_for
@@ -48,7 +49,7 @@ from banditroute.limits import CAPS
 from banditroute.routing import TENANT_SEPARATOR
 from banditroute.services import LoopService, make_app
 from banditroute.settings import Settings
-from banditroute.topics import layout
+from banditroute.topics import DEFAULT_TOPICS, layout
 from banditroute.web.top import TopTaskTypes
 
 log = logging.getLogger("banditroute.worker")
@@ -153,6 +154,10 @@ class Router(JoinIO):
             follow=True,  # the partitions of faust's feedback assignment (join_io.py)
             on_pending=self._on_pending,
             priority_lane=True,  # new and capped task types wait behind established ones (kafka/low_lane.py)
+            # a request's reply_to must not make the worker write into its own topics
+            reply_refused=own_topics_refused(
+                (spec.name(s.topic_prefix) for spec in DEFAULT_TOPICS), f"{s.app_id}-"
+            ),
         )
         self.gaps = GapFiller(s.kafka_bootstrap, s.aiokafka_security(), self.counters)
         self.outbox = Outbox(s.kafka_bootstrap, s.aiokafka_security())  # the join's

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from banditroute.kafka.admin import delete_topics_with_prefix
-from banditroute.kafka.replies import ReplySender
+from banditroute.kafka.replies import ReplySender, own_topics_refused
 from tests.kafka.helpers import consume, create_topics, producer, wait_for
 
 
@@ -88,3 +88,23 @@ async def test_a_known_reply_topic_deleted_later_is_skipped_without_the_producer
         replies.prune()
         assert replies.tracked == 1 and prod.client.cluster.partitions_for_topic(own)
         await replies.close()
+
+
+async def test_a_reply_to_naming_the_routers_own_topics_is_refused(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    state, changelog, reply = (
+        f"{unique_prefix}.state",
+        f"{unique_prefix}-app-pending-changelog",
+        f"{unique_prefix}.r",
+    )
+    await create_topics(kafka_bootstrap, [state, changelog, reply])
+    async with producer(kafka_bootstrap) as prod:
+        replies = ReplySender(prod, refused=own_topics_refused([state], f"{unique_prefix}-app-"))
+        await replies.send(state, b"k", b"not a state")
+        await replies.send(changelog, b"k", b"not a pending entry")
+        await replies.send(reply, b"k", b"decision")
+        assert await wait_for(lambda: replies.stats["sent"] == 1, 20)
+        assert replies.stats["skipped"] == 2
+        await replies.close()
+    assert await consume(kafka_bootstrap, state, count=1, timeout_s=2) == []

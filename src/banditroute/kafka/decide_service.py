@@ -119,6 +119,7 @@ class DecideService(OwnThreadLoop):
         follow: bool = False,
         on_pending: Callable[[Handoff], None] = ignore_handoff,
         priority_lane: bool = False,
+        reply_refused: Callable[[str], bool] = lambda topic: False,
     ) -> None:
         if priority_lane and not follow:
             raise ValueError(
@@ -160,6 +161,7 @@ class DecideService(OwnThreadLoop):
         self._joinable: dict[int, list[dict[str, Any] | None]] = {}
         self._headers: list[tuple[str, bytes]] = []
         self.priority_lane = priority_lane
+        self.reply_refused = reply_refused
         self.lane = LowLane()
         """Requests of new or capped task types waiting while established ones are decided (``priority_lane``)."""
         self._read_upto: dict[int, int] = {}  # requests partition -> offset after the last record read
@@ -248,7 +250,7 @@ class DecideService(OwnThreadLoop):
         await producer.start()
         await consumer.start()
         self._decision_partitions = len(await producer.partitions_for(self.decisions_topic))
-        replies = self._replies = ReplySender(producer)
+        replies = self._replies = ReplySender(producer, refused=self.reply_refused)
         pending: asyncio.Queue[Any] = asyncio.Queue(MAX_IN_FLIGHT)
         committer = asyncio.create_task(self._commit_in_order(consumer, pending))
         busy = asyncio.Lock()

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 log = logging.getLogger("banditroute.decide")
@@ -47,8 +48,11 @@ class ReplySender:
         min_refresh_s: float = MIN_REFRESH_S,
         idle_s: float = IDLE_S,
         max_names: int = MAX_NAMES,
+        refused: Callable[[str], bool] = lambda topic: False,
     ) -> None:
         self.producer = producer
+        self.refused = refused
+        """Names a reply may never go to (the worker's own topics: a request must not make it write there)."""
         self.recheck_s = recheck_s
         self.min_refresh_s = min_refresh_s
         self.idle_s = idle_s
@@ -78,6 +82,11 @@ class ReplySender:
         missing_at = self._missing.get(topic)
         if (missing_at is not None and now - missing_at < self.recheck_s) or self._queued >= self.max_names:
             self.stats["skipped"] += 1
+            return
+        if self.refused(topic):
+            self.stats["skipped"] += 1
+            self._remember(self._missing, topic, now)
+            log.warning("reply_to %r names one of the router's own topics; reply skipped", topic)
             return
         self._waiting.setdefault(topic, []).append((key, payload))
         self._queued += 1
@@ -178,4 +187,11 @@ class ReplySender:
         self._waiting, self._queued = {}, 0
 
 
-__all__ = ["IDLE_S", "MAX_NAMES", "MIN_REFRESH_S", "RECHECK_S", "ReplySender"]
+def own_topics_refused(names: Iterable[str], internal_prefix: str) -> Callable[[str], bool]:
+    """A ``refused`` rule for :class:`ReplySender`: the router's own topics (``names``) and faust's internal
+    ones (``internal_prefix``: the app id and a dash, e.g. table changelogs)."""
+    own = frozenset(names)
+    return lambda topic: topic in own or topic.startswith(internal_prefix)
+
+
+__all__ = ["IDLE_S", "MAX_NAMES", "MIN_REFRESH_S", "RECHECK_S", "ReplySender", "own_topics_refused"]
