@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import orjson
 from pydantic import BaseModel
@@ -169,17 +169,18 @@ _KNOWN_IDENTIFIERS: set[str] = set()
 MAX_KNOWN_IDENTIFIERS = 4096
 
 
-def _identifier(value: object) -> bool:
+def is_identifier(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is what :data:`banditroute.events.Identifier` accepts (checked without pydantic)."""
     return type(value) is str and len(value) <= 128 and _IDENTIFIER.fullmatch(value) is not None
 
 
 def _known_identifier(value: object) -> bool:
-    """:func:`_identifier`, remembered for the values that repeat (task types, tenants)."""
+    """:func:`is_identifier`, remembered for the values that repeat (task types, tenants)."""
     if type(value) is not str:
         return False
     if value in _KNOWN_IDENTIFIERS:
         return True
-    if not _identifier(value):
+    if not is_identifier(value):
         return False
     if len(_KNOWN_IDENTIFIERS) >= MAX_KNOWN_IDENTIFIERS:
         _KNOWN_IDENTIFIERS.clear()
@@ -243,7 +244,7 @@ def build_request(
         and created_at is None
         and _known_identifier(task_type)
         and (tenant is None or _known_identifier(tenant))
-        and (not request_id or _identifier(request_id))
+        and (not request_id or is_identifier(request_id))
     ):
         plain = {} if not metadata else _plain_metadata(metadata)
         if plain is not None:
@@ -353,6 +354,7 @@ __all__ = [
     "default_decision",
     "default_route_reason",
     "idempotency_key_for",
+    "is_identifier",
     "new_request_id",
     "plain_request",
     "request_id_of_decision",

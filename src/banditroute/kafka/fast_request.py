@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import TypeGuard
 
 import orjson
 
 from banditroute.events import SCHEMA_VERSION, RoutingRequest
-from banditroute.messages import plain_request
+from banditroute.messages import is_identifier, plain_request
 
 _SIMPLE = frozenset({"schema_version", "request_id", "task_type", "created_at", "tenant", "reply_to"})
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,127}")
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _UTC_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3}|\.\d{6})?(?:Z|\+00:00)")
 _DEFAULTS: dict[str, object] = {
@@ -33,10 +31,6 @@ _DEFAULTS: dict[str, object] = {
     "constraints": {"capabilities": [], "max_cost_usd": None, "max_latency_ms": None},
 }
 """Fields the fast path takes only at these values (as ``codec.encode`` writes an SDK request's defaults)."""
-
-
-def _identifier(value: object) -> TypeGuard[str]:
-    return type(value) is str and _ID.fullmatch(value) is not None
 
 
 def fast_request(raw: bytes, max_bytes: int) -> RoutingRequest | None:
@@ -62,10 +56,10 @@ def fast_request(raw: bytes, max_bytes: int) -> RoutingRequest | None:
     if type(version) is not int or version != SCHEMA_VERSION:
         return None
     request_id, task_type, created = obj.get("request_id"), obj.get("task_type"), obj.get("created_at")
-    if not _identifier(request_id) or not _identifier(task_type):
+    if not is_identifier(request_id) or not is_identifier(task_type):
         return None
     tenant, reply_to = obj.get("tenant"), obj.get("reply_to")
-    if tenant is not None and not _identifier(tenant):
+    if tenant is not None and not is_identifier(tenant):
         return None
     if reply_to is not None and (
         type(reply_to) is not str or _TOPIC.fullmatch(reply_to) is None or reply_to in (".", "..")
