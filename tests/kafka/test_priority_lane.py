@@ -116,6 +116,30 @@ async def committed(bootstrap: str, prefix: str) -> dict[int, int]:
         await consumer.stop()
 
 
+async def committed_only_decided(bootstrap: str, prefix: str, requests: list[Any]) -> dict[int, int]:
+    """Assert that no partition's committed offset passes a request without a decision; returns the offsets."""
+    at = await committed(bootstrap, prefix)
+    decided = {r.key for r in await decisions(bootstrap, prefix)}
+    for r in requests:
+        if r.offset < at[r.partition]:
+            assert r.key in decided, f"request at {r.partition}/{r.offset} committed without a decision"
+    return at
+
+
+async def a_restart_decides_every_request(tmp_path: Path, prefix: str, bootstrap: str, total: int) -> None:
+    """The next owner starts from the committed offsets: every request gets a decision."""
+    restarted = service_for(tmp_path, prefix, bootstrap, DecideLogic)
+    task = await start(restarted)
+    try:
+        deadline = time.monotonic() + 60
+        while len({r.key for r in await decisions(bootstrap, prefix)}) < total:
+            assert time.monotonic() < deadline, "a request taken into the lane was lost"
+            await asyncio.sleep(0.5)
+    finally:
+        restarted.stop()
+        await task
+
+
 async def test_established_task_types_are_decided_before_a_backlog_of_new_ones(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
@@ -186,25 +210,12 @@ async def test_the_commit_never_passes_a_parked_request_so_a_crash_re_decides_it
         task.cancel()  # a crash: no drain, no graceful stop
         with pytest.raises(asyncio.CancelledError):
             await task
-    at = await committed(kafka_bootstrap, prefix)
-    decided = {r.key for r in await decisions(kafka_bootstrap, prefix)}
+    at = await committed_only_decided(kafka_bootstrap, prefix, requests)
     ends = {p: 0 for p in range(PARTITIONS)}
     for r in requests:
         ends[r.partition] = r.offset + 1
-        if r.offset < at[r.partition]:
-            assert r.key in decided, f"request at {r.partition}/{r.offset} committed without a decision"
     assert at != ends, "every partition committed to its end while requests were parked"
-    # the next owner starts from the committed offsets: every request gets a decision
-    restarted = service_for(tmp_path, prefix, kafka_bootstrap, DecideLogic)
-    task = await start(restarted)
-    try:
-        deadline = time.monotonic() + 60
-        while len({r.key for r in await decisions(kafka_bootstrap, prefix)}) < total:
-            assert time.monotonic() < deadline, "a parked request was lost"
-            await asyncio.sleep(0.5)
-    finally:
-        restarted.stop()
-        await task
+    await a_restart_decides_every_request(tmp_path, prefix, kafka_bootstrap, total)
 
 
 async def test_a_drain_cancelled_at_an_assignment_restarts_the_loop_instead_of_committing_past_it(
@@ -227,18 +238,5 @@ async def test_a_drain_cancelled_at_an_assignment_restarts_the_loop_instead_of_c
         await asyncio.wait_for(service.assign(range(PARTITIONS)), 0.2)
     with pytest.raises(RuntimeError, match="restarting from the committed offsets"):
         await asyncio.wait_for(task, 30)  # the loop stops rather than commit past that request
-    at = await committed(kafka_bootstrap, prefix)
-    decided = {r.key for r in await decisions(kafka_bootstrap, prefix)}
-    for r in requests:
-        if r.offset < at[r.partition]:
-            assert r.key in decided, f"request at {r.partition}/{r.offset} committed without a decision"
-    restarted = service_for(tmp_path, prefix, kafka_bootstrap, DecideLogic)
-    task = await start(restarted)
-    try:
-        deadline = time.monotonic() + 60
-        while len({r.key for r in await decisions(kafka_bootstrap, prefix)}) < len(requests):
-            assert time.monotonic() < deadline, "a request taken from the lane was lost"
-            await asyncio.sleep(0.5)
-    finally:
-        restarted.stop()
-        await task
+    await committed_only_decided(kafka_bootstrap, prefix, requests)
+    await a_restart_decides_every_request(tmp_path, prefix, kafka_bootstrap, len(requests))
