@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from banditroute import memory
+from banditroute import memory, memory_probe
 from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.agents.join import JoinLogic
 from banditroute.agents.learn import LearnLogic
@@ -128,7 +128,12 @@ class Router(JoinIO):
         )
         self.pending_view = StagedTable(self.request_to_pending, self._partition_of_request)
         self.early_view = StagedTable(self.request_to_early_feedback, self._partition_of_request)
-        self.join = JoinLogic(PendingStore(self.pending_view), self.early_view, self.registry.join_policy)
+        self.join = JoinLogic(
+            PendingStore(self.pending_view),
+            self.early_view,
+            self.registry.join_policy,
+            max_capped=lambda: self.registry.snapshot.limits.max_capped_in_flight,
+        )
         self._init_join()
         self.state_view = StagedTable(self.task_to_state, self._partition_of_task)
         self.learn = LearnLogic(self.state_view, self.registry, self._on_learned)
@@ -191,6 +196,9 @@ class Router(JoinIO):
         app.timer(5.0)(self._reload_config)
         app.timer(1.0)(self._evict_idle)
         app.timer(memory.TRIM_INTERVAL_S)(self._trim_memory)
+        path = memory_probe.probe_path()
+        if path is not None:  # a debug hook, off unless BANDITROUTE_MEMORY_PROBE names a file
+            app.timer(memory_probe.PROBE_INTERVAL_S)(memory_probe.MemoryProbe(path, self._probe_sizes).run)
         for name, loop in (
             ("state_reader", self.reader),
             ("decide", self.decider),
@@ -297,6 +305,18 @@ class Router(JoinIO):
             partitions.pop(key, None)
         self.learn.forget_key(key)
         self.learned_at.pop(key, None)
+
+    def _probe_sizes(self) -> dict[str, Any]:
+        """What the memory probe reports besides RSS: the sizes of what grows with traffic."""
+        return {
+            **self.join.sizes(),
+            "pending_table": len(self.request_to_pending.data),
+            "early_table": len(self.request_to_early_feedback.data),
+            "lane": len(self.decider.lane),
+            "lane_bytes": self.decider.lane.bytes,
+            "state_view": len(self.view.updated_at),
+            "learned_at": len(self.learned_at),
+        }
 
     async def _trim_memory(self) -> None:
         if memory.trim():

@@ -53,6 +53,9 @@ class Limits:
     idle_evict_s: float | None = 3600.0
     metrics_task_types: int = 20
     metrics_state_keys: int = 50
+    max_capped_in_flight: int = 20_000
+    """Capped decisions the join of one worker keeps waiting for feedback (about 1 KB of memory each); past it the
+    oldest are given up (:meth:`banditroute.agents.join.JoinLogic._give_up`)."""
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> Limits:
@@ -72,6 +75,7 @@ class Limits:
             "max_tenants_per_task_type",
             "metrics_task_types",
             "metrics_state_keys",
+            "max_capped_in_flight",
         ):
             value = getattr(limits, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -13,6 +13,7 @@ of different topics are not comparable.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,8 @@ class FeedbackRecord:
         return source_id(self.partition, TAG_FEEDBACK)
 
 
+COMPACT_MIN = 1024
+"""A partition's deadline heap is rebuilt without the entries given up once they are this many and half of it."""
 KEEP_RETRY_S = 5.0
 """How long a resolved entry the join's commit has not passed yet waits before it is checked again."""
 
@@ -110,8 +113,16 @@ class JoinLogic:
         *,
         early_max_s: float = 600.0,
         clock_margin_s: float = 1.0,
+        max_capped: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.pending = pending
+        self.max_capped = max_capped
+        """Capped decisions (``reasons.capped`` set: a task type past ``limits.max_task_types`` or a tenant past
+        its cap) waiting for feedback at most, over the partitions held (None: no bound); see :meth:`_give_up`."""
+        self._capped: dict[int, deque[str]] = {}
+        self._given_up: dict[int, int] = {}  # per partition, deadline heap entries left by given-up decisions
+        self.given_up = 0
+        """Capped decisions given up since this join was made (also counted as ``capped_given_up``)."""
         self.early = early
         self.join_policy = join_policy
         self.early_max_s = early_max_s
@@ -162,15 +173,22 @@ class JoinLogic:
             deadline_s=now_s + policy.wait_s,
             dec_off=offset,
         )
+        capped = (decision.get("reasons") or {}).get("capped") is not None
         parked = self.early.pop(request_id, None)
         if parked is None:
             self._store(request_id, entry, partition)
+            if capped:
+                self._capped.setdefault(partition, deque()).append(request_id)
+                self._give_up(partition, result)
             return result
         p = orjson.loads(parked)
         fb = FeedbackRecord(p["fb"], bytes.fromhex(p["raw"]), p["p"], p["o"])
         result.merge(self._join(request_id, entry, fb, src, offset, now_s, partition))
         if entry.status == PENDING:  # the parked feedback was rejected: the decision still waits
             self._store(request_id, entry, partition)
+            if capped:
+                self._capped.setdefault(partition, deque()).append(request_id)
+                self._give_up(partition, result)
         return result
 
     def _store(self, request_id: str, entry: Pending, partition: int) -> None:
@@ -203,6 +221,7 @@ class JoinLogic:
         held = getattr(self.pending, "held", None)
         if held is not None:
             held.clear()
+        self._capped = {}
         self.unresolved = {}
         self.committed = {}
 
@@ -363,6 +382,7 @@ class JoinLogic:
         now_s = sent_at_s - self.clock_margin_s
         result = JoinResult()
         src = source_id(partition, TAG_FEEDBACK)
+        self._give_up(partition, result)
         heap = self._deadlines.get(partition, [])
         while heap and heap[0][0] <= now_s:
             _, request_id = heapq.heappop(heap)
@@ -396,6 +416,49 @@ class JoinLogic:
         )
         return result
 
+    def _give_up(self, partition: int, result: JoinResult) -> None:
+        """Keep at most ``max_capped()`` capped decisions waiting (an equal share per partition holding some):
+        past it, the oldest ones of ``partition`` are given up. A given-up decision leaves memory at once (no
+        outcome, not even a default reward; no table write) and no longer holds back the join's commit; its
+        feedback, if it ever comes, is dead-lettered as ``unknown_request``. Listed and established task types
+        are never given up. Checked at each capped decision and at each tick of the partition."""
+        limit = self.max_capped()
+        queue = self._capped.get(partition)
+        if limit is None or not queue:
+            return
+        share = -(-limit // len(self._capped))
+        pending, window = self.pending, self.unresolved.get(partition)
+        given_up = 0
+        while queue:
+            request_id = queue[0]
+            raw = pending.get(request_id)
+            entry = None if raw is None else Pending.decode(raw, request_id)
+            if entry is not None and entry.status == PENDING:
+                if len(queue) <= share:
+                    break
+                del pending[request_id]
+                if window is not None and entry.dec_off >= 0:
+                    window.remove(entry.dec_off)
+                given_up += 1
+            queue.popleft()  # given up, or no longer waiting (joined, expired, forgotten)
+        if not queue:
+            del self._capped[partition]
+        if given_up:
+            self.given_up += given_up
+            result.count("capped_given_up", given_up)
+            self._compact(partition, given_up)
+
+    def _compact(self, partition: int, removed: int) -> None:
+        """Drop a partition's deadline heap entries of decisions no longer held, once they are many."""
+        stale = self._given_up[partition] = self._given_up.get(partition, 0) + removed
+        heap = self._deadlines.get(partition)
+        if heap is None or stale < COMPACT_MIN or stale * 2 < len(heap):
+            return
+        pending = self.pending
+        heap[:] = [item for item in heap if item[1] in pending]
+        heapq.heapify(heap)
+        self._given_up[partition] = 0
+
     def on_decisions_tick(self, partition: int, sent_at_s: float) -> JoinResult:
         """A tick read from decisions ``partition``: feedback parked before it was sent has no decision."""
         return self._expire_early(partition, sent_at_s - self.clock_margin_s, "before a later tick")
@@ -413,10 +476,21 @@ class JoinLogic:
                 result,
                 FeedbackRecord(p["fb"], bytes.fromhex(p["raw"]), p["p"], p["o"]),
                 "unknown_request",
-                f"no decision for request {request_id!r} was published (checked {how}); feedback must "
+                f"no decision for request {request_id!r} is waiting for feedback (checked {how}): none was "
+                "published, or it was a capped decision given up (limits.max_capped_in_flight); feedback must "
                 "name a request the router decided",
             )
         return result
+
+    def sizes(self) -> dict[str, int]:
+        """Sizes of the join's in-memory structures (for the memory probe)."""
+        return {
+            "held": len(getattr(self.pending, "held", ())),
+            "deadlines": sum(map(len, self._deadlines.values())),
+            "early_deadlines": sum(map(len, self._early_deadlines.values())),
+            "capped_queued": sum(map(len, self._capped.values())),
+            "given_up": self.given_up,
+        }
 
     def in_flight(self) -> int:
         """Entries held in the join table (pending, joined and expired ones kept for duplicate detection)."""

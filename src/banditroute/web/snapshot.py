@@ -26,6 +26,7 @@ JOIN_COUNTERS = (
     "reward_timeouts",
     "parked_feedback",
     "expired_entries",
+    "capped_given_up",
 )
 
 
