@@ -42,6 +42,7 @@ from banditroute.kafka.decision_reader import DecisionReader
 from banditroute.kafka.gaps import GapFiller
 from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.replies import own_topics_refused
+from banditroute.kafka.spill import SPILL_SUFFIX
 from banditroute.kafka.staged import StagedTable
 from banditroute.kafka.state_reader import StateReader
 from banditroute.kafka.topics import partition_for
@@ -159,6 +160,7 @@ class Router(JoinIO):
             follow=True,  # the partitions of faust's feedback assignment (join_io.py)
             on_pending=self._on_pending,
             priority_lane=True,  # new and capped task types wait behind established ones (kafka/low_lane.py)
+            spill_topic=s.topic(SPILL_SUFFIX),  # and past the lane's bound, in this topic (kafka/spill.py)
             # a request's reply_to must not make the worker write into its own topics
             reply_refused=own_topics_refused(
                 (spec.name(s.topic_prefix) for spec in DEFAULT_TOPICS), f"{s.app_id}-"

@@ -59,6 +59,18 @@ DEFAULT_TOPICS: tuple[TopicSpec, ...] = (
         description="Routing requests from clients.",
     ),
     TopicSpec(
+        suffix="requests-low",
+        key="request_id",
+        value="RoutingRequest",
+        partitions="same count as requests (a copied request keeps its partition)",
+        cleanup_policy="delete",
+        retention_ms=7 * DAY_MS,
+        description="Internal: requests of new or capped task types a worker read while its priority lane was "
+        "full, copied as they were to be decided when it is idle (the requests topic's offset passes them once "
+        "copied).",
+        internal=True,
+    ),
+    TopicSpec(
         suffix="decisions",
         key="request_id",
         value="RoutingDecision",

@@ -74,6 +74,7 @@ def test_topics_and_asyncapi_reference_existing_schemas() -> None:
         f"banditroute.{s}"
         for s in (
             "requests",
+            "requests-low",
             "decisions",
             "shadow-decisions",
             "feedback",

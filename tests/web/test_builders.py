@@ -175,7 +175,8 @@ def test_state_stats_decisions_network_json(tmp_path: Path) -> None:
     stats = stats_json(router)
     assert stats["join"]["joined"] == 240 and stats["dead_letters"]["malformed_json"] == 2
     assert stats["decisions_by_task"]["chat"] == {"premium": 30, "balanced": 70}
-    assert stats["low_lane"] == {"parked": 0, "bytes": 0, "parked_total": 0}  # a decider without the lane
+    # a decider without the lane
+    assert stats["low_lane"] == {"parked": 0, "bytes": 0, "parked_total": 0, "spilled_total": 0}
 
     recent = decisions_json(router, limit=2, task_type="chat")["decisions"]
     assert [d["request_id"] for d in recent] == ["r3", "r1"]  # newest first, filtered

@@ -243,8 +243,12 @@ class DecideLogic:
 
     def is_established(self, request: RoutingRequest) -> bool:
         """Whether the request's task type is listed or already holds state here (:meth:`Admission.established`)."""
+        return self.is_established_type(request.task_type)
+
+    def is_established_type(self, task_type: str) -> bool:
+        """:meth:`is_established` for a task type name (the decide loop's spill reads only the name)."""
         snapshot = self.registry.snapshot
-        return self.admission.established(snapshot.limits, snapshot.routes, request.task_type)
+        return self.admission.established(snapshot.limits, snapshot.routes, task_type)
 
     def take_shadow(self) -> dict[str, Any] | None:
         """The shadow decision of the last :meth:`decide` call, if a shadow policy is configured."""

@@ -58,10 +58,11 @@ from banditroute.config import Registry
 from banditroute.events import DeadLetter, DeadLetterReason, RoutingRequest
 from banditroute.kafka.fast_request import fast_request
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, build_handoff, ignore_handoff
-from banditroute.kafka.low_lane import LowLane, Parked
+from banditroute.kafka.low_lane import LOW_LANE_BYTES, LOW_LANE_MAX, LowLane, Parked
 from banditroute.kafka.outbox import PartitionBatches
 from banditroute.kafka.own_thread import OwnThreadLoop
 from banditroute.kafka.replies import ReplySender
+from banditroute.kafka.spill import LANE_WITH_SPILL, SPILL_PER_POLL, task_type_of
 from banditroute.kafka.topics import partition_for
 
 log = logging.getLogger("banditroute.decide")
@@ -89,6 +90,8 @@ class Decider(Protocol):
     def decide(self, request: RoutingRequest) -> dict[str, Any]: ...
 
     def is_established(self, request: RoutingRequest) -> bool: ...
+
+    def is_established_type(self, task_type: str) -> bool: ...
 
     def take_shadow(self) -> dict[str, Any] | None: ...
 
@@ -120,11 +123,14 @@ class DecideService(OwnThreadLoop):
         on_pending: Callable[[Handoff], None] = ignore_handoff,
         priority_lane: bool = False,
         reply_refused: Callable[[str], bool] = lambda topic: False,
+        spill_topic: str | None = None,
     ) -> None:
         if priority_lane and not follow:
             raise ValueError(
                 "the priority lane needs follow mode (assignments drain it; a group rebalance would not)"
             )
+        if spill_topic is not None and not priority_lane:
+            raise ValueError("the spill topic is the priority lane's overflow: it needs priority_lane")
         self.logic = logic
         self.bootstrap = bootstrap
         self.requests_topic = requests_topic
@@ -165,6 +171,14 @@ class DecideService(OwnThreadLoop):
         self.lane = LowLane()
         """Requests of new or capped task types waiting while established ones are decided (``priority_lane``)."""
         self._read_upto: dict[int, int] = {}  # requests partition -> offset after the last record read
+        self.spill_topic = spill_topic
+        """Where requests of new task types go while the lane is full (:mod:`banditroute.kafka.spill`)."""
+        self.spilled_total = 0
+        self._spill_usable = False
+        self._spill_waiting = True  # the last look at the spill topic found requests (or none was taken yet)
+        # the requests partitions assigned, and the spill topic's (follow mode)
+        self._main: list[TopicPartition] = []
+        self._spilled: list[TopicPartition] = []
         self._drain: Callable[[], Any] | None = None
         self._broken: BaseException | None = None
         """Set when draining the lane for an assignment failed: requests taken from the lane may be undecided,
@@ -195,8 +209,12 @@ class DecideService(OwnThreadLoop):
                 self._broken = exc
                 raise
             await barrier()
-            consumer.assign([TopicPartition(self.requests_topic, p) for p in sorted(wanted)])
+            self._main = [TopicPartition(self.requests_topic, p) for p in sorted(wanted)]
+            spill = self.spill_topic if self._spill_usable else None
+            self._spilled = [TopicPartition(spill, p) for p in sorted(wanted)] if spill else []
+            consumer.assign(self._main + self._spilled)
             self._read_upto = {}
+            self._spill_waiting = True
             self.token = uuid.uuid4().hex[:16].encode()
             self._headers = [(DECIDER_HEADER, self.token)]
             self.assigned = wanted
@@ -225,6 +243,7 @@ class DecideService(OwnThreadLoop):
         self.lane.clear()  # a restart re-reads from the committed offsets, which are at or before every parked one
         self._broken = None
         self._read_upto = {}
+        self._main, self._spilled = [], []
         self.runs += 1
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -250,6 +269,7 @@ class DecideService(OwnThreadLoop):
         await producer.start()
         await consumer.start()
         self._decision_partitions = len(await producer.partitions_for(self.decisions_topic))
+        self._spill_usable = await self._check_spill(producer)
         replies = self._replies = ReplySender(producer, refused=self.reply_refused)
         pending: asyncio.Queue[Any] = asyncio.Queue(MAX_IN_FLIGHT)
         committer = asyncio.create_task(self._commit_in_order(consumer, pending))
@@ -282,14 +302,17 @@ class DecideService(OwnThreadLoop):
                 async with busy:
                     self._check_broken()
                     lane = self.lane
-                    if lane.full:
+                    if lane.full and not self._spilled:
                         batch = {}  # read no further until parked requests are decided
                     else:
-                        timeout_ms = 0 if lane else 200
-                        batch = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_batch)
-                    if not batch and not lane:
+                        timeout_ms = 0 if lane or (self._spilled and self._spill_waiting) else 200
+                        batch = await consumer.getmany(
+                            *self._main, timeout_ms=timeout_ms, max_records=self.max_batch
+                        )
+                    low = await self._poll_spilled(consumer, lane, batch)
+                    if not batch and not lane and not low:
                         continue
-                    await self._step(batch, producer, pending, committer)
+                    await self._step(batch, producer, pending, committer, low)
             async with busy:
                 # a graceful stop leaves nothing parked to re-read (and re-decide what followed it)
                 self._check_broken()
@@ -311,6 +334,40 @@ class DecideService(OwnThreadLoop):
                 await consumer.stop()
                 await producer.stop()
 
+    async def _check_spill(self, producer: AIOKafkaProducer) -> bool:
+        """Whether the spill topic can take this run's overflow: it must have the requests topic's partitions
+        (a spilled request keeps its partition, so its owner decides it). Without it, the lane's bound stops
+        reading as before."""
+        if self.spill_topic is None:
+            return False
+        spill = await producer.partitions_for(self.spill_topic)
+        main = await producer.partitions_for(self.requests_topic)
+        if spill != main:
+            log.warning(
+                "spill topic unusable: reading stops while the priority lane is full",
+                extra={
+                    "topic": self.spill_topic,
+                    "partitions": len(spill or ()),
+                    "requests": len(main or ()),
+                },
+            )
+            self.lane.max_requests, self.lane.max_bytes = LOW_LANE_MAX, LOW_LANE_BYTES  # as without one
+            return False
+        self.lane.max_requests, self.lane.max_bytes = LANE_WITH_SPILL
+        return True
+
+    async def _poll_spilled(
+        self, consumer: AIOKafkaConsumer, lane: LowLane, batch: dict[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, list[Any]]:
+        """Spilled requests to decide in this step: only when the lane is empty and the main poll not full."""
+        if not self._spilled or lane or sum(map(len, batch.values())) >= self.max_batch:
+            return {}
+        low: dict[TopicPartition, list[Any]] = await consumer.getmany(
+            *self._spilled, timeout_ms=0, max_records=SPILL_PER_POLL
+        )
+        self._spill_waiting = bool(low)
+        return low
+
     def _check_broken(self) -> None:
         if self._broken is not None:
             raise RuntimeError(
@@ -324,8 +381,10 @@ class DecideService(OwnThreadLoop):
         producer: AIOKafkaProducer,
         pending: asyncio.Queue[Any],
         committer: asyncio.Task[None],
+        low: dict[TopicPartition, list[Any]] | None = None,
     ) -> None:
-        """Decide one polled batch (parking what waits) and some parked requests; hand the lot to the committer.
+        """Decide one polled batch (parking or spilling what waits), some parked requests and the spilled ones
+        in ``low``; hand the lot to the committer.
 
         A partition's commit stops at its oldest parked request, so a crash re-decides from there (never skips);
         the requests decided after it are then decided again, as after any crash between publish and commit.
@@ -354,6 +413,10 @@ class DecideService(OwnThreadLoop):
             oldest = lane.oldest(partition)
             upto = self._read_upto[partition] if oldest is None else oldest
             offsets[TopicPartition(self.requests_topic, partition)] = upto
+        for tp, records in (low or {}).items():
+            for record in records:
+                await self._handle(out, producer, record, park=False)
+            offsets[tp] = records[-1].offset + 1
         futures = await out.submit()
         handoff = (self.token, self.decisions_topic, out.shipped, self._joinable) if self.follow else None
         await self._enqueue(pending, committer, (futures, offsets, handoff))
@@ -434,7 +497,17 @@ class DecideService(OwnThreadLoop):
         current = self._replies.stats["skipped"] if self._replies is not None else 0
         return self._replies_skipped_before + current
 
-    async def _handle(self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any) -> None:
+    async def _handle(
+        self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any, park: bool = True
+    ) -> None:
+        """Decide one request record, or park it in the lane (``park`` and a new task type), or spill it (the
+        lane full and a spill topic): copied unvalidated, so that reading on costs little."""
+        if park and self._spilled and self.lane.full:
+            task_type = task_type_of(record.value, self.max_payload_bytes)
+            if task_type is not None and not self.logic.is_established_type(task_type):
+                await out.add(self._spilled[0].topic, record.partition, record.key, record.value)
+                self.spilled_total += 1
+                return
         result = self._decode(record)
         if isinstance(result, DeadLetter):
             self._batch_letters.append(result.reason)
@@ -442,7 +515,7 @@ class DecideService(OwnThreadLoop):
                 await producer.send(self.deadletter_topic, key=record.topic.encode(), value=encode(result))
             )
             return
-        if self.priority_lane and not self.logic.is_established(result):
+        if park and self.priority_lane and not self.logic.is_established(result):
             self.lane.park(
                 Parked(record.topic, record.partition, record.offset, record.key, record.value, result)
             )

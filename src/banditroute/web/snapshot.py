@@ -190,8 +190,13 @@ def _low_lane(decider: Any) -> dict[str, int]:
     """The decide loop's priority lane: requests parked now (and their payload bytes), and since start."""
     lane = getattr(decider, "lane", None)
     if lane is None:
-        return {"parked": 0, "bytes": 0, "parked_total": 0}
-    return {"parked": len(lane), "bytes": int(lane.bytes), "parked_total": int(lane.parked_total)}
+        return {"parked": 0, "bytes": 0, "parked_total": 0, "spilled_total": 0}
+    return {
+        "parked": len(lane),
+        "bytes": int(lane.bytes),
+        "parked_total": int(lane.parked_total),
+        "spilled_total": int(getattr(decider, "spilled_total", 0)),
+    }
 
 
 def _by_task(decisions: Any) -> dict[str, dict[str, int]]:

@@ -1,0 +1,48 @@
+"""The decide loop's spill topic: requests of new or capped task types read while the priority lane is full.
+
+Without it, a full lane (:mod:`banditroute.kafka.low_lane`) stops the decide loop from reading, and a request
+of an established task type behind a flood of new ones waits until the flood is decided. With it, the loop reads
+on: a request whose task type is not established (read from its JSON alone, ~1 µs, no validation) is copied as
+is, key and value, to the same partition of ``<prefix>.requests-low`` (about 10 µs against 60-90 µs to
+validate and decide it), and the requests offset is committed only once that copy is acknowledged (with the
+decisions of the same poll). The loop decides the spill topic's requests when it is otherwise idle: the main
+poll brought fewer than a full batch and the lane is empty; ``SPILL_PER_POLL`` at a time, so an established
+request waits at most that many decisions.
+
+Guarantees (see docs/guarantees.md): a request is never lost: its requests offset passes it only once the copy
+is acknowledged, and the spill topic's offset passes a copy only once its decision (or dead letter) is. A crash
+between the copy's acknowledgement and the commit copies it again: the second copy is dead-lettered as
+``duplicate_id`` when it is decided within the duplicate window of the first, else decided again (a repeated
+decision, as after any crash between publish and commit; the join keeps the first). Validation happens when a
+copy is decided, so a malformed request that was spilled is dead-lettered with the spill topic's partition and
+offset. Requests of new task types are then decided out of their read order (those parked in the lane first).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+SPILL_SUFFIX = "requests-low"
+LANE_WITH_SPILL = (2_000, 1024 * 1024)
+"""The priority lane's bounds (requests, payload bytes) when a spill topic takes its overflow: parked requests
+cost ~1.5 KB of memory each, spilled ones nothing, and past 2,000 waiting requests parking buys no latency."""
+SPILL_PER_POLL = 500
+"""Spilled requests decided per step of the loop (only when the main poll was not full and the lane is empty)."""
+
+
+def task_type_of(raw: bytes | None, max_bytes: int) -> str | None:
+    """The ``task_type`` string of a JSON request, unvalidated; None when ``raw`` is too large, not a JSON
+    object, or has no string ``task_type`` (such a request takes the full path and its dead letter there)."""
+    if not raw or len(raw) > max_bytes:
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict:
+        return None
+    task_type = obj.get("task_type")
+    return task_type if type(task_type) is str else None
+
+
+__all__ = ["LANE_WITH_SPILL", "SPILL_PER_POLL", "SPILL_SUFFIX", "task_type_of"]

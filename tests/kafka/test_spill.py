@@ -1,0 +1,192 @@
+"""On the real broker: the decide loop's spill topic (the priority lane's overflow, the worker's setting).
+
+With the lane bounded to a few requests, a backlog of new task types does not stop reading: the overflow is
+copied to ``<prefix>.requests-low`` and decided when the loop is idle, established requests behind it are
+decided first, every request is decided exactly once, and both topics' committed offsets reach their ends. A
+crash (the loop cancelled mid-way) loses nothing: the next owner decides every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from banditroute.agents.decide import DecideLogic, StateView
+from banditroute.codec import DeadLetterCounter
+from banditroute.config import Registry, RouterConfig
+from banditroute.kafka import decide_service
+from banditroute.kafka.decide_service import DecideService
+from banditroute.kafka.spill import task_type_of
+from tests.kafka.helpers import create_topics
+from tests.kafka.router_world import read_all
+from tests.kafka.test_priority_lane import (
+    CHAT,
+    JUNK,
+    MODELS,
+    PARTITIONS,
+    POLICY,
+    SlowOnJunk,
+    decisions,
+    prefill,
+    start,
+)
+
+pytestmark = pytest.mark.kafka
+
+LANE = 50
+
+
+@pytest.fixture(autouse=True)
+def small_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lane of LANE requests, so that most of the backlog overflows into the spill topic."""
+    monkeypatch.setattr(decide_service, "LANE_WITH_SPILL", (LANE, 1 << 20))
+
+
+def spilling_service(
+    tmp_path: Path, prefix: str, bootstrap: str, logic_type: type[DecideLogic]
+) -> DecideService:
+    (tmp_path / "models.yaml").write_text(MODELS)
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    registry = Registry(RouterConfig.load(tmp_path))
+    return DecideService(
+        logic_type(registry, StateView(), np.random.default_rng(3)),
+        bootstrap=bootstrap,
+        requests_topic=f"{prefix}.requests",
+        decisions_topic=f"{prefix}.decisions",
+        deadletter_topic=f"{prefix}.deadletter",
+        group_id=f"{prefix}.decide",
+        security={},
+        max_payload_bytes=65536,
+        dead_letters=DeadLetterCounter(),
+        own_thread=False,
+        follow=True,
+        priority_lane=True,
+        spill_topic=f"{prefix}.requests-low",
+    )
+
+
+async def prefill_with_spill(bootstrap: str, prefix: str) -> list[Any]:
+    await create_topics(bootstrap, [f"{prefix}.requests-low"], PARTITIONS)
+    await prefill(bootstrap, prefix)
+    return await read_all(bootstrap, f"{prefix}.requests")
+
+
+async def committed(bootstrap: str, prefix: str) -> dict[str, dict[int, int]]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=f"{prefix}.decide", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        return {
+            topic: {
+                p: await consumer.committed(TopicPartition(f"{prefix}.{topic}", p)) or 0
+                for p in range(PARTITIONS)
+            }
+            for topic in ("requests", "requests-low")
+        }
+    finally:
+        await consumer.stop()
+
+
+async def ends(bootstrap: str, topic: str) -> dict[int, int]:
+    at = {p: 0 for p in range(PARTITIONS)}
+    for r in await read_all(bootstrap, topic):
+        at[r.partition] = r.offset + 1
+    return at
+
+
+async def until_all_decided(bootstrap: str, prefix: str, total: int) -> list[Any]:
+    deadline = time.monotonic() + 90
+    while True:
+        seen = await decisions(bootstrap, prefix)
+        if len({r.key for r in seen}) >= total:
+            return seen
+        assert time.monotonic() < deadline, f"{len(seen)} of {total} decided"
+        await asyncio.sleep(0.5)
+
+
+async def test_a_backlog_past_the_lane_is_spilled_decided_once_and_committed(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    prefix = unique_prefix
+    requests = await prefill_with_spill(kafka_bootstrap, prefix)
+    total = len(requests)
+    service = spilling_service(tmp_path, prefix, kafka_bootstrap, DecideLogic)
+    task = await start(service)
+    try:
+        seen = await until_all_decided(kafka_bootstrap, prefix, total)
+        wanted = {
+            "requests": await ends(kafka_bootstrap, f"{prefix}.requests"),
+            "requests-low": await ends(kafka_bootstrap, f"{prefix}.requests-low"),
+        }
+        deadline = time.monotonic() + 30
+        while await committed(kafka_bootstrap, prefix) != wanted:
+            assert time.monotonic() < deadline, "the decide loop did not commit both topics to their ends"
+            await asyncio.sleep(0.2)
+    finally:
+        service.stop()
+        await task
+    ids = Counter(orjson.loads(r.value)["request_id"] for r in seen)
+    assert len(ids) == total and set(ids.values()) == {1}, "a request was lost or decided twice"
+    spilled = sum(wanted["requests-low"].values())
+    assert service.spilled_total == spilled > JUNK  # most of the backlog went through the spill topic
+    assert service.lane.parked_total + spilled == 2 * JUNK  # chat was never parked nor spilled
+    # the chat requests were read past the overflow and decided before most of the junk ahead of them
+    last_chat = {r.partition: r.offset for r in seen if r.key.startswith(b"chat-")}
+    earlier_after = sum(
+        1
+        for r in seen
+        if r.key.startswith(b"junk-")
+        and int(r.key.split(b"-")[1]) < JUNK
+        and r.offset > last_chat[r.partition]
+    )
+    assert len(last_chat) == PARTITIONS and earlier_after >= JUNK // 2
+    assert sum(1 for r in seen if r.key.startswith(b"chat-")) == CHAT
+
+
+async def test_a_crash_while_spilling_loses_no_request(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    prefix = unique_prefix
+    requests = await prefill_with_spill(kafka_bootstrap, prefix)
+    total = len(requests)
+    service = spilling_service(tmp_path, prefix, kafka_bootstrap, SlowOnJunk)
+    chat: list[str] = []
+    service.on_decision = lambda d: chat.append(d["request_id"]) if d["task_type"] == "chat" else None
+    task = await start(service)
+    try:
+        deadline = time.monotonic() + 60
+        while len(chat) < CHAT:
+            assert time.monotonic() < deadline, "the chat requests were not decided"
+            await asyncio.sleep(0.01)
+        assert service.spilled_total > 0, "nothing spilled: the test lost its point"
+    finally:
+        task.cancel()  # a crash: no drain, no graceful stop
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(await decisions(kafka_bootstrap, prefix)) < total, "everything decided before the crash"
+    restarted = spilling_service(tmp_path, prefix, kafka_bootstrap, DecideLogic)
+    task = await start(restarted)
+    try:
+        seen = await until_all_decided(kafka_bootstrap, prefix, total)
+    finally:
+        restarted.stop()
+        await task
+    # every request has a decision; one copied twice (crash between the copy and the commit) may be decided
+    # twice or dead-lettered as a duplicate, never lost
+    assert {r.key for r in seen} == {r.key for r in requests}
+
+
+def test_task_type_of_reads_only_a_string_task_type_within_the_size_bound() -> None:
+    assert task_type_of(b'{"task_type": "junk-1", "x": [1]}', 100) == "junk-1"
+    assert task_type_of(b'{"task_type": "junk-1"}', 10) is None  # too large: the full path dead-letters it
+    for raw in (b"", b"not json", b"[1]", b'{"task_type": 3}', b'{"request_id": "r"}', None):
+        assert task_type_of(raw, 100) is None
