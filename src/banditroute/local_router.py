@@ -45,34 +45,35 @@ NOT_LOADED = "not_loaded"
 STALE = "stale"
 OUTBOX_FULL = "outbox_full"
 RESTARTS_AFTER_S = 1.0
+QUIET_FETCH_WAIT_MS = 250
+"""How long the broker may hold the client's fetch of quiet state/catalog/config topics (a worker uses 20 ms):
+new records are answered at once either way; 50 empty fetches a second cost an idle client ~2 % of a core."""
+
+
+_REASONS_FIELDS = frozenset(DecisionReasons.model_fields)
+_CANDIDATE_FIELDS = frozenset(CandidateScore.model_fields)
+MAX_SHARED_REASONS = 64
+"""Distinct plain ``reasons`` kept as one model each (nothing filtered, no circuit open, no rule)."""
 
 
 class DecisionModels:
     """The :class:`RoutingDecision` of a decision dict from :class:`DecideLogic`, equal to validating its JSON
-    (``tests/client/test_local_decisions.py`` holds the two equal over many decisions) at half the cost: this
-    process built the dict to the schema, so it is not validated again."""
+    (``tests/client/test_local_decisions.py`` holds the two equal over many decisions) at a fraction of the
+    cost: this process built the dict to the schema, so it is not validated again. The models are frozen, so
+    the plain ``reasons`` of most decisions (only ``exploration`` and ``capped`` set) are one shared model
+    each, as are the policy references."""
 
-    __slots__ = ("_policies", "_stamp")
+    __slots__ = ("_policies", "_reasons", "_stamp")
 
     def __init__(self) -> None:
         self._policies: dict[tuple[str, str], PolicyRef] = {}
+        self._reasons: dict[tuple[bool, str | None], DecisionReasons] = {}
         self._stamp: tuple[str, datetime] = ("", datetime.now(UTC))
 
     def __call__(self, decision: dict[str, Any]) -> RoutingDecision:
         """The model of ``decision``, which it takes over (its dicts become the models' fields: encode first)."""
         values = decision
-        reasons = decision["reasons"]
-        values["reasons"] = trusted(
-            DecisionReasons,
-            {
-                "filtered": reasons["filtered"],
-                "circuit_open": tuple(reasons["circuit_open"]),
-                "exploration": reasons["exploration"],
-                "no_eligible": reasons["no_eligible"],
-                "rules": tuple(reasons["rules"]),
-                "capped": reasons["capped"],
-            },
-        )
+        values["reasons"] = self._reasons_model(decision["reasons"])
         policy = decision["policy"]
         ref = (policy["name"], policy["version"])
         model = self._policies.get(ref)
@@ -82,13 +83,44 @@ class DecisionModels:
             model = self._policies[ref] = trusted(PolicyRef, {"name": ref[0], "version": ref[1]})
         values["policy"] = model
         values["fallbacks"] = tuple(decision["fallbacks"])
-        values["candidates"] = tuple([trusted(CandidateScore, c) for c in decision["candidates"]])
+        values["candidates"] = tuple([_candidate(c) for c in decision["candidates"]])
         text = decision["decided_at"]
         stamp = self._stamp
         if stamp[0] != text:  # the decide clock's text changes once per millisecond
             stamp = self._stamp = (text, datetime.fromisoformat(text))
         values["decided_at"] = stamp[1]
         return trusted(RoutingDecision, values)
+
+    def _reasons_model(self, reasons: dict[str, Any]) -> DecisionReasons:
+        plain = not (
+            reasons["filtered"] or reasons["circuit_open"] or reasons["rules"] or reasons["no_eligible"]
+        )
+        if plain:
+            key = (reasons["exploration"], reasons["capped"])
+            shared = self._reasons.get(key)
+            if shared is not None:
+                return shared
+        model = trusted(
+            DecisionReasons,
+            {
+                "filtered": reasons["filtered"],
+                "circuit_open": tuple(reasons["circuit_open"]),
+                "exploration": reasons["exploration"],
+                "no_eligible": reasons["no_eligible"],
+                "rules": tuple(reasons["rules"]),
+                "capped": reasons["capped"],
+            },
+            set(_REASONS_FIELDS),
+        )
+        if plain:
+            if len(self._reasons) >= MAX_SHARED_REASONS:
+                self._reasons.clear()
+            self._reasons[key] = model
+        return model
+
+
+def _candidate(values: dict[str, Any]) -> CandidateScore:
+    return trusted(CandidateScore, values, set(_CANDIDATE_FIELDS))
 
 
 class LocalRouter:
@@ -121,6 +153,7 @@ class LocalRouter:
             security=settings.aiokafka_security(),
             keep=self.keeps,
             config_topic=settings.topic("config"),
+            fetch_max_wait_ms=QUIET_FETCH_WAIT_MS,
         )
         self.publisher = DecisionPublisher(producer, max_pending=max_pending)
         self.decisions_topic = settings.topic("decisions")
@@ -189,24 +222,37 @@ class LocalRouter:
 
     async def route(self, request: RoutingRequest) -> RoutingDecision | str:
         """The decision (queued for publishing), or why none was made here (the caller falls back)."""
+        decided = self.decide_now(request)
+        if decided is not None:
+            return decided
+        key = self.registry.snapshot.state_key(request.tenant, request.task_type)
+        await self._read_back(key)
+        return self.decide_now(request, read_back=False) or NOT_LOADED
+
+    def decide_now(self, request: RoutingRequest, *, read_back: bool = True) -> RoutingDecision | str | None:
+        """:meth:`route` without awaiting: the decision, why none was made here, or None when the state of
+        the request's key must first be read back from the state topic (then await :meth:`route`)."""
         why = self.unavailable()
         if why is not None:
             return why
-        if self.publisher.pending >= self.publisher.max_pending:
+        publisher = self.publisher
+        if publisher.pending >= publisher.max_pending:
             return OUTBOX_FULL
         task_type = request.task_type
         if task_type not in self.kept:
             self._keep(task_type)
-        key = self.registry.snapshot.state_key(request.tenant, task_type)
-        if self.view.get(key) is None and key in self.view.evicted:
-            await self._read_back(key)
+        view = self.view
+        if read_back and view.evicted:
+            key = self.registry.snapshot.state_key(request.tenant, task_type)
+            if key in view.evicted and view.get(key) is None:
+                return None
         decision = self.logic.decide(request)
-        payload = orjson.dumps(decision)
         key_bytes = request.request_id.encode()
-        self.publisher.offer(self.decisions_topic, key_bytes, payload)
-        shadow = self.logic.take_shadow()
+        publisher.offer(self.decisions_topic, key_bytes, orjson.dumps(decision))
+        shadow = self.logic.shadow
         if shadow is not None:
-            self.publisher.offer(self.shadow_topic, key_bytes, orjson.dumps(shadow))
+            self.logic.shadow = None
+            publisher.offer(self.shadow_topic, key_bytes, orjson.dumps(shadow))
         self.stats["local_decisions"] += 1
         return self._model(decision)
 

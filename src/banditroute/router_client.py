@@ -291,6 +291,11 @@ class RouterClient:
             metadata=metadata,
             request_id=request_id,
         )
+        local = self._local
+        if local is not None:  # started and connected: the common local decision without awaiting
+            decided = local.decide_now(request)
+            if decided is not None and not isinstance(decided, str):
+                return decided
         return await self.route_request(request, timeout_s=timeout_s)
 
     async def route_request(

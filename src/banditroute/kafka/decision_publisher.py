@@ -1,9 +1,9 @@
 """Publish a local-mode client's decisions to the ``decisions`` topic asynchronously, in batches.
 
 ``route()`` in local mode appends the encoded decision to a bounded in-memory queue and returns; one task
-ships the queue every ``linger_s`` (or sooner when ``batch`` records wait) as one record batch per partition,
-keyed by ``request_id`` and placed by the default partitioner, exactly where a worker puts the same decision
-(so it co-partitions with the feedback). A failed send is retried with the same records (a decision stored
+ships the queue ``linger_s`` after its first record (sooner when ``batch`` records wait; no timer runs while
+the queue is empty) as one record batch per partition, keyed by ``request_id`` and placed by the default
+partitioner, exactly where a worker puts the same decision (so it co-partitions with the feedback). A failed send is retried with the same records (a decision stored
 twice repeats its ``decision_id``, which the join already treats as one). Decisions still queued when the
 process dies are lost: their feedback then joins no decision (the join's unknown-request path), as for a
 worker killed before publishing.
@@ -83,9 +83,12 @@ class DecisionPublisher:
         if self.pending >= self.max_pending:
             self.stats["refused_full"] += 1
             return False
-        self._queue.append((topic, key, value, time.perf_counter()))
-        self._idle.clear()
-        if len(self._queue) >= self.batch:
+        queue = self._queue
+        queue.append((topic, key, value, time.perf_counter()))
+        if len(queue) == 1:  # the shipper waits for a first record, then lingers for more
+            self._idle.clear()
+            self._wake.set()
+        elif len(queue) >= self.batch:
             self._wake.set()
         return True
 
@@ -102,12 +105,16 @@ class DecisionPublisher:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.linger_s)
-            self._wake.clear()
-            if not self._queue:
+            if not self._queue:  # nothing to ship: no timer either, until the next record or flush
                 if self.pending == 0:
                     self._idle.set()
+                await self._wake.wait()
+            self._wake.clear()
+            if len(self._queue) < self.batch:  # linger for a batch; a full batch or a flush cuts it short
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.linger_s)
+                self._wake.clear()
+            if not self._queue:
                 continue
             while len(self._acks) >= MAX_IN_FLIGHT:  # bound the batches awaiting acknowledgement
                 await asyncio.wait(self._acks, return_when=asyncio.FIRST_COMPLETED)
@@ -164,6 +171,7 @@ class DecisionPublisher:
     def _requeue(self, items: list[Item]) -> None:
         self._in_flight -= len(items)
         self._queue[:0] = items
+        self._wake.set()  # the shipper may be waiting for a first record
 
     def _failed(self, items: list[Item], exc: BaseException) -> None:
         """Put the records back at the head of the queue (a decision stored twice is joined once)."""

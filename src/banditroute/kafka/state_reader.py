@@ -43,9 +43,12 @@ class StateReader:
         on_forget: Callable[[str], None] = lambda _key: None,
         keep: Callable[[str], bool] | None = None,
         config_topic: str | None = None,
+        fetch_max_wait_ms: int = 20,
     ) -> None:
         """``keep`` (a client in local mode): which state keys to hold; of the others only their place in the
-        topic is remembered (:meth:`StateView.remember`), so they can be read back when wanted."""
+        topic is remembered (:meth:`StateView.remember`), so they can be read back when wanted.
+        ``fetch_max_wait_ms``: how long the broker holds a fetch of topics without new records (records are
+        answered at once; a longer wait only means fewer empty fetches while the topics are quiet)."""
         self.view = view
         self.registry = registry
         self.bootstrap = bootstrap
@@ -61,6 +64,7 @@ class StateReader:
         self.keep = keep
         self.config_topic = config_topic
         self.config_version: int | None = None
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         """Version of the config-topic document in use (None: the config folder)."""
         self.read = 0
         self.polled_at = 0.0
@@ -92,7 +96,7 @@ class StateReader:
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=20,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
             **self.security,
         )
         await consumer.start()
