@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from banditroute.agents.decide import DecideLogic
+from banditroute.agents.decide import DecideLogic, Request
 from banditroute.config import Registry, RouterConfig, config_dir_of
 from banditroute.core import decode_state
 from banditroute.events import CandidateScore, DecisionReasons, PolicyRef, RoutingDecision, RoutingRequest
@@ -47,7 +47,7 @@ OUTBOX_FULL = "outbox_full"
 RESTARTS_AFTER_S = 1.0
 QUIET_FETCH_WAIT_MS = 250
 """How long the broker may hold the client's fetch of quiet state/catalog/config topics (a worker uses 20 ms):
-new records are answered at once either way; 50 empty fetches a second cost an idle client ~2 % of a core."""
+new records are answered at once either way; 50 empty fetches a second cost an idle client ~3 % of a core."""
 
 
 _REASONS_FIELDS = frozenset(DecisionReasons.model_fields)
@@ -229,7 +229,7 @@ class LocalRouter:
         await self._read_back(key)
         return self.decide_now(request, read_back=False) or NOT_LOADED
 
-    def decide_now(self, request: RoutingRequest, *, read_back: bool = True) -> RoutingDecision | str | None:
+    def decide_now(self, request: Request, *, read_back: bool = True) -> RoutingDecision | str | None:
         """:meth:`route` without awaiting: the decision, why none was made here, or None when the state of
         the request's key must first be read back from the state topic (then await :meth:`route`)."""
         why = self.unavailable()

@@ -212,6 +212,48 @@ def _plain_metadata(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
     return dict(metadata)
 
 
+class PlainRequest:
+    """A checked plain request (a task type, maybe a tenant, request id and plain metadata; no lists, limits,
+    objective or reply topic) as the decide logic reads it, without the :class:`RoutingRequest` model: a
+    local-mode request is decided in this process and never published. :meth:`full` is its model (what
+    :func:`build_request` returns for the same call). Made by :func:`plain_call` only."""
+
+    __slots__ = ("request_id", "task_type", "tenant", "metadata")
+    candidates: None = None
+    exclude: None = None
+    objective: None = None
+    constraints: Constraints = _NO_CONSTRAINTS
+    reply_to: None = None
+
+    def __init__(self, request_id: str, task_type: str, tenant: str | None, metadata: dict[str, Any]) -> None:
+        self.request_id = request_id
+        self.task_type = task_type
+        self.tenant = tenant
+        self.metadata = metadata
+
+    def full(self) -> RoutingRequest:
+        """The request model, created now (its metadata is this request's: do not change either)."""
+        return plain_request(
+            self.request_id, self.task_type, self.tenant, self.metadata, datetime.now(UTC), None, set(_GIVEN)
+        )
+
+
+def plain_call(
+    task_type: str, tenant: str | None, metadata: Mapping[str, Any] | None, request_id: str | None
+) -> PlainRequest | None:
+    """The :class:`PlainRequest` of these arguments (a new request id unless one is given) when each is what
+    :class:`RoutingRequest` accepts unchanged, else None (then pydantic decides: :func:`build_request`)."""
+    if (
+        _known_identifier(task_type)
+        and (tenant is None or _known_identifier(tenant))
+        and (not request_id or is_identifier(request_id))
+    ):
+        plain = {} if not metadata else _plain_metadata(metadata)
+        if plain is not None:
+            return PlainRequest(request_id or new_request_id(), task_type, tenant, plain)
+    return None
+
+
 def build_request(
     task_type: str,
     *,
@@ -242,14 +284,10 @@ def build_request(
         and objective is None
         and reply_to is None
         and created_at is None
-        and _known_identifier(task_type)
-        and (tenant is None or _known_identifier(tenant))
-        and (not request_id or is_identifier(request_id))
     ):
-        plain = {} if not metadata else _plain_metadata(metadata)
+        plain = plain_call(task_type, tenant, metadata, request_id)
         if plain is not None:
-            rid = request_id or new_request_id()
-            return plain_request(rid, task_type, tenant, plain, datetime.now(UTC), None, set(_GIVEN))
+            return plain.full()
     return RoutingRequest(
         request_id=request_id or new_request_id(),
         task_type=task_type,
@@ -349,6 +387,7 @@ __all__ = [
     "DEFAULT_ROUTE_ENV",
     "DEFAULT_ROUTE_RULE",
     "DefaultRoute",
+    "PlainRequest",
     "build_feedback",
     "build_request",
     "default_decision",
@@ -356,6 +395,7 @@ __all__ = [
     "idempotency_key_for",
     "is_identifier",
     "new_request_id",
+    "plain_call",
     "plain_request",
     "request_id_of_decision",
     "trusted",

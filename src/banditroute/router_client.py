@@ -28,6 +28,7 @@ from banditroute.messages import (
     build_feedback,
     build_request,
     default_decision,
+    plain_call,
 )
 from banditroute.settings import Settings
 
@@ -279,6 +280,22 @@ class RouterClient:
         timeout_s: float | None = None,
     ) -> RoutingDecision:
         """Ask for a model; returns the router's decision, or the flagged default route on timeout/trouble."""
+        local = self._local
+        if (
+            local is not None  # started and connected: the common call is decided without awaiting
+            and candidates is None
+            and exclude is None
+            and max_cost_usd is None
+            and max_latency_ms is None
+            and not capabilities
+            and objective is None
+        ):
+            plain = plain_call(task_type, tenant, metadata, request_id)
+            if plain is not None:
+                decided = local.decide_now(plain)
+                if decided is not None and not isinstance(decided, str):
+                    return decided
+                return await self.route_request(plain.full(), timeout_s=timeout_s)
         request = build_request(
             task_type,
             tenant=tenant,
@@ -291,11 +308,6 @@ class RouterClient:
             metadata=metadata,
             request_id=request_id,
         )
-        local = self._local
-        if local is not None:  # started and connected: the common local decision without awaiting
-            decided = local.decide_now(request)
-            if decided is not None and not isinstance(decided, str):
-                return decided
         return await self.route_request(request, timeout_s=timeout_s)
 
     async def route_request(

@@ -17,7 +17,7 @@ from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.events import RoutingDecision
 from banditroute.limits import Limits
 from banditroute.local_router import DecisionModels
-from banditroute.messages import build_request
+from banditroute.messages import build_request, plain_call
 from banditroute.routing import StateView
 from tests.contracts.strategies import decisions
 
@@ -68,6 +68,30 @@ def decide_many(count: int) -> list[dict[str, Any]]:
             outcome = {"model": decision["model"], "quality": rng.random(), "cost_usd": 0.001}
             learner.apply([{**outcome, "task_key": decision["state_key"], "src": 0, "off": i}], 1.7e9)
     return made
+
+
+def test_a_plain_request_is_decided_as_its_model() -> None:
+    """Local mode decides the common call from a PlainRequest (no request model): the same decision as from
+    the RoutingRequest the remote path would send (same seed, same clock, rules and tenants included)."""
+    clock = lambda: 1.7e9  # noqa: E731
+    logics = [  # a registry each: pre-drawn samples are cached on its states
+        DecideLogic(
+            Registry(RouterConfig.load(PACKAGED_CONFIG)), StateView(), np.random.default_rng(4), "c", clock
+        )
+        for _ in range(2)
+    ]
+    rng = random.Random(2)
+    for i in range(300):
+        plain = plain_call(
+            rng.choice(["chat", "code", "summarise", f"new-{i % 5}"]),
+            rng.choice([None, "acme", "acme-eu"]),
+            rng.choice([None, {"tier": "vip"}, {"tier": "gold", "n": 3}]),
+            rng.choice([None, f"req-{i}"]),
+        )
+        assert plain is not None
+        by_plain, by_model = logics[0].decide(plain), logics[1].decide(plain.full())
+        assert by_plain.pop("decision_ms") >= 0 and by_model.pop("decision_ms") >= 0
+        assert by_plain == by_model
 
 
 def test_decision_models_equal_validating_the_json() -> None:

@@ -28,7 +28,7 @@ from banditroute.client import (
 from banditroute.codec import decode, encode
 from banditroute.events import Constraints as RequestConstraints
 from banditroute.events import Feedback, RoutingDecision, RoutingRequest
-from banditroute.messages import new_request_id
+from banditroute.messages import new_request_id, plain_call
 from banditroute.settings import Settings
 from tests.contracts.strategies import ids
 
@@ -169,9 +169,11 @@ def test_the_fast_request_path_equals_pydantic(
         "metadata": dict(metadata or {}),
         "reply_to": None,
     }  # what build_request hands pydantic
+    plain = plain_call(task_type, tenant, metadata, request_id)  # local mode's request: no model built
     try:
         built = build_request(task_type, tenant=tenant, request_id=request_id, metadata=metadata)
     except ValidationError:
+        assert plain is None
         with pytest.raises(ValidationError):
             RoutingRequest(request_id=request_id or "r", created_at=datetime.now(UTC), **fields)
         return
@@ -180,6 +182,15 @@ def test_the_fast_request_path_equals_pydantic(
     assert built.model_fields_set == validated.model_fields_set
     assert encode(built) == encode(validated)
     assert request_id is None or request_id == "" or built.request_id == request_id
+    if plain is not None:  # what the decide logic reads of it equals the validated model's fields
+        read = ("task_type", "tenant", "metadata", "candidates", "exclude", "objective", "constraints")
+        assert {f: getattr(plain, f) for f in read} == {f: getattr(validated, f) for f in read}
+        assert request_id is None or request_id == "" or plain.request_id == request_id
+        full = plain.full()
+        assert full == validated.model_copy(
+            update={"request_id": plain.request_id, "created_at": full.created_at}
+        )
+        assert full.model_fields_set == validated.model_fields_set
 
 
 def test_request_ids_are_uuid4_hex_and_unique() -> None:

@@ -21,6 +21,7 @@ from banditroute.core import Choice, Constraints, ModelSpec, TaskPolicy, TaskSta
 from banditroute.core.models import SampledUtilities
 from banditroute.events import RoutingRequest
 from banditroute.limits import Admission, Verdict
+from banditroute.messages import PlainRequest
 from banditroute.routing import StateView
 
 POLICY_NAME = "thompson"
@@ -31,11 +32,13 @@ __all__ = ["POLICY_NAME", "POLICY_VERSION", "DecideLogic", "StateView", "request
 
 NO_CONSTRAINTS = Constraints()
 """What a request without filters maps to: one shared object, so the core's plan cache hits by identity."""
+Request = RoutingRequest | PlainRequest
+"""What the decide logic reads: the request model, or a local-mode client's plain request."""
 MAX_RULE_EFFECTS = 1024
 """Distinct constraints of applied rules kept as one object each (for the core's caches)."""
 
 
-def request_constraints(request: RoutingRequest) -> Constraints:
+def request_constraints(request: Request) -> Constraints:
     """The request's own filters as the core's :class:`Constraints`."""
     limits = request.constraints
     if (
@@ -123,7 +126,7 @@ class DecideLogic:
         self._next_evict = 0.0
         self._rule_effects: dict[Constraints, Constraints] = {}
 
-    def decide(self, request: RoutingRequest) -> dict[str, Any]:
+    def decide(self, request: Request) -> dict[str, Any]:
         """One decision, read from one routing snapshot and one learnt state (both immutable)."""
         t0 = time.perf_counter()
         now_s = self.clock()
@@ -175,7 +178,7 @@ class DecideLogic:
 
     def _shadow_decision(
         self,
-        request: RoutingRequest,
+        request: Request,
         key: str,
         state: TaskState,
         models: Sequence[ModelSpec],
@@ -203,7 +206,7 @@ class DecideLogic:
         if idle_s is not None:
             self.admission.evict_idle(idle_s, now_s)
 
-    def rejection(self, request: RoutingRequest, verdict: Verdict, now_s: float, t0: float) -> dict[str, Any]:
+    def rejection(self, request: Request, verdict: Verdict, now_s: float, t0: float) -> dict[str, Any]:
         """A decision without a model: a cap rejected the request (``reasons.no_eligible`` says which)."""
         return {
             "schema_version": 1,
@@ -257,7 +260,7 @@ class DecideLogic:
 
     def decision_dict(
         self,
-        request: RoutingRequest,
+        request: Request,
         key: str,
         choice: Choice,
         rules: tuple[str, ...],
