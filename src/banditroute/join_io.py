@@ -192,11 +192,10 @@ class JoinIO:
         for handoff in handoffs:
             if handoff.token != token:
                 continue  # decided under an earlier assignment: the reader reads those again
-            for partition, offset, decision in handoff.decisions:
-                if partition in owned:
-                    result = join.on_decision(decision, partition, offset, now, TAG_WORKER)
-                    if result.outcomes or result.rejections or result.counters:
-                        results.append(result)
+            result = JoinResult()
+            join.on_served([d for d in handoff.decisions if d[0] in owned], now, TAG_WORKER, result)
+            if result.outcomes or result.rejections or result.counters:
+                results.append(result)
             for partition, upto in handoff.upto.items():
                 if upto > self._handed.get(partition, 0):
                     self._handed[partition] = upto

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +26,12 @@ from banditroute.agents.pending import (
     PENDING,
     OffsetWindow,
     Pending,
+    Served,
     compact,
     decision_id_for,
+    encode_fresh,
     request_id_of,
+    served_fields,
 )
 from banditroute.core.join_policy import JoinPolicy
 
@@ -144,11 +147,63 @@ class JoinLogic:
     ) -> JoinResult:
         """Record a published decision so its feedback can be joined (``tag``: its watermark source)."""
         result = JoinResult()
-        request_id = decision["request_id"]
         if decision.get("model") is None or decision.get("shadow") or decision.get("is_default_route"):
             return result  # nothing served by the router: nothing to learn
+        self.on_served([(partition, offset, served_fields(decision))], now_s, tag, result)
+        return result
+
+    def on_served(
+        self, decisions: Iterable[tuple[int, int, Served]], now_s: float, tag: int, result: JoinResult
+    ) -> None:
+        """Record decisions that serve a model, each as ``(partition, offset, served fields)`` (the decide
+        loop's handoff); what they produce (redelivered joins, duplicates, joins of early feedback, capped
+        decisions given up) goes to ``result``. A fresh decision (the usual case) is encoded straight from its
+        fields."""
+        pending_get, early_pop, hold = self.pending.get, self.early.pop, self._hold
+        waits: dict[str, float] = {}
+        for partition, offset, served in decisions:
+            request_id = served[0]
+            held = pending_get(request_id)
+            parked = early_pop(request_id, None) if held is None else None
+            if held is not None or parked is not None:
+                self._decision_slow(served, partition, offset, now_s, tag, held, parked, result)
+                continue
+            task_type = served[3]
+            wait_s = waits.get(task_type)
+            if wait_s is None:
+                wait_s = waits[task_type] = self.join_policy(task_type).wait_s
+            deadline_ms = round((now_s + wait_s) * 1000)
+            value = encode_fresh(served, deadline_ms, offset)
+            window = self.unresolved.get(partition)
+            if window is None:
+                window = self.unresolved[partition] = OffsetWindow()
+            window.add(offset)
+            if hold is not None:
+                hold(request_id, value)
+            else:
+                self.pending[request_id] = value
+            heap = self._deadlines.get(partition)
+            if heap is None:
+                heap = self._deadlines[partition] = []
+            heapq.heappush(heap, (deadline_ms / 1000.0, request_id))
+            if served[10]:  # capped
+                self._capped.setdefault(partition, deque()).append(request_id)
+                self._give_up(partition, result)
+
+    def _decision_slow(
+        self,
+        served: Served,
+        partition: int,
+        offset: int,
+        now_s: float,
+        tag: int,
+        held: bytes | None,
+        parked: bytes | None,
+        result: JoinResult,
+    ) -> None:
+        """A decision whose request is already in the join (``held``) or whose feedback came first (``parked``)."""
+        request_id = served[0]
         src = source_id(partition, tag)
-        held = self.pending.get(request_id)
         if held is not None:
             entry = Pending.decode(held, request_id)
             if (entry.joined_src, entry.joined_off) == (src, offset) and entry.outcome:
@@ -156,31 +211,36 @@ class JoinLogic:
                 # (same position, so the learner skips it if it was learnt already).
                 result.outcomes.append(entry.outcome)
                 result.count("redelivered_join")
-                return result
+                return
             result.count("duplicate_decisions")  # re-decided after a crash: the first decision stands
-            return result
-        policy = self.join_policy(decision["task_type"])
+            return
+        assert parked is not None
+        (
+            _rid,
+            decision_id,
+            task_key,
+            task_type,
+            tenant,
+            model,
+            fallbacks,
+            propensity,
+            version,
+            policy,
+            capped,
+        ) = served
         entry = Pending(
-            decision_id=decision["decision_id"],
-            task_key=decision.get("task_key") or decision.get("state_key") or decision["task_type"],
-            task_type=decision["task_type"],
-            tenant=decision.get("tenant"),
-            model=decision["model"],
-            fallbacks=tuple(decision.get("fallbacks") or ()),
-            propensity=float(decision["propensity"]),
-            state_version=int(decision["state_version"]),
-            policy=str((decision.get("policy") or {}).get("name", "thompson")),
-            deadline_s=now_s + policy.wait_s,
+            decision_id=decision_id,
+            task_key=task_key,
+            task_type=task_type,
+            tenant=tenant,
+            model=model,
+            fallbacks=fallbacks,
+            propensity=propensity,
+            state_version=version,
+            policy=policy,
+            deadline_s=now_s + self.join_policy(task_type).wait_s,
             dec_off=offset,
         )
-        capped = (decision.get("reasons") or {}).get("capped") is not None
-        parked = self.early.pop(request_id, None)
-        if parked is None:
-            self._store(request_id, entry, partition)
-            if capped:
-                self._capped.setdefault(partition, deque()).append(request_id)
-                self._give_up(partition, result)
-            return result
         p = orjson.loads(parked)
         fb = FeedbackRecord(p["fb"], bytes.fromhex(p["raw"]), p["p"], p["o"])
         result.merge(self._join(request_id, entry, fb, src, offset, now_s, partition))
@@ -189,7 +249,6 @@ class JoinLogic:
             if capped:
                 self._capped.setdefault(partition, deque()).append(request_id)
                 self._give_up(partition, result)
-        return result
 
     def _store(self, request_id: str, entry: Pending, partition: int) -> None:
         entry.deadline_s = round(entry.deadline_s * 1000) / 1000.0  # as stored: the heap and the table agree

@@ -46,6 +46,7 @@ from typing import Any, Protocol
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from banditroute.agents.pending import Served, served_fields
 from banditroute.codec import (
     DeadLetterCounter,
     DecodeError,
@@ -164,7 +165,7 @@ class DecideService(OwnThreadLoop):
         self._consumer: AIOKafkaConsumer | None = None
         self._busy: asyncio.Lock | None = None  # held while a batch is polled and decided (decide loop)
         self._barrier: Callable[[], Any] | None = None
-        self._joinable: dict[int, list[dict[str, Any] | None]] = {}
+        self._joinable: dict[int, list[Served | None]] = {}
         self._headers: list[tuple[str, bytes]] = []
         self.priority_lane = priority_lane
         self.reply_refused = reply_refused
@@ -556,7 +557,7 @@ class DecideService(OwnThreadLoop):
         if self.follow:
             await out.add(self.decisions_topic, partition, key, payload, self._headers)
             serves = decision["model"] is not None and not decision["is_default_route"]
-            self._joinable.setdefault(partition, []).append(decision if serves else None)
+            self._joinable.setdefault(partition, []).append(served_fields(decision) if serves else None)
         else:
             await out.add(self.decisions_topic, partition, key, payload)
         shadow = self.logic.take_shadow()

@@ -6,6 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from banditroute.agents.pending import Served
+
 DECIDER_HEADER = "banditroute-decider"
 """Header on every decision a worker's decide loop publishes: the token of the assignment that decided it."""
 
@@ -16,8 +18,9 @@ class Handoff:
 
     token: bytes
     """The assignment that decided them (``DecideService.token`` then)."""
-    decisions: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
-    """(decisions partition, offset, decision) of the decisions that serve a model, in offset order."""
+    decisions: list[tuple[int, int, Served]] = field(default_factory=list)
+    """(decisions partition, offset, what the join keeps of the decision) of the decisions that serve a model,
+    in offset order."""
     upto: dict[int, int] = field(default_factory=dict)
     """Per decisions partition, the offset after the last record of the batch (joinable or not)."""
 
@@ -26,7 +29,7 @@ def build_handoff(
     token: bytes,
     topic: str,
     shipped: list[tuple[str, int, int, asyncio.Future[Any]]],
-    joinable: dict[int, list[dict[str, Any] | None]],
+    joinable: dict[int, list[Served | None]],
 ) -> Handoff:
     """The handoff of one acknowledged batch: ``shipped`` are its record batches in order (topic, partition,
     records, acknowledged future: its result's offset is the batch's base offset), ``joinable`` the decisions
