@@ -190,6 +190,7 @@ class Router(JoinIO):
             security=s.aiokafka_security(),
             floor=self._join_floor,
             on_commit=self._on_join_commit,
+            skip=self._skip_own,  # the worker's own decisions reach the join in memory
         )
         app.agent(self.feedback, name="join_feedback")(self._join_feedback)
         app.agent(self.outcomes, name="learn")(self._learn)

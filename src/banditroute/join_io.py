@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 import orjson
@@ -37,7 +37,7 @@ from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.decision_publisher import is_local_origin
 from banditroute.kafka.decision_reader import DecisionReader
 from banditroute.kafka.gaps import GapFiller
-from banditroute.kafka.handoff import DECIDER_HEADER, Handoff
+from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, skip_own
 from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.staged import StagedTable
 from banditroute.kafka.topics import partition_for
@@ -52,6 +52,11 @@ JOIN_BATCH = 2000
 JOIN_WITHIN_S = 0.05
 """The join waits up to this long to fill a batch: each batch costs one acknowledged changelog round trip."""
 CATCH_UP_POLL_S = 0.05
+AHEAD_WAIT_S = 0.02
+"""When the decisions reader has met the worker's own decisions before their handoff, it waits this long before
+its next read, so the handoffs come first and it can seek past those records instead of parsing them."""
+MAX_OWN_RANGES = 4096
+"""Own record batches remembered per partition for the reader to seek past (older ones are just read)."""
 
 
 def header(headers: Any, name: str) -> bytes | None:
@@ -106,6 +111,9 @@ class JoinIO:
         self._handed: dict[int, int] = {}  # per partition: the offset after the last decision handed over
         self._ahead: dict[int, tuple[int, int]] = {}  # own decisions the reader met before their handoff
         self._deferred_ticks: dict[int, float] = {}
+        # own record batches taken into the join, per partition (the decisions reader seeks past them)
+        self._own: dict[int, deque[tuple[int, int]]] = {}
+        self._only_own = False  # the decisions reader's last batch held only this assignment's own decisions
         self._synced: tuple[frozenset[int], int] | None = None
         self._drainer: asyncio.Future[None] | None = None
 
@@ -124,6 +132,7 @@ class JoinIO:
 
     def _forget(self) -> None:
         self._handoffs.clear()
+        self._own.clear()
         self._handed.clear()
         self._ahead.clear()
         self._deferred_ticks.clear()
@@ -148,6 +157,7 @@ class JoinIO:
             self.join.rebuild_index(self._partition_of_request)  # the recovered and the re-read entries
             self._handed.clear()
             self._ahead.clear()
+            self._own.clear()
         if settling():
             return
         await self.decider.assign(owned)
@@ -196,6 +206,12 @@ class JoinIO:
             join.on_served([d for d in handoff.decisions if d[0] in owned], now, TAG_WORKER, result)
             if result.outcomes or result.rejections or result.counters:
                 results.append(result)
+            for partition, first, end in handoff.ranges:
+                if partition in owned:
+                    ranges = self._own.get(partition)
+                    if ranges is None:
+                        ranges = self._own[partition] = deque(maxlen=MAX_OWN_RANGES)
+                    ranges.append((first, end))
             for partition, upto in handoff.upto.items():
                 if upto > self._handed.get(partition, 0):
                     self._handed[partition] = upto
@@ -205,6 +221,28 @@ class JoinIO:
                     sent = self._deferred_ticks.pop(partition, None)
                     if sent is not None:
                         results.append(join.on_decisions_tick(partition, sent))
+
+    async def _skip_own(self, positions: dict[int, int]) -> tuple[dict[int, int], bool]:
+        """The decisions reader's ``skip``: per partition, the offset it may seek to because every record from
+        its position up to there is one of this assignment's own decisions, already in the join and its join
+        state acknowledged (so the reader may commit past them; unresolved ones still hold the floor); and
+        whether to read only a few records next (its last batch held nothing but own decisions)."""
+        only_own = self._only_own
+        if only_own and self._ahead:  # the reader is ahead of the handoffs: let them come first
+            await asyncio.sleep(AHEAD_WAIT_S)
+        async with self._join_lock:
+            if self._handoffs:
+                results: list[JoinResult] = []
+                self._take_handoffs(results)
+                await self._finish_join(results)
+            jumps: dict[int, int] = {}
+            for partition, at in positions.items():
+                ranges = self._own.get(partition)
+                to = skip_own(ranges, at) if ranges else at
+                if to > at:
+                    jumps[partition] = to
+                    self.counters["own_decisions_skipped"] += to - at
+            return jumps, only_own
 
     # -- batches ---------------------------------------------------------------------------------------
     async def _join_feedback(self, stream: Any) -> None:
@@ -230,14 +268,17 @@ class JoinIO:
             results: list[JoinResult] = []
             self._take_handoffs(results)
             token = self.decider.token
+            own = 0
             for record in records:
                 origin = header(record.headers, DECIDER_HEADER)
                 if origin is not None and origin == token:  # handed over in memory
+                    own += 1
                     if record.offset >= self._handed.get(record.partition, 0):
                         first = self._ahead.get(record.partition, (record.offset, 0))[0]
                         self._ahead[record.partition] = (first, record.offset)
                     continue
                 await self._join_record(record, results, worker=origin is not None)
+            self._only_own = own == len(records)
             await self._finish_join(results)
 
     async def _finish_join(self, results: list[JoinResult]) -> None:

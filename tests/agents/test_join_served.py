@@ -130,3 +130,28 @@ def test_on_served_joins_feedback_that_came_first() -> None:
     join.on_served([(0, 5, served_fields(decision))], 2.0, TAG_WORKER, result)
     assert len(result.outcomes) == 1 and result.outcomes[0]["model"] == decision["model"]
     assert decision["request_id"] not in join.early
+
+
+def test_skip_own_stops_at_every_record_of_someone_else() -> None:
+    from collections import deque
+
+    from banditroute.kafka.handoff import skip_own
+
+    rng = random.Random(19)
+    for _ in range(300):
+        # a partition's log: own record batches with foreign records (ticks, local-mode decisions) between
+        owner: list[bool] = []
+        ranges: deque[tuple[int, int]] = deque()
+        while len(owner) < 60:
+            if rng.random() < 0.3:
+                owner.append(False)
+            else:
+                n = rng.randint(1, 6)
+                ranges.append((len(owner), len(owner) + n))
+                owner.extend([True] * n)
+        at = rng.randint(0, len(owner))
+        expected = at
+        while expected < len(owner) and owner[expected] and any(f <= expected < e for f, e in ranges):
+            expected += 1
+        assert skip_own(ranges, at) == expected
+        assert all(first > expected for first, _end in ranges)

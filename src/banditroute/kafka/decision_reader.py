@@ -6,10 +6,14 @@ itself, and what capped the whole worker. This loop reads the decisions partitio
 partitions faust assigned to this worker (the two topics and the join table are co-partitioned), in batches
 of up to ``max_records``, and hands each batch to the join on the worker's own event loop.
 
-The worker's own decisions reach the join in memory (``DecideService`` hands them over once acknowledged); this
-loop still reads them (the join skips them by their header) so that it sees, in order, the decisions others
-publish (local-mode clients) and the worker's tick records, and so that it rebuilds the pending entries after a
-restart or a rebalance: ``decisions`` is the join's durable record of what waits for feedback.
+The worker's own decisions reach the join in memory (``DecideService`` hands them over once acknowledged, with
+the offsets of its record batches). In steady state this loop seeks past them (``skip``: only ranges the join
+holds already, its join state acknowledged), so they are fetched at most and never parsed here; whatever lies
+between two of the worker's record batches (decisions that local-mode clients publish, the worker's tick
+records) is still read, in order. An own decision it meets before its handoff is skipped by its header. While
+its last batch held nothing but own decisions it waits a little for their handoffs (``join_io.AHEAD_WAIT_S``)
+and reads a few records at a time (``AHEAD_READ``). After a restart or a rebalance it reads everything from the
+committed offset: ``decisions`` is the join's durable record of what waits for feedback.
 
 Contract:
 
@@ -38,6 +42,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 log = logging.getLogger("banditroute.decision_reader")
 
 Handler = Callable[[list[Any]], Awaitable[None]]
+Skipper = Callable[[dict[int, int]], Awaitable[tuple[dict[int, int], bool]]]
+"""Given the read position per partition: where the join has every record up to already (per partition; only
+those it can skip; whatever it returns must be held by the join durably enough to commit past it), and whether
+to read only ``AHEAD_READ`` records next (the records that follow are most likely more of those)."""
+AHEAD_READ = 32
+"""Records read at most in one batch while ``skip`` asks for a few only: records are parsed only when read, and
+a seek drops the rest of what was fetched unparsed."""
 
 
 class DecisionReader:
@@ -54,6 +65,7 @@ class DecisionReader:
         max_records: int = 5000,
         floor: Callable[[int], int | None] = lambda _p: None,
         on_commit: Callable[[dict[int, int]], None] = lambda _c: None,
+        skip: Skipper | None = None,
     ) -> None:
         self.handle = handle
         self.bootstrap = bootstrap
@@ -66,6 +78,9 @@ class DecisionReader:
         self.records = 0
         self.floor = floor
         self.on_commit = on_commit
+        self.skip = skip
+        self.skipped = 0
+        """Records not fetched for the join because ``skip`` said it had them already."""
         self.caught_up = asyncio.Event()
         """Set once the reader has read up to the end offsets its partitions had when they were assigned."""
         self._targets: dict[TopicPartition, int] | None = None
@@ -130,7 +145,10 @@ class DecisionReader:
                     if self._targets is None:
                         tps = [TopicPartition(self.topic, p) for p in sorted(self.partitions)]
                         self._targets = await consumer.end_offsets(tps)
-                    batch = await consumer.getmany(timeout_ms=100, max_records=self.max_records)
+                    limit = self.max_records
+                    if self.skip is not None and self._positions and self.caught_up.is_set():
+                        limit = await self._skip_ahead(consumer)
+                    batch = await consumer.getmany(timeout_ms=100, max_records=limit)
                     records = [r for tp in sorted(batch, key=lambda t: t.partition) for r in batch[tp]]
                     if records:
                         await self.handle(records)
@@ -148,6 +166,20 @@ class DecisionReader:
                 self.caught_up.clear()
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+    async def _skip_ahead(self, consumer: AIOKafkaConsumer) -> int:
+        """Seek past what ``skip`` says the join holds already (the worker's own decisions, handed over in
+        memory): those records are never parsed here. A seek drops what was fetched for the partition. Returns
+        how many records to read next."""
+        assert self.skip is not None
+        jumps, few = await self.skip(dict(self._positions))
+        for partition, to in jumps.items():
+            at = self._positions.get(partition)
+            if at is not None and to > at and partition in self.partitions:
+                consumer.seek(TopicPartition(self.topic, partition), to)
+                self._positions[partition] = to
+                self.skipped += to - at
+        return min(AHEAD_READ, self.max_records) if few else self.max_records
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         """Commit, per partition, the oldest decision the join still needs (or the read position)."""

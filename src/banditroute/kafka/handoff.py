@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,9 @@ class Handoff:
     in offset order."""
     upto: dict[int, int] = field(default_factory=dict)
     """Per decisions partition, the offset after the last record of the batch (joinable or not)."""
+    ranges: list[tuple[int, int, int]] = field(default_factory=list)
+    """(decisions partition, first offset, offset after the last) of each record batch the loop appended: every
+    offset in such a range holds one of its own decisions (a record batch is stored contiguously)."""
 
 
 def build_handoff(
@@ -46,7 +50,18 @@ def build_handoff(
             if decision is not None:
                 handoff.decisions.append((partition, base + i, decision))
         handoff.upto[partition] = base + count
+        handoff.ranges.append((partition, base, base + count))
     return handoff
+
+
+def skip_own(ranges: deque[tuple[int, int]], at: int) -> int:
+    """Where a reader at offset ``at`` may go on from, given ``ranges`` (first, end) of own record batches in
+    offset order: past every range that starts at or before where it would be (a gap between two ranges holds
+    someone else's record, which must be read). Ranges it passes are dropped from ``ranges``."""
+    to = at
+    while ranges and ranges[0][0] <= to:
+        to = max(to, ranges.popleft()[1])
+    return to
 
 
 def ignore_handoff(_handoff: Handoff) -> None:
