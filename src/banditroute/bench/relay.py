@@ -56,6 +56,9 @@ def main(argv: list[str]) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         if mode == "decide":
+            from banditroute.gc_tuning import tune_for_worker
+
+            tune_for_worker()  # as the worker does
             await decide_only(bootstrap, prefix, stop)
         else:
             await relay(bootstrap, prefix, stop)

@@ -102,6 +102,7 @@ def run_worker(router: object) -> None:
     import faust
 
     from banditroute.app import Router
+    from banditroute.gc_tuning import tune_for_worker
     from banditroute.logs import logging_config
 
     assert isinstance(router, Router)
@@ -126,4 +127,5 @@ def run_worker(router: object) -> None:
     # faust's terminal spinner sets the root logger to DEBUG while it spins, which makes every aiokafka debug
     # line build a log record (measured: ~7% of the worker's time); logs are our progress report instead.
     worker.spinner = None
+    tune_for_worker()  # per-decision garbage: see gc_tuning.py
     worker.execute_from_commandline()
