@@ -215,32 +215,9 @@ class JoinLogic:
             result.count("duplicate_decisions")  # re-decided after a crash: the first decision stands
             return
         assert parked is not None
-        (
-            _rid,
-            decision_id,
-            task_key,
-            task_type,
-            tenant,
-            model,
-            fallbacks,
-            propensity,
-            version,
-            policy,
-            capped,
-        ) = served
-        entry = Pending(
-            decision_id=decision_id,
-            task_key=task_key,
-            task_type=task_type,
-            tenant=tenant,
-            model=model,
-            fallbacks=fallbacks,
-            propensity=propensity,
-            state_version=version,
-            policy=policy,
-            deadline_s=now_s + self.join_policy(task_type).wait_s,
-            dec_off=offset,
-        )
+        task_type, capped = served[3], served[10]
+        # served[1:10] are Pending's first nine fields, in order (decision_id .. policy)
+        entry = Pending(*served[1:10], deadline_s=now_s + self.join_policy(task_type).wait_s, dec_off=offset)
         p = orjson.loads(parked)
         fb = FeedbackRecord(p["fb"], bytes.fromhex(p["raw"]), p["p"], p["o"])
         result.merge(self._join(request_id, entry, fb, src, offset, now_s, partition))
