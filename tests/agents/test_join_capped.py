@@ -79,3 +79,16 @@ def test_the_deadline_index_lets_go_of_given_up_decisions() -> None:
     assert len(join._deadlines[0]) <= 2 * COMPACT_MIN  # compacted as it went, not one entry per decision made
     for i in range(n - 10, n):  # the newest still join
         assert len(join.on_feedback(feedback(f"c{i}", i), now_s=1).outcomes) == 1
+
+
+def test_the_bound_is_over_every_partition_and_the_growing_one_gives_up_its_own() -> None:
+    join = make(4)
+    for i in range(3):
+        join.on_decision(decision(f"a{i}", "max_task_types"), 0, i, now_s=0)
+    for i in range(3):
+        join.on_decision(decision(f"b{i}", "max_task_types"), 1, i, now_s=0)
+    assert join.given_up == 2 and join.sizes()["capped_queued"] == 4
+    assert {k for k in join.pending} == {"a0", "a1", "a2", "b2"}
+    assert "capped_given_up" not in join.on_tick(0, 100, sent_at_s=1).counters
+    join.forget_held()  # a rebalance: the queues go with the entries
+    assert join.sizes()["capped_queued"] == 0

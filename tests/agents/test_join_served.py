@@ -90,8 +90,7 @@ def test_on_served_stores_what_the_dataclass_path_stored(max_capped: int | None)
         decision = decisions[offset - 100]
         slow._store(served[0], reference_entry(decision, offset, now_s), partition)
         if (decision.get("reasons") or {}).get("capped") is not None:
-            slow._capped.setdefault(partition, deque()).append(served[0])
-            slow._give_up(partition, reference)
+            slow._track_capped(partition, served[0], reference)
     assert result.outcomes == [] and result.counters == reference.counters
     assert bool(result.counters) == (max_capped is not None)  # capped decisions given up past the bound
     assert isinstance(fast.pending, PendingStore) and isinstance(slow.pending, PendingStore)

@@ -123,6 +123,7 @@ class JoinLogic:
         """Capped decisions (``reasons.capped`` set: a task type past ``limits.max_task_types`` or a tenant past
         its cap) waiting for feedback at most, over the partitions held (None: no bound); see :meth:`_give_up`."""
         self._capped: dict[int, deque[str]] = {}
+        self._capped_total = 0  # entries of every queue in _capped
         self._given_up: dict[int, int] = {}  # per partition, deadline heap entries left by given-up decisions
         self.given_up = 0
         """Capped decisions given up since this join was made (also counted as ``capped_given_up``)."""
@@ -187,8 +188,7 @@ class JoinLogic:
                 heap = self._deadlines[partition] = []
             heapq.heappush(heap, (deadline_ms / 1000.0, request_id))
             if served[10]:  # capped
-                self._capped.setdefault(partition, deque()).append(request_id)
-                self._give_up(partition, result)
+                self._track_capped(partition, request_id, result)
 
     def _decision_slow(
         self,
@@ -224,8 +224,7 @@ class JoinLogic:
         if entry.status == PENDING:  # the parked feedback was rejected: the decision still waits
             self._store(request_id, entry, partition)
             if capped:
-                self._capped.setdefault(partition, deque()).append(request_id)
-                self._give_up(partition, result)
+                self._track_capped(partition, request_id, result)
 
     def _store(self, request_id: str, entry: Pending, partition: int) -> None:
         entry.deadline_s = round(entry.deadline_s * 1000) / 1000.0  # as stored: the heap and the table agree
@@ -258,6 +257,7 @@ class JoinLogic:
         if held is not None:
             held.clear()
         self._capped = {}
+        self._capped_total = 0
         self.unresolved = {}
         self.committed = {}
 
@@ -452,17 +452,24 @@ class JoinLogic:
         )
         return result
 
+    def _track_capped(self, partition: int, request_id: str, result: JoinResult) -> None:
+        """A capped decision now waits in ``partition``: queue it and give up what is past the bound."""
+        self._capped.setdefault(partition, deque()).append(request_id)
+        self._capped_total += 1
+        self._give_up(partition, result)
+
     def _give_up(self, partition: int, result: JoinResult) -> None:
-        """Keep at most ``max_capped()`` capped decisions waiting (an equal share per partition holding some):
-        past it, the oldest ones of ``partition`` are given up. A given-up decision leaves memory at once (no
-        outcome, not even a default reward; no table write) and no longer holds back the join's commit; its
-        feedback, if it ever comes, is dead-lettered as ``unknown_request``. Listed and established task types
-        are never given up. Checked at each capped decision and at each tick of the partition."""
+        """Keep at most ``max_capped()`` capped decisions waiting, over every partition held: past it, the
+        oldest ones of ``partition`` are given up (each partition gives up its own at its next capped decision
+        or tick, so the bound holds within a tick). A given-up decision leaves memory at once (no outcome, not
+        even a default reward; no table write) and no longer holds back the join's commit; its feedback, if it
+        ever comes, is dead-lettered as ``unknown_request``. Listed and established task types are never given
+        up. Counted from each partition's oldest capped decision still waiting, so the joined ones after it
+        count until it leaves: the bound may give up a little early, never late."""
         limit = self.max_capped()
         queue = self._capped.get(partition)
         if limit is None or not queue:
             return
-        share = -(-limit // len(self._capped))
         pending, window = self.pending, self.unresolved.get(partition)
         given_up = 0
         while queue:
@@ -470,13 +477,14 @@ class JoinLogic:
             raw = pending.get(request_id)
             entry = None if raw is None else Pending.decode(raw, request_id)
             if entry is not None and entry.status == PENDING:
-                if len(queue) <= share:
+                if self._capped_total <= limit:
                     break
                 del pending[request_id]
                 if window is not None and entry.dec_off >= 0:
                     window.remove(entry.dec_off)
                 given_up += 1
             queue.popleft()  # given up, or no longer waiting (joined, expired, forgotten)
+            self._capped_total -= 1
         if not queue:
             del self._capped[partition]
         if given_up:
@@ -524,7 +532,7 @@ class JoinLogic:
             "held": len(getattr(self.pending, "held", ())),
             "deadlines": sum(map(len, self._deadlines.values())),
             "early_deadlines": sum(map(len, self._early_deadlines.values())),
-            "capped_queued": sum(map(len, self._capped.values())),
+            "capped_queued": self._capped_total,
             "given_up": self.given_up,
         }
 
