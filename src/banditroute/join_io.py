@@ -36,6 +36,7 @@ from banditroute.events import DeadLetter, DeadLetterReason, Feedback
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.decision_publisher import is_local_origin
 from banditroute.kafka.decision_reader import DecisionReader
+from banditroute.kafka.fast_feedback import fast_feedback
 from banditroute.kafka.gaps import GapFiller
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, skip_own
 from banditroute.kafka.outbox import Outbox
@@ -329,6 +330,11 @@ class JoinIO:
             )
 
     async def _join_one_feedback(self, msg: Any, now: float) -> JoinResult:
+        fields = fast_feedback(msg.value, self.settings.max_payload_bytes, self.registry.model_names)
+        if fields is not None:  # the common shape, checked without pydantic (kafka/fast_feedback.py)
+            return self.join.on_feedback(
+                FeedbackRecord(fields, bytes(msg.value), msg.partition, msg.offset), now
+            )
         checked = decode_record(
             Feedback,
             msg.value,

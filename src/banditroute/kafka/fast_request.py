@@ -22,7 +22,8 @@ from banditroute.messages import is_identifier, plain_request
 
 _SIMPLE = frozenset({"schema_version", "request_id", "task_type", "created_at", "tenant", "reply_to"})
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
-_UTC_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3}|\.\d{6})?(?:Z|\+00:00)")
+UTC_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3}|\.\d{6})?(?:Z|\+00:00)")
+"""A UTC timestamp in the forms the SDK writes (what the fast paths accept; anything else goes to pydantic)."""
 _DEFAULTS: dict[str, object] = {
     "candidates": None,
     "exclude": None,
@@ -65,7 +66,7 @@ def fast_request(raw: bytes, max_bytes: int) -> RoutingRequest | None:
         type(reply_to) is not str or _TOPIC.fullmatch(reply_to) is None or reply_to in (".", "..")
     ):
         return None
-    if type(created) is not str or _UTC_TIME.fullmatch(created) is None:
+    if type(created) is not str or UTC_TIME.fullmatch(created) is None:
         return None
     try:
         created_at = datetime.fromisoformat(created).astimezone(UTC)
