@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Container
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from banditroute.events import MAX_TOKENS, SCHEMA_VERSION
-from banditroute.kafka.fast_request import UTC_TIME
+from banditroute.kafka.fast_request import json_object, utc_time
 from banditroute.messages import is_identifier
 
 _FIELDS = (
@@ -50,13 +47,8 @@ def _tokens(value: object) -> bool:
 
 def fast_feedback(raw: bytes, max_bytes: int, models: Container[str]) -> dict[str, Any] | None:
     """The fields of the feedback in ``raw`` if it has the common shape and is valid; None: decode it fully."""
-    if not raw or len(raw) > max_bytes:
-        return None
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if type(obj) is not dict or not _KNOWN.issuperset(obj):
+    obj = json_object(raw, max_bytes)
+    if obj is None or not _KNOWN.issuperset(obj):
         return None
     get = obj.get
     version = get("schema_version")
@@ -84,12 +76,8 @@ def fast_feedback(raw: bytes, max_bytes: int, models: Container[str]) -> dict[st
         return None
     if (tokens_in is None) != (tokens_out is None) or (cost is None and tokens_in is None):
         return None
-    observed = get("observed_at")
-    if type(observed) is not str or UTC_TIME.fullmatch(observed) is None:
-        return None
-    try:
-        observed_at = datetime.fromisoformat(observed).astimezone(UTC)
-    except ValueError:  # e.g. 2026-02-30 or hour 24
+    observed_at = utc_time(get("observed_at"))
+    if observed_at is None:
         return None
     obj["observed_at"] = observed_at.isoformat().replace("+00:00", "Z")  # as the model serialises it
     return {name: obj[name] for name in _FIELDS if get(name) is not None}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -34,15 +35,31 @@ _DEFAULTS: dict[str, object] = {
 """Fields the fast path takes only at these values (as ``codec.encode`` writes an SDK request's defaults)."""
 
 
-def fast_request(raw: bytes, max_bytes: int) -> RoutingRequest | None:
-    """The request in ``raw`` if it has the common shape and is valid; None means "decode it the full way"."""
+def json_object(raw: bytes | None, max_bytes: int) -> dict[str, Any] | None:
+    """The JSON object in ``raw`` (at most ``max_bytes``), or None for anything else."""
     if not raw or len(raw) > max_bytes:
         return None
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    if type(obj) is not dict:
+    return obj if type(obj) is dict else None
+
+
+def utc_time(value: object) -> datetime | None:
+    """``value`` as a UTC datetime if it is a timestamp in a form :data:`UTC_TIME` knows and valid, else None."""
+    if type(value) is not str or UTC_TIME.fullmatch(value) is None:
+        return None
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC)
+    except ValueError:  # e.g. 2026-02-30 or hour 24
+        return None
+
+
+def fast_request(raw: bytes, max_bytes: int) -> RoutingRequest | None:
+    """The request in ``raw`` if it has the common shape and is valid; None means "decode it the full way"."""
+    obj = json_object(raw, max_bytes)
+    if obj is None:
         return None
     if not _SIMPLE.issuperset(obj):
         # the SDK encodes every field: accept the other fields only at their defaults
@@ -66,11 +83,8 @@ def fast_request(raw: bytes, max_bytes: int) -> RoutingRequest | None:
         type(reply_to) is not str or _TOPIC.fullmatch(reply_to) is None or reply_to in (".", "..")
     ):
         return None
-    if type(created) is not str or UTC_TIME.fullmatch(created) is None:
-        return None
-    try:
-        created_at = datetime.fromisoformat(created).astimezone(UTC)
-    except ValueError:  # e.g. 2026-02-30 or hour 24
+    created_at = utc_time(created)
+    if created_at is None:
         return None
     # what model_validate would report as given: the fields of the record
     return plain_request(request_id, task_type, tenant, {}, created_at, reply_to, set(obj))
