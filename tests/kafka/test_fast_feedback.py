@@ -31,6 +31,7 @@ IDS: list[Any] = [
 FLOATS: list[Any] = [0.0, 0.5, 1.0, 1, 0, -0.0, -0.1, 1.5, 1e308, "0.5", True, None, 2**53, 1e-320]
 TOKENS: list[Any] = [0, 1, 100_000_000, 100_000_001, -1, 1.0, True, "3", None]
 TIMES: list[Any] = [
+    "2026-11-30T12:00:00.654321Z",
     "2026-11-30T12:00:00Z",
     "2026-11-30T12:00:00+00:00",
     "2026-11-30T12:00:00.123Z",
@@ -40,6 +41,8 @@ TIMES: list[Any] = [
     "2026-11-30T12:00:00+01:00",
     "2026-11-30T12:00:00",
     "2026-02-30T12:00:00Z",
+    "2026-02-30T12:00:00.123456Z",
+    "2026-11-30T12:60:00.123456Z",
     "2026-11-30T24:00:00Z",
     "0001-01-01T00:00:00Z",
     "9999-12-31T23:59:59.999999Z",
@@ -62,7 +65,7 @@ def _common(rng: random.Random) -> dict[str, Any]:
         "tokens_in": rng.randrange(5000) if tokens else None,
         "tokens_out": rng.randrange(5000) if tokens else None,
         "error": None,
-        "observed_at": rng.choice(TIMES[:6]),
+        "observed_at": rng.choice(TIMES[:7]),
         "idempotency_key": f"k-{rng.randrange(10**6)}",
     }
 

@@ -13,7 +13,9 @@ message. ``tests/kafka/test_fast_feedback.py`` holds it to that contract on gene
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Container
+from datetime import datetime
 from typing import Any
 
 from banditroute.events import MAX_TOKENS, SCHEMA_VERSION
@@ -35,6 +37,8 @@ _FIELDS = (
     "idempotency_key",
 )
 _KNOWN = frozenset(_FIELDS)
+_AS_SERIALISED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{6})?Z")
+"""A UTC timestamp exactly as ``Feedback`` serialises one (``.000000`` aside, which it drops)."""
 
 
 def _non_negative(value: object) -> bool:
@@ -76,8 +80,15 @@ def fast_feedback(raw: bytes, max_bytes: int, models: Container[str]) -> dict[st
         return None
     if (tokens_in is None) != (tokens_out is None) or (cost is None and tokens_in is None):
         return None
-    observed_at = utc_time(get("observed_at"))
-    if observed_at is None:
-        return None
-    obj["observed_at"] = observed_at.isoformat().replace("+00:00", "Z")  # as the model serialises it
+    observed = get("observed_at")
+    if type(observed) is str and _AS_SERIALISED.fullmatch(observed) and not observed.endswith(".000000Z"):
+        try:  # the SDK's form, which the model serialises unchanged: only its date and time are checked
+            datetime.fromisoformat(observed)
+        except ValueError:  # e.g. 2026-02-30 or hour 24
+            return None
+    else:
+        observed_at = utc_time(observed)
+        if observed_at is None:
+            return None
+        obj["observed_at"] = observed_at.isoformat().replace("+00:00", "Z")  # as the model serialises it
     return {name: obj[name] for name in _FIELDS if get(name) is not None}
