@@ -47,7 +47,13 @@ class SlowOnJunk(DecideLogic):
         return super().decide(request)
 
 
-def service_for(tmp_path: Path, prefix: str, bootstrap: str, logic_type: type[DecideLogic]) -> DecideService:
+def service_for(
+    tmp_path: Path,
+    prefix: str,
+    bootstrap: str,
+    logic_type: type[DecideLogic],
+    spill_topic: str | None = None,
+) -> DecideService:
     (tmp_path / "models.yaml").write_text(MODELS)
     (tmp_path / "policy.yaml").write_text(POLICY)
     registry = Registry(RouterConfig.load(tmp_path))
@@ -64,6 +70,7 @@ def service_for(tmp_path: Path, prefix: str, bootstrap: str, logic_type: type[De
         own_thread=False,
         follow=True,
         priority_lane=True,
+        spill_topic=spill_topic,
     )
 
 
@@ -77,6 +84,18 @@ async def start(service: DecideService) -> asyncio.Task[None]:
         except RuntimeError:  # not running yet
             assert time.monotonic() < deadline and not task.done()
             await asyncio.sleep(0.05)
+
+
+async def start_until_chat_decided(service: DecideService) -> asyncio.Task[None]:
+    """Start ``service`` and return once it has decided every chat request (the junk is still in progress)."""
+    chat: list[str] = []
+    service.on_decision = lambda d: chat.append(d["request_id"]) if d["task_type"] == "chat" else None
+    task = await start(service)
+    deadline = time.monotonic() + 60
+    while len(chat) < CHAT:
+        assert time.monotonic() < deadline and not task.done(), "the chat requests were not decided"
+        await asyncio.sleep(0.01)
+    return task
 
 
 async def prefill(bootstrap: str, prefix: str) -> None:
@@ -197,14 +216,8 @@ async def test_the_commit_never_passes_a_parked_request_so_a_crash_re_decides_it
     requests = await read_all(kafka_bootstrap, f"{prefix}.requests")
     total = len(requests)
     service = service_for(tmp_path, prefix, kafka_bootstrap, SlowOnJunk)
-    chat: list[str] = []
-    service.on_decision = lambda d: chat.append(d["request_id"]) if d["task_type"] == "chat" else None
-    task = await start(service)
+    task = await start_until_chat_decided(service)
     try:
-        deadline = time.monotonic() + 60
-        while len(chat) < CHAT:
-            assert time.monotonic() < deadline, "the chat requests were not decided"
-            await asyncio.sleep(0.01)
         assert service.lane, "nothing parked any more: the test lost its point"
     finally:
         task.cancel()  # a crash: no drain, no graceful stop
@@ -225,13 +238,7 @@ async def test_a_drain_cancelled_at_an_assignment_restarts_the_loop_instead_of_c
     await prefill(kafka_bootstrap, prefix)
     requests = await read_all(kafka_bootstrap, f"{prefix}.requests")
     service = service_for(tmp_path, prefix, kafka_bootstrap, SlowOnJunk)
-    chat: list[str] = []
-    service.on_decision = lambda d: chat.append(d["request_id"]) if d["task_type"] == "chat" else None
-    task = await start(service)
-    deadline = time.monotonic() + 60
-    while len(chat) < CHAT:
-        assert time.monotonic() < deadline, "the chat requests were not decided"
-        await asyncio.sleep(0.01)
+    task = await start_until_chat_decided(service)
     assert service.lane, "nothing parked any more: the test lost its point"
     # a rebalance whose caller gives up (cancelled) while the drain holds requests taken from the lane
     with pytest.raises(TimeoutError):

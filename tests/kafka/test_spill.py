@@ -14,14 +14,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from banditroute.agents.decide import DecideLogic, StateView
-from banditroute.codec import DeadLetterCounter
-from banditroute.config import Registry, RouterConfig
+from banditroute.agents.decide import DecideLogic
 from banditroute.kafka import decide_service
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.spill import task_type_of
@@ -30,13 +27,13 @@ from tests.kafka.router_world import read_all
 from tests.kafka.test_priority_lane import (
     CHAT,
     JUNK,
-    MODELS,
     PARTITIONS,
-    POLICY,
     SlowOnJunk,
     decisions,
     prefill,
+    service_for,
     start,
+    start_until_chat_decided,
 )
 
 pytestmark = pytest.mark.kafka
@@ -53,24 +50,7 @@ def small_lane(monkeypatch: pytest.MonkeyPatch) -> None:
 def spilling_service(
     tmp_path: Path, prefix: str, bootstrap: str, logic_type: type[DecideLogic]
 ) -> DecideService:
-    (tmp_path / "models.yaml").write_text(MODELS)
-    (tmp_path / "policy.yaml").write_text(POLICY)
-    registry = Registry(RouterConfig.load(tmp_path))
-    return DecideService(
-        logic_type(registry, StateView(), np.random.default_rng(3)),
-        bootstrap=bootstrap,
-        requests_topic=f"{prefix}.requests",
-        decisions_topic=f"{prefix}.decisions",
-        deadletter_topic=f"{prefix}.deadletter",
-        group_id=f"{prefix}.decide",
-        security={},
-        max_payload_bytes=65536,
-        dead_letters=DeadLetterCounter(),
-        own_thread=False,
-        follow=True,
-        priority_lane=True,
-        spill_topic=f"{prefix}.requests-low",
-    )
+    return service_for(tmp_path, prefix, bootstrap, logic_type, spill_topic=f"{prefix}.requests-low")
 
 
 async def prefill_with_spill(bootstrap: str, prefix: str) -> list[Any]:
@@ -159,14 +139,8 @@ async def test_a_crash_while_spilling_loses_no_request(
     requests = await prefill_with_spill(kafka_bootstrap, prefix)
     total = len(requests)
     service = spilling_service(tmp_path, prefix, kafka_bootstrap, SlowOnJunk)
-    chat: list[str] = []
-    service.on_decision = lambda d: chat.append(d["request_id"]) if d["task_type"] == "chat" else None
-    task = await start(service)
+    task = await start_until_chat_decided(service)
     try:
-        deadline = time.monotonic() + 60
-        while len(chat) < CHAT:
-            assert time.monotonic() < deadline, "the chat requests were not decided"
-            await asyncio.sleep(0.01)
         assert service.spilled_total > 0, "nothing spilled: the test lost its point"
     finally:
         task.cancel()  # a crash: no drain, no graceful stop

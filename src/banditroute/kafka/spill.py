@@ -20,7 +20,7 @@ offset. Requests of new task types are then decided out of their read order (tho
 
 from __future__ import annotations
 
-import orjson
+from banditroute.kafka.fast_request import json_object
 
 SPILL_SUFFIX = "requests-low"
 LANE_WITH_SPILL = (2_000, 1024 * 1024)
@@ -33,15 +33,8 @@ SPILL_PER_POLL = 500
 def task_type_of(raw: bytes | None, max_bytes: int) -> str | None:
     """The ``task_type`` string of a JSON request, unvalidated; None when ``raw`` is too large, not a JSON
     object, or has no string ``task_type`` (such a request takes the full path and its dead letter there)."""
-    if not raw or len(raw) > max_bytes:
-        return None
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if type(obj) is not dict:
-        return None
-    task_type = obj.get("task_type")
+    obj = json_object(raw, max_bytes)
+    task_type = None if obj is None else obj.get("task_type")
     return task_type if type(task_type) is str else None
 
 
