@@ -35,7 +35,7 @@ from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core import TaskState
 from banditroute.events import DeadLetter, ModelCatalogEvent
 from banditroute.join_io import TICK_HEADER, JoinIO
-from banditroute.kafka import backoff
+from banditroute.kafka import backoff, faust_fetch
 from banditroute.kafka.admin import admin_client, check_partitions, create_topics, new_topic
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.decision_reader import DecisionReader
@@ -69,6 +69,7 @@ class Router(JoinIO):
     def __init__(self, settings: Settings, config: RouterConfig | None = None) -> None:
         memory.limit_arenas()  # before any of the worker's threads start (see memory.py)
         backoff.install()  # every aiokafka client of the worker, faust's included (see kafka/backoff.py)
+        faust_fetch.install()  # no tasks per fetched record in faust's consumer (see kafka/faust_fetch.py)
         self.settings = settings
         self.registry = Registry(config or RouterConfig.load(settings.config_dir), settings.config_dir)
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
