@@ -15,6 +15,7 @@ helper); the long-running loops are ``LoopService``s registered on the app, so t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -68,6 +69,7 @@ class Router(JoinIO):
 
     def __init__(self, settings: Settings, config: RouterConfig | None = None) -> None:
         memory.limit_arenas()  # before any of the worker's threads start (see memory.py)
+        memory.fix_mmap_threshold()  # large buffers leave no holes in the heap (see memory.py)
         backoff.install()  # every aiokafka client of the worker, faust's included (see kafka/backoff.py)
         faust_fetch.install()  # no tasks per fetched record in faust's consumer (see kafka/faust_fetch.py)
         self.settings = settings
@@ -318,6 +320,8 @@ class Router(JoinIO):
             "early_table": len(self.request_to_early_feedback.data),
             "lane": len(self.decider.lane),
             "lane_bytes": self.decider.lane.bytes,
+            "handoff_decisions": sum(len(h.decisions) for h in self._handoffs),
+            "loop_ready": len(getattr(asyncio.get_running_loop(), "_ready", ())),
             "state_view": len(self.view.updated_at),
             "learned_at": len(self.learned_at),
         }
