@@ -112,6 +112,46 @@ def test_feedback_then_tail(kafka_bootstrap: str, unique_prefix: str) -> None:
     assert none.returncode == 0 and none.stdout.strip() == ""
 
 
+def test_tail_limit_prints_the_newest_events_of_all_partitions(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    """``--limit N`` prints the N newest events by timestamp, whichever partition holds them: the partitions are
+    read one after another, so the newest event may be read first (it was the last read before)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    env = _env(kafka_bootstrap, unique_prefix)
+    sent = cli(env, "feedback", "--request-id", "req-0", "--model", "small-fast", "--quality", "0.5",
+               "--cost-usd", "0.001", "--format", "json")  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    (template,) = json_lines(cli(env, "tail", "feedback", "--format", "json").stdout)
+    topic = f"{unique_prefix}.feedback"
+
+    async def produce() -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            partitions = sorted(await producer.partitions_for(topic))
+            now_ms = int(time.time() * 1000) + 60_000  # newer than req-0
+            # the newest event in the first partition, older ones after it in the later partitions
+            for age, partition in enumerate(partitions):
+                request_id = f"req-{partition}-{age}"
+                event = {**template, "request_id": request_id, "idempotency_key": f"{request_id}:small-fast"}
+                await producer.send_and_wait(
+                    topic, json.dumps(event).encode(), partition=partition, timestamp_ms=now_ms - 1000 * age
+                )
+            return len(partitions)
+        finally:
+            await producer.stop()
+
+    n = asyncio.run(produce())
+    assert n >= 2
+    tailed = cli(env, "tail", "feedback", "--limit", "2", "--format", "json")
+    assert tailed.returncode == 0, tailed.stderr
+    assert [e["request_id"] for e in json_lines(tailed.stdout)] == ["req-1-1", "req-0-0"]  # oldest first
+
+
 def test_route_with_worker_then_tail_decisions(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:

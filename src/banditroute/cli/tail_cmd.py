@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections import deque
+import heapq
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -159,7 +159,9 @@ async def _tail(
 
     suffix, event_type = STREAMS[stream]
     topic = ctx.settings.topic(suffix)
-    collected: deque[tuple[int, Any]] = deque(maxlen=limit if last_n else None)
+    # (timestamp, arrival, event); with last_n a min-heap of the newest N: the partitions are read one after
+    # another, so the last N read are not the last N written
+    collected: list[tuple[int, int, Any]] = []
     shown = 0
     live_console = console() if follow and not ctx.json else None
     if live_console is not None:
@@ -186,14 +188,18 @@ async def _tail(
                     live_console.print(
                         " | ".join(fmt_cell(v) for v in row_of(stream, event)), highlight=False
                     )
+            elif not last_n:
+                collected.append((record.timestamp, shown, event))
+            elif len(collected) < (limit or 0):
+                heapq.heappush(collected, (record.timestamp, shown, event))
             else:
-                collected.append((record.timestamp, event))
+                heapq.heappushpop(collected, (record.timestamp, shown, event))
             shown += 1
             if limit is not None and not last_n and shown >= limit:
                 break
     if follow:
         return
-    ordered = sorted(collected, key=lambda item: item[0])
+    ordered = [(timestamp, event) for timestamp, _, event in sorted(collected, key=lambda item: item[:2])]
     if ctx.json:
         for _, event in ordered:
             emit_json(event)
