@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from banditroute.agents.join import TAG_WORKER, FeedbackRecord, JoinLogic, JoinPolicy, JoinResult
-from banditroute.agents.pending import Pending, PendingStore, encode_fresh, served_fields
+from banditroute.agents.pending import Pending, PendingStore, encode_fresh
+from banditroute.served import served_fields
 
 POLICIES = {"chat": JoinPolicy(wait_s=120.0), "code": JoinPolicy(wait_s=0.75), "x.y": JoinPolicy(wait_s=33.3)}
 

@@ -26,14 +26,13 @@ from banditroute.agents.pending import (
     PENDING,
     OffsetWindow,
     Pending,
-    Served,
     compact,
     decision_id_for,
     encode_fresh,
     request_id_of,
-    served_fields,
 )
 from banditroute.core.join_policy import JoinPolicy
+from banditroute.served import Served, served_fields
 
 TAG_DECISIONS = 0
 TAG_FEEDBACK = 1

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from banditroute.served import DEFAULT_POLICY, Served
+
 PENDING = 0
 JOINED = 1
 EXPIRED = 2
@@ -118,29 +120,6 @@ class Pending:
         return cls(**{**dict(zip(names, v, strict=True)), "fallbacks": tuple(v[5])})
 
 
-Served = tuple[str, str, str, str, str | None, str, tuple[str, ...], float, int, str, bool]
-"""What the join keeps of a decision that serves a model: ``(request_id, decision_id, task_key, task_type, tenant,
-model, fallbacks, propensity, state_version, policy name, capped)`` (the decide loop hands these over in
-memory; ``capped``: ``reasons.capped`` is set)."""
-
-
-def served_fields(decision: dict[str, Any]) -> Served:
-    """The :data:`Served` fields of a decision event (as a dict) that serves a model."""
-    return (
-        decision["request_id"],
-        decision["decision_id"],
-        decision.get("task_key") or decision.get("state_key") or decision["task_type"],
-        decision["task_type"],
-        decision.get("tenant"),
-        decision["model"],
-        tuple(decision.get("fallbacks") or ()),
-        float(decision["propensity"]),
-        int(decision["state_version"]),
-        str((decision.get("policy") or {}).get("name", DEFAULT_POLICY)),
-        (decision.get("reasons") or {}).get("capped") is not None,
-    )
-
-
 def encode_fresh(served: Served, deadline_ms: int, dec_off: int) -> bytes:
     """``Pending(...).encode(request_id)`` of a fresh entry (status pending, nothing joined yet) built from
     ``served``, without the dataclass: the join's path for every decision (a test holds the two equal)."""
@@ -167,7 +146,6 @@ def encode_fresh(served: Served, deadline_ms: int, dec_off: int) -> bytes:
     )
 
 
-DEFAULT_POLICY = "thompson"
 _V3_FIXED = 12  # format marker + the eleven fields every entry has (through the decision offset)
 _DEFAULTS: tuple[Any, ...] = (PENDING, -1, -1, None, -1, -1, None)  # status .. outcome
 

@@ -46,7 +46,6 @@ from typing import Any, Protocol
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from banditroute.agents.pending import Served, served_fields
 from banditroute.codec import (
     DeadLetterCounter,
     DecodeError,
@@ -65,6 +64,7 @@ from banditroute.kafka.own_thread import OwnThreadLoop
 from banditroute.kafka.replies import ReplySender
 from banditroute.kafka.spill import LANE_WITH_SPILL, SPILL_PER_POLL, task_type_of
 from banditroute.kafka.topics import partition_for
+from banditroute.served import Served, served_fields
 
 log = logging.getLogger("banditroute.decide")
 

@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from banditroute.agents.pending import Served
+from banditroute.served import Served
 
 DECIDER_HEADER = "banditroute-decider"
 """Header on every decision a worker's decide loop publishes: the token of the assignment that decided it."""
