@@ -159,6 +159,26 @@ async def test_a_crash_while_spilling_loses_no_request(
     assert {r.key for r in seen} == {r.key for r in requests}
 
 
+async def test_without_the_spill_topic_the_loop_decides_everything_with_the_old_bound(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """A worker upgraded over topics made before the spill (or run without topic creation): the loop must not
+    fail at start for want of ``requests-low``; it keeps the lane's old bound and spills nothing."""
+    prefix = unique_prefix
+    await prefill(kafka_bootstrap, prefix)  # no requests-low topic
+    total = len(await read_all(kafka_bootstrap, f"{prefix}.requests"))
+    service = spilling_service(tmp_path, prefix, kafka_bootstrap, DecideLogic)
+    task = await start(service)
+    try:
+        seen = await until_all_decided(kafka_bootstrap, prefix, total)
+    finally:
+        service.stop()
+        await task
+    assert service.spilled_total == 0 and service.lane.max_requests == decide_service.LOW_LANE_MAX
+    ids = Counter(orjson.loads(r.value)["request_id"] for r in seen)
+    assert len(ids) == total and set(ids.values()) == {1}
+
+
 def test_task_type_of_reads_only_a_string_task_type_within_the_size_bound() -> None:
     assert task_type_of(b'{"task_type": "junk-1", "x": [1]}', 100) == "junk-1"
     assert task_type_of(b'{"task_type": "junk-1"}', 10) is None  # too large: the full path dead-letters it

@@ -341,9 +341,15 @@ class DecideService(OwnThreadLoop):
         reading as before."""
         if self.spill_topic is None:
             return False
-        spill = await producer.partitions_for(self.spill_topic)
-        main = await producer.partitions_for(self.requests_topic)
-        if spill != main:
+        try:  # one metadata request for all topics: a missing one is None here (partitions_for would raise
+            # after the request timeout, and the loop would fail at every start, e.g. after an upgrade)
+            cluster = await producer.client.fetch_all_metadata()
+            spill = cluster.partitions_for_topic(self.spill_topic)
+            main = cluster.partitions_for_topic(self.requests_topic)
+        except Exception as exc:  # broker trouble: run without the spill this time
+            log.warning("looking up the spill topic failed: %r", exc)
+            spill, main = None, set()
+        if not spill or spill != main:
             log.warning(
                 "spill topic unusable: reading stops while the priority lane is full",
                 extra={
