@@ -461,9 +461,9 @@ class JoinLogic:
         """Keep at most ``max_capped()`` capped decisions waiting, over every partition held: past it, the
         oldest ones of ``partition`` are given up (each partition gives up its own at its next capped decision
         or tick, so the bound holds within a tick). A given-up decision leaves memory at once (no outcome, not
-        even a default reward; no table write) and no longer holds back the join's commit; its feedback, if it
+        even a default reward; a tombstone in the table if its entry was flushed) and no longer holds back the join's commit; its feedback, if it
         ever comes, is dead-lettered as ``unknown_request``. Listed and established task types are never given
-        up. Counted from each partition's oldest capped decision still waiting, so the joined ones after it
+        up (a tenant past ``max_tenants_per_task_type`` is capped, and its decisions can be). Counted from each partition's oldest capped decision still waiting, so the joined ones after it
         count until it leaves: the bound may give up a little early, never late."""
         limit = self.max_capped()
         queue = self._capped.get(partition)
