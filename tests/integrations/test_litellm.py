@@ -168,6 +168,29 @@ async def test_quality_sent_later_and_task_type_from_messages(worker: Worker) ->
     assert all(f["tokens_in"] is not None and f["tokens_out"] is not None for f in feedback)
 
 
+async def test_aclose_waits_for_the_success_event_of_an_answered_call(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LiteLLM logs success in a task of its own; on a busy machine it ran after ``aclose`` had returned and the
+    client had closed, and the feedback was lost (ProducerClosed). Here the success event is held back on
+    purpose: ``aclose`` must still send its feedback before it returns."""
+    router = Router(model_list=[deployment("strong", "auto", "right")], num_retries=0)
+    async with worker.client() as client:
+        await wait_ready(client)
+        routing = BanditRouting(client, task_type="close", score=score).attach(router)
+        logged = routing.async_log_success_event
+
+        async def late(*args: Any, **kwargs: Any) -> None:
+            await asyncio.sleep(0.5)
+            await logged(*args, **kwargs)
+
+        monkeypatch.setattr(routing, "async_log_success_event", late)
+        response = await router.acompletion(model="auto", messages=[{"role": "user", "content": "2+2?"}])
+        assert request_id_of(response) is not None and routing.stats["feedback"] == 0
+        await routing.aclose()
+        assert routing.stats["feedback"] == 1 and routing.stats["feedback_failed"] == 0
+
+
 async def test_the_example_runs(
     worker: Worker, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -63,6 +63,10 @@ from banditroute.integrations.litellm_calls import (
 
 log = logging.getLogger("banditroute.integrations.litellm")
 
+CLOSE_WAIT_S = 5.0
+"""How long :meth:`BanditRouting.aclose` waits for the success events of calls already answered: LiteLLM logs
+success in a task of its own, which may run after the caller has its response (and after ``aclose`` began)."""
+
 
 class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
     """banditroute as a LiteLLM Router's routing strategy and feedback callback; see the module docstring.
@@ -96,6 +100,7 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
         self.calls: OrderedDict[str, Call] = OrderedDict()
         self.settled: OrderedDict[str, None] = OrderedDict()
         self._sending: set[asyncio.Task[None]] = set()
+        self._in_flight = 0  # feedback sends under way, in any task
         self.stats = {
             "routed": 0,
             "default_routes": 0,
@@ -126,7 +131,15 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
             litellm.callbacks.remove(self)
 
     async def aclose(self) -> None:
-        """Settle every failed call still waiting for a retry, wait for all sends, then detach."""
+        """Wait (at most ``CLOSE_WAIT_S``) for the success events of calls already answered and for the sends under
+        way in LiteLLM's tasks, settle every failed call still waiting for a retry, wait for all sends, then
+        detach."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_WAIT_S
+        while self._in_flight or any(c.answered and not c.settled for c in self.calls.values()):  # noqa: ASYNC110 - LiteLLM's tasks change it
+            if loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.01)
         for call in list(self.calls.values()):
             if call.failure is not None:
                 await self._settle_failure(call)
@@ -263,6 +276,8 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
         metadata = metadata_bucket(request_data) or {}
         call = self._call(metadata)
         hidden = getattr(response, "_hidden_params", None)
+        if call is not None:
+            call.answered = True  # its success event follows (aclose waits for it)
         if call is not None and isinstance(hidden, dict):
             info = metadata.get("model_info")
             ident = info.get("id") if isinstance(info, Mapping) else hidden.get("model_id")
@@ -385,9 +400,13 @@ class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
     async def _send(self, call: Call, **outcome: Any) -> None:
         if call.decision.is_default_route:  # no decision to join it to: the worker never saw this call
             return
-        sent = await self.client.afeedback(
-            request_id=call.request_id, decision_id=call.decision.decision_id, **outcome
-        )
+        self._in_flight += 1  # sends in LiteLLM's own tasks too, which aclose cannot gather
+        try:
+            sent = await self.client.afeedback(
+                request_id=call.request_id, decision_id=call.decision.decision_id, **outcome
+            )
+        finally:
+            self._in_flight -= 1
         self.stats["feedback" if sent else "feedback_failed"] += 1
 
     def _spawn(self, coro: Any) -> None:

@@ -38,6 +38,8 @@ class Call:
     tried: list[str] = field(default_factory=list)
     failure: tuple[str, FeedbackError, float | None] | None = None
     timer: asyncio.TimerHandle | None = None
+    answered: bool = False
+    """The caller got a response (LiteLLM's success event for it may still be on its way)."""
     settled: bool = False
 
     def next_model(self, candidates: Sequence[str]) -> str | None:
