@@ -64,8 +64,9 @@ from banditroute.integrations.litellm_calls import (
 log = logging.getLogger("banditroute.integrations.litellm")
 
 CLOSE_WAIT_S = 5.0
-"""How long :meth:`BanditRouting.aclose` waits for the success events of calls already answered: LiteLLM logs
-success in a task of its own, which may run after the caller has its response (and after ``aclose`` began)."""
+"""How long :meth:`BanditRouting.aclose` waits for the success events of calls already answered and for feedback
+sends under way: LiteLLM logs success in a task of its own, which may run after the caller has its response (and
+after ``aclose`` began)."""
 
 
 class BanditRouting(CustomLogger, CustomRoutingStrategyBase):
