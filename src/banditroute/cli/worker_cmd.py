@@ -104,6 +104,7 @@ def run_worker(router: object) -> None:
     from banditroute.app import Router
     from banditroute.gc_tuning import tune_for_worker
     from banditroute.logs import logging_config
+    from banditroute.switch_interval import tune_switch_interval
 
     assert isinstance(router, Router)
     settings = router.settings
@@ -128,4 +129,5 @@ def run_worker(router: object) -> None:
     # line build a log record (measured: ~7% of the worker's time); logs are our progress report instead.
     worker.spinner = None
     tune_for_worker()  # per-decision garbage: see gc_tuning.py
+    tune_switch_interval()  # two busy threads: see switch_interval.py
     worker.execute_from_commandline()
