@@ -1,8 +1,8 @@
 """The worker as a diagram: the faust app, its topics and tables, the agents, timers and services.
 
     requests ──► decide (aiokafka loop) ──► decisions ──┐
-                      ▲                                 ├─► join_feedback ──► outcomes ──► learn ──► state
-                      │ StateView ◄── StateReader ◄─────│──────────────────────────────────────────────┘
+                      ▲                                 ├─► join (readers) ──► outcomes ──► learn (reader) ──► state
+                      │ StateView ◄── StateReader ◄─────│──────────────────────────────────────────────────────┘
     feedback ─────────────────────────────────────────┘        (ticks expire the reward wait window)
 
 ``request_to_pending`` (changelogged) holds decisions awaiting feedback; ``task_to_state`` (changelogged to the
@@ -10,7 +10,10 @@ compacted state topic) holds the posteriors with their idempotency watermarks.
 
 The logic comes from ``agents`` (``DecideLogic``, ``JoinLogic``, ``LearnLogic``: no Kafka in them), every Kafka
 client from ``kafka`` (the decide loop, the decision and state readers, the outboxes, the gap reader, the admin
-helper); the long-running loops are ``LoopService``s registered on the app, so they stop with it.
+helper); the long-running loops are ``LoopService``s registered on the app, so they stop with it. The join and
+the learner read ``decisions``, ``feedback`` and ``outcomes`` with raw batch loops (``PartitionReader``) on the
+partitions faust assigns; faust's agents on ``feedback`` and ``outcomes`` only hold that assignment and never
+receive a record (``kafka/faust_hold.py``).
 """
 
 from __future__ import annotations
@@ -36,12 +39,12 @@ from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core import TaskState
 from banditroute.events import DeadLetter, ModelCatalogEvent
 from banditroute.join_io import TICK_HEADER, JoinIO
-from banditroute.kafka import backoff, faust_fetch
+from banditroute.kafka import backoff, faust_fetch, faust_hold
 from banditroute.kafka.admin import admin_client, check_partitions, create_topics, new_topic
 from banditroute.kafka.decide_service import DecideService
-from banditroute.kafka.decision_reader import DecisionReader
 from banditroute.kafka.gaps import GapFiller
 from banditroute.kafka.outbox import Outbox
+from banditroute.kafka.partition_reader import PartitionReader
 from banditroute.kafka.replies import own_topics_refused
 from banditroute.kafka.spill import SPILL_SUFFIX
 from banditroute.kafka.staged import StagedTable
@@ -72,6 +75,7 @@ class Router(JoinIO):
         memory.fix_mmap_threshold()  # large buffers leave no holes in the heap (see memory.py)
         backoff.install()  # every aiokafka client of the worker, faust's included (see kafka/backoff.py)
         faust_fetch.install()  # no tasks per fetched record in faust's consumer (see kafka/faust_fetch.py)
+        faust_hold.install()  # faust never fetches what the worker's own readers read (kafka/faust_hold.py)
         self.settings = settings
         self.registry = Registry(config or RouterConfig.load(settings.config_dir), settings.config_dir)
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -184,8 +188,8 @@ class Router(JoinIO):
             config_topic=s.topic("config"),
         )
         # decisions others publish reach the join through a raw batch loop on faust's assignment; it also
-        # rebuilds the pending entries after a restart or a rebalance (kafka/decision_reader.py, join_io.py)
-        self.decision_reader = DecisionReader(
+        # rebuilds the pending entries after a restart or a rebalance (kafka/partition_reader.py, join_io.py)
+        self.decision_reader = PartitionReader(
             self._join_decisions,
             bootstrap=s.kafka_bootstrap,
             topic=self.decisions.get_topic_name(),
@@ -195,8 +199,27 @@ class Router(JoinIO):
             on_commit=self._on_join_commit,
             skip=self._skip_own,  # the worker's own decisions reach the join in memory
         )
-        app.agent(self.feedback, name="join_feedback")(self._join_feedback)
-        app.agent(self.outcomes, name="learn")(self._learn)
+        # feedback and outcomes too: faust's agents on them only hold the assignment (kafka/faust_hold.py);
+        # each reader starts where faust's group left off when its own group has no offset yet
+        self.feedback_reader = PartitionReader(
+            self._join_feedback_records,
+            bootstrap=s.kafka_bootstrap,
+            topic=self.feedback.get_topic_name(),
+            group_id=f"{s.app_id}.join-feedback",
+            security=s.aiokafka_security(),
+            seed_group=s.app_id,
+        )
+        self.learn_reader = PartitionReader(
+            self._learn_records,
+            bootstrap=s.kafka_bootstrap,
+            topic=self.outcomes.get_topic_name(),
+            group_id=f"{s.app_id}.learn",
+            security=s.aiokafka_security(),
+            seed_group=s.app_id,
+        )
+        app.held_topics = frozenset({self.feedback.get_topic_name(), self.outcomes.get_topic_name()})
+        app.agent(self.feedback, name="join_feedback")(self._held_by_reader)
+        app.agent(self.outcomes, name="learn")(self._held_by_reader)
         app.agent(self.catalog, name="check_catalog")(self._check_catalog)
         app.timer(TICK_INTERVAL_S)(self._tick)
         app.timer(5.0)(self._reload_config)
@@ -209,6 +232,8 @@ class Router(JoinIO):
             ("state_reader", self.reader),
             ("decide", self.decider),
             ("decision_reader", self.decision_reader),
+            ("feedback_reader", self.feedback_reader),
+            ("learn_reader", self.learn_reader),
         ):
             app.service(LoopService(name, loop.run, loop.stop, self.counters))  # type: ignore[arg-type]  # instances work too
         app.closers += [self.outbox.stop, self.learn_outbox.stop, self.catalog_outbox.stop, self.gaps.stop]
@@ -258,28 +283,40 @@ class Router(JoinIO):
         assigned = args[0] if args else kwargs.get("assigned", ())
         # (the join's deadline index is rebuilt in _follow_assignment, once the tables are recovered)
         self.learn.forget_cache()
-        streams = {t.get_topic_name() for t in (self.feedback, self.outcomes, self.catalog)}
-        await self.gaps.seed(self.settings.app_id, [tp for tp in assigned if tp.topic in streams])
+        catalog = self.catalog.get_topic_name()  # the one topic faust's agents read (the others are held)
+        await self.gaps.seed(self.settings.app_id, [tp for tp in assigned if tp.topic == catalog])
 
     def _partition_of_task(self, key: str) -> int:
         """Where an outcome keyed by this state key lands (JSON key, like the state table's)."""
         return partition_for(orjson.dumps(key), self.settings.state_partitions)
 
-    # -- agents (the join's are in join_io.py) -----------------------------------------------------------
-    async def _learn(self, stream: Any) -> None:
-        async for events in stream.take_events(1000, within=0.01):
-            records: list[dict[str, Any]] = []
-            for event in events:
-                for missed in await self.gaps.missed(event.message):
-                    records.append(orjson.loads(missed.value))
-                records.append(orjson.loads(event.message.value))
-            await self._restore_evicted({str(r["task_key"]) for r in records})
-            stats = self.learn.apply(records, time.time())
-            # the new states are acknowledged (with their watermarks) before these outcomes are acked
-            await self.state_view.flush(self.learn_outbox.send_to)
-            await self.learn_outbox.drain()
-            self.counters["learned"] += stats.learned
-            self.counters["skipped_redelivered"] += stats.skipped_redelivered
+    # -- agents and readers (the join's are in join_io.py) ----------------------------------------------
+    async def _held_by_reader(self, stream: Any) -> None:
+        """The agent of a topic a ``PartitionReader`` reads: it holds faust's assignment and receives nothing
+        (faust never fetches the topic). Should a record come anyway, the reader reads it too: counted, left."""
+        async for event in stream.events():
+            self.counters["faust_held_delivered"] += 1
+            log.warning("faust delivered a record of a held topic", extra={"topic": event.message.topic})
+
+    async def _learn_records(self, batch: list[Any]) -> None:
+        """One batch of the outcomes reader (committed by it once this returns)."""
+        records: list[dict[str, Any]] = []
+        for r in batch:
+            try:
+                records.append(orjson.loads(r.value))
+            except (TypeError, orjson.JSONDecodeError):  # the join writes this topic; never seen, never fatal
+                self.counters["bad_outcomes"] += 1
+                log.error(
+                    "outcome record not learnt: not JSON",
+                    extra={"partition": r.partition, "offset": r.offset},
+                )
+        await self._restore_evicted({str(r["task_key"]) for r in records})
+        stats = self.learn.apply(records, time.time())
+        # the new states are acknowledged (with their watermarks) before these outcomes are committed
+        await self.state_view.flush(self.learn_outbox.send_to)
+        await self.learn_outbox.drain()
+        self.counters["learned"] += stats.learned
+        self.counters["skipped_redelivered"] += stats.skipped_redelivered
 
     async def _restore_evicted(self, keys: set[str]) -> None:
         """Put evicted states back into the learner's table (from the state topic, without a changelog write)
@@ -391,9 +428,9 @@ class Router(JoinIO):
         return bool(app.rebalancing or app.in_recovery or not recovered)
 
     async def _follow_assignment(self) -> None:
-        """Once faust has settled (rebalance done, tables recovered, streams resumed), the decide loop and the
-        decision reader take exactly the partitions of the feedback partitions assigned here (``_sync``), and
-        again whenever the decide loop restarts.
+        """Once faust has settled (rebalance done, tables recovered, streams resumed), the outcomes reader takes
+        the outcomes partitions assigned here, and the decide loop and the join's readers the partitions of the
+        feedback partitions assigned here (``_sync``), again whenever the decide loop restarts.
 
         Polled rather than driven by ``on_rebalance_complete``: faust sends that signal before it checks
         that the rebalance is still current, so a stale one can arrive after the next revocation.
@@ -403,9 +440,15 @@ class Router(JoinIO):
                 return
             if not self.ready:
                 self._announce_ready()
+            assignment = self.app.consumer.assignment()
+            outcomes = self.outcomes.get_topic_name()
+            learnt = frozenset(tp.partition for tp in assignment if tp.topic == outcomes)
+            if self.learn_reader.partitions != learnt:
+                await self.learn_reader.assign(learnt, unless=self._settling)
             feedback = self.feedback.get_topic_name()
-            owned = frozenset(tp.partition for tp in self.app.consumer.assignment() if tp.topic == feedback)
-            if self._synced == (owned, self.decider.runs) and self.decider.assigned == owned:
+            owned = frozenset(tp.partition for tp in assignment if tp.topic == feedback)
+            synced = self._synced == (owned, self.decider.runs)
+            if synced and self.decider.assigned == owned and self.feedback_reader.partitions == owned:
                 return
             if self.decider.runs:  # else the decide loop is not up yet
                 await self._sync(owned, self._settling)

@@ -1,4 +1,4 @@
-"""The join on Kafka: feedback batches (a faust agent), decisions handed over in memory by the decide loop, the
+"""The join on Kafka: the feedback reader's batches, decisions handed over in memory by the decide loop, the
 decisions reader, and the ownership of partitions the decide loop and the join share.
 
 One worker owns partition p of ``requests``, ``decisions`` and ``feedback`` at once (faust's assignment of the
@@ -15,8 +15,9 @@ feedback topic decides which; the decide loop and the decisions reader follow it
 
 On every (re)assignment, and whenever the decide loop restarts, the join lets go of its in-memory entries, the
 reader reads ``decisions`` again from its committed offset to the end (every unresolved decision comes back; the
-resolved ones are in the table), and only then do feedback batches and the decide loop resume. See
-docs/guarantees.md for the failure cases.
+resolved ones are in the table), and only then do the feedback reader and the decide loop take the partitions
+again. Both readers are raw aiokafka batch loops (``kafka/partition_reader.py``) that commit in groups of their
+own once a batch's join state and outcomes are acknowledged. See docs/guarantees.md for the failure cases.
 """
 
 from __future__ import annotations
@@ -35,11 +36,10 @@ from banditroute.config import Registry
 from banditroute.events import DeadLetter, DeadLetterReason, Feedback
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.decision_publisher import is_local_origin
-from banditroute.kafka.decision_reader import DecisionReader
 from banditroute.kafka.fast_feedback import fast_feedback
-from banditroute.kafka.gaps import GapFiller
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, skip_own
 from banditroute.kafka.outbox import Outbox
+from banditroute.kafka.partition_reader import PartitionReader
 from banditroute.kafka.staged import StagedTable
 from banditroute.kafka.topics import partition_for
 from banditroute.services import WorkerApp
@@ -49,9 +49,6 @@ from banditroute.web.top import TopTaskTypes
 log = logging.getLogger("banditroute.worker")
 
 TICK_HEADER = "banditroute-tick"
-JOIN_BATCH = 2000
-JOIN_WITHIN_S = 0.05
-"""The join waits up to this long to fill a batch: each batch costs one acknowledged changelog round trip."""
 CATCH_UP_POLL_S = 0.05
 AHEAD_WAIT_S = 0.02
 """When the decisions reader has met the worker's own decisions before their handoff, it waits this long before
@@ -89,9 +86,10 @@ class JoinIO:
     pending_view: StagedTable
     early_view: StagedTable
     outbox: Outbox
-    gaps: GapFiller
     decider: DecideService
-    decision_reader: DecisionReader
+    decision_reader: PartitionReader
+    feedback_reader: PartitionReader
+    learn_reader: PartitionReader
     dead_letters: DeadLetterCounter
     counters: Counter[str]
     client_top: TopTaskTypes
@@ -106,8 +104,6 @@ class JoinIO:
             True  # until the reader's first commit, a restart may read anything again
         )
         self._join_lock = asyncio.Lock()  # one join batch at a time: feedback, decisions or handoffs
-        self._join_open = asyncio.Event()
-        """Set while the join's partitions are read up to date; feedback batches wait for it."""
         self._handoffs: list[Handoff] = []
         self._handed: dict[int, int] = {}  # per partition: the offset after the last decision handed over
         self._ahead: dict[int, tuple[int, int]] = {}  # own decisions the reader met before their handoff
@@ -120,14 +116,16 @@ class JoinIO:
 
     # -- ownership -------------------------------------------------------------------------------------
     async def _release(self) -> None:
-        """Before partitions move: the decide loop hands over what it decided, then the join lets go."""
-        self._join_open.clear()
+        """Before partitions move: the decide loop hands over what it decided, the readers finish their batches
+        (committed), then the join lets go."""
         self._synced = None
         try:
             await self.decider.assign(())
         except RuntimeError:
             pass  # not running: nothing to hand over
+        await self.feedback_reader.assign(())
         await self.decision_reader.assign(())
+        await self.learn_reader.assign(())
         async with self._join_lock:
             self._forget()
 
@@ -141,11 +139,11 @@ class JoinIO:
 
     async def _sync(self, owned: frozenset[int], settling: Any) -> None:
         """Take ``owned``: read the decisions from the committed offsets up to date, then decide and join."""
-        self._join_open.clear()
         try:
             await self.decider.assign(())
         except RuntimeError:
             return  # the decide loop is (re)starting: try again at the next check
+        await self.feedback_reader.assign(())
         runs = self.decider.runs
         async with self._join_lock:
             self._forget()
@@ -162,8 +160,10 @@ class JoinIO:
         if settling():
             return
         await self.decider.assign(owned)
+        await self.feedback_reader.assign(owned, unless=settling)
+        if self.feedback_reader.partitions != owned:
+            return  # a rebalance overtook it: taken again once faust has settled
         self._synced = (owned, runs)
-        self._join_open.set()
         self.counters["join_assignments"] += 1
 
     def _partition_of_request(self, request_id: str) -> int:
@@ -246,22 +246,16 @@ class JoinIO:
             return jumps, only_own
 
     # -- batches ---------------------------------------------------------------------------------------
-    async def _join_feedback(self, stream: Any) -> None:
-        """Join feedback in batches; join state is durable before any outcome is published."""
-        async for events in stream.take_events(JOIN_BATCH, within=JOIN_WITHIN_S):
-            # hold feedback until the decisions are read up to date (after a rebalance or a restart); a
-            # rebalance that starts meanwhile needs this batch finished, so it is not held then
-            while not self._join_open.is_set() and not self.app.rebalancing:  # noqa: ASYNC110 - two conditions
-                await asyncio.sleep(CATCH_UP_POLL_S)
-            async with self._join_lock:
-                results: list[JoinResult] = []
-                self._take_handoffs(results)
-                for event in events:
-                    msg = event.message
-                    for missed in await self.gaps.missed(msg):
-                        await self._join_record(msg=missed, results=results)
-                    await self._join_record(msg=msg, results=results)
-                await self._finish_join(results)  # before faust acks the batch
+    async def _join_feedback_records(self, records: list[Any]) -> None:
+        """One batch from the feedback reader (committed by it once this returns): join state is acknowledged
+        before any outcome is published. The reader takes a partition only once the decisions are read up to
+        date (``_sync``)."""
+        async with self._join_lock:
+            results: list[JoinResult] = []
+            self._take_handoffs(results)
+            for record in records:
+                await self._join_record(record, results)
+            await self._finish_join(results)
 
     async def _join_decisions(self, records: list[Any]) -> None:
         """One batch from the decision reader (committed by it once this returns)."""

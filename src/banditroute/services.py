@@ -71,11 +71,13 @@ class LoopService(mode.Service):
 
 class WorkerApp(faust.App):
     """faust's app, closing the worker's own Kafka clients (outboxes, gap reader) after everything that uses
-    them (agents, services, timers) has stopped."""
+    them (agents, services, timers) has stopped, and naming the topics its consumer must not fetch."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.closers: list[Callable[[], Awaitable[None]]] = []
+        self.held_topics: frozenset[str] = frozenset()
+        """Topics faust subscribes to (its assignment of them counts) but never fetches (kafka/faust_hold.py)."""
 
     async def on_shutdown(self) -> None:
         await super().on_shutdown()

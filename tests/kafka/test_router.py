@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from aiokafka import TopicPartition
 
+from banditroute.kafka.admin import admin_client
 from tests.kafka.helpers import WorkerProcess, worker_env
 from tests.kafka.router_world import (
     BEST,
@@ -27,6 +29,19 @@ from tests.kafka.router_world import (
 )
 
 pytestmark = pytest.mark.kafka
+
+
+async def committed_offsets(bootstrap: str, prefix: str) -> dict[str, int]:
+    """Per consumer group (faust's and the join's and learner's readers'), the sum of the offsets committed for
+    the feedback and outcomes topics."""
+    tps = [TopicPartition(f"{prefix}.feedback", p) for p in range(4)]
+    tps += [TopicPartition(f"{prefix}.outcomes", p) for p in range(2)]
+    out: dict[str, int] = {}
+    async with admin_client(bootstrap) as admin:
+        for group in (prefix, f"{prefix}.join-feedback", f"{prefix}.learn"):
+            offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
+            out[group] = sum(max(0, meta.offset) for meta in offsets.values())
+    return out
 
 
 def worker(tmp_path: Path, bootstrap: str, prefix: str, name: str, config_dir: Path) -> WorkerProcess:
@@ -46,6 +61,10 @@ async def test_learns_the_best_cost_performance_model(
         share = last.count(BEST) / len(last)
         assert share >= 0.8, f"best model got {share:.0%} of the last 500 decisions"
         assert all(0 < d["propensity"] <= 1 for d in decided)
+        # feedback and outcomes are read by the worker's own readers: faust never fetched (nor committed) them
+        committed = await committed_offsets(kafka_bootstrap, unique_prefix)
+        assert committed[unique_prefix] == 0
+        assert committed[f"{unique_prefix}.join-feedback"] > 0 and committed[f"{unique_prefix}.learn"] > 0
     finally:
         code = w.terminate()
         assert code == 0, f"worker exited with {code}; see {tmp_path / 'w1.log'}"

@@ -131,12 +131,13 @@ class Soak:
             return None
 
     async def lag(self) -> int:
-        """Committed lag of the worker's groups (decide: requests; join's reader: decisions; faust: feedback,
-        outcomes)."""
+        """Committed lag of the worker's groups (decide: requests; the join's readers: decisions, feedback; the
+        learner's reader: outcomes)."""
         groups = {
             f"{self.prefix}.decide": [f"{self.prefix}.requests"],
             f"{self.prefix}.join-decisions": [f"{self.prefix}.decisions"],
-            self.prefix: [f"{self.prefix}.{t}" for t in ("feedback", "outcomes")],
+            f"{self.prefix}.join-feedback": [f"{self.prefix}.feedback"],
+            f"{self.prefix}.learn": [f"{self.prefix}.outcomes"],
         }
         async with LagProbe(self.bootstrap) as probe:
             return sum((await probe.lag(groups)).values())

@@ -63,7 +63,9 @@ def install_web(router: Any) -> None:
         {
             f"{settings.app_id}.decide": [settings.topic("requests")],
             f"{settings.app_id}.join-decisions": [settings.topic("decisions")],
-            settings.app_id: [settings.topic(t) for t in ("feedback", "outcomes", "catalog")],
+            f"{settings.app_id}.join-feedback": [settings.topic("feedback")],
+            f"{settings.app_id}.learn": [settings.topic("outcomes")],
+            settings.app_id: [settings.topic("catalog")],
         },
     )
     metrics = RouterMetrics(router, history, lag)

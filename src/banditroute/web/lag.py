@@ -5,8 +5,9 @@ What is measured: for each group and topic, the sum over partitions of ``end off
 partition nothing was committed for counts from 0). That is *committed* lag: it includes records already read
 but not yet committed (faust commits every 0.5 s, the decide loop after each batch), and the worker's own tick
 records. Groups: ``<app_id>.decide`` reads the requests topic (the worker's decide loop);
-``<app_id>.join-decisions`` holds the offsets of the join's decisions reader (manual assignment);
-``<app_id>`` is faust's group for the join (feedback), learn (outcomes) and catalog agents. The
+``<app_id>.join-decisions``, ``<app_id>.join-feedback`` and ``<app_id>.learn`` hold the offsets of the join's
+decisions and feedback readers and of the learner's outcomes reader (manual assignment); ``<app_id>`` is
+faust's group for the catalog agent. The
 numbers are group-wide: every worker of the group reports the same totals.
 """
 

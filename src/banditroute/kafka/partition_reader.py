@@ -1,32 +1,40 @@
-"""Feed published decisions to the join with a raw aiokafka batch loop, following faust's partition assignment.
+"""Feed a topic's records to the worker in batches with a raw aiokafka loop, following faust's partition assignment.
 
-Why not the faust agent: the join reads every decision the worker publishes, and faust's per-event consume
-path cost ~165 us of CPU per decision there (py-spy, ``banditroute bench e2e``): eight times the decide loop
-itself, and what capped the whole worker. This loop reads the decisions partitions that match the feedback
-partitions faust assigned to this worker (the two topics and the join table are co-partitioned), in batches
-of up to ``max_records``, and hands each batch to the join on the worker's own event loop.
+Why not faust agents: faust's per-event consume path (fetcher, conductor, stream iteration, ``take_events``)
+cost ~165 us of CPU per decision when the join read decisions through it (py-spy, ``banditroute bench e2e``),
+and again close to half of the worker's event-loop thread for every feedback record and every outcome record
+when it joined and learnt (``banditroute bench route --feedback 1``). A :class:`PartitionReader` reads the
+partitions it is given, in batches of up to ``max_records``, and hands each batch to its handler on the
+worker's own event loop. The worker runs three: ``decisions`` and ``feedback`` for the join (the partitions of
+the feedback partitions faust assigned to this worker: the two topics and the join table are co-partitioned),
+``outcomes`` for the learner (the outcomes partitions faust assigned: co-partitioned with the state table).
+faust still owns the assignment (its agents subscribe to ``feedback`` and ``outcomes``) and recovers the
+tables, but never fetches those two topics (``kafka/faust_hold.py``).
 
-The worker's own decisions reach the join in memory (``DecideService`` hands them over once acknowledged, with
-the offsets of its record batches). In steady state this loop seeks past them (``skip``: only ranges the join
-holds already, its join state acknowledged), so they are fetched at most and never parsed here; whatever lies
-between two of the worker's record batches (decisions that local-mode clients publish, the worker's tick
-records) is still read, in order. An own decision it meets before its handoff is skipped by its header. While
-its last batch held nothing but own decisions it waits a little for their handoffs (``join_io.AHEAD_WAIT_S``)
-and reads a few records at a time (``AHEAD_READ``). After a restart or a rebalance it reads everything from the
-committed offset: ``decisions`` is the join's durable record of what waits for feedback.
+The decisions reader can skip the worker's own decisions: they reach the join in memory (``DecideService``
+hands them over once acknowledged, with the offsets of its record batches). In steady state it seeks past them
+(``skip``: only ranges the join holds already, its join state acknowledged), so they are fetched at most and
+never parsed; whatever lies between two of the worker's record batches (decisions that local-mode clients
+publish, the worker's tick records) is still read, in order. An own decision it meets before its handoff is
+skipped by its header. While its last batch held nothing but own decisions it waits a little for their
+handoffs (``join_io.AHEAD_WAIT_S``) and reads a few records at a time (``AHEAD_READ``). After a restart or a
+rebalance it reads everything from the committed offset: ``decisions`` is the join's durable record of what
+waits for feedback.
 
 Contract:
 
-* the offset committed (consumer group ``<app id>.join-decisions``, manual assignment: no group membership)
-  for a partition is the smaller of the read position and ``floor(partition)``: the oldest decision the join
-  still holds unresolved. It is committed only after the batch's join state and outcomes are acknowledged by
-  the broker. A restart reads from there: every pending entry comes back, and decisions already resolved are
-  found in the join table (duplicate decisions, redelivered joins);
+* offsets are committed in a consumer group of the reader's own (manual assignment: no group membership), per
+  partition the smaller of the read position and ``floor(partition)`` (the decisions reader's: the oldest
+  decision the join still holds unresolved), only after the batch's handler has returned, i.e. after the join
+  state or learnt state and the outcomes it produced are acknowledged by the broker. A restart reads from
+  there; the join and the learner are idempotent over what is read twice;
+* a partition with no offset committed in the reader's group starts at the offset committed for it in
+  ``seed_group`` (faust's group, which read ``feedback`` and ``outcomes`` before these readers did), else at
+  the earliest offset: nothing is skipped and at most what faust had read but not committed is read again;
 * after every assignment the loop reads up to the end offsets of that moment before ``caught_up`` is set;
 * partitions follow faust: on revocation the loop finishes its batch and lets go of everything before faust
-  moves the partitions; once faust has settled again (rebalance done, tables recovered, streams resumed; the
-  worker polls for it) it takes the decisions partitions of the feedback partitions faust assigned, so it
-  never writes into a table partition being recovered.
+  moves the partitions; once faust has settled again (rebalance done, tables recovered; the worker polls for
+  it) it takes the partitions faust assigned, so it never writes into a table partition being recovered.
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-log = logging.getLogger("banditroute.decision_reader")
+from banditroute.kafka.admin import admin_client
+
+log = logging.getLogger("banditroute.partition_reader")
 
 Handler = Callable[[list[Any]], Awaitable[None]]
 Skipper = Callable[[dict[int, int]], Awaitable[tuple[dict[int, int], bool]]]
@@ -51,7 +61,7 @@ AHEAD_READ = 32
 a seek drops the rest of what was fetched unparsed."""
 
 
-class DecisionReader:
+class PartitionReader:
     """Reads ``topic`` for the partitions it is given; ``handle(records)`` processes one batch in order."""
 
     def __init__(
@@ -66,6 +76,7 @@ class DecisionReader:
         floor: Callable[[int], int | None] = lambda _p: None,
         on_commit: Callable[[dict[int, int]], None] = lambda _c: None,
         skip: Skipper | None = None,
+        seed_group: str | None = None,
     ) -> None:
         self.handle = handle
         self.bootstrap = bootstrap
@@ -79,6 +90,7 @@ class DecisionReader:
         self.floor = floor
         self.on_commit = on_commit
         self.skip = skip
+        self.seed_group = seed_group
         self.skipped = 0
         """Records not fetched for the join because ``skip`` said it had them already."""
         self.caught_up = asyncio.Event()
@@ -110,7 +122,7 @@ class DecisionReader:
             if self._consumer is not None:
                 self._consumer.assign([TopicPartition(self.topic, p) for p in sorted(wanted)])
         self._changed.set()
-        log.info("decision reader assigned", extra={"topic": self.topic, "partitions": sorted(wanted)})
+        log.info("reader assigned", extra={"topic": self.topic, "partitions": sorted(wanted)})
 
     def stop(self) -> None:
         self._stopping = True
@@ -132,6 +144,7 @@ class DecisionReader:
         try:
             async with self._busy:
                 self._consumer = consumer
+                self._targets = None  # a restarted loop seeds and catches up again
                 if self.partitions:
                     consumer.assign([TopicPartition(self.topic, p) for p in sorted(self.partitions)])
             while not self._stopping:
@@ -144,6 +157,8 @@ class DecisionReader:
                         continue
                     if self._targets is None:
                         tps = [TopicPartition(self.topic, p) for p in sorted(self.partitions)]
+                        if self.seed_group is not None:
+                            await self._seed(consumer, tps, self.seed_group)
                         self._targets = await consumer.end_offsets(tps)
                     limit = self.max_records
                     if self.skip is not None and self._positions and self.caught_up.is_set():
@@ -166,6 +181,21 @@ class DecisionReader:
                 self.caught_up.clear()
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+    async def _seed(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], group: str) -> None:
+        """Start each partition with no offset committed in this reader's group where ``group`` committed."""
+        unseeded = [tp for tp in tps if await consumer.committed(tp) is None]
+        if not unseeded:
+            return
+        async with admin_client(self.bootstrap, self.security) as admin:
+            offsets = await admin.list_consumer_group_offsets(group, partitions=unseeded)
+        for tp in unseeded:
+            meta = offsets.get(tp)
+            if meta is not None and meta.offset >= 0:
+                consumer.seek(tp, meta.offset)
+                log.info(
+                    "reader seeded from %s", group, extra={"topic": self.topic, "partition": tp.partition}
+                )
 
     async def _skip_ahead(self, consumer: AIOKafkaConsumer) -> int:
         """Seek past what ``skip`` says the join holds already (the worker's own decisions, handed over in
