@@ -66,33 +66,41 @@ class DefaultRoute:
         return cls.parse(configured)
 
 
-_VARIANT_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
-_VERSION_4 = (0x8000 << 48) | (4 << 76)
+_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
+"""Byte 6 of a version-4 UUID: its high nibble is the version (4)."""
+_VARIANT_RFC_4122 = bytes((b & 0x3F) | 0x80 for b in range(256))
+"""Byte 8: its two high bits are the variant (RFC 4122)."""
 
 
 class _RequestIds:
     """Random version-4 UUIDs as 32 hex digits, like ``uuid.uuid4().hex`` at a fraction of its cost (it calls
     ``os.urandom`` for every id): 122 bits of ``os.urandom`` per id still (ids must not be predictable: whoever
-    knows a request id can report its outcome), read 256 ids at a time. A deque hands them out (``popleft`` is
-    atomic, so threads never share an id); a forked child drops the parent's pool."""
+    knows a request id can report its outcome), read, marked and turned to hex 256 ids at a time. A deque
+    hands them out (``popleft`` is atomic, so threads never share an id); a forked child drops the parent's
+    pool."""
 
     POOL = 256
 
     def __init__(self) -> None:
-        self._pool: collections.deque[int] = collections.deque()
+        self._pool: collections.deque[str] = collections.deque()
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._pool.clear)
 
     def __call__(self) -> str:
-        pool = self._pool
-        while True:
-            try:
-                bits = pool.popleft()
-                break
-            except IndexError:
-                raw = os.urandom(16 * self.POOL)
-                pool.extend(int.from_bytes(raw[i : i + 16]) for i in range(0, len(raw), 16))
-        return ((bits & _VARIANT_CLEAR) | _VERSION_4).to_bytes(16).hex()
+        try:
+            return self._pool.popleft()
+        except IndexError:
+            return self._refill()
+
+    def _refill(self) -> str:
+        raw = bytearray(os.urandom(16 * self.POOL))
+        raw[6::16] = raw[6::16].translate(_VERSION_4)
+        raw[8::16] = raw[8::16].translate(_VARIANT_RFC_4122)
+        text = raw.hex()
+        ids = [text[i : i + 32] for i in range(0, len(text), 32)]
+        mine = ids.pop()
+        self._pool.extend(ids)
+        return mine
 
 
 new_request_id = _RequestIds()
