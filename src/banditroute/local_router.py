@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from banditroute.events import CandidateScore, DecisionReasons, PolicyRef, Routi
 from banditroute.kafka.decision_publisher import DecisionPublisher
 from banditroute.kafka.state_reader import StateReader
 from banditroute.limits import SHARED_KEY
-from banditroute.messages import trusted
+from banditroute.messages import _new, _set_dict, _set_extra, _set_fields_set, _set_private, trusted
 from banditroute.routing import StateView, task_type_of
 from banditroute.settings import Settings
 
@@ -44,6 +45,7 @@ log = logging.getLogger("banditroute.client")
 NOT_LOADED = "not_loaded"
 STALE = "stale"
 OUTBOX_FULL = "outbox_full"
+CLOSED = "closed"
 RESTARTS_AFTER_S = 1.0
 QUIET_FETCH_WAIT_MS = 250
 """How long the broker may hold the client's fetch of quiet state/catalog/config topics (a worker uses 20 ms):
@@ -52,6 +54,7 @@ new records are answered at once either way; 50 empty fetches a second cost an i
 
 _REASONS_FIELDS = frozenset(DecisionReasons.model_fields)
 _CANDIDATE_FIELDS = frozenset(CandidateScore.model_fields)
+_DECISION_FIELDS = frozenset(RoutingDecision.model_fields)
 MAX_SHARED_REASONS = 64
 """Distinct plain ``reasons`` kept as one model each (nothing filtered, no circuit open, no rule)."""
 
@@ -83,13 +86,23 @@ class DecisionModels:
             model = self._policies[ref] = trusted(PolicyRef, {"name": ref[0], "version": ref[1]})
         values["policy"] = model
         values["fallbacks"] = tuple(decision["fallbacks"])
-        values["candidates"] = tuple([_candidate(c) for c in decision["candidates"]])
+        candidates = []
+        for scores in decision["candidates"]:  # trusted(), inlined: most decisions have several candidates
+            candidate = _new(CandidateScore)
+            _set_dict(candidate, scores)
+            _set_fields_set(candidate, set(_CANDIDATE_FIELDS))
+            _set_extra(candidate, None)
+            _set_private(candidate, None)
+            candidates.append(candidate)
+        values["candidates"] = tuple(candidates)
         text = decision["decided_at"]
         stamp = self._stamp
         if stamp[0] != text:  # the decide clock's text changes once per millisecond
             stamp = self._stamp = (text, datetime.fromisoformat(text))
         values["decided_at"] = stamp[1]
-        return trusted(RoutingDecision, values)
+        if len(values) != len(_DECISION_FIELDS):
+            return trusted(RoutingDecision, values)
+        return trusted(RoutingDecision, values, set(_DECISION_FIELDS))
 
     def _reasons_model(self, reasons: dict[str, Any]) -> DecisionReasons:
         plain = not (
@@ -119,12 +132,11 @@ class DecisionModels:
         return model
 
 
-def _candidate(values: dict[str, Any]) -> CandidateScore:
-    return trusted(CandidateScore, values, set(_CANDIDATE_FIELDS))
-
-
 class LocalRouter:
-    """The in-process decider of ``RouterClient(mode="local")``; all methods run on the client's loop."""
+    """The in-process decider of ``RouterClient(mode="local")``. Its coroutines run on the client's loop;
+    :meth:`decide_now` may also be called from other threads (``SyncRouterClient``): one decision at a time is
+    made under :attr:`lock`, which the publisher's shipper takes too, and the state reader only swaps whole
+    objects in the view and the registry (as a worker's reader does for its decide thread)."""
 
     def __init__(
         self,
@@ -155,7 +167,9 @@ class LocalRouter:
             config_topic=settings.topic("config"),
             fetch_max_wait_ms=QUIET_FETCH_WAIT_MS,
         )
-        self.publisher = DecisionPublisher(producer, max_pending=max_pending)
+        self.lock = threading.Lock()
+        self.publisher = DecisionPublisher(producer, max_pending=max_pending, lock=self.lock)
+        self._closed = False
         self.decisions_topic = settings.topic("decisions")
         self.shadow_topic = settings.topic("shadow-decisions")
         self._follower: asyncio.Task[None] | None = None
@@ -189,7 +203,9 @@ class LocalRouter:
                 await asyncio.sleep(RESTARTS_AFTER_S)
 
     async def stop(self, timeout_s: float) -> None:
-        """Publish what is queued (bounded), stop following."""
+        """Publish what is queued (bounded), stop following; :meth:`decide_now` answers ``closed`` from now."""
+        with self.lock:
+            self._closed = True
         await self.publisher.stop(timeout_s)
         self.reader.stop()
         if self._follower is not None:
@@ -236,25 +252,29 @@ class LocalRouter:
         if why is not None:
             return why
         publisher = self.publisher
-        if publisher.pending >= publisher.max_pending:
-            return OUTBOX_FULL
-        task_type = request.task_type
-        if task_type not in self.kept:
-            self._keep(task_type)
-        view = self.view
-        if read_back and view.evicted:
-            key = self.registry.snapshot.state_key(request.tenant, task_type)
-            if key in view.evicted and view.get(key) is None:
-                return None
-        decision = self.logic.decide(request)
-        key_bytes = request.request_id.encode()
-        publisher.offer(self.decisions_topic, key_bytes, orjson.dumps(decision))
-        shadow = self.logic.shadow
-        if shadow is not None:
-            self.logic.shadow = None
-            publisher.offer(self.shadow_topic, key_bytes, orjson.dumps(shadow))
-        self.stats["local_decisions"] += 1
-        return self._model(decision)
+        with self.lock:
+            if self._closed:
+                return CLOSED
+            if publisher.pending >= publisher.max_pending:
+                return OUTBOX_FULL
+            task_type = request.task_type
+            if task_type not in self.kept:
+                self._keep(task_type)
+            view = self.view
+            if read_back and view.evicted:
+                key = self.registry.snapshot.state_key(request.tenant, task_type)
+                if key in view.evicted and view.get(key) is None:
+                    return None
+            logic = self.logic
+            decision = logic.decide(request)
+            key_bytes = request.request_id.encode()
+            publisher.offer(self.decisions_topic, key_bytes, orjson.dumps(decision))
+            shadow = logic.shadow
+            if shadow is not None:
+                logic.shadow = None
+                publisher.offer(self.shadow_topic, key_bytes, orjson.dumps(shadow))
+            self.stats["local_decisions"] += 1
+        return self._model(decision)  # its caches are safe without the lock (single dict operations)
 
     def _keep(self, task_type: str) -> None:
         """Hold ``task_type``'s states from now on, within the number of task types the limits allow."""
@@ -278,4 +298,4 @@ class LocalRouter:
         return await self.publisher.flush(timeout_s)
 
 
-__all__ = ["NOT_LOADED", "OUTBOX_FULL", "STALE", "LocalRouter"]
+__all__ = ["CLOSED", "NOT_LOADED", "OUTBOX_FULL", "STALE", "LocalRouter"]

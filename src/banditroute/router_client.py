@@ -25,6 +25,7 @@ from banditroute.kafka.topics import KafkaUnavailable
 from banditroute.messages import (
     DEFAULT_ROUTE_ENV,
     DefaultRoute,
+    PlainRequest,
     build_feedback,
     build_request,
     default_decision,
@@ -50,6 +51,13 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark a delivery future's exception as retrieved (asyncio logs unretrieved ones at exit)."""
     if not future.cancelled():
         future.exception()
+
+
+_ROUTE_ARGUMENTS = frozenset(
+    {"tenant", "candidates", "exclude", "max_cost_usd", "max_latency_ms", "capabilities", "objective"}
+    | {"metadata", "request_id", "timeout_s"}
+)
+_LIMITS = ("candidates", "exclude", "max_cost_usd", "max_latency_ms", "objective")
 
 
 def _noted(decision: RoutingDecision, rule: str) -> RoutingDecision:
@@ -309,6 +317,21 @@ class RouterClient:
             request_id=request_id,
         )
         return await self.route_request(request, timeout_s=timeout_s)
+
+    def local_call(self, task_type: str, arguments: Mapping[str, Any]) -> PlainRequest | None:
+        """In local mode, the request of ``route(task_type, **arguments)`` when it is the common call that
+        :meth:`LocalRouter.decide_now <banditroute.local_router.LocalRouter.decide_now>` decides without
+        awaiting (a task type, maybe a tenant, request id and plain metadata), else None."""
+        if (
+            self._local is None
+            or not _ROUTE_ARGUMENTS.issuperset(arguments)
+            or any(arguments.get(name) is not None for name in _LIMITS)
+            or arguments.get("capabilities")
+        ):
+            return None
+        return plain_call(
+            task_type, arguments.get("tenant"), arguments.get("metadata"), arguments.get("request_id")
+        )
 
     async def route_request(
         self, request: RoutingRequest, *, timeout_s: float | None = None

@@ -18,7 +18,9 @@ class SyncRouterClient:
     """``RouterClient`` for synchronous code: an event loop in a daemon thread runs the async client.
 
     ``with SyncRouterClient(default_route="small-fast") as client: client.route("chat")``. Thread-safe: calls
-    from many threads share the one client.
+    from many threads share the one client. In local mode the common ``route()`` call (a task type, maybe a
+    tenant, request id and plain metadata) is decided in the calling thread, without a hop to the loop's
+    thread; anything else, and every fallback, goes through the loop.
     """
 
     def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
@@ -65,7 +67,16 @@ class SyncRouterClient:
 
     def route(self, task_type: str, **kwargs: Any) -> RoutingDecision:
         """Same arguments as :meth:`RouterClient.route`."""
-        return self._call(self.client.route(task_type, **kwargs))
+        client = self.client
+        local = client.local
+        if local is not None:
+            plain = client.local_call(task_type, kwargs)
+            if plain is not None:
+                decided = local.decide_now(plain)
+                if isinstance(decided, RoutingDecision):
+                    return decided
+                return self._call(client.route_request(plain.full(), timeout_s=kwargs.get("timeout_s")))
+        return self._call(client.route(task_type, **kwargs))
 
     def feedback(self, **kwargs: Any) -> Feedback:
         """Same arguments as :meth:`RouterClient.feedback`."""

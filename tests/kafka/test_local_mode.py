@@ -268,11 +268,36 @@ async def test_not_loaded_and_stale_fall_back_to_the_default_route(
         client.default_route = None
         with pytest.raises(Exception, match="local mode: stale"):
             await client.route("chat")
-    # the synchronous client takes the same arguments
+    # the synchronous client takes the same arguments, and decides the common call in the calling thread
     sync = SyncRouterClient(settings, mode="local", local_fallback="default", default_route="small-fast")
     with sync:
         decided = await asyncio.to_thread(sync.route, "chat")
         assert not decided.is_default_route and decided.worker_id == sync.client.client_id
+        hops = 0
+        through_loop = sync._call
+
+        def counted(coro: Any) -> Any:
+            nonlocal hops
+            hops += 1
+            return through_loop(coro)
+
+        sync._call = counted  # type: ignore[method-assign]
+
+        def route_many(thread: int) -> list[RoutingDecision]:
+            return [sync.route("chat", tenant=f"t{thread}", metadata={"i": i}) for i in range(200)]
+
+        routed = await asyncio.gather(*(asyncio.to_thread(route_many, t) for t in range(4)))
+        assert hops == 0  # no call went through the client's loop thread
+        sync._call = through_loop  # type: ignore[method-assign]
+        assert (
+            await asyncio.to_thread(sync.route, "chat", max_cost_usd=1.0)
+        ).worker_id == sync.client.client_id
+    routed_ids = {d.request_id for batch in routed for d in batch}
+    assert len(routed_ids) == 800 and not any(d.is_default_route for batch in routed for d in batch)
+    published = [
+        d for d in await decisions_of(kafka_bootstrap, unique_prefix) if d["request_id"] in routed_ids
+    ]
+    assert sorted(d["request_id"] for d in published) == sorted(routed_ids)  # each on the topic once
 
 
 async def test_holds_only_the_task_types_it_routes(kafka_bootstrap: str, unique_prefix: str) -> None:

@@ -1,12 +1,22 @@
 """Publish a local-mode client's decisions to the ``decisions`` topic asynchronously, in batches.
 
-``route()`` in local mode appends the encoded decision to a bounded in-memory queue and returns; one task
-ships the queue ``linger_s`` after its first record (sooner when ``batch`` records wait; no timer runs while
-the queue is empty) as one record batch per partition, keyed by ``request_id`` and placed by the default
-partitioner, exactly where a worker puts the same decision (so it co-partitions with the feedback). A failed send is retried with the same records (a decision stored
-twice repeats its ``decision_id``, which the join already treats as one). Decisions still queued when the
-process dies are lost: their feedback then joins no decision (the join's unknown-request path), as for a
-worker killed before publishing.
+``route()`` in local mode hands the encoded decision to :meth:`DecisionPublisher.offer` and returns; one task
+ships what was offered ``linger_s`` after its first record (sooner when ``batch`` records wait; no timer runs
+while nothing waits) as one record batch per partition, keyed by ``request_id`` and placed by the default
+partitioner, exactly where a worker puts the same decision (so it co-partitions with the feedback).
+
+Little is held per decision: :meth:`offer` copies the value into one reused staging buffer, and every
+:data:`PACK_AT` records (or when the shipper runs) the staged records are placed (their keys hashed together)
+and appended to their partition's record batch. From then on a decision is only its bytes inside that batch,
+which is kept, as built, until the broker acknowledges it. (Holding thousands of separate encoded decisions
+until their acknowledgement cost every ``route()`` microseconds: freshly allocated memory that the allocator
+had just given back to the system.) A batch whose send fails is sent again as built (a decision stored twice
+repeats its ``decision_id``, which the join already treats as one). Decisions still held when the process
+dies are lost: their feedback then joins no decision (the join's unknown-request path), as for a worker
+killed before publishing.
+
+Threads: :meth:`offer` may be called from any thread holding :attr:`DecisionPublisher.lock` (the loop's own
+thread may call it without); the shipper takes the lock for its swaps and counts.
 """
 
 from __future__ import annotations
@@ -15,27 +25,61 @@ import asyncio
 import collections
 import contextlib
 import logging
+import threading
 import time
+from array import array
 from typing import Any
 
-from banditroute.kafka.outbox import Headers, PartitionBatches
+from banditroute.kafka.outbox import Headers
 from banditroute.kafka.topics import partitions_for
 
 log = logging.getLogger("banditroute.client")
 
 MAX_IN_FLIGHT = 8
-"""Shipped batches that may await acknowledgement while the next one is shipped."""
+"""Shipments (one or more record batches each) that may await acknowledgement while the next one is shipped."""
 ORIGIN_HEADER = "banditroute-origin"
 """Header of every record a local-mode client publishes (value ``local``): workers count them per client."""
 ORIGIN_LOCAL: Headers = [(ORIGIN_HEADER, b"local")]
-Item = tuple[str, bytes, bytes, float]
-"""A queued record: topic, key, value and when it was queued (``time.perf_counter``)."""
 LAG_SAMPLES = 200_000
 """How many publish lags (route() returning -> acknowledged) are kept for ``banditroute bench route``."""
+PACK_AT = 256
+"""Staged records placed and appended to their record batches together (their keys are hashed in one go)."""
+STAGE_BYTES = 256 * 1024
+"""Size of the reused buffer the values of staged records are copied into (a fuller one is packed first)."""
+
+
+class _Stage:
+    """Records of one topic offered since the last packing: their keys, where each value ends in ``buffer``
+    (the values side by side) and when each was offered (``time.perf_counter``)."""
+
+    __slots__ = ("buffer", "used", "keys", "ends", "times")
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(STAGE_BYTES)
+        self.used = 0
+        self.keys: list[bytes] = []
+        self.ends: list[int] = []
+        self.times: list[float] = []
+
+
+class _Batch:
+    """One record batch for a topic partition, and when each of its records was offered."""
+
+    __slots__ = ("topic", "partition", "builder", "times")
+
+    def __init__(self, topic: str, partition: int, builder: Any) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.builder = builder
+        self.times = array("d")
+
+    @property
+    def count(self) -> int:
+        return len(self.times)
 
 
 class DecisionPublisher:
-    """A bounded queue of decisions, shipped by one background task (start with :meth:`start`)."""
+    """Decisions, bounded in number, shipped by one background task (start with :meth:`start`)."""
 
     def __init__(
         self,
@@ -45,17 +89,25 @@ class DecisionPublisher:
         linger_s: float = 0.005,
         batch: int = 5_000,
         retry_s: float = 0.5,
+        lock: threading.Lock | None = None,
     ) -> None:
         self.producer = producer
         self.max_pending = max_pending
         self.linger_s = linger_s
         self.batch = batch
         self.retry_s = retry_s
-        self._queue: list[Item] = []
-        self._in_flight = 0
+        self.lock = lock or threading.Lock()
+        """Held by whoever offers from another thread than the loop's, and by the shipper while it swaps."""
+        self._pending = 0  # offered and not yet acknowledged
+        self._unshipped = 0  # offered and not yet handed to the producer (staged, in open batches, to retry)
+        self._stages: dict[str, _Stage] = {}
+        self._open: dict[tuple[str, int], _Batch] = {}
+        self._ready: list[_Batch] = []  # full batches and batches to send again, in order
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._task: asyncio.Task[None] | None = None
         self._acks: set[asyncio.Future[None]] = set()
         self._partitions: dict[str, int] = {}
@@ -64,37 +116,112 @@ class DecisionPublisher:
 
     @property
     def pending(self) -> int:
-        """Decisions queued or in flight (not yet acknowledged)."""
-        return len(self._queue) + self._in_flight
+        """Decisions offered and not yet acknowledged."""
+        return self._pending
 
     async def start(self, topics: list[str]) -> None:
         """Learn the partition counts of ``topics`` and start shipping."""
         for topic in topics:
             parts = await self.producer.partitions_for(topic)
             self._partitions[topic] = len(parts)
+            self._stages[topic] = _Stage()
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._task = asyncio.create_task(self._run(), name="banditroute-decision-publisher")
 
     def offer(self, topic: str, key: bytes, value: bytes) -> bool:
-        """Queue one record (no await); False when ``max_pending`` records already wait (nothing queued)."""
-        if (
-            topic not in self._partitions
-        ):  # shipping would fail on it for good, holding every decision behind it
+        """Queue one record (no await); False when ``max_pending`` records already wait (nothing queued).
+        From a thread other than the loop's, hold :attr:`lock`."""
+        stage = self._stages.get(topic)
+        if stage is None:  # shipping would fail on it for good, holding every decision behind it
             raise KeyError(f"topic {topic!r} was not given to start()")
-        if self.pending >= self.max_pending:
+        if self._pending >= self.max_pending:
             self.stats["refused_full"] += 1
             return False
-        queue = self._queue
-        queue.append((topic, key, value, time.perf_counter()))
-        if len(queue) == 1:  # the shipper waits for a first record, then lingers for more
-            self._idle.clear()
-            self._wake.set()
-        elif len(queue) >= self.batch:
-            self._wake.set()
+        size = len(value)
+        if stage.used + size > STAGE_BYTES:
+            self._pack(topic, stage)
+            if size > STAGE_BYTES:
+                raise ValueError(f"a record of {size} bytes does not fit a record batch")
+        end = stage.used + size
+        stage.buffer[stage.used : end] = value
+        stage.used = end
+        stage.keys.append(key)
+        stage.ends.append(end)
+        stage.times.append(time.perf_counter())
+        self._pending += 1
+        self._unshipped += 1
+        if len(stage.keys) >= PACK_AT:
+            self._pack(topic, stage)
+        if self._unshipped == 1 or self._unshipped == self.batch:
+            self._wake_shipper()  # it waits for a first record, then lingers for more
         return True
 
+    def _wake_shipper(self) -> None:
+        if threading.get_ident() == self._loop_thread or self._loop is None:
+            self._idle.clear()
+            self._wake.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: stop() has given up already
+                self._loop.call_soon_threadsafe(self._woken)
+
+    def _woken(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+
+    def _pack(self, topic: str, stage: _Stage) -> None:
+        """Append the staged records to their partitions' record batches (full batches wait in ``_ready``)."""
+        keys = stage.keys
+        if not keys:
+            return
+        placed = partitions_for(keys, self._partitions[topic])
+        values = memoryview(stage.buffer)
+        start = 0
+        for key, end, at, partition in zip(keys, stage.ends, stage.times, placed, strict=True):
+            batch = self._open.get((topic, partition))
+            if batch is None:
+                batch = self._open[(topic, partition)] = _Batch(
+                    topic, partition, self.producer.create_batch()
+                )
+            value = values[start:end]
+            if batch.builder.append(timestamp=None, key=key, value=value, headers=ORIGIN_LOCAL) is None:
+                self._ready.append(batch)  # full (a staged record always fits an empty batch)
+                batch = self._open[(topic, partition)] = _Batch(
+                    topic, partition, self.producer.create_batch()
+                )
+                if batch.builder.append(timestamp=None, key=key, value=value, headers=ORIGIN_LOCAL) is None:
+                    raise ValueError(f"a record of {end - start} bytes does not fit a record batch")
+            batch.times.append(at)
+            start = end
+        values.release()
+        stage.used = 0
+        keys.clear()
+        stage.ends.clear()
+        stage.times.clear()
+
+    def _take(self) -> list[_Batch]:
+        """Every record not yet handed to the producer, as record batches (under the lock)."""
+        with self.lock:
+            for topic, stage in self._stages.items():
+                self._pack(topic, stage)
+            batches = [*self._ready, *self._open.values()]
+            self._ready = []
+            self._open = {}
+            self._unshipped = 0
+        return batches
+
+    def _give_back(self, batches: list[_Batch]) -> None:
+        """Batches to send again, before anything newer."""
+        if not batches:
+            return
+        with self.lock:
+            self._ready[:0] = batches
+            self._unshipped += sum(b.count for b in batches)
+        self._woken()  # the shipper may be waiting for a first record
+
     async def flush(self, timeout_s: float = 30.0) -> bool:
-        """Wait until everything queued so far is acknowledged; False if that did not happen in time."""
-        if self.pending == 0:
+        """Wait until everything offered so far is acknowledged; False if that did not happen in time."""
+        if self._pending == 0:
             return True
         self._wake.set()
         try:
@@ -105,86 +232,69 @@ class DecisionPublisher:
 
     async def _run(self) -> None:
         while True:
-            if not self._queue:  # nothing to ship: no timer either, until the next record or flush
-                if self.pending == 0:
+            if not self._unshipped:  # nothing to ship: no timer either, until the next record or flush
+                if self._pending == 0:
                     self._idle.set()
                 await self._wake.wait()
             self._wake.clear()
-            if len(self._queue) < self.batch:  # linger for a batch; a full batch or a flush cuts it short
+            if self._unshipped < self.batch:  # linger for a batch; a full batch or a flush cuts it short
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.linger_s)
                 self._wake.clear()
-            if not self._queue:
+            if not self._unshipped:
                 continue
             while len(self._acks) >= MAX_IN_FLIGHT:  # bound the batches awaiting acknowledgement
                 await asyncio.wait(self._acks, return_when=asyncio.FIRST_COMPLETED)
-            items, self._queue = self._queue, []
-            self._in_flight += len(items)
+            batches = self._take()
+            futures: list[asyncio.Future[Any]] = []
             try:
-                futures = await self._submit(items)
+                for batch in batches:
+                    futures.append(
+                        await self.producer.send_batch(batch.builder, batch.topic, partition=batch.partition)
+                    )
             except asyncio.CancelledError:
-                self._requeue(items)
+                self._give_back(batches[len(futures) :])
                 raise
             except Exception as exc:  # broker trouble: keep the records, retry them
-                self._failed(items, exc)
+                self._failed(batches[len(futures) :], exc)
                 await asyncio.sleep(self.retry_s)
-                continue
-            task = asyncio.ensure_future(self._acknowledged(items, futures))
-            self._acks.add(task)
-            task.add_done_callback(self._acks.discard)
+            finally:
+                if futures:
+                    task = asyncio.ensure_future(self._acknowledged(batches[: len(futures)], futures))
+                    self._acks.add(task)
+                    task.add_done_callback(self._acks.discard)
 
-    async def _submit(self, items: list[Item]) -> list[asyncio.Future[Any]]:
-        batches = PartitionBatches(self.producer)
-        for (topic, key, value, _at), partition in zip(items, self._place(items), strict=True):
-            if not batches.try_append(topic, partition, key, value, ORIGIN_LOCAL):
-                await batches.add(topic, partition, key, value, ORIGIN_LOCAL)
-        return await batches.submit()
-
-    def _place(self, items: list[Item]) -> list[int]:
-        """The partition of each record, as the default partitioner places its key (hashed together)."""
-        topic = items[0][0]
-        if all(item[0] == topic for item in items):
-            return partitions_for([item[1] for item in items], self._partitions[topic])
-        by_topic: dict[str, list[int]] = {}
-        for i, item in enumerate(items):
-            by_topic.setdefault(item[0], []).append(i)
-        placed = [0] * len(items)
-        for topic, where in by_topic.items():
-            keys = [items[i][1] for i in where]
-            for i, partition in zip(where, partitions_for(keys, self._partitions[topic]), strict=True):
-                placed[i] = partition
-        return placed
-
-    async def _acknowledged(self, items: list[Item], futures: list[asyncio.Future[Any]]) -> None:
-        try:
-            await asyncio.gather(*futures)
-        except Exception as exc:
-            self._failed(items, exc)
-            return
+    async def _acknowledged(self, batches: list[_Batch], futures: list[asyncio.Future[Any]]) -> None:
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [b for b, r in zip(batches, results, strict=True) if isinstance(r, BaseException)]
+        if failed:
+            errors = [r for r in results if isinstance(r, BaseException)]
+            self._failed(failed, errors[0])
         now = time.perf_counter()
-        self.lags_ms.extend([(now - item[3]) * 1000.0 for item in items])
-        self.stats["published"] += len(items)
-        self._in_flight -= len(items)
-        if self.pending == 0:
+        done = 0
+        for batch, result in zip(batches, results, strict=True):
+            if not isinstance(result, BaseException):
+                done += batch.count
+                self.lags_ms.extend([(now - at) * 1000.0 for at in batch.times])
+        if done:
+            with self.lock:
+                self._pending -= done
+            self.stats["published"] += done
+        if self._pending == 0:
             self._idle.set()
 
-    def _requeue(self, items: list[Item]) -> None:
-        self._in_flight -= len(items)
-        self._queue[:0] = items
-        self._wake.set()  # the shipper may be waiting for a first record
-
-    def _failed(self, items: list[Item], exc: BaseException) -> None:
-        """Put the records back at the head of the queue (a decision stored twice is joined once)."""
+    def _failed(self, batches: list[_Batch], exc: BaseException) -> None:
+        """Send the batches again (a decision stored twice is joined once)."""
         self.stats["send_failures"] += 1
-        log.warning("publishing %d decisions failed (retrying): %r", len(items), exc)
-        self._requeue(items)
+        log.warning("publishing %d decisions failed (retrying): %r", sum(b.count for b in batches), exc)
+        self._give_back(batches)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Ship what is queued (bounded by ``timeout_s``), then stop; unshipped decisions are logged."""
         if self._task is None:
             return
         await self.flush(timeout_s)
-        left = self.pending
+        left = self._pending
         for task in (self._task, *self._acks):
             task.cancel()
             with contextlib.suppress(BaseException):
