@@ -52,6 +52,7 @@ from banditroute.kafka.state_reader import StateReader
 from banditroute.kafka.topics import partition_for
 from banditroute.limits import CAPS
 from banditroute.routing import TENANT_SEPARATOR
+from banditroute.served import Decided
 from banditroute.services import LoopService, make_app
 from banditroute.settings import Settings
 from banditroute.topics import DEFAULT_TOPICS, layout
@@ -92,7 +93,8 @@ class Router(JoinIO):
         self._configure_top()
         self.capped: Counter[str] = Counter({cap: 0 for cap in CAPS})
         """Requests a cap applied to, by cap (policy.yaml ``limits``)."""
-        self.recent_decisions: list[dict[str, Any]] = []
+        self.recent_decisions: list[dict[str, Any] | bytes] = []
+        """The newest decisions (their JSON text as published; the dashboard decodes the ones it shows)."""
         self.learned_at: dict[str, float] = {}
         self.ready = False
         """Set once, when the worker first decides: partitions assigned, tables recovered, state read."""
@@ -162,7 +164,7 @@ class Router(JoinIO):
             security=s.aiokafka_security(),
             max_payload_bytes=s.max_payload_bytes,
             dead_letters=self.dead_letters,
-            on_decision=self._on_decision,
+            on_decisions=self._on_decisions,
             session_timeout_s=s.session_timeout_s,
             follow=True,  # the partitions of faust's feedback assignment (join_io.py)
             on_pending=self._on_pending,
@@ -498,13 +500,15 @@ class Router(JoinIO):
             snapshot.limits.metrics_task_types, {*snapshot.routes, *snapshot.limits.allowed_task_types}
         )
 
-    def _on_decision(self, decision: dict[str, Any]) -> None:
-        self.top.count(
-            self.decisions_by_model, decision["task_type"], decision["model"] or "<none>", time.time()
-        )
-        capped = decision["reasons"].get("capped")
-        if capped:
-            self.capped[capped] += 1
-        self.recent_decisions.append(decision)
-        if len(self.recent_decisions) > 200:
-            del self.recent_decisions[:100]
+    def _on_decisions(self, batch: list[Decided]) -> None:
+        """Count one polled batch's decisions by task type and model, and by cap; keep the newest."""
+        now_s = time.time()
+        count, by_model, caps = self.top.count, self.decisions_by_model, self.capped
+        for task_type, model, capped, _ms, _text in batch:
+            count(by_model, task_type, model or "<none>", now_s)
+            if capped:
+                caps[capped] += 1
+        recent = self.recent_decisions
+        recent.extend([decided[4] for decided in batch[-200:]])
+        if len(recent) > 200:
+            del recent[: len(recent) - 100]

@@ -17,6 +17,11 @@ model, fallbacks, propensity, state_version, policy name, capped)`` (the decide 
 memory; ``capped``: ``reasons.capped`` is set)."""
 
 
+Decided = tuple[str, str | None, str | None, float, bytes]
+"""A decision as the decide loop hands it to the worker: ``(task_type, model, reasons.capped, decision_ms, the
+event's JSON text)`` (model None: no model served)."""
+
+
 def served_fields(decision: dict[str, Any]) -> Served:
     """The :data:`Served` fields of a decision event (as a dict) that serves a model."""
     return (
@@ -34,4 +39,4 @@ def served_fields(decision: dict[str, Any]) -> Served:
     )
 
 
-__all__ = ["DEFAULT_POLICY", "Served", "served_fields"]
+__all__ = ["DEFAULT_POLICY", "Decided", "Served", "served_fields"]

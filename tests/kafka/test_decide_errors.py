@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -18,6 +17,7 @@ from banditroute.codec import DeadLetterCounter, encode
 from banditroute.config import Registry, RouterConfig
 from banditroute.events import DeadLetter, RoutingRequest
 from banditroute.kafka.decide_service import DecideService
+from banditroute.served import Decided, Served
 from tests.kafka.helpers import consume, create_topics, producer
 
 pytestmark = pytest.mark.kafka
@@ -28,10 +28,10 @@ MODELS = "models:\n  - {name: small, cost_per_call_usd: 0.001}\n  - {name: large
 class FailsOnBoom(DecideLogic):
     """The production logic, with a fault injected for one task type."""
 
-    def decide(self, request: RoutingRequest) -> dict[str, Any]:
+    def decide_encoded(self, request: RoutingRequest) -> tuple[Decided, Served | None]:
         if request.task_type == "boom":
             raise ZeroDivisionError("injected fault")
-        return super().decide(request)
+        return super().decide_encoded(request)
 
 
 async def test_a_failing_decision_is_an_internal_error_dead_letter(

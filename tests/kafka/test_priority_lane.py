@@ -26,6 +26,7 @@ from banditroute.codec import DeadLetterCounter, encode
 from banditroute.config import Registry, RouterConfig
 from banditroute.events import RoutingRequest
 from banditroute.kafka.decide_service import DecideService
+from banditroute.served import Decided, Served
 from tests.kafka.helpers import create_topics, producer
 from tests.kafka.router_world import read_all
 
@@ -41,10 +42,10 @@ CHAT = 40
 class SlowOnJunk(DecideLogic):
     """The production logic, taking 2 ms per junk decision (so that parked requests are still parked)."""
 
-    def decide(self, request: RoutingRequest) -> dict[str, Any]:
+    def decide_encoded(self, request: RoutingRequest) -> tuple[Decided, Served | None]:
         if request.task_type.startswith("junk-"):
             time.sleep(0.002)
-        return super().decide(request)
+        return super().decide_encoded(request)
 
 
 def service_for(
@@ -89,7 +90,9 @@ async def start(service: DecideService) -> asyncio.Task[None]:
 async def start_until_chat_decided(service: DecideService) -> asyncio.Task[None]:
     """Start ``service`` and return once it has decided every chat request (the junk is still in progress)."""
     chat: list[str] = []
-    service.on_decision = lambda d: chat.append(d["request_id"]) if d["task_type"] == "chat" else None
+    service.on_decisions = lambda batch: chat.extend(
+        orjson.loads(text)["request_id"] for task_type, _m, _c, _ms, text in batch if task_type == "chat"
+    )
     task = await start(service)
     deadline = time.monotonic() + 60
     while len(chat) < CHAT:

@@ -14,15 +14,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from orjson import OPT_SERIALIZE_NUMPY, dumps
 
 from banditroute.agents.pending import decision_id_for
 from banditroute.config import Registry
 from banditroute.core import Choice, Constraints, ModelSpec, TaskPolicy, TaskState, apply_rules, choose
+from banditroute.core.block import Block
+from banditroute.core.choose import hot_block
 from banditroute.core.models import SampledUtilities
 from banditroute.events import RoutingRequest
+from banditroute.kafka.fast_request import FastRequest
 from banditroute.limits import Admission, Verdict
 from banditroute.messages import PlainRequest
-from banditroute.routing import StateView
+from banditroute.routing import RoutingSnapshot, StateView, TaskRoute
+from banditroute.served import Decided, Served, served_fields
 
 POLICY_NAME = "thompson"
 POLICY_VERSION = "1"
@@ -32,8 +37,9 @@ __all__ = ["POLICY_NAME", "POLICY_VERSION", "DecideLogic", "StateView", "request
 
 NO_CONSTRAINTS = Constraints()
 """What a request without filters maps to: one shared object, so the core's plan cache hits by identity."""
-Request = RoutingRequest | PlainRequest
-"""What the decide logic reads: the request model, or a local-mode client's plain request."""
+Request = RoutingRequest | PlainRequest | FastRequest
+"""What the decide logic reads: the request model, a local-mode client's plain request, or the decide loop's
+common request (:mod:`banditroute.kafka.fast_request`)."""
 MAX_RULE_EFFECTS = 1024
 """Distinct constraints of applied rules kept as one object each (for the core's caches)."""
 
@@ -100,6 +106,120 @@ class _MillisecondClock:
         return self._text
 
 
+_Ready = tuple[
+    RoutingSnapshot, str, TaskRoute, TaskState, Constraints, tuple[str, ...], str | None, str | None
+]
+"""A prepared request: (snapshot, state key, route, state, constraints, applied rules, pinned model, capped)."""
+
+
+def _summarised(decision: dict[str, Any]) -> tuple[Decided, Served | None]:
+    """:meth:`DecideLogic.decide_encoded`'s answer for a decision built as a dict."""
+    model = decision["model"]
+    served = served_fields(decision) if model is not None and not decision["is_default_route"] else None
+    summary = (
+        decision["task_type"],
+        model,
+        decision["reasons"]["capped"],
+        decision["decision_ms"],
+        dumps(decision),
+    )
+    return summary, served
+
+
+class _BlockText:
+    """The JSON text of a block's rows that does not depend on the request: each model's name, the
+    candidates' sampled utilities (formatted for the whole block at once) and mean utilities; and, per request
+    shape, the text around them (kept on the block: ``Block.memo``)."""
+
+    __slots__ = ("model", "rows", "template", "shapes", "static", "state_version", "policy_name")
+
+    MAX_SHAPES = 64
+
+    def __init__(self, block: Block) -> None:
+        means, filtered, circuit_open, version, policy_name = block.static
+        names = block.plan.name_tuple
+        self.static = (filtered, circuit_open)
+        self.state_version = int(version)
+        self.policy_name = policy_name
+        self.model = {name: b'"model":' + dumps(name) for name in {*names, *(row[0] for row in block.rows)}}
+        text = dumps(np.ascontiguousarray(block.z), option=OPT_SERIALIZE_NUMPY)
+        self.rows = text[2:-2].split(b"],[")
+        self.template = (
+            b"["
+            + b",".join(
+                b'{"model":'
+                + dumps(name).replace(b"%", b"%%")
+                + b',"sampled_utility":%b,"mean_utility":'
+                + dumps(means[name])
+                + b"}"
+                for name in names
+            )
+            + b"]"
+        )
+        self.shapes: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, bytes]] = {}
+
+    @staticmethod
+    def of(block: Block) -> _BlockText | object:
+        """The block's text, or :data:`_NO_TEXT` when its rows are not of the plain form (no eligible closed
+        model, or a model without a mean): those decisions are built as dicts."""
+        names = block.plan.name_tuple
+        means = block.static[0]
+        if not names or any(name not in means for name in names):
+            return _NO_TEXT
+        return _BlockText(block)
+
+    def candidates(self, row: int) -> bytes:
+        return self.template % tuple(self.rows[row].split(b","))
+
+    def shape(
+        self,
+        task_type: str,
+        tenant: str | None,
+        key: str,
+        applied: tuple[str, ...],
+        capped: str | None,
+        version: str,
+        worker_id: str | None,
+    ) -> tuple[bytes, bytes, bytes, bytes]:
+        """The text around a row for one request shape, in :meth:`DecideLogic.decision_dict`'s field order:
+        up to ``"model":``, up to the exploration flag, up to ``decided_at``'s value, and after
+        ``decision_ms``'s."""
+        shape_key = (task_type, tenant, key, applied, capped, version, worker_id)
+        shape = self.shapes.get(shape_key)
+        if shape is None:
+            if len(self.shapes) >= self.MAX_SHAPES:
+                self.shapes.clear()
+            filtered, circuit_open = self.static
+            policy = {"name": self.policy_name or POLICY_NAME, "version": version}
+            shape = self.shapes[shape_key] = (
+                b',"task_type":' + dumps(task_type) + b',"tenant":' + dumps(tenant) + b",",
+                b',"policy":'
+                + dumps(policy)
+                + b',"state_version":'
+                + dumps(self.state_version)
+                + b',"reasons":{"filtered":'
+                + dumps(dict(filtered) if filtered else {})
+                + b',"circuit_open":'
+                + dumps(list(circuit_open))
+                + b',"exploration":',
+                b',"no_eligible":null,"rules":'
+                + dumps(list(applied))
+                + b',"capped":'
+                + dumps(capped)
+                + b'},"decided_at":',
+                b',"worker_id":'
+                + dumps(worker_id)
+                + b',"is_default_route":false,"shadow":false,"state_key":'
+                + dumps(key)
+                + b"}",
+            )
+        return shape
+
+
+_NO_TEXT = object()
+"""``Block.memo`` of a block whose decisions are built as dicts."""
+
+
 class DecideLogic:
     """Request in, decision dict out."""
 
@@ -130,16 +250,63 @@ class DecideLogic:
         """One decision, read from one routing snapshot and one learnt state (both immutable)."""
         t0 = time.perf_counter()
         now_s = self.clock()
+        ready = self._prepare(request, now_s)
+        if isinstance(ready, Verdict):
+            return self.rejection(request, ready, now_s, t0)
+        return self._decide_dict(request, ready, None, now_s, t0)
+
+    def decide_encoded(self, request: Request) -> tuple[Decided, Served | None]:
+        """:meth:`decide`'s decision as the JSON text of its event (equal in content to ``orjson.dumps`` of
+        the dict :meth:`decide` would return for the same snapshot, state and draws) with its summary, and
+        what the join keeps of it (None when it serves no model). A decision drawn from a pre-drawn block row
+        (the common case: no pin, no shadow) is written from text kept per block and per request shape
+        instead of building the dict."""
+        t0 = time.perf_counter()
+        now_s = self.clock()
+        ready = self._prepare(request, now_s)
+        if isinstance(ready, Verdict):
+            return _summarised(self.rejection(request, ready, now_s, t0))
+        snapshot, key, route, state, constraints, applied, pin, capped = ready
+        choice: Choice | None = None
+        if pin is None and route.shadow is None:
+            source = hot_block(state, snapshot.models, route.policy, constraints, self.rng, now_s)
+            if isinstance(source, Block):
+                text = source.memo
+                if text is None:
+                    text = source.memo = _BlockText.of(source)
+                if isinstance(text, _BlockText):
+                    shape = text.shape(
+                        request.task_type,
+                        request.tenant,
+                        key,
+                        applied,
+                        capped,
+                        snapshot.config_version,
+                        self.worker_id,
+                    )
+                    return self._encode_row(request, key, source, text, shape, capped, now_s, t0)
+                choice = source.take()
+            else:
+                choice = source.fixed
+        return _summarised(self._decide_dict(request, ready, choice, now_s, t0))
+
+    def _prepare(self, request: Request, now_s: float) -> Verdict | _Ready:
+        """Admission, state, constraints and rules of a request: a rejecting :class:`Verdict`, or what to
+        choose with."""
         snapshot = self.registry.snapshot
         task_type = request.task_type
-        limits = snapshot.limits
         if now_s >= self._next_evict:
             self._evict(now_s)
         verdict = self.admission.check(
-            limits, snapshot.routes, task_type, request.tenant, snapshot.is_per_tenant(task_type), now_s
+            snapshot.limits,
+            snapshot.routes,
+            task_type,
+            request.tenant,
+            snapshot.is_per_tenant(task_type),
+            now_s,
         )
         if verdict.reject is not None:
-            return self.rejection(request, verdict, now_s, t0)
+            return verdict
         key = verdict.key
         route = snapshot.default if verdict.shared else snapshot.route(task_type)
         learnt = self.states.get(key)
@@ -155,14 +322,79 @@ class DecideLogic:
             if applied:
                 constraints = self._with_rules(constraints, effect.constraints)
                 pin = effect.pin
+        return snapshot, key, route, state, constraints, applied, pin, verdict.capped
+
+    def _decide_dict(
+        self, request: Request, ready: _Ready, choice: Choice | None, now_s: float, t0: float
+    ) -> dict[str, Any]:
+        """The decision dict (and the shadow's) of a prepared request; ``choice`` if already taken."""
+        snapshot, key, route, state, constraints, applied, pin, capped = ready
         models = snapshot.models
-        choice = choose(state, models, route.policy, constraints, self.rng, now_s, pinned=pin)
-        decision = self.decision_dict(request, key, choice, applied, now_s, t0, verdict.capped)
+        if choice is None:
+            choice = choose(state, models, route.policy, constraints, self.rng, now_s, pinned=pin)
+        decision = self.decision_dict(request, key, choice, applied, now_s, t0, capped)
         if route.shadow is not None:
             self.shadow = self._shadow_decision(
                 request, key, state, models, constraints, pin, applied, now_s, route.shadow
             )
         return decision
+
+    def _encode_row(
+        self,
+        request: Request,
+        key: str,
+        block: Block,
+        text: _BlockText,
+        shape: tuple[bytes, bytes, bytes, bytes],
+        capped: str | None,
+        now_s: float,
+        t0: float,
+    ) -> tuple[Decided, Served | None]:
+        """Take the block's next row and write its decision event (see :meth:`decide_encoded`)."""
+        i = block.pos
+        block.pos = i + 1
+        model, fallbacks, propensity, explored = block.rows[i]
+        request_id = request.request_id
+        decision_id = decision_id_for(request_id)
+        iso = self._iso(now_s)
+        ms = (time.perf_counter() - t0) * 1000.0
+        payload = b"".join(
+            (
+                b'{"schema_version":1,"decision_id":',
+                dumps(decision_id),
+                b',"request_id":',
+                dumps(request_id),
+                shape[0],
+                text.model[model],
+                b',"fallbacks":',
+                dumps(fallbacks),
+                b',"propensity":',
+                dumps(propensity),
+                b',"candidates":',
+                text.candidates(i),
+                shape[1],
+                b"true" if explored else b"false",
+                shape[2],
+                dumps(iso),
+                b',"decision_ms":',
+                dumps(ms),
+                shape[3],
+            )
+        )
+        served: Served = (
+            request_id,
+            decision_id,
+            key,
+            request.task_type,
+            request.tenant,
+            model,
+            fallbacks,
+            propensity,
+            text.state_version,
+            text.policy_name,
+            capped is not None,
+        )
+        return (request.task_type, model, capped, ms, payload), served
 
     def _with_rules(self, constraints: Constraints, effect: Constraints) -> Constraints:
         """``constraints`` merged with the applied rules' ``effect``. For a request without filters of its own
@@ -244,7 +476,7 @@ class DecideLogic:
             ref = self._policy_refs[name] = {"name": name, "version": version}
         return ref
 
-    def is_established(self, request: RoutingRequest) -> bool:
+    def is_established(self, request: Request) -> bool:
         """Whether the request's task type is listed or already holds state here (:meth:`Admission.established`)."""
         return self.is_established_type(request.task_type)
 

@@ -37,6 +37,7 @@ class Block:
         "z",
         "rows",
         "static",
+        "memo",
     )
 
     def __init__(self, plan: Plan, rng: np.random.Generator, size: int, state_version: int) -> None:
@@ -96,6 +97,9 @@ class Block:
             rows.append((model, fb, p, model != best))
         self.rows = rows
         self.static = (plan.means, plan.filtered, plan.circuit_open, state_version, plan.policy_name)
+        self.memo: object = None
+        """Free for the block's user (the decide logic keeps the rows' encoded text here); the core never
+        reads it."""
 
     def take(self) -> Choice:
         i = self.pos

@@ -35,6 +35,7 @@ __all__ = [
     "build_plan",
     "choose",
     "choose_batch",
+    "hot_block",
     "get_plan",
     "propensities",
 ]
@@ -107,6 +108,38 @@ def choose(
         block.constraints = constraints
         cache[_HOT] = block
     return block.take()
+
+
+def hot_block(
+    state: TaskState,
+    models: Sequence[ModelSpec],
+    policy: TaskPolicy,
+    constraints: Constraints | None,
+    rng: np.random.Generator,
+    now_s: float,
+) -> Block | Plan:
+    """What an unpinned :func:`choose` call without capacity would take its answer from: the block whose
+    ``pos`` row is the next decision (the caller takes it: reads ``rows[pos]``, ``z[pos]``, then advances
+    ``pos``), or the plan when nothing is eligible (its ``fixed`` choice is the answer). Same cache, same draws
+    and the same rng use as :func:`choose`: taking the row equals what ``choose`` returns."""
+    hot = state.cache.get(_HOT)
+    if (
+        hot is not None
+        and hot.rng is rng
+        and hot.pos < hot.size
+        and hot.models is models
+        and hot.policy is policy
+        and hot.constraints is constraints
+        and hot.since_s <= now_s < hot.until_s
+    ):
+        return hot  # type: ignore[no-any-return]
+    plan = get_plan(state, models, policy, constraints, now_s)
+    if plan.fixed is not None:
+        return plan
+    block = block_for(state, plan, rng)
+    block.constraints = constraints
+    state.cache[_HOT] = block
+    return block
 
 
 def _eligible_constraints(state: TaskState, eligible: Iterable[str] | npt.NDArray[np.bool_]) -> Constraints:

@@ -19,7 +19,7 @@ Hot-path choices (measured with py-spy on the real broker, see the README, Bench
   sends are acknowledged, while batch *k+1* is decided. At most ``MAX_IN_FLIGHT`` batches wait.
 * the loop runs on its own thread with its own event loop (``own_thread``), so a decision never waits behind
   the faust agents' long coroutine steps in the worker's main loop (join batches, table flushes); Python's GIL
-  switch interval bounds the wait instead. Everything the rest of the worker sees (``on_decision``, the
+  switch interval bounds the wait instead. Everything the rest of the worker sees (``on_decisions``, the
   dead-letter counter) is handed to the main loop once per batch, so the worker's own state is still only
   touched from its loop. The decide thread only reads the registry and the state view (whole-object swaps).
 * ``follow=True`` (the worker): no consumer group membership. The worker assigns the requests partitions whose
@@ -56,7 +56,7 @@ from banditroute.codec import (
 )
 from banditroute.config import Registry
 from banditroute.events import DeadLetter, DeadLetterReason, RoutingRequest
-from banditroute.kafka.fast_request import fast_request
+from banditroute.kafka.fast_request import FastRequest, fast_request
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, build_handoff, ignore_handoff
 from banditroute.kafka.low_lane import LOW_LANE_BYTES, LOW_LANE_MAX, LowLane, Parked
 from banditroute.kafka.outbox import PartitionBatches
@@ -64,7 +64,7 @@ from banditroute.kafka.own_thread import OwnThreadLoop
 from banditroute.kafka.replies import ReplySender
 from banditroute.kafka.spill import LANE_WITH_SPILL, SPILL_PER_POLL, task_type_of
 from banditroute.kafka.topics import partition_for
-from banditroute.served import Served, served_fields
+from banditroute.served import Decided, Served
 
 log = logging.getLogger("banditroute.decide")
 
@@ -83,14 +83,18 @@ LOW_PER_POLL = 200
 poll or while the lane is full and nothing is read."""
 
 
+Request = RoutingRequest | FastRequest
+"""A validated request: the model, or the common shape read without it (:mod:`~banditroute.kafka.fast_request`)."""
+
+
 class Decider(Protocol):
     """What the loop needs of the decide logic (:class:`banditroute.agents.decide.DecideLogic`)."""
 
     registry: Registry
 
-    def decide(self, request: RoutingRequest) -> dict[str, Any]: ...
+    def decide_encoded(self, request: Request) -> tuple[Decided, Served | None]: ...
 
-    def is_established(self, request: RoutingRequest) -> bool: ...
+    def is_established(self, request: Request) -> bool: ...
 
     def is_established_type(self, task_type: str) -> bool: ...
 
@@ -115,7 +119,7 @@ class DecideService(OwnThreadLoop):
         security: dict[str, Any],
         max_payload_bytes: int,
         dead_letters: DeadLetterCounter,
-        on_decision: Callable[[dict[str, Any]], None] = lambda _d: None,
+        on_decisions: Callable[[list[Decided]], None] = lambda _batch: None,
         max_batch: int = 2000,
         linger_ms: int = 1,
         session_timeout_s: float = 10.0,
@@ -142,7 +146,8 @@ class DecideService(OwnThreadLoop):
         self.security = security
         self.max_payload_bytes = max_payload_bytes
         self.dead_letters = dead_letters
-        self.on_decision = on_decision
+        self.on_decisions = on_decisions
+        """Called on the caller's loop with each polled batch's decisions, in order (:data:`Decided`)."""
         self.max_batch = max_batch
         self.linger_ms = linger_ms
         self.session_timeout_s = session_timeout_s
@@ -152,7 +157,7 @@ class DecideService(OwnThreadLoop):
         self._replies_skipped_before = 0
         self.decided = 0
         self._decision_partitions = 0
-        self._batch_decisions: list[dict[str, Any]] = []
+        self._batch_decisions: list[Decided] = []
         self._batch_letters: list[str] = []
         self.assigned: frozenset[int] | None = None
         """Requests partitions this loop decides for, once it has joined its group or been assigned them (None
@@ -221,11 +226,10 @@ class DecideService(OwnThreadLoop):
             self.assigned = wanted
         log.info("decide loop assigned", extra={"topic": self.requests_topic, "partitions": sorted(wanted)})
 
-    def _deliver(self, decisions: list[dict[str, Any]], letters: list[str]) -> None:
-        """Run on the caller's loop: the per-decision callback and dead-letter counts of one batch."""
-        on_decision = self.on_decision
-        for decision in decisions:
-            on_decision(decision)
+    def _deliver(self, decisions: list[Decided], letters: list[str]) -> None:
+        """Run on the caller's loop: the decisions callback and dead-letter counts of one batch."""
+        if decisions:
+            self.on_decisions(decisions)
         for reason in letters:
             self.dead_letters.record(reason)
 
@@ -458,13 +462,14 @@ class DecideService(OwnThreadLoop):
             if handoff is not None:
                 self.call_home(self.on_pending, build_handoff(*handoff))
 
-    def _decode(self, record: Any) -> RoutingRequest | DeadLetter:
+    def _decode(self, record: Any) -> Request | DeadLetter:
         """The common request shape without pydantic (:mod:`~banditroute.kafka.fast_request`, which only
         accepts what the contract accepts); everything else through the codec's decoder: the same rules
         (schema_version required on the wire, NaN, sizes) as every other consumer, and its dead letters."""
         fast = fast_request(record.value, self.max_payload_bytes)
         if fast is not None:
-            problem = self.duplicates(fast)  # no candidates on the fast path: no model to check
+            # no candidates on the fast path: no model to check (the check reads only the request id)
+            problem = self.duplicates(fast)  # type: ignore[arg-type]
             if problem is None:
                 return fast
             return make_dead_letter(
@@ -530,12 +535,12 @@ class DecideService(OwnThreadLoop):
         await self._decide(out, producer, record, result)
 
     async def _decide(
-        self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any, result: RoutingRequest
+        self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any, result: Request
     ) -> None:
         """Decide one request read as ``record`` (a consumer record or a :class:`Parked` one) and add its
         decision (or its dead letter) to ``out``."""
         try:
-            decision = self.logic.decide(result)
+            decided, served = self.logic.decide_encoded(result)
         except Exception as exc:  # the worker must never die on one request; the bug is kept with its input
             log.exception("decision failed", extra={"request_id": result.request_id})
             letter = make_dead_letter(
@@ -553,7 +558,7 @@ class DecideService(OwnThreadLoop):
                 await producer.send(self.deadletter_topic, key=record.topic.encode(), value=encode(letter))
             )
             return
-        payload = orjson.dumps(decision)
+        payload = decided[4]
         key = result.request_id.encode()
         partitions = self._decision_partitions
         if record.key == key and record.partition < partitions:
@@ -562,8 +567,7 @@ class DecideService(OwnThreadLoop):
             partition = partition_for(key, partitions)
         if self.follow:
             await out.add(self.decisions_topic, partition, key, payload, self._headers)
-            serves = decision["model"] is not None and not decision["is_default_route"]
-            self._joinable.setdefault(partition, []).append(served_fields(decision) if serves else None)
+            self._joinable.setdefault(partition, []).append(served)
         else:
             await out.add(self.decisions_topic, partition, key, payload)
         shadow = self.logic.take_shadow()
@@ -574,7 +578,7 @@ class DecideService(OwnThreadLoop):
             # topic is gone times out and falls back to its default route
             await self._replies.send(result.reply_to, key, payload)
         self.decided += 1
-        self._batch_decisions.append(decision)
+        self._batch_decisions.append(decided)
 
 
 class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

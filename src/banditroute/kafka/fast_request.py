@@ -18,8 +18,9 @@ from typing import Any
 
 import orjson
 
-from banditroute.events import SCHEMA_VERSION, RoutingRequest
-from banditroute.messages import is_identifier, plain_request
+from banditroute.events import SCHEMA_VERSION, Constraints, RoutingRequest
+from banditroute.messages import PlainRequest, is_identifier, plain_request
+from banditroute.messages import _known_identifier as known_identifier
 
 _SIMPLE = frozenset({"schema_version", "request_id", "task_type", "created_at", "tenant", "reply_to"})
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -56,7 +57,42 @@ def utc_time(value: object) -> datetime | None:
         return None
 
 
-def fast_request(raw: bytes, max_bytes: int) -> RoutingRequest | None:
+class FastRequest:
+    """A request of the common shape, checked against the contract, as the decide loop reads it: the fields
+    deciding reads, without the :class:`RoutingRequest` model (:meth:`full` builds it: what pydantic makes of
+    the same record)."""
+
+    __slots__ = ("request_id", "task_type", "tenant", "reply_to", "_created", "_given")
+    candidates: None = None
+    exclude: None = None
+    objective: None = None
+    constraints: Constraints = PlainRequest.constraints
+    metadata: dict[str, Any] = {}  # noqa: RUF012 - shared and never written: no metadata on the fast path
+
+    def __init__(
+        self,
+        request_id: str,
+        task_type: str,
+        tenant: str | None,
+        reply_to: str | None,
+        created: datetime,
+        given: dict[str, Any],
+    ) -> None:
+        self.request_id = request_id
+        self.task_type = task_type
+        self.tenant = tenant
+        self.reply_to = reply_to
+        self._created = created
+        self._given = given
+
+    def full(self) -> RoutingRequest:
+        """The request model (what pydantic builds from the record, fields given included)."""
+        return plain_request(
+            self.request_id, self.task_type, self.tenant, {}, self._created, self.reply_to, set(self._given)
+        )
+
+
+def fast_request(raw: bytes, max_bytes: int) -> FastRequest | None:
     """The request in ``raw`` if it has the common shape and is valid; None means "decode it the full way"."""
     obj = json_object(raw, max_bytes)
     if obj is None:
@@ -74,10 +110,10 @@ def fast_request(raw: bytes, max_bytes: int) -> RoutingRequest | None:
     if type(version) is not int or version != SCHEMA_VERSION:
         return None
     request_id, task_type, created = obj.get("request_id"), obj.get("task_type"), obj.get("created_at")
-    if not is_identifier(request_id) or not is_identifier(task_type):
+    if not is_identifier(request_id) or type(task_type) is not str or not known_identifier(task_type):
         return None
     tenant, reply_to = obj.get("tenant"), obj.get("reply_to")
-    if tenant is not None and not is_identifier(tenant):
+    if tenant is not None and not known_identifier(tenant):
         return None
     if reply_to is not None and (
         type(reply_to) is not str or _TOPIC.fullmatch(reply_to) is None or reply_to in (".", "..")
@@ -86,5 +122,5 @@ def fast_request(raw: bytes, max_bytes: int) -> RoutingRequest | None:
     created_at = utc_time(created)
     if created_at is None:
         return None
-    # what model_validate would report as given: the fields of the record
-    return plain_request(request_id, task_type, tenant, {}, created_at, reply_to, set(obj))
+    # what model_validate would report as given: the fields of the record (``full``)
+    return FastRequest(request_id, task_type, tenant, reply_to, created_at, obj)

@@ -13,6 +13,7 @@ from collections import deque
 from typing import NamedTuple
 
 from banditroute.events import RoutingRequest
+from banditroute.kafka.fast_request import FastRequest
 
 LOW_LANE_MAX = 20_000
 """Requests parked at most (about 1.5 KB of memory each besides the payload)."""
@@ -28,7 +29,7 @@ class Parked(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes
-    request: RoutingRequest
+    request: RoutingRequest | FastRequest
 
 
 class LowLane:

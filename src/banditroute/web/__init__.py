@@ -19,6 +19,7 @@ import logging
 from importlib import resources
 from typing import Any
 
+from banditroute.served import Decided
 from banditroute.web.history import History
 from banditroute.web.lag import LagSampler
 from banditroute.web.metrics import CONTENT_TYPE, RouterMetrics
@@ -71,16 +72,17 @@ def install_web(router: Any) -> None:
     metrics = RouterMetrics(router, history, lag)
     router.web_history, router.web_metrics, router.web_lag = history, metrics, lag
 
-    original = router.decider.on_decision
+    original = router.decider.on_decisions
 
-    def on_decision(decision: dict[str, Any]) -> None:
-        original(decision)
+    def on_decisions(batch: list[Decided]) -> None:
+        original(batch)
         try:
-            metrics.observe_decision(decision)
+            for task_type, _model, _capped, decision_ms, _text in batch:
+                metrics.observe(task_type, decision_ms)
         except Exception:  # metrics must never fail a decision
             log.debug("decision latency not recorded", exc_info=True)
 
-    router.decider.on_decision = on_decision
+    router.decider.on_decisions = on_decisions
 
     @app.timer(history.interval_s)  # type: ignore[untyped-decorator]  # faust.App.timer is untyped
     async def sample_history() -> None:

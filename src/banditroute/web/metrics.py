@@ -288,17 +288,20 @@ class RouterMetrics:
     def observe_decision(self, decision: dict[str, Any]) -> None:
         ms = decision.get("decision_ms")
         if isinstance(ms, int | float):
-            task_type = str(decision.get("task_type", ""))
-            top = getattr(self.collector.router, "top", None)
-            label = task_type
-            if top is not None:
-                label = top.label_of(task_type)
-                if label not in self._latency_labels:
-                    for gone in [t for t in self._latency_labels if t != OTHER and not top.is_named(t)]:
-                        self.decision_latency.remove(gone)  # it lost its name (web/top.py)
-                        self._latency_labels.discard(gone)
-                    self._latency_labels.add(label)
-            self.decision_latency.labels(label).observe(ms / 1000.0)
+            self.observe(str(decision.get("task_type", "")), ms)
+
+    def observe(self, task_type: str, ms: float) -> None:
+        """One decision's time to decide (``decision_ms``) under its task type's label."""
+        top = getattr(self.collector.router, "top", None)
+        label = task_type
+        if top is not None:
+            label = top.label_of(task_type)
+            if label not in self._latency_labels:
+                for gone in [t for t in self._latency_labels if t != OTHER and not top.is_named(t)]:
+                    self.decision_latency.remove(gone)  # it lost its name (web/top.py)
+                    self._latency_labels.discard(gone)
+                self._latency_labels.add(label)
+        self.decision_latency.labels(label).observe(ms / 1000.0)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

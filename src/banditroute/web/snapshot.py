@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from banditroute.core import TaskState
 from banditroute.core.summary import credible_interval
 from banditroute.limits import SHARED_KEY
@@ -224,7 +226,8 @@ DECISION_FIELDS = (
 def decisions_json(router: Any, limit: int = 50, task_type: str | None = None) -> dict[str, Any]:
     """``/api/decisions``: the newest decisions first, with their reasons and best sampled candidates."""
     picked: list[dict[str, Any]] = []
-    for decision in reversed(router.recent_decisions[-200:]):
+    for kept in reversed(router.recent_decisions[-200:]):
+        decision = orjson.loads(kept) if isinstance(kept, bytes) else kept  # the worker keeps the JSON text
         if task_type is not None and decision.get("task_type") != task_type:
             continue
         row = {k: decision.get(k) for k in DECISION_FIELDS}

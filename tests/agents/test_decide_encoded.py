@@ -1,0 +1,163 @@
+"""DecideLogic.decide_encoded (the decide loop's path: a block row's decision written from per-block text)
+against DecideLogic.decide (the dict, then orjson): the same event for the same snapshot, state and draws."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from banditroute.agents.decide import DecideLogic, StateView
+from banditroute.client import build_request
+from banditroute.codec import encode
+from banditroute.config import Registry, RouterConfig
+from banditroute.core import TaskPolicy
+from banditroute.core.learn import update
+from banditroute.core.models import Outcome
+from banditroute.events import RoutingDecision, RoutingRequest
+from banditroute.kafka.fast_request import fast_request
+from banditroute.served import served_fields
+
+MODELS = """models:
+  - {name: premium, cost_per_call_usd: 0.02, latency_ms: 900, capabilities: [vision]}
+  - {name: balanced, cost_per_call_usd: 0.002, latency_ms: 500}
+  - {name: budget, cost_per_call_usd: 0.0005, latency_ms: 300}
+  - {name: canary, cost_per_call_usd: 0.001, latency_ms: 400, lifecycle: canary}
+"""
+POLICIES = {
+    "beta": "defaults: {lam: 10.0}\n",
+    "normal": "defaults: {lam: 10.0, sampler: normal, min_share: {budget: 0.2}}\n",
+    "knapsack": "defaults: {lam: 1.0, sampler: clipped}\ntask_types:\n  chat: {objective: budget, budget_mean_cost_usd: 0.003}\n",
+    "per_tenant": "defaults: {lam: 10.0}\nper_tenant: [chat]\n",
+    "capped": "defaults: {lam: 10.0}\nlimits: {max_task_types: 2}\n",
+    "shadow": "defaults: {lam: 10.0}\nshadow: {name: cheap-first, lam: 100.0}\n",
+}
+RULES = """rules:
+  - {name: pin-vip, metadata: {tier: vip}, pin: premium}
+  - {name: eu-no-premium, tenants: [eu], deny: [premium]}
+"""
+NOW_S = 1.7e9
+
+
+def registry(folder: Path, policy: str) -> Registry:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "models.yaml").write_text(MODELS)
+    (folder / "policy.yaml").write_text(policy)
+    (folder / "rules.yaml").write_text(RULES)
+    return Registry(RouterConfig.load(folder), folder)
+
+
+def requests(n: int, seed: int) -> list[RoutingRequest]:
+    """Plain requests mostly, with tenants, rules, candidates, exclusions, limits and new task types mixed in."""
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        kind = rnd.random()
+        task_type = rnd.choice(["chat", "chat", "chat", "code", f"new{i % 7}"])
+        tenant = rnd.choice([None, None, "acme", "eu"])
+        if kind < 0.7:
+            out.append(build_request(task_type, tenant=tenant, request_id=f"r{i}"))
+        elif kind < 0.75:
+            out.append(build_request(task_type, tenant=tenant, request_id=f"r{i}", metadata={"tier": "vip"}))
+        elif kind < 0.82:
+            out.append(build_request(task_type, request_id=f"r{i}", candidates=["budget", "balanced"]))
+        elif kind < 0.88:
+            out.append(build_request(task_type, request_id=f"r{i}", exclude=["budget"]))
+        elif kind < 0.94:
+            out.append(build_request(task_type, request_id=f"r{i}", max_cost_usd=0.0001))  # none eligible
+        else:
+            out.append(build_request(task_type, request_id=f"r{i}", capabilities=["vision"]))
+    return out
+
+
+def open_circuit(logic: DecideLogic, key: str, at_s: float) -> None:
+    """Three failures of ``premium`` for ``key``: its circuit opens, and is half-open after the cooldown."""
+    snapshot = logic.registry.snapshot
+    policy = TaskPolicy(circuit_consecutive_failures=3, circuit_cooldown_s=10.0)
+    state = snapshot.state_for(logic.states.get(key))
+    for t in range(3):
+        state = update(state, snapshot.models, policy, Outcome("premium", error="timeout", at_s=at_s + t))
+    logic.states.offer(key, state)
+
+
+def learn(logic: DecideLogic, key: str, model: str, quality: float, at_s: float) -> None:
+    snapshot = logic.registry.snapshot
+    state = snapshot.state_for(logic.states.get(key))
+    logic.states.offer(key, update(state, snapshot.models, TaskPolicy(), Outcome(model, quality, at_s=at_s)))
+
+
+def run(logic: DecideLogic, batch: list[RoutingRequest], encoded: bool) -> list[tuple[Any, ...]]:
+    """Decide ``batch`` in order, learning and opening a circuit at fixed points (the same for both paths)."""
+    out: list[tuple[Any, ...]] = []
+    for i, request in enumerate(batch):
+        if i == 150:
+            learn(logic, "chat", "budget", 1.0, NOW_S)
+        if i == 300:
+            open_circuit(logic, "code", NOW_S - 30.0)  # half-open by now: probes
+        if i == 450:
+            open_circuit(logic, "chat", NOW_S - 1.0)  # open now
+        if encoded:
+            summary, served = logic.decide_encoded(request)
+            out.append((summary, served, None))
+        else:
+            decision = logic.decide(request)
+            out.append((decision, logic.take_shadow(), None))
+    return out
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_encoded_decisions_equal_the_dict_path(tmp_path: Path, policy: str) -> None:
+    batch = requests(600, seed=len(policy))
+    clock = lambda: NOW_S  # noqa: E731 - one fixed time for both paths
+
+    def logic(name: str) -> DecideLogic:
+        return DecideLogic(
+            registry(tmp_path / name, POLICIES[policy]), StateView(), np.random.default_rng(5), "w-1", clock
+        )
+
+    by_dict = run(logic("dict"), batch, encoded=False)
+    by_text = run(logic("text"), batch, encoded=True)
+    fast = 0
+    for (decision, _shadow, _), (summary, served, _) in zip(by_dict, by_text, strict=True):
+        task_type, model, capped, decision_ms, payload = summary
+        event = orjson.loads(payload)
+        RoutingDecision.model_validate_json(payload)
+        assert event["decision_ms"] == decision_ms >= 0.0
+        expected = orjson.loads(orjson.dumps(decision))
+        del event["decision_ms"], expected["decision_ms"]
+        assert event == expected
+        assert list(event) == list(expected)  # the same field order too
+        assert (task_type, model, capped) == (
+            decision["task_type"],
+            decision["model"],
+            decision["reasons"]["capped"],
+        )
+        assert served == (served_fields(decision) if decision["model"] is not None else None)
+        fast += decision["candidates"] != [] and not decision["reasons"]["rules"][:1] == ["pin-vip"]
+    assert fast > 300  # most decisions took the text path
+
+
+def test_shadow_decisions_still_come_with_encoded_ones(tmp_path: Path) -> None:
+    logic = DecideLogic(registry(tmp_path, POLICIES["shadow"]), StateView(), np.random.default_rng(1), "w")
+    summary, _ = logic.decide_encoded(build_request("chat", request_id="r1"))
+    shadow = logic.take_shadow()
+    assert shadow is not None and shadow["shadow"] and shadow["request_id"] == "r1"
+    assert orjson.loads(summary[4])["shadow"] is False
+
+
+def test_a_fast_path_request_decides_as_its_model(tmp_path: Path) -> None:
+    taken = [fast_request(encode(request), 65536) for request in requests(300, seed=3)]
+    fast = [f for f in taken if f is not None]
+    assert len(fast) > 150
+    clock = lambda: NOW_S  # noqa: E731
+
+    def decided(name: str, batch: list[Any]) -> list[Any]:
+        reg = registry(tmp_path / name, POLICIES["per_tenant"])
+        logic = DecideLogic(reg, StateView(), np.random.default_rng(9), "w", clock)
+        return [orjson.loads(logic.decide_encoded(r)[0][4]) | {"decision_ms": 0} for r in batch]
+
+    assert decided("fast", fast) == decided("model", [f.full() for f in fast])
