@@ -140,7 +140,7 @@ class _BlockText:
         names = block.plan.name_tuple
         self.static = (filtered, circuit_open)
         self.state_version = int(version)
-        self.policy_name = policy_name
+        self.policy_name = policy_name or POLICY_NAME
         self.model = {name: b'"model":' + dumps(name) for name in {*names, *(row[0] for row in block.rows)}}
         text = dumps(np.ascontiguousarray(block.z), option=OPT_SERIALIZE_NUMPY)
         self.rows = text[2:-2].split(b"],[")
@@ -190,7 +190,7 @@ class _BlockText:
             if len(self.shapes) >= self.MAX_SHAPES:
                 self.shapes.clear()
             filtered, circuit_open = self.static
-            policy = {"name": self.policy_name or POLICY_NAME, "version": version}
+            policy = {"name": self.policy_name, "version": version}
             shape = self.shapes[shape_key] = (
                 b',"task_type":' + dumps(task_type) + b',"tenant":' + dumps(tenant) + b",",
                 b',"policy":'

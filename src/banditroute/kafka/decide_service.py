@@ -59,7 +59,7 @@ from banditroute.events import DeadLetter, DeadLetterReason, RoutingRequest
 from banditroute.kafka.fast_request import FastRequest, fast_request
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, build_handoff, ignore_handoff
 from banditroute.kafka.low_lane import LOW_LANE_BYTES, LOW_LANE_MAX, LowLane, Parked
-from banditroute.kafka.outbox import PartitionBatches
+from banditroute.kafka.outbox import NO_HEADERS, PartitionBatches
 from banditroute.kafka.own_thread import OwnThreadLoop
 from banditroute.kafka.replies import ReplySender
 from banditroute.kafka.spill import LANE_WITH_SPILL, SPILL_PER_POLL, task_type_of
@@ -565,11 +565,11 @@ class DecideService(OwnThreadLoop):
             partition = record.partition
         else:
             partition = partition_for(key, partitions)
+        headers = self._headers if self.follow else NO_HEADERS
+        if not out.try_append(self.decisions_topic, partition, key, payload, headers):  # batch full: ship it
+            await out.add(self.decisions_topic, partition, key, payload, headers)
         if self.follow:
-            await out.add(self.decisions_topic, partition, key, payload, self._headers)
             self._joinable.setdefault(partition, []).append(served)
-        else:
-            await out.add(self.decisions_topic, partition, key, payload)
         shadow = self.logic.take_shadow()
         if shadow is not None and self.shadow_topic:
             await out.add(self.shadow_topic, partition, key, orjson.dumps(shadow))
