@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -110,6 +111,7 @@ async def run_route_bench(
         measuring = False
         every = round(1.0 / feedback) if feedback > 0 else 0
         answered: list[tuple[str, str]] = []  # (request_id, model) of the measured decisions, with feedback
+        picked: list[str | None] = []
 
         async def one() -> bool:
             nonlocal failed
@@ -119,9 +121,10 @@ async def run_route_bench(
                 failed += measuring
                 return False
             if measuring:
-                models[str(decision.model)] = models.get(str(decision.model), 0) + 1
-                if every and decision.model is not None:
-                    answered.append((decision.request_id, decision.model))
+                chosen = decision.model
+                picked.append(chosen)  # counted after the run: the bench's own cost per call stays small
+                if every and chosen is not None:
+                    answered.append((decision.request_id, chosen))
             return measuring
 
         await drive(one, warmup, rate, concurrency)
@@ -133,6 +136,8 @@ async def run_route_bench(
         cpu = time.process_time()
         latencies, wall = await drive(one, requests, rate, concurrency)
         cpu = time.process_time() - cpu
+        for name, count in Counter(map(str, picked)).items():
+            models[name] = count
         lags: list[float] = []
         if local is not None:
             await local.flush()
