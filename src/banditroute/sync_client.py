@@ -78,6 +78,10 @@ class SyncRouterClient:
                 return self._call(client.route_request(plain.full(), timeout_s=kwargs.get("timeout_s")))
         return self._call(client.route(task_type, **kwargs))
 
+    def flush(self) -> None:
+        """Wait until everything sent so far (feedback, requests, local-mode decisions) is on the broker."""
+        self._call(self.client.flush())
+
     def feedback(self, **kwargs: Any) -> Feedback:
         """Same arguments as :meth:`RouterClient.feedback`."""
         return self._call(self.client.feedback(**kwargs))

@@ -111,6 +111,22 @@ def test_route_local_mode_reports_latency_and_publish_lag(kafka_bootstrap: str, 
 
 
 @pytest.mark.kafka
+def test_route_local_sync_client_from_threads(kafka_bootstrap: str, unique_prefix: str) -> None:
+    from banditroute.cli.bench_cmd import bench
+
+    args = ["route", "--mode", "local", "--client", "sync", "-n", "300", "-c", "3", "--rate", "2000"]
+    out = CliRunner().invoke(
+        bench,
+        [*args, "--warmup", "20", "--format", "json"],
+        env={"BANDITROUTE_KAFKA_BOOTSTRAP": kafka_bootstrap, "BANDITROUTE_TOPIC_PREFIX": unique_prefix},
+    )
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    assert result["client"] == "sync" and result["answered"] == 300 and result["published"] == 300
+    assert sum(result["models"].values()) == 300 and result["cpu_us_per_route"] > 0
+
+
+@pytest.mark.kafka
 def test_route_local_feedback_is_learnt_by_a_worker(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:

@@ -19,19 +19,26 @@ THREADS = 4
 EACH = 1_000
 
 
-async def test_decisions_from_several_threads_are_all_valid_and_published_once() -> None:
-    producer = BatchProducer()
+async def _started(producer: BatchProducer, client_id: str) -> LocalRouter:
+    """A local router on the packaged config whose publisher ships to ``producer``; its reader is not run: the
+    topics count as read (the prior states), and fresh for an hour."""
     local = LocalRouter(
         Settings.model_validate({}),
         producer,
-        client_id="client-threads",
+        client_id=client_id,
         seed=7,
         config=RouterConfig.load(PACKAGED_CONFIG),
     )
-    local.reader.caught_up.set()  # as if the topics had been read: the packaged config's prior states
+    local.reader.caught_up.set()
     local.reader.polled_at = time.monotonic() + 3600.0
     await local.publisher.start([local.decisions_topic, local.shadow_topic])
     local.publisher.linger_s = 0.001
+    return local
+
+
+async def test_decisions_from_several_threads_are_all_valid_and_published_once() -> None:
+    producer = BatchProducer()
+    local = await _started(producer, "client-threads")
 
     def route_many(thread: int) -> list[RoutingDecision]:
         made = []
@@ -64,12 +71,7 @@ async def test_decisions_from_several_threads_are_all_valid_and_published_once()
 async def test_a_stopped_local_router_decides_nothing_more() -> None:
     """After close a caller in another thread is told ``closed`` (it then goes through the loop, which falls
     back): no decision is made that could no longer be published."""
-    local = LocalRouter(
-        Settings.model_validate({}), BatchProducer(), client_id="c", config=RouterConfig.load(PACKAGED_CONFIG)
-    )
-    local.reader.caught_up.set()
-    local.reader.polled_at = time.monotonic() + 3600.0
-    await local.publisher.start([local.decisions_topic, local.shadow_topic])
+    local = await _started(BatchProducer(), "c")
     plain = plain_call("chat", None, None, None)
     assert plain is not None
     assert isinstance(await asyncio.to_thread(local.decide_now, plain), RoutingDecision)

@@ -168,6 +168,83 @@ async def run_route_bench(
     return result
 
 
+def run_sync_route_bench(
+    settings: Settings, *, requests: int, concurrency: int, task_type: str, warmup: int, rate: float = 0.0
+) -> dict[str, Any]:
+    """Local mode through ``SyncRouterClient``: ``warmup`` unmeasured then ``requests`` measured ``route()``
+    calls from ``concurrency`` threads (each its share of the ``rate`` schedule), decided in the calling
+    threads. Same report as :func:`run_route_bench`."""
+    import threading
+
+    from banditroute.client import RouteTimeout, SyncRouterClient
+
+    with SyncRouterClient(
+        settings,
+        mode="local",
+        local_fallback="default",
+        task_types=(task_type,),
+        start_timeout_s=10.0,
+        max_pending=max(100_000, requests + warmup),
+    ) as sync:
+        local = sync.client.local
+        if sync.client.degraded:
+            raise RuntimeError(sync.client.degraded)
+        if local is None or local.unavailable() is not None:
+            raise RuntimeError(f"local mode: the routing snapshot is {local and local.unavailable()}")
+        sync.client.default_route = None  # a fallback raises instead of answering unmeasured
+        for _ in range(warmup):
+            sync.route(task_type)
+        sync.flush()
+        local.publisher.lags_ms.clear()
+        latencies: list[list[float]] = [[] for _ in range(concurrency)]
+        picked: list[list[str | None]] = [[] for _ in range(concurrency)]
+        start = time.perf_counter()
+
+        def caller(k: int) -> None:
+            mine, chosen = latencies[k], picked[k]
+            for i in range(k, requests, concurrency):
+                if rate > 0:
+                    delay = start + i / rate - time.perf_counter()
+                    if delay > 0.001:
+                        time.sleep(delay)
+                t0 = time.perf_counter()
+                try:
+                    decision = sync.route(task_type)
+                except RouteTimeout:  # fell back: counted as failed
+                    continue
+                mine.append((time.perf_counter() - t0) * 1000.0)
+                chosen.append(decision.model)
+
+        cpu = time.process_time()
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(concurrency)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu
+        sync.flush()
+        lags = list(local.publisher.lags_ms)
+    answered = [ms for mine in latencies for ms in mine]
+    models = Counter(str(m) for chosen in picked for m in chosen)
+    return {
+        "mode": "local",
+        "client": "sync",
+        "requests": requests,
+        "concurrency": concurrency,
+        "rate_target_per_s": rate or "unpaced",
+        "answered": len(answered),
+        "failed": requests - len(answered),
+        "route_per_s": len(answered) / wall if wall > 0 else 0.0,
+        "cpu_us_per_route": cpu / max(1, requests) * 1e6,
+        "latency_ms": summary_ms(answered),
+        "published": len(lags),
+        "publish_lag_ms": summary_ms(lags),
+        "models": dict(models),
+        "no_answer": None,
+    }
+
+
 def learnt_count(client: Any, task_type: str) -> int:
     """Outcomes learnt into ``task_type``'s state, as the client last read it from the state topic (local
     mode; -1 in remote mode, which holds no state)."""
@@ -209,4 +286,4 @@ async def learn_back(
     }
 
 
-__all__ = ["drive", "percentile", "run_route_bench", "summary_ms"]
+__all__ = ["drive", "percentile", "run_route_bench", "run_sync_route_bench", "summary_ms"]

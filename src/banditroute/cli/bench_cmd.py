@@ -105,6 +105,15 @@ def policy(fmt: str, models: int, seconds: float, iterations: int | None) -> Non
     show_default=True,
     help="With --feedback: stop waiting after this many seconds without a newly learnt outcome.",
 )
+@click.option(
+    "--client",
+    "client_kind",
+    type=click.Choice(["async", "sync"]),
+    default="async",
+    show_default=True,
+    help="Local mode: sync calls SyncRouterClient.route() from --concurrency threads instead of awaiting "
+    "RouterClient.route() in tasks.",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def route(
     requests: int,
@@ -118,6 +127,7 @@ def route(
     rate: float,
     feedback: float,
     learn_timeout_s: float,
+    client_kind: str,
     fmt: str,
 ) -> None:
     """p50/p99/p999 of route(), route()/s and CPU per route from one process. --mode remote: round trips
@@ -128,8 +138,23 @@ def route(
 
     if feedback > 0 and mode != "local":
         raise click.BadParameter("is measured in local mode only", param_hint="--feedback")
+    if client_kind == "sync" and (mode != "local" or feedback > 0):
+        raise click.BadParameter("measures local mode, without --feedback", param_hint="--client sync")
     ctx = make_ctx(bootstrap, topic_prefix, fmt)
     try:
+        if client_kind == "sync":
+            from banditroute.bench.route import run_sync_route_bench
+
+            result = run_sync_route_bench(
+                ctx.settings,
+                requests=requests,
+                concurrency=concurrency,
+                task_type=task_type,
+                warmup=warmup,
+                rate=rate,
+            )
+            emit(result, fmt, "banditroute bench route --mode local --client sync")
+            return
         result = asyncio.run(
             run_route_bench(
                 ctx.settings,
