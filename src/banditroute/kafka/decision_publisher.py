@@ -295,7 +295,10 @@ class DecisionPublisher:
             return
         await self.flush(timeout_s)
         left = self._pending
-        for task in (self._task, *self._acks):
+        self._task.cancel()
+        with contextlib.suppress(BaseException):
+            await self._task
+        for task in list(self._acks):  # the shipper, cancelled while sending, may have added one
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
