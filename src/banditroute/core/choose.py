@@ -84,29 +84,18 @@ def choose(
     ``rng`` (see :class:`Block`): the same seed and the same sequence of calls give the same choices, and each
     decision is still an independent draw from the posterior of this state version.
     """
-    cache = state.cache
     if pinned is None and capacity is None:
-        hot = cache.get(_HOT)
-        if (
-            hot is not None
-            and hot.rng is rng
-            and hot.pos < hot.size
-            and hot.models is models
-            and hot.policy is policy
-            and hot.constraints is constraints
-            and hot.since_s <= now_s < hot.until_s
-        ):
-            return hot.take()  # type: ignore[no-any-return]
+        source = hot_block(state, models, policy, constraints, rng, now_s)
+        if isinstance(source, Block):
+            return source.take()
+        assert source.fixed is not None  # hot_block returns a plan only for its fixed answer
+        return source.fixed
     plan = get_plan(state, models, policy, constraints, now_s, capacity)
     if plan.fixed is not None:
         return plan.fixed
     block = block_for(state, plan, rng)
-    if pinned is not None:
-        if pinned in plan.means:
-            return _pinned_choice(state, plan, pinned, block)
-    elif capacity is None:
-        block.constraints = constraints
-        cache[_HOT] = block
+    if pinned is not None and pinned in plan.means:
+        return _pinned_choice(state, plan, pinned, block)
     return block.take()
 
 
