@@ -141,30 +141,26 @@ def route(
     if client_kind == "sync" and (mode != "local" or feedback > 0):
         raise click.BadParameter("measures local mode, without --feedback", param_hint="--client sync")
     ctx = make_ctx(bootstrap, topic_prefix, fmt)
+    common: dict[str, Any] = {
+        "requests": requests,
+        "concurrency": concurrency,
+        "task_type": task_type,
+        "warmup": warmup,
+        "rate": rate,
+    }
     try:
         if client_kind == "sync":
             from banditroute.bench.route import run_sync_route_bench
 
-            result = run_sync_route_bench(
-                ctx.settings,
-                requests=requests,
-                concurrency=concurrency,
-                task_type=task_type,
-                warmup=warmup,
-                rate=rate,
-            )
+            result = run_sync_route_bench(ctx.settings, **common)
             emit(result, fmt, "banditroute bench route --mode local --client sync")
             return
         result = asyncio.run(
             run_route_bench(
                 ctx.settings,
-                requests=requests,
-                concurrency=concurrency,
-                task_type=task_type,
+                **common,
                 timeout_s=timeout_s,
-                warmup=warmup,
                 mode="local" if mode == "local" else "remote",
-                rate=rate,
                 feedback=feedback,
                 learn_timeout_s=learn_timeout_s,
             )
