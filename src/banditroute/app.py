@@ -136,8 +136,12 @@ class Router(JoinIO):
             use_partitioner=True,
             changelog_topic=self.state_topic,
         )
-        self.pending_view = StagedTable(self.request_to_pending, self._partition_of_request)
-        self.early_view = StagedTable(self.request_to_early_feedback, self._partition_of_request)
+        self.pending_view = StagedTable(
+            self.request_to_pending, self._partition_of_request, self._partitions_of_requests
+        )
+        self.early_view = StagedTable(
+            self.request_to_early_feedback, self._partition_of_request, self._partitions_of_requests
+        )
         self.join = JoinLogic(
             PendingStore(self.pending_view),
             self.early_view,

@@ -41,7 +41,7 @@ from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, skip_own
 from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.partition_reader import PartitionReader
 from banditroute.kafka.staged import StagedTable
-from banditroute.kafka.topics import partition_for
+from banditroute.kafka.topics import partition_for, partitions_for
 from banditroute.services import WorkerApp
 from banditroute.settings import Settings
 from banditroute.web.top import TopTaskTypes
@@ -54,6 +54,8 @@ AHEAD_WAIT_S = 0.02
 """When the decisions reader has met the worker's own decisions before their handoff, it waits this long before
 its next read, so the handoffs come first and it can seek past those records instead of parsing them."""
 MAX_OWN_RANGES = 4096
+OUTCOME_KEYS_KEPT = 4096
+"""State keys whose encoded key and outcomes partition the join keeps (all of them are dropped past that)."""
 """Own record batches remembered per partition for the reader to seek past (older ones are just read)."""
 
 
@@ -113,6 +115,7 @@ class JoinIO:
         self._only_own = False  # the decisions reader's last batch held only this assignment's own decisions
         self._synced: tuple[frozenset[int], int] | None = None
         self._drainer: asyncio.Future[None] | None = None
+        self._outcome_keys: dict[str, tuple[bytes, int]] = {}  # state key -> (JSON key, outcomes partition)
 
     # -- ownership -------------------------------------------------------------------------------------
     async def _release(self) -> None:
@@ -169,6 +172,10 @@ class JoinIO:
     def _partition_of_request(self, request_id: str) -> int:
         """Where Kafka's default partitioner puts a record keyed by this request id (decisions, feedback)."""
         return partition_for(request_id.encode(), self.settings.partitions)
+
+    def _partitions_of_requests(self, request_ids: list[str]) -> list[int]:
+        """:meth:`_partition_of_request` of many request ids, hashed together."""
+        return partitions_for([r.encode() for r in request_ids], self.settings.partitions)
 
     def _join_floor(self, partition: int) -> int | None:
         """The oldest decisions offset of ``partition`` the join still needs after a restart."""
@@ -281,8 +288,7 @@ class JoinIO:
         await self.pending_view.flush(self.outbox.send_to)
         await self.early_view.flush(self.outbox.send_to)
         await self.outbox.drain()
-        for result in results:
-            await self._publish(result)
+        await self._publish(results)
         await self.outbox.drain()
 
     async def _join_record(self, msg: Any, results: list[JoinResult], worker: bool = False) -> None:
@@ -311,7 +317,7 @@ class JoinIO:
                 tag = TAG_WORKER if worker else TAG_DECISIONS
                 results.append(self.join.on_decision(decision, msg.partition, msg.offset, now, tag))
             else:
-                results.append(await self._join_one_feedback(msg, now))
+                await self._join_one_feedback(msg, now, results)
         except Exception as exc:  # never let one record stop the join; the bug is kept with its input
             log.exception("join failed", extra={"topic": msg.topic, "offset": msg.offset})
             await self._dead_letter(
@@ -323,12 +329,18 @@ class JoinIO:
                 f"the join failed on this record: {type(exc).__name__}: {exc}",
             )
 
-    async def _join_one_feedback(self, msg: Any, now: float) -> JoinResult:
+    async def _join_one_feedback(self, msg: Any, now: float, results: list[JoinResult]) -> None:
+        """Join one feedback record; what it produces is added to the last result (so in order: outcomes are
+        published in the order they were produced, which each source's watermark needs) or a new one."""
+        last = results[-1] if results else None
         fields = fast_feedback(msg.value, self.settings.max_payload_bytes, self.registry.model_names)
         if fields is not None:  # the common shape, checked without pydantic (kafka/fast_feedback.py)
-            return self.join.on_feedback(
-                FeedbackRecord(fields, bytes(msg.value), msg.partition, msg.offset), now
+            result = self.join.on_feedback(
+                FeedbackRecord(fields, bytes(msg.value), msg.partition, msg.offset), now, last
             )
+            if result is not last:
+                results.append(result)
+            return
         checked = decode_record(
             Feedback,
             msg.value,
@@ -341,23 +353,35 @@ class JoinIO:
         if isinstance(checked, DeadLetter):
             self.dead_letters.record(checked.reason)
             await self.outbox.send(self.deadletter.get_topic_name(), msg.topic.encode(), encode(checked))
-            return JoinResult()
+            return
         fields = checked.model_dump(mode="json", exclude_none=True)
-        return self.join.on_feedback(FeedbackRecord(fields, bytes(msg.value), msg.partition, msg.offset), now)
+        result = self.join.on_feedback(
+            FeedbackRecord(fields, bytes(msg.value), msg.partition, msg.offset), now, last
+        )
+        if result is not last:
+            results.append(result)
 
-    async def _publish(self, result: JoinResult) -> None:
-        topic = self.outcomes.get_topic_name()
-        for outcome in result.outcomes:
-            # the key is JSON, like the state table's, so an outcome and its state share a partition
-            key = orjson.dumps(outcome["task_key"])
-            await self.outbox.send_to(
-                topic, key, orjson.dumps(outcome), partition_for(key, self.settings.state_partitions)
-            )
-        for rej in result.rejections:
-            await self._dead_letter(
-                rej.raw, self.feedback.get_topic_name(), rej.partition, rej.offset, rej.reason, rej.error
-            )
-        self.counters.update(result.counters)
+    async def _publish(self, results: list[JoinResult]) -> None:
+        topic, send = self.outcomes.get_topic_name(), self.outbox.send_to
+        keys, partitions = self._outcome_keys, self.settings.state_partitions
+        counts: Counter[str] = Counter()
+        for result in results:
+            for outcome in result.outcomes:
+                # the key is JSON, like the state table's, so an outcome and its state share a partition
+                task_key = outcome["task_key"]
+                known = keys.get(task_key)
+                if known is None:
+                    if len(keys) >= OUTCOME_KEYS_KEPT:
+                        keys.clear()
+                    key = orjson.dumps(task_key)
+                    known = keys[task_key] = (key, partition_for(key, partitions))
+                await send(topic, known[0], orjson.dumps(outcome), known[1])
+            for rej in result.rejections:
+                await self._dead_letter(
+                    rej.raw, self.feedback.get_topic_name(), rej.partition, rej.offset, rej.reason, rej.error
+                )
+            counts.update(result.counters)
+        self.counters.update(counts)
 
     async def _dead_letter(
         self, raw: bytes | None, topic: str, partition: int, offset: int, reason: str, error: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from banditroute.agents.join import COMPACT_MIN, FeedbackRecord, JoinLogic, JoinPolicy, decision_id_for
+from banditroute.agents.pending import PendingStore
 
 
 def decision(request_id: str, capped: str | None) -> dict[str, Any]:
@@ -92,3 +93,21 @@ def test_the_bound_is_over_every_partition_and_the_growing_one_gives_up_its_own(
     assert "capped_given_up" not in join.on_tick(0, 100, sent_at_s=1).counters
     join.forget_held()  # a rebalance: the queues go with the entries
     assert join.sizes()["capped_queued"] == 0
+
+
+def test_the_capped_count_is_rebuilt_from_the_decisions_read_again() -> None:
+    """After a rebalance or a restart the decisions are read again from the join's committed offset; each carries
+    ``reasons.capped``, so the re-read capped ones count against the bound again (it does not start from zero)."""
+    join = JoinLogic(
+        PendingStore({}), {}, lambda _t: JoinPolicy(wait_s=60, keep_joined_s=5), max_capped=lambda: 3
+    )
+    for i in range(3):
+        join.on_decision(decision(f"c{i}", "max_task_types"), 0, i, now_s=0)
+    join.forget_held()  # the in-memory entries and the capped queues go
+    assert join.sizes()["capped_queued"] == 0 and len(join.pending) == 0
+    for i in range(3):  # read again from the committed offset
+        join.on_decision(decision(f"c{i}", "max_task_types"), 0, i, now_s=1)
+    assert join.sizes()["capped_queued"] == 3 and join.given_up == 0
+    more = join.on_decision(decision("c3", "max_task_types"), 0, 3, now_s=1)
+    assert more.counters.get("capped_given_up") == 1
+    assert {k for k in join.pending} == {"c1", "c2", "c3"}

@@ -219,7 +219,7 @@ class JoinLogic:
         entry = Pending(*served[1:10], deadline_s=now_s + self.join_policy(task_type).wait_s, dec_off=offset)
         p = orjson.loads(parked)
         fb = FeedbackRecord(p["fb"], bytes.fromhex(p["raw"]), p["p"], p["o"])
-        result.merge(self._join(request_id, entry, fb, src, offset, now_s, partition))
+        self._join(request_id, entry, fb, src, offset, now_s, partition, result)
         if entry.status == PENDING:  # the parked feedback was rejected: the decision still waits
             self._store(request_id, entry, partition)
             if capped:
@@ -261,12 +261,13 @@ class JoinLogic:
         self.committed = {}
 
     # -- feedback --------------------------------------------------------------------------------------
-    def on_feedback(self, fb: FeedbackRecord, now_s: float) -> JoinResult:
-        """Join one feedback event."""
+    def on_feedback(self, fb: FeedbackRecord, now_s: float, result: JoinResult | None = None) -> JoinResult:
+        """Join one feedback event; what it produces goes to ``result`` (a new one if not given), returned."""
+        if result is None:
+            result = JoinResult()
         request_id = fb.fields.get("request_id") or request_id_of(str(fb.fields.get("decision_id")))
         raw = self.pending.get(request_id)
         if raw is None:
-            result = JoinResult()
             if request_id in self.early:
                 self._reject(
                     result, fb, "duplicate_feedback", f"request {request_id!r} already has feedback waiting"
@@ -287,9 +288,10 @@ class JoinLogic:
             heapq.heappush(self._early_deadlines.setdefault(fb.partition, []), (deadline, request_id))
             result.count("parked_feedback")
             return result
-        return self._join(
-            request_id, Pending.decode(raw, request_id), fb, fb.src, fb.offset, now_s, fb.partition
+        self._join(
+            request_id, Pending.decode(raw, request_id), fb, fb.src, fb.offset, now_s, fb.partition, result
         )
+        return result
 
     @staticmethod
     def _reject(result: JoinResult, fb: FeedbackRecord, reason: str, error: str) -> None:
@@ -305,8 +307,8 @@ class JoinLogic:
         offset: int,
         now_s: float,
         partition: int,
-    ) -> JoinResult:
-        result = JoinResult()
+        result: JoinResult,
+    ) -> None:
         fields = fb.fields
         if fields.get("decision_id") not in (None, entry.decision_id):
             self._reject(
@@ -315,21 +317,21 @@ class JoinLogic:
                 "unknown_request",
                 f"decision_id {fields.get('decision_id')!r} does not match request {request_id!r}",
             )
-            return result
+            return
         if entry.status == JOINED:
             if (entry.fb_part, entry.fb_off) == (fb.partition, fb.offset) and entry.outcome:
                 # The very feedback record that was joined, delivered again after a crash: publish the stored
                 # outcome again at its original position; the learner skips it if it was learnt already.
                 result.outcomes.append(entry.outcome)
                 result.count("redelivered_feedback")
-                return result
+                return
             self._reject(
                 result,
                 fb,
                 "duplicate_feedback",
                 f"request {request_id!r} was already joined (idempotency key {entry.idempotency_key!r})",
             )
-            return result
+            return
         if fields.get("model") not in (entry.model, *entry.fallbacks):
             self._reject(
                 result,
@@ -338,7 +340,7 @@ class JoinLogic:
                 f"feedback names model {fields.get('model')!r} but the decision routed to {entry.model!r} "
                 f"with fallbacks {list(entry.fallbacks)}",
             )
-            return result
+            return
         late = entry.status == EXPIRED
         policy = self.join_policy(entry.task_type)
         entry.status = JOINED
@@ -358,10 +360,9 @@ class JoinLogic:
                     "late_feedback",
                     f"feedback for {request_id!r} arrived after the {policy.wait_s:g} s reward window",
                 )
-                return result
+                return
         result.outcomes.append(outcome)
         result.count("late_feedback" if late else "joined")
-        return result
 
     @staticmethod
     def _outcome(

@@ -19,9 +19,16 @@ import orjson
 class StagedTable(MutableMapping[str, bytes]):
     """Reads and writes the table's local store; :meth:`flush` sends the staged changelog records."""
 
-    def __init__(self, table: Any, partition_of: Callable[[str], int]) -> None:
+    def __init__(
+        self,
+        table: Any,
+        partition_of: Callable[[str], int],
+        partitions_of: Callable[[list[str]], list[int]] | None = None,
+    ) -> None:
         self.table = table
         self.partition_of = partition_of
+        self.partitions_of = partitions_of
+        """Optional: ``partition_of`` of many keys at once (hashed together: a flush writes thousands)."""
         self.staged: dict[str, bytes | None] = {}
 
     def __getitem__(self, key: str) -> bytes:
@@ -67,8 +74,13 @@ class StagedTable(MutableMapping[str, bytes]):
         topic = self.table.changelog_topic.get_topic_name()
         serializer = self.table.key_serializer or "json"
         dumps = orjson.dumps if serializer == "json" else partial(codecs.dumps, serializer)  # the same JSON
-        for key, value in self.staged.items():
-            await send(topic, dumps(key), value, self.partition_of(key))
+        keys = list(self.staged)
+        if self.partitions_of is not None:
+            partitions = self.partitions_of(keys)
+        else:
+            partitions = [self.partition_of(key) for key in keys]
+        for key, partition in zip(keys, partitions, strict=True):
+            await send(topic, dumps(key), self.staged[key], partition)
         n = len(self.staged)
         self.staged = {}
         return n
