@@ -195,34 +195,20 @@ class Router(JoinIO):
         )
         # decisions others publish reach the join through a raw batch loop on faust's assignment; it also
         # rebuilds the pending entries after a restart or a rebalance (kafka/partition_reader.py, join_io.py)
-        self.decision_reader = PartitionReader(
+        self.decision_reader = self._reader(
             self._join_decisions,
-            bootstrap=s.kafka_bootstrap,
-            topic=self.decisions.get_topic_name(),
-            group_id=f"{s.app_id}.join-decisions",
-            security=s.aiokafka_security(),
+            self.decisions,
+            "join-decisions",
             floor=self._join_floor,
             on_commit=self._on_join_commit,
             skip=self._skip_own,  # the worker's own decisions reach the join in memory
         )
         # feedback and outcomes too: faust's agents on them only hold the assignment (kafka/faust_hold.py);
         # each reader starts where faust's group left off when its own group has no offset yet
-        self.feedback_reader = PartitionReader(
-            self._join_feedback_records,
-            bootstrap=s.kafka_bootstrap,
-            topic=self.feedback.get_topic_name(),
-            group_id=f"{s.app_id}.join-feedback",
-            security=s.aiokafka_security(),
-            seed_group=s.app_id,
+        self.feedback_reader = self._reader(
+            self._join_feedback_records, self.feedback, "join-feedback", seed=True
         )
-        self.learn_reader = PartitionReader(
-            self._learn_records,
-            bootstrap=s.kafka_bootstrap,
-            topic=self.outcomes.get_topic_name(),
-            group_id=f"{s.app_id}.learn",
-            security=s.aiokafka_security(),
-            seed_group=s.app_id,
-        )
+        self.learn_reader = self._reader(self._learn_records, self.outcomes, "learn", seed=True)
         app.held_topics = frozenset({self.feedback.get_topic_name(), self.outcomes.get_topic_name()})
         app.agent(self.feedback, name="join_feedback")(self._held_by_reader)
         app.agent(self.outcomes, name="learn")(self._held_by_reader)
@@ -251,6 +237,22 @@ class Router(JoinIO):
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.timer(FOLLOW_INTERVAL_S)(self._follow_assignment)
+
+    def _reader(
+        self, handle: Any, topic: Any, group: str, *, seed: bool = False, **kwargs: Any
+    ) -> PartitionReader:
+        """A batch reader of ``topic`` for this worker, committing in the group ``<app_id>.<group>`` (seeded from
+        faust's group if ``seed``)."""
+        s = self.settings
+        return PartitionReader(
+            handle,
+            bootstrap=s.kafka_bootstrap,
+            topic=topic.get_topic_name(),
+            group_id=f"{s.app_id}.{group}",
+            security=s.aiokafka_security(),
+            seed_group=s.app_id if seed else None,
+            **kwargs,
+        )
 
     # -- services -----------------------------------------------------------------------------------------
     async def ensure_topics(self, *, create: bool = True) -> int:

@@ -7,6 +7,7 @@ and a broken optional dependency of one command never breaks the others.
 from __future__ import annotations
 
 import importlib
+import signal
 from typing import Any
 
 import click
@@ -34,6 +35,16 @@ COMMANDS: dict[str, str] = {
 }
 
 
+STOPPED_BY_SIGTERM_WHILE_STARTING = frozenset({"worker"})
+"""Commands that exit 0 on SIGTERM while they are still importing and setting up: the worker takes seconds to
+get there on a loaded machine, and faust installs its own SIGTERM handler only once the worker runs; until
+then there is nothing to clean up, but the signal's default action ended the process as -15."""
+
+
+def _exit_cleanly(_signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
 
@@ -43,6 +54,11 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self._lazy))
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] in STOPPED_BY_SIGTERM_WHILE_STARTING:
+            signal.signal(signal.SIGTERM, _exit_cleanly)  # before the command's imports
+        return super().resolve_command(ctx, args)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self._lazy:

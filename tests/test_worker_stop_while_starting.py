@@ -1,0 +1,39 @@
+"""A worker stopped with SIGTERM while it is still setting up exits 0 (faust's own handler is not installed yet;
+the signal's default action made it exit -15)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_sigterm_while_the_worker_sets_up_exits_cleanly(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # a "broker" that accepts connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(120)
+        env = {
+            **os.environ,
+            "BANDITROUTE_KAFKA_BOOTSTRAP": f"127.0.0.1:{silent.getsockname()[1]}",
+            "BANDITROUTE_DATA_DIR": str(tmp_path / "data"),
+            "BANDITROUTE_WEB_ENABLED": "false",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "banditroute", "worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            conn, _ = silent.accept()  # the worker is past its imports, creating its topics
+            conn.close()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
