@@ -122,6 +122,14 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the worker's log (for failure messages: pytest keeps few temp folders)."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                return b"".join(fh.readlines()[-lines:]).decode("utf-8", "replace")
+        except OSError as exc:
+            return f"(log unreadable: {exc})"
+
 
 def worker_env(bootstrap: str, prefix: str, config_dir: str, data_dir: str, **extra: str) -> dict[str, str]:
     """Environment for a test worker with its own topics, group and data folder."""

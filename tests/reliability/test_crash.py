@@ -76,4 +76,6 @@ async def test_sigkill_under_load_five_times(
     finally:
         codes = [w.terminate() for w in workers]
     print(f"\ncrash: {'; '.join(report)}; {time.monotonic() - t0:.1f} s")
-    assert codes[-1] == 0, f"last worker exited with {codes[-1]}; see {tmp_path}/w{KILLS}.log"
+    assert codes[-1] == 0, (
+        f"last worker exited with {codes[-1]}; the end of {tmp_path}/w{KILLS}.log:\n{workers[-1].log_tail()}"
+    )
