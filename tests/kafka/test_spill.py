@@ -3,13 +3,16 @@
 With the lane bounded to a few requests, a backlog of new task types does not stop reading: the overflow is
 copied to ``<prefix>.requests-low`` and decided when the loop is idle, established requests behind it are
 decided first, every request is decided exactly once, and both topics' committed offsets reach their ends. A
-crash (the loop cancelled mid-way) loses nothing: the next owner decides every request.
+crash (the loop cancelled mid-way) loses nothing: the next owner decides every request. Requests waiting in the
+spill topic get a share of every step, so traffic of new task types that never lets the lane empty does not hold
+them back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,10 +22,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from banditroute.agents.decide import DecideLogic
+from banditroute.client import build_request
+from banditroute.codec import encode
+from banditroute.events import RoutingRequest
 from banditroute.kafka import decide_service
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.spill import task_type_of
-from tests.kafka.helpers import create_topics
+from banditroute.served import Decided, Served
+from tests.kafka.helpers import create_topics, producer
 from tests.kafka.router_world import read_all
 from tests.kafka.test_priority_lane import (
     CHAT,
@@ -39,12 +46,24 @@ from tests.kafka.test_priority_lane import (
 pytestmark = pytest.mark.kafka
 
 LANE = 50
+BUSY_LANE = 300
+SPILLED = 50
+STREAM_S = 3.0
 
 
 @pytest.fixture(autouse=True)
 def small_lane(monkeypatch: pytest.MonkeyPatch) -> None:
     """A lane of LANE requests, so that most of the backlog overflows into the spill topic."""
     monkeypatch.setattr(decide_service, "LANE_WITH_SPILL", (LANE, 1 << 20))
+
+
+class SlowUntilStopped(SlowOnJunk):
+    """``SlowOnJunk`` until ``fast`` is set."""
+
+    fast = False
+
+    def decide_encoded(self, request: RoutingRequest) -> tuple[Decided, Served | None]:
+        return DecideLogic.decide_encoded(self, request) if self.fast else super().decide_encoded(request)
 
 
 def spilling_service(
@@ -184,3 +203,52 @@ def test_task_type_of_reads_only_a_string_task_type_within_the_size_bound() -> N
     assert task_type_of(b'{"task_type": "junk-1"}', 10) is None  # too large: the full path dead-letters it
     for raw in (b"", b"not json", b"[1]", b'{"task_type": 3}', b'{"request_id": "r"}', None):
         assert task_type_of(raw, 100) is None
+
+
+async def test_spilled_requests_get_their_share_while_new_task_types_keep_coming(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sustained traffic of new task types keeps the lane from ever emptying; requests waiting in the spill
+    topic must still be decided meanwhile (a guaranteed share per step), not only once the traffic stops (or
+    never, if it outlasts the spill topic's retention)."""
+    monkeypatch.setattr(decide_service, "LANE_WITH_SPILL", (10_000, 8 << 20))  # the traffic never spills
+    prefix = unique_prefix
+    await create_topics(
+        kafka_bootstrap,
+        [f"{prefix}.{t}" for t in ("requests", "requests-low", "decisions", "deadletter")],
+        PARTITIONS,
+    )
+    service = spilling_service(tmp_path, prefix, kafka_bootstrap, SlowUntilStopped)
+    logic = service.logic
+    assert isinstance(logic, SlowUntilStopped)
+    service.own_thread = True  # the slow junk decisions must not hold up this loop's producer
+    service.max_batch = BUSY_LANE // 3  # polls smaller than the lane: no one step could empty it
+    task = await start(service)
+    waiting = [f"waiting-{i}" for i in range(SPILLED)]
+    try:
+        async with producer(kafka_bootstrap) as prod:
+            i = 0
+            stream_end: float | None = None
+            while stream_end is None or time.monotonic() < stream_end:
+                for _ in range(50):  # junk at ~1,000/s, twice what SlowOnJunk decides: the lane grows
+                    rid = f"junk-{i}"
+                    i += 1
+                    request = build_request(f"junk-{uuid.uuid4().hex}", request_id=rid)
+                    await prod.send(f"{prefix}.requests", encode(request), key=rid.encode())
+                await asyncio.sleep(0.05)
+                if stream_end is None and len(service.lane) >= BUSY_LANE:
+                    # requests spilled earlier, waiting behind a lane that no longer empties
+                    for rid in waiting:
+                        request = build_request(f"new-{uuid.uuid4().hex}", request_id=rid)
+                        await prod.send(f"{prefix}.requests-low", encode(request), key=rid.encode())
+                    stream_end = time.monotonic() + STREAM_S
+                assert i < 20_000, "the lane never filled: the test lost its point"
+            await prod.flush()
+        decided = {r.key.decode() for r in await decisions(kafka_bootstrap, prefix)}
+        assert service.lane, "the lane emptied: the traffic was not sustained and the test lost its point"
+    finally:
+        logic.fast = True  # so that the stop drains the lane at once
+        service.stop()
+        await task
+    late = [rid for rid in waiting if rid not in decided]
+    assert not late, f"{len(late)} of {SPILLED} spilled requests undecided after {STREAM_S} s of traffic"

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -62,7 +63,7 @@ from banditroute.kafka.low_lane import LOW_LANE_BYTES, LOW_LANE_MAX, LowLane, Pa
 from banditroute.kafka.outbox import NO_HEADERS, PartitionBatches
 from banditroute.kafka.own_thread import OwnThreadLoop
 from banditroute.kafka.replies import ReplySender
-from banditroute.kafka.spill import LANE_WITH_SPILL, SPILL_PER_POLL, task_type_of
+from banditroute.kafka.spill import LANE_WITH_SPILL, SPILL_CHUNK, SPILL_SHARE, task_type_of
 from banditroute.kafka.topics import partition_for
 from banditroute.served import Decided, Served
 
@@ -77,10 +78,14 @@ PRODUCER_TUNING: dict[str, Any] = {"linger_ms": 1, "max_batch_size": 512 * 1024}
 """Producer settings of the decide loop (idem). Large batches: one record batch per partition per poll."""
 MAX_IN_FLIGHT = 4
 """Polled batches whose decisions may await acknowledgement while the next batch is decided."""
-LOW_PER_POLL = 200
-"""Parked requests decided after a poll that returned some records but fewer than ``max_batch``
-(``priority_lane``); none after a full poll (more is waiting: read on); up to ``max_batch`` after an empty
-poll or while the lane is full and nothing is read."""
+LOW_SLICE_S = 0.010
+"""Time a step gives to low-priority work (parked and spilled requests) beyond their shares, while reading
+keeps up: the poll was not full and spilled nothing. A request of an established task type read meanwhile
+waits about that long (more under CPU contention); when nothing else is read the loop takes the next slice at
+once."""
+LANE_SHARE = 10
+"""Parked requests decided in every step, oldest first, whatever else waits: the lane's guaranteed share (its
+requests also hold their partitions' commits back)."""
 
 
 Request = RoutingRequest | FastRequest
@@ -307,17 +312,18 @@ class DecideService(OwnThreadLoop):
                 async with busy:
                     self._check_broken()
                     lane = self.lane
+                    waiting = bool(lane) or (bool(self._spilled) and self._spill_waiting)
                     if lane.full and not self._spilled:
                         batch = {}  # read no further until parked requests are decided
                     else:
-                        timeout_ms = 0 if lane or (self._spilled and self._spill_waiting) else 200
                         batch = await consumer.getmany(
-                            *self._main, timeout_ms=timeout_ms, max_records=self.max_batch
+                            *self._main, timeout_ms=0 if waiting else 200, max_records=self.max_batch
                         )
-                    low = await self._poll_spilled(consumer, lane, batch)
-                    if not batch and not lane and not low:
-                        continue
-                    await self._step(batch, producer, pending, committer, low)
+                    if batch or waiting or self._spilled:
+                        await self._step(batch, producer, pending, committer)
+                if waiting:
+                    # low-priority work goes on in slices: let the fetcher, the sender and the committer run
+                    await asyncio.sleep(0)
             async with busy:
                 # a graceful stop leaves nothing parked to re-read (and re-decide what followed it)
                 self._check_broken()
@@ -367,17 +373,28 @@ class DecideService(OwnThreadLoop):
         self.lane.max_requests, self.lane.max_bytes = LANE_WITH_SPILL
         return True
 
-    async def _poll_spilled(
-        self, consumer: AIOKafkaConsumer, lane: LowLane, batch: dict[TopicPartition, list[Any]]
-    ) -> dict[TopicPartition, list[Any]]:
-        """Spilled requests to decide in this step: only when the lane is empty and the main poll not full."""
-        if not self._spilled or lane or sum(map(len, batch.values())) >= self.max_batch:
-            return {}
+    async def _decide_spilled(
+        self,
+        out: PartitionBatches,
+        producer: AIOKafkaProducer,
+        limit: int,
+        offsets: dict[TopicPartition, int],
+    ) -> int:
+        """Decide up to ``limit`` spilled requests already fetched (no wait); returns how many were taken."""
+        consumer = self._consumer
+        if consumer is None or not self._spilled:
+            return 0
         low: dict[TopicPartition, list[Any]] = await consumer.getmany(
-            *self._spilled, timeout_ms=0, max_records=SPILL_PER_POLL
+            *self._spilled, timeout_ms=0, max_records=limit
         )
-        self._spill_waiting = bool(low)
-        return low
+        taken = 0
+        for tp, records in low.items():
+            for record in records:
+                await self._handle(out, producer, record, park=False)
+            offsets[tp] = records[-1].offset + 1
+            taken += len(records)
+        self._spill_waiting = taken > 0
+        return taken
 
     def _check_broken(self) -> None:
         if self._broken is not None:
@@ -392,16 +409,17 @@ class DecideService(OwnThreadLoop):
         producer: AIOKafkaProducer,
         pending: asyncio.Queue[Any],
         committer: asyncio.Task[None],
-        low: dict[TopicPartition, list[Any]] | None = None,
     ) -> None:
-        """Decide one polled batch (parking or spilling what waits), some parked requests and the spilled ones
-        in ``low``; hand the lot to the committer.
+        """Decide one polled batch (parking or spilling what waits), then low-priority work: the lane's and the
+        spill topic's guaranteed shares (``LANE_SHARE``, ``SPILL_SHARE``), and while reading keeps up more parked,
+        then spilled, requests for ``LOW_SLICE_S``; hand the lot to the committer.
 
         A partition's commit stops at its oldest parked request, so a crash re-decides from there (never skips);
         the requests decided after it are then decided again, as after any crash between publish and commit.
         """
         out = PartitionBatches(producer)
         self._joinable = {}
+        spilled = self.spilled_total
         touched: set[int] = set()
         read = 0
         for tp, records in batch.items():
@@ -410,24 +428,30 @@ class DecideService(OwnThreadLoop):
             self._read_upto[tp.partition] = records[-1].offset + 1
             touched.add(tp.partition)
             read += len(records)
+        offsets: dict[TopicPartition, int] = {}
         lane = self.lane
-        if lane:
-            # a full poll means more is waiting: read on first (the lane's bound stops that), so an established
-            # request behind a backlog of parked ones is reached sooner
-            budget = self.max_batch if not read else 0 if read >= self.max_batch else LOW_PER_POLL
-            for _ in range(min(budget, len(lane))):
+        # the guaranteed shares: the lane's oldest requests and the spill topic's, whatever else waits
+        for _ in range(min(LANE_SHARE, len(lane))):
+            parked = lane.take()
+            touched.add(parked.partition)
+            await self._decide(out, producer, parked, parked.request)
+        low = await self._decide_spilled(out, producer, SPILL_SHARE, offsets)
+        # more only while reading keeps up: a full poll means more is waiting, and a spill a flood of new task
+        # types (deciding them now would slow the reading of the established requests behind them)
+        if read < self.max_batch and self.spilled_total == spilled:
+            deadline = time.perf_counter() + LOW_SLICE_S
+            while lane and time.perf_counter() < deadline:
                 parked = lane.take()
                 touched.add(parked.partition)
                 await self._decide(out, producer, parked, parked.request)
-        offsets: dict[TopicPartition, int] = {}
+            while not lane and low and time.perf_counter() < deadline:
+                low = await self._decide_spilled(out, producer, SPILL_CHUNK, offsets)
         for partition in touched:
             oldest = lane.oldest(partition)
             upto = self._read_upto[partition] if oldest is None else oldest
             offsets[TopicPartition(self.requests_topic, partition)] = upto
-        for tp, records in (low or {}).items():
-            for record in records:
-                await self._handle(out, producer, record, park=False)
-            offsets[tp] = records[-1].offset + 1
+        if not offsets and not out.builders and not out.futures:
+            return  # nothing read, parked, spilled or decided
         futures = await out.submit()
         handoff = (self.token, self.decisions_topic, out.shipped, self._joinable) if self.follow else None
         await self._enqueue(pending, committer, (futures, offsets, handoff))
@@ -458,7 +482,8 @@ class DecideService(OwnThreadLoop):
             futures, offsets, handoff = item
             if futures:
                 await asyncio.gather(*futures)
-            await consumer.commit(offsets)
+            if offsets:  # a step that found nothing to do commits nothing
+                await consumer.commit(offsets)
             if handoff is not None:
                 self.call_home(self.on_pending, build_handoff(*handoff))
 

@@ -5,9 +5,11 @@ of an established task type behind a flood of new ones waits until the flood is 
 on: a request whose task type is not established (read from its JSON alone, ~1 µs, no validation) is copied as
 is, key and value, to the same partition of ``<prefix>.requests-low`` (about 10 µs against 60-90 µs to
 validate and decide it), and the requests offset is committed only once that copy is acknowledged (with the
-decisions of the same poll). The loop decides the spill topic's requests when it is otherwise idle: the main
-poll brought fewer than a full batch and the lane is empty; ``SPILL_PER_POLL`` at a time, so an established
-request waits at most that many decisions.
+decisions of the same poll). The loop decides ``SPILL_SHARE`` of the spill topic's requests, oldest first, in
+every step whatever else waits, so that sustained traffic of new task types (which keeps the lane from
+emptying) cannot hold them back until the topic's retention deletes them; and more, ``SPILL_CHUNK`` at a time
+within the step's slice for low-priority work (``LOW_SLICE_S`` in the decide loop), once the lane is empty
+and reading keeps up (the main poll not full, nothing spilled by it).
 
 Guarantees (see docs/guarantees.md): a request is never lost: its requests offset passes it only once the copy
 is acknowledged, and the spill topic's offset passes a copy only once its decision (or dead letter) is. A crash
@@ -15,7 +17,8 @@ between the copy's acknowledgement and the commit copies it again: the second co
 ``duplicate_id`` when it is decided within the duplicate window of the first, else decided again (a repeated
 decision, as after any crash between publish and commit; the join keeps the first). Validation happens when a
 copy is decided, so a malformed request that was spilled is dead-lettered with the spill topic's partition and
-offset. Requests of new task types are then decided out of their read order (those parked in the lane first).
+offset. Requests of new task types are then decided out of their read order (the lane's and the spill topic's in
+turn).
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ SPILL_SUFFIX = "requests-low"
 LANE_WITH_SPILL = (2_000, 1024 * 1024)
 """The priority lane's bounds (requests, payload bytes) when a spill topic takes its overflow: parked requests
 cost ~1.5 KB of memory each, spilled ones nothing, and past 2,000 waiting requests parking buys no latency."""
-SPILL_PER_POLL = 500
-"""Spilled requests decided per step of the loop (only when the main poll was not full and the lane is empty)."""
+SPILL_SHARE = 10
+"""Spilled requests decided in every step of the decide loop, oldest first, whatever else waits: their
+guaranteed share (a few hundred a second at least under a flood, ~1 ms of deciding per step)."""
+SPILL_CHUNK = 50
+"""Spilled requests taken at a time within a step's slice for low-priority work."""
 
 
 def task_type_of(raw: bytes | None, max_bytes: int) -> str | None:
@@ -38,4 +44,4 @@ def task_type_of(raw: bytes | None, max_bytes: int) -> str | None:
     return task_type if type(task_type) is str else None
 
 
-__all__ = ["LANE_WITH_SPILL", "SPILL_PER_POLL", "SPILL_SUFFIX", "task_type_of"]
+__all__ = ["LANE_WITH_SPILL", "SPILL_CHUNK", "SPILL_SHARE", "SPILL_SUFFIX", "task_type_of"]
