@@ -24,6 +24,7 @@ import os
 import socket
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -32,12 +33,12 @@ import orjson
 from banditroute import memory, memory_probe
 from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.agents.join import JoinLogic
-from banditroute.agents.learn import LearnLogic
+from banditroute.agents.learn import LearnLogic, outcome_problem
 from banditroute.agents.pending import PendingStore
-from banditroute.codec import DeadLetterCounter, decode_record, encode
+from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter
 from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core import TaskState
-from banditroute.events import DeadLetter, ModelCatalogEvent
+from banditroute.events import DeadLetter, DeadLetterReason, ModelCatalogEvent
 from banditroute.join_io import TICK_HEADER, JoinIO
 from banditroute.kafka import backoff, faust_fetch, faust_hold
 from banditroute.kafka.admin import admin_client, check_partitions, create_topics, new_topic
@@ -47,7 +48,7 @@ from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.partition_reader import PartitionReader
 from banditroute.kafka.replies import own_topics_refused
 from banditroute.kafka.spill import SPILL_SUFFIX
-from banditroute.kafka.staged import StagedTable
+from banditroute.kafka.staged import StagedTable, flush_acknowledged
 from banditroute.kafka.state_reader import StateReader
 from banditroute.kafka.topics import partition_for
 from banditroute.limits import CAPS
@@ -76,7 +77,7 @@ class Router(JoinIO):
         memory.fix_mmap_threshold()  # large buffers leave no holes in the heap (see memory.py)
         backoff.install()  # every aiokafka client of the worker, faust's included (see kafka/backoff.py)
         faust_fetch.install()  # no tasks per fetched record in faust's consumer (see kafka/faust_fetch.py)
-        faust_hold.install()  # faust never fetches what the worker's own readers read (kafka/faust_hold.py)
+        faust_hold.install()  # faust never delivers what the worker's own readers read (kafka/faust_hold.py)
         self.settings = settings
         self.registry = Registry(config or RouterConfig.load(settings.config_dir), settings.config_dir)
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -301,7 +302,7 @@ class Router(JoinIO):
     # -- agents and readers (the join's are in join_io.py) ----------------------------------------------
     async def _held_by_reader(self, stream: Any) -> None:
         """The agent of a topic a ``PartitionReader`` reads: it holds faust's assignment and receives nothing
-        (faust never fetches the topic). Should a record come anyway, the reader reads it too: counted, left."""
+        (faust never delivers the topic's records). Should a record come anyway, the reader reads it too: counted, left."""
         async for event in stream.events():
             self.counters["faust_held_delivered"] += 1
             log.warning("faust delivered a record of a held topic", extra={"topic": event.message.topic})
@@ -311,20 +312,42 @@ class Router(JoinIO):
         records: list[dict[str, Any]] = []
         for r in batch:
             try:
-                records.append(orjson.loads(r.value))
-            except (TypeError, orjson.JSONDecodeError):  # the join writes this topic; never seen, never fatal
-                self.counters["bad_outcomes"] += 1
-                log.error(
-                    "outcome record not learnt: not JSON",
-                    extra={"partition": r.partition, "offset": r.offset},
-                )
+                record = orjson.loads(r.value)
+            except (TypeError, orjson.JSONDecodeError):  # the join writes this topic: never fatal
+                await self._bad_outcome(r, DeadLetterReason.MALFORMED_JSON, "not JSON")
+                continue
+            problem = outcome_problem(record)
+            if problem is not None:  # re-read after every restart, it would stop all learning
+                await self._bad_outcome(r, DeadLetterReason.VALIDATION_ERROR, problem)
+                continue
+            records.append(record)
         await self._restore_evicted({str(r["task_key"]) for r in records})
         stats = self.learn.apply(records, time.time())
         # the new states are acknowledged (with their watermarks) before these outcomes are committed
-        await self.state_view.flush(self.learn_outbox.send_to)
-        await self.learn_outbox.drain()
+        # on failure staged again: the reader restarts in this process, with this memory
+        await flush_acknowledged((self.state_view,), self.learn_outbox.send_to, self.learn_outbox.drain)
         self.counters["learned"] += stats.learned
         self.counters["skipped_redelivered"] += stats.skipped_redelivered
+
+    async def _bad_outcome(self, record: Any, reason: DeadLetterReason, error: str) -> None:
+        """Dead-letter an outcomes record the learner cannot use (sent and acknowledged with the batch's states)."""
+        self.counters["bad_outcomes"] += 1
+        log.error(
+            "outcome record not learnt: %s",
+            error,
+            extra={"partition": record.partition, "offset": record.offset},
+        )
+        letter = make_dead_letter(
+            record.value or b"",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            f"outcome record not learnt: {error}",
+            datetime.now(UTC),
+        )
+        self.dead_letters.record(letter.reason)
+        await self.learn_outbox.send(self.deadletter.get_topic_name(), record.topic.encode(), encode(letter))
 
     async def _restore_evicted(self, keys: set[str]) -> None:
         """Put evicted states back into the learner's table (from the state topic, without a changelog write)

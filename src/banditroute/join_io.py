@@ -40,7 +40,7 @@ from banditroute.kafka.fast_feedback import fast_feedback
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, skip_own
 from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.partition_reader import PartitionReader
-from banditroute.kafka.staged import StagedTable
+from banditroute.kafka.staged import StagedTable, flush_acknowledged
 from banditroute.kafka.topics import partition_for, partitions_for
 from banditroute.services import WorkerApp
 from banditroute.settings import Settings
@@ -54,9 +54,9 @@ AHEAD_WAIT_S = 0.02
 """When the decisions reader has met the worker's own decisions before their handoff, it waits this long before
 its next read, so the handoffs come first and it can seek past those records instead of parsing them."""
 MAX_OWN_RANGES = 4096
+"""Own record batches remembered per partition for the reader to seek past (older ones are just read)."""
 OUTCOME_KEYS_KEPT = 4096
 """State keys whose encoded key and outcomes partition the join keeps (all of them are dropped past that)."""
-"""Own record batches remembered per partition for the reader to seek past (older ones are just read)."""
 
 
 def header(headers: Any, name: str) -> bytes | None:
@@ -285,9 +285,8 @@ class JoinIO:
 
     async def _finish_join(self, results: list[JoinResult]) -> None:
         """Join state acknowledged first, then outcomes and dead letters."""
-        await self.pending_view.flush(self.outbox.send_to)
-        await self.early_view.flush(self.outbox.send_to)
-        await self.outbox.drain()
+        # on failure staged again: the reader restarts in this process, with this memory
+        await flush_acknowledged((self.pending_view, self.early_view), self.outbox.send_to, self.outbox.drain)
         await self._publish(results)
         await self.outbox.drain()
 

@@ -77,7 +77,7 @@ class WorkerApp(faust.App):
         super().__init__(*args, **kwargs)
         self.closers: list[Callable[[], Awaitable[None]]] = []
         self.held_topics: frozenset[str] = frozenset()
-        """Topics faust subscribes to (its assignment of them counts) but never fetches (kafka/faust_hold.py)."""
+        """Topics faust subscribes to (its assignment of them counts) but never delivers (kafka/faust_hold.py)."""
 
     async def on_shutdown(self) -> None:
         await super().on_shutdown()

@@ -112,6 +112,16 @@ async def test_bad_feedback_is_counted_and_not_learned(
                 await loop.send("requests", r, r["request_id"])
             await loop.flush()
             d1, d2, d3 = await loop.await_decisions([r["request_id"] for r in reqs])
+            # records on `outcomes` the learner cannot use (only the join should write there): dead-lettered,
+            # and every partition's learning goes on past them (the good outcome below lands behind one)
+            assert loop.producer is not None
+            outcomes = f"{unique_prefix}.outcomes"
+            bad_outcomes = 0
+            for partition in sorted(await loop.producer.partitions_for(outcomes)):
+                for raw in (b"not json", orjson.dumps({"model": "budget"})):
+                    await loop.producer.send(outcomes, key=b"x", value=raw, partition=partition)
+                    bad_outcomes += 1
+            await loop.flush()
             good = feedback_for(d1, rng)
             await loop.send("feedback", good, d1["request_id"])
             bad = [
@@ -127,7 +137,9 @@ async def test_bad_feedback_is_counted_and_not_learned(
             for fb, key, _ in bad:
                 await loop.send("feedback", fb, key)
             await loop.flush()
-        expected = sorted(reason for *_, reason in bad)
+        expected = sorted(
+            [reason for *_, reason in bad] + ["malformed_json", "validation_error"] * (bad_outcomes // 2)
+        )
         deadline = time.monotonic() + 60
         reasons: list[str] = []
         while time.monotonic() < deadline:

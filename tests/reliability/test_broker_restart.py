@@ -74,9 +74,11 @@ class Call:
 async def redecided_elsewhere(
     bootstrap: str, prefix: str, decisions: list[dict[str, Any]], calls: list[Call]
 ) -> set[str]:
-    """Requests whose feedback was dead-lettered as ``model_mismatch``; asserts each is one whose reply named
-    another model than the decision on the topic (the replied decision was lost and the request decided again)."""
-    model_on_topic = {d["request_id"]: d["model"] for d in decisions}
+    """Requests whose feedback was dead-lettered as ``model_mismatch``; asserts each is one whose reply named a
+    model no decision on the topic names (the replied decision was lost and the request decided again)."""
+    models_on_topic: dict[str, set[str | None]] = {}
+    for d in decisions:
+        models_on_topic.setdefault(d["request_id"], set()).add(d["model"])
     replied = {c.request_id: c.model for c in calls}
     found: set[str] = set()
     for record in await read_all(bootstrap, f"{prefix}.deadletter"):
@@ -85,9 +87,14 @@ async def redecided_elsewhere(
             continue
         feedback = orjson.loads(letter.original_bytes)
         rid = feedback["request_id"]
-        assert rid in model_on_topic and replied.get(rid) == feedback["model"] != model_on_topic[rid], (
+        # the replied decision is not on the topic: no decision there names the model the client called
+        assert (
+            rid in models_on_topic
+            and replied.get(rid) == feedback["model"]
+            and feedback["model"] not in models_on_topic[rid]
+        ), (
             f"model_mismatch for {rid}: replied {replied.get(rid)}, fed back {feedback['model']}, "
-            f"decided on the topic {model_on_topic.get(rid)}"
+            f"decided on the topic {models_on_topic.get(rid)}"
         )
         found.add(rid)
     return found

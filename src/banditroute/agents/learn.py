@@ -26,6 +26,32 @@ class LearnStats:
     by_model: dict[str, int] = field(default_factory=dict)
 
 
+def outcome_problem(record: Any) -> str | None:
+    """Why an ``outcomes`` record cannot be learnt, or None. The join writes that topic, but anything with write
+    access can put a record there, and one that breaks the learner must not stop every partition's learning."""
+    if not isinstance(record, dict):
+        return "an outcome must be a JSON object"
+    for name in ("task_key", "model"):
+        if not isinstance(record.get(name), str):
+            return f"{name} must be a string"
+    for name in ("src", "off"):
+        value = record.get(name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{name} must be an integer"
+    for name in ("quality", "cost_usd", "latency_ms", "at_s"):
+        value = record.get(name)
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+            return f"{name} must be a number or null"
+    for name in ("tokens_in", "tokens_out"):
+        value = record.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            return f"{name} must be an integer or null"
+    error = record.get("error")
+    if error is not None and not isinstance(error, str):
+        return "error must be a string or null"
+    return None
+
+
 def to_outcome(record: dict[str, Any], models: Sequence[ModelSpec], now_s: float) -> Outcome:
     """The core's view of a joined outcome; token counts are priced from the catalog when no cost is given."""
     cost = record.get("cost_usd")

@@ -9,7 +9,7 @@ worker's own event loop. The worker runs three: ``decisions`` and ``feedback`` f
 the feedback partitions faust assigned to this worker: the two topics and the join table are co-partitioned),
 ``outcomes`` for the learner (the outcomes partitions faust assigned: co-partitioned with the state table).
 faust still owns the assignment (its agents subscribe to ``feedback`` and ``outcomes``) and recovers the
-tables, but never fetches those two topics (``kafka/faust_hold.py``).
+tables, but never delivers those two topics' records (``kafka/faust_hold.py``).
 
 The decisions reader can skip the worker's own decisions: they reach the join in memory (``DecideService``
 hands them over once acknowledged, with the offsets of its record batches). In steady state it seeks past them

@@ -9,7 +9,7 @@ the acknowledgements before publishing the outcomes gives that order.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -64,11 +64,12 @@ class StagedTable(MutableMapping[str, bytes]):
     def __len__(self) -> int:
         return len(self.table.data)
 
-    async def flush(self, send: Callable[..., Awaitable[None]]) -> int:
-        """Hand every staged write (a tombstone for a deletion) to ``send(topic, key, value, partition)``;
-        the caller then waits for the acknowledgements (see :class:`~banditroute.kafka.outbox.Outbox`)."""
+    async def flush(self, send: Callable[..., Awaitable[None]]) -> list[str]:
+        """Hand every staged write (a tombstone for a deletion) to ``send(topic, key, value, partition)`` and
+        return their keys; the caller then waits for the acknowledgements (see
+        :class:`~banditroute.kafka.outbox.Outbox`) and, should that fail, gives the keys to :meth:`restage`."""
         if not self.staged:
-            return 0
+            return []
         from faust.serializers import codecs
 
         topic = self.table.changelog_topic.get_topic_name()
@@ -81,6 +82,33 @@ class StagedTable(MutableMapping[str, bytes]):
             partitions = [self.partition_of(key) for key in keys]
         for key, partition in zip(keys, partitions, strict=True):
             await send(topic, dumps(key), self.staged[key], partition)
-        n = len(self.staged)
         self.staged = {}
-        return n
+        return keys
+
+    def restage(self, keys: Iterable[str]) -> None:
+        """Stage again the writes of ``keys`` whose acknowledgement failed, with each key's current value (a
+        tombstone if it is gone), so the next :meth:`flush` sends them: the local store is already ahead of the
+        changelog, and a reader restarted in the same process would otherwise commit past them (its in-memory
+        state says they were handled) and a later recovery would rebuild the table without them."""
+        data = self.table.data
+        for key in keys:
+            if key not in self.staged:
+                self.staged[key] = data[key] if key in data else None
+
+
+async def flush_acknowledged(
+    views: Sequence[StagedTable],
+    send: Callable[..., Awaitable[None]],
+    drain: Callable[[], Awaitable[Any]],
+) -> None:
+    """Flush ``views`` into an outbox (``send``) and wait until it is acknowledged (``drain``). If either fails,
+    every write handed over is staged again (:meth:`StagedTable.restage`) before the error goes on."""
+    flushed: list[tuple[StagedTable, list[str]]] = []
+    try:
+        for view in views:
+            flushed.append((view, await view.flush(send)))
+        await drain()
+    except BaseException:
+        for view, keys in flushed:
+            view.restage(keys)
+        raise

@@ -1,0 +1,108 @@
+"""The join's and learner's staged changelog writes (:class:`banditroute.kafka.staged.StagedTable`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from banditroute.kafka.staged import StagedTable, flush_acknowledged
+
+
+class _Topic:
+    def get_topic_name(self) -> str:
+        return "t-changelog"
+
+
+class _Table:
+    """What StagedTable reads of a faust table: its local store and changelog topic."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.changelog_topic = _Topic()
+        self.key_serializer = "json"
+
+
+def _flush(view: StagedTable, sent: list[tuple[Any, ...]]) -> list[str]:
+    async def send(topic: str, key: bytes, value: bytes | None, partition: int) -> None:
+        sent.append((topic, orjson.loads(key), value, partition))
+
+    return asyncio.run(view.flush(send))
+
+
+def test_writes_whose_acknowledgement_failed_are_sent_again_with_their_current_values() -> None:
+    view = StagedTable(_Table(), lambda key: len(key) % 2)
+    view["a"] = b"1"
+    view["b"] = b"2"
+    view["c"] = b"5"
+    sent: list[tuple[Any, ...]] = []
+    keys = _flush(view, sent)
+    assert sorted(keys) == ["a", "b", "c"] and len(sent) == 3 and not view.staged
+    # the drain failed; meanwhile "a" changed and "b" was deleted: the current values go again ("c" unchanged)
+    view["a"] = b"3"
+    del view["b"]
+    view.restage(keys)
+    assert view.staged == {"a": b"3", "b": None, "c": b"5"}
+    sent.clear()
+    assert sorted(_flush(view, sent)) == ["a", "b", "c"]
+    assert sorted(sent, key=lambda s: s[1]) == [
+        ("t-changelog", "a", b"3", 1),
+        ("t-changelog", "b", None, 1),
+        ("t-changelog", "c", b"5", 1),
+    ]
+
+
+def test_restage_keeps_a_newer_staged_write() -> None:
+    view = StagedTable(_Table(), lambda key: 0)
+    view["a"] = b"1"
+    keys = _flush(view, [])
+    view["a"] = b"2"  # staged again by a later batch before the failure is seen
+    view.restage(keys)
+    assert view.staged == {"a": b"2"}
+    assert _flush(view, []) == ["a"]
+    assert _flush(view, []) == []
+
+
+def test_a_learnt_batch_whose_states_were_not_acknowledged_is_sent_with_the_next_batch(tmp_path: Any) -> None:
+    """The learn reader's handler fails at the drain, restarts in the same process and reads the batch again:
+    the watermarks in memory skip it, but its states must still reach the state topic before the commit."""
+    from banditroute.agents.learn import LearnLogic
+    from banditroute.config import Registry, RouterConfig
+
+    (tmp_path / "models.yaml").write_text(
+        "models:\n  - {name: a1, cost_per_call_usd: 0.001}\n  - {name: a2, cost_per_call_usd: 0.002}\n"
+    )
+    (tmp_path / "policy.yaml").write_text("defaults: {lam: 10.0}\n")
+    view = StagedTable(_Table(), lambda key: 0)
+    learn = LearnLogic(view, Registry(RouterConfig.load(tmp_path)))
+    batch = [{"task_key": "chat", "model": "a1", "quality": 0.9, "cost_usd": 0.001, "src": 0, "off": 7}]
+    acknowledged: list[tuple[Any, ...]] = []
+    handed: list[tuple[Any, ...]] = []
+    fail = [True]
+
+    async def send(topic: str, key: bytes, value: bytes | None, partition: int) -> None:
+        handed.append((orjson.loads(key), value))
+
+    async def drain() -> None:
+        if fail.pop() if fail else False:
+            handed.clear()  # lost with the failed request
+            raise RuntimeError("broker unavailable past the request timeout")
+        acknowledged.extend(handed)
+        handed.clear()
+
+    async def handler() -> int:  # what app._learn_records does with a decoded batch
+        stats = learn.apply(batch, 1.7e9)
+        await flush_acknowledged((view,), send, drain)
+        return stats.learned
+
+    async def main() -> tuple[int, int]:
+        try:
+            await handler()
+        except RuntimeError:
+            pass
+        return await handler(), len(acknowledged)
+
+    learned_again, states_sent = asyncio.run(main())
+    assert learned_again == 0  # skipped by its watermark, as it must be
+    assert states_sent == 1 and acknowledged[0][0] == "chat" and acknowledged[0][1] == view.table.data["chat"]
