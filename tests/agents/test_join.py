@@ -106,6 +106,19 @@ def test_unknown_request_is_dead_lettered_after_a_later_decisions_tick() -> None
     assert [(r.reason, r.offset) for r in late.rejections] == [("unknown_request", 4)]
 
 
+def test_parked_feedback_read_again_is_not_a_duplicate() -> None:
+    """A reader restarted in the same process reads the parked record again: it still waits, no dead letter;
+    another feedback record for the same request is a duplicate."""
+    join = make()
+    assert join.on_feedback(feedback("r1", offset=4), now_s=0).counters == {"parked_feedback": 1}
+    again = join.on_feedback(feedback("r1", offset=4), now_s=1)
+    assert again.rejections == [] and again.outcomes == [] and again.counters == {}
+    other = join.on_feedback(feedback("r1", offset=5, key="k2"), now_s=1)
+    assert [r.reason for r in other.rejections] == ["duplicate_feedback"]
+    joined = join.on_decision(decision("r1"), partition=0, offset=9, now_s=2)
+    assert len(joined.outcomes) == 1  # the parked one joins once its decision arrives
+
+
 def test_parked_feedback_has_a_backstop() -> None:
     join = make()
     join.on_feedback(feedback("ghost", offset=4), now_s=0)

@@ -269,6 +269,11 @@ class JoinLogic:
         raw = self.pending.get(request_id)
         if raw is None:
             if request_id in self.early:
+                parked = orjson.loads(self.early[request_id])
+                if parked.get("p") == fb.partition and parked.get("o") == fb.offset:
+                    return (
+                        result  # the parked record itself, read again (a reader restarted): it waits already
+                    )
                 self._reject(
                     result, fb, "duplicate_feedback", f"request {request_id!r} already has feedback waiting"
                 )
