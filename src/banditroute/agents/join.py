@@ -270,10 +270,9 @@ class JoinLogic:
         if raw is None:
             if request_id in self.early:
                 parked = orjson.loads(self.early[request_id])
+                # the parked record itself, read again (a reader restarted): it is waiting already
                 if parked.get("p") == fb.partition and parked.get("o") == fb.offset:
-                    return (
-                        result  # the parked record itself, read again (a reader restarted): it waits already
-                    )
+                    return result
                 self._reject(
                     result, fb, "duplicate_feedback", f"request {request_id!r} already has feedback waiting"
                 )
