@@ -6,9 +6,11 @@ feedback topic decides which; the decide loop and the decisions reader follow it
 
 * the decide loop hands the join each acknowledged decision with its offset (:class:`Handoff`); the join holds
   it as a pending entry in memory only. No copy of it is written anywhere else;
-* the decisions reader reads ``decisions`` p in order: decisions the worker's current assignment handed over
-  (its header) are skipped unparsed; others (local-mode clients, another worker's before a rebalance) are
-  joined the old way; tick records expire parked feedback;
+* the decisions reader reads ``decisions`` p in order, but not the worker's own decisions: it keeps its
+  partitions paused and seeks past the record batches the decide loop handed over, reading only what lies
+  between (and after the last one: see ``kafka/partition_reader.py``); own decisions it meets anyway (its
+  header) are skipped unparsed; others (local-mode clients, another worker's before a rebalance) are joined
+  the old way; tick records expire parked feedback;
 * feedback joins against the pending entries; a resolution (joined, expired) is written to the changelogged
   ``request_to_pending`` table and acknowledged before any outcome is published;
 * the reader commits, per partition, the oldest offset the join still needs (:meth:`JoinIO._join_floor`).
@@ -39,7 +41,7 @@ from banditroute.kafka.decision_publisher import is_local_origin
 from banditroute.kafka.fast_feedback import fast_feedback
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, skip_own
 from banditroute.kafka.outbox import Outbox
-from banditroute.kafka.partition_reader import PartitionReader
+from banditroute.kafka.partition_reader import PartitionReader, Skip
 from banditroute.kafka.staged import StagedTable, flush_acknowledged
 from banditroute.kafka.topics import partition_for, partitions_for
 from banditroute.services import WorkerApp
@@ -230,11 +232,12 @@ class JoinIO:
                     if sent is not None:
                         results.append(join.on_decisions_tick(partition, sent))
 
-    async def _skip_own(self, positions: dict[int, int]) -> tuple[dict[int, int], bool]:
+    async def _skip_own(self, positions: dict[int, int]) -> Skip:
         """The decisions reader's ``skip``: per partition, the offset it may seek to because every record from
         its position up to there is one of this assignment's own decisions, already in the join and its join
-        state acknowledged (so the reader may commit past them; unresolved ones still hold the floor); and
-        whether to read only a few records next (its last batch held nothing but own decisions)."""
+        state acknowledged (so the reader may commit past them; unresolved ones still hold the floor); where the
+        next own batch begins (the records before it are someone else's); and whether to read only a few
+        records next (its last batch held nothing but own decisions)."""
         only_own = self._only_own
         if only_own and self._ahead:  # the reader is ahead of the handoffs: let them come first
             await asyncio.sleep(AHEAD_WAIT_S)
@@ -243,14 +246,18 @@ class JoinIO:
                 results: list[JoinResult] = []
                 self._take_handoffs(results)
                 await self._finish_join(results)
-            jumps: dict[int, int] = {}
+            advice = Skip(few=only_own)
             for partition, at in positions.items():
                 ranges = self._own.get(partition)
-                to = skip_own(ranges, at) if ranges else at
+                if not ranges:
+                    continue
+                to = skip_own(ranges, at)
                 if to > at:
-                    jumps[partition] = to
+                    advice.jumps[partition] = to
                     self.counters["own_decisions_skipped"] += to - at
-            return jumps, only_own
+                if ranges:
+                    advice.next_own[partition] = ranges[0][0]
+            return advice
 
     # -- batches ---------------------------------------------------------------------------------------
     async def _join_feedback_records(self, records: list[Any]) -> None:
@@ -281,6 +288,8 @@ class JoinIO:
                     continue
                 await self._join_record(record, results, worker=origin is not None)
             self._only_own = own == len(records)
+            if own:
+                self.counters["own_decisions_read"] += own
             await self._finish_join(results)
 
     async def _finish_join(self, results: list[JoinResult]) -> None:

@@ -3,13 +3,16 @@
 A 30-minute soak once dead-lettered thousands of such feedback events as ``unknown_request`` although their
 decisions had been published: the join read the decisions back from the topic and lagged behind the feedback.
 The worker's own decisions now reach the join in memory; decisions published by others (local-mode clients
-write straight to ``decisions``) still come through the decisions reader, and their feedback waits for it.
+write straight to ``decisions``) still come through the decisions reader, and their feedback waits for it. The
+reader reads none of the worker's own decisions back (its counters, from ``/api/stats``): it seeks past them and
+reads only what lies between.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from banditroute.kafka.local import free_port
 from tests.kafka.helpers import WorkerProcess, wait_for, worker_env
 from tests.kafka.router_world import feedback_for, read_all, request, wait_topics, write_config
 
@@ -26,6 +30,12 @@ pytestmark = pytest.mark.kafka
 
 RATE_PER_S = 5000
 SECONDS = 6.0
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - the test's own localhost worker
+        body: bytes = resp.read()
+        return body
 
 
 def _local_decision(like: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +48,15 @@ async def test_feedback_right_after_each_decision_is_always_joined(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
     config_dir = write_config(tmp_path / "config")
-    env = worker_env(kafka_bootstrap, unique_prefix, str(config_dir), str(tmp_path / "data"))
+    port = free_port()
+    env = worker_env(
+        kafka_bootstrap,
+        unique_prefix,
+        str(config_dir),
+        str(tmp_path / "data"),
+        BANDITROUTE_WEB_ENABLED="true",
+        BANDITROUTE_WEB_PORT=str(port),
+    )
     worker = WorkerProcess(env, str(tmp_path / "worker.log")).start()
     topic = {
         t: f"{unique_prefix}.{t}" for t in ("requests", "decisions", "feedback", "outcomes", "deadletter")
@@ -130,6 +148,12 @@ async def test_feedback_right_after_each_decision_is_always_joined(
         )
         assert {o["kind"] for o in outcomes.values()} == {"feedback"}
         assert await wait_for(worker.alive, 1)
+        counters = orjson.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/api/stats"))[
+            "counters"
+        ]
+        # every decision of the worker's was handed over and skipped; none was read back from the topic
+        assert counters.get("own_decisions_read", 0) == 0, counters
+        assert counters.get("own_decisions_skipped", 0) == sent, counters
     finally:
         code = worker.terminate()
         assert code == 0, f"worker exited with {code}; see {tmp_path / 'worker.log'}"

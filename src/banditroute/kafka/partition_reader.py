@@ -12,14 +12,15 @@ faust still owns the assignment (its agents subscribe to ``feedback`` and ``outc
 tables, but never delivers those two topics' records (``kafka/faust_hold.py``).
 
 The decisions reader can skip the worker's own decisions: they reach the join in memory (``DecideService``
-hands them over once acknowledged, with the offsets of its record batches). In steady state it seeks past them
-(``skip``: only ranges the join holds already, its join state acknowledged), so they are fetched at most and
-never parsed; whatever lies between two of the worker's record batches (decisions that local-mode clients
-publish, the worker's tick records) is still read, in order. An own decision it meets before its handoff is
-skipped by its header. While its last batch held nothing but own decisions it waits a little for their
-handoffs (``join_io.AHEAD_WAIT_S``) and reads a few records at a time (``AHEAD_READ``). After a restart or a
-rebalance it reads everything from the committed offset: ``decisions`` is the join's durable record of what
-waits for feedback.
+hands them over once acknowledged, with the offsets of its record batches). In steady state (caught up) its
+partitions stay paused, so those decisions are neither fetched nor parsed: it seeks past the ranges the join
+holds (``skip``: only ranges the join holds already, its join state acknowledged) and reads exactly the records
+between two of them (decisions that local-mode clients publish, the worker's tick records), in order. Records
+past the last range the join holds are found by asking the broker for the end offsets every ``IDLE_S`` and
+read once they have stayed there ``HOLD_S`` (until then they are most likely the worker's own, acknowledged but
+not handed over yet; should the reader meet one anyway, it is skipped by its header). After a restart or a
+rebalance it reads everything from the committed offset, unpaused, up to the end offsets of that moment:
+``decisions`` is the join's durable record of what waits for feedback.
 
 Contract:
 
@@ -42,7 +43,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -52,13 +55,32 @@ from banditroute.kafka.admin import admin_client
 log = logging.getLogger("banditroute.partition_reader")
 
 Handler = Callable[[list[Any]], Awaitable[None]]
-Skipper = Callable[[dict[int, int]], Awaitable[tuple[dict[int, int], bool]]]
-"""Given the read position per partition: where the join has every record up to already (per partition; only
-those it can skip; whatever it returns must be held by the join durably enough to commit past it), and whether
-to read only ``AHEAD_READ`` records next (the records that follow are most likely more of those)."""
+
+
+@dataclass(slots=True)
+class Skip:
+    """What ``skip`` tells the reader, given its read position per partition."""
+
+    jumps: dict[int, int] = field(default_factory=dict)
+    """Per partition, where the join has every record up to already (only partitions it can skip; whatever it
+    returns must be held by the join durably enough to commit past it)."""
+    next_own: dict[int, int] = field(default_factory=dict)
+    """Per partition, the first offset of the next record batch the join holds beyond the jump: the records
+    before it are someone else's (they must be read), and the log reaches at least that far."""
+    few: bool = False
+    """Read only ``AHEAD_READ`` records next (the records that follow are most likely more of the join's)."""
+
+
+Skipper = Callable[[dict[int, int]], Awaitable[Skip]]
 AHEAD_READ = 32
 """Records read at most in one batch while ``skip`` asks for a few only: records are parsed only when read, and
 a seek drops the rest of what was fetched unparsed."""
+IDLE_S = 0.05
+"""Steady state with a ``skip``: how often the reader asks ``skip`` again and the broker for the end offsets of
+its (paused) partitions while there is nothing to read."""
+HOLD_S = 0.1
+"""Records past the last batch the join holds are read once they have been there this long: until then they
+are most likely the worker's own, acknowledged but not handed over yet."""
 
 
 class PartitionReader:
@@ -92,12 +114,15 @@ class PartitionReader:
         self.skip = skip
         self.seed_group = seed_group
         self.skipped = 0
-        """Records not fetched for the join because ``skip`` said it had them already."""
+        """Records not read for the join because ``skip`` said it had them already."""
         self.caught_up = asyncio.Event()
         """Set once the reader has read up to the end offsets its partitions had when they were assigned."""
         self._targets: dict[TopicPartition, int] | None = None
         self._positions: dict[int, int] = {}
         self._committed: dict[int, int] = {}
+        self._ends: dict[int, int] = {}  # the end offsets of the partitions, as last asked (steady state)
+        self._next_check = 0.0
+        self._waiting: dict[int, tuple[int, float]] = {}  # partition -> (position, since): records past it
         self._consumer: AIOKafkaConsumer | None = None
         self._busy = asyncio.Lock()  # held while a batch is read, handled and committed
         self._changed = asyncio.Event()
@@ -119,6 +144,8 @@ class PartitionReader:
             self._targets = None
             self._positions = {}
             self._committed = {}
+            self._ends = {}
+            self._waiting = {}
             if self._consumer is not None:
                 self._consumer.assign([TopicPartition(self.topic, p) for p in sorted(wanted)])
         self._changed.set()
@@ -145,6 +172,7 @@ class PartitionReader:
             async with self._busy:
                 self._consumer = consumer
                 self._targets = None  # a restarted loop seeds and catches up again
+                self._ends, self._waiting = {}, {}
                 if self.partitions:
                     consumer.assign([TopicPartition(self.topic, p) for p in sorted(self.partitions)])
             while not self._stopping:
@@ -155,26 +183,23 @@ class PartitionReader:
                 async with self._busy:
                     if not self.partitions:
                         continue
+                    steady = idle = False
                     if self._targets is None:
                         tps = [TopicPartition(self.topic, p) for p in sorted(self.partitions)]
                         if self.seed_group is not None:
                             await self._seed(consumer, tps, self.seed_group)
                         self._targets = await consumer.end_offsets(tps)
-                    limit = self.max_records
-                    if self.skip is not None and self._positions and self.caught_up.is_set():
-                        limit = await self._skip_ahead(consumer)
-                    batch = await consumer.getmany(timeout_ms=100, max_records=limit)
-                    records = [r for tp in sorted(batch, key=lambda t: t.partition) for r in batch[tp]]
-                    if records:
-                        await self.handle(records)
-                        for tp, rs in batch.items():
-                            if rs:
-                                self._positions[tp.partition] = rs[-1].offset + 1
-                        self.batches += 1
-                        self.records += len(records)
+                    steady = self.skip is not None and bool(self._positions) and self.caught_up.is_set()
+                    if steady:
+                        idle = not await self._read_others(consumer)
+                    else:
+                        batch = await consumer.getmany(timeout_ms=100, max_records=self.max_records)
+                        await self._take(batch)
                     await self._commit(consumer)
                     if not self.caught_up.is_set():
                         await self._check_caught_up(consumer)
+                if steady and idle:
+                    await asyncio.sleep(IDLE_S)  # without the lock: assign() and stop() go first
         finally:
             async with self._busy:
                 self._consumer = None
@@ -197,19 +222,77 @@ class PartitionReader:
                     "reader seeded from %s", group, extra={"topic": self.topic, "partition": tp.partition}
                 )
 
-    async def _skip_ahead(self, consumer: AIOKafkaConsumer) -> int:
-        """Seek past what ``skip`` says the join holds already (the worker's own decisions, handed over in
-        memory): those records are never parsed here. A seek drops what was fetched for the partition. Returns
-        how many records to read next."""
+    async def _take(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Hand one fetched batch to the handler, then move the read positions past it."""
+        records = [r for tp in sorted(batch, key=lambda t: t.partition) for r in batch[tp]]
+        if not records:
+            return
+        await self.handle(records)
+        for tp, rs in batch.items():
+            if rs:
+                self._positions[tp.partition] = rs[-1].offset + 1
+        self.batches += 1
+        self.records += len(records)
+
+    async def _read_others(self, consumer: AIOKafkaConsumer) -> bool:
+        """Steady state with a ``skip`` (the decisions reader, caught up): its partitions stay paused, so the
+        worker's own decisions, which reach the join in memory, are neither fetched nor parsed. The reader seeks
+        past what the join holds and reads only the records between (someone else's: a local-mode client's
+        decision, a tick), exactly those. Records past the last batch the join holds (the broker's end offsets,
+        asked every ``IDLE_S``) are read once they have stayed unexplained for ``HOLD_S``. Returns whether
+        anything was read."""
         assert self.skip is not None
-        jumps, few = await self.skip(dict(self._positions))
-        for partition, to in jumps.items():
+        advice = await self.skip(dict(self._positions))
+        tps = {p: TopicPartition(self.topic, p) for p in sorted(self.partitions)}
+        for partition, to in advice.jumps.items():
             at = self._positions.get(partition)
-            if at is not None and to > at and partition in self.partitions:
-                consumer.seek(TopicPartition(self.topic, partition), to)
+            if at is not None and to > at and partition in tps:
+                consumer.seek(tps[partition], to)
                 self._positions[partition] = to
                 self.skipped += to - at
-        return min(AHEAD_READ, self.max_records) if few else self.max_records
+        consumer.pause(*tps.values())
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + IDLE_S
+            ends = await consumer.end_offsets(list(tps.values()))
+            self._ends = {tp.partition: end for tp, end in ends.items()}
+        read = False
+        for partition, tp in tps.items():
+            at = self._positions.get(partition)
+            if at is None:
+                continue
+            count = self._unexplained(partition, at, advice.next_own.get(partition), now)
+            if count:
+                limit = min(count, AHEAD_READ if advice.few else self.max_records, self.max_records)
+                read |= await self._read_paused(consumer, tp, limit)
+        return read
+
+    def _unexplained(self, partition: int, at: int, next_own: int | None, now: float) -> int:
+        """How many records to read now from ``at``: up to the next batch the join holds (someone else's), or
+        what lies past the last one once it has stayed there ``HOLD_S``."""
+        if next_own is not None and next_own > at:
+            self._waiting.pop(partition, None)
+            return next_own - at
+        end = self._ends.get(partition, at)
+        if end <= at:
+            self._waiting.pop(partition, None)
+            return 0
+        since = self._waiting.get(partition)
+        if since is None or since[0] != at:
+            self._waiting[partition] = (at, now)
+            return 0
+        return end - at if now - since[1] >= HOLD_S else 0
+
+    async def _read_paused(self, consumer: AIOKafkaConsumer, tp: TopicPartition, limit: int) -> bool:
+        """Read at most ``limit`` records of one paused partition (the fetch may bring more: dropped unparsed
+        when the partition is paused again)."""
+        consumer.resume(tp)
+        try:
+            batch = await consumer.getmany(tp, timeout_ms=100, max_records=limit)
+        finally:
+            consumer.pause(tp)
+        await self._take(batch)
+        return bool(batch.get(tp))
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         """Commit, per partition, the oldest decision the join still needs (or the read position)."""
