@@ -109,6 +109,7 @@ class JoinIO:
         )
         self._join_lock = asyncio.Lock()  # one join batch at a time: feedback, decisions or handoffs
         self._handoffs: list[Handoff] = []
+        self._received_seq = 0  # the newest handoff's DecideService.shipped
         self._handed: dict[int, int] = {}  # per partition: the offset after the last decision handed over
         self._ahead: dict[int, tuple[int, int]] = {}  # own decisions the reader met before their handoff
         self._deferred_ticks: dict[int, float] = {}
@@ -126,6 +127,7 @@ class JoinIO:
         self._synced = None
         try:
             await self.decider.assign(())
+            self._handed_all()
         except RuntimeError:
             pass  # not running: nothing to hand over
         await self.feedback_reader.assign(())
@@ -133,6 +135,11 @@ class JoinIO:
         await self.learn_reader.assign(())
         async with self._join_lock:
             self._forget()
+
+    def _handed_all(self) -> None:
+        """The decide loop has handed over everything (it holds no partition): a handoff a failed loop lost
+        no longer counts as one that may still come (the decisions reader waits for those, ``_skip_own``)."""
+        self._received_seq = max(self._received_seq, self.decider.shipped)
 
     def _forget(self) -> None:
         self._handoffs.clear()
@@ -148,6 +155,7 @@ class JoinIO:
             await self.decider.assign(())
         except RuntimeError:
             return  # the decide loop is (re)starting: try again at the next check
+        self._handed_all()
         await self.feedback_reader.assign(())
         runs = self.decider.runs
         async with self._join_lock:
@@ -194,6 +202,7 @@ class JoinIO:
     def _on_pending(self, handoff: Handoff) -> None:
         """An acknowledged batch of the decide loop (on the worker's loop): joined at the next chance."""
         self._handoffs.append(handoff)
+        self._received_seq = max(self._received_seq, handoff.seq)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.ensure_future(self._drain_handoffs())
 
@@ -246,7 +255,8 @@ class JoinIO:
                 results: list[JoinResult] = []
                 self._take_handoffs(results)
                 await self._finish_join(results)
-            advice = Skip(few=only_own)
+            # every batch the decide loop submitted up to now is handed over (it counts before it submits)
+            advice = Skip(few=only_own, settled=self._received_seq >= self.decider.shipped)
             for partition, at in positions.items():
                 ranges = self._own.get(partition)
                 if not ranges:

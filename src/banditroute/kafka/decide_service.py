@@ -172,6 +172,9 @@ class DecideService(OwnThreadLoop):
         self.token = b""
         """The current assignment's token (``follow`` mode), stamped on its decisions."""
         self.runs = 0
+        self.shipped = 0
+        """Handoffs announced so far (``follow``): counted in the decide thread before a batch is submitted, so
+        a handoff the join has not received yet may have records in the log; each carries its count (``seq``)."""
         self._consumer: AIOKafkaConsumer | None = None
         self._busy: asyncio.Lock | None = None  # held while a batch is polled and decided (decide loop)
         self._barrier: Callable[[], Any] | None = None
@@ -452,8 +455,14 @@ class DecideService(OwnThreadLoop):
             offsets[TopicPartition(self.requests_topic, partition)] = upto
         if not offsets and not out.builders and not out.futures:
             return  # nothing read, parked, spilled or decided
+        if self.follow:
+            self.shipped += 1  # before the records can reach the log (the join's reader compares, handoff.py)
         futures = await out.submit()
-        handoff = (self.token, self.decisions_topic, out.shipped, self._joinable) if self.follow else None
+        handoff = (
+            (self.token, self.decisions_topic, out.shipped, self._joinable, self.shipped)
+            if self.follow
+            else None
+        )
         await self._enqueue(pending, committer, (futures, offsets, handoff))
         self._flush_callbacks()
 

@@ -24,6 +24,8 @@ class Handoff:
     in offset order."""
     upto: dict[int, int] = field(default_factory=dict)
     """Per decisions partition, the offset after the last record of the batch (joinable or not)."""
+    seq: int = 0
+    """``DecideService.shipped`` when this batch was submitted: the join has every handoff up to it."""
     ranges: list[tuple[int, int, int]] = field(default_factory=list)
     """(decisions partition, first offset, offset after the last) of each record batch the loop appended: every
     offset in such a range holds one of its own decisions (a record batch is stored contiguously)."""
@@ -34,11 +36,13 @@ def build_handoff(
     topic: str,
     shipped: list[tuple[str, int, int, asyncio.Future[Any]]],
     joinable: dict[int, list[Served | None]],
+    seq: int = 0,
 ) -> Handoff:
     """The handoff of one acknowledged batch: ``shipped`` are its record batches in order (topic, partition,
     records, acknowledged future: its result's offset is the batch's base offset), ``joinable`` the decisions
-    appended to ``topic`` per partition in order (None for a record the join does not need)."""
-    handoff = Handoff(token)
+    appended to ``topic`` per partition in order (None for a record the join does not need), ``seq`` its
+    ``DecideService.shipped``."""
+    handoff = Handoff(token, seq=seq)
     taken: dict[int, int] = {}
     for shipped_topic, partition, count, future in shipped:
         if shipped_topic != topic:

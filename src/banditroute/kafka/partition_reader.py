@@ -16,9 +16,10 @@ hands them over once acknowledged, with the offsets of its record batches). In s
 partitions stay paused, so those decisions are neither fetched nor parsed: it seeks past the ranges the join
 holds (``skip``: only ranges the join holds already, its join state acknowledged) and reads exactly the records
 between two of them (decisions that local-mode clients publish, the worker's tick records), in order. Records
-past the last range the join holds are found by asking the broker for the end offsets every ``IDLE_S`` and
-read once they have stayed there ``HOLD_S`` (until then they are most likely the worker's own, acknowledged but
-not handed over yet; should the reader meet one anyway, it is skipped by its header). After a restart or a
+past the last range the join holds are found by asking the broker for the end offsets every ``IDLE_S``; they are
+read once ``skip`` says the join is ``settled`` (the decide loop has handed over every batch it submitted before
+the end offsets were asked), or after ``HOLD_S`` without (a handoff lost with a failed decide loop; an own
+decision met then is skipped by its header). After a restart or a
 rebalance it reads everything from the committed offset, unpaused, up to the end offsets of that moment:
 ``decisions`` is the join's durable record of what waits for feedback.
 
@@ -69,6 +70,9 @@ class Skip:
     before it are someone else's (they must be read), and the log reaches at least that far."""
     few: bool = False
     """Read only ``AHEAD_READ`` records next (the records that follow are most likely more of the join's)."""
+    settled: bool = True
+    """Every record batch of the join's that may be in the log (as of before this call) is among those it holds:
+    records past the last of them are someone else's."""
 
 
 Skipper = Callable[[dict[int, int]], Awaitable[Skip]]
@@ -78,9 +82,9 @@ a seek drops the rest of what was fetched unparsed."""
 IDLE_S = 0.05
 """Steady state with a ``skip``: how often the reader asks ``skip`` again and the broker for the end offsets of
 its (paused) partitions while there is nothing to read."""
-HOLD_S = 0.1
-"""Records past the last batch the join holds are read once they have been there this long: until then they
-are most likely the worker's own, acknowledged but not handed over yet."""
+HOLD_S = 1.0
+"""Records past the last batch the join holds, while ``skip`` says it is not ``settled``, are read once they
+have been there this long (a handoff lost with a failed decide loop)."""
 
 
 class PartitionReader:
@@ -242,8 +246,13 @@ class PartitionReader:
         asked every ``IDLE_S``) are read once they have stayed unexplained for ``HOLD_S``. Returns whether
         anything was read."""
         assert self.skip is not None
-        advice = await self.skip(dict(self._positions))
         tps = {p: TopicPartition(self.topic, p) for p in sorted(self.partitions)}
+        now = time.monotonic()
+        if now >= self._next_check:  # before skip(): its ``settled`` must cover these end offsets
+            self._next_check = now + IDLE_S
+            ends = await consumer.end_offsets(list(tps.values()))
+            self._ends = {tp.partition: end for tp, end in ends.items()}
+        advice = await self.skip(dict(self._positions))
         for partition, to in advice.jumps.items():
             at = self._positions.get(partition)
             if at is not None and to > at and partition in tps:
@@ -251,25 +260,22 @@ class PartitionReader:
                 self._positions[partition] = to
                 self.skipped += to - at
         consumer.pause(*tps.values())
-        now = time.monotonic()
-        if now >= self._next_check:
-            self._next_check = now + IDLE_S
-            ends = await consumer.end_offsets(list(tps.values()))
-            self._ends = {tp.partition: end for tp, end in ends.items()}
         read = False
         for partition, tp in tps.items():
             at = self._positions.get(partition)
             if at is None:
                 continue
-            count = self._unexplained(partition, at, advice.next_own.get(partition), now)
+            count = self._unexplained(partition, at, advice, now)
             if count:
                 limit = min(count, AHEAD_READ if advice.few else self.max_records, self.max_records)
                 read |= await self._read_paused(consumer, tp, limit)
         return read
 
-    def _unexplained(self, partition: int, at: int, next_own: int | None, now: float) -> int:
+    def _unexplained(self, partition: int, at: int, advice: Skip, now: float) -> int:
         """How many records to read now from ``at``: up to the next batch the join holds (someone else's), or
-        what lies past the last one once it has stayed there ``HOLD_S``."""
+        what lies past the last one (by the end offsets) once the join is ``settled`` or it has stayed there
+        ``HOLD_S``."""
+        next_own = advice.next_own.get(partition)
         if next_own is not None and next_own > at:
             self._waiting.pop(partition, None)
             return next_own - at
@@ -277,11 +283,14 @@ class PartitionReader:
         if end <= at:
             self._waiting.pop(partition, None)
             return 0
+        if advice.settled:
+            self._waiting.pop(partition, None)
+            return end - at
         since = self._waiting.get(partition)
         if since is None or since[0] != at:
             self._waiting[partition] = (at, now)
             return 0
-        return end - at if now - since[1] >= HOLD_S else 0
+        return min(end - at, AHEAD_READ) if now - since[1] >= HOLD_S else 0
 
     async def _read_paused(self, consumer: AIOKafkaConsumer, tp: TopicPartition, limit: int) -> bool:
         """Read at most ``limit`` records of one paused partition (the fetch may bring more: dropped unparsed
