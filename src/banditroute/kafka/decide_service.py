@@ -80,12 +80,18 @@ MAX_IN_FLIGHT = 4
 """Polled batches whose decisions may await acknowledgement while the next batch is decided."""
 LOW_SLICE_S = 0.010
 """Time a step gives to low-priority work (parked and spilled requests) beyond their shares, while reading
-keeps up: the poll was not full and spilled nothing. A request of an established task type read meanwhile
-waits about that long (more under CPU contention); when nothing else is read the loop takes the next slice at
-once."""
+keeps up (the poll was not full, spilled nothing and decided no established request) and the producer is idle
+(every decision sent so far acknowledged). A request of an established task type read meanwhile waits about
+that long (more under CPU contention); the next slice comes once the slice's sends are acknowledged."""
 LANE_SHARE = 10
 """Parked requests decided in every step, oldest first, whatever else waits: the lane's guaranteed share (its
 requests also hold their partitions' commits back)."""
+BUSY_POLL_MS = 5
+"""While low-priority work waits but the producer still has decisions unacknowledged, the loop polls for
+requests with this timeout instead of taking a step: a step then would queue a second record batch behind
+the one in flight, and aiokafka blocks the loop (``send_batch``) until the first leaves, with the
+established requests read meanwhile (issue #18: this wait was most of the normal workload's p99 under a
+flood)."""
 
 
 Request = RoutingRequest | FastRequest
@@ -194,6 +200,7 @@ class DecideService(OwnThreadLoop):
         self._main: list[TopicPartition] = []
         self._spilled: list[TopicPartition] = []
         self._drain: Callable[[], Any] | None = None
+        self._unacked: list[asyncio.Future[Any]] = []  # the sends of the steps submitted last
         self._broken: BaseException | None = None
         """Set when draining the lane for an assignment failed: requests taken from the lane may be undecided,
         so the loop must restart from the committed offsets rather than commit past them."""
@@ -257,6 +264,7 @@ class DecideService(OwnThreadLoop):
         self._broken = None
         self._read_upto = {}
         self._main, self._spilled = [], []
+        self._unacked = []
         self.runs += 1
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -300,7 +308,7 @@ class DecideService(OwnThreadLoop):
         async def drain() -> None:
             """Decide every parked request (the caller holds ``busy``)."""
             while self.lane:
-                await self._step({}, producer, pending, committer)
+                await self._step({}, producer, pending, committer, draining=True)
 
         self._consumer, self._busy, self._barrier, self._drain = consumer, busy, barrier, drain
         log.info("decide loop started", extra={"topic": self.requests_topic, "group": self.group_id})
@@ -316,13 +324,19 @@ class DecideService(OwnThreadLoop):
                     self._check_broken()
                     lane = self.lane
                     waiting = bool(lane) or (bool(self._spilled) and self._spill_waiting)
+                    # low-priority work only once the last step's sends are acknowledged; until then, poll
+                    # for established requests (their step ships at once, behind at most the send in flight)
+                    low_now = waiting and self._producer_idle()
                     if lane.full and not self._spilled:
                         batch = {}  # read no further until parked requests are decided
+                        if not low_now:
+                            await asyncio.sleep(BUSY_POLL_MS / 1000)
                     else:
+                        timeout_ms = 0 if low_now else BUSY_POLL_MS if waiting else 200
                         batch = await consumer.getmany(
-                            *self._main, timeout_ms=0 if waiting else 200, max_records=self.max_batch
+                            *self._main, timeout_ms=timeout_ms, max_records=self.max_batch
                         )
-                    if batch or waiting or self._spilled:
+                    if batch or (self._producer_idle() if waiting else bool(self._spilled)):
                         await self._step(batch, producer, pending, committer)
                 if waiting:
                     # low-priority work goes on in slices: let the fetcher, the sender and the committer run
@@ -399,6 +413,12 @@ class DecideService(OwnThreadLoop):
         self._spill_waiting = taken > 0
         return taken
 
+    def _producer_idle(self) -> bool:
+        """Whether every send of the steps submitted so far is acknowledged (or failed: the committer raises)."""
+        if self._unacked:
+            self._unacked = [f for f in self._unacked if not f.done()]
+        return not self._unacked
+
     def _check_broken(self) -> None:
         if self._broken is not None:
             raise RuntimeError(
@@ -412,10 +432,12 @@ class DecideService(OwnThreadLoop):
         producer: AIOKafkaProducer,
         pending: asyncio.Queue[Any],
         committer: asyncio.Task[None],
+        draining: bool = False,
     ) -> None:
         """Decide one polled batch (parking or spilling what waits), then low-priority work: the lane's and the
-        spill topic's guaranteed shares (``LANE_SHARE``, ``SPILL_SHARE``), and while reading keeps up more parked,
-        then spilled, requests for ``LOW_SLICE_S``; hand the lot to the committer.
+        spill topic's guaranteed shares (``LANE_SHARE``, ``SPILL_SHARE``), and while reading keeps up, the
+        producer is idle and the poll decided no established request (``draining``: always), more parked, then
+        spilled, requests for ``LOW_SLICE_S``; hand the lot to the committer.
 
         A partition's commit stops at its oldest parked request, so a crash re-decides from there (never skips);
         the requests decided after it are then decided again, as after any crash between publish and commit.
@@ -425,12 +447,14 @@ class DecideService(OwnThreadLoop):
         spilled = self.spilled_total
         touched: set[int] = set()
         read = 0
+        decided = self.decided
         for tp, records in batch.items():
             for record in records:
                 await self._handle(out, producer, record)
             self._read_upto[tp.partition] = records[-1].offset + 1
             touched.add(tp.partition)
             read += len(records)
+        established = self.decided > decided
         offsets: dict[TopicPartition, int] = {}
         lane = self.lane
         # the guaranteed shares: the lane's oldest requests and the spill topic's, whatever else waits
@@ -441,7 +465,10 @@ class DecideService(OwnThreadLoop):
         low = await self._decide_spilled(out, producer, SPILL_SHARE, offsets)
         # more only while reading keeps up: a full poll means more is waiting, and a spill a flood of new task
         # types (deciding them now would slow the reading of the established requests behind them)
-        if read < self.max_batch and self.spilled_total == spilled:
+        # and only when the producer is idle and this poll decided nothing established: those decisions ship
+        # now, and the slice's would queue a record batch behind the send in flight
+        keeps_up = read < self.max_batch and self.spilled_total == spilled
+        if draining or (keeps_up and not established and self._producer_idle()):
             deadline = time.perf_counter() + LOW_SLICE_S
             while lane and time.perf_counter() < deadline:
                 parked = lane.take()
@@ -458,6 +485,7 @@ class DecideService(OwnThreadLoop):
         if self.follow:
             self.shipped += 1  # before the records can reach the log (the join's reader compares, handoff.py)
         futures = await out.submit()
+        self._unacked.extend(futures)
         handoff = (
             (self.token, self.decisions_topic, out.shipped, self._joinable, self.shipped)
             if self.follow

@@ -8,8 +8,8 @@ validate and decide it), and the requests offset is committed only once that cop
 decisions of the same poll). The loop decides ``SPILL_SHARE`` of the spill topic's requests, oldest first, in
 every step whatever else waits, so that sustained traffic of new task types (which keeps the lane from
 emptying) cannot hold them back until the topic's retention deletes them; and more, ``SPILL_CHUNK`` at a time
-within the step's slice for low-priority work (``LOW_SLICE_S`` in the decide loop), once the lane is empty
-and reading keeps up (the main poll not full, nothing spilled by it).
+within the step's slice for low-priority work (``LOW_SLICE_S`` in the decide loop), once the lane is empty,
+reading keeps up (the main poll not full, nothing spilled by it) and the producer is idle.
 
 Guarantees (see docs/guarantees.md): a request is never lost: its requests offset passes it only once the copy
 is acknowledged, and the spill topic's offset passes a copy only once its decision (or dead letter) is. A crash
