@@ -142,8 +142,11 @@ class Loop:
         batch: int = 50,
         between: Callable[[int], Any] | None = None,
         timeout_s: float = 60.0,
+        phases: list[tuple[float, float, float]] | None = None,
     ) -> list[dict[str, Any]]:
-        """``n`` requests in rounds of ``batch``: send, await decisions, send feedback for each."""
+        """``n`` requests in rounds of ``batch``: send, await decisions, send feedback for each. ``phases``
+        gets each round's seconds spent sending its requests (until acknowledged), waiting for their
+        decisions and sending their feedback."""
         out: list[dict[str, Any]] = []
         for start in range(0, n, batch):
             if between is not None:
@@ -151,13 +154,18 @@ class Loop:
                 if asyncio.iscoroutine(maybe):
                     await maybe
             reqs = [request() for _ in range(min(batch, n - start))]
+            t0 = time.monotonic()
             for r in reqs:
                 await self.send("requests", r, r["request_id"])
             await self.flush()
+            t1 = time.monotonic()
             decided = await self.await_decisions([r["request_id"] for r in reqs], timeout_s=timeout_s)
+            t2 = time.monotonic()
             for d in decided:
                 await self.send("feedback", feedback_for(d, rng), d["request_id"])
             await self.flush()
+            if phases is not None:
+                phases.append((t1 - t0, t2 - t1, time.monotonic() - t2))
             out.extend(decided)
         return out
 

@@ -13,8 +13,10 @@ feedback learnt exactly once (state equal to the one recomputed from the outcome
 feedback event dead-lettered with its reason; every flood answer learnt once, except those whose capped decision
 the join gave up (``limits.max_capped_in_flight``, 20,000 by default; only the full size reaches it), which are
 dead-lettered as ``unknown_request`` instead, counted. The normal workload's p99 (quiet and under the flood) is
-printed, not asserted (no timing assertions in tests): its round trip as the client sees it, and the router's
-share of it (each decision's record timestamp minus its request's: reading, queueing, deciding).
+printed, not asserted (no timing assertions in tests): its round trip as the client sees it, with its three
+parts (sending a round's requests until the broker acknowledges them, awaiting their decisions, sending their
+feedback), and the router's share of it (each decision's record timestamp minus its request's: reading,
+queueing, deciding; not the decision's own produce, which the wait for the decisions includes).
 
 The issue asks for 200,000 of each; at the rates measured on the loaded 2-core machine (README, Flood test)
 that takes minutes, too much of the suite's 12-minute budget. The suite runs 20,000 requests and 10,000 feedback events (1-2 minutes);
@@ -88,14 +90,23 @@ def p99(values: list[float]) -> float:
     return float(np.percentile(values, 99)) if values else float("nan")
 
 
-async def normal_rounds(loop: Loop, rng: np.random.Generator, rounds: int) -> list[float]:
-    """Closed-loop rounds of 20 chat requests; returns each request's time to its decision (ms)."""
+async def normal_rounds(
+    loop: Loop, rng: np.random.Generator, rounds: int, phases: list[tuple[float, float, float]] | None = None
+) -> list[float]:
+    """Closed-loop rounds of 20 chat requests; returns each request's round trip (ms): its round's time to
+    send the requests, have them decided and send their feedback. ``phases`` gets each round's three parts."""
     times: list[float] = []
     for _ in range(rounds):
         t0 = time.monotonic()
-        decided = await loop.run(20, rng, batch=20, timeout_s=180)
+        decided = await loop.run(20, rng, batch=20, timeout_s=180, phases=phases)
         times += [(time.monotonic() - t0) * 1000.0] * len(decided)
     return times
+
+
+def phase_p99s(phases: list[tuple[float, float, float]]) -> str:
+    """p99 (ms) of the rounds' three parts, each round weighted by its 20 requests as in the round trip's."""
+    parts = np.repeat(np.array(phases, dtype=float).reshape(-1, 3) * 1000.0, 20, axis=0)
+    return " / ".join(f"{p99(list(parts[:, i])):.0f}" for i in range(3))
 
 
 async def flood_from_another_process(
@@ -169,7 +180,8 @@ async def test_task_type_and_feedback_floods_stay_bounded(
             # -- quiet: warm the worker up, then take its RSS and the normal workload's decision times --------
             await normal_rounds(loop, rng, 15)
             quiet_since_ms = int(time.time() * 1000)
-            quiet_ms = await normal_rounds(loop, rng, 15)
+            quiet_phases: list[tuple[float, float, float]] = []
+            quiet_ms = await normal_rounds(loop, rng, 15, quiet_phases)
             quiet_delays = await broker_delays(kafka_bootstrap, prefix, quiet_since_ms)
             assert await wait_until(lambda: stats_ok(port), 60)
             quiet_rss = rss_kb(pid)
@@ -189,8 +201,9 @@ async def test_task_type_and_feedback_floods_stay_bounded(
             flooder = await flood_from_another_process(kafka_bootstrap, prefix, FLOOD, 6)
             reading = asyncio.create_task(flooder.communicate())
             flood_ms: list[float] = []
+            flood_phases: list[tuple[float, float, float]] = []
             while not reading.done():
-                flood_ms += await normal_rounds(loop, rng, 1)
+                flood_ms += await normal_rounds(loop, rng, 1, flood_phases)
             out, _ = await reading
             flood_s = time.monotonic() - t_flood
             assert flooder.returncode == 0, f"the flooding client failed ({flooder.returncode})"
@@ -287,8 +300,10 @@ async def test_task_type_and_feedback_floods_stay_bounded(
                 f"capped decisions given up {given_up} (their feedback dead-lettered: {lost_answers} of "
                 f"{flood_answers})",
                 f"normal p99 quiet {p99(quiet_ms):.0f} ms, under the flood {p99(flood_ms):.0f} ms "
-                f"(round trip); in the router {p99(quiet_delays):.0f} / {p99(flood_delays):.0f} ms "
-                f"({len(flood_delays)} requests under the flood)",
+                f"(round trip; its parts sending / awaiting the decisions / sending the feedback: quiet "
+                f"{phase_p99s(quiet_phases)}, flood {phase_p99s(flood_phases)} ms); in the router "
+                f"{p99(quiet_delays):.0f} / {p99(flood_delays):.0f} ms ({len(flood_delays)} requests under the "
+                f"flood)",
             ]
             assert peak <= 2 * quiet_rss, "; ".join(report)
     finally:
