@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from banditroute.agents.decide import DecideLogic, Request
+from banditroute.agents.decide import DecideLogic, Request, _MillisecondClock
+from banditroute.agents.pending import decision_id_for
 from banditroute.config import Registry, RouterConfig, config_dir_of
 from banditroute.core import decode_state
+from banditroute.core.block import Block
 from banditroute.events import CandidateScore, DecisionReasons, PolicyRef, RoutingDecision, RoutingRequest
 from banditroute.kafka.decision_publisher import DecisionPublisher
 from banditroute.kafka.state_reader import StateReader
@@ -132,6 +134,106 @@ class DecisionModels:
         return model
 
 
+_Row = tuple[Block, int, tuple[bytes, bytes, bytes, bytes], float]
+"""A decision taken from a pre-drawn block row: (block, row, the text of its request shape, the decide clock)."""
+MAX_ROW_SHAPES = 256
+"""Request shapes whose constant fields :class:`RowModels` keeps (a shape is the text of one task type, tenant,
+state version, rules and config version; a learnt state moves it on)."""
+
+
+class LocalDecideLogic(DecideLogic):
+    """The worker's :class:`DecideLogic`, which also leaves what the returned model is made from: after
+    :meth:`~DecideLogic.decide_encoded`, :attr:`row` for a decision written from a block row's text, else
+    :attr:`made` (the decision dict whose JSON was returned). Reset both before each call."""
+
+    row: _Row | None = None
+    made: dict[str, Any] | None = None
+
+    def _encode_row(self, request: Request, key: str, block: Block, text: Any, shape: Any, *rest: Any) -> Any:
+        at = block.pos
+        encoded = super()._encode_row(request, key, block, text, shape, *rest)
+        self.row = (block, at, shape, rest[1])  # rest: capped, now_s, t0
+        return encoded
+
+    def _decide_dict(self, *args: Any) -> dict[str, Any]:
+        self.made = super()._decide_dict(*args)
+        return self.made
+
+    def rejection(self, *args: Any) -> dict[str, Any]:
+        self.made = super().rejection(*args)
+        return self.made
+
+
+class RowModels:
+    """The :class:`RoutingDecision` of a decision taken from a block row, without building its dict: the fields
+    that its request shape fixes are read once per shape (by validating the first decision's JSON), the rest
+    from the row (``tests/client/test_local_decisions.py`` holds it equal to validating the JSON)."""
+
+    __slots__ = ("_shapes", "_block", "_stamp")
+
+    def __init__(self) -> None:
+        self._shapes: dict[tuple[bytes, ...], tuple[dict[str, Any], set[str], tuple[Any, Any]]] = {}
+        self._block: tuple[Block | None, list[list[float]], tuple[tuple[str, float], ...]] = (None, [], ())
+        self._stamp: tuple[int, datetime] = (-1, datetime.now(UTC))
+
+    def __call__(
+        self, row: _Row, payload: bytes, request_id: str, decision_id: str, ms: float
+    ) -> RoutingDecision:
+        block, at, shape, now_s = row
+        known = self._shapes.get(shape)
+        if known is None:
+            known = self._learn(shape, payload)
+        template, fields_set, reasons = known
+        model, fallbacks, propensity, explored = block.rows[at]
+        cached = self._block
+        if cached[0] is not block:  # the block's draws as Python floats, in one go
+            means = block.static[0]
+            cached = self._block = (
+                block,
+                block.z.tolist(),
+                tuple((n, means[n]) for n in block.plan.name_tuple),
+            )
+        candidates = []
+        for (name, mean), sampled in zip(cached[2], cached[1][at], strict=True):
+            candidate = _new(CandidateScore)  # trusted(), inlined
+            _set_dict(candidate, {"model": name, "sampled_utility": sampled, "mean_utility": mean})
+            _set_fields_set(candidate, _CANDIDATE_SET.copy())
+            _set_extra(candidate, None)
+            _set_private(candidate, None)
+            candidates.append(candidate)
+        stamp = self._stamp
+        if stamp[0] != int(now_s * 1000.0):  # the decide clock's text changes once per millisecond
+            text = _MillisecondClock().iso(now_s)  # a clock of its own: callers may be on several threads
+            stamp = self._stamp = (int(now_s * 1000.0), datetime.fromisoformat(text))
+        values = template.copy()
+        values["decision_id"] = decision_id
+        values["request_id"] = request_id
+        values["model"] = model
+        values["fallbacks"] = fallbacks
+        values["propensity"] = propensity
+        values["candidates"] = tuple(candidates)
+        values["reasons"] = reasons[explored]
+        values["decided_at"] = stamp[1]
+        values["decision_ms"] = ms
+        return trusted(RoutingDecision, values, fields_set.copy())
+
+    def _learn(
+        self, shape: tuple[bytes, ...], payload: bytes
+    ) -> tuple[dict[str, Any], set[str], tuple[Any, Any]]:
+        """The fields ``shape`` fixes, from the validated JSON of a decision of that shape."""
+        first = RoutingDecision.model_validate_json(payload)
+        reasons = first.reasons
+        other = reasons.model_copy(update={"exploration": not reasons.exploration})
+        both = (other, reasons) if reasons.exploration else (reasons, other)
+        if len(self._shapes) >= MAX_ROW_SHAPES:
+            self._shapes.clear()
+        known = self._shapes[shape] = (dict(first.__dict__), set(first.model_fields_set), both)
+        return known
+
+
+_CANDIDATE_SET = set(_CANDIDATE_FIELDS)
+
+
 class LocalRouter:
     """The in-process decider of ``RouterClient(mode="local")``. Its coroutines run on the client's loop;
     :meth:`decide_now` may also be called from other threads (``SyncRouterClient``): one decision at a time is
@@ -155,7 +257,9 @@ class LocalRouter:
         self.registry = Registry(config or RouterConfig.load(config_dir_of(settings)[0]))
         self.view = StateView()
         self.kept: set[str] = {*task_types, SHARED_KEY}
-        self.logic = DecideLogic(self.registry, self.view, np.random.default_rng(seed), worker_id=client_id)
+        self.logic = LocalDecideLogic(
+            self.registry, self.view, np.random.default_rng(seed), worker_id=client_id
+        )
         self.reader = StateReader(
             self.view,
             self.registry,
@@ -175,6 +279,7 @@ class LocalRouter:
         self._follower: asyncio.Task[None] | None = None
         self.stats = {"local_decisions": 0, "states_read_back": 0, "reader_restarts": 0}
         self._model = DecisionModels()
+        self._row_model = RowModels()
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -266,15 +371,23 @@ class LocalRouter:
                 if key in view.evicted and view.get(key) is None:
                     return None
             logic = self.logic
-            decision = logic.decide(request)
-            key_bytes = request.request_id.encode()
-            publisher.offer(self.decisions_topic, key_bytes, orjson.dumps(decision))
+            logic.row = logic.made = None
+            decided, _ = logic.decide_encoded(request)
+            payload = decided[4]
+            request_id = request.request_id
+            key_bytes = request_id.encode()
+            publisher.offer(self.decisions_topic, key_bytes, payload)
+            row, made = logic.row, logic.made
             shadow = logic.shadow
             if shadow is not None:
                 logic.shadow = None
                 publisher.offer(self.shadow_topic, key_bytes, orjson.dumps(shadow))
             self.stats["local_decisions"] += 1
-        return self._model(decision)  # its caches are safe without the lock (single dict operations)
+        # the models' caches are safe without the lock (single dict operations), and a block's rows never change
+        if row is not None:
+            return self._row_model(row, payload, request_id, decision_id_for(request_id), decided[3])
+        assert made is not None
+        return self._model(made)
 
     def _keep(self, task_type: str) -> None:
         """Hold ``task_type``'s states from now on, within the number of task types the limits allow."""

@@ -5,20 +5,26 @@ from __future__ import annotations
 import copy
 import dataclasses
 import random
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import given, settings
 
 from banditroute.agents.decide import DecideLogic
 from banditroute.agents.learn import LearnLogic
 from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
-from banditroute.events import RoutingDecision
+from banditroute.events import Constraints, RoutingDecision
 from banditroute.limits import Limits
-from banditroute.local_router import DecisionModels
+from banditroute.local_router import DecisionModels, LocalRouter
 from banditroute.messages import build_request, plain_call
 from banditroute.routing import StateView
+from banditroute.settings import Settings
+from tests.agents.test_decide_encoded import POLICIES, learn, open_circuit, registry, requests
+from tests.client.test_decision_publisher import BatchProducer
 from tests.contracts.strategies import decisions
 
 
@@ -121,3 +127,65 @@ def test_decision_models_equal_validation_for_any_valid_decision(decision: Routi
     as_dict = orjson.loads(decision.model_dump_json())
     validated = RoutingDecision.model_validate(copy.deepcopy(as_dict))
     assert DecisionModels()(as_dict) == validated
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+async def test_what_local_mode_returns_is_what_it_publishes(tmp_path: Path, policy: str) -> None:
+    """``LocalRouter.decide_now`` builds a block row's decision from the row and its request shape (no dict, no
+    validation): for every kind of decision (rules, pins, tenants, caps, filters, circuits, shadows, learnt
+    states moving the shape on), the returned model equals validating the published JSON, fields set and nested
+    models included."""
+    producer = BatchProducer()
+    local = LocalRouter(
+        Settings.model_validate({}),
+        producer,
+        client_id="client-eq",
+        seed=5,
+        config=registry(tmp_path, POLICIES[policy]).config,
+    )
+    local.reader.caught_up.set()
+    local.reader.polled_at = time.monotonic() + 3600.0
+    await local.publisher.start([local.decisions_topic, local.shadow_topic])
+    returned: dict[str, RoutingDecision] = {}
+    rows = 0
+    try:
+        for i, request in enumerate(requests(600, seed=len(policy))):
+            if i == 150:
+                learn(local.logic, "chat", "budget", 1.0, time.time())
+            if i == 300:
+                open_circuit(local.logic, "code", time.time() - 30.0)
+            if i == 450:
+                open_circuit(local.logic, "chat", time.time() - 1.0)
+            plain = plain_call(request.task_type, request.tenant, request.metadata, request.request_id)
+            simple = (
+                request.candidates is None and not request.exclude and request.constraints == Constraints()
+            )
+            decided = local.decide_now(plain if simple and plain is not None else request)
+            assert isinstance(decided, RoutingDecision), decided
+            rows += local.logic.row is not None
+            returned[decided.request_id] = decided
+        assert await local.flush(10.0)
+    finally:
+        await local.stop(2.0)
+    # most decisions were built from their block row; with a shadow policy all from their dict
+    assert rows == 0 if policy == "shadow" else rows > 300
+    published = [RoutingDecision.model_validate_json(value) for value in producer.stored]
+    assert sorted(d.request_id for d in published if not d.shadow) == sorted(returned)
+    for validated in published:
+        if validated.shadow:
+            continue
+        built = returned[validated.request_id]
+        assert built == validated
+        assert built.model_dump_json() == validated.model_dump_json()
+        assert list(built.__dict__) == list(validated.__dict__)
+        assert built.model_fields_set == validated.model_fields_set
+        assert built.reasons.model_fields_set == validated.reasons.model_fields_set
+        assert [c.model_fields_set for c in built.candidates] == [
+            c.model_fields_set for c in validated.candidates
+        ]
+        assert (
+            built.decided_at == validated.decided_at
+            and built.decided_at.tzinfo == validated.decided_at.tzinfo
+        )
+    if policy == "shadow":
+        assert sum(d.shadow for d in published) == len(returned)
