@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from banditroute.agents.decide import DecideLogic, Request, _MillisecondClock
-from banditroute.agents.pending import decision_id_for
+from banditroute.agents.decide import DecideLogic, Request
 from banditroute.config import Registry, RouterConfig, config_dir_of
 from banditroute.core import decode_state
 from banditroute.core.block import Block
@@ -134,8 +133,8 @@ class DecisionModels:
         return model
 
 
-_Row = tuple[Block, int, tuple[bytes, bytes, bytes, bytes], float]
-"""A decision taken from a pre-drawn block row: (block, row, the text of its request shape, the decide clock)."""
+_Row = tuple[Block, int, tuple[bytes, bytes, bytes, bytes], str]
+"""A decision taken from a pre-drawn block row: (block, row, the text of its request shape, decided_at)."""
 MAX_ROW_SHAPES = 256
 """Request shapes whose constant fields :class:`RowModels` keeps (a shape is the text of one task type, tenant,
 state version, rules and config version; a learnt state moves it on)."""
@@ -149,10 +148,20 @@ class LocalDecideLogic(DecideLogic):
     row: _Row | None = None
     made: dict[str, Any] | None = None
 
-    def _encode_row(self, request: Request, key: str, block: Block, text: Any, shape: Any, *rest: Any) -> Any:
+    def _encode_row(
+        self,
+        request: Request,
+        key: str,
+        block: Block,
+        text: Any,
+        shape: Any,
+        capped: str | None,
+        now_s: float,
+        t0: float,
+    ) -> Any:
         at = block.pos
-        encoded = super()._encode_row(request, key, block, text, shape, *rest)
-        self.row = (block, at, shape, rest[1])  # rest: capped, now_s, t0
+        encoded = super()._encode_row(request, key, block, text, shape, capped, now_s, t0)
+        self.row = (block, at, shape, self._iso(now_s))  # the text the event was written with (cached)
         return encoded
 
     def _decide_dict(self, *args: Any) -> dict[str, Any]:
@@ -174,12 +183,12 @@ class RowModels:
     def __init__(self) -> None:
         self._shapes: dict[tuple[bytes, ...], tuple[dict[str, Any], set[str], tuple[Any, Any]]] = {}
         self._block: tuple[Block | None, list[list[float]], tuple[tuple[str, float], ...]] = (None, [], ())
-        self._stamp: tuple[int, datetime] = (-1, datetime.now(UTC))
+        self._stamp: tuple[str, datetime] = ("", datetime.now(UTC))
 
     def __call__(
         self, row: _Row, payload: bytes, request_id: str, decision_id: str, ms: float
     ) -> RoutingDecision:
-        block, at, shape, now_s = row
+        block, at, shape, iso = row
         known = self._shapes.get(shape)
         if known is None:
             known = self._learn(shape, payload)
@@ -197,14 +206,13 @@ class RowModels:
         for (name, mean), sampled in zip(cached[2], cached[1][at], strict=True):
             candidate = _new(CandidateScore)  # trusted(), inlined
             _set_dict(candidate, {"model": name, "sampled_utility": sampled, "mean_utility": mean})
-            _set_fields_set(candidate, _CANDIDATE_SET.copy())
+            _set_fields_set(candidate, _CANDIDATE_SET)  # shared: a frozen model's set is only ever copied
             _set_extra(candidate, None)
             _set_private(candidate, None)
             candidates.append(candidate)
         stamp = self._stamp
-        if stamp[0] != int(now_s * 1000.0):  # the decide clock's text changes once per millisecond
-            text = _MillisecondClock().iso(now_s)  # a clock of its own: callers may be on several threads
-            stamp = self._stamp = (int(now_s * 1000.0), datetime.fromisoformat(text))
+        if stamp[0] != iso:  # the decide clock's text changes once per millisecond
+            stamp = self._stamp = (iso, datetime.fromisoformat(iso))
         values = template.copy()
         values["decision_id"] = decision_id
         values["request_id"] = request_id
@@ -372,7 +380,7 @@ class LocalRouter:
                     return None
             logic = self.logic
             logic.row = logic.made = None
-            decided, _ = logic.decide_encoded(request)
+            decided, served = logic.decide_encoded(request)
             payload = decided[4]
             request_id = request.request_id
             key_bytes = request_id.encode()
@@ -384,8 +392,8 @@ class LocalRouter:
                 publisher.offer(self.shadow_topic, key_bytes, orjson.dumps(shadow))
             self.stats["local_decisions"] += 1
         # the models' caches are safe without the lock (single dict operations), and a block's rows never change
-        if row is not None:
-            return self._row_model(row, payload, request_id, decision_id_for(request_id), decided[3])
+        if row is not None and served is not None:
+            return self._row_model(row, payload, request_id, served[1], decided[3])
         assert made is not None
         return self._model(made)
 

@@ -322,6 +322,8 @@ class RouterClient:
         """In local mode, the request of ``route(task_type, **arguments)`` when it is the common call that
         :meth:`LocalRouter.decide_now <banditroute.local_router.LocalRouter.decide_now>` decides without
         awaiting (a task type, maybe a tenant, request id and plain metadata), else None."""
+        if not arguments and self._local is not None:  # route("task"): the most common call
+            return plain_call(task_type, None, None, None)
         if (
             self._local is None
             or not _ROUTE_ARGUMENTS.issuperset(arguments)

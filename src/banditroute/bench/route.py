@@ -6,7 +6,8 @@ returning to its decision being acknowledged on the ``decisions`` topic.
 
 Calls are paced at ``rate`` route()/s (0: as fast as the process can); with ``concurrency`` callers sharing the
 schedule. Latency is the duration of each ``route()`` call; CPU is the process's CPU time (every thread:
-the client's publisher and readers included) divided by the calls made.
+the client's publisher and readers included) divided by the calls answered (a call that fell back is counted
+in ``failed`` and its reason in ``no_answer``).
 """
 
 from __future__ import annotations
@@ -109,16 +110,18 @@ async def run_route_bench(
         if local is not None and local.unavailable() is not None:
             raise RuntimeError(f"local mode: the routing snapshot is {local.unavailable()}")
         measuring = False
+        fell_back = ""  # the first fallback's reason (local mode)
         every = round(1.0 / feedback) if feedback > 0 else 0
         answered: list[tuple[str, str]] = []  # (request_id, model) of the measured decisions, with feedback
         picked: list[str | None] = []
 
         async def one() -> bool:
-            nonlocal failed
+            nonlocal failed, fell_back
             try:
                 decision = await client.route(task_type)
-            except RouteTimeout:
+            except RouteTimeout as exc:  # RouterUnavailable too
                 failed += measuring
+                fell_back = fell_back or f"{type(exc).__name__}: {exc}"
                 return False
             if measuring:
                 chosen = decision.model
@@ -143,7 +146,11 @@ async def run_route_bench(
             await local.flush()
             lags = list(local.publisher.lags_ms)
         if failed:
-            no_answer = await client.why_no_answer(timeout_s) if mode == "remote" else "local mode fell back"
+            no_answer = (
+                await client.why_no_answer(timeout_s)
+                if mode == "remote"
+                else f"local mode fell back: {fell_back}"
+            )
         learning = None
         if every:
             learning = await learn_back(client, task_type, answered[::every], learnt_before, learn_timeout_s)
@@ -155,7 +162,7 @@ async def run_route_bench(
         "answered": len(latencies),
         "failed": failed,
         "route_per_s": len(latencies) / wall if wall > 0 else 0.0,
-        "cpu_us_per_route": cpu / max(1, requests) * 1e6,
+        "cpu_us_per_route": cpu_per_answer(cpu, len(latencies)),
         "latency_ms": summary_ms(latencies),
     }
     if mode == "local":
@@ -198,22 +205,30 @@ def run_sync_route_bench(
         local.publisher.lags_ms.clear()
         latencies: list[list[float]] = [[] for _ in range(concurrency)]
         picked: list[list[str | None]] = [[] for _ in range(concurrency)]
+        why: list[str] = []  # the first fallback's reason, and any error that ended a caller thread
+        errors: list[BaseException] = []
         start = time.perf_counter()
 
         def caller(k: int) -> None:
             mine, chosen = latencies[k], picked[k]
-            for i in range(k, requests, concurrency):
-                if rate > 0:
-                    delay = start + i / rate - time.perf_counter()
-                    if delay > 0.001:
-                        time.sleep(delay)
-                t0 = time.perf_counter()
-                try:
-                    decision = sync.route(task_type)
-                except RouteTimeout:  # fell back: counted as failed
-                    continue
-                mine.append((time.perf_counter() - t0) * 1000.0)
-                chosen.append(decision.model)
+            clock, route = time.perf_counter, sync.route
+            try:
+                for i in range(k, requests, concurrency):
+                    if rate > 0:
+                        delay = start + i / rate - clock()
+                        if delay > 0.001:
+                            time.sleep(delay)
+                    t0 = clock()
+                    try:
+                        decision = route(task_type)
+                    except RouteTimeout as exc:  # fell back (RouterUnavailable too): counted as failed
+                        if not why:
+                            why.append(f"{type(exc).__name__}: {exc}")
+                        continue
+                    mine.append((clock() - t0) * 1000.0)
+                    chosen.append(decision.model)
+            except BaseException as exc:  # reported after the run, not lost with the thread
+                errors.append(exc)
 
         cpu = time.process_time()
         threads = [threading.Thread(target=caller, args=(k,)) for k in range(concurrency)]
@@ -223,6 +238,8 @@ def run_sync_route_bench(
             thread.join()
         wall = time.perf_counter() - start
         cpu = time.process_time() - cpu
+        if errors:
+            raise RuntimeError(f"a caller thread failed: {errors[0]!r}") from errors[0]
         sync.flush()
         lags = list(local.publisher.lags_ms)
     answered = [ms for mine in latencies for ms in mine]
@@ -236,13 +253,19 @@ def run_sync_route_bench(
         "answered": len(answered),
         "failed": requests - len(answered),
         "route_per_s": len(answered) / wall if wall > 0 else 0.0,
-        "cpu_us_per_route": cpu / max(1, requests) * 1e6,
+        "cpu_us_per_route": cpu_per_answer(cpu, len(answered)),
         "latency_ms": summary_ms(answered),
         "published": len(lags),
         "publish_lag_ms": summary_ms(lags),
         "models": dict(models),
-        "no_answer": None,
+        "no_answer": why[0] if why else None,
     }
+
+
+def cpu_per_answer(cpu_s: float, answered: int) -> float:
+    """CPU microseconds per answered ``route()`` (NaN when none was answered: calls that fell back are not what
+    is measured)."""
+    return cpu_s / answered * 1e6 if answered else float("nan")
 
 
 def learnt_count(client: Any, task_type: str) -> int:
