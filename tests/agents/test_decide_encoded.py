@@ -161,3 +161,23 @@ def test_a_fast_path_request_decides_as_its_model(tmp_path: Path) -> None:
         return [orjson.loads(logic.decide_encoded(r)[0][4]) | {"decision_ms": 0} for r in batch]
 
     assert decided("fast", fast) == decided("model", [f.full() for f in fast])
+
+
+def test_rules_of_requests_without_metadata_follow_a_rules_change(tmp_path: Path) -> None:
+    """The decide logic remembers which rules apply to a request without metadata (per tenant and task type);
+    a configuration with other rules is answered from those rules, never from the remembered ones."""
+    reg = registry(tmp_path / "a", POLICIES["beta"])
+    logic = DecideLogic(reg, StateView(), np.random.default_rng(2), "w", lambda: NOW_S)
+
+    def rules_of(tenant: str | None) -> list[str]:
+        return orjson.loads(logic.decide_encoded(build_request("chat", tenant=tenant))[0][4])["reasons"][
+            "rules"
+        ]
+
+    assert [rules_of(t) for t in ("eu", "acme", "eu")] == [["eu-no-premium"], [], ["eu-no-premium"]]
+    registry(tmp_path / "b", POLICIES["beta"])  # its files, with other rules:
+    (tmp_path / "b" / "rules.yaml").write_text(
+        "rules:\n  - {name: acme-budget, tenants: [acme], allow: [budget]}\n"
+    )
+    reg.apply_config(RouterConfig.load(tmp_path / "b"))
+    assert [rules_of(t) for t in ("eu", "acme")] == [[], ["acme-budget"]]

@@ -22,6 +22,7 @@ from banditroute.core import Choice, Constraints, ModelSpec, TaskPolicy, TaskSta
 from banditroute.core.block import Block
 from banditroute.core.choose import hot_block
 from banditroute.core.models import SampledUtilities
+from banditroute.core.rules import Rule, RuleEffect
 from banditroute.events import RoutingRequest
 from banditroute.kafka.fast_request import FastRequest
 from banditroute.limits import Admission, Verdict
@@ -245,6 +246,10 @@ class DecideLogic:
         """Which task types and tenants get state of their own (policy.yaml ``limits``); decide thread only."""
         self._next_evict = 0.0
         self._rule_effects: dict[Constraints, Constraints] = {}
+        self._plain_rules: tuple[
+            Sequence[Rule], dict[tuple[str | None, str], tuple[RuleEffect, tuple[str, ...]]]
+        ]
+        self._plain_rules = ((), {})
 
     def decide(self, request: Request) -> dict[str, Any]:
         """One decision, read from one routing snapshot and one learnt state (both immutable)."""
@@ -318,7 +323,10 @@ class DecideLogic:
         applied: tuple[str, ...] = ()
         pin = None
         if rules:
-            effect, applied = apply_rules(rules, request.tenant, task_type, request.metadata)
+            if request.metadata:
+                effect, applied = apply_rules(rules, request.tenant, task_type, request.metadata)
+            else:
+                effect, applied = self._rules_without_metadata(rules, request.tenant, task_type)
             if applied:
                 constraints = self._with_rules(constraints, effect.constraints)
                 pin = effect.pin
@@ -395,6 +403,22 @@ class DecideLogic:
             capped is not None,
         )
         return (request.task_type, model, capped, ms, payload), served
+
+    def _rules_without_metadata(
+        self, rules: Sequence[Rule], tenant: str | None, task_type: str
+    ) -> tuple[RuleEffect, tuple[str, ...]]:
+        """:func:`apply_rules` for a request without metadata, remembered per tenant and task type for the
+        snapshot's rules (the common request asks the same question every time)."""
+        cache = self._plain_rules
+        if cache[0] is not rules:
+            cache = self._plain_rules = (rules, {})
+        answers = cache[1]
+        answer = answers.get((tenant, task_type))
+        if answer is None:
+            if len(answers) >= MAX_RULE_EFFECTS:
+                answers.clear()
+            answer = answers[(tenant, task_type)] = apply_rules(rules, tenant, task_type, None)
+        return answer
 
     def _with_rules(self, constraints: Constraints, effect: Constraints) -> Constraints:
         """``constraints`` merged with the applied rules' ``effect``. For a request without filters of its own
