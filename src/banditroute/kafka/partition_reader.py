@@ -82,6 +82,8 @@ a seek drops the rest of what was fetched unparsed."""
 IDLE_S = 0.05
 """Steady state with a ``skip``: how often the reader asks ``skip`` again and the broker for the end offsets of
 its (paused) partitions while there is nothing to read."""
+GAP_FETCH_BYTES = 64 * 1024
+"""Bytes asked per fetch while reading between the join's batches (steady state; a catch-up reads 4 MB)."""
 HOLD_S = 1.0
 """Records past the last batch the join holds, while ``skip`` says it is not ``settled``, are read once they
 have been there this long (a handoff lost with a failed decide loop)."""
@@ -293,13 +295,20 @@ class PartitionReader:
         return min(end - at, AHEAD_READ) if now - since[1] >= HOLD_S else 0
 
     async def _read_paused(self, consumer: AIOKafkaConsumer, tp: TopicPartition, limit: int) -> bool:
-        """Read at most ``limit`` records of one paused partition (the fetch may bring more: dropped unparsed
-        when the partition is paused again)."""
+        """Read at most ``limit`` records of one paused partition. The fetch may bring more (dropped unparsed
+        when the partition is paused again): it asks for ``GAP_FETCH_BYTES`` only, so that reading a tick does
+        not fetch the megabytes of own decisions behind it (the broker still returns a whole first batch)."""
+        fetcher: Any = getattr(consumer, "_fetcher", None)
+        wide = getattr(fetcher, "_max_partition_fetch_bytes", None)
+        if isinstance(wide, int):  # aiokafka keeps it there; a later version without it fetches as configured
+            fetcher._max_partition_fetch_bytes = min(wide, GAP_FETCH_BYTES)
         consumer.resume(tp)
         try:
             batch = await consumer.getmany(tp, timeout_ms=100, max_records=limit)
         finally:
             consumer.pause(tp)
+            if isinstance(wide, int):
+                fetcher._max_partition_fetch_bytes = wide
         await self._take(batch)
         return bool(batch.get(tp))
 
