@@ -16,6 +16,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from banditroute.kafka.fast_produce import install as install_fast_produce
+
+install_fast_produce()  # every producer of the process: the decide loop's, the join's (kafka/fast_produce.py)
+
 Headers = list[tuple[str, bytes]]
 """Kafka record headers: (name, value) pairs (aiokafka's record builder wants a list)."""
 NO_HEADERS: Headers = []
