@@ -255,8 +255,10 @@ class JoinIO:
                 results: list[JoinResult] = []
                 self._take_handoffs(results)
                 await self._finish_join(results)
-            # every batch the decide loop submitted up to now is handed over (it counts before it submits)
-            advice = Skip(few=only_own, settled=self._received_seq >= self.decider.shipped)
+            # partitions where every batch the decide loop shipped so far is handed over (it counts first)
+            received, shipped_to = self._received_seq, self.decider.shipped_to
+            settled = frozenset(p for p in positions if shipped_to.get(p, 0) <= received)
+            advice = Skip(few=only_own, settled=settled)
             for partition, at in positions.items():
                 ranges = self._own.get(partition)
                 if not ranges:

@@ -179,8 +179,12 @@ class DecideService(OwnThreadLoop):
         """The current assignment's token (``follow`` mode), stamped on its decisions."""
         self.runs = 0
         self.shipped = 0
-        """Handoffs announced so far (``follow``): counted in the decide thread before a batch is submitted, so
-        a handoff the join has not received yet may have records in the log; each carries its count (``seq``)."""
+        """Steps that shipped decisions so far (``follow``), counted before their first record batch goes to the
+        producer; each step's handoff carries the count then (``seq``)."""
+        self.shipped_to: dict[int, int] = {}
+        """Per decisions partition, ``shipped`` of the last step that shipped to it: until the join has received
+        that handoff, records past the last batch it holds may be this worker's own (``JoinIO._skip_own``)."""
+        self._announced = False
         self._consumer: AIOKafkaConsumer | None = None
         self._busy: asyncio.Lock | None = None  # held while a batch is polled and decided (decide loop)
         self._barrier: Callable[[], Any] | None = None
@@ -442,7 +446,8 @@ class DecideService(OwnThreadLoop):
         A partition's commit stops at its oldest parked request, so a crash re-decides from there (never skips);
         the requests decided after it are then decided again, as after any crash between publish and commit.
         """
-        out = PartitionBatches(producer)
+        out = PartitionBatches(producer, self._announce if self.follow else None)
+        self._announced = False
         self._joinable = {}
         spilled = self.spilled_total
         touched: set[int] = set()
@@ -482,8 +487,6 @@ class DecideService(OwnThreadLoop):
             offsets[TopicPartition(self.requests_topic, partition)] = upto
         if not offsets and not out.builders and not out.futures:
             return  # nothing read, parked, spilled or decided
-        if self.follow:
-            self.shipped += 1  # before the records can reach the log (the join's reader compares, handoff.py)
         futures = await out.submit()
         self._unacked.extend(futures)
         handoff = (
@@ -493,6 +496,15 @@ class DecideService(OwnThreadLoop):
         )
         await self._enqueue(pending, committer, (futures, offsets, handoff))
         self._flush_callbacks()
+
+    def _announce(self, topic: str, partition: int) -> None:
+        """Before a batch of this step goes to the producer (``follow``): count the step, note the partition."""
+        if topic != self.decisions_topic:
+            return
+        if not self._announced:
+            self._announced = True
+            self.shipped += 1
+        self.shipped_to[partition] = self.shipped
 
     @staticmethod
     async def _enqueue(queue: asyncio.Queue[Any], committer: asyncio.Task[None], item: Any) -> None:

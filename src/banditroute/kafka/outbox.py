@@ -12,6 +12,7 @@ work of ``producer.send`` (py-spy: that was half of the join's cost per decision
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -28,10 +29,14 @@ NO_HEADERS: Headers = []
 class PartitionBatches:
     """Per-(topic, partition) record batches of one poll, submitted with ``send_batch``."""
 
-    __slots__ = ("producer", "builders", "futures", "shipped")
+    __slots__ = ("producer", "builders", "futures", "shipped", "before_ship")
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, before_ship: Callable[[str, int], None] | None = None
+    ) -> None:
         self.producer = producer
+        self.before_ship = before_ship
+        """Called with (topic, partition) before each batch or record is handed to the producer."""
         self.builders: dict[tuple[str, int], Any] = {}
         self.futures: list[asyncio.Future[Any]] = []
         self.shipped: list[tuple[str, int, int, asyncio.Future[Any]]] = []
@@ -70,6 +75,8 @@ class PartitionBatches:
             builder = self.builders[slot] = self.producer.create_batch()
         if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             del self.builders[slot]
+            if self.before_ship is not None:
+                self.before_ship(topic, partition)
             future = await self.producer.send(
                 topic, key=key, value=value, partition=partition, headers=headers or None
             )
@@ -78,6 +85,8 @@ class PartitionBatches:
 
     async def _ship(self, topic: str, partition: int, builder: Any) -> None:
         count = builder.record_count()
+        if self.before_ship is not None:
+            self.before_ship(topic, partition)
         future = await self.producer.send_batch(builder, topic, partition=partition)
         self.futures.append(future)
         self.shipped.append((topic, partition, count, future))

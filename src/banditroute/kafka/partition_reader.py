@@ -17,8 +17,8 @@ partitions stay paused, so those decisions are neither fetched nor parsed: it se
 holds (``skip``: only ranges the join holds already, its join state acknowledged) and reads exactly the records
 between two of them (decisions that local-mode clients publish, the worker's tick records), in order. Records
 past the last range the join holds are found by asking the broker for the end offsets every ``IDLE_S``; they are
-read once ``skip`` says the join is ``settled`` (the decide loop has handed over every batch it submitted before
-the end offsets were asked), or after ``HOLD_S`` without (a handoff lost with a failed decide loop; an own
+read once ``skip`` says the partition is ``settled`` (the decide loop has handed over every batch it shipped to
+it before the end offsets were asked), or after ``HOLD_S`` without (a handoff lost with a failed decide loop; an own
 decision met then is skipped by its header). After a restart or a
 rebalance it reads everything from the committed offset, unpaused, up to the end offsets of that moment:
 ``decisions`` is the join's durable record of what waits for feedback.
@@ -70,9 +70,9 @@ class Skip:
     before it are someone else's (they must be read), and the log reaches at least that far."""
     few: bool = False
     """Read only ``AHEAD_READ`` records next (the records that follow are most likely more of the join's)."""
-    settled: bool = True
-    """Every record batch of the join's that may be in the log (as of before this call) is among those it holds:
-    records past the last of them are someone else's."""
+    settled: frozenset[int] = frozenset()
+    """Partitions where every record batch of the join's that may be in the log (as of before this call) is
+    among those it holds: records past the last of them are someone else's."""
 
 
 Skipper = Callable[[dict[int, int]], Awaitable[Skip]]
@@ -245,8 +245,8 @@ class PartitionReader:
         worker's own decisions, which reach the join in memory, are neither fetched nor parsed. The reader seeks
         past what the join holds and reads only the records between (someone else's: a local-mode client's
         decision, a tick), exactly those. Records past the last batch the join holds (the broker's end offsets,
-        asked every ``IDLE_S``) are read once they have stayed unexplained for ``HOLD_S``. Returns whether
-        anything was read."""
+        asked every ``IDLE_S``) are read once ``skip`` says the partition is settled (see ``Skip.settled``).
+        Returns whether anything was read."""
         assert self.skip is not None
         tps = {p: TopicPartition(self.topic, p) for p in sorted(self.partitions)}
         now = time.monotonic()
@@ -275,7 +275,7 @@ class PartitionReader:
 
     def _unexplained(self, partition: int, at: int, advice: Skip, now: float) -> int:
         """How many records to read now from ``at``: up to the next batch the join holds (someone else's), or
-        what lies past the last one (by the end offsets) once the join is ``settled`` or it has stayed there
+        what lies past the last one (by the end offsets) once the partition is ``settled`` or it has stayed there
         ``HOLD_S``."""
         next_own = advice.next_own.get(partition)
         if next_own is not None and next_own > at:
@@ -285,14 +285,14 @@ class PartitionReader:
         if end <= at:
             self._waiting.pop(partition, None)
             return 0
-        if advice.settled:
+        if partition in advice.settled:
             self._waiting.pop(partition, None)
             return end - at
         since = self._waiting.get(partition)
         if since is None or since[0] != at:
             self._waiting[partition] = (at, now)
             return 0
-        return min(end - at, AHEAD_READ) if now - since[1] >= HOLD_S else 0
+        return end - at if now - since[1] >= HOLD_S else 0
 
     async def _read_paused(self, consumer: AIOKafkaConsumer, tp: TopicPartition, limit: int) -> bool:
         """Read at most ``limit`` records of one paused partition. The fetch may bring more (dropped unparsed
