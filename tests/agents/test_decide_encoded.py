@@ -181,3 +181,21 @@ def test_rules_of_requests_without_metadata_follow_a_rules_change(tmp_path: Path
     )
     reg.apply_config(RouterConfig.load(tmp_path / "b"))
     assert [rules_of(t) for t in ("eu", "acme")] == [[], ["acme-budget"]]
+
+
+def test_the_millisecond_clock_writes_what_datetime_writes() -> None:
+    """The decide clock swaps the milliseconds into a per-second prefix: the same text as formatting the whole
+    datetime, across milliseconds, seconds, days and years (and back in time)."""
+    from datetime import UTC, datetime
+
+    from banditroute.agents.decide import _MillisecondClock
+
+    clock, rnd, now = _MillisecondClock(), random.Random(1), NOW_S
+    for _ in range(20_000):
+        now = rnd.choice([now, now + 0.0004, now + 0.001, now + 0.7, now + 59.9, now + 86_400.0 * 40])
+        now = rnd.uniform(0.0, 4.1e9) if rnd.random() < 0.01 else now
+        ms = int(now * 1000.0)
+        assert (
+            clock.iso(now)
+            == datetime.fromtimestamp(ms / 1000.0, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+        )

@@ -88,22 +88,31 @@ def _iso(now_s: float) -> str:
     return datetime.fromtimestamp(now_s, UTC).isoformat().replace("+00:00", "Z")
 
 
-class _MillisecondClock:
-    """ISO 8601 text of a time to the millisecond, formatted once per millisecond (not once per decision)."""
+_MILLIS = tuple(f".{milli:03d}Z" for milli in range(1000))
 
-    __slots__ = ("_ms", "_text")
+
+class _MillisecondClock:
+    """ISO 8601 text of a time to the millisecond (``2026-12-01T13:20:00.123Z``), formatted once per second;
+    each new millisecond only swaps the last five characters (formatting a datetime took 14-40 µs of CPU in
+    the decide path's cold caches, once per millisecond)."""
+
+    __slots__ = ("_ms", "_text", "_second", "_prefix")
 
     def __init__(self) -> None:
         self._ms = -1
         self._text = ""
+        self._second = -1
+        self._prefix = ""
 
     def iso(self, now_s: float) -> str:
         ms = int(now_s * 1000.0)
         if ms != self._ms:
+            second, milli = divmod(ms, 1000)
+            if second != self._second:
+                self._second = second
+                self._prefix = datetime.fromtimestamp(second, UTC).isoformat()[:-6]  # without "+00:00"
             self._ms = ms
-            self._text = (
-                datetime.fromtimestamp(ms / 1000.0, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-            )
+            self._text = self._prefix + _MILLIS[milli]
         return self._text
 
 
