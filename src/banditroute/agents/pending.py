@@ -203,6 +203,13 @@ class OffsetWindow:
         self.count = 0
 
     def add(self, offset: int) -> None:
+        flags = self.flags
+        if self.count and offset - self.base == len(
+            flags
+        ):  # the usual case: the next offset of the partition
+            flags.append(1)
+            self.count += 1
+            return
         if self.count == 0:
             self.base, self.start, self.flags = offset, 0, bytearray(1)
         elif offset < self.base:
