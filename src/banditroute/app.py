@@ -533,10 +533,13 @@ class Router(JoinIO):
         """Count one polled batch's decisions by task type and model, and by cap; keep the newest."""
         now_s = time.time()
         count, by_model, caps = self.top.count, self.decisions_by_model, self.capped
-        for task_type, model, capped, _ms, _text in batch:
-            count(by_model, task_type, model or "<none>", now_s)
-            if capped:
-                caps[capped] += 1
+        # one count per (task type, model) of the batch, not per decision (py-spy: ~5 % of the event loop)
+        pairs = Counter((decided[0], decided[1] or "<none>") for decided in batch)
+        for (task_type, model), n in pairs.items():
+            count(by_model, task_type, model, now_s, n)
+        for decided in batch:
+            if decided[2]:
+                caps[decided[2]] += 1
         recent = self.recent_decisions
         recent.extend([decided[4] for decided in batch[-200:]])
         if len(recent) > 200:

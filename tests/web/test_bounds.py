@@ -30,6 +30,20 @@ def test_top_task_types_names_the_busiest_and_folds_the_rest() -> None:
     assert counts[(OTHER, "m")] == 100  # other never decreases
 
 
+def test_counting_n_at_once_is_counting_one_n_times() -> None:
+    """The worker counts a polled batch once per (task type, model) (``Router._on_decisions``)."""
+    one, many = TopTaskTypes(n=2, window_s=60.0), TopTaskTypes(n=2, window_s=60.0)
+    ones: dict[tuple[str, str], int] = {}
+    manys: dict[tuple[str, str], int] = {}
+    for now, batch in ((0.0, [("a", 3), ("b", 2), ("c", 7)]), (61.0, [("c", 4), ("a", 1)])):
+        for task_type, n in batch:
+            for _ in range(n):
+                one.count(ones, task_type, "m", now)
+            many.count(manys, task_type, "m", now, n)
+        assert manys == ones and many.named == one.named and many._counts == one._counts
+    assert ones[("c", "m")] == 4  # named at the window end, counted from there
+
+
 def test_candidate_table_is_bounded_under_a_flood_of_one_off_names() -> None:
     top = TopTaskTypes(n=5)
     counts: dict[tuple[str, str], int] = {}

@@ -45,15 +45,15 @@ class TopTaskTypes:
         """The label ``task_type`` is shown under now (no counting)."""
         return task_type if self.is_named(task_type) else OTHER
 
-    def label(self, task_type: str, now_s: float) -> str:
-        """Count one request of ``task_type`` and return its label."""
+    def label(self, task_type: str, now_s: float, n: int = 1) -> str:
+        """Count ``n`` requests of ``task_type`` and return its label."""
         counts = self._counts
         if task_type in counts:
-            counts[task_type] += 1
+            counts[task_type] += n
         else:
             if len(counts) >= max(1, self.n) * CANDIDATES_PER_NAME:
                 self._drop_least()
-            counts[task_type] = 1
+            counts[task_type] = n
         if task_type in self.pinned or task_type in self.named:
             return task_type
         if len(self.named) < self.n:
@@ -93,17 +93,22 @@ class TopTaskTypes:
         return dropped
 
     def count(
-        self, counts: MutableMapping[tuple[str, str], int], task_type: str, model: str, now_s: float
+        self,
+        counts: MutableMapping[tuple[str, str], int],
+        task_type: str,
+        model: str,
+        now_s: float,
+        n: int = 1,
     ) -> str:
-        """Count one decision into ``counts`` (keyed by (label, model)); at a window end, first drop the
+        """Count ``n`` decisions into ``counts`` (keyed by (label, model)); at a window end, first drop the
         counters of task types that lost their name. Returns the label used."""
         if self.due(now_s):
             dropped = self.rerank(now_s)
             if dropped:
                 for pair in [p for p in counts if p[0] in dropped]:
                     del counts[pair]
-        label = self.label(task_type, now_s)
-        counts[(label, model)] = counts.get((label, model), 0) + 1
+        label = self.label(task_type, now_s, n)
+        counts[(label, model)] = counts.get((label, model), 0) + n
         return label
 
     def size(self) -> int:
