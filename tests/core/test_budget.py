@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
 import pytest
+from scipy.optimize import linprog
 
-from banditroute.core import ModelSpec, Outcome, TaskPolicy, new_state, update_many
-from banditroute.core.budget import share_budget, slack_usd
+from banditroute.core import ModelSpec, Outcome, TaskPolicy, TaskState, new_state, update_many
+from banditroute.core.budget import _split, allocate_budget, share_budget, slack_usd
 from banditroute.core.objective import effective_budget
+from banditroute.core.state import replace_state
 
 MODELS = (ModelSpec("cheap", 0.0001), ModelSpec("dear", 0.01))
 POLICY = TaskPolicy(objective="budget", budget_mean_cost_usd=0.001, pacing_horizon=100.0)
+FloatArray = npt.NDArray[np.float64]
 
 
 def test_shared_slack_is_the_sum_of_all_task_types() -> None:
@@ -34,3 +39,68 @@ def test_task_types_with_other_budgets_do_not_share() -> None:
     b = update_many(new_state(MODELS, other), MODELS, other, [Outcome("cheap", 1.0, 0.0001)] * 10)
     shared = share_budget({"a": a, "b": b}, {"a": POLICY, "b": other})
     assert shared["a"].budget_offset_usd == 0.0 and shared["b"].budget_offset_usd == 0.0
+
+
+def _learnt(outcomes: dict[str, tuple[float, float]], slack: float, n: int = 400) -> TaskState:
+    """A state that has seen ``n`` calls of each model with (quality, cost), its spend set to ``slack`` USD under
+    the budget (what the pacing has not spent yet)."""
+    events = [Outcome(m, q, c) for m, (q, c) in outcomes.items() for _ in range(n)]
+    state = update_many(new_state(MODELS, POLICY), MODELS, POLICY, events)
+    budget = POLICY.budget_mean_cost_usd or 0.0
+    return replace_state(state, spend_total_usd=budget * state.spend_calls - slack)
+
+
+def test_allocation_spends_where_money_buys_quality() -> None:
+    # "flat": the cheap model is as good as the dear one; "steep": the dear one is far better
+    flat = _learnt({"cheap": (0.9, 0.0001), "dear": (0.9, 0.01)}, slack=0.002)
+    steep = _learnt({"cheap": (0.2, 0.0001), "dear": (0.95, 0.01)}, slack=-0.001)
+    policies = {"flat": POLICY, "steep": POLICY}
+    allocated = allocate_budget({"flat": flat, "steep": steep}, policies)
+    slack = slack_usd(flat, POLICY) + slack_usd(steep, POLICY)
+    # flat needs only the cheap model; steep gets the rest of twice the budget (equal traffic)
+    assert effective_budget(allocated["flat"], POLICY) == pytest.approx(0.0001 + slack / 100.0)
+    assert effective_budget(allocated["steep"], POLICY) == pytest.approx(2 * 0.001 - 0.0001 + slack / 100.0)
+    # the same slack as with share_budget, so the group's pacing is unchanged
+    shared = share_budget({"flat": flat, "steep": steep}, policies)
+    for name in ("flat", "steep"):
+        moved = allocated[name].budget_offset_usd - shared[name].budget_offset_usd
+        gap = effective_budget(allocated[name], POLICY) - effective_budget(shared[name], POLICY)
+        assert moved == pytest.approx(POLICY.pacing_horizon * gap)
+
+
+def test_split_spends_as_the_budget_oracle() -> None:
+    """Each task type's share, spent on its own best mix, reaches the quality of the linear program over all of
+    them (brute force per task type; the LP written out here independently, dense)."""
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        tasks, k = int(rng.integers(1, 5)), int(rng.integers(2, 6))
+        weight = rng.dirichlet(np.ones(tasks))
+        quality = [rng.random(k) for _ in range(tasks)]
+        cost = [rng.random(k) * 0.01 for _ in range(tasks)]
+        cheapest = float(weight @ np.array([c.min() for c in cost]))
+        budget = cheapest + float(rng.uniform(0.0, 0.006))
+        spend = _split(weight, quality, cost, budget)
+        assert float(weight @ np.array(spend)) <= budget * (1 + 1e-9)
+        got = sum(w * _task_quality(q, c, s) for w, q, c, s in zip(weight, quality, cost, spend, strict=True))
+        x = linprog(
+            -np.concatenate([w * q for w, q in zip(weight, quality, strict=True)]),
+            A_ub=np.concatenate([w * c for w, c in zip(weight, cost, strict=True)])[None, :],
+            b_ub=[budget],
+            A_eq=np.kron(np.eye(tasks), np.ones(k)),
+            b_eq=np.ones(tasks),
+            bounds=(0, None),
+        )
+        assert got == pytest.approx(-x.fun, abs=1e-7)
+
+
+def _task_quality(quality: FloatArray, cost: FloatArray, spend: float) -> float:
+    """The best mean quality of one task type's mixes with mean cost <= ``spend`` (its vertices, brute force)."""
+    best = -1.0
+    for i in range(len(quality)):
+        if cost[i] <= spend * (1 + 1e-9):
+            best = max(best, float(quality[i]))
+        for j in range(len(quality)):
+            if cost[i] <= spend < cost[j]:
+                w = (spend - cost[i]) / (cost[j] - cost[i])
+                best = max(best, float(quality[i] + w * (quality[j] - quality[i])))
+    return best

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import linprog
+
 from banditroute.core.models import TaskPolicy
+from banditroute.core.objective import cost_moments, quality_moments
 from banditroute.core.state import TaskState, replace_state
+
+FloatArray = npt.NDArray[np.float64]
 
 
 def slack_usd(state: TaskState, policy: TaskPolicy) -> float:
@@ -34,4 +41,75 @@ def share_budget(states: Mapping[str, TaskState], policies: Mapping[str, TaskPol
             offset = total - own[t]
             if offset != states[t].budget_offset_usd:
                 out[t] = replace_state(states[t], budget_offset_usd=offset)
+    return out
+
+
+def allocate_budget(
+    states: Mapping[str, TaskState],
+    policies: Mapping[str, TaskPolicy],
+    rng: np.random.Generator | None = None,
+) -> dict[str, TaskState]:
+    """The states with each task type's pacing target set to its share of one budget over all task types.
+
+    :func:`share_budget` lets every task type spend at the same mean cost, which is not the best use of the
+    money when task types differ: the budget oracle spends where a dollar buys the most quality. Here the
+    budget is divided as that linear program divides it, solved on the current posteriors (mean quality, or
+    one Beta draw per model and task type when ``rng`` is given, so the split explores as Thompson sampling
+    does) and the traffic each task type has had; each task type then paces to its own share plus the
+    group's slack (``TaskState.budget_offset_usd`` carries the difference from the policy's budget).
+    """
+    groups: dict[float, list[str]] = {}
+    for task, policy in policies.items():
+        if task in states and policy.objective == "budget" and policy.budget_mean_cost_usd is not None:
+            groups.setdefault(policy.budget_mean_cost_usd, []).append(task)
+    out = dict(states)
+    for budget, tasks in groups.items():
+        calls = np.array([states[t].spend_calls for t in tasks], dtype=np.float64) + 1.0
+        weight = calls / calls.sum()
+        quality, cost = [], []
+        for t in tasks:
+            state = states[t]
+            if rng is None:
+                quality.append(quality_moments(state, policies[t].reward)[0])
+            else:
+                quality.append(rng.beta(np.maximum(state.alpha, 1e-9), np.maximum(state.beta, 1e-9)))
+            cost.append(cost_moments(state)[0])
+        share = _split(weight, quality, cost, budget)
+        own = {t: slack_usd(states[t], policies[t]) for t in tasks}
+        total = sum(own.values())
+        for t, target in zip(tasks, share, strict=True):
+            offset = policies[t].pacing_horizon * (target - budget) + total - own[t]
+            if offset != states[t].budget_offset_usd:
+                out[t] = replace_state(states[t], budget_offset_usd=offset)
+    return out
+
+
+def _split(
+    weight: FloatArray, quality: list[FloatArray], cost: list[FloatArray], budget: float
+) -> list[float]:
+    """Each task type's mean cost in the best per-task mix with traffic-weighted mean cost <= ``budget``."""
+    sizes = [len(q) for q in quality]
+    n = sum(sizes)
+    objective = -np.concatenate([w * q for w, q in zip(weight, quality, strict=True)])
+    cost_row = np.concatenate([w * c for w, c in zip(weight, cost, strict=True)])[None, :]
+    equality = np.zeros((len(sizes), n))
+    start = 0
+    for i, k in enumerate(sizes):
+        equality[i, start : start + k] = 1.0
+        start += k
+    result = linprog(
+        objective,
+        A_ub=cost_row,
+        b_ub=[budget],
+        A_eq=equality,
+        b_eq=np.ones(len(sizes)),
+        bounds=(0, None),
+        method="highs",
+    )
+    if not result.success:
+        return [budget] * len(sizes)
+    out, start = [], 0
+    for k, c in zip(sizes, cost, strict=True):
+        out.append(float(result.x[start : start + k] @ c))
+        start += k
     return out

@@ -124,7 +124,10 @@ def utility_posterior(
 def effective_budget(state: TaskState, policy: TaskPolicy) -> float:
     """The mean cost per call the next decisions may spend: the budget, plus what was under-spent so far (or
     minus what was over-spent) spread over ``pacing_horizon`` calls, so realised mean cost converges to it.
-    With a budget shared by several task types (``core.budget.share_budget``) the slack is theirs together."""
+    With a budget shared by several task types (``core.budget``) the slack is theirs together."""
     budget = policy.budget_mean_cost_usd or 0.0
     slack = budget * state.spend_calls - state.spend_total_usd + state.budget_offset_usd
-    return float(min(max(budget + slack / policy.pacing_horizon, 0.0), 4.0 * budget))
+    # at most 4x the task type's target: its budget, or its share of a budget split over task types
+    # (``core.budget.allocate_budget`` moves that target by the offset), which may be several times the budget
+    ceiling = 4.0 * max(budget, budget + state.budget_offset_usd / policy.pacing_horizon)
+    return float(min(max(budget + slack / policy.pacing_horizon, 0.0), ceiling))

@@ -32,7 +32,7 @@ from banditroute.core import (
     new_state,
     update_many,
 )
-from banditroute.core.budget import share_budget
+from banditroute.core.budget import allocate_budget, share_budget
 from banditroute.core.pooling import DEFAULT_MAX_STRENGTH, pooled_priors, with_priors
 from banditroute.sim.priors import FittedPriors
 from banditroute.sim.table import OutcomeTable, parse_mix
@@ -64,6 +64,7 @@ class RouterSetup:
     pooled_prior_strength: float = 0.0  # the most pseudo-observations a pooled prior may hold; 0 = off
     pooling: str = "eb"  # "eb": empirical Bayes (core.pooling); "fixed": the pre-0.2 fixed-strength pool
     shared_budget: bool = True  # one budget over all task types (as the budget oracle), not one per type
+    budget_split: str = "slack"  # shared budget: "slack" (same mean cost), "mean" or "sampled" (core.budget)
 
 
 def catalog_from_table(
@@ -87,6 +88,7 @@ def default_setup(
     propensity_samples: int = 64,
     pooling: str = "eb",
     shared_budget: bool = True,
+    budget_split: str = "slack",
     priors: FittedPriors | None = None,
 ) -> RouterSetup:
     """The router configuration used by ``replay``: catalog prices from the data, λ from the objective,
@@ -120,6 +122,7 @@ def default_setup(
         pooled_prior_strength=pooled_prior_strength,
         pooling=pooling,
         shared_budget=shared_budget,
+        budget_split=budget_split,
     )
 
 
@@ -291,6 +294,7 @@ def _run_policy(
 ) -> PolicyRun:
     n = len(stream.task)
     rng = np.random.default_rng([seed, 2, sum(name.encode())])
+    split_rng = np.random.default_rng([seed, 3, sum(name.encode())])
     tasks = stream.task_types
     states = {t: new_state(setup.models[t], setup.policies[t]) for t in tasks}
     chosen = np.empty(n, dtype=np.intp)
@@ -335,7 +339,12 @@ def _run_policy(
         if pooled:
             states = pool(states, setup)
         if setup.shared_budget:
-            states = share_budget(states, setup.policies)
+            if setup.budget_split == "slack":
+                states = share_budget(states, setup.policies)
+            else:
+                states = allocate_budget(
+                    states, setup.policies, split_rng if setup.budget_split == "sampled" else None
+                )
     quality = np.empty(n)
     cost = np.empty(n)
     for i, t in enumerate(tasks):
