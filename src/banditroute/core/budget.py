@@ -1,9 +1,15 @@
 """One mean-cost budget shared by several task types.
 
 A budget set per task type is held per task type: a task type whose best model costs less than the budget
-leaves the rest unspent. A budget over all traffic (what ``replay --budget`` and the budget oracle mean) lets
-the task types that can use money spend what the others leave: every task type paces against the slack of
-all task types with the same budget together (``TaskState.budget_offset_usd`` lends it the others' slack).
+leaves the rest unspent. A budget over all traffic (what ``replay --budget`` and the budget oracle mean) is
+shared by the task types with the same budget. Two ways to share it:
+
+* :func:`share_budget`: every task type paces to the same mean cost, against the slack of all of them
+  together (``TaskState.budget_offset_usd`` lends it the others' slack). Even with the true means this caps
+  the quality at 0.87-0.99 of the budget oracle's on the evaluation suite's datasets: money is worth more in
+  some task types than in others.
+* :func:`allocate_budget` (replay's default): each task type paces to its share of the budget in the oracle's
+  linear program solved on the current posteriors, plus the group's slack.
 """
 
 from __future__ import annotations

@@ -64,7 +64,9 @@ class RouterSetup:
     pooled_prior_strength: float = 0.0  # the most pseudo-observations a pooled prior may hold; 0 = off
     pooling: str = "eb"  # "eb": empirical Bayes (core.pooling); "fixed": the pre-0.2 fixed-strength pool
     shared_budget: bool = True  # one budget over all task types (as the budget oracle), not one per type
-    budget_split: str = "slack"  # shared budget: "slack" (same mean cost), "mean" or "sampled" (core.budget)
+    # a shared budget's split over task types: "sampled" (the budget oracle's split on a posterior draw, the
+    # default), "mean" (on posterior means) or "slack" (the same mean cost everywhere); see core.budget
+    budget_split: str = "sampled"
 
 
 def catalog_from_table(
@@ -88,7 +90,7 @@ def default_setup(
     propensity_samples: int = 64,
     pooling: str = "eb",
     shared_budget: bool = True,
-    budget_split: str = "slack",
+    budget_split: str = "sampled",
     priors: FittedPriors | None = None,
 ) -> RouterSetup:
     """The router configuration used by ``replay``: catalog prices from the data, λ from the objective,

@@ -59,7 +59,7 @@ VARIANTS: dict[str, Variant] = {
     "thompson_dual": Variant("thompson_dual", "thompson", task_policy={"pacing": "dual"}),
     "thompson_task_budget": Variant("thompson_task_budget", "thompson", setup={"shared_budget": False}),
     "thompson_split_mean": Variant("thompson_split_mean", "thompson", setup={"budget_split": "mean"}),
-    "thompson_split_sampled": Variant("thompson_split_sampled", "thompson", setup={"budget_split": "sampled"}),
+    "thompson_split_slack": Variant("thompson_split_slack", "thompson", setup={"budget_split": "slack"}),
     "thompson_pool50": Variant("thompson_pool50", "thompson", setup={"pooled_prior_strength": 50.0}),
     "thompson_pool1000": Variant("thompson_pool1000", "thompson", setup={"pooled_prior_strength": 1000.0}),
     "thompson_naive": Variant("thompson_naive", "thompson_naive"),
