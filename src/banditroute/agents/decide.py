@@ -147,7 +147,7 @@ class _BlockText:
 
     def __init__(self, block: Block) -> None:
         means, filtered, circuit_open, version, policy_name = block.static
-        names = block.plan.name_tuple
+        names = block.names
         self.static = (filtered, circuit_open)
         self.state_version = int(version)
         self.policy_name = policy_name or POLICY_NAME
@@ -172,7 +172,7 @@ class _BlockText:
     def of(block: Block) -> _BlockText | object:
         """The block's text, or :data:`_NO_TEXT` when its rows are not of the plain form (no eligible closed
         model, or a model without a mean): those decisions are built as dicts."""
-        names = block.plan.name_tuple
+        names = block.names
         means = block.static[0]
         if not names or any(name not in means for name in names):
             return _NO_TEXT

@@ -31,7 +31,8 @@ class Block:
         "constraints",
         "since_s",
         "until_s",
-        "plan",
+        "names",
+        "positions",
         "pos",
         "size",
         "z",
@@ -47,7 +48,10 @@ class Block:
         self.constraints: Constraints | None = None
         self.since_s = plan.since_s
         self.until_s = plan.until_s
-        self.plan = plan
+        # the plan's names, not the plan: the plan holds this block, and a cycle would keep every replaced plan
+        # and its block (256 rows of tuples) alive until the cyclic collector runs
+        self.names = plan.name_tuple
+        self.positions = plan.positions
         self.pos = 0
         self.size = size
         k = len(plan.names)
@@ -106,14 +110,13 @@ class Block:
         self.pos = i + 1
         model, fallbacks, propensity, explored = self.rows[i]
         means, filtered, circuit_open, version, policy_name = self.static
-        plan = self.plan
         choice = _new_choice(Choice)
         choice.__dict__.update(
             {
                 "model": model,
                 "fallbacks": fallbacks,
                 "propensity": propensity,
-                "sampled": SampledUtilities(plan.name_tuple, plan.positions, self.z, i),
+                "sampled": SampledUtilities(self.names, self.positions, self.z, i),
                 "means": means,
                 "explored": explored,
                 "filtered": filtered,
