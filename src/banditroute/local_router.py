@@ -200,7 +200,7 @@ class RowModels:
             cached = self._block = (
                 block,
                 block.z.tolist(),
-                tuple((n, means[n]) for n in block.plan.name_tuple),
+                tuple((n, means[n]) for n in block.names),
             )
         candidates = []
         for (name, mean), sampled in zip(cached[2], cached[1][at], strict=True):
