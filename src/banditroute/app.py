@@ -45,7 +45,7 @@ from banditroute.kafka.admin import admin_client, check_partitions, create_topic
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.gaps import GapFiller
 from banditroute.kafka.outbox import Outbox
-from banditroute.kafka.partition_reader import PartitionReader
+from banditroute.kafka.partition_reader import QUIET_FETCH_WAIT_MS, PartitionReader
 from banditroute.kafka.replies import own_topics_refused
 from banditroute.kafka.spill import SPILL_SUFFIX
 from banditroute.kafka.staged import StagedTable, flush_acknowledged
@@ -193,6 +193,7 @@ class Router(JoinIO):
             security=s.aiokafka_security(),
             on_forget=self._drop_learnt,
             config_topic=s.topic("config"),
+            fetch_max_wait_ms=QUIET_FETCH_WAIT_MS,  # 20 ms: 50 empty fetches a second while nothing is learnt
         )
         # decisions others publish reach the join through a raw batch loop on faust's assignment; it also
         # rebuilds the pending entries after a restart or a rebalance (kafka/partition_reader.py, join_io.py)
