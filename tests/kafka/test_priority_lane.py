@@ -250,3 +250,41 @@ async def test_a_drain_cancelled_at_an_assignment_restarts_the_loop_instead_of_c
         await asyncio.wait_for(task, 30)  # the loop stops rather than commit past that request
     await committed_only_decided(kafka_bootstrap, prefix, requests)
     await a_restart_decides_every_request(tmp_path, prefix, kafka_bootstrap, len(requests))
+
+
+async def test_steps_of_established_requests_keep_only_their_sends_in_flight(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """Ordinary traffic (only established task types, in waves): the loop keeps the futures of the sends still in
+    flight and drops acknowledged ones at each step, so they do not pile up step after step (they did: every
+    acknowledged send was kept until low-priority work next came along, ~390 bytes each)."""
+    prefix = unique_prefix
+    await create_topics(
+        kafka_bootstrap, [f"{prefix}.{t}" for t in ("requests", "decisions", "deadletter")], PARTITIONS
+    )
+    service = service_for(tmp_path, prefix, kafka_bootstrap, DecideLogic)
+    decided: list[int] = []
+    service.on_decisions = lambda batch: decided.append(len(batch))
+    task = await start(service)
+    waves, per_wave = 40, 10
+    try:
+        async with producer(kafka_bootstrap) as prod:
+            for wave in range(waves):
+                for i in range(per_wave):
+                    rid = f"chat-{wave}-{i}"
+                    await prod.send(
+                        f"{prefix}.requests", encode(build_request("chat", request_id=rid)), key=rid.encode()
+                    )
+                await prod.flush()
+                deadline = time.monotonic() + 30
+                while sum(decided) < (wave + 1) * per_wave:
+                    assert time.monotonic() < deadline and not task.done(), "a wave was not decided"
+                    await asyncio.sleep(0.005)
+    finally:
+        service.stop()
+        await task
+    assert sum(decided) == waves * per_wave
+    # every wave took at least one step; only the last steps' sends can still be held
+    assert len(service._unacked) <= 2 * PARTITIONS, (
+        f"{len(service._unacked)} futures held after {waves} waves"
+    )

@@ -488,6 +488,7 @@ class DecideService(OwnThreadLoop):
         if not offsets and not out.builders and not out.futures:
             return  # nothing read, parked, spilled or decided
         futures = await out.submit()
+        self._producer_idle()  # drop the acknowledged sends first: only those in flight are kept
         self._unacked.extend(futures)
         handoff = (
             (self.token, self.decisions_topic, out.shipped, self._joinable, self.shipped)
