@@ -193,7 +193,7 @@ class Router(JoinIO):
             security=s.aiokafka_security(),
             on_forget=self._drop_learnt,
             config_topic=s.topic("config"),
-            fetch_max_wait_ms=QUIET_FETCH_WAIT_MS,  # 20 ms: 50 empty fetches a second while nothing is learnt
+            fetch_max_wait_ms=QUIET_FETCH_WAIT_MS,  # how long the broker holds an empty fetch (few a second when idle)
         )
         # decisions others publish reach the join through a raw batch loop on faust's assignment; it also
         # rebuilds the pending entries after a restart or a rebalance (kafka/partition_reader.py, join_io.py)

@@ -151,9 +151,13 @@ async def test_feedback_right_after_each_decision_is_always_joined(
         counters = orjson.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/api/stats"))[
             "counters"
         ]
-        # every decision of the worker's was handed over and skipped; none was read back from the topic
-        assert counters.get("own_decisions_read", 0) == 0, counters
-        assert counters.get("own_decisions_skipped", 0) == sent, counters
+        # every decision of the worker's was handed over and skipped, not read back from the topic; on a loaded
+        # machine a batch whose handoff comes more than the reader's hold (1 s) after it is in the log is read
+        # back (by its header, and not joined again): allowed for at most 1 % of them
+        read, skipped = counters.get("own_decisions_read", 0), counters.get("own_decisions_skipped", 0)
+        print(f"\nown decisions: {skipped} skipped, {read} read back, of {sent}")
+        assert read + skipped >= sent, counters
+        assert read <= sent // 100, counters
     finally:
         code = worker.terminate()
         assert code == 0, f"worker exited with {code}; see {tmp_path / 'worker.log'}"
