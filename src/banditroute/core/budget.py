@@ -33,12 +33,18 @@ def slack_usd(state: TaskState, policy: TaskPolicy) -> float:
     return budget * state.spend_calls - state.spend_total_usd
 
 
-def share_budget(states: Mapping[str, TaskState], policies: Mapping[str, TaskPolicy]) -> dict[str, TaskState]:
-    """The states with each task type's pacing slack set to that of all task types with the same budget."""
+def _groups(states: Mapping[str, TaskState], policies: Mapping[str, TaskPolicy]) -> dict[float, list[str]]:
+    """The task types with a state and a mean-cost budget, grouped by that budget (each group shares one)."""
     groups: dict[float, list[str]] = {}
     for task, policy in policies.items():
         if task in states and policy.objective == "budget" and policy.budget_mean_cost_usd is not None:
             groups.setdefault(policy.budget_mean_cost_usd, []).append(task)
+    return groups
+
+
+def share_budget(states: Mapping[str, TaskState], policies: Mapping[str, TaskPolicy]) -> dict[str, TaskState]:
+    """The states with each task type's pacing slack set to that of all task types with the same budget."""
+    groups = _groups(states, policies)
     out = dict(states)
     for tasks in groups.values():
         own = {t: slack_usd(states[t], policies[t]) for t in tasks}
@@ -64,10 +70,7 @@ def allocate_budget(
     does) and the traffic each task type has had; each task type then paces to its own share plus the
     group's slack (``TaskState.budget_offset_usd`` carries the difference from the policy's budget).
     """
-    groups: dict[float, list[str]] = {}
-    for task, policy in policies.items():
-        if task in states and policy.objective == "budget" and policy.budget_mean_cost_usd is not None:
-            groups.setdefault(policy.budget_mean_cost_usd, []).append(task)
+    groups = _groups(states, policies)
     out = dict(states)
     for budget, tasks in groups.items():
         calls = np.array([states[t].spend_calls for t in tasks], dtype=np.float64) + 1.0
