@@ -14,7 +14,7 @@ shared by the task types with the same budget. Two ways to share it:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -93,15 +93,16 @@ def allocate_budget(
     return out
 
 
-def _split(
-    weight: FloatArray, quality: list[FloatArray], cost: list[FloatArray], budget: float
-) -> list[float]:
-    """Each task type's mean cost in the best per-task mix with traffic-weighted mean cost <= ``budget``."""
+def best_mix(
+    weight: FloatArray, quality: Sequence[FloatArray], cost: Sequence[FloatArray], budget: float
+) -> list[FloatArray] | None:
+    """The budget oracle's linear program: per task type (traffic share ``weight``), the distribution over its
+    models with the best weighted mean quality whose weighted mean cost is at most ``budget``; None when no mix
+    is that cheap."""
     sizes = [len(q) for q in quality]
-    n = sum(sizes)
     objective = -np.concatenate([w * q for w, q in zip(weight, quality, strict=True)])
     cost_row = np.concatenate([w * c for w, c in zip(weight, cost, strict=True)])[None, :]
-    equality = np.zeros((len(sizes), n))
+    equality = np.zeros((len(sizes), sum(sizes)))
     start = 0
     for i, k in enumerate(sizes):
         equality[i, start : start + k] = 1.0
@@ -116,9 +117,16 @@ def _split(
         method="highs",
     )
     if not result.success:
-        return [budget] * len(sizes)
-    out, start = [], 0
-    for k, c in zip(sizes, cost, strict=True):
-        out.append(float(result.x[start : start + k] @ c))
-        start += k
-    return out
+        return None
+    bounds = np.cumsum([0, *sizes])
+    return [np.asarray(result.x[a:b], dtype=np.float64) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _split(
+    weight: FloatArray, quality: list[FloatArray], cost: list[FloatArray], budget: float
+) -> list[float]:
+    """Each task type's mean cost in the best per-task mix with traffic-weighted mean cost <= ``budget``."""
+    mix = best_mix(weight, quality, cost, budget)
+    if mix is None:
+        return [budget] * len(quality)
+    return [float(p @ c) for p, c in zip(mix, cost, strict=True)]

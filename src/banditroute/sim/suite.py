@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import linprog
 
+from banditroute.core.budget import best_mix
 from banditroute.sim.priors import FittedPriors, fit_priors
 from banditroute.sim.replay import ReplayResult, RouterSetup, default_setup, replay
 from banditroute.sim.synthetic import SPECS, generate
@@ -138,30 +138,16 @@ def budget_oracle(
     shares = table.mix() if mix is None else dict(mix)
     w = np.array([shares[t] for t in table.task_types])
     q, c = table.mean_quality(), table.mean_cost()
-    tasks, k = q.shape
-    objective = -(w[:, None] * q).ravel()
-    cost_row = (w[:, None] * c).ravel()[None, :]
-    equality = np.zeros((tasks, tasks * k))
-    for t in range(tasks):
-        equality[t, t * k : (t + 1) * k] = 1.0
-    result = linprog(
-        objective,
-        A_ub=cost_row,
-        b_ub=[budget],
-        A_eq=equality,
-        b_eq=np.ones(tasks),
-        bounds=(0, None),
-        method="highs",
-    )
-    if not result.success:  # the budget is below every mix: the cheapest model per task type
-        p = np.zeros((tasks, k))
-        p[np.arange(tasks), c.argmin(axis=1)] = 1.0
+    best = best_mix(w, list(q), list(c), budget)
+    if best is None:  # the budget is below every mix: the cheapest model per task type
+        p = np.zeros_like(q)
+        p[np.arange(len(w)), c.argmin(axis=1)] = 1.0
     else:
-        p = result.x.reshape(tasks, k)
+        p = np.array(best)
     return {
         "mean_quality": float(w @ (p * q).sum(axis=1)),
         "mean_cost_usd": float(w @ (p * c).sum(axis=1)),
-        "feasible": bool(result.success),
+        "feasible": best is not None,
     }
 
 
