@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from banditroute.agents.join import COMPACT_MIN, FeedbackRecord, JoinLogic, JoinPolicy, decision_id_for
-from banditroute.agents.pending import PendingStore
+from banditroute.agents.pending import Pending, PendingStore
 
 
 def decision(request_id: str, capped: str | None) -> dict[str, Any]:
@@ -111,3 +113,48 @@ def test_the_capped_count_is_rebuilt_from_the_decisions_read_again() -> None:
     more = join.on_decision(decision("c3", "max_task_types"), 0, 3, now_s=1)
     assert more.counters.get("capped_given_up") == 1
     assert {k for k in join.pending} == {"c1", "c2", "c3"}
+
+
+def test_joined_and_expired_capped_decisions_leave_the_count_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Joined capped decisions of one partition do not count against the bound while they wait in its queue, so
+    another partition's live decisions are not given up early; under the bound nothing is decoded."""
+    join = make(3, JoinPolicy(wait_s=10, keep_joined_s=5))
+    for i in range(3):  # partition 1: three capped decisions, all joined at once
+        join.on_decision(decision(f"b{i}", "max_task_types"), 1, i, now_s=0)
+        assert len(join.on_feedback(feedback(f"b{i}", i), now_s=0).outcomes) == 1
+    assert join.sizes()["capped_waiting"] == 0
+    for i in range(3):  # partition 0: three live ones, within the bound of 3
+        assert (
+            "capped_given_up"
+            not in join.on_decision(decision(f"a{i}", "max_task_types"), 0, i, now_s=0).counters
+        )
+    assert join.given_up == 0 and {f"a{i}" for i in range(3)} <= set(join.pending)
+    decoded: list[str] = []
+    decode = Pending.decode
+
+    def counting(raw: bytes, request_id: str) -> Pending:
+        decoded.append(request_id)
+        return decode(raw, request_id)
+
+    monkeypatch.setattr(Pending, "decode", staticmethod(counting))
+    join.on_tick(0, 100, sent_at_s=2)  # nothing due, and within the bound: the capped queue is not read
+    assert decoded == []
+    more = join.on_decision(decision("a3", "max_task_types"), 0, 3, now_s=2)
+    assert more.counters.get("capped_given_up") == 1 and decoded == ["a0"]  # exactly one over: the oldest
+    monkeypatch.undo()
+    # a capped decision whose window ran out no longer waits either
+    join.on_tick(0, 101, sent_at_s=20)
+    assert join.sizes()["capped_waiting"] == 0
+    assert (
+        "capped_given_up" not in join.on_decision(decision("a4", "max_task_types"), 0, 4, now_s=20).counters
+    )
+
+
+def test_the_capped_queue_lets_go_of_resolved_ids() -> None:
+    join = make(10)
+    n = 4 * COMPACT_MIN
+    for i in range(n):  # every capped decision joined at once: the queue must not keep them all
+        join.on_decision(decision(f"c{i}", "max_task_types"), 0, i, now_s=0)
+        join.on_feedback(feedback(f"c{i}", i), now_s=0)
+    assert join.given_up == 0 and join.sizes()["capped_waiting"] == 0
+    assert join.sizes()["capped_queued"] <= COMPACT_MIN + 1

@@ -122,7 +122,10 @@ class JoinLogic:
         """Capped decisions (``reasons.capped`` set: a task type past ``limits.max_task_types`` or a tenant past
         its cap) waiting for feedback at most, over the partitions held (None: no bound); see :meth:`_give_up`."""
         self._capped: dict[int, deque[str]] = {}
-        self._capped_total = 0  # entries of every queue in _capped
+        """Per partition, capped decisions in the order they came (ids already resolved leave lazily)."""
+        self._capped_waiting: set[str] = set()
+        """Request ids of the capped decisions still waiting, over every partition: an exact count, so
+        :meth:`_give_up` returns at once while it is within the bound."""
         self._given_up: dict[int, int] = {}  # per partition, deadline heap entries left by given-up decisions
         self.given_up = 0
         """Capped decisions given up since this join was made (also counted as ``capped_given_up``)."""
@@ -256,7 +259,7 @@ class JoinLogic:
         if held is not None:
             held.clear()
         self._capped = {}
-        self._capped_total = 0
+        self._capped_waiting = set()
         self.unresolved = {}
         self.committed = {}
 
@@ -348,6 +351,7 @@ class JoinLogic:
         late = entry.status == EXPIRED
         policy = self.join_policy(entry.task_type)
         entry.status = JOINED
+        self._capped_waiting.discard(request_id)
         entry.joined_src, entry.joined_off = src, offset
         entry.fb_part, entry.fb_off = fb.partition, fb.offset
         entry.idempotency_key = fields.get("idempotency_key")
@@ -441,6 +445,7 @@ class JoinLogic:
                         self._outcome(request_id, entry, default, src, offset, "timeout", now_s)
                     )
                 entry.status = EXPIRED
+                self._capped_waiting.discard(request_id)
                 entry.deadline_s = now_s + policy.keep_joined_s
                 self._store(request_id, entry, partition)
                 continue
@@ -458,37 +463,47 @@ class JoinLogic:
 
     def _track_capped(self, partition: int, request_id: str, result: JoinResult) -> None:
         """A capped decision now waits in ``partition``: queue it and give up what is past the bound."""
-        self._capped.setdefault(partition, deque()).append(request_id)
-        self._capped_total += 1
+        queue = self._capped.get(partition)
+        if queue is None:
+            queue = self._capped[partition] = deque()
+        waiting = self._capped_waiting
+        queue.append(request_id)
+        waiting.add(request_id)
+        if len(queue) > 2 * len(waiting) + COMPACT_MIN:  # mostly ids resolved since: drop them
+            self._capped[partition] = deque(r for r in queue if r in waiting)
         self._give_up(partition, result)
 
     def _give_up(self, partition: int, result: JoinResult) -> None:
         """Keep at most ``max_capped()`` capped decisions waiting, over every partition held: past it, the
         oldest ones of ``partition`` are given up (each partition gives up its own at its next capped decision
         or tick, so the bound holds within a tick). A given-up decision leaves memory at once (no outcome, not
-        even a default reward; a tombstone in the table if its entry was flushed) and no longer holds back the join's commit; its feedback, if it
-        ever comes, is dead-lettered as ``unknown_request``. Listed and established task types are never given
-        up (a tenant past ``max_tenants_per_task_type`` is capped, and its decisions can be). Counted from each partition's oldest capped decision still waiting, so the joined ones after it
-        count until it leaves: the bound may give up a little early, never late."""
+        even a default reward; a tombstone in the table if its entry was flushed) and no longer holds back the
+        join's commit; its feedback, if it ever comes, is dead-lettered as ``unknown_request``. Listed and
+        established task types are never given up (a tenant past ``max_tenants_per_task_type`` is capped, and
+        its decisions can be). The count is exact (a capped decision leaves it when it is joined, expires or
+        is given up), so within the bound this returns at once, and nothing is given up early."""
         limit = self.max_capped()
+        waiting = self._capped_waiting
+        if limit is None or len(waiting) <= limit:
+            return
         queue = self._capped.get(partition)
-        if limit is None or not queue:
+        if not queue:
             return
         pending, window = self.pending, self.unresolved.get(partition)
         given_up = 0
-        while queue:
-            request_id = queue[0]
+        while queue and len(waiting) > limit:
+            request_id = queue.popleft()
+            if request_id not in waiting:
+                continue  # joined or expired since
+            waiting.discard(request_id)
             raw = pending.get(request_id)
-            entry = None if raw is None else Pending.decode(raw, request_id)
-            if entry is not None and entry.status == PENDING:
-                if self._capped_total <= limit:
-                    break
-                del pending[request_id]
-                if window is not None and entry.dec_off >= 0:
-                    window.remove(entry.dec_off)
-                given_up += 1
-            queue.popleft()  # given up, or no longer waiting (joined, expired, forgotten)
-            self._capped_total -= 1
+            if raw is None:
+                continue
+            entry = Pending.decode(raw, request_id)
+            del pending[request_id]
+            if window is not None and entry.dec_off >= 0:
+                window.remove(entry.dec_off)
+            given_up += 1
         if not queue:
             del self._capped[partition]
         if given_up:
@@ -536,7 +551,8 @@ class JoinLogic:
             "held": len(getattr(self.pending, "held", ())),
             "deadlines": sum(map(len, self._deadlines.values())),
             "early_deadlines": sum(map(len, self._early_deadlines.values())),
-            "capped_queued": self._capped_total,
+            "capped_queued": sum(map(len, self._capped.values())),
+            "capped_waiting": len(self._capped_waiting),
             "given_up": self.given_up,
         }
 
