@@ -106,3 +106,43 @@ def test_history_names_every_routable_model_even_before_it_is_decided(tmp_path: 
     series = history.to_json()["tasks"]["chat"]
     assert series["models"] == routable and len(routable) > 1
     assert series["points"][-1]["counts"] == {name: int(name == "premium") for name in routable}
+
+
+def test_observing_a_batch_is_observing_each_decision(tmp_path: Path) -> None:
+    """The worker records a shipped batch's decision times at once (``observe_batch``): same histogram as one
+    call per decision, with the flood's task types under ``other`` and a renamed label dropped."""
+    one_by_one, batched = (
+        RouterMetrics(fake_router(tmp_path), None),
+        RouterMetrics(fake_router(tmp_path), None),
+    )
+    for metrics in (one_by_one, batched):
+        metrics.collector.router.top = TopTaskTypes(2, window_s=60.0)
+        metrics.collector.router.decisions_by_model = Counter()
+    rounds = [
+        (0.0, [("chat", 0.2), ("code", 1.5), ("chat", 30.0), ("junk-1", 0.1)]),
+        (61.0, [(f"junk-{i}", 0.01 * i) for i in range(50)] + [("junk-7", 0.4)] * 30 + [("chat", 2.0)] * 5),
+        (122.0, [("junk-7", 0.5)] * 20 + [("code", 0.3)]),
+    ]
+    for now, batch in rounds:
+        for metrics in (one_by_one, batched):
+            top, counts = metrics.collector.router.top, metrics.collector.router.decisions_by_model
+            for task_type, _ms in batch:
+                top.count(counts, task_type, "balanced", now)
+        for task_type, ms in batch:
+            one_by_one.observe(task_type, ms)
+        batched.observe_batch(iter(batch))
+        assert latency_samples(batched) == latency_samples(one_by_one)
+    final = latency_samples(batched)
+    assert {labels[0] for labels in final} == {"chat", "junk-7", OTHER}  # code lost its name at 122 s
+    assert final[(OTHER, "count")] >= 50  # the second round's one-off task types at least
+
+
+def latency_samples(metrics: RouterMetrics) -> dict[tuple[str, str], float]:
+    """The decision latency histogram's samples by (task type, count / sum / bucket bound)."""
+    found = samples(metrics.render().decode())
+    name = "banditroute_decision_latency_seconds"
+    return {
+        (s.labels["task_type"], part + s.labels.get("le", "")): s.value
+        for part in ("count", "sum", "bucket")
+        for s in found[f"{name}_{part}"]
+    }

@@ -8,7 +8,7 @@ is the decision latency histogram, observed from the decide loop's ``on_decision
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -292,16 +292,25 @@ class RouterMetrics:
 
     def observe(self, task_type: str, ms: float) -> None:
         """One decision's time to decide (``decision_ms``) under its task type's label."""
+        self.observe_batch(((task_type, ms),))
+
+    def observe_batch(self, decided: Iterable[tuple[str, float]]) -> None:
+        """Decisions' times to decide (``(task_type, decision_ms)``), each under its task type's label; the
+        histogram's child is looked up once per label in the batch (a flood's task types all fall under
+        ``other``), which was most of the cost per decision on the worker's main thread."""
         top = getattr(self.collector.router, "top", None)
-        label = task_type
-        if top is not None:
-            label = top.label_of(task_type)
-            if label not in self._latency_labels:
-                for gone in [t for t in self._latency_labels if t != OTHER and not top.is_named(t)]:
-                    self.decision_latency.remove(gone)  # it lost its name (web/top.py)
-                    self._latency_labels.discard(gone)
-                self._latency_labels.add(label)
-        self.decision_latency.labels(label).observe(ms / 1000.0)
+        children: dict[str, Any] = {}
+        for task_type, ms in decided:
+            label = task_type if top is None else top.label_of(task_type)
+            child = children.get(label)
+            if child is None:
+                if top is not None and label not in self._latency_labels:
+                    for gone in [t for t in self._latency_labels if t != OTHER and not top.is_named(t)]:
+                        self.decision_latency.remove(gone)  # it lost its name (web/top.py)
+                        self._latency_labels.discard(gone)
+                    self._latency_labels.add(label)
+                child = children[label] = self.decision_latency.labels(label)
+            child.observe(ms / 1000.0)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
