@@ -35,6 +35,7 @@ from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.agents.join import JoinLogic
 from banditroute.agents.learn import LearnLogic, outcome_problem
 from banditroute.agents.pending import PendingStore
+from banditroute.agents.prior_pool import PriorPool
 from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter
 from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core import TaskState
@@ -151,7 +152,9 @@ class Router(JoinIO):
         )
         self._init_join()
         self.state_view = StagedTable(self.task_to_state, self._partition_of_task)
-        self.learn = LearnLogic(self.state_view, self.registry, self._on_learned)
+        self.learn = LearnLogic(
+            self.state_view, self.registry, self._on_learned, pool=PriorPool(self.view.items)
+        )
         self.decide_logic = DecideLogic(
             self.registry,
             self.view,

@@ -19,6 +19,7 @@ import yaml
 
 from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState
 from banditroute.core.join_policy import JoinPolicy
+from banditroute.core.pooling import DEFAULT_MAX_STRENGTH
 from banditroute.limits import Limits
 from banditroute.routing import TENANT_SEPARATOR, RoutingSnapshot, task_type_of
 
@@ -97,6 +98,18 @@ def _join_policy(where: str, data: Mapping[str, Any]) -> JoinPolicy:
     return replace(policy, wait_s=float(policy.wait_s), default_reward=float(policy.default_reward))
 
 
+def _pooling_strength(where: str, doc: Any) -> float:
+    """policy.yaml ``pooling``: ``{max_strength: N}`` (N >= 0; missing means the default)."""
+    if doc is None:
+        return DEFAULT_MAX_STRENGTH
+    if not isinstance(doc, Mapping) or set(doc) - {"max_strength"}:
+        raise ConfigError(f"{where}: pooling must be a mapping with max_strength only")
+    value = doc.get("max_strength", DEFAULT_MAX_STRENGTH)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+        raise ConfigError(f"{where}: pooling.max_strength must be a number >= 0, got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class RouterConfig:
     """A validated snapshot of ``config/``."""
@@ -115,6 +128,9 @@ class RouterConfig:
     """Caps on client-named keys (policy.yaml ``limits``, see :mod:`banditroute.limits`)."""
     version: str = "1"
     """What decisions record as ``policy.version``: ``files-<hash>`` or ``config-v<N>`` (the config topic)."""
+    pooled_prior_strength: float = DEFAULT_MAX_STRENGTH
+    """policy.yaml ``pooling.max_strength``: the cap on the observations a pooled prior is worth; 0 turns
+    pooling across task types off (:mod:`banditroute.core.pooling`)."""
 
     @classmethod
     def load(cls, config_dir: Path) -> RouterConfig:
@@ -190,6 +206,7 @@ class RouterConfig:
             limits = Limits.from_mapping(policy_doc.get("limits"))
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{paths['policy']}: {exc}") from exc
+        strength = _pooling_strength(paths["policy"], policy_doc.get("pooling"))
         return cls(
             models,
             defaults,
@@ -201,6 +218,7 @@ class RouterConfig:
             shadow=shadow,
             limits=limits,
             version=version,
+            pooled_prior_strength=strength,
         )
 
 
@@ -297,6 +315,7 @@ class Registry:
             config.shadow,
             config.limits,
             config.version,
+            config.pooled_prior_strength,
         )
 
     def _swap(self) -> None:

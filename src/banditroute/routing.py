@@ -22,6 +22,7 @@ from typing import Any
 
 from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState, new_state, sync_models
 from banditroute.core.join_policy import JoinPolicy
+from banditroute.core.pooling import DEFAULT_MAX_STRENGTH
 from banditroute.core.state import shareable
 from banditroute.limits import TENANT_SEPARATOR, Limits
 
@@ -55,6 +56,8 @@ class RoutingSnapshot:
     """Caps on client-named keys (policy.yaml ``limits``)."""
     config_version: str = "1"
     """The configuration's version, recorded in each decision's ``policy.version``."""
+    pooled_prior_strength: float = DEFAULT_MAX_STRENGTH
+    """The cap on what a prior pooled over task types is worth, in observations (0: no pooling)."""
 
     @classmethod
     def build(
@@ -70,6 +73,7 @@ class RoutingSnapshot:
         shadow: Mapping[str, Any] | None,
         limits: Limits | None = None,
         config_version: str = "1",
+        pooled_prior_strength: float = DEFAULT_MAX_STRENGTH,
     ) -> RoutingSnapshot:
         """Resolve every configured task type now, so that reading a snapshot never computes or caches."""
 
@@ -94,6 +98,7 @@ class RoutingSnapshot:
             },
             limits=limits or Limits(),
             config_version=config_version,
+            pooled_prior_strength=pooled_prior_strength,
         )
 
     def route(self, task_type: str) -> TaskRoute:

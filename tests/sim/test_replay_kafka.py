@@ -22,7 +22,7 @@ REQUESTS, SEED, DELAY, LAM = 3000, 0, 100, 20.0
 
 def _in_process(seed: int, policy: str = "thompson") -> float:
     table = load_outcomes()
-    setup = default_setup(table, LAM, pooled_prior_strength=0.0)  # the worker has no pooled prior
+    setup = default_setup(table, LAM)  # the worker pools quality priors over task types with the same cap
     result = replay(
         table,
         lam=LAM,

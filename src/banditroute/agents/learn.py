@@ -1,4 +1,5 @@
-"""Apply joined outcomes to the state of their task type, exactly once.
+"""Apply joined outcomes to the state of their task type, exactly once (and, with a :class:`PriorPool`,
+under quality priors pooled over task types).
 
 Each state carries a watermark per source (``state.applied``: source -> highest offset applied), written in
 the same table record as the posteriors. An outcome at or below its source's watermark was learnt already
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from banditroute.agents.prior_pool import PriorPool
 from banditroute.config import Registry
 from banditroute.core import ModelSpec, Outcome, TaskState, decode_state, encode_state, update
 from banditroute.routing import task_type_of
@@ -79,10 +81,13 @@ class LearnLogic:
         table: MutableMapping[str, bytes],
         registry: Registry,
         on_state: Callable[[str, TaskState], None] = lambda _k, _s: None,
+        pool: PriorPool | None = None,
     ) -> None:
         self.table = table
         self.registry = registry
         self.on_state = on_state
+        self.pool = pool
+        """Quality priors pooled over task types, set on every state key a batch learns (None: not pooled)."""
         self._decoded: dict[str, tuple[bytes, TaskState]] = {}
 
     def state(self, key: str) -> TaskState:
@@ -118,6 +123,8 @@ class LearnLogic:
                 stats.learned += 1
                 stats.by_model[outcome.model] = stats.by_model.get(outcome.model, 0) + 1
             if state.version != before:
+                if self.pool is not None:
+                    state = self.pool.pooled(snapshot, key, state)
                 raw = encode_state(state)
                 self.table[key] = raw
                 self._decoded[key] = (raw, state)

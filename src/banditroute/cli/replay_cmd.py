@@ -78,7 +78,7 @@ from banditroute.sim.replay import DEFAULT_POLICIES
     "--through-kafka",
     is_flag=True,
     help="Run the requests through a real worker instead (started here on fresh topics at "
-    "BANDITROUTE_KAFKA_BOOTSTRAP; Thompson only, no pooled prior): rounds of --delay requests, each round's "
+    "BANDITROUTE_KAFKA_BOOTSTRAP; Thompson only): rounds of --delay requests, each round's "
     "recorded outcomes sent as feedback and learnt before the next round.",
 )
 def replay(
@@ -112,7 +112,14 @@ def replay(
             from banditroute.sim.replay_kafka import run_with_own_worker
 
             result = run_with_own_worker(
-                Settings().kafka_bootstrap, table, lam=lam, requests=n, seed=seed, mix=mix, delay=delay
+                Settings().kafka_bootstrap,
+                table,
+                lam=lam,
+                requests=n,
+                seed=seed,
+                mix=mix,
+                delay=delay,
+                pooled_prior_strength=pooled_prior_strength,
             )
         else:
             fitted = FittedPriors.load(priors_file) if priors_file is not None else None

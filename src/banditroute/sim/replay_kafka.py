@@ -9,8 +9,8 @@ differs is only the machinery: topics, the join, the learner, the state reader, 
 sampler.
 
 The worker is configured like the in-process replay (:func:`worker_config`): the table's catalog prices, the
-same λ, no discounting, no new-model floor; the in-process replay's pooled prior has no worker equivalent, so
-a comparison runs the in-process side with ``pooled_prior_strength=0``.
+same λ, no discounting, no new-model floor, and the same cap on the quality prior pooled over task types (the
+worker's learner pools from the states it holds, recomputed at most once a second: :mod:`banditroute.agents.prior_pool`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import orjson
 import yaml
 
 from banditroute.core.codec import decode_state
+from banditroute.core.pooling import DEFAULT_MAX_STRENGTH
 from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.topic_reader import TopicReader
 from banditroute.kafka.topics import read_topic
@@ -44,7 +45,9 @@ def comparable_delay(block: int) -> int:
     return block
 
 
-def worker_config(table: OutcomeTable, lam: float, folder: Path) -> Path:
+def worker_config(
+    table: OutcomeTable, lam: float, folder: Path, pooled_prior_strength: float = DEFAULT_MAX_STRENGTH
+) -> Path:
     """models.yaml, policy.yaml and rules.yaml for a worker configured like the in-process replay."""
     folder.mkdir(parents=True, exist_ok=True)
     models = [
@@ -65,7 +68,8 @@ def worker_config(table: OutcomeTable, lam: float, folder: Path) -> Path:
             "new_model_floor": 0.0,
             "propensity_samples": 1000,
             "join": {"wait_s": 300},
-        }
+        },
+        "pooling": {"max_strength": pooled_prior_strength},
     }
     (folder / "models.yaml").write_text(yaml.safe_dump({"models": models}, sort_keys=False))
     (folder / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
@@ -289,6 +293,7 @@ def run_with_own_worker(
     seed: int,
     mix: str | None,
     delay: int,
+    pooled_prior_strength: float = DEFAULT_MAX_STRENGTH,
     progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Start a worker configured for ``table`` on fresh topics, replay through it in rounds of ``delay``
@@ -302,7 +307,7 @@ def run_with_own_worker(
     settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, app_id=prefix)
     with tempfile.TemporaryDirectory(prefix="banditroute-replay-") as tmp:
         folder = Path(tmp)
-        config = worker_config(table, lam, folder / "config")
+        config = worker_config(table, lam, folder / "config", pooled_prior_strength)
         with worker_process(bootstrap, prefix, config, folder, BANDITROUTE_SEED=str(seed)):
             try:
                 return asyncio.run(
