@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from banditroute.core import TaskState
-from banditroute.core.pooling import pooled_priors, with_priors
+from banditroute.core.pooling import PooledTable, pooled_table, with_priors
 from banditroute.routing import RoutingSnapshot
 
 Priors = Mapping[str, tuple[float, float]]
@@ -38,35 +38,34 @@ class PriorPool:
         self._states = states
         self.interval_s = interval_s
         self._clock = clock
-        self._table: dict[str, dict[str, tuple[float, float]]] = {}
+        self._table: PooledTable | None = None
+        self._base: Priors = {}
         self._at = float("-inf")
         self._version = -1
         self.computed = 0
 
-    def priors(self, snapshot: RoutingSnapshot, key: str) -> Priors | None:
-        """``key``'s pooled priors (None: pooling is off, or nothing pooled for it yet)."""
+    def priors(self, snapshot: RoutingSnapshot, key: str, names: tuple[str, ...]) -> Priors | None:
+        """``key``'s pooled prior for each model of ``names`` (None: pooling is off, or ``key`` was not known
+        when the table was computed)."""
         if snapshot.pooled_prior_strength <= 0:
             return None
         now = self._clock()
         if snapshot.version != self._version or now - self._at >= self.interval_s:
             self._recompute(snapshot, now)
-        return self._table.get(key)
+        return None if self._table is None else self._table.row(key, names, self._base)
 
     def pooled(self, snapshot: RoutingSnapshot, key: str, state: TaskState) -> TaskState:
         """``state`` under ``key``'s pooled priors (the same object when there is nothing to change)."""
-        priors = self.priors(snapshot, key)
+        priors = self.priors(snapshot, key, state.names)
         return state if priors is None else with_priors(state, priors)
 
     def _recompute(self, snapshot: RoutingSnapshot, now: float) -> None:
         self._at, self._version = now, snapshot.version
         states = dict(self._states())
         self.computed += 1
-        if len(states) < 2:
-            self._table = {}
-            return
-        base = {m.name: m.quality_prior for m in snapshot.models}
-        self._table = pooled_priors(
-            states, dict.fromkeys(states, base), max_strength=snapshot.pooled_prior_strength
+        self._base = {m.name: m.quality_prior for m in snapshot.models}
+        self._table = (
+            pooled_table(states, max_strength=snapshot.pooled_prior_strength) if len(states) >= 2 else None
         )
 
 

@@ -14,7 +14,8 @@ twice. With fewer than two task types holding evidence for a model, nothing is p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -44,30 +45,59 @@ def between_task_variance(means: FloatArray, sampling_var: FloatArray, seen: Flo
     return np.maximum(tau2, 0.0)
 
 
-def pooled_priors(
-    states: Mapping[str, TaskState],
-    base: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
-    *,
-    max_strength: float = DEFAULT_MAX_STRENGTH,
-    min_tau2: float = 0.0,
-) -> dict[str, dict[str, tuple[float, float]]]:
-    """Per task type, per model: a Beta quality prior ``base + pooled pseudo-observations``.
+@dataclass(frozen=True, eq=False)
+class PooledTable:
+    """The pooled pseudo-observations of every task type for every model (``prior_a``, ``prior_b``: tasks x
+    models, without any base prior); :meth:`row` reads one task type's priors."""
 
-    ``base`` is, per task type, each model's own prior (the catalog's ``quality_prior``; default Beta(1, 1)).
-    Models a task
-    type's state does not know are skipped. ``min_tau2`` floors the between-task variance (less pooling).
-    """
-    tasks = list(states)
-    names = sorted({n for s in states.values() for n in s.names})
-    col = {n: j for j, n in enumerate(names)}
-    shape = (len(tasks), len(names))
+    tasks: Mapping[str, int]
+    columns: Mapping[str, int]
+    prior_a: FloatArray
+    prior_b: FloatArray
+
+    def row(
+        self, task: str, names: Sequence[str], base: Mapping[str, tuple[float, float]] | None = None
+    ) -> dict[str, tuple[float, float]] | None:
+        """``task``'s prior per model of ``names``: ``base`` (default Beta(1, 1)) plus the pooled part; None
+        when ``task`` was not in the pooled states."""
+        i = self.tasks.get(task)
+        if i is None:
+            return None
+        a, b = self.prior_a[i], self.prior_b[i]
+        row: dict[str, tuple[float, float]] = {}
+        for m in names:
+            a0, b0 = (base or {}).get(m, (1.0, 1.0))
+            j = self.columns.get(m)
+            row[m] = (a0, b0) if j is None else (a0 + float(a[j]), b0 + float(b[j]))
+        return row
+
+
+def _evidence(states: Mapping[str, TaskState], col: Mapping[str, int]) -> tuple[FloatArray, ...]:
+    """(tasks x models) count, sum and sum of squares of quality; states sharing one model list are copied
+    with one numpy operation per list."""
+    shape = (len(states), len(col))
     n, s, sq = np.zeros(shape), np.zeros(shape), np.zeros(shape)
-    for i, t in enumerate(tasks):
-        state = states[t]
-        cols = [col[m] for m in state.names]
-        n[i, cols] = state.stats[:, Q_N] * state.scale
-        s[i, cols] = state.stats[:, Q_SUM] * state.scale
-        sq[i, cols] = state.stats[:, Q_SQ] * state.scale
+    by_names: dict[tuple[str, ...], list[int]] = {}
+    listed = list(states.values())
+    for i, state in enumerate(listed):
+        by_names.setdefault(state.names, []).append(i)
+    for names, rows in by_names.items():
+        cols = np.array([col[m] for m in names], dtype=np.intp)
+        stats = np.stack([listed[i].stats for i in rows])  # (k, models, fields)
+        scale = np.array([listed[i].scale for i in rows])[:, None]
+        where = np.ix_(np.array(rows, dtype=np.intp), cols)
+        n[where] = stats[:, :, Q_N] * scale
+        s[where] = stats[:, :, Q_SUM] * scale
+        sq[where] = stats[:, :, Q_SQ] * scale
+    return n, s, sq
+
+
+def pooled_table(
+    states: Mapping[str, TaskState], *, max_strength: float = DEFAULT_MAX_STRENGTH, min_tau2: float = 0.0
+) -> PooledTable:
+    """The pooled pseudo-observations of every task type in ``states`` (see :func:`pooled_priors`)."""
+    col = {m: j for j, m in enumerate(sorted({m for st in states.values() for m in st.names}))}
+    n, s, sq = _evidence(states, col)
     seen = (n >= 1.0).astype(np.float64)
     safe_n = np.maximum(n, 1.0)
     mean = s / safe_n
@@ -83,16 +113,28 @@ def pooled_priors(
         strength = np.where(tau2 > 0, spread / np.where(tau2 > 0, tau2, 1.0) - 1.0, max_strength)
     strength = np.clip(strength, 0.0, max_strength)
     strength = np.minimum(strength, other_n)
-    prior_a = strength * centre
-    prior_b = strength * (1.0 - centre)
+    tasks = {t: i for i, t in enumerate(states)}
+    return PooledTable(tasks, col, strength * centre, strength * (1.0 - centre))
+
+
+def pooled_priors(
+    states: Mapping[str, TaskState],
+    base: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+    *,
+    max_strength: float = DEFAULT_MAX_STRENGTH,
+    min_tau2: float = 0.0,
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per task type, per model: a Beta quality prior ``base + pooled pseudo-observations``.
+
+    ``base`` is, per task type, each model's own prior (the catalog's ``quality_prior``; default Beta(1, 1)).
+    Models a task type's state does not know are skipped. ``min_tau2`` floors the between-task variance (less
+    pooling).
+    """
+    table = pooled_table(states, max_strength=max_strength, min_tau2=min_tau2)
     out: dict[str, dict[str, tuple[float, float]]] = {}
-    for i, t in enumerate(tasks):
-        row: dict[str, tuple[float, float]] = {}
-        own = (base or {}).get(t, {})
-        for m in states[t].names:
-            a0, b0 = own.get(m, (1.0, 1.0))
-            j = col[m]
-            row[m] = (a0 + float(prior_a[i, j]), b0 + float(prior_b[i, j]))
+    for t, state in states.items():
+        row = table.row(t, state.names, (base or {}).get(t))
+        assert row is not None
         out[t] = row
     return out
 
