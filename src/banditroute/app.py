@@ -41,7 +41,7 @@ from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core import TaskState
 from banditroute.events import DeadLetter, DeadLetterReason, ModelCatalogEvent
 from banditroute.join_io import TICK_HEADER, JoinIO
-from banditroute.kafka import backoff, faust_fetch, faust_hold
+from banditroute.kafka import backoff, faust_fetch, faust_hold, fetch_cycles
 from banditroute.kafka.admin import admin_client, check_partitions, create_topics, new_topic
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.gaps import GapFiller
@@ -79,6 +79,7 @@ class Router(JoinIO):
         backoff.install()  # every aiokafka client of the worker, faust's included (see kafka/backoff.py)
         faust_fetch.install()  # no tasks per fetched record in faust's consumer (see kafka/faust_fetch.py)
         faust_hold.install()  # faust never delivers what the worker's own readers read (kafka/faust_hold.py)
+        fetch_cycles.install()  # a fetch dropped unread is freed at once, not by a collection (kafka/fetch_cycles.py)
         self.settings = settings
         self.registry = Registry(config or RouterConfig.load(settings.config_dir), settings.config_dir)
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
