@@ -67,6 +67,7 @@ POLICY = f"""defaults:
   lam: 10.0
   half_life: null
   join: {{wait_s: 60, keep_joined_s: 5}}
+pooling: {{max_strength: 0}}  # the reference state is recomputed from the outcomes alone: no pooled priors
 task_types:
   chat: {{}}
 limits:
