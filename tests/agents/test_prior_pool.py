@@ -119,3 +119,45 @@ def test_redelivered_outcomes_write_nothing_even_when_priors_moved(tmp_path: Pat
 def test_bad_pooling_settings_are_refused(tmp_path: Path, pooling: str) -> None:
     with pytest.raises(ConfigError, match="pooling"):
         registry(tmp_path, f"defaults: {{lam: 10.0}}\n{pooling}\n")
+
+
+def test_one_tenant_s_outcomes_never_move_another_tenant_s_priors(tmp_path: Path) -> None:
+    """Per-tenant state keeps tenants apart (docs/guarantees.md, "Forged feedback"): the priors of a tenant's
+    key are pooled from that tenant's other keys only, and tenantless task types pool among themselves."""
+    reg = registry(tmp_path, "defaults: {lam: 10.0}\nper_tenant: [code, chat]\n")
+    clock = [0.0]
+    learn, view, _ = learner(reg, clock)
+    for i, key in enumerate(("a|code", "a|chat", "summarise", "translate")):  # all agree: `good` is poor
+        learn.apply(outcomes(key, "good", [0.0] * 50, 100 * i), 1.7e9)
+    learn.apply(outcomes("b|code", "good", [1.0, 0.0], 400), 1.7e9)
+    clock[0] = 5.0
+    learn.apply(outcomes("b|code", "good", [1.0, 0.0], 402), 1.7e9)  # b's only key: nothing to pool from
+    learn.apply(outcomes("a|code", "good", [0.0], 404), 1.7e9)  # a's keys pool with each other
+    learn.apply(outcomes("summarise", "good", [0.0], 405), 1.7e9)  # and tenantless task types
+    assert prior_mean(view, "b|code", "good") == (0.5, 2.0)
+    a_mean, a_strength = prior_mean(view, "a|code", "good")
+    assert a_mean < 0.1 and 20.0 < a_strength < 2.0 + 50.0 + 1e-9  # a|chat's evidence only
+    s_mean, s_strength = prior_mean(view, "summarise", "good")
+    assert s_mean < 0.1 and 20.0 < s_strength < 2.0 + 50.0 + 1e-9  # translate's evidence only
+
+
+def test_the_shared_state_of_capped_task_types_is_not_pooled(tmp_path: Path) -> None:
+    """``~shared`` mixes whatever task types came past ``max_task_types`` (a flood of junk names): its outcomes
+    do not move the priors of the task types that have state of their own, and it keeps its own priors."""
+    reg = registry(tmp_path)
+    clock = [0.0]
+    learn, view, _ = learner(reg, clock)
+    learn.apply(outcomes("~shared", "good", [0.0] * 500, 0), 1.7e9)
+    learn.apply(outcomes("chat", "good", [1.0] * 20, 1000), 1.7e9)
+    learn.apply(outcomes("code", "good", [1.0] * 20, 2000), 1.7e9)
+    clock[0] = 5.0
+    states = {k: s for k, s in view.items() if k != "~shared"}
+    learn.apply(outcomes("chat", "good", [1.0], 3000), 1.7e9)
+    learn.apply(outcomes("~shared", "good", [0.0], 3001), 1.7e9)
+    expected = pooled_priors(states)["chat"]["good"]
+    chat = view.get("chat")
+    assert chat is not None
+    j = chat.names.index("good")
+    assert (chat.stats[j, PRIOR_A], chat.stats[j, PRIOR_B]) == pytest.approx(expected)
+    assert prior_mean(view, "chat", "good")[0] > 0.9
+    assert prior_mean(view, "~shared", "good") == (0.5, 2.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from banditroute.core import ModelSpec, Outcome, TaskPolicy, TaskState, new_state, update_many
-from banditroute.core.pooling import pooled_priors, with_priors
+from banditroute.core.pooling import pooled_priors, pooled_table, with_priors
 
 MODELS = (ModelSpec("a", 0.001), ModelSpec("b", 0.002))
 POLICY = TaskPolicy(half_life=None)
@@ -71,3 +71,22 @@ def test_with_priors_changes_only_the_prior_columns() -> None:
     assert moved.beta[0] - state.beta[0] == pytest.approx(6.0)
     assert moved.alpha[1] == state.alpha[1]
     assert with_priors(state, {"a": (1.0, 1.0)}) is state
+
+
+def test_grouped_pooling_is_each_group_pooled_on_its_own() -> None:
+    """``group_of``: one pass over every group gives what pooling each group separately gives."""
+    groups = {
+        "x": {"x1": _state({"a": 150, "b": 50}), "x2": _state({"a": 140, "b": 60}), "x3": _state({"a": 10})},
+        "y": {"y1": _state({"a": 20, "b": 180}), "y2": _state({"a": 30, "b": 170}, calls=250)},
+        "z": {"z1": _state({"a": 100, "b": 100})},
+    }
+    states = {k: s for group in groups.values() for k, s in group.items()}
+    table = pooled_table(states, group_of=lambda key: key[0])
+    for group in groups.values():
+        alone = pooled_table(group)
+        for key, state in group.items():
+            got, want = table.row(key, state.names), alone.row(key, state.names)
+            assert got is not None and want is not None
+            for name in state.names:
+                assert got[name] == pytest.approx(want[name], rel=1e-12)
+    assert table.row("z1", ("a", "b")) == {"a": (1.0, 1.0), "b": (1.0, 1.0)}  # a group of one: nothing pooled

@@ -3,7 +3,14 @@
 The evaluation suite's defaults pool evidence across task types (:mod:`banditroute.core.pooling`: each task
 type's prior for a model is the model's mean over the other task types, worth as many observations as the
 task types agree). A worker holds every task type's newest state (the state topic is read by all), so its
-learner can do the same: each state key it learns gets the priors pooled from all the states it knows.
+learner can do the same: each state key it learns gets the priors pooled from the states it knows, within
+limits that keep the isolation the worker promises (docs/guarantees.md):
+
+* a tenant's key (``tenant|task_type``) pools only with that tenant's other keys, and keys without a tenant
+  only with each other: one tenant's outcomes never move another tenant's posteriors;
+* ``~shared`` (the state of every task type past ``limits.max_task_types``, whatever names a client sent) is
+  neither pooled from nor given pooled priors: a flood of junk task types does not move the priors of the task
+  types that have state of their own.
 
 The pooled table is recomputed from those states at most every ``interval_s`` (a numpy pass over task types x
 models) and on a change of configuration; between two computations a learnt key takes the table's row. A
@@ -17,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from banditroute.core import TaskState
 from banditroute.core.pooling import PooledTable, pooled_table, with_priors
+from banditroute.limits import SHARED_KEY, TENANT_SEPARATOR
 from banditroute.routing import RoutingSnapshot
 
 Priors = Mapping[str, tuple[float, float]]
@@ -61,12 +69,20 @@ class PriorPool:
 
     def _recompute(self, snapshot: RoutingSnapshot, now: float) -> None:
         self._at, self._version = now, snapshot.version
-        states = dict(self._states())
+        states = {k: s for k, s in self._states() if k != SHARED_KEY}
         self.computed += 1
         self._base = {m.name: m.quality_prior for m in snapshot.models}
         self._table = (
-            pooled_table(states, max_strength=snapshot.pooled_prior_strength) if len(states) >= 2 else None
+            pooled_table(states, max_strength=snapshot.pooled_prior_strength, group_of=tenant_of)
+            if len(states) >= 2
+            else None
         )
 
 
-__all__ = ["RECOMPUTE_S", "PriorPool", "Priors"]
+def tenant_of(key: str) -> str:
+    """The tenant of a state key, "" for a key without one: the group a key's priors are pooled within."""
+    tenant, separator, _ = key.partition(TENANT_SEPARATOR)
+    return tenant if separator else ""
+
+
+__all__ = ["RECOMPUTE_S", "PriorPool", "Priors", "tenant_of"]

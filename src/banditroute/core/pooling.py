@@ -14,7 +14,7 @@ twice. With fewer than two task types holding evidence for a model, nothing is p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,13 +33,39 @@ def between_task_variance(means: FloatArray, sampling_var: FloatArray, seen: Flo
     ``means``, ``sampling_var`` and ``seen`` (1 where the task type holds evidence, else 0) are (tasks, models);
     a column with fewer than two task types with evidence gets 0.
     """
+    return _between_task_variance(means, sampling_var, seen, _all_rows)
+
+
+ColumnSums = Callable[[FloatArray], FloatArray]
+"""(tasks, models) -> column sums over the rows pooled together: (models,) for one group of every task type, or
+(tasks, models) holding each task type's own group's sums."""
+
+
+def _all_rows(x: FloatArray) -> FloatArray:
+    return x.sum(axis=0)  # type: ignore[no-any-return]
+
+
+def _group_sums(group: npt.NDArray[np.intp], n_groups: int) -> ColumnSums:
+    """Column sums within each task type's group (``group``: the group index of each row)."""
+
+    def sums(x: FloatArray) -> FloatArray:
+        out = np.zeros((n_groups, x.shape[1]))
+        np.add.at(out, group, x)
+        return out[group]
+
+    return sums
+
+
+def _between_task_variance(
+    means: FloatArray, sampling_var: FloatArray, seen: FloatArray, colsum: ColumnSums
+) -> FloatArray:
     w = seen / np.maximum(sampling_var, 1e-12)
-    total = w.sum(axis=0)
+    total = colsum(w)
     safe = np.where(total > 0, total, 1.0)
-    centre = (w * means).sum(axis=0) / safe
-    q = (w * (means - centre) ** 2).sum(axis=0)
-    denom = total - (w * w).sum(axis=0) / safe
-    k = seen.sum(axis=0)
+    centre = colsum(w * means) / safe
+    q = colsum(w * (means - centre) ** 2)
+    denom = total - colsum(w * w) / safe
+    k = colsum(seen)
     with np.errstate(divide="ignore", invalid="ignore"):
         tau2 = np.where((k >= 2) & (denom > 0), (q - (k - 1)) / denom, 0.0)
     return np.maximum(tau2, 0.0)
@@ -93,20 +119,31 @@ def _evidence(states: Mapping[str, TaskState], col: Mapping[str, int]) -> tuple[
 
 
 def pooled_table(
-    states: Mapping[str, TaskState], *, max_strength: float = DEFAULT_MAX_STRENGTH, min_tau2: float = 0.0
+    states: Mapping[str, TaskState],
+    *,
+    max_strength: float = DEFAULT_MAX_STRENGTH,
+    min_tau2: float = 0.0,
+    group_of: Callable[[str], str] | None = None,
 ) -> PooledTable:
-    """The pooled pseudo-observations of every task type in ``states`` (see :func:`pooled_priors`)."""
+    """The pooled pseudo-observations of every task type in ``states`` (see :func:`pooled_priors`). With
+    ``group_of`` (state key -> group), each task type pools only with the task types of its own group, as if
+    each group were pooled on its own (one numpy pass for all groups)."""
+    colsum: ColumnSums = _all_rows
+    if group_of is not None:
+        ids: dict[str, int] = {}
+        group = np.array([ids.setdefault(group_of(t), len(ids)) for t in states], dtype=np.intp)
+        colsum = _group_sums(group, len(ids))
     col = {m: j for j, m in enumerate(sorted({m for st in states.values() for m in st.names}))}
     n, s, sq = _evidence(states, col)
     seen = (n >= 1.0).astype(np.float64)
     safe_n = np.maximum(n, 1.0)
     mean = s / safe_n
     within = np.maximum(sq / safe_n - mean * mean, MIN_WITHIN_VAR)
-    tau2 = np.maximum(between_task_variance(mean, within / safe_n, seen), min_tau2)
+    tau2 = np.maximum(_between_task_variance(mean, within / safe_n, seen, colsum), min_tau2)
     # leave one out: task i's prior uses the evidence of the other task types only
     n_seen, s_seen = n * seen, s * seen
-    other_n = n_seen.sum(axis=0) - n_seen
-    other_s = s_seen.sum(axis=0) - s_seen
+    other_n = colsum(n_seen) - n_seen
+    other_s = colsum(s_seen) - s_seen
     centre = (other_s + 0.5) / (other_n + 1.0)
     spread = centre * (1.0 - centre)
     with np.errstate(divide="ignore"):
