@@ -161,3 +161,21 @@ def test_the_shared_state_of_capped_task_types_is_not_pooled(tmp_path: Path) -> 
     assert (chat.stats[j, PRIOR_A], chat.stats[j, PRIOR_B]) == pytest.approx(expected)
     assert prior_mean(view, "chat", "good")[0] > 0.9
     assert prior_mean(view, "~shared", "good") == (0.5, 2.0)
+
+
+def test_turning_pooling_off_gives_learnt_keys_their_catalog_priors_back(tmp_path: Path) -> None:
+    """``max_strength: 0`` by a configuration reload: a key learnt from then on is under the catalog's prior
+    again, not under the pooled one it was given before (which nothing would ever take away)."""
+    reg = registry(tmp_path)
+    clock = [0.0]
+    learn, view, _ = learner(reg, clock)
+    learn.apply(outcomes("chat", "good", [1.0] * 20, 0), 1.7e9)
+    learn.apply(outcomes("code", "good", [1.0] * 20, 100), 1.7e9)
+    clock[0] = 5.0
+    learn.apply(outcomes("chat", "good", [1.0], 200), 1.7e9)
+    assert prior_mean(view, "chat", "good")[1] > 2.0 + 10.0  # pooled from code's evidence
+    registry(tmp_path / "off", "defaults: {lam: 10.0}\npooling: {max_strength: 0}\n")
+    reg.apply_config(RouterConfig.load(tmp_path / "off"))
+    assert reg.snapshot.pooled_prior_strength == 0.0
+    learn.apply(outcomes("chat", "good", [1.0], 201), 1.7e9)
+    assert prior_mean(view, "chat", "good") == (0.5, 2.0)

@@ -48,15 +48,19 @@ class PriorPool:
         self._clock = clock
         self._table: PooledTable | None = None
         self._base: Priors = {}
+        self._catalog: tuple[int, Priors] = (-1, {})  # (snapshot version, its catalog's priors)
         self._at = float("-inf")
         self._version = -1
         self.computed = 0
 
     def priors(self, snapshot: RoutingSnapshot, key: str, names: tuple[str, ...]) -> Priors | None:
-        """``key``'s pooled prior for each model of ``names`` (None: pooling is off, or ``key`` was not known
-        when the table was computed)."""
+        """``key``'s pooled prior for each model of ``names`` (None: ``key`` was not known when the table was
+        computed). With pooling off, the catalog's ``quality_prior`` of each model: a key pooled while it was on
+        is back under the catalog's priors at its next learnt batch."""
         if snapshot.pooled_prior_strength <= 0:
-            return None
+            if self._catalog[0] != snapshot.version:
+                self._catalog = (snapshot.version, {m.name: m.quality_prior for m in snapshot.models})
+            return self._catalog[1]
         now = self._clock()
         if snapshot.version != self._version or now - self._at >= self.interval_s:
             self._recompute(snapshot, now)
