@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from banditroute.core import ModelSpec, Outcome, TaskPolicy, TaskState, new_state, update_many
 from banditroute.core.pooling import pooled_priors, pooled_table, with_priors
+from banditroute.core.state import Q_SUM, replace_state
 
 MODELS = (ModelSpec("a", 0.001), ModelSpec("b", 0.002))
 POLICY = TaskPolicy(half_life=None)
@@ -90,3 +93,17 @@ def test_grouped_pooling_is_each_group_pooled_on_its_own() -> None:
             for name in state.names:
                 assert got[name] == pytest.approx(want[name], rel=1e-12)
     assert table.row("z1", ("a", "b")) == {"a": (1.0, 1.0), "b": (1.0, 1.0)}  # a group of one: nothing pooled
+
+
+def test_a_state_with_non_finite_evidence_does_not_poison_the_others() -> None:
+    """A corrupt state (NaN or infinite statistics, e.g. a forged record on the state topic) counts as no
+    evidence: the other task types' priors are what they are without it, finite."""
+    good = {"x": _state({"a": 150, "b": 50}), "y": _state({"a": 140, "b": 60}), "z": _state({"a": 145})}
+    for bad in (float("nan"), float("inf")):
+        stats = good["z"].stats.copy()
+        stats[0, Q_SUM] = bad
+        states = {**good, "z": replace_state(good["z"], stats=stats)}
+        priors, without = pooled_priors(states), pooled_priors({"x": good["x"], "y": good["y"]})
+        for task in ("x", "y"):
+            assert priors[task]["a"] == pytest.approx(without[task]["a"])
+        assert all(math.isfinite(v) for row in priors.values() for pair in row.values() for v in pair)

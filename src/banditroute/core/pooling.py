@@ -135,6 +135,9 @@ def pooled_table(
         colsum = _group_sums(group, len(ids))
     col = {m: j for j, m in enumerate(sorted({m for st in states.values() for m in st.names}))}
     n, s, sq = _evidence(states, col)
+    finite = np.isfinite(n) & np.isfinite(s) & np.isfinite(sq)
+    if not finite.all():  # a corrupt state counts as no evidence: NaN would spread to every other row's prior
+        n, s, sq = np.where(finite, n, 0.0), np.where(finite, s, 0.0), np.where(finite, sq, 0.0)
     seen = (n >= 1.0).astype(np.float64)
     safe_n = np.maximum(n, 1.0)
     mean = s / safe_n
