@@ -47,7 +47,6 @@ class PriorPool:
         self.interval_s = interval_s
         self._clock = clock
         self._table: PooledTable | None = None
-        self._base: Priors = {}
         self._catalog: tuple[int, Priors] = (-1, {})  # (snapshot version, its catalog's priors)
         self._at = float("-inf")
         self._version = -1
@@ -57,14 +56,19 @@ class PriorPool:
         """``key``'s pooled prior for each model of ``names`` (None: ``key`` was not known when the table was
         computed). With pooling off, the catalog's ``quality_prior`` of each model: a key pooled while it was on
         is back under the catalog's priors at its next learnt batch."""
+        catalog = self._catalog_priors(snapshot)
         if snapshot.pooled_prior_strength <= 0:
-            if self._catalog[0] != snapshot.version:
-                self._catalog = (snapshot.version, {m.name: m.quality_prior for m in snapshot.models})
-            return self._catalog[1]
+            return catalog
         now = self._clock()
         if snapshot.version != self._version or now - self._at >= self.interval_s:
             self._recompute(snapshot, now)
-        return None if self._table is None else self._table.row(key, names, self._base)
+        return None if self._table is None else self._table.row(key, names, catalog)
+
+    def _catalog_priors(self, snapshot: RoutingSnapshot) -> Priors:
+        """Each model's ``quality_prior`` in ``snapshot`` (built once per snapshot version)."""
+        if self._catalog[0] != snapshot.version:
+            self._catalog = (snapshot.version, {m.name: m.quality_prior for m in snapshot.models})
+        return self._catalog[1]
 
     def pooled(self, snapshot: RoutingSnapshot, key: str, state: TaskState) -> TaskState:
         """``state`` under ``key``'s pooled priors (the same object when there is nothing to change)."""
@@ -75,7 +79,6 @@ class PriorPool:
         self._at, self._version = now, snapshot.version
         states = {k: s for k, s in self._states() if k != SHARED_KEY}
         self.computed += 1
-        self._base = {m.name: m.quality_prior for m in snapshot.models}
         self._table = (
             pooled_table(states, max_strength=snapshot.pooled_prior_strength, group_of=tenant_of)
             if len(states) >= 2
