@@ -161,6 +161,10 @@ class PartitionReader:
         self._changed.set()
         log.info("reader assigned", extra={"topic": self.topic, "partitions": sorted(wanted)})
 
+    def positions(self) -> dict[int, int]:
+        """Per partition, the offset of the next record to read (a copy)."""
+        return dict(self._positions)
+
     def stop(self) -> None:
         self._stopping = True
         self._changed.set()

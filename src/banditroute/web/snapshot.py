@@ -184,7 +184,24 @@ def stats_json(router: Any, lag: dict[str, Any] | None = None, now_s: float | No
         "learned": int(counters.get("learned", 0)),
         "dead_letters": router.dead_letters.snapshot(),
         "capped": dict(getattr(router, "capped", {})),
+        "readers": {
+            name: _reader(reader)
+            for name in ("decision_reader", "feedback_reader", "learn_reader")
+            if (reader := getattr(router, name, None)) is not None
+        },
         "lag": lag or {"sampled_at": None, "groups": []},
+    }
+
+
+def _reader(reader: Any) -> dict[str, Any]:
+    """Where one of the worker's batch readers (``kafka/partition_reader.py``) stands, per partition."""
+    return {
+        "partitions": sorted(reader.partitions),
+        "caught_up": reader.caught_up.is_set(),
+        "positions": {str(p): o for p, o in sorted(reader.positions().items())},
+        "batches": int(reader.batches),
+        "records": int(reader.records),
+        "skipped": int(reader.skipped),
     }
 
 
