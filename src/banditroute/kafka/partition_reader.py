@@ -88,6 +88,10 @@ IDLE_S = 0.1
 its (paused) partitions while there is nothing to read."""
 GAP_FETCH_BYTES = 64 * 1024
 """Bytes asked per fetch while reading between the join's batches (steady state; a catch-up reads 4 MB)."""
+STEADY_COMMIT_S = 0.1
+"""Steady state with a ``skip``: the reader commits at most this often (a commit is a round trip to the group
+coordinator; reading the gaps between the join's batches once committed after every gap). A restart reads at
+most this much more again; the join is idempotent over it."""
 HOLD_S = 1.0
 """Records past the last batch the join holds, while ``skip`` says it is not ``settled``, are read once they
 have been there this long (a handoff lost with a failed decide loop)."""
@@ -132,6 +136,7 @@ class PartitionReader:
         self._committed: dict[int, int] = {}
         self._ends: dict[int, int] = {}  # the end offsets of the partitions, as last asked (steady state)
         self._next_check = 0.0
+        self._next_commit = 0.0
         self._waiting: dict[int, tuple[int, float]] = {}  # partition -> (position, since): records past it
         self._consumer: AIOKafkaConsumer | None = None
         self._busy = asyncio.Lock()  # held while a batch is read, handled and committed
@@ -209,7 +214,8 @@ class PartitionReader:
                     else:
                         batch = await consumer.getmany(timeout_ms=100, max_records=self.max_records)
                         await self._take(batch)
-                    await self._commit(consumer)
+                    if not steady or time.monotonic() >= self._next_commit:
+                        await self._commit(consumer)
                     if not self.caught_up.is_set():
                         await self._check_caught_up(consumer)
                 if steady and idle:
@@ -270,16 +276,17 @@ class PartitionReader:
                 self._positions[partition] = to
                 self.skipped += to - at
         consumer.pause(*tps.values())
-        read = False
+        limits: dict[TopicPartition, int] = {}
         for partition, tp in tps.items():
             at = self._positions.get(partition)
             if at is None:
                 continue
             count = self._unexplained(partition, at, advice, now)
             if count:
-                limit = min(count, AHEAD_READ if advice.few else self.max_records, self.max_records)
-                read |= await self._read_paused(consumer, tp, limit)
-        return read
+                limits[tp] = min(count, AHEAD_READ if advice.few else self.max_records, self.max_records)
+        if not limits:
+            return False
+        return await self._read_paused(consumer, limits)
 
     def _unexplained(self, partition: int, at: int, advice: Skip, now: float) -> int:
         """How many records to read now from ``at``: up to the next batch the join holds (someone else's), or
@@ -302,23 +309,32 @@ class PartitionReader:
             return 0
         return end - at if now - since[1] >= HOLD_S else 0
 
-    async def _read_paused(self, consumer: AIOKafkaConsumer, tp: TopicPartition, limit: int) -> bool:
-        """Read at most ``limit`` records of one paused partition. The fetch may bring more (dropped unparsed
-        when the partition is paused again): it asks for ``GAP_FETCH_BYTES`` only, so that reading a tick does
-        not fetch the megabytes of own decisions behind it (the broker still returns a whole first batch)."""
+    async def _read_paused(self, consumer: AIOKafkaConsumer, limits: dict[TopicPartition, int]) -> bool:
+        """Read at most ``limits[tp]`` records of each of these paused partitions, with one fetch and one call
+        of the handler. The fetch asks for ``GAP_FETCH_BYTES`` per partition only, so that reading a tick does
+        not fetch the megabytes of own decisions behind it (the broker still returns a whole first batch); what
+        it brings beyond a partition's limit is dropped (a seek back), because aiokafka sends no fetch at all
+        while a paused partition's unread records are younger than its prefetch backoff (100 ms): one
+        partition read after another, each with its own join batch, made ~5 reads a second on a loaded machine
+        and the join fell seconds behind local-mode decisions (tests/kafka/test_join_under_load.py)."""
         fetcher: Any = getattr(consumer, "_fetcher", None)
         wide = getattr(fetcher, "_max_partition_fetch_bytes", None)
         if isinstance(wide, int):  # aiokafka keeps it there; a later version without it fetches as configured
             fetcher._max_partition_fetch_bytes = min(wide, GAP_FETCH_BYTES)
-        consumer.resume(tp)
+        consumer.resume(*limits)
         try:
-            batch = await consumer.getmany(tp, timeout_ms=100, max_records=limit)
+            fetched = await consumer.getmany(*limits, timeout_ms=100)
         finally:
-            consumer.pause(tp)
+            consumer.pause(*limits)
             if isinstance(wide, int):
                 fetcher._max_partition_fetch_bytes = wide
+        batch = {tp: records[: limits[tp]] for tp, records in fetched.items() if tp in limits}
         await self._take(batch)
-        return bool(batch.get(tp))
+        for tp in limits:
+            position = self._positions.get(tp.partition)
+            if position is not None:
+                consumer.seek(tp, position)  # drops the rest of the fetch (see above)
+        return any(batch.values())
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         """Commit, per partition, the oldest decision the join still needs (or the read position)."""
@@ -326,6 +342,7 @@ class PartitionReader:
         for partition, position in self._positions.items():
             floor = self.floor(partition)
             offsets[partition] = position if floor is None else min(position, floor)
+        self._next_commit = time.monotonic() + STEADY_COMMIT_S
         if offsets and offsets != self._committed:
             await consumer.commit({TopicPartition(self.topic, p): o for p, o in offsets.items()})
             self._committed = offsets
