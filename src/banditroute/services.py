@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +23,9 @@ from banditroute.settings import Settings
 log = logging.getLogger("banditroute.worker")
 
 MAX_BACKOFF_S = 10.0
+HEALTHY_S = 30.0
+"""A loop that ran this long before it failed is restarted after the shortest backoff again: the backoff
+grows only over failures that follow each other closely."""
 
 
 class LoopService(mode.Service):
@@ -40,6 +44,8 @@ class LoopService(mode.Service):
         self._run = run
         self._stop = stop
         self.counters = counters
+        self.clock: Callable[[], float] = time.monotonic
+        self.restart_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     @property
     def shortlabel(self) -> str:
@@ -52,21 +58,30 @@ class LoopService(mode.Service):
         self._stop()
 
     async def _supervise(self) -> None:
-        backoff = 0.5
+        backoff = next_backoff = 0.5
         try:
             while True:
+                started = self.clock()
                 try:
                     await self._run()
                     return
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    backoff = restart_backoff(next_backoff, self.clock() - started)
                     log.exception("%s loop failed; restarting in %.1f s", self.loop_name, backoff)
                     self.counters[f"{self.loop_name}_restarts"] += 1
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+                    await self.restart_sleep(backoff)
+                    next_backoff = min(backoff * 2, MAX_BACKOFF_S)
         finally:
             self._stop()
+
+
+def restart_backoff(planned_s: float, ran_s: float, first_s: float = 0.5) -> float:
+    """How long to wait before restarting a loop that failed after running ``ran_s``: ``planned_s`` (doubled
+    after each failure, up to ``MAX_BACKOFF_S``) unless it had run ``HEALTHY_S`` (then ``first_s`` again: one
+    failure an hour must not cost every later failure the longest wait)."""
+    return first_s if ran_s >= HEALTHY_S else planned_s
 
 
 class WorkerApp(faust.App):
