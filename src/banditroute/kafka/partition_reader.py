@@ -88,6 +88,8 @@ IDLE_S = 0.1
 its (paused) partitions while there is nothing to read."""
 GAP_FETCH_BYTES = 64 * 1024
 """Bytes asked per fetch while reading between the join's batches (steady state; a catch-up reads 4 MB)."""
+GAP_READ_WAIT_MS = 500
+"""How long a read between the join's batches waits for its fetch (see ``PartitionReader._read_paused``)."""
 STEADY_COMMIT_S = 0.1
 """Steady state with a ``skip``: the reader commits at most this often (a commit is a round trip to the group
 coordinator; reading the gaps between the join's batches once committed after every gap). A restart reads at
@@ -286,7 +288,12 @@ class PartitionReader:
                 limits[tp] = min(count, AHEAD_READ if advice.few else self.max_records, self.max_records)
         if not limits:
             return False
-        return await self._read_paused(consumer, limits)
+        read = await self._read_paused(consumer, limits)
+        for partition, tp in tps.items():
+            position = self._positions.get(partition)
+            if position is not None:
+                consumer.seek(tp, position)  # drops what a fetch brought beyond (see _read_paused)
+        return read
 
     def _unexplained(self, partition: int, at: int, advice: Skip, now: float) -> int:
         """How many records to read now from ``at``: up to the next batch the join holds (someone else's), or
@@ -313,27 +320,26 @@ class PartitionReader:
         """Read at most ``limits[tp]`` records of each of these paused partitions, with one fetch and one call
         of the handler. The fetch asks for ``GAP_FETCH_BYTES`` per partition only, so that reading a tick does
         not fetch the megabytes of own decisions behind it (the broker still returns a whole first batch); what
-        it brings beyond a partition's limit is dropped (a seek back), because aiokafka sends no fetch at all
-        while a paused partition's unread records are younger than its prefetch backoff (100 ms): one
-        partition read after another, each with its own join batch, made ~5 reads a second on a loaded machine
-        and the join fell seconds behind local-mode decisions (tests/kafka/test_join_under_load.py)."""
+        it brings beyond a partition's limit is dropped by the caller (a seek to the read position), because
+        aiokafka sends no fetch at all while a paused partition's unread records are younger than its prefetch
+        backoff (100 ms); a response that comes after the read gave up is kept as such records too, so the
+        read waits ``GAP_READ_WAIT_MS``, longer than that backoff (the records are known to be there). One
+        partition read after another, each with its own join batch and a 100 ms wait, made ~5 reads a second
+        on a loaded machine, and the join fell seconds behind local-mode decisions
+        (tests/kafka/test_join_under_load.py)."""
         fetcher: Any = getattr(consumer, "_fetcher", None)
         wide = getattr(fetcher, "_max_partition_fetch_bytes", None)
         if isinstance(wide, int):  # aiokafka keeps it there; a later version without it fetches as configured
             fetcher._max_partition_fetch_bytes = min(wide, GAP_FETCH_BYTES)
         consumer.resume(*limits)
         try:
-            fetched = await consumer.getmany(*limits, timeout_ms=100)
+            fetched = await consumer.getmany(*limits, timeout_ms=GAP_READ_WAIT_MS)
         finally:
             consumer.pause(*limits)
             if isinstance(wide, int):
                 fetcher._max_partition_fetch_bytes = wide
         batch = {tp: records[: limits[tp]] for tp, records in fetched.items() if tp in limits}
         await self._take(batch)
-        for tp in limits:
-            position = self._positions.get(tp.partition)
-            if position is not None:
-                consumer.seek(tp, position)  # drops the rest of the fetch (see above)
         return any(batch.values())
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
