@@ -145,24 +145,8 @@ class LocalDecideLogic(DecideLogic):
     :meth:`~DecideLogic.decide_encoded`, :attr:`row` for a decision written from a block row's text, else
     :attr:`made` (the decision dict whose JSON was returned). Reset both before each call."""
 
-    row: _Row | None = None
+    keep_row = True
     made: dict[str, Any] | None = None
-
-    def _encode_row(
-        self,
-        request: Request,
-        key: str,
-        block: Block,
-        text: Any,
-        shape: Any,
-        capped: str | None,
-        now_s: float,
-        t0: float,
-    ) -> Any:
-        at = block.pos
-        encoded = super()._encode_row(request, key, block, text, shape, capped, now_s, t0)
-        self.row = (block, at, shape, self._iso(now_s))  # the text the event was written with (cached)
-        return encoded
 
     def _decide_dict(self, *args: Any) -> dict[str, Any]:
         self.made = super()._decide_dict(*args)
@@ -223,7 +207,12 @@ class RowModels:
         values["reasons"] = reasons[explored]
         values["decided_at"] = stamp[1]
         values["decision_ms"] = ms
-        return trusted(RoutingDecision, values, fields_set.copy())
+        decision = _new(RoutingDecision)  # trusted(), inlined
+        _set_dict(decision, values)
+        _set_fields_set(decision, fields_set)  # shared per shape, as the candidates' set (frozen models)
+        _set_extra(decision, None)
+        _set_private(decision, None)
+        return decision
 
     def _learn(
         self, shape: tuple[bytes, ...], payload: bytes

@@ -8,6 +8,7 @@ JSON-ready dict, built directly rather than through pydantic on this hot path; a
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -96,13 +97,15 @@ class _MillisecondClock:
     each new millisecond only swaps the last five characters (formatting a datetime took 14-40 µs of CPU in
     the decide path's cold caches, once per millisecond)."""
 
-    __slots__ = ("_ms", "_text", "_second", "_prefix")
+    __slots__ = ("_ms", "_text", "_second", "_prefix", "json")
 
     def __init__(self) -> None:
         self._ms = -1
         self._text = ""
         self._second = -1
         self._prefix = ""
+        self.json = b'""'
+        """The JSON string of the last :meth:`iso` (its text in quotes: it needs no escaping)."""
 
     def iso(self, now_s: float) -> str:
         ms = int(now_s * 1000.0)
@@ -112,7 +115,8 @@ class _MillisecondClock:
                 self._second = second
                 self._prefix = datetime.fromtimestamp(second, UTC).isoformat()[:-6]  # without "+00:00"
             self._ms = ms
-            self._text = self._prefix + _MILLIS[milli]
+            text = self._text = self._prefix + _MILLIS[milli]
+            self.json = b'"' + text.encode() + b'"'
         return self._text
 
 
@@ -137,11 +141,11 @@ def _summarised(decision: dict[str, Any]) -> tuple[Decided, Served | None]:
 
 
 class _BlockText:
-    """The JSON text of a block's rows that does not depend on the request: each model's name, the
-    candidates' sampled utilities (formatted for the whole block at once) and mean utilities; and, per request
-    shape, the text around them (kept on the block: ``Block.memo``)."""
+    """The JSON text of a block's rows that does not depend on the request: each row's candidates (written for
+    the whole block at once) and, per distinct row, its model, fallbacks and propensity; and, per request shape,
+    the text around them (kept on the block: ``Block.memo``)."""
 
-    __slots__ = ("model", "rows", "template", "shapes", "static", "state_version", "policy_name")
+    __slots__ = ("model", "rows", "heads", "shapes", "static", "state_version", "policy_name")
 
     MAX_SHAPES = 64
 
@@ -152,20 +156,8 @@ class _BlockText:
         self.state_version = int(version)
         self.policy_name = policy_name or POLICY_NAME
         self.model = {name: b'"model":' + dumps(name) for name in {*names, *(row[0] for row in block.rows)}}
-        text = dumps(np.ascontiguousarray(block.z), option=OPT_SERIALIZE_NUMPY)
-        self.rows = text[2:-2].split(b"],[")
-        self.template = (
-            b"["
-            + b",".join(
-                b'{"model":'
-                + dumps(name).replace(b"%", b"%%")
-                + b',"sampled_utility":%b,"mean_utility":'
-                + dumps(means[name])
-                + b"}"
-                for name in names
-            )
-            + b"]"
-        )
+        self.rows = _candidates_text(block.z, names, means)
+        self.heads: dict[tuple[Any, ...], bytes] = {}
         self.shapes: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, bytes]] = {}
 
     @staticmethod
@@ -178,8 +170,13 @@ class _BlockText:
             return _NO_TEXT
         return _BlockText(block)
 
-    def candidates(self, row: int) -> bytes:
-        return self.template % tuple(self.rows[row].split(b","))
+    def head(self, row: tuple[Any, ...]) -> bytes:
+        """A row's text from its model to its propensity (rows repeat: a block holds a few distinct ones)."""
+        model, fallbacks, propensity, _explored = row
+        head = self.heads[row] = (
+            self.model[model] + b',"fallbacks":' + dumps(fallbacks) + b',"propensity":' + dumps(propensity)
+        )
+        return head
 
     def shape(
         self,
@@ -228,10 +225,32 @@ class _BlockText:
 
 _NO_TEXT = object()
 """``Block.memo`` of a block whose decisions are built as dicts."""
+_ROW_END = b"\n"  # between two rows' text while the block's text is written (JSON text holds no raw newline)
+
+
+def _candidates_text(z: Any, names: tuple[str, ...], means: Mapping[str, float]) -> list[bytes]:
+    """``,"candidates":[...]`` of every row of the draws ``z`` (one column per name), written in one pass: the
+    draws' text split into values, which are joined with the text between them and split into rows."""
+    values = (
+        dumps(np.ascontiguousarray(z), option=OPT_SERIALIZE_NUMPY)[2:-2].replace(b"],[", b",").split(b",")
+    )
+    before = [b'{"model":' + dumps(name) + b',"sampled_utility":' for name in names]
+    after = [b',"mean_utility":' + dumps(means[name]) + b"}" for name in names]
+    end = after[-1] + b"]"
+    leads = [end + _ROW_END + b',"candidates":[' + before[0]]
+    leads += [after[j - 1] + b"," + before[j] for j in range(1, len(names))]
+    text = b"".join(itertools.chain.from_iterable(zip(itertools.cycle(leads), values))) + end
+    return text.split(_ROW_END)[1:]
 
 
 class DecideLogic:
     """Request in, decision dict out."""
+
+    keep_row = False
+    """Whether :meth:`decide_encoded` leaves :attr:`row` (a subclass's switch; local mode reads it)."""
+    row: tuple[Block, int, tuple[bytes, bytes, bytes, bytes], str] | None = None
+    """With :attr:`keep_row`: the last decision written from a block row (block, row, the text of its request
+    shape, ``decided_at``), else left alone."""
 
     def __init__(
         self,
@@ -249,7 +268,8 @@ class DecideLogic:
         self.shadow: dict[str, Any] | None = None
         self.worker_id = worker_id
         self.clock = clock
-        self._iso = _MillisecondClock().iso
+        self._clock = _MillisecondClock()
+        self._iso = self._clock.iso
         self._policy_refs: dict[str, dict[str, str]] = {}
         self.admission = Admission()
         """Which task types and tenants get state of their own (policy.yaml ``limits``); decide thread only."""
@@ -370,34 +390,36 @@ class DecideLogic:
         """Take the block's next row and write its decision event (see :meth:`decide_encoded`)."""
         i = block.pos
         block.pos = i + 1
-        model, fallbacks, propensity, explored = block.rows[i]
+        row = block.rows[i]
+        model, fallbacks, propensity, explored = row
+        head = text.heads.get(row)
+        if head is None:
+            head = text.head(row)
         request_id = request.request_id
         decision_id = decision_id_for(request_id)
+        quoted = dumps(request_id)
         iso = self._iso(now_s)
         ms = (time.perf_counter() - t0) * 1000.0
         payload = b"".join(
             (
-                b'{"schema_version":1,"decision_id":',
-                dumps(decision_id),
+                b'{"schema_version":1,"decision_id":"d:',  # decision_id_for: "d:" and the request id
+                quoted[1:],
                 b',"request_id":',
-                dumps(request_id),
+                quoted,
                 shape[0],
-                text.model[model],
-                b',"fallbacks":',
-                dumps(fallbacks),
-                b',"propensity":',
-                dumps(propensity),
-                b',"candidates":',
-                text.candidates(i),
+                head,
+                text.rows[i],
                 shape[1],
                 b"true" if explored else b"false",
                 shape[2],
-                dumps(iso),
+                self._clock.json,
                 b',"decision_ms":',
                 dumps(ms),
                 shape[3],
             )
         )
+        if self.keep_row:
+            self.row = (block, i, shape, iso)
         served: Served = (
             request_id,
             decision_id,
