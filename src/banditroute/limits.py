@@ -180,6 +180,28 @@ class Admission:
             return Verdict(f"{tenant}{TENANT_SEPARATOR}{task_type}")
         return Verdict(task_type, CAP_TENANTS)
 
+    def stamps(
+        self,
+        limits: Limits,
+        configured: Mapping[str, Any],
+        task_type: str,
+        tenant: str | None,
+        per_tenant: bool,
+        verdict: Verdict,
+    ) -> list[tuple[dict[str, float], str]] | None:
+        """What :meth:`check` stamps with the time when it is asked again for the same request and returns
+        ``verdict`` again (the dicts and keys), which holds until :meth:`evict_idle` or other ``limits``; None
+        when a repeat may answer otherwise (a rate limit, a rejection)."""
+        if limits.tenant_requests_per_s is not None or verdict.reject is not None:
+            return None
+        if verdict.shared:  # past max_task_types: check stamps nothing
+            return []
+        listed = task_type in configured or task_type in limits.allowed_task_types
+        out = [(self.listed if listed else self.task_types, task_type)]
+        if per_tenant and tenant and verdict.capped is None:
+            out.append((self.tenants[task_type], tenant))
+        return out
+
     def established(self, limits: Limits, configured: Mapping[str, Any], task_type: str) -> bool:
         """Whether ``task_type`` is listed or already holds state of its own here (read only; the decide loop
         decides these before new and capped task types, see :mod:`banditroute.kafka.low_lane`)."""

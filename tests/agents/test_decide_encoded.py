@@ -199,3 +199,61 @@ def test_the_millisecond_clock_writes_what_datetime_writes() -> None:
             clock.iso(now)
             == datetime.fromtimestamp(ms / 1000.0, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
         )
+
+
+@pytest.mark.parametrize("policy", ["per_tenant", "capped", "tenant_caps"])
+def test_kept_answers_decide_as_fresh_ones(tmp_path: Path, policy: str) -> None:
+    """The decide logic keeps its prepared answer for requests without metadata or filters: through learnt
+    states, idle evictions, caps, per-tenant slots and a configuration change, a logic given such requests
+    (kept answers) decides as one given the same requests as models (never kept), and its admission slots
+    hold the same times."""
+    policies = {
+        "per_tenant": "defaults: {lam: 10.0}\nper_tenant: [chat]\nlimits: {idle_evict_s: 5}\n",
+        "capped": "defaults: {lam: 10.0}\nlimits: {max_task_types: 2, idle_evict_s: 5}\n",
+        "tenant_caps": "defaults: {lam: 10.0}\nper_tenant: true\n"
+        "limits: {max_tenants_per_task_type: 2, max_task_types: 3, idle_evict_s: 5}\n",
+    }
+    now = [NOW_S]
+    logics = [
+        DecideLogic(
+            registry(tmp_path / name, policies[policy]),
+            StateView(),
+            np.random.default_rng(8),
+            "w",
+            lambda: now[0],
+        )
+        for name in ("kept", "fresh")
+    ]
+    rnd = random.Random(4)
+    kept = evictions = 0
+    capped = set()
+    for i in range(1200):
+        if i % 150 == 149:
+            key = rnd.choice(["chat", "code", "acme|chat"])
+            for logic in logics:
+                learn(logic, key, "budget", 1.0, now[0])
+        if i == 700:
+            for logic in logics:
+                (tmp_path / "next").mkdir(exist_ok=True)
+                registry(tmp_path / "next", policies[policy] + "task_types: {code: {lam: 1.0}}\n")
+                logic.registry.apply_config(RouterConfig.load(tmp_path / "next"))
+        now[0] += rnd.choices([0.0, 0.001, 0.5, 3.0, 11.0], [60, 30, 6, 3, 1])[
+            0
+        ]  # idle evictions (<= 1 / 10 s)
+        task_type = rnd.choice(["chat", "chat", "code", "new1", "new2", "new3", "new4"])
+        tenant = rnd.choice([None, "acme", "eu", "t3", "t4"])
+        plain = fast_request(encode(build_request(task_type, tenant=tenant, request_id=f"r{i}")), 65536)
+        assert plain is not None
+        kept += (task_type, tenant) in logics[0]._prepared
+        held = len(logics[0].admission.task_types) + len(logics[0].admission.listed)
+        events = []
+        for logic, request in zip(logics, (plain, plain.full()), strict=True):
+            summary, _ = logic.decide_encoded(request)
+            events.append(orjson.loads(summary[4]) | {"decision_ms": 0})
+        assert events[0] == events[1]
+        slots = [(a.listed, a.task_types, a.tenants) for a in (logic.admission for logic in logics)]
+        assert slots[0] == slots[1]
+        evictions += len(logics[0].admission.task_types) + len(logics[0].admission.listed) < held
+        capped.add(events[0]["reasons"]["capped"])
+    assert kept > 400  # many requests were answered from a kept answer
+    assert evictions > 5 and len(capped) >= (1 if policy == "per_tenant" else 2)

@@ -44,10 +44,16 @@ Request = RoutingRequest | PlainRequest | FastRequest
 common request (:mod:`banditroute.kafka.fast_request`)."""
 MAX_RULE_EFFECTS = 1024
 """Distinct constraints of applied rules kept as one object each (for the core's caches)."""
+MAX_PREPARED = 4096
+"""Task types and tenants whose prepared answer (:meth:`DecideLogic._prepare`) is kept."""
+_PLAIN_REQUESTS = (PlainRequest, FastRequest)
+"""Requests without lists, limits or objective by construction (their constraints are no constraints)."""
 
 
 def request_constraints(request: Request) -> Constraints:
     """The request's own filters as the core's :class:`Constraints`."""
+    if type(request) in _PLAIN_REQUESTS:
+        return NO_CONSTRAINTS
     limits = request.constraints
     if (
         request.candidates is None
@@ -124,6 +130,9 @@ _Ready = tuple[
     RoutingSnapshot, str, TaskRoute, TaskState, Constraints, tuple[str, ...], str | None, str | None
 ]
 """A prepared request: (snapshot, state key, route, state, constraints, applied rules, pinned model, capped)."""
+_Prepared = tuple[RoutingSnapshot, str, TaskState | None, list[tuple[dict[str, float], str]], _Ready]
+"""A kept answer of :meth:`DecideLogic._prepare`: (snapshot, state key, learnt state (None: the prior), what
+:meth:`Admission.check` stamps with the time, the answer)."""
 
 
 def _summarised(decision: dict[str, Any]) -> tuple[Decided, Served | None]:
@@ -279,6 +288,7 @@ class DecideLogic:
             Sequence[Rule], dict[tuple[str | None, str], tuple[RuleEffect, tuple[str, ...]]]
         ]
         self._plain_rules = ((), {})
+        self._prepared: dict[tuple[str, str | None], _Prepared] = {}
 
     def decide(self, request: Request) -> dict[str, Any]:
         """One decision, read from one routing snapshot and one learnt state (both immutable)."""
@@ -326,25 +336,32 @@ class DecideLogic:
 
     def _prepare(self, request: Request, now_s: float) -> Verdict | _Ready:
         """Admission, state, constraints and rules of a request: a rejecting :class:`Verdict`, or what to
-        choose with."""
+        choose with. For a request without metadata or filters of its own (the common one) the answer is kept
+        per task type and tenant while the snapshot, the learnt state and the admission slots stay as they
+        were (the slots change only at an eviction, which forgets every kept answer); a kept answer is used
+        after stamping the request's task type (and tenant) as :meth:`Admission.check` would."""
         snapshot = self.registry.snapshot
         task_type = request.task_type
         if now_s >= self._next_evict:
             self._evict(now_s)
-        verdict = self.admission.check(
-            snapshot.limits,
-            snapshot.routes,
-            task_type,
-            request.tenant,
-            snapshot.is_per_tenant(task_type),
-            now_s,
-        )
+        plain = not request.metadata and type(request) in _PLAIN_REQUESTS
+        if plain:
+            known = self._prepared.get((task_type, request.tenant))
+            if known is not None and known[0] is snapshot and self.states.get(known[1]) is known[2]:
+                for times, name in known[3]:
+                    times[name] = now_s
+                return known[4]
+        admission = self.admission
+        limits = snapshot.limits
+        per_tenant = snapshot.is_per_tenant(task_type)
+        verdict = admission.check(limits, snapshot.routes, task_type, request.tenant, per_tenant, now_s)
         if verdict.reject is not None:
             return verdict
         key = verdict.key
         route = snapshot.default if verdict.shared else snapshot.route(task_type)
         learnt = self.states.get(key)
-        if learnt is None and key in self.states.evicted:
+        wanted = learnt is None and key in self.states.evicted
+        if wanted:
             self.states.want(key)  # read back from the state topic; this decision uses the prior
         state = snapshot.state_for(learnt)
         constraints = request_constraints(request)
@@ -359,7 +376,14 @@ class DecideLogic:
             if applied:
                 constraints = self._with_rules(constraints, effect.constraints)
                 pin = effect.pin
-        return snapshot, key, route, state, constraints, applied, pin, verdict.capped
+        ready = snapshot, key, route, state, constraints, applied, pin, verdict.capped
+        if plain and not wanted:
+            stamps = admission.stamps(limits, snapshot.routes, task_type, request.tenant, per_tenant, verdict)
+            if stamps is not None:
+                if len(self._prepared) >= MAX_PREPARED:
+                    self._prepared.clear()
+                self._prepared[(task_type, request.tenant)] = (snapshot, key, learnt, stamps, ready)
+        return ready
 
     def _decide_dict(
         self, request: Request, ready: _Ready, choice: Choice | None, now_s: float, t0: float
@@ -489,6 +513,7 @@ class DecideLogic:
         """Give back the slots of task types and tenants idle for ``limits.idle_evict_s`` (checked every 10 s
         at most); their states leave memory through the worker's idle sweep (``Router._evict_idle``)."""
         self._next_evict = now_s + 10.0
+        self._prepared.clear()  # the slots may change: kept answers are made again
         idle_s = self.registry.snapshot.limits.idle_evict_s
         if idle_s is not None:
             self.admission.evict_idle(idle_s, now_s)
