@@ -350,9 +350,11 @@ class LocalRouter:
     def decide_now(self, request: Request, *, read_back: bool = True) -> RoutingDecision | str | None:
         """:meth:`route` without awaiting: the decision, why none was made here, or None when the state of
         the request's key must first be read back from the state topic (then await :meth:`route`)."""
-        why = self.unavailable()
-        if why is not None:
-            return why
+        reader = self.reader
+        if not (reader.caught_up.is_set() and time.monotonic() - reader.polled_at <= self.staleness_s):
+            why = self.unavailable()
+            if why is not None:
+                return why
         publisher = self.publisher
         with self.lock:
             if self._closed:

@@ -31,6 +31,9 @@ def test_murmur2_many_equals_the_reference() -> None:
     mixed += [b"\xff" * 32] * 20  # every bit set: the uint32 arithmetic must wrap, never widen
     assert murmur2_many(mixed) == [reference(k) for k in mixed]
     assert partitions_for(mixed, 7) == [partition_for(k, 7) for k in mixed]
+    same = [bytes(rng.getrandbits(8) for _ in range(32)) for _ in range(300)] + [b"\xff" * 32] * 3
+    for partitions in (1, 4, 7, 1 << 31):  # keys of one length: numpy to the end
+        assert partitions_for(same, partitions) == [partition_for(k, partitions) for k in same]
     assert murmur2_many([]) == [] and partitions_for([b"21", b"foobar"], 1 << 31) == [
         -973932308 & 0x7FFFFFFF,
         -790332482 & 0x7FFFFFFF,

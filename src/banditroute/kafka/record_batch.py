@@ -105,23 +105,23 @@ class RecordBatchWriter:
         n = self._count
         delta = timestamp_ms - self._first_ms if n else 0
         small = _VARINTS
-        # attributes (none), timestamp delta, offset delta, key length, key, value length
-        head = (
-            b"\x00"
-            + (small[delta] if 0 <= delta < _SMALL else zigzag_varint(delta))
-            + (small[n] if n < _SMALL else zigzag_varint(n))
+        # attributes (none), timestamp delta, offset delta, key length, key, value length, value, headers
+        at = small[delta] if 0 <= delta < _SMALL else zigzag_varint(delta)
+        offset = small[n] if n < _SMALL else zigzag_varint(n)
+        key_size = len(key)
+        key_head = small[key_size] if key_size < _SMALL else zigzag_varint(key_size)
+        value_size = len(value)
+        value_head = small[value_size] if value_size < _SMALL else zigzag_varint(value_size)
+        headers = self._headers
+        size = (
+            1 + len(at) + len(offset) + len(key_head) + key_size + len(value_head) + value_size + len(headers)
         )
-        size = len(key)
-        head += (small[size] if size < _SMALL else zigzag_varint(size)) + key
-        size = len(value)
-        head += small[size] if size < _SMALL else zigzag_varint(size)
-        size += len(head) + len(self._headers)
         prefix = small[size] if size < _SMALL else zigzag_varint(size)
         total = self._size + len(prefix) + size
         if total > self._max_bytes and n:
             self._closed = True
             return False
-        self._open += (prefix, head, value, self._headers)
+        self._open += (prefix, b"\x00", at, offset, key_head, key, value_head, value, headers)
         self._size = total
         self._count = n + 1
         if not n:

@@ -114,7 +114,12 @@ def _murmur2_same_length(keys: list[bytes], length: int) -> npt.NDArray[np.uint3
 
 
 def partitions_for(keys: Sequence[bytes], partitions: int) -> list[int]:
-    """:func:`partition_for` of every key (hashed together by :func:`murmur2_many`)."""
+    """:func:`partition_for` of every key (hashed together by :func:`murmur2_many`; keys of one length in
+    numpy to the end)."""
+    lengths = set(map(len, keys))
+    if len(lengths) == 1 and len(keys) >= VECTOR_FROM:
+        hashes = _murmur2_same_length(list(keys), lengths.pop())
+        return ((hashes & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).tolist()  # type: ignore[no-any-return]
     return [(h & 0x7FFFFFFF) % partitions for h in murmur2_many(keys)]
 
 
