@@ -157,6 +157,9 @@ class JoinIO:
             return  # the decide loop is (re)starting: try again at the next check
         self._handed_all()
         await self.feedback_reader.assign(())
+        # the batch in hand commits against the join's floor before the join lets go: a commit after it (no
+        # floor) would pass the pending decisions that the reader is about to read again
+        await self.decision_reader.assign(())
         runs = self.decider.runs
         async with self._join_lock:
             self._forget()

@@ -10,7 +10,7 @@ import contextlib
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from banditroute.kafka.partition_reader import PartitionReader
+from banditroute.kafka.partition_reader import PartitionReader, Skip
 from tests.kafka.helpers import create_topics, producer
 
 pytestmark = pytest.mark.kafka
@@ -65,3 +65,79 @@ async def test_reader_starts_at_own_then_seed_then_earliest(kafka_bootstrap: str
         await prod.send(topic, b"0/10", partition=0)
         await prod.flush()
     assert await _read(kafka_bootstrap, topic, own, seed) == [(0, 10)]
+
+
+def _own_ranges(kinds: str) -> list[tuple[int, int]]:
+    """The offset ranges of the ``O`` runs in ``kinds`` (one letter per record: ``O`` own, ``o`` someone else's)."""
+    ranges: list[tuple[int, int]] = []
+    for offset, kind in enumerate(kinds):
+        if kind != "O":
+            continue
+        if ranges and ranges[-1][1] == offset:
+            ranges[-1] = (ranges[-1][0], offset + 1)
+        else:
+            ranges.append((offset, offset + 1))
+    return ranges
+
+
+async def test_steady_reader_reads_every_record_between_the_skipped_ranges_once(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    """Caught up, with a ``skip``: the partitions stay paused and one fetch reads the gaps of all of them; every
+    record outside the ranges the join holds is handed over exactly once and in order, none inside them, and the
+    commits reach the ends."""
+    topic, group = f"{unique_prefix}.dec", f"{unique_prefix}-dec"
+    layouts = {0: "ooOOOOOoOOOoo", 1: "OOOOOOOOoOOOOOOOO", 2: "oOoOoOoOoOoOoooo", 3: "OOOOOOOO"}
+    await create_topics(kafka_bootstrap, [topic], partitions=len(layouts))
+    ranges = {p: _own_ranges(kinds) for p, kinds in layouts.items()}
+    seen: list[tuple[int, int]] = []
+
+    async def handle(records: list[object]) -> None:
+        seen.extend((r.partition, r.offset) for r in records)  # type: ignore[attr-defined]
+
+    async def skip(positions: dict[int, int]) -> Skip:
+        jumps: dict[int, int] = {}
+        next_own: dict[int, int] = {}
+        for partition, at in positions.items():
+            for start, end in ranges[partition]:
+                if start <= at < end:
+                    at = jumps[partition] = end
+            later = [start for start, _ in ranges[partition] if start >= at]
+            if later:
+                next_own[partition] = later[0]
+        return Skip(jumps, next_own, settled=frozenset(positions))
+
+    reader = PartitionReader(
+        handle, bootstrap=kafka_bootstrap, topic=topic, group_id=group, security={}, skip=skip
+    )
+    task = asyncio.ensure_future(reader.run())
+    others = sorted((p, o) for p, kinds in layouts.items() for o, kind in enumerate(kinds) if kind == "o")
+    try:
+        await reader.assign(layouts)
+        await asyncio.wait_for(reader.caught_up.wait(), 30)  # an empty topic: steady from now on
+        async with producer(kafka_bootstrap) as prod:
+            for partition, kinds in layouts.items():
+                for offset, kind in enumerate(kinds):
+                    await prod.send(topic, f"{kind}{partition}/{offset}".encode(), partition=partition)
+            await prod.flush()
+        for _ in range(300):
+            if len(seen) >= len(others) and reader.positions() == {p: len(k) for p, k in layouts.items()}:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # nothing more comes
+    finally:
+        reader.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 30)
+    assert sorted(seen) == others and len(seen) == len(set(seen))
+    for partition in layouts:
+        offsets = [o for p, o in seen if p == partition]
+        assert offsets == sorted(offsets)
+    assert reader.skipped == sum(len(k) for k in layouts.values()) - len(others)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        committed = {p: await consumer.committed(TopicPartition(topic, p)) for p in layouts}
+    finally:
+        await consumer.stop()
+    assert committed == {p: len(kinds) for p, kinds in layouts.items()}
