@@ -124,7 +124,7 @@ async def test_steady_reader_reads_every_record_between_the_skipped_ranges_once(
             if len(seen) >= len(others) and reader.positions() == {p: len(k) for p, k in layouts.items()}:
                 break
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # nothing more comes
+        await asyncio.sleep(1.0)  # nothing more comes, and the steady commits (every 100 ms) reach the ends
     finally:
         reader.stop()
         with contextlib.suppress(asyncio.CancelledError):
