@@ -37,3 +37,32 @@ def test_sigterm_while_the_worker_sets_up_exits_cleanly(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_sigterm_stops_a_worker_check_without_saying_ok(tmp_path: Path) -> None:
+    """``worker --check`` answers whether the worker could start: stopped by SIGTERM it has not said so."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(120)
+        env = {
+            **os.environ,
+            "BANDITROUTE_KAFKA_BOOTSTRAP": f"127.0.0.1:{silent.getsockname()[1]}",
+            "BANDITROUTE_DATA_DIR": str(tmp_path / "data"),
+            "BANDITROUTE_WEB_ENABLED": "false",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "banditroute", "worker", "--check"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            conn, _ = silent.accept()  # the check is asking the "broker"
+            conn.close()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) != 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -66,7 +66,8 @@ class LazyGroup(click.Group):
         return sorted(set(super().list_commands(ctx)) | set(self._lazy))
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
-        if args and args[0] in STOPPED_BY_SIGTERM_WHILE_STARTING:
+        if args and args[0] in STOPPED_BY_SIGTERM_WHILE_STARTING and "--check" not in args:
+            # (a check stopped by SIGTERM must not exit 0, which says "ok")
             signal.signal(signal.SIGTERM, _exit_cleanly)  # before the command's imports
         return super().resolve_command(ctx, args)
 
