@@ -147,7 +147,8 @@ class PartitionReader:
 
     async def assign(self, partitions: Iterable[int], *, unless: Callable[[], bool] | None = None) -> None:
         """Read exactly these partitions from now on, from their committed offsets (after the batch in hand
-        is handled and committed); ``caught_up`` is set once the reader has reached their end offsets.
+        is handled and, except in steady state with a ``skip``, where commits come at most every
+        ``STEADY_COMMIT_S``, committed); ``caught_up`` is set once the reader has reached their end offsets.
 
         ``unless`` is checked once the batch in hand is done: if it returns true, nothing changes (a
         reconciliation that a rebalance overtook).
