@@ -31,6 +31,7 @@ import numpy as np
 import orjson
 
 from banditroute import memory, memory_probe
+from banditroute.agents.budget_split import BudgetSplit
 from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.agents.join import JoinLogic
 from banditroute.agents.learn import LearnLogic, outcome_problem
@@ -153,8 +154,14 @@ class Router(JoinIO):
         )
         self._init_join()
         self.state_view = StagedTable(self.task_to_state, self._partition_of_task)
+        # the split's draws: seeded apart from the sampler's (as the replay's), from the OS without a seed
+        split_rng = np.random.default_rng(None if s.seed is None else [s.seed, 3])
         self.learn = LearnLogic(
-            self.state_view, self.registry, self._on_learned, pool=PriorPool(self.view.items)
+            self.state_view,
+            self.registry,
+            self._on_learned,
+            pool=PriorPool(self.view.items),
+            split=BudgetSplit(self.view.items, split_rng),
         )
         self.decide_logic = DecideLogic(
             self.registry,

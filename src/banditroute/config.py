@@ -110,6 +110,21 @@ def _pooling_strength(where: str, doc: Any) -> float:
     return float(value)
 
 
+BUDGET_SPLITS = ("sampled", "mean", "off")
+"""policy.yaml ``budget_split``: how task types with the same budget divide it (:mod:`banditroute.core.budget`)."""
+
+
+def _budget_split(where: str, value: Any) -> str:
+    """policy.yaml ``budget_split``: one of :data:`BUDGET_SPLITS` (missing means ``sampled``)."""
+    if value is None:
+        return "sampled"
+    if value is False:  # YAML reads a bare ``off`` as false
+        return "off"
+    if not isinstance(value, str) or value not in BUDGET_SPLITS:
+        raise ConfigError(f"{where}: budget_split must be one of {', '.join(BUDGET_SPLITS)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class RouterConfig:
     """A validated snapshot of ``config/``."""
@@ -131,6 +146,9 @@ class RouterConfig:
     pooled_prior_strength: float = DEFAULT_MAX_STRENGTH
     """policy.yaml ``pooling.max_strength``: the cap on the observations a pooled prior is worth; 0 turns
     pooling across task types off (:mod:`banditroute.core.pooling`)."""
+    budget_split: str = "sampled"
+    """policy.yaml ``budget_split``: ``sampled`` or ``mean`` divide one budget over the task types that share it
+    (:func:`banditroute.core.budget.split_offsets`); ``off``: each task type paces to its own budget."""
 
     @classmethod
     def load(cls, config_dir: Path) -> RouterConfig:
@@ -207,6 +225,7 @@ class RouterConfig:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{paths['policy']}: {exc}") from exc
         strength = _pooling_strength(paths["policy"], policy_doc.get("pooling"))
+        split = _budget_split(paths["policy"], policy_doc.get("budget_split"))
         return cls(
             models,
             defaults,
@@ -219,6 +238,7 @@ class RouterConfig:
             limits=limits,
             version=version,
             pooled_prior_strength=strength,
+            budget_split=split,
         )
 
 
@@ -316,6 +336,7 @@ class Registry:
             config.limits,
             config.version,
             config.pooled_prior_strength,
+            config.budget_split,
         )
 
     def _swap(self) -> None:
@@ -421,6 +442,7 @@ class Registry:
 
 
 __all__ = [
+    "BUDGET_SPLITS",
     "CONFIG_FILES",
     "CONFIG_KEY",
     "TENANT_SEPARATOR",

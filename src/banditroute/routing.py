@@ -58,6 +58,8 @@ class RoutingSnapshot:
     """The configuration's version, recorded in each decision's ``policy.version``."""
     pooled_prior_strength: float = DEFAULT_MAX_STRENGTH
     """The cap on what a prior pooled over task types is worth, in observations (0: no pooling)."""
+    budget_split: str = "sampled"
+    """How task types with the same budget divide it: ``sampled``, ``mean`` or ``off`` (policy.yaml)."""
 
     @classmethod
     def build(
@@ -74,6 +76,7 @@ class RoutingSnapshot:
         limits: Limits | None = None,
         config_version: str = "1",
         pooled_prior_strength: float = DEFAULT_MAX_STRENGTH,
+        budget_split: str = "sampled",
     ) -> RoutingSnapshot:
         """Resolve every configured task type now, so that reading a snapshot never computes or caches."""
 
@@ -99,6 +102,7 @@ class RoutingSnapshot:
             limits=limits or Limits(),
             config_version=config_version,
             pooled_prior_strength=pooled_prior_strength,
+            budget_split=budget_split,
         )
 
     def route(self, task_type: str) -> TaskRoute:

@@ -7,8 +7,17 @@ import numpy.typing as npt
 import pytest
 from scipy.optimize import linprog
 
-from banditroute.core import ModelSpec, Outcome, TaskPolicy, TaskState, new_state, update_many
-from banditroute.core.budget import _split, allocate_budget, share_budget, slack_usd
+from banditroute.core import (
+    ModelSpec,
+    Outcome,
+    TaskPolicy,
+    TaskState,
+    decode_state,
+    encode_state,
+    new_state,
+    update_many,
+)
+from banditroute.core.budget import _split, allocate_budget, share_budget, slack_usd, split_offsets
 from banditroute.core.objective import effective_budget
 from banditroute.core.state import replace_state
 
@@ -104,3 +113,82 @@ def _task_quality(quality: FloatArray, cost: FloatArray, spend: float) -> float:
                 w = (spend - cost[i]) / (cost[j] - cost[i])
                 best = max(best, float(quality[i] + w * (quality[j] - quality[i])))
     return best
+
+
+def test_split_offsets_is_allocate_budget_within_each_group() -> None:
+    """The worker's split: each group (here two tenants) divides its budget as ``allocate_budget`` divides it over
+    that group's states alone, whatever the other groups hold."""
+    flat = _learnt({"cheap": (0.9, 0.0001), "dear": (0.9, 0.01)}, slack=0.002)
+    steep = _learnt({"cheap": (0.2, 0.0001), "dear": (0.95, 0.01)}, slack=-0.001)
+    dear = _learnt({"cheap": (0.1, 0.0001), "dear": (0.99, 0.01)}, slack=0.05)
+    states = {"a|flat": flat, "a|steep": steep, "b|flat": steep, "b|steep": dear}
+    policies = dict.fromkeys(states, POLICY)
+    offsets = split_offsets(states, policies, group_of=lambda key: key.split("|")[0])
+    for tenant in ("a", "b"):
+        own = {k: s for k, s in states.items() if k.startswith(tenant)}
+        alone = allocate_budget(own, dict.fromkeys(own, POLICY))
+        for key in own:
+            assert offsets[key] == pytest.approx(alone[key].budget_offset_usd)
+    assert offsets["a|flat"] != 0.0  # not a vacuous comparison: the split moved the targets
+    # without groups, all four share one budget: tenant b's slack would move tenant a's pacing
+    together = split_offsets(states, policies)
+    assert together["a|flat"] != pytest.approx(offsets["a|flat"])
+
+
+def test_split_offsets_leaves_alone_who_shares_with_nobody() -> None:
+    """Keys not in budget mode, keys alone with their budget and states with non-finite statistics get 0.0 and
+    do not move the others' split."""
+    flat = _learnt({"cheap": (0.9, 0.0001), "dear": (0.9, 0.01)}, slack=0.002)
+    steep = _learnt({"cheap": (0.2, 0.0001), "dear": (0.95, 0.01)}, slack=-0.001)
+    corrupt = replace_state(steep, spend_total_usd=float("nan"))
+    other = TaskPolicy(objective="budget", budget_mean_cost_usd=0.002)
+    states = {"flat": flat, "steep": steep, "utility": flat, "lonely": steep, "corrupt": corrupt}
+    policies = {"flat": POLICY, "steep": POLICY, "utility": TaskPolicy(), "lonely": other, "corrupt": POLICY}
+    offsets = split_offsets(states, policies)
+    assert offsets["utility"] == offsets["lonely"] == offsets["corrupt"] == 0.0
+    pair = allocate_budget({"flat": flat, "steep": steep}, {"flat": POLICY, "steep": POLICY})
+    assert offsets["flat"] == pytest.approx(pair["flat"].budget_offset_usd)
+    assert offsets["steep"] == pytest.approx(pair["steep"].budget_offset_usd)
+    assert split_offsets({"flat": flat}, {"flat": POLICY}) == {"flat": 0.0}
+
+
+def test_each_task_type_pays_the_group_slack_back_over_its_own_horizon() -> None:
+    """Task types with different ``pacing_horizon`` share one budget: each paces to its own share of it plus the
+    group's slack spread over its own horizon."""
+    slow = TaskPolicy(objective="budget", budget_mean_cost_usd=0.001, pacing_horizon=1000.0)
+    flat = _learnt({"cheap": (0.9, 0.0001), "dear": (0.9, 0.01)}, slack=0.002)
+    steep = _learnt({"cheap": (0.2, 0.0001), "dear": (0.95, 0.01)}, slack=-0.001)
+    states, policies = {"flat": flat, "steep": steep}, {"flat": POLICY, "steep": slow}
+    offsets = split_offsets(states, policies)
+    slack = slack_usd(flat, POLICY) + slack_usd(steep, slow)
+    split = {k: replace_state(s, budget_offset_usd=offsets[k]) for k, s in states.items()}
+    assert effective_budget(split["flat"], POLICY) == pytest.approx(0.0001 + slack / 100.0)
+    assert effective_budget(split["steep"], slow) == pytest.approx(2 * 0.001 - 0.0001 + slack / 1000.0)
+
+
+def test_sampled_split_is_seeded() -> None:
+    # one observation each: which task type the dear model helps more is for the draw to say
+    flat = _learnt({"cheap": (0.5, 0.0001), "dear": (0.6, 0.01)}, slack=0.0, n=1)
+    steep = _learnt({"cheap": (0.5, 0.0001), "dear": (0.6, 0.01)}, slack=0.0, n=1)
+    states = {"flat": flat, "steep": steep}
+    policies = dict.fromkeys(states, POLICY)
+    draws = [split_offsets(states, policies, np.random.default_rng(seed)) for seed in (7, 7, *range(8, 16))]
+    assert draws[0] == draws[1]
+    assert len({d["flat"] for d in draws}) > 1  # few observations: the draws disagree on the split
+
+
+def test_the_budget_offset_travels_with_the_state() -> None:
+    """A shared budget's offset is encoded (format 2) so every worker's decisions read it; a state without one
+    keeps format 1, byte for byte what workers of every version read."""
+    state = _learnt({"cheap": (0.9, 0.0001), "dear": (0.9, 0.01)}, slack=0.002)
+    plain = encode_state(state)
+    assert plain[2] == 1 and decode_state(plain).budget_offset_usd == 0.0
+    split = replace_state(state, budget_offset_usd=-0.0425)
+    raw = encode_state(split)
+    assert raw[2] == 2 and len(raw) == len(plain) + 8
+    decoded = decode_state(raw)
+    assert decoded.budget_offset_usd == -0.0425
+    assert np.array_equal(decoded.stats, state.stats) and decoded.spend_calls == state.spend_calls
+    assert effective_budget(decoded, POLICY) == effective_budget(split, POLICY)
+    with pytest.raises(ValueError, match="corrupt state blob"):
+        decode_state(raw[:-8])

@@ -287,7 +287,8 @@ async def reference_states(bootstrap: str, prefix: str, config_dir: Path) -> dic
 
 def assert_states_equal(states: dict[str, Any], reference: dict[str, Any]) -> None:
     """Equal evidence and watermarks. The quality prior columns are left out: the worker pools them from the
-    other task types' states at the time it learns (agents/prior_pool.py), which the outcomes alone do not say."""
+    other task types' states at the time it learns (agents/prior_pool.py), which the outcomes alone do not say;
+    so is a shared budget's offset, for the same reason (agents/budget_split.py)."""
     assert set(states) == set(reference), (sorted(states), sorted(reference))
     evidence = slice(PRIOR_B + 1, None)
     for key, state in states.items():

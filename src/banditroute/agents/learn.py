@@ -1,5 +1,6 @@
 """Apply joined outcomes to the state of their task type, exactly once (and, with a :class:`PriorPool`,
-under quality priors pooled over task types).
+under quality priors pooled over task types; with a :class:`BudgetSplit`, with its share of a budget shared
+by several task types).
 
 Each state carries a watermark per source (``state.applied``: source -> highest offset applied), written in
 the same table record as the posteriors. An outcome at or below its source's watermark was learnt already
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from banditroute.agents.budget_split import BudgetSplit
 from banditroute.agents.prior_pool import PriorPool
 from banditroute.config import Registry
 from banditroute.core import ModelSpec, Outcome, TaskState, decode_state, encode_state, update
@@ -82,12 +84,15 @@ class LearnLogic:
         registry: Registry,
         on_state: Callable[[str, TaskState], None] = lambda _k, _s: None,
         pool: PriorPool | None = None,
+        split: BudgetSplit | None = None,
     ) -> None:
         self.table = table
         self.registry = registry
         self.on_state = on_state
         self.pool = pool
         """Quality priors pooled over task types, set on every state key a batch learns (None: not pooled)."""
+        self.split = split
+        """A shared budget's division, set on every state key a batch learns (None: each its own budget)."""
         self._decoded: dict[str, tuple[bytes, TaskState]] = {}
 
     def state(self, key: str) -> TaskState:
@@ -125,6 +130,8 @@ class LearnLogic:
             if state.version != before:
                 if self.pool is not None:
                     state = self.pool.pooled(snapshot, key, state)
+                if self.split is not None:
+                    state = self.split.split(snapshot, key, state)
                 raw = encode_state(state)
                 self.table[key] = raw
                 self._decoded[key] = (raw, state)

@@ -106,8 +106,6 @@ def replay(
     try:
         table = load_outcomes(data)
         if through_kafka:
-            if budget is not None:
-                raise ValueError("--budget is not supported with --through-kafka")
             from banditroute.settings import Settings
             from banditroute.sim.replay_kafka import run_with_own_worker
 
@@ -120,6 +118,7 @@ def replay(
                 mix=mix,
                 delay=delay,
                 pooled_prior_strength=pooled_prior_strength,
+                budget=budget,
             )
         else:
             fitted = FittedPriors.load(priors_file) if priors_file is not None else None

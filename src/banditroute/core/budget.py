@@ -9,12 +9,14 @@ shared by the task types with the same budget. Two ways to share it:
   the quality at 0.87-0.99 of the budget oracle's on the evaluation suite's datasets: money is worth more in
   some task types than in others.
 * :func:`allocate_budget` (replay's default): each task type paces to its share of the budget in the oracle's
-  linear program solved on the current posteriors, plus the group's slack.
+  linear program solved on the current posteriors, plus the group's slack. :func:`split_offsets` is the same
+  split for the worker's learner: keys grouped further (by tenant), and a key with nobody to share with keeps
+  its own budget.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -70,27 +72,75 @@ def allocate_budget(
     does) and the traffic each task type has had; each task type then paces to its own share plus the
     group's slack (``TaskState.budget_offset_usd`` carries the difference from the policy's budget).
     """
-    groups = _groups(states, policies)
     out = dict(states)
-    for budget, tasks in groups.items():
-        calls = np.array([states[t].spend_calls for t in tasks], dtype=np.float64) + 1.0
-        weight = calls / calls.sum()
-        quality, cost = [], []
-        for t in tasks:
-            state = states[t]
-            if rng is None:
-                quality.append(quality_moments(state, policies[t].reward)[0])
-            else:
-                quality.append(rng.beta(np.maximum(state.alpha, 1e-9), np.maximum(state.beta, 1e-9)))
-            cost.append(cost_moments(state)[0])
-        share = _split(weight, quality, cost, budget)
-        own = {t: slack_usd(states[t], policies[t]) for t in tasks}
-        total = sum(own.values())
-        for t, target in zip(tasks, share, strict=True):
-            offset = policies[t].pacing_horizon * (target - budget) + total - own[t]
+    for budget, tasks in _groups(states, policies).items():
+        for t, offset in zip(tasks, _offsets(tasks, states, policies, budget, rng), strict=True):
             if offset != states[t].budget_offset_usd:
                 out[t] = replace_state(states[t], budget_offset_usd=offset)
     return out
+
+
+def split_offsets(
+    states: Mapping[str, TaskState],
+    policies: Mapping[str, TaskPolicy],
+    rng: np.random.Generator | None = None,
+    *,
+    group_of: Callable[[str], str] | None = None,
+) -> dict[str, float]:
+    """Each key's ``budget_offset_usd`` under :func:`allocate_budget`'s split, with the budget shared only by
+    keys of one group (``group_of``: key -> group; default one group) and the same budget.
+
+    Every key of ``states`` gets a value: 0.0 (its own budget, unshared) when it is not in budget mode, has no
+    other key to share with, or holds non-finite statistics (a corrupt record must not move the others' split;
+    it takes no part in it).
+    """
+    out = dict.fromkeys(states, 0.0)
+    groups: dict[tuple[str, float], list[str]] = {}
+    for key, state in states.items():
+        policy = policies.get(key)
+        if policy is None or policy.objective != "budget" or policy.budget_mean_cost_usd is None:
+            continue
+        if not _finite(state):
+            continue
+        group = group_of(key) if group_of is not None else ""
+        groups.setdefault((group, policy.budget_mean_cost_usd), []).append(key)
+    for (_, budget), keys in groups.items():
+        if len(keys) >= 2:
+            out.update(zip(keys, _offsets(keys, states, policies, budget, rng), strict=True))
+    return out
+
+
+def _finite(state: TaskState) -> bool:
+    values = (state.alpha, state.beta, state.mean_cost_usd, state.spend_total_usd, state.spend_calls)
+    return all(bool(np.all(np.isfinite(v))) for v in values)
+
+
+def _offsets(
+    tasks: Sequence[str],
+    states: Mapping[str, TaskState],
+    policies: Mapping[str, TaskPolicy],
+    budget: float,
+    rng: np.random.Generator | None,
+) -> list[float]:
+    """The offset of each of ``tasks`` (one group sharing ``budget``): its share's distance from the budget
+    over its own ``pacing_horizon``, plus the slack of the group's other task types."""
+    calls = np.array([states[t].spend_calls for t in tasks], dtype=np.float64) + 1.0
+    weight = calls / calls.sum()
+    quality, cost = [], []
+    for t in tasks:
+        state = states[t]
+        if rng is None:
+            quality.append(quality_moments(state, policies[t].reward)[0])
+        else:
+            quality.append(rng.beta(np.maximum(state.alpha, 1e-9), np.maximum(state.beta, 1e-9)))
+        cost.append(cost_moments(state)[0])
+    share = _split(weight, quality, cost, budget)
+    own = {t: slack_usd(states[t], policies[t]) for t in tasks}
+    total = sum(own.values())
+    return [
+        policies[t].pacing_horizon * (target - budget) + total - own[t]
+        for t, target in zip(tasks, share, strict=True)
+    ]
 
 
 def best_mix(

@@ -1,7 +1,9 @@
 """Compact binary encoding of a TaskState for the Kafka changelog (about 2.5 KB for 15 models).
 
-Layout (little endian): magic ``BR``, format byte, a fixed header of scalars, length-prefixed UTF-8 model
-names, the ``applied`` watermark pairs, then the float64 statistics matrix. float64 is kept so decoding gives
+Layout (little endian): magic ``BR``, format byte, a fixed header of scalars (format 2: then the budget offset),
+length-prefixed UTF-8 model names, the ``applied`` watermark pairs, then the float64 statistics matrix. A state
+without a budget offset (no budget shared over task types) is written in format 1, which workers of every
+version read. float64 is kept so decoding gives
 back bit-identical posteriors; the matrix is ~85 % of the size and the target is met without lossy floats.
 """
 
@@ -15,16 +17,19 @@ from banditroute.core.state import N_COLUMNS, TaskState
 
 MAGIC = b"BR"
 FORMAT_VERSION = 1
+FORMAT_WITH_OFFSET = 2
 _HEADER = struct.Struct("<2sBHBQQdddddQH")
+_OFFSET = struct.Struct("<d")
 _APPLIED = struct.Struct("<iq")
 
 
 def encode_state(state: TaskState) -> bytes:
-    """Serialise everything needed to continue learning (the derived cache is dropped)."""
+    """Serialise everything needed to continue learning and deciding (the derived cache is dropped)."""
+    offset = state.budget_offset_usd
     parts = [
         _HEADER.pack(
             MAGIC,
-            FORMAT_VERSION,
+            FORMAT_WITH_OFFSET if offset else FORMAT_VERSION,
             len(state.names),
             N_COLUMNS,
             state.version,
@@ -38,6 +43,8 @@ def encode_state(state: TaskState) -> bytes:
             len(state.applied),
         )
     ]
+    if offset:
+        parts.append(_OFFSET.pack(offset))
     for name in state.names:
         raw = name.encode()
         if len(raw) > 255:
@@ -55,9 +62,15 @@ def decode_state(data: bytes) -> TaskState:
     (magic, fmt, k, columns, version, events, scale, dual, rate, rate_at, spent, calls, n_applied) = (
         _HEADER.unpack_from(data)
     )
-    if magic != MAGIC or fmt != FORMAT_VERSION or columns != N_COLUMNS:
+    if magic != MAGIC or fmt not in (FORMAT_VERSION, FORMAT_WITH_OFFSET) or columns != N_COLUMNS:
         raise ValueError(f"not a banditroute state blob (magic={magic!r}, format={fmt}, columns={columns})")
     pos = _HEADER.size
+    budget_offset = 0.0
+    if fmt == FORMAT_WITH_OFFSET:
+        if len(data) < pos + _OFFSET.size:
+            raise ValueError("corrupt state blob: no budget offset")
+        (budget_offset,) = _OFFSET.unpack_from(data, pos)
+        pos += _OFFSET.size
     names = []
     try:
         for _ in range(k):
@@ -90,5 +103,6 @@ def decode_state(data: bytes) -> TaskState:
         spend_at_s=rate_at,
         spend_total_usd=spent,
         spend_calls=calls,
+        budget_offset_usd=budget_offset,
         applied=applied,
     )

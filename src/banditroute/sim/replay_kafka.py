@@ -9,8 +9,10 @@ differs is only the machinery: topics, the join, the learner, the state reader, 
 sampler.
 
 The worker is configured like the in-process replay (:func:`worker_config`): the table's catalog prices, the
-same λ, no discounting, no new-model floor, and the same cap on the quality prior pooled over task types (the
-worker's learner pools from the states it holds, recomputed at most once a second: :mod:`banditroute.agents.prior_pool`).
+same λ (or the same mean-cost budget), no discounting, no new-model floor, and the same cap on the quality prior
+pooled over task types (the worker's learner pools from the states it holds, recomputed at most once a second:
+:mod:`banditroute.agents.prior_pool`). In budget mode the worker divides the one budget over the task types as
+the replay does (:mod:`banditroute.agents.budget_split`, its draws seeded from the replay's seed).
 """
 
 from __future__ import annotations
@@ -46,9 +48,15 @@ def comparable_delay(block: int) -> int:
 
 
 def worker_config(
-    table: OutcomeTable, lam: float, folder: Path, pooled_prior_strength: float = DEFAULT_MAX_STRENGTH
+    table: OutcomeTable,
+    lam: float,
+    folder: Path,
+    pooled_prior_strength: float = DEFAULT_MAX_STRENGTH,
+    budget: float | None = None,
+    budget_split: str = "sampled",
 ) -> Path:
-    """models.yaml, policy.yaml and rules.yaml for a worker configured like the in-process replay."""
+    """models.yaml, policy.yaml and rules.yaml for a worker configured like the in-process replay (with
+    ``budget``: budget mode, that mean cost per call over all task types, divided as ``budget_split`` says)."""
     folder.mkdir(parents=True, exist_ok=True)
     models = [
         {
@@ -61,7 +69,8 @@ def worker_config(
     ]
     policy = {
         "defaults": {
-            "objective": "utility",
+            "objective": "utility" if budget is None else "budget",
+            "budget_mean_cost_usd": budget,
             "lam": lam,
             "mu": 0.0,
             "half_life": None,
@@ -70,6 +79,7 @@ def worker_config(
             "join": {"wait_s": 300},
         },
         "pooling": {"max_strength": pooled_prior_strength},
+        "budget_split": budget_split,
     }
     (folder / "models.yaml").write_text(yaml.safe_dump({"models": models}, sort_keys=False))
     (folder / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
@@ -98,6 +108,7 @@ async def replay_through_kafka(
     table: OutcomeTable,
     *,
     lam: float = 20.0,
+    budget: float | None = None,
     requests: int = 2000,
     seed: int = 0,
     mix: str | None = None,
@@ -106,10 +117,11 @@ async def replay_through_kafka(
     progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Run the replay's request stream through the worker reachable with ``settings`` (it must serve the
-    table's models, see :func:`worker_config`) and score its choices like the in-process replay."""
+    table's models, see :func:`worker_config`) and score its choices like the in-process replay (``budget``:
+    the worker's mean-cost budget, reported with the result)."""
     stream = make_stream(table, requests, seed, parse_mix(mix, table.task_types) if mix is not None else None)
     chosen = await _drive(settings, table, stream, block, timeout_s, progress)
-    return _result(table, stream, lam, seed, chosen, block)
+    return _result(table, stream, lam, seed, chosen, block, budget)
 
 
 async def _drive(
@@ -253,6 +265,7 @@ def _result(
     seed: int,
     chosen: np.ndarray[Any, np.dtype[np.intp]],
     block: int,
+    budget: float | None = None,
 ) -> ReplayResult:
     n = len(stream.task)
     quality, cost = np.empty(n), np.empty(n)
@@ -273,7 +286,7 @@ def _result(
         models=table.models,
         stream=stream,
         lam=lam,
-        budget=None,
+        budget=budget,
         runs=[run],
         task_utility=q - lam * c,
         task_quality=q,
@@ -294,6 +307,8 @@ def run_with_own_worker(
     mix: str | None,
     delay: int,
     pooled_prior_strength: float = DEFAULT_MAX_STRENGTH,
+    budget: float | None = None,
+    budget_split: str = "sampled",
     progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Start a worker configured for ``table`` on fresh topics, replay through it in rounds of ``delay``
@@ -307,7 +322,7 @@ def run_with_own_worker(
     settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, app_id=prefix)
     with tempfile.TemporaryDirectory(prefix="banditroute-replay-") as tmp:
         folder = Path(tmp)
-        config = worker_config(table, lam, folder / "config", pooled_prior_strength)
+        config = worker_config(table, lam, folder / "config", pooled_prior_strength, budget, budget_split)
         with worker_process(bootstrap, prefix, config, folder, BANDITROUTE_SEED=str(seed)):
             try:
                 return asyncio.run(
@@ -315,6 +330,7 @@ def run_with_own_worker(
                         settings,
                         table,
                         lam=lam,
+                        budget=budget,
                         requests=requests,
                         seed=seed,
                         mix=mix,

@@ -1,0 +1,89 @@
+"""One budget divided over the task types that share it, for the learner of a worker.
+
+In budget mode (``objective: budget``) the evaluation suite and the replay hold one budget over all traffic:
+the task types with the same ``budget_mean_cost_usd`` share it, divided as the budget oracle's linear program
+divides it on a Beta draw of the posteriors, weighted by each task type's traffic
+(:func:`banditroute.core.budget.split_offsets`). Each task type then paces to its own share plus the group's
+slack (``TaskState.budget_offset_usd``, encoded with the state, so every worker's decisions read it). A worker
+holds every task type's newest state, so its learner can divide the budget the same way, within the limits
+that keep the isolation the worker promises (docs/guarantees.md):
+
+* a tenant's keys (``tenant|task_type``) share a budget only with that tenant's other keys, keys without a
+  tenant only with each other: one tenant's spending never moves another tenant's pacing;
+* ``~shared`` (the state of every task type past ``limits.max_task_types``) neither gives nor takes: a flood
+  of junk task types does not move the split of the task types that have state of their own;
+* a key with nobody to share with paces to its own budget (offset 0), as with ``budget_split: off``.
+
+The split is recomputed from those states at most every ``interval_s`` (one small linear program per group)
+and on a change of configuration; between two computations a learnt key takes its offset from the last one. A
+key that was not known then (new, or evicted) keeps its offset until the next computation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from banditroute.agents.prior_pool import tenant_of
+from banditroute.core import TaskState
+from banditroute.core.budget import split_offsets
+from banditroute.core.state import replace_state
+from banditroute.limits import SHARED_KEY
+from banditroute.routing import RoutingSnapshot, task_type_of
+
+RECOMPUTE_S = 1.0
+"""How old the split may get before the next learnt batch recomputes it."""
+
+
+class BudgetSplit:
+    """Each known state key's budget offset, recomputed at most every ``interval_s``.
+
+    ``rng`` draws the posteriors the ``sampled`` split is solved on (seeded from ``BANDITROUTE_SEED`` by the
+    worker, from the OS otherwise)."""
+
+    def __init__(
+        self,
+        states: Callable[[], Iterable[tuple[str, TaskState]]],
+        rng: np.random.Generator,
+        *,
+        interval_s: float = RECOMPUTE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._states = states
+        self._rng = rng
+        self.interval_s = interval_s
+        self._clock = clock
+        self._offsets: dict[str, float] = {}
+        self._at = float("-inf")
+        self._version = -1
+        self.computed = 0
+
+    def offset(self, snapshot: RoutingSnapshot, key: str) -> float | None:
+        """``key``'s budget offset (None: ``key`` was not known at the last computation); 0.0 with the split
+        off, so a key split while it was on is back on its own budget at its next learnt batch."""
+        if snapshot.budget_split == "off":
+            return 0.0
+        now = self._clock()
+        if snapshot.version != self._version or now - self._at >= self.interval_s:
+            self._recompute(snapshot, now)
+        return self._offsets.get(key)
+
+    def split(self, snapshot: RoutingSnapshot, key: str, state: TaskState) -> TaskState:
+        """``state`` with ``key``'s budget offset (the same object when there is nothing to change)."""
+        offset = self.offset(snapshot, key)
+        if offset is None or offset == state.budget_offset_usd:
+            return state
+        return replace_state(state, budget_offset_usd=offset)
+
+    def _recompute(self, snapshot: RoutingSnapshot, now: float) -> None:
+        self._at, self._version = now, snapshot.version
+        states = {k: s for k, s in self._states() if k != SHARED_KEY}
+        policies = {k: snapshot.route(task_type_of(k)).policy for k in states}
+        rng = self._rng if snapshot.budget_split == "sampled" else None
+        self._offsets = split_offsets(states, policies, rng, group_of=tenant_of)
+        self.computed += 1
+
+
+__all__ = ["RECOMPUTE_S", "BudgetSplit"]
