@@ -67,6 +67,9 @@ class RouterSetup:
     # a shared budget's split over task types: "sampled" (the budget oracle's split on a posterior draw, the
     # default), "mean" (on posterior means) or "slack" (the same mean cost everywhere); see core.budget
     budget_split: str = "sampled"
+    # blocks between two splits: 1 = after every block; more models a worker, which splits about once a second
+    # (agents/budget_split.py) whatever its traffic
+    budget_split_every: int = 1
 
 
 def catalog_from_table(
@@ -91,6 +94,7 @@ def default_setup(
     pooling: str = "eb",
     shared_budget: bool = True,
     budget_split: str = "sampled",
+    budget_split_every: int = 1,
     priors: FittedPriors | None = None,
 ) -> RouterSetup:
     """The router configuration used by ``replay``: catalog prices from the data, λ from the objective,
@@ -125,6 +129,7 @@ def default_setup(
         pooling=pooling,
         shared_budget=shared_budget,
         budget_split=budget_split,
+        budget_split_every=budget_split_every,
     )
 
 
@@ -340,7 +345,7 @@ def _run_policy(
             states[t] = update_many(state, models, tp, feedback)
         if pooled:
             states = pool(states, setup)
-        if setup.shared_budget:
+        if setup.shared_budget and (start // delay + 1) % setup.budget_split_every == 0:
             if setup.budget_split == "slack":
                 states = share_budget(states, setup.policies)
             else:

@@ -60,6 +60,8 @@ VARIANTS: dict[str, Variant] = {
     "thompson_task_budget": Variant("thompson_task_budget", "thompson", setup={"shared_budget": False}),
     "thompson_split_mean": Variant("thompson_split_mean", "thompson", setup={"budget_split": "mean"}),
     "thompson_split_slack": Variant("thompson_split_slack", "thompson", setup={"budget_split": "slack"}),
+    # the worker splits about once a second (agents/budget_split.py): every 20 blocks (1,000 requests at delay 50)
+    "thompson_split_every20": Variant("thompson_split_every20", "thompson", setup={"budget_split_every": 20}),
     "thompson_pool50": Variant("thompson_pool50", "thompson", setup={"pooled_prior_strength": 50.0}),
     "thompson_pool1000": Variant("thompson_pool1000", "thompson", setup={"pooled_prior_strength": 1000.0}),
     "thompson_naive": Variant("thompson_naive", "thompson_naive"),
