@@ -3,13 +3,14 @@ broker."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from banditroute.agents.budget_split import BudgetSplit
+from banditroute.agents.budget_split import MAX_CPU_SHARE, BudgetSplit
 from banditroute.agents.decide import StateView
 from banditroute.agents.learn import LearnLogic
 from banditroute.config import PACKAGED_CONFIG, ConfigError, Registry, RouterConfig
@@ -183,3 +184,26 @@ def test_budget_split_settings(tmp_path: Path) -> None:
     for bad in ("none", "1", "[sampled]", "true"):
         with pytest.raises(ConfigError, match="budget_split"):
             registry(tmp_path / "bad", BUDGET + f"budget_split: {bad}\n")
+
+
+def test_a_slow_split_is_recomputed_less_often(tmp_path: Path) -> None:
+    """A computation that takes long (here: reading the states takes 0.1 s) waits at least 1 / MAX_CPU_SHARE
+    times as long before the next one, so the split never takes more than that share of the learner."""
+    world = World(registry(tmp_path))
+    teach_flat_and_steep(world, "flat", "steep")
+
+    def slow_states() -> list[tuple[str, TaskState]]:
+        time.sleep(0.1)
+        return world.view.items()
+
+    split = BudgetSplit(slow_states, np.random.default_rng(0), clock=lambda: world.clock[0])
+    world.learn.split = split
+    world.clock[0] = 10.0
+    world.teach("flat", "cheap", [0.9])
+    assert split.computed == 1
+    world.clock[0] = 10.0 + 0.1 / MAX_CPU_SHARE - 0.01
+    world.teach("flat", "cheap", [0.9])
+    assert split.computed == 1
+    world.clock[0] = 100.0  # long after, however slow this machine was
+    world.teach("flat", "cheap", [0.9])
+    assert split.computed == 2

@@ -17,7 +17,7 @@ from banditroute.core import (
     new_state,
     update_many,
 )
-from banditroute.core.budget import _split, allocate_budget, share_budget, slack_usd, split_offsets
+from banditroute.core.budget import _split, allocate_budget, best_mix, share_budget, slack_usd, split_offsets
 from banditroute.core.objective import effective_budget
 from banditroute.core.state import replace_state
 
@@ -100,6 +100,10 @@ def test_split_spends_as_the_budget_oracle() -> None:
             bounds=(0, None),
         )
         assert got == pytest.approx(-x.fun, abs=1e-7)
+        # and each task type's share is the solver's (random costs and qualities: one optimum)
+        mix = best_mix(weight, quality, cost, budget)
+        assert mix is not None
+        assert spend == pytest.approx([float(p @ c) for p, c in zip(mix, cost, strict=True)], abs=1e-9)
 
 
 def _task_quality(quality: FloatArray, cost: FloatArray, spend: float) -> float:

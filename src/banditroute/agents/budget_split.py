@@ -14,9 +14,10 @@ that keep the isolation the worker promises (docs/guarantees.md):
   of junk task types does not move the split of the task types that have state of their own;
 * a key with nobody to share with paces to its own budget (offset 0), as with ``budget_split: off``.
 
-The split is recomputed from those states at most every ``interval_s`` (one small linear program per group)
-and on a change of configuration; between two computations a learnt key takes its offset from the last one. A
-key that was not known then (new, or evicted) keeps its offset until the next computation.
+The split is recomputed from those states at most every ``interval_s`` (a greedy pass per group: the budget
+oracle's linear program solved exactly) and on a change of configuration, less often when a computation takes
+more than :data:`MAX_CPU_SHARE` of that time; between two computations a learnt key takes its offset from the
+last one. A key that was not known then (new, or evicted) keeps its offset until the next computation.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from banditroute.routing import RoutingSnapshot, task_type_of
 
 RECOMPUTE_S = 1.0
 """How old the split may get before the next learnt batch recomputes it."""
+MAX_CPU_SHARE = 0.05
+"""The most of the learner's time the split may take: after a computation that took ``d`` seconds the next one
+waits at least ``d / MAX_CPU_SHARE`` (thousands of state keys in budget mode: ~0.14 ms of CPU each)."""
 
 
 class BudgetSplit:
@@ -57,6 +61,7 @@ class BudgetSplit:
         self._clock = clock
         self._offsets: dict[str, float] = {}
         self._at = float("-inf")
+        self._wait = interval_s
         self._version = -1
         self.computed = 0
 
@@ -66,7 +71,7 @@ class BudgetSplit:
         if snapshot.budget_split == "off":
             return 0.0
         now = self._clock()
-        if snapshot.version != self._version or now - self._at >= self.interval_s:
+        if snapshot.version != self._version or now - self._at >= self._wait:
             self._recompute(snapshot, now)
         return self._offsets.get(key)
 
@@ -78,12 +83,14 @@ class BudgetSplit:
         return replace_state(state, budget_offset_usd=offset)
 
     def _recompute(self, snapshot: RoutingSnapshot, now: float) -> None:
+        began = time.perf_counter()
         self._at, self._version = now, snapshot.version
         states = {k: s for k, s in self._states() if k != SHARED_KEY}
         policies = {k: snapshot.route(task_type_of(k)).policy for k in states}
         rng = self._rng if snapshot.budget_split == "sampled" else None
         self._offsets = split_offsets(states, policies, rng, group_of=tenant_of)
         self.computed += 1
+        self._wait = max(self.interval_s, (time.perf_counter() - began) / MAX_CPU_SHARE)
 
 
-__all__ = ["RECOMPUTE_S", "BudgetSplit"]
+__all__ = ["MAX_CPU_SHARE", "RECOMPUTE_S", "BudgetSplit"]

@@ -175,8 +175,44 @@ def best_mix(
 def _split(
     weight: FloatArray, quality: list[FloatArray], cost: list[FloatArray], budget: float
 ) -> list[float]:
-    """Each task type's mean cost in the best per-task mix with traffic-weighted mean cost <= ``budget``."""
-    mix = best_mix(weight, quality, cost, budget)
-    if mix is None:
-        return [budget] * len(quality)
-    return [float(p @ c) for p, c in zip(mix, cost, strict=True)]
+    """Each task type's mean cost in the best per-task mix with traffic-weighted mean cost <= ``budget``: the
+    optimum of :func:`best_mix`'s linear program, found greedily (a multiple-choice knapsack's relaxation):
+    every task type starts on its cheapest model, then the budget buys the steps along the task types' upper
+    convex hulls of (cost, quality) in order of quality per dollar, the last one in part. Exact, and about a
+    hundred times faster than the solver, which matters to a worker with many groups to split every second."""
+    start = [float(c.min()) for c in cost]
+    left = budget - float(weight @ np.array(start))
+    if left < -1e-12 * max(abs(budget), 1e-300):
+        return [budget] * len(quality)  # no mix is that cheap (as best_mix: None)
+    steps: list[tuple[float, int, float]] = []  # (quality per dollar, task, dollars per call)
+    for i, (q, c) in enumerate(zip(quality, cost, strict=True)):
+        for dq, dc in _hull_steps(np.asarray(q, dtype=np.float64), np.asarray(c, dtype=np.float64)):
+            steps.append((dq / dc, i, dc))
+    steps.sort(key=lambda step: -step[0])
+    spend = list(start)
+    for _, i, dc in steps:
+        if left <= 0:
+            break
+        take = min(dc, left / weight[i]) if weight[i] > 0 else dc
+        spend[i] += take
+        left -= weight[i] * take
+    return spend
+
+
+def _hull_steps(quality: FloatArray, cost: FloatArray) -> list[tuple[float, float]]:
+    """The steps (quality gained, cost added) along the upper convex hull of one task type's models, from its
+    best cheapest model up to its best one, in order of falling quality per dollar (each > 0)."""
+    order = np.lexsort((-quality, cost))  # by cost, the best first among equal costs
+    hull: list[tuple[float, float]] = []  # (cost, quality)
+    for j in order.tolist():
+        c, q = float(cost[j]), float(quality[j])
+        if hull and (c == hull[-1][0] or q <= hull[-1][1]):
+            continue  # as dear and no better, or dearer and no better: never on the frontier
+        while len(hull) >= 2:
+            (c1, q1), (c2, q2) = hull[-2], hull[-1]
+            if (q2 - q1) * (c - c1) <= (q - q1) * (c2 - c1):  # hull[-1] lies on or below the chord
+                hull.pop()
+            else:
+                break
+        hull.append((c, q))
+    return [(q2 - q1, c2 - c1) for (c1, q1), (c2, q2) in zip(hull, hull[1:], strict=False)]
