@@ -161,7 +161,7 @@ class Router(JoinIO):
             self.registry,
             self._on_learned,
             pool=PriorPool(self.view.items),
-            split=BudgetSplit(self.view.items, split_rng),
+            split=BudgetSplit(self.view.items, split_rng, state=self.view.get),
         )
         self.decide_logic = DecideLogic(
             self.registry,

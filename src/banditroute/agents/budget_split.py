@@ -14,14 +14,18 @@ that keep the isolation the worker promises (docs/guarantees.md):
   of junk task types does not move the split of the task types that have state of their own;
 * a key with nobody to share with paces to its own budget (offset 0), as with ``budget_split: off``.
 
-The split is recomputed from those states at most every ``interval_s`` (a greedy pass per group: the budget
+The shares are recomputed from those states at most every ``interval_s`` (a greedy pass per group: the budget
 oracle's linear program solved exactly) and on a change of configuration, less often when a computation takes
-more than :data:`MAX_CPU_SHARE` of that time; between two computations a learnt key takes its offset from the
-last one. A key that was not known then (new, or evicted) keeps its offset until the next computation.
+more than :data:`MAX_CPU_SHARE` of that time. A learnt key's offset is its share from the last computation plus
+its group's other keys' slack as the worker holds it then (:class:`~banditroute.core.budget.BudgetShares`;
+groups of more than :data:`LIVE_GROUP_MAX` keys: from the last computation): a task type paced below the
+budget gains slack with every call, and slack frozen for a second made the group under-spend. A key that was not known at the last computation (new, or evicted) keeps its offset until
+the next one.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 
@@ -29,13 +33,16 @@ import numpy as np
 
 from banditroute.agents.prior_pool import tenant_of
 from banditroute.core import TaskState
-from banditroute.core.budget import split_offsets
+from banditroute.core.budget import BudgetShares, budget_shares
 from banditroute.core.state import replace_state
 from banditroute.limits import SHARED_KEY
 from banditroute.routing import RoutingSnapshot, task_type_of
 
 RECOMPUTE_S = 1.0
 """How old the split may get before the next learnt batch recomputes it."""
+LIVE_GROUP_MAX = 100
+"""Groups of at most this many keys read the other keys' slack when a key is learnt; larger ones (each learnt
+key would cost a pass over its group) take it from the last computation."""
 MAX_CPU_SHARE = 0.05
 """The most of the learner's time the split may take: after a computation that took ``d`` seconds the next one
 waits at least ``d / MAX_CPU_SHARE`` (thousands of state keys in budget mode: ~0.14 ms of CPU each)."""
@@ -52,28 +59,46 @@ class BudgetSplit:
         states: Callable[[], Iterable[tuple[str, TaskState]]],
         rng: np.random.Generator,
         *,
+        state: Callable[[str], TaskState | None] = lambda _key: None,
         interval_s: float = RECOMPUTE_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._states = states
+        self._state = state
         self._rng = rng
         self.interval_s = interval_s
         self._clock = clock
-        self._offsets: dict[str, float] = {}
+        self._shares = BudgetShares((), (), {}, {})
+        self._known: dict[str, tuple[int, float]] = {}  # key -> (calls, spend) at the last computation
         self._at = float("-inf")
         self._wait = interval_s
         self._version = -1
         self.computed = 0
 
     def offset(self, snapshot: RoutingSnapshot, key: str) -> float | None:
-        """``key``'s budget offset (None: ``key`` was not known at the last computation); 0.0 with the split
-        off, so a key split while it was on is back on its own budget at its next learnt batch."""
+        """``key``'s budget offset (None: ``key`` was not known at the last computation); 0.0 with the split off
+        or for a key that shares with nobody, so a key split while it was on is back on its own budget at its
+        next learnt batch."""
         if snapshot.budget_split == "off":
             return 0.0
         now = self._clock()
         if snapshot.version != self._version or now - self._at >= self._wait:
             self._recompute(snapshot, now)
-        return self._offsets.get(key)
+        if key not in self._known:
+            return None
+        group = self._shares.group.get(key)
+        if group is None:
+            return 0.0
+        live = len(self._shares.members[group]) <= LIVE_GROUP_MAX
+        return self._shares.offset(key, self._calls_and_spend if live else self._known.__getitem__)
+
+    def _calls_and_spend(self, key: str) -> tuple[int, float]:
+        """A group member's calls and spend: as the worker holds them now (from the last computation when it no
+        longer holds them, or holds non-finite ones)."""
+        state = self._state(key)
+        if state is not None and math.isfinite(state.spend_total_usd):
+            return state.spend_calls, state.spend_total_usd
+        return self._known[key]
 
     def split(self, snapshot: RoutingSnapshot, key: str, state: TaskState) -> TaskState:
         """``state`` with ``key``'s budget offset (the same object when there is nothing to change)."""
@@ -88,9 +113,10 @@ class BudgetSplit:
         states = {k: s for k, s in self._states() if k != SHARED_KEY}
         policies = {k: snapshot.route(task_type_of(k)).policy for k in states}
         rng = self._rng if snapshot.budget_split == "sampled" else None
-        self._offsets = split_offsets(states, policies, rng, group_of=tenant_of)
+        self._shares = budget_shares(states, policies, rng, group_of=tenant_of)
+        self._known = {k: (s.spend_calls, s.spend_total_usd) for k, s in states.items()}
         self.computed += 1
         self._wait = max(self.interval_s, (time.perf_counter() - began) / MAX_CPU_SHARE)
 
 
-__all__ = ["MAX_CPU_SHARE", "RECOMPUTE_S", "BudgetSplit"]
+__all__ = ["LIVE_GROUP_MAX", "MAX_CPU_SHARE", "RECOMPUTE_S", "BudgetSplit"]

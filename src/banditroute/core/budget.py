@@ -17,6 +17,7 @@ shared by the task types with the same budget. Two ways to share it:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -80,21 +81,46 @@ def allocate_budget(
     return out
 
 
-def split_offsets(
+@dataclass(frozen=True)
+class BudgetShares:
+    """Where one split put each key: the groups of keys sharing a budget, and each key's share of it as the
+    distance its ``pacing_horizon`` calls put between that share and the budget (``target``). A key's offset is
+    its target plus the slack of its group's other keys, read when it is applied (:meth:`offset`): the slack of
+    a key paced below the budget grows with every call, so slack frozen at the split would drift."""
+
+    budgets: tuple[float, ...]
+    """The budget of each group."""
+    members: tuple[tuple[str, ...], ...]
+    """The keys of each group."""
+    group: Mapping[str, int]
+    """Key -> its group (keys sharing with nobody are not here)."""
+    target: Mapping[str, float]
+    """Key -> ``pacing_horizon x (share - budget)``."""
+
+    def offset(self, key: str, calls_and_spend: Callable[[str], tuple[int, float]]) -> float | None:
+        """``key``'s ``budget_offset_usd`` with the others' slack from ``calls_and_spend`` (key -> calls, USD
+        spent); None when ``key`` shares with nobody."""
+        i = self.group.get(key)
+        if i is None:
+            return None
+        budget, others = self.budgets[i], 0.0
+        for other in self.members[i]:
+            if other != key:
+                calls, spent = calls_and_spend(other)
+                others += budget * calls - spent
+        return self.target[key] + others
+
+
+def budget_shares(
     states: Mapping[str, TaskState],
     policies: Mapping[str, TaskPolicy],
     rng: np.random.Generator | None = None,
     *,
     group_of: Callable[[str], str] | None = None,
-) -> dict[str, float]:
-    """Each key's ``budget_offset_usd`` under :func:`allocate_budget`'s split, with the budget shared only by
-    keys of one group (``group_of``: key -> group; default one group) and the same budget.
-
-    Every key of ``states`` gets a value: 0.0 (its own budget, unshared) when it is not in budget mode, has no
-    other key to share with, or holds non-finite statistics (a corrupt record must not move the others' split;
-    it takes no part in it).
-    """
-    out = dict.fromkeys(states, 0.0)
+) -> BudgetShares:
+    """:func:`allocate_budget`'s split with the budget shared only by keys of one group (``group_of``: key ->
+    group; default one group) and the same budget. Keys not in budget mode, keys with nobody to share with and
+    states with non-finite statistics (a corrupt record must not move the others' split) take no part."""
     groups: dict[tuple[str, float], list[str]] = {}
     for key, state in states.items():
         policy = policies.get(key)
@@ -104,15 +130,62 @@ def split_offsets(
             continue
         group = group_of(key) if group_of is not None else ""
         groups.setdefault((group, policy.budget_mean_cost_usd), []).append(key)
+    budgets: list[float] = []
+    members: list[tuple[str, ...]] = []
+    index: dict[str, int] = {}
+    target: dict[str, float] = {}
     for (_, budget), keys in groups.items():
-        if len(keys) >= 2:
-            out.update(zip(keys, _offsets(keys, states, policies, budget, rng), strict=True))
-    return out
+        if len(keys) < 2:
+            continue
+        for key, share in zip(keys, _shares(keys, states, policies, budget, rng), strict=True):
+            index[key] = len(members)
+            target[key] = policies[key].pacing_horizon * (share - budget)
+        budgets.append(budget)
+        members.append(tuple(keys))
+    return BudgetShares(tuple(budgets), tuple(members), index, target)
+
+
+def split_offsets(
+    states: Mapping[str, TaskState],
+    policies: Mapping[str, TaskPolicy],
+    rng: np.random.Generator | None = None,
+    *,
+    group_of: Callable[[str], str] | None = None,
+) -> dict[str, float]:
+    """Each key's ``budget_offset_usd`` under :func:`budget_shares` applied at once: 0.0 (its own budget) for a
+    key that takes no part."""
+    shares = budget_shares(states, policies, rng, group_of=group_of)
+
+    def calls_and_spend(key: str) -> tuple[int, float]:
+        return states[key].spend_calls, states[key].spend_total_usd
+
+    return {key: shares.offset(key, calls_and_spend) or 0.0 for key in states}
 
 
 def _finite(state: TaskState) -> bool:
     values = (state.alpha, state.beta, state.mean_cost_usd, state.spend_total_usd, state.spend_calls)
     return all(bool(np.all(np.isfinite(v))) for v in values)
+
+
+def _shares(
+    tasks: Sequence[str],
+    states: Mapping[str, TaskState],
+    policies: Mapping[str, TaskPolicy],
+    budget: float,
+    rng: np.random.Generator | None,
+) -> list[float]:
+    """The mean cost per call each of ``tasks`` (one group sharing ``budget``) spends in the best split."""
+    calls = np.array([states[t].spend_calls for t in tasks], dtype=np.float64) + 1.0
+    weight = calls / calls.sum()
+    quality, cost = [], []
+    for t in tasks:
+        state = states[t]
+        if rng is None:
+            quality.append(quality_moments(state, policies[t].reward)[0])
+        else:
+            quality.append(rng.beta(np.maximum(state.alpha, 1e-9), np.maximum(state.beta, 1e-9)))
+        cost.append(cost_moments(state)[0])
+    return _split(weight, quality, cost, budget)
 
 
 def _offsets(
@@ -124,17 +197,7 @@ def _offsets(
 ) -> list[float]:
     """The offset of each of ``tasks`` (one group sharing ``budget``): its share's distance from the budget
     over its own ``pacing_horizon``, plus the slack of the group's other task types."""
-    calls = np.array([states[t].spend_calls for t in tasks], dtype=np.float64) + 1.0
-    weight = calls / calls.sum()
-    quality, cost = [], []
-    for t in tasks:
-        state = states[t]
-        if rng is None:
-            quality.append(quality_moments(state, policies[t].reward)[0])
-        else:
-            quality.append(rng.beta(np.maximum(state.alpha, 1e-9), np.maximum(state.beta, 1e-9)))
-        cost.append(cost_moments(state)[0])
-    share = _split(weight, quality, cost, budget)
+    share = _shares(tasks, states, policies, budget, rng)
     own = {t: slack_usd(states[t], policies[t]) for t in tasks}
     total = sum(own.values())
     return [

@@ -32,8 +32,9 @@ from banditroute.core import (
     new_state,
     update_many,
 )
-from banditroute.core.budget import allocate_budget, share_budget
+from banditroute.core.budget import BudgetShares, allocate_budget, budget_shares, share_budget
 from banditroute.core.pooling import DEFAULT_MAX_STRENGTH, pooled_priors, with_priors
+from banditroute.core.state import replace_state
 from banditroute.sim.priors import FittedPriors
 from banditroute.sim.table import OutcomeTable, parse_mix
 
@@ -67,8 +68,8 @@ class RouterSetup:
     # a shared budget's split over task types: "sampled" (the budget oracle's split on a posterior draw, the
     # default), "mean" (on posterior means) or "slack" (the same mean cost everywhere); see core.budget
     budget_split: str = "sampled"
-    # blocks between two splits: 1 = after every block; more models a worker, which splits about once a second
-    # (agents/budget_split.py) whatever its traffic
+    # blocks between two splits: 1 = after every block; more models a worker, which computes the shares about
+    # once a second whatever its traffic and applies them with the others' current slack (agents/budget_split.py)
     budget_split_every: int = 1
 
 
@@ -289,6 +290,21 @@ def pool(states: dict[str, TaskState], setup: RouterSetup) -> dict[str, TaskStat
     return {t: with_priors(s, priors[t]) for t, s in states.items()}
 
 
+def _with_offsets(states: dict[str, TaskState], shares: BudgetShares) -> dict[str, TaskState]:
+    """The states with the offsets of ``shares`` and their current slack (a worker's split between two
+    computations, agents/budget_split.py)."""
+
+    def calls_and_spend(key: str) -> tuple[int, float]:
+        return states[key].spend_calls, states[key].spend_total_usd
+
+    out = dict(states)
+    for key, state in states.items():
+        offset = shares.offset(key, calls_and_spend)
+        if offset is not None and offset != state.budget_offset_usd:
+            out[key] = replace_state(state, budget_offset_usd=offset)
+    return out
+
+
 def _run_policy(
     name: str,
     policy: RoutingPolicy,
@@ -307,6 +323,7 @@ def _run_policy(
     chosen = np.empty(n, dtype=np.intp)
     batch = getattr(policy, "choose_batch", None)
     pooled = name in POOLED_POLICIES
+    shares: BudgetShares | None = None
     column = {t: np.array([table.models.index(m) for m in states[t].names]) for t in tasks}
     for start in range(0, n, delay):
         stop = min(n, start + delay)
@@ -345,13 +362,16 @@ def _run_policy(
             states[t] = update_many(state, models, tp, feedback)
         if pooled:
             states = pool(states, setup)
-        if setup.shared_budget and (start // delay + 1) % setup.budget_split_every == 0:
+        if setup.shared_budget:
+            draws = split_rng if setup.budget_split == "sampled" else None
             if setup.budget_split == "slack":
                 states = share_budget(states, setup.policies)
-            else:
-                states = allocate_budget(
-                    states, setup.policies, split_rng if setup.budget_split == "sampled" else None
-                )
+            elif setup.budget_split_every == 1:
+                states = allocate_budget(states, setup.policies, draws)
+            else:  # as a worker: shares now and then, the others' slack at every block
+                if shares is None or (start // delay) % setup.budget_split_every == 0:
+                    shares = budget_shares(states, setup.policies, draws)
+                states = _with_offsets(states, shares)
     quality = np.empty(n)
     cost = np.empty(n)
     for i, t in enumerate(tasks):
