@@ -75,3 +75,19 @@ def test_cli_replay_json_and_plots(tmp_path: Path) -> None:
     assert [p["name"] for p in report["policies"]] == ["thompson", "cheapest"]
     assert {"oracle", "best_single_model"} <= set(report)
     assert all(Path(p).exists() for p in report["plots"]) and len(report["plots"]) == 4
+
+
+def test_a_split_every_few_blocks_spends_the_budget_as_a_split_every_block() -> None:
+    """``budget_split_every`` (the worker's split: shares now and then, the others' slack at every block) spends
+    the budget as the replay's split after every block does, within 3 % (fixed seeds)."""
+    from banditroute.sim.replay import default_setup
+
+    table = load_outcomes()
+    budget = 0.002
+    for seed in (1, 2):
+        cost = []
+        for every in (1, 20):
+            setup = default_setup(table, 20.0, budget, budget_split_every=every)
+            run = replay(table, requests=6000, seed=seed, policies=["thompson"], budget=budget, setup=setup)
+            cost.append(run.to_json()["policies"][0]["mean_cost_usd"] / budget)
+        assert cost[0] == pytest.approx(1.0, abs=0.03) and cost[1] == pytest.approx(1.0, abs=0.03), cost
