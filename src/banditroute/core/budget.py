@@ -9,9 +9,11 @@ shared by the task types with the same budget. Two ways to share it:
   the quality at 0.87-0.99 of the budget oracle's on the evaluation suite's datasets: money is worth more in
   some task types than in others.
 * :func:`allocate_budget` (replay's default): each task type paces to its share of the budget in the oracle's
-  linear program solved on the current posteriors, plus the group's slack. :func:`split_offsets` is the same
-  split for the worker's learner: keys grouped further (by tenant), and a key with nobody to share with keeps
-  its own budget.
+  linear program solved on the current posteriors, plus the group's slack. :func:`budget_shares` is the same
+  split for the worker's learner: keys grouped further (by tenant), a key with nobody to share with keeps its
+  own budget, and the others' slack is read when a key's offset is applied (:class:`BudgetShares`).
+
+The linear program is solved greedily (:func:`_split`), exactly: a worker splits every second.
 """
 
 from __future__ import annotations

@@ -73,9 +73,7 @@ class TaskState:
     spend_at_s: float = 0.0
     spend_total_usd: float = 0.0
     spend_calls: int = 0
-    budget_offset_usd: float = (
-        0.0  # a shared budget's share and slack, set by core.budget (encoded when not 0)
-    )
+    budget_offset_usd: float = 0.0  # a shared budget's share and slack (core.budget); encoded when not 0
     applied: Mapping[int, int] = field(default_factory=dict)
 
     @property
