@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -19,7 +21,7 @@ from banditroute.core import (
 )
 from banditroute.core.budget import _split, allocate_budget, best_mix, share_budget, slack_usd, split_offsets
 from banditroute.core.objective import effective_budget
-from banditroute.core.state import replace_state
+from banditroute.core.state import N_COLUMNS, replace_state
 
 MODELS = (ModelSpec("cheap", 0.0001), ModelSpec("dear", 0.01))
 POLICY = TaskPolicy(objective="budget", budget_mean_cost_usd=0.001, pacing_horizon=100.0)
@@ -181,18 +183,57 @@ def test_sampled_split_is_seeded() -> None:
     assert len({d["flat"] for d in draws}) > 1  # few observations: the draws disagree on the split
 
 
-def test_the_budget_offset_travels_with_the_state() -> None:
-    """A shared budget's offset is encoded (format 2) so every worker's decisions read it; a state without one
-    keeps format 1, byte for byte what workers of every version read."""
+def _decode_before_the_split(data: bytes) -> tuple[tuple[str, ...], dict[int, int], np.ndarray]:
+    """How workers and local-mode clients released before the budget split read a state record (the header,
+    names, watermarks and matrix of format 1, nothing else accepted): names, watermarks, statistics."""
+    header = struct.Struct("<2sBHBQQdddddQH")
+    magic, fmt, k, columns, *_scalars, n_applied = header.unpack_from(data)
+    assert magic == b"BR" and fmt == 1 and columns == N_COLUMNS
+    pos, names, applied = header.size, [], {}
+    for _ in range(k):
+        names.append(data[pos + 1 : pos + 1 + data[pos]].decode())
+        pos += 1 + data[pos]
+    for _ in range(n_applied):
+        partition, offset = struct.unpack_from("<iq", data, pos)
+        applied[partition] = offset
+        pos += 12
+    assert len(data) - pos == k * N_COLUMNS * 8, "the length check earlier readers make"
+    stats = np.frombuffer(data, dtype="<f8", offset=pos).reshape(k, N_COLUMNS)
+    return tuple(names), applied, stats
+
+
+def test_the_budget_offset_travels_with_the_state_and_earlier_readers_still_read_it() -> None:
+    """A shared budget's offset is encoded with the state so every worker's decisions read it, as a watermark
+    pair under a reserved (negative) source: readers of earlier releases take the record as before (a rolling
+    upgrade or a rollback does not stall their learners), ignore the offset and keep the pair."""
     state = _learnt({"cheap": (0.9, 0.0001), "dear": (0.9, 0.01)}, slack=0.002)
+    state = replace_state(state, applied={0: 17, 5: 3})
     plain = encode_state(state)
-    assert plain[2] == 1 and decode_state(plain).budget_offset_usd == 0.0
+    assert decode_state(plain).budget_offset_usd == 0.0 and decode_state(plain).applied == {0: 17, 5: 3}
     split = replace_state(state, budget_offset_usd=-0.0425)
     raw = encode_state(split)
-    assert raw[2] == 2 and len(raw) == len(plain) + 8
+    assert raw[2] == 1 and len(raw) == len(plain) + 12
     decoded = decode_state(raw)
-    assert decoded.budget_offset_usd == -0.0425
+    assert decoded.budget_offset_usd == -0.0425 and decoded.applied == {0: 17, 5: 3}
     assert np.array_equal(decoded.stats, state.stats) and decoded.spend_calls == state.spend_calls
     assert effective_budget(decoded, POLICY) == effective_budget(split, POLICY)
+    names, applied, stats = _decode_before_the_split(raw)
+    assert names == state.names and np.array_equal(stats, state.stats)
+    assert {k: v for k, v in applied.items() if k >= 0} == {0: 17, 5: 3}  # its sources are never negative
+    # an earlier learner keeps the pair it does not know (it encodes its watermarks as they are, as this
+    # version's encoder does for a state whose offset is zero); this version reads the offset back from it
+    again = replace_state(decode_state(plain), applied=applied)
+    assert decode_state(encode_state(again)).budget_offset_usd == -0.0425
     with pytest.raises(ValueError, match="corrupt state blob"):
         decode_state(raw[:-8])
+
+
+def test_a_state_written_with_the_offset_in_the_header_still_decodes() -> None:
+    """Format 2 (the offset in the header) was written by main for a few hours on 2026-12-01: still read."""
+    state = replace_state(_learnt({"cheap": (0.9, 0.0001)}, slack=0.0), applied={2: 9})
+    one = encode_state(state)
+    header = struct.Struct("<2sBHBQQdddddQH").size
+    two = one[:2] + bytes([2]) + one[3:header] + struct.pack("<d", 0.0125) + one[header:]
+    decoded = decode_state(two)
+    assert decoded.budget_offset_usd == 0.0125 and decoded.applied == {2: 9}
+    assert np.array_equal(decoded.stats, state.stats)

@@ -1,14 +1,20 @@
 """Compact binary encoding of a TaskState for the Kafka changelog (about 2.5 KB for 15 models).
 
-Layout (little endian): magic ``BR``, format byte, a fixed header of scalars (format 2: then the budget offset),
-length-prefixed UTF-8 model names, the ``applied`` watermark pairs, then the float64 statistics matrix. A state
-without a budget offset (no budget shared over task types) is written in format 1, which workers of every
-version read. float64 is kept so decoding gives
+Layout (little endian): magic ``BR``, format byte, a fixed header of scalars, length-prefixed UTF-8 model
+names, the ``applied`` watermark pairs, then the float64 statistics matrix. float64 is kept so decoding gives
 back bit-identical posteriors; the matrix is ~85 % of the size and the target is met without lossy floats.
+
+The budget offset (``TaskState.budget_offset_usd``, non-zero only where task types share a budget) travels as
+one more watermark pair under the reserved source ``BUDGET_OFFSET_SOURCE`` (its float64 bits as the offset):
+a worker or local-mode client of an earlier version reads such a state as before (it looks up watermarks by
+its own, non-negative, sources only), decides on its own budget, and keeps the pair when it learns. A format
+of its own made every earlier reader reject those states, and an earlier learner stop learning the whole
+partition (found in review), so a rolling upgrade or a rollback stalled.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -18,18 +24,24 @@ from banditroute.core.state import N_COLUMNS, TaskState
 MAGIC = b"BR"
 FORMAT_VERSION = 1
 FORMAT_WITH_OFFSET = 2
+"""Read, never written: the budget offset in the header (main for a few hours on 2026-12-01, unreleased)."""
+BUDGET_OFFSET_SOURCE = -0x42554447
+"""The reserved watermark source that carries the budget offset (watermark sources are never negative)."""
 _HEADER = struct.Struct("<2sBHBQQdddddQH")
 _OFFSET = struct.Struct("<d")
+_BITS = struct.Struct("<q")
 _APPLIED = struct.Struct("<iq")
 
 
 def encode_state(state: TaskState) -> bytes:
     """Serialise everything needed to continue learning and deciding (the derived cache is dropped)."""
-    offset = state.budget_offset_usd
+    applied = dict(state.applied)  # (decoded states never hold the reserved source: it is the offset)
+    if state.budget_offset_usd:
+        (applied[BUDGET_OFFSET_SOURCE],) = _BITS.unpack(_OFFSET.pack(state.budget_offset_usd))
     parts = [
         _HEADER.pack(
             MAGIC,
-            FORMAT_WITH_OFFSET if offset else FORMAT_VERSION,
+            FORMAT_VERSION,
             len(state.names),
             N_COLUMNS,
             state.version,
@@ -40,17 +52,15 @@ def encode_state(state: TaskState) -> bytes:
             state.spend_at_s,
             state.spend_total_usd,
             state.spend_calls,
-            len(state.applied),
+            len(applied),
         )
     ]
-    if offset:
-        parts.append(_OFFSET.pack(offset))
     for name in state.names:
         raw = name.encode()
         if len(raw) > 255:
             raise ValueError(f"model name too long to encode: {name[:40]!r}...")
         parts.append(bytes([len(raw)]) + raw)
-    parts.extend(_APPLIED.pack(p, o) for p, o in sorted(state.applied.items()))
+    parts.extend(_APPLIED.pack(p, o) for p, o in sorted(applied.items()))
     parts.append(np.ascontiguousarray(state.stats, dtype="<f8").tobytes())
     return b"".join(parts)
 
@@ -84,6 +94,11 @@ def decode_state(data: bytes) -> TaskState:
             pos += _APPLIED.size
     except (IndexError, UnicodeDecodeError, struct.error) as exc:
         raise ValueError(f"corrupt state blob: {exc}") from exc
+    carried = applied.pop(BUDGET_OFFSET_SOURCE, None)
+    if carried is not None:
+        (budget_offset,) = _OFFSET.unpack(_BITS.pack(carried))
+        if not math.isfinite(budget_offset):
+            raise ValueError(f"corrupt state blob: budget offset {budget_offset}")
     size = k * N_COLUMNS * 8
     if len(data) - pos != size:
         raise ValueError(f"corrupt state blob: expected {size} bytes of statistics, found {len(data) - pos}")
