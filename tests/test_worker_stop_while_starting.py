@@ -11,36 +11,9 @@ import sys
 from pathlib import Path
 
 
-def test_sigterm_while_the_worker_sets_up_exits_cleanly(tmp_path: Path) -> None:
-    with socket.socket() as silent:  # a "broker" that accepts connections and never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
-        silent.settimeout(120)
-        env = {
-            **os.environ,
-            "BANDITROUTE_KAFKA_BOOTSTRAP": f"127.0.0.1:{silent.getsockname()[1]}",
-            "BANDITROUTE_DATA_DIR": str(tmp_path / "data"),
-            "BANDITROUTE_WEB_ENABLED": "false",
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "banditroute", "worker"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            conn, _ = silent.accept()  # the worker is past its imports, creating its topics
-            conn.close()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=60) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
-def test_sigterm_stops_a_worker_check_without_saying_ok(tmp_path: Path) -> None:
-    """``worker --check`` answers whether the worker could start: stopped by SIGTERM it has not said so."""
+def _sigterm_while_connecting(tmp_path: Path, *args: str) -> int:
+    """The exit code of ``banditroute worker ARGS`` stopped by SIGTERM once it connects to a "broker" that
+    accepts connections and never answers (it is past its imports, creating its topics or checking)."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
@@ -52,17 +25,26 @@ def test_sigterm_stops_a_worker_check_without_saying_ok(tmp_path: Path) -> None:
             "BANDITROUTE_WEB_ENABLED": "false",
         }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "banditroute", "worker", "--check"],
+            [sys.executable, "-m", "banditroute", "worker", *args],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         try:
-            conn, _ = silent.accept()  # the check is asking the "broker"
+            conn, _ = silent.accept()
             conn.close()
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=60) != 0
+            return proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_sigterm_while_the_worker_sets_up_exits_cleanly(tmp_path: Path) -> None:
+    assert _sigterm_while_connecting(tmp_path) == 0
+
+
+def test_sigterm_stops_a_worker_check_without_saying_ok(tmp_path: Path) -> None:
+    """``worker --check`` answers whether the worker could start: stopped by SIGTERM it has not said so."""
+    assert _sigterm_while_connecting(tmp_path, "--check") != 0
