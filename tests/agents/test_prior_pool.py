@@ -33,8 +33,7 @@ def outcomes(task: str, model: str, qualities: list[float], start: int) -> list[
 
 def learner(reg: Registry, clock: list[float]) -> tuple[LearnLogic, StateView, PriorPool]:
     view = StateView()
-    # two or three task types pool here (the worker's default waits for four: MIN_TASK_TYPES, tested below)
-    pool = PriorPool(view.items, interval_s=1.0, clock=lambda: clock[0], min_task_types=2)
+    pool = PriorPool(view.items, interval_s=1.0, clock=lambda: clock[0])
     return LearnLogic({}, reg, view.offer, pool=pool), view, pool
 
 
@@ -66,7 +65,7 @@ def test_a_new_task_type_starts_from_what_the_others_agree_on(tmp_path: Path) ->
     assert good_mean > 0.75 and poor_mean < 0.35
     # exactly what core.pooling gives on those states (the replay's pooling)
     base = {m.name: m.quality_prior for m in reg.snapshot.models}
-    expected = pooled_priors(states, dict.fromkeys(states, base), min_task_types=2)["summarise"]
+    expected = pooled_priors(states, dict.fromkeys(states, base))["summarise"]
     state = view.get("summarise")
     assert state is not None
     for j, name in enumerate(state.names):
@@ -155,7 +154,7 @@ def test_the_shared_state_of_capped_task_types_is_not_pooled(tmp_path: Path) -> 
     states = {k: s for k, s in view.items() if k != "~shared"}
     learn.apply(outcomes("chat", "good", [1.0], 3000), 1.7e9)
     learn.apply(outcomes("~shared", "good", [0.0], 3001), 1.7e9)
-    expected = pooled_priors(states, min_task_types=2)["chat"]["good"]
+    expected = pooled_priors(states)["chat"]["good"]
     chat = view.get("chat")
     assert chat is not None
     j = chat.names.index("good")

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from banditroute.core import ModelSpec, Outcome, TaskPolicy, TaskState, new_state, update_many
-from banditroute.core.pooling import MIN_TASK_TYPES, pooled_priors, pooled_table, with_priors
+from banditroute.core.pooling import pooled_priors, pooled_table, with_priors
 from banditroute.core.state import Q_SUM, replace_state
 
 MODELS = (ModelSpec("a", 0.001), ModelSpec("b", 0.002))
@@ -33,23 +33,11 @@ def test_one_task_type_is_not_pooled() -> None:
 
 def test_agreeing_task_types_share_evidence() -> None:
     states = {t: _state({"a": 150, "b": 100}) for t in ("x", "y", "z")}
-    priors = pooled_priors(states, max_strength=200.0, min_task_types=2)
+    priors = pooled_priors(states, max_strength=200.0)
     for t in states:
         assert _strength(priors[t]["a"]) == pytest.approx(200.0)
         a, b = priors[t]["a"]
         assert (a - 1) / (a + b - 2) == pytest.approx(0.75, abs=0.01)
-
-
-def test_fewer_than_four_task_types_are_not_pooled() -> None:
-    """Two other task types that agree (a specialist's weakness elsewhere) are not evidence enough to pool: the
-    third task type keeps its own priors until its group holds MIN_TASK_TYPES task types."""
-    states = {t: _state({"a": 60, "b": 150}) for t in ("x", "y")}
-    states["code"] = _state({"a": 0, "b": 0}, calls=0)
-    assert MIN_TASK_TYPES == 4
-    assert pooled_priors(states)["code"] == {"a": (1.0, 1.0), "b": (1.0, 1.0)}
-    assert _strength(pooled_priors(states, min_task_types=3)["code"]["a"]) > 100.0
-    states["w"] = _state({"a": 60, "b": 150})
-    assert _strength(pooled_priors(states)["code"]["a"]) > 100.0
 
 
 def test_disagreeing_task_types_are_barely_pooled() -> None:
@@ -66,7 +54,7 @@ def test_disagreeing_task_types_are_barely_pooled() -> None:
 
 def test_a_task_types_prior_leaves_out_its_own_evidence() -> None:
     states = {"x": _state({"a": 200, "b": 0}), "y": _state({"a": 0, "b": 0}, calls=0)}
-    priors = pooled_priors(states, min_task_types=2)
+    priors = pooled_priors(states)
     # y has no evidence to lend to x; x lends its evidence to y
     assert priors["x"]["a"] == (1.0, 1.0)
     assert _strength(priors["y"]["a"]) > 0
@@ -75,7 +63,7 @@ def test_a_task_types_prior_leaves_out_its_own_evidence() -> None:
 def test_base_priors_are_kept_under_the_pooled_ones() -> None:
     states = {t: _state({"a": 150, "b": 100}) for t in ("x", "y")}
     base = {"x": {"a": (3.0, 2.0)}}
-    priors = pooled_priors(states, base, max_strength=10.0, min_task_types=2)
+    priors = pooled_priors(states, base, max_strength=10.0)
     assert priors["x"]["a"][0] == pytest.approx(3.0 + 10.0 * 150.5 / 201.0)
 
 

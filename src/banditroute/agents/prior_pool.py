@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from banditroute.core import TaskState
-from banditroute.core.pooling import MIN_TASK_TYPES, PooledTable, pooled_table, with_priors
+from banditroute.core.pooling import PooledTable, pooled_table, with_priors
 from banditroute.limits import SHARED_KEY, TENANT_SEPARATOR
 from banditroute.routing import RoutingSnapshot
 
@@ -42,11 +42,8 @@ class PriorPool:
         *,
         interval_s: float = RECOMPUTE_S,
         clock: Callable[[], float] = time.monotonic,
-        min_task_types: int = MIN_TASK_TYPES,
     ) -> None:
         self._states = states
-        self.min_task_types = min_task_types
-        """A group (a tenant's keys, or the keys without a tenant) pools only from this many keys on."""
         self.interval_s = interval_s
         self._clock = clock
         self._table: PooledTable | None = None
@@ -83,12 +80,7 @@ class PriorPool:
         states = {k: s for k, s in self._states() if k != SHARED_KEY}
         self.computed += 1
         self._table = (
-            pooled_table(
-                states,
-                max_strength=snapshot.pooled_prior_strength,
-                group_of=tenant_of,
-                min_task_types=self.min_task_types,
-            )
+            pooled_table(states, max_strength=snapshot.pooled_prior_strength, group_of=tenant_of)
             if len(states) >= 2
             else None
         )

@@ -9,8 +9,7 @@ by the evidence the other task types hold and by ``max_strength``. Models whose 
 task types are thus shrunk little; models that behave alike everywhere share their evidence.
 
 Each task type's prior uses only the *other* task types' evidence (leave one out), so no evidence counts
-twice. With fewer than two task types holding evidence for a model, nothing is pooled, and neither is
-anything for a task type in a group of fewer than ``MIN_TASK_TYPES`` task types.
+twice. With fewer than two task types holding evidence for a model, nothing is pooled.
 """
 
 from __future__ import annotations
@@ -25,12 +24,6 @@ from banditroute.core.state import PRIOR_A, PRIOR_B, Q_N, Q_SQ, Q_SUM, TaskState
 
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_MAX_STRENGTH = 200.0  # chosen by the evaluation suite; see README "Defaults and why"
-MIN_TASK_TYPES = 4
-"""A task type's prior is pooled only when its group holds at least this many task types (it and three others):
-from two others the between-task variance rests on one degree of freedom, and two task types that agree on a
-specialist's weakness gave it a prior worth up to 200 calls in the third, where it is the best model, which it
-then never tried (the demo's `code` task type in 3 of 6 runs on 2026-12-01; the suite's three-task-type set,
-synthetic_disagree, worst seed at λ = 5: captured 0.09 pooled against 0.69 unpooled)."""
 MIN_WITHIN_VAR = 1e-4
 
 
@@ -131,7 +124,6 @@ def pooled_table(
     max_strength: float = DEFAULT_MAX_STRENGTH,
     min_tau2: float = 0.0,
     group_of: Callable[[str], str] | None = None,
-    min_task_types: int = MIN_TASK_TYPES,
 ) -> PooledTable:
     """The pooled pseudo-observations of every task type in ``states`` (see :func:`pooled_priors`). With
     ``group_of`` (state key -> group), each task type pools only with the task types of its own group, as if
@@ -161,8 +153,6 @@ def pooled_table(
         strength = np.where(tau2 > 0, spread / np.where(tau2 > 0, tau2, 1.0) - 1.0, max_strength)
     strength = np.clip(strength, 0.0, max_strength)
     strength = np.minimum(strength, other_n)
-    group_size = colsum(np.ones((len(states), 1)))  # task types in each row's group
-    strength = np.where(np.reshape(group_size, (-1, 1)) >= min_task_types, strength, 0.0)
     tasks = {t: i for i, t in enumerate(states)}
     return PooledTable(tasks, col, strength * centre, strength * (1.0 - centre))
 
@@ -173,15 +163,14 @@ def pooled_priors(
     *,
     max_strength: float = DEFAULT_MAX_STRENGTH,
     min_tau2: float = 0.0,
-    min_task_types: int = MIN_TASK_TYPES,
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Per task type, per model: a Beta quality prior ``base + pooled pseudo-observations``.
 
     ``base`` is, per task type, each model's own prior (the catalog's ``quality_prior``; default Beta(1, 1)).
     Models a task type's state does not know are skipped. ``min_tau2`` floors the between-task variance (less
-    pooling); ``min_task_types``: see :data:`MIN_TASK_TYPES`.
+    pooling).
     """
-    table = pooled_table(states, max_strength=max_strength, min_tau2=min_tau2, min_task_types=min_task_types)
+    table = pooled_table(states, max_strength=max_strength, min_tau2=min_tau2)
     out: dict[str, dict[str, tuple[float, float]]] = {}
     for t, state in states.items():
         row = table.row(t, state.names, (base or {}).get(t))
