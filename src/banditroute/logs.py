@@ -38,6 +38,37 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+RETRIED_OFFSET_ERRORS = frozenset(
+    {"NotLeaderForPartitionError", "UnknownTopicOrPartitionError", "LeaderNotAvailableError"}
+)
+"""Errors aiokafka's fetcher logs at ERROR when it looks up a partition's offsets, then retries by itself: a topic
+created a moment ago (the demo, a fresh worker) has no leader ready yet."""
+
+
+class RetriedKafkaErrors(logging.Filter):
+    """Log aiokafka's retried offset lookups (``RETRIED_OFFSET_ERRORS``) at DEBUG instead of ERROR: the first
+    run of ``banditroute demo`` printed two such lines that meant nothing to fix. Any other error passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            record.msg == "Failed fetch offsets from %s: %s"
+            and isinstance(args, tuple)
+            and len(args) == 2
+            and type(args[1]).__name__ in RETRIED_OFFSET_ERRORS
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_retried_kafka_errors() -> None:
+    """Install ``RetriedKafkaErrors`` on aiokafka's fetcher logger (once)."""
+    logger = logging.getLogger("aiokafka.consumer.fetcher")
+    if not any(isinstance(f, RetriedKafkaErrors) for f in logger.filters):
+        logger.addFilter(RetriedKafkaErrors())
+
+
 def json_handler(level: int = logging.INFO) -> logging.Handler:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())

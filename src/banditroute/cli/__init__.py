@@ -84,6 +84,9 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="banditroute")
 def main() -> None:
     """banditroute: adaptive, cost-aware routing of requests to AI models over Kafka."""
+    from banditroute.logs import quiet_retried_kafka_errors
+
+    quiet_retried_kafka_errors()
 
 
 __all__ = ["main"]
