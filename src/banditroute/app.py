@@ -19,6 +19,7 @@ receive a record (``kafka/faust_hold.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -34,7 +35,7 @@ from banditroute import memory, memory_probe
 from banditroute.agents.budget_split import BudgetSplit
 from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.agents.join import JoinLogic
-from banditroute.agents.learn import LearnLogic, outcome_problem
+from banditroute.agents.learn import LearnLogic, Undecodable, outcome_problem
 from banditroute.agents.pending import PendingStore
 from banditroute.agents.prior_pool import PriorPool
 from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter
@@ -66,6 +67,8 @@ log = logging.getLogger("banditroute.worker")
 TICK_INTERVAL_S = 1.0
 FOLLOW_INTERVAL_S = 0.2
 """How often the decision reader's partitions are checked against faust's settled assignment."""
+STATE_READ_WAIT_S = 30.0
+"""How long the learner waits for the state reader to catch up before it replaces a state that does not decode."""
 EVICT_INTERVAL_S = 30.0
 """How often held states are checked for idleness (policy.yaml ``limits.idle_evict_s``; a quarter of it when
 that is shorter)."""
@@ -162,6 +165,7 @@ class Router(JoinIO):
             self._on_learned,
             pool=PriorPool(self.view.items),
             split=BudgetSplit(self.view.items, split_rng, state=self.view.get),
+            last_good=self.view.get,  # what this worker read last for the key (the reader skips bad records)
         )
         self.decide_logic = DecideLogic(
             self.registry,
@@ -205,6 +209,7 @@ class Router(JoinIO):
             on_forget=self._drop_learnt,
             config_topic=s.topic("config"),
             fetch_max_wait_ms=QUIET_FETCH_WAIT_MS,  # how long the broker holds an empty fetch (few a second when idle)
+            counters=self.counters,
         )
         # decisions others publish reach the join through a raw batch loop on faust's assignment; it also
         # rebuilds the pending entries after a restart or a rebalance (kafka/partition_reader.py, join_io.py)
@@ -333,8 +338,14 @@ class Router(JoinIO):
                 await self._bad_outcome(r, DeadLetterReason.VALIDATION_ERROR, problem)
                 continue
             records.append(record)
-        await self._restore_evicted({str(r["task_key"]) for r in records})
+        keys = {str(r["task_key"]) for r in records}
+        await self._read_state_before_replacing(keys)
+        await self._restore_evicted(keys)
         stats = self.learn.apply(records, time.time())
+        if self.learn.undecodable:
+            for bad in self.learn.undecodable:
+                await self._bad_state(bad)
+            self.learn.undecodable.clear()
         # the new states are acknowledged (with their watermarks) before these outcomes are committed
         # on failure staged again: the reader restarts in this process, with this memory
         await flush_acknowledged((self.state_view,), self.learn_outbox.send_to, self.learn_outbox.drain)
@@ -360,6 +371,38 @@ class Router(JoinIO):
         )
         self.dead_letters.record(letter.reason)
         await self.learn_outbox.send(self.deadletter.get_topic_name(), record.topic.encode(), encode(letter))
+
+    async def _read_state_before_replacing(self, keys: set[str]) -> None:
+        """Before the learner replaces a state that does not decode with the key's last good one, let the state
+        reader read the topic up to date (at most ``STATE_READ_WAIT_S``): until then it may not know that one."""
+        if self.reader.caught_up.is_set() or all(self.learn.decodes(key) for key in keys):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.reader.caught_up.wait(), STATE_READ_WAIT_S)
+
+    async def _bad_state(self, bad: Undecodable) -> None:
+        """Dead-letter a state the learner could not decode (sent and acknowledged with the batch's states)."""
+        self.counters["bad_states_replaced"] += 1
+        where = self.reader.undecodable.get(bad.key)
+        partition, offset = where or (self._partition_of_task(bad.key), 0)
+        instead = "its last good state" if bad.last_good else "the prior (no good state of it was read)"
+        error = f"state of {bad.key!r} does not decode ({bad.error}); learnt on from {instead}"
+        if where is None:
+            error += "; its offset is not known (source_offset 0)"
+        log.error(error, extra={"partition": partition, "offset": offset})
+        letter = make_dead_letter(
+            bad.raw,
+            self.state_topic.get_topic_name(),
+            partition,
+            offset,
+            DeadLetterReason.UNDECODABLE_STATE,
+            error,
+            datetime.now(UTC),
+        )
+        self.dead_letters.record(letter.reason)
+        await self.learn_outbox.send(
+            self.deadletter.get_topic_name(), letter.source_topic.encode(), encode(letter)
+        )
 
     async def _restore_evicted(self, keys: set[str]) -> None:
         """Put evicted states back into the learner's table (from the state topic, without a changelog write)

@@ -49,6 +49,8 @@ REASON_DOCS: dict[DeadLetterReason, str] = {
     DeadLetterReason.MODEL_MISMATCH: "feedback model is neither the chosen model nor one of its fallbacks",
     DeadLetterReason.LATE_FEEDBACK: "feedback that arrived after the join window closed (worker check)",
     DeadLetterReason.INTERNAL_ERROR: "the worker failed on a valid message (a bug); `error` names the exception",
+    DeadLetterReason.UNDECODABLE_STATE: "a record of the state topic the learner cannot decode (it learns on from the"
+    " key's last good state, else the prior)",
 }
 
 _T0 = datetime(2025, 1, 15, 12, 0, 0, tzinfo=UTC)

@@ -456,6 +456,7 @@ class DeadLetterReason(StrEnum):
     MODEL_MISMATCH = "model_mismatch"
     LATE_FEEDBACK = "late_feedback"
     INTERNAL_ERROR = "internal_error"
+    UNDECODABLE_STATE = "undecodable_state"
 
 
 def _check_b64(value: str) -> str:

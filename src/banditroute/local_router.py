@@ -31,7 +31,6 @@ import orjson
 
 from banditroute.agents.decide import DecideLogic, Request
 from banditroute.config import Registry, RouterConfig, config_dir_of
-from banditroute.core import decode_state
 from banditroute.core.block import Block
 from banditroute.events import CandidateScore, DecisionReasons, PolicyRef, RoutingDecision, RoutingRequest
 from banditroute.kafka.decision_publisher import DecisionPublisher
@@ -402,7 +401,11 @@ class LocalRouter:
         where = self.view.evicted.get(key)
         raw = await self.reader.fetch(key)
         if raw is not None and self.view.get(key) is None and where is not None:
-            self.view.offer(key, decode_state(raw), where)
+            state = self.reader.decode(key, raw)
+            if state is None:  # nothing good to read back (counted by the reader): decide with the prior
+                self.view.evicted.pop(key, None)
+                return
+            self.view.offer(key, state, where)
             self.stats["states_read_back"] += 1
 
     async def flush(self, timeout_s: float = 30.0) -> bool:

@@ -30,6 +30,17 @@ class LearnStats:
     by_model: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A state the learner could not decode, and what it learnt on from instead."""
+
+    key: str
+    raw: bytes
+    error: str
+    last_good: bool
+    """True: the key's last good state replaced it; False: the prior did (no good state known)."""
+
+
 def outcome_problem(record: Any) -> str | None:
     """Why an ``outcomes`` record cannot be learnt, or None. The join writes that topic, but anything with write
     access can put a record there, and one that breaks the learner must not stop every partition's learning."""
@@ -85,6 +96,7 @@ class LearnLogic:
         on_state: Callable[[str, TaskState], None] = lambda _k, _s: None,
         pool: PriorPool | None = None,
         split: BudgetSplit | None = None,
+        last_good: Callable[[str], TaskState | None] = lambda _k: None,
     ) -> None:
         self.table = table
         self.registry = registry
@@ -93,19 +105,45 @@ class LearnLogic:
         """Quality priors pooled over task types, set on every state key a batch learns (None: not pooled)."""
         self.split = split
         """A shared budget's division, set on every state key a batch learns (None: each its own budget)."""
+        self.last_good = last_good
+        """The newest state of a key known to decode (the worker's view of the state topic), or None."""
+        self.undecodable: list[Undecodable] = []
+        """States found undecodable and replaced, for the caller to dead-letter (it clears the list)."""
         self._decoded: dict[str, tuple[bytes, TaskState]] = {}
 
     def state(self, key: str) -> TaskState:
-        """The current state of ``key`` (decoded once and cached while the table holds the same bytes)."""
+        """The current state of ``key`` (decoded once and cached while the table holds the same bytes).
+
+        A state that does not decode (written to the state topic by something else) is replaced by the key's
+        last good state, else the prior, and noted in :attr:`undecodable`: learning goes on from there."""
         raw = self.table.get(key)
         if raw is None:
             return self.registry.snapshot.initial
         cached = self._decoded.get(key)
         if cached is not None and cached[0] is raw:
             return cached[1]
-        state = decode_state(raw)
+        try:
+            state = decode_state(raw)
+        except ValueError as exc:
+            good = self.last_good(key)
+            state = self.registry.snapshot.initial if good is None else good
+            self.undecodable.append(Undecodable(key, bytes(raw), str(exc), good is not None))
         self._decoded[key] = (raw, state)
         return state
+
+    def decodes(self, key: str) -> bool:
+        """Whether the table holds no state for ``key`` or one that decodes (cached like :meth:`state`)."""
+        raw = self.table.get(key)
+        if raw is None:
+            return True
+        cached = self._decoded.get(key)
+        if cached is not None and cached[0] is raw:
+            return True
+        try:
+            self._decoded[key] = (raw, decode_state(raw))
+        except ValueError:
+            return False
+        return True
 
     def apply(self, records: Iterable[dict[str, Any]], now_s: float) -> LearnStats:
         """Apply a batch of outcome records; one table write per state key touched."""

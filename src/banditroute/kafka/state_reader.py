@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -19,12 +20,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from banditroute.codec import decode
 from banditroute.config import ConfigError, Registry
-from banditroute.core import decode_state
+from banditroute.core import TaskState, decode_state
 from banditroute.events import ModelCatalogEvent
 from banditroute.kafka.topics import partitions_of
 from banditroute.routing import StateView
 
 log = logging.getLogger("banditroute.state")
+
+UNDECODABLE_INDEX_MAX = 10_000
+"""Places of undecodable state records remembered (for the learner's dead letters); past this, the oldest go."""
 
 
 class StateReader:
@@ -44,11 +48,14 @@ class StateReader:
         keep: Callable[[str], bool] | None = None,
         config_topic: str | None = None,
         fetch_max_wait_ms: int = 20,
+        counters: Counter[str] | None = None,
     ) -> None:
         """``keep`` (a client in local mode): which state keys to hold; of the others only their place in the
         topic is remembered (:meth:`StateView.remember`), so they can be read back when wanted.
         ``fetch_max_wait_ms``: how long the broker holds a fetch of topics without new records (records are
-        answered at once; a longer wait only means fewer empty fetches while the topics are quiet)."""
+        answered at once; a longer wait only means fewer empty fetches while the topics are quiet).
+        ``counters``: where records that cannot be used are counted (``bad_state_records``,
+        ``bad_catalog_records``, ``bad_config_records``)."""
         self.view = view
         self.registry = registry
         self.bootstrap = bootstrap
@@ -72,6 +79,9 @@ class StateReader:
         first): an empty answer counts (nothing new), an unreachable broker does not."""
         self.caught_up = asyncio.Event()
         self._stopping = asyncio.Event()
+        self.counters: Counter[str] = Counter() if counters is None else counters
+        self.undecodable: dict[str, tuple[int, int]] = {}
+        """State key -> (partition, offset) of its newest record, when that one does not decode."""
 
     def stop(self) -> None:
         self._stopping.set()
@@ -181,8 +191,35 @@ class StateReader:
                 continue
             where = view.evicted[key]
             raw = await self.fetch(key)
-            if raw is not None and view.get(key) is None:
-                view.offer(key, decode_state(raw), where)
+            if raw is None or view.get(key) is not None:
+                continue
+            state = self.decode(key, raw)
+            if state is not None:
+                view.offer(key, state, where)
+            else:  # nothing good to read back: decided with the prior (the learner dead-letters it when it learns)
+                view.evicted.pop(key, None)
+
+    def decode(self, key: str, raw: bytes, where: tuple[int, int] | None = None) -> TaskState | None:
+        """The state in a record of the state topic, or None (counted and logged) when it does not decode:
+        written by something other than a learner, it must not stop this reader nor replace a good state."""
+        try:
+            state = decode_state(raw)
+        except ValueError as exc:
+            self.counters["bad_state_records"] += 1
+            if where is not None:
+                self.undecodable.pop(key, None)
+                if len(self.undecodable) >= UNDECODABLE_INDEX_MAX:
+                    del self.undecodable[next(iter(self.undecodable))]
+                self.undecodable[key] = where
+            log.error(
+                "state record of %r does not decode, kept the last good state: %s",
+                key,
+                exc,
+                extra={"topic": self.state_topic, "where": where},
+            )
+            return None
+        self.undecodable.pop(key, None)
+        return state
 
     def _apply_config(self, raw: bytes | None) -> None:
         if raw is None:
@@ -190,10 +227,14 @@ class StateReader:
         try:
             self.config_version = self.registry.apply_document(raw)
         except ConfigError as exc:  # validated by `banditroute config push`; a hand-made record is refused
+            self.counters["bad_config_records"] += 1
             log.error("config topic: document refused, keeping the configuration in use: %s", exc)
             return
         log.info("configuration applied from the config topic", extra={"config_version": self.config_version})
         self.on_catalog()
+
+    def _kind(self, topic: str) -> str:
+        return {self.state_topic: "state", self.config_topic: "config"}.get(topic, "catalog")
 
     def _apply(self, record: Any) -> None:
         self.read += 1
@@ -203,6 +244,7 @@ class StateReader:
                     return
                 key = str(orjson.loads(record.key))
                 if record.value is None:  # a tombstone: ``banditroute state forget``
+                    self.undecodable.pop(key, None)
                     self.view.drop(key)
                     self.on_forget(key)
                     return
@@ -210,7 +252,9 @@ class StateReader:
                 if self.keep is not None and not self.keep(key) and self.view.get(key) is None:
                     self.view.remember(key, where)
                     return
-                self.view.offer(key, decode_state(record.value), where)
+                state = self.decode(key, record.value, where)
+                if state is not None:
+                    self.view.offer(key, state, where)
             elif record.topic == self.config_topic:
                 self._apply_config(record.value)
             else:
@@ -218,6 +262,8 @@ class StateReader:
                 if isinstance(event, ModelCatalogEvent):
                     self.registry.apply_catalog(event.model_dump(mode="json"))
                     self.on_catalog()
-                # invalid catalog events are dead-lettered once by the catalog agent, not by every reader
+                elif record.value is not None:  # dead-lettered once by the worker's catalog agent, not here
+                    self.counters["bad_catalog_records"] += 1
         except Exception:  # a bad record must not stop the reader
+            self.counters[f"bad_{self._kind(record.topic)}_records"] += 1
             log.exception("could not apply a state or catalog record", extra={"topic": record.topic})

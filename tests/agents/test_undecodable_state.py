@@ -1,0 +1,120 @@
+"""A state that does not decode (on the state topic, written by something other than a learner) stops nothing:
+the learner learns on from the key's last good state (else the prior) and notes it for a dead letter; the state
+reader keeps the last good state, counts the record and reads on; local mode decides with the prior."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+
+from banditroute.agents.learn import LearnLogic
+from banditroute.client import build_request
+from banditroute.config import Registry, RouterConfig
+from banditroute.core import TaskState, encode_state
+from banditroute.events import RoutingDecision
+from banditroute.kafka.state_reader import StateReader
+from banditroute.local_router import LocalRouter
+from banditroute.routing import StateView
+from banditroute.settings import Settings
+from tests.agents.test_routing import VERSION_B, write
+from tests.client.test_decision_publisher import BatchProducer
+
+BAD = b"BR\x07" + b"not a state" * 10
+
+
+def outcome(off: int, model: str = "b2") -> dict[str, Any]:
+    return {"task_key": "chat", "model": model, "quality": 1.0, "cost_usd": 0.001, "src": 0, "off": off}
+
+
+def learnt(registry: Registry, n: int) -> TaskState:
+    table: dict[str, bytes] = {}
+    LearnLogic(table, registry).apply([outcome(i) for i in range(n)], 1.7e9)
+    return LearnLogic(table, registry).state("chat")
+
+
+def test_the_learner_learns_on_from_the_last_good_state(tmp_path: Path) -> None:
+    registry = Registry(RouterConfig.load(write(tmp_path / "b", VERSION_B)))
+    good = learnt(registry, 3)
+    table = {"chat": BAD}
+    learn = LearnLogic(table, registry, last_good={"chat": good}.get)
+    assert not learn.decodes("chat")
+    stats = learn.apply([outcome(2), outcome(3)], 1.7e9)  # offset 2 was learnt into the good state
+    assert (stats.learned, stats.skipped_redelivered) == (1, 1)
+    assert LearnLogic(table, registry).state("chat").events == good.events + 1
+    [bad] = learn.undecodable
+    assert (bad.key, bad.raw, bad.last_good) == ("chat", BAD, True)
+    assert "not a banditroute state blob" in bad.error
+
+
+def test_without_a_good_state_the_learner_starts_from_the_prior_and_notes_it_once(tmp_path: Path) -> None:
+    registry = Registry(RouterConfig.load(write(tmp_path / "b", VERSION_B)))
+    table = {"chat": BAD}
+    learn = LearnLogic(table, registry)
+    stats = learn.apply([outcome(7)], 1.7e9)
+    assert stats.learned == 1 and learn.state("chat").events == 1
+    table["chat"] = BAD  # read again (a rebalance): noted again, as that record is read again
+    learn.forget_cache()
+    learn.apply([outcome(7)], 1.7e9)
+    assert [(u.key, u.last_good) for u in learn.undecodable] == [("chat", False), ("chat", False)]
+
+
+def record(topic: str, key: str, value: bytes | None, offset: int) -> Any:
+    return SimpleNamespace(topic=topic, key=orjson.dumps(key), value=value, partition=0, offset=offset)
+
+
+def reader(registry: Registry, view: StateView, **kwargs: Any) -> StateReader:
+    return StateReader(
+        view,
+        registry,
+        bootstrap="unused:1",
+        state_topic="p.state",
+        catalog_topic="p.catalog",
+        security={},
+        **kwargs,
+    )
+
+
+def test_the_state_reader_keeps_the_last_good_state_and_counts_bad_records(tmp_path: Path) -> None:
+    registry = Registry(RouterConfig.load(write(tmp_path / "b", VERSION_B)))
+    good = learnt(registry, 2)
+    view = StateView()
+    states = reader(registry, view)
+    states._apply(record("p.state", "chat", encode_state(good), 4))
+    states._apply(record("p.state", "chat", BAD, 5))
+    states._apply(record("p.catalog", "m", b"{}", 0))
+    states._apply(record("p.catalog", "m", None, 1))  # a tombstone is not a bad record
+    assert view.get("chat") is not None and view.get("chat").events == 2  # type: ignore[union-attr]
+    assert view.where["chat"] == (0, 4) and states.undecodable == {"chat": (0, 5)}
+    assert states.counters == {"bad_state_records": 1, "bad_catalog_records": 1}
+    states._apply(record("p.state", "chat", encode_state(learnt(registry, 3)), 6))
+    assert states.undecodable == {} and view.get("chat").events == 3  # type: ignore[union-attr]
+
+
+async def test_reading_back_an_undecodable_state_decides_with_the_prior(tmp_path: Path) -> None:
+    """Local mode remembers only where a state it does not hold is; when that record does not decode, route()
+    decides with the prior instead of raising, and does not read it back again."""
+    config = RouterConfig.load(write(tmp_path / "b", VERSION_B))
+    local = LocalRouter(Settings.model_validate({}), BatchProducer(), client_id="c", seed=1, config=config)
+    local.reader.caught_up.set()
+    local.reader.polled_at = time.monotonic() + 3600.0
+    fetched: list[str] = []
+
+    async def fetch(key: str) -> bytes:
+        fetched.append(key)
+        return BAD
+
+    local.reader.fetch = fetch  # type: ignore[method-assign]  # the record the topic would give back
+    await local.publisher.start([local.decisions_topic, local.shadow_topic])
+    try:
+        local.view.remember("summarise", (0, 9))
+        for i in range(2):
+            decided = await local.route(build_request("summarise", request_id=f"r{i}"))
+            assert isinstance(decided, RoutingDecision) and decided.state_version == 0
+    finally:
+        await local.stop(2.0)
+    assert fetched == ["summarise"] and "summarise" not in local.view.evicted
+    assert local.reader.counters["bad_state_records"] == 1

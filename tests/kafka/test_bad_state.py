@@ -1,0 +1,82 @@
+"""A record on the state topic that no learner wrote (a hostile or buggy producer) does not stop learning: the
+learner dead-letters it with its payload and learns on from the key's last good state."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from banditroute.core import decode_state
+from banditroute.kafka.topics import partition_for
+from tests.kafka.helpers import WorkerProcess, producer, worker_env
+from tests.kafka.router_world import Loop, observations, read_all, read_compacted, write_config
+
+pytestmark = pytest.mark.kafka
+
+BAD = b"not a banditroute state"
+
+
+def worker(tmp_path: Path, bootstrap: str, prefix: str, name: str, config_dir: Path) -> WorkerProcess:
+    env = worker_env(bootstrap, prefix, str(config_dir), str(tmp_path / f"data-{name}"))
+    return WorkerProcess(env, str(tmp_path / f"{name}.log")).start()
+
+
+async def chat_state(bootstrap: str, prefix: str, observed: int, timeout_s: float = 90.0) -> Any:
+    """The newest state of ``chat`` on the topic once it has ``observed`` outcomes (or the last one read)."""
+    deadline = time.monotonic() + timeout_s
+    state = None
+    while time.monotonic() < deadline:
+        raw = (await read_compacted(bootstrap, f"{prefix}.state")).get(orjson.dumps("chat"))
+        if raw is not None and raw != BAD:
+            state = decode_state(raw)
+            if observations(state) >= observed:
+                return state
+        await asyncio.sleep(0.5)
+    return state
+
+
+async def test_an_undecodable_state_is_dead_lettered_and_learning_goes_on(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    config_dir = write_config(tmp_path / "config")
+    rng = np.random.default_rng(5)
+    w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w1", config_dir)
+    try:
+        async with Loop(kafka_bootstrap, unique_prefix) as loop:
+            await loop.run(100, rng, batch=50, timeout_s=90)
+        before = await chat_state(kafka_bootstrap, unique_prefix, 100)
+        assert before is not None and observations(before) == 100
+        assert w.terminate() == 0, w.log_tail()
+        key = orjson.dumps("chat")
+        async with producer(kafka_bootstrap, acks="all") as p:
+            sent = await p.send_and_wait(
+                f"{unique_prefix}.state", key=key, value=BAD, partition=partition_for(key, 2)
+            )
+        # a new worker recovers the bad record into its learner's table: its partition must learn on
+        w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w2", config_dir)
+        async with Loop(kafka_bootstrap, unique_prefix) as loop:
+            await loop.run(100, rng, batch=50, timeout_s=90)
+        after = await chat_state(kafka_bootstrap, unique_prefix, 200)
+        assert after is not None and observations(after) == 200, w.log_tail()  # from the last good state on
+        assert after.version > before.version
+        letters = [
+            orjson.loads(r.value) for r in await read_all(kafka_bootstrap, f"{unique_prefix}.deadletter")
+        ]
+        assert [letter["reason"] for letter in letters] == ["undecodable_state"]
+        letter = letters[0]
+        assert base64.b64decode(letter["original"]) == BAD
+        assert (letter["source_topic"], letter["source_partition"], letter["source_offset"]) == (
+            sent.topic,
+            sent.partition,
+            sent.offset,
+        )
+        assert "last good state" in letter["error"]
+    finally:
+        assert w.terminate() == 0, w.log_tail()
