@@ -15,9 +15,10 @@ aligns it with the snapshot's model list (:meth:`RoutingSnapshot.state_for`).
 from __future__ import annotations
 
 import time
+import weakref
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState, new_state, sync_models
@@ -60,6 +61,10 @@ class RoutingSnapshot:
     """The cap on what a prior pooled over task types is worth, in observations (0: no pooling)."""
     budget_split: str = "sampled"
     """How task types with the same budget divide it: ``sampled``, ``mean`` or ``off`` (policy.yaml)."""
+    _aligned: weakref.WeakKeyDictionary[TaskState, TaskState] = field(
+        default_factory=weakref.WeakKeyDictionary, init=False, repr=False
+    )
+    """Learnt state -> that state with this snapshot's models, while the learnt state lives (:meth:`aligned`)."""
 
     @classmethod
     def build(
@@ -120,10 +125,16 @@ class RoutingSnapshot:
         return task_type
 
     def aligned(self, state: TaskState) -> TaskState:
-        """``state`` with this snapshot's model list (new models get their priors; retired ones keep state)."""
+        """``state`` with this snapshot's model list (new models get their priors; retired ones keep state).
+
+        Built once per learnt state and snapshot, and then the same object, so the plans and blocks derived
+        from it (cached on it) are kept from one decision to the next."""
         if self.model_names.issubset(state.names):
             return state
-        return sync_models(state, self.models)
+        known = self._aligned.get(state)
+        if known is None:  # two threads may both build it: equal states, the last one kept
+            known = self._aligned[state] = shareable(sync_models(state, self.models))
+        return known
 
     def state_for(self, learnt: TaskState | None) -> TaskState:
         """The state to decide or learn with: the learnt one aligned to the models, or the prior."""

@@ -15,6 +15,7 @@ from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.agents.learn import LearnLogic, to_outcome
 from banditroute.client import build_request
 from banditroute.config import Registry, RouterConfig
+from banditroute.core import sync_models
 from banditroute.events import RoutingDecision
 
 VERSION_A = {
@@ -193,3 +194,41 @@ def test_rules_still_apply_when_their_constraints_are_shared() -> None:
             build_request("chat", tenant="acme-eu", exclude=["small-fast"], request_id=f"b{i}")
         )
         assert both["model"] not in ("gpt-large", "small-fast")
+
+
+def test_a_state_older_than_the_catalog_is_aligned_once_per_snapshot(tmp_path: Path) -> None:
+    """A learnt state without a model the catalog added since is aligned once per snapshot (the same object
+    every decision, so what is derived from it is kept), and decides as the state aligned beforehand does."""
+    registry = Registry(RouterConfig.load(write(tmp_path / "b", VERSION_B)))
+    table: dict[str, bytes] = {}
+    learn = LearnLogic(table, registry)
+    outcomes = [
+        {
+            "task_key": "summarise",
+            "model": f"b{1 + i % 2}",
+            "quality": 0.5 + 0.1 * (i % 3),
+            "src": 0,
+            "off": i,
+        }
+        for i in range(20)
+    ]
+    learn.apply(outcomes, 1.7e9)
+    learnt = learn.state("summarise")
+    registry.apply_catalog(catalog_event("b3", "added"))
+    snapshot = registry.snapshot
+    aligned = snapshot.state_for(learnt)
+    assert aligned.names == ("b1", "b2", "b3") and learnt.names == ("b1", "b2")
+    assert snapshot.state_for(learnt) is aligned and snapshot.aligned(learnt) is aligned
+    assert snapshot.aligned(aligned) is aligned
+
+    def decide(state: Any) -> list[tuple[Any, ...]]:
+        view = StateView()
+        view.offer("summarise", state)
+        logic = DecideLogic(registry, view, np.random.default_rng(5), worker_id="w", clock=lambda: 1.7e9)
+        out = []
+        for i in range(40):  # with metadata: prepared afresh for each request
+            d = logic.decide(build_request("summarise", request_id=f"r{i}", metadata={"n": str(i)}))
+            out.append((d["model"], d["propensity"], d["state_version"], d["fallbacks"]))
+        return out
+
+    assert decide(learnt) == decide(sync_models(learnt, snapshot.models))
