@@ -17,6 +17,7 @@ from banditroute.config import PACKAGED_CONFIG, ConfigError, Registry, RouterCon
 from banditroute.core import TaskState, decode_state
 from banditroute.core.budget import split_offsets
 from banditroute.core.objective import effective_budget
+from banditroute.core.state import replace_state
 from banditroute.routing import task_type_of
 
 MODELS = "models:\n  - {name: cheap, cost_per_call_usd: 0.0001}\n  - {name: dear, cost_per_call_usd: 0.01}\n"
@@ -225,3 +226,33 @@ def test_a_slow_split_is_recomputed_less_often(tmp_path: Path) -> None:
     world.clock[0] = 100.0  # long after, however slow this machine was
     world.teach("flat", "cheap", [0.9])
     assert split.computed == 2
+
+
+def without(state: TaskState, model: str) -> TaskState:
+    keep = [i for i, name in enumerate(state.names) if name != model]
+    return replace_state(state, names=tuple(state.names[i] for i in keep), stats=state.stats[keep])
+
+
+@pytest.mark.parametrize("change", ["retired", "disabled", "removed"])
+def test_a_model_that_cannot_be_served_buys_nothing_in_the_split(tmp_path: Path, change: str) -> None:
+    """Once the dear model is retired, disabled or gone from the catalog, the states keep its row, but the split
+    is the one of states without it: ``steep`` can no longer buy quality with the budget."""
+    world = World(registry(tmp_path))
+    teach_flat_and_steep(world, "flat", "steep")
+    if change == "retired":
+        world.reg.apply_catalog({"model": "dear", "action": "retired"})
+    elif change == "disabled":
+        (tmp_path / "models.yaml").write_text(MODELS.replace("0.01}", "0.01, enabled: false}"))
+        world.reg.apply_config(RouterConfig.load(tmp_path))
+    else:
+        (tmp_path / "models.yaml").write_text(MODELS.split("  - {name: dear")[0])
+        world.reg.apply_config(RouterConfig.load(tmp_path))
+    states = {k: s for k, s in world.view.items()}
+    policies = {k: world.reg.snapshot.route(task_type_of(k)).policy for k in states}
+    served = split_offsets({k: without(s, "dear") for k, s in states.items()}, policies)
+    with_dear = split_offsets(states, policies)
+    assert served["steep"] < with_dear["steep"] - 0.01  # it mattered: dear made steep worth the budget
+    world.clock[0] = 5.0
+    world.teach("steep", "cheap", [0.2])  # the first key learnt after the split: the others are as they were
+    assert "dear" in world.state("steep").names
+    assert world.state("steep").budget_offset_usd == pytest.approx(served["steep"])

@@ -12,7 +12,9 @@ that keep the isolation the worker promises (docs/guarantees.md):
   tenant only with each other: one tenant's spending never moves another tenant's pacing;
 * ``~shared`` (the state of every task type past ``limits.max_task_types``) neither gives nor takes: a flood
   of junk task types does not move the split of the task types that have state of their own;
-* a key with nobody to share with paces to its own budget (offset 0), as with ``budget_split: off``.
+* a key with nobody to share with paces to its own budget (offset 0), as with ``budget_split: off``;
+* only models the catalog can serve now count: a retired, disabled or shadow model, or one gone from the
+  catalog, keeps its row in the state but buys nothing in the split.
 
 The shares are recomputed from those states at most every ``interval_s`` (a greedy pass per group: the budget
 oracle's linear program solved exactly) and on a change of configuration, less often when a computation takes
@@ -113,7 +115,8 @@ class BudgetSplit:
         states = {k: s for k, s in self._states() if k != SHARED_KEY}
         policies = {k: snapshot.route(task_type_of(k)).policy for k in states}
         rng = self._rng if snapshot.budget_split == "sampled" else None
-        self._shares = budget_shares(states, policies, rng, group_of=tenant_of)
+        servable = frozenset(m.name for m in snapshot.models if m.routable)
+        self._shares = budget_shares(states, policies, rng, group_of=tenant_of, servable=servable)
         self._known = {k: (s.spend_calls, s.spend_total_usd) for k, s in states.items()}
         self.computed += 1
         self._wait = max(self.interval_s, (time.perf_counter() - began) / MAX_CPU_SHARE)

@@ -18,7 +18,7 @@ The linear program is solved greedily (:func:`_split`), exactly: a worker splits
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,16 +119,19 @@ def budget_shares(
     rng: np.random.Generator | None = None,
     *,
     group_of: Callable[[str], str] | None = None,
+    servable: Collection[str] | None = None,
 ) -> BudgetShares:
     """:func:`allocate_budget`'s split with the budget shared only by keys of one group (``group_of``: key ->
     group; default one group) and the same budget. Keys not in budget mode, keys with nobody to share with and
-    states with non-finite statistics (a corrupt record must not move the others' split) take no part."""
+    states with non-finite statistics (a corrupt record must not move the others' split) take no part.
+    ``servable``: the models that can be served (None: every model a state holds); the rows a state keeps for
+    others (retired, disabled, shadow, gone from the catalog) take no part, nor does a key left with none."""
     groups: dict[tuple[str, float], list[str]] = {}
     for key, state in states.items():
         policy = policies.get(key)
         if policy is None or policy.objective != "budget" or policy.budget_mean_cost_usd is None:
             continue
-        if not _finite(state):
+        if not _finite(state) or (servable is not None and not any(n in servable for n in state.names)):
             continue
         group = group_of(key) if group_of is not None else ""
         groups.setdefault((group, policy.budget_mean_cost_usd), []).append(key)
@@ -139,7 +142,7 @@ def budget_shares(
     for (_, budget), keys in groups.items():
         if len(keys) < 2:
             continue
-        for key, share in zip(keys, _shares(keys, states, policies, budget, rng), strict=True):
+        for key, share in zip(keys, _shares(keys, states, policies, budget, rng, servable), strict=True):
             index[key] = len(members)
             target[key] = policies[key].pacing_horizon * (share - budget)
         budgets.append(budget)
@@ -153,10 +156,11 @@ def split_offsets(
     rng: np.random.Generator | None = None,
     *,
     group_of: Callable[[str], str] | None = None,
+    servable: Collection[str] | None = None,
 ) -> dict[str, float]:
     """Each key's ``budget_offset_usd`` under :func:`budget_shares` applied at once: 0.0 (its own budget) for a
     key that takes no part."""
-    shares = budget_shares(states, policies, rng, group_of=group_of)
+    shares = budget_shares(states, policies, rng, group_of=group_of, servable=servable)
 
     def calls_and_spend(key: str) -> tuple[int, float]:
         return states[key].spend_calls, states[key].spend_total_usd
@@ -175,18 +179,25 @@ def _shares(
     policies: Mapping[str, TaskPolicy],
     budget: float,
     rng: np.random.Generator | None,
+    servable: Collection[str] | None = None,
 ) -> list[float]:
-    """The mean cost per call each of ``tasks`` (one group sharing ``budget``) spends in the best split."""
+    """The mean cost per call each of ``tasks`` (one group sharing ``budget``) spends in the best split, over
+    the ``servable`` models only (None: all)."""
     calls = np.array([states[t].spend_calls for t in tasks], dtype=np.float64) + 1.0
     weight = calls / calls.sum()
     quality, cost = [], []
     for t in tasks:
         state = states[t]
         if rng is None:
-            quality.append(quality_moments(state, policies[t].reward)[0])
+            q = quality_moments(state, policies[t].reward)[0]
         else:
-            quality.append(rng.beta(np.maximum(state.alpha, 1e-9), np.maximum(state.beta, 1e-9)))
-        cost.append(cost_moments(state)[0])
+            q = rng.beta(np.maximum(state.alpha, 1e-9), np.maximum(state.beta, 1e-9))
+        c = cost_moments(state)[0]
+        if servable is not None:
+            rows = [i for i, name in enumerate(state.names) if name in servable]
+            q, c = q[rows], c[rows]
+        quality.append(q)
+        cost.append(c)
     return _split(weight, quality, cost, budget)
 
 
