@@ -57,6 +57,11 @@ class Limits:
     """Capped decisions the join of one worker keeps waiting for feedback (about 1 KB of memory each); past it the
     oldest are given up (:meth:`banditroute.agents.join.JoinLogic._give_up`)."""
 
+    def lists(self, configured: Mapping[str, Any], task_type: str) -> bool:
+        """Whether ``task_type`` is listed: in policy.yaml ``task_types`` (``configured``) or ``allowed_task_types``
+        (it always has its own state)."""
+        return task_type in configured or task_type in self.allowed_task_types
+
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> Limits:
         data = dict(data or {})
@@ -147,8 +152,7 @@ class Admission:
                 CAP_RATE,
                 reject=f"tenant_requests_per_s: tenant {tenant or '(none)'!r} is above {rate:g} requests/s",
             )
-        listed = task_type in configured or task_type in limits.allowed_task_types
-        if listed:
+        if limits.lists(configured, task_type):
             self.listed[task_type] = now_s
         else:
             held = self.task_types
@@ -196,8 +200,7 @@ class Admission:
             return None
         if verdict.shared:  # past max_task_types: check stamps nothing
             return []
-        listed = task_type in configured or task_type in limits.allowed_task_types
-        out = [(self.listed if listed else self.task_types, task_type)]
+        out = [(self.listed if limits.lists(configured, task_type) else self.task_types, task_type)]
         if per_tenant and tenant and verdict.capped is None:
             out.append((self.tenants[task_type], tenant))
         return out
@@ -205,9 +208,7 @@ class Admission:
     def established(self, limits: Limits, configured: Mapping[str, Any], task_type: str) -> bool:
         """Whether ``task_type`` is listed or already holds state of its own here (read only; the decide loop
         decides these before new and capped task types, see :mod:`banditroute.kafka.low_lane`)."""
-        return (
-            task_type in configured or task_type in limits.allowed_task_types or task_type in self.task_types
-        )
+        return limits.lists(configured, task_type) or task_type in self.task_types
 
     def _take(self, tenant: str, rate: float, now_s: float) -> bool:
         """Token bucket per tenant: ``rate`` per second, a burst of one second's worth (at least 1)."""
