@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,9 @@ import orjson
 import pytest
 
 from banditroute.core import decode_state
+from banditroute.kafka.local import free_port
 from banditroute.kafka.topics import partition_for
+from tests.browser.live import get, get_json, metric_samples
 from tests.kafka.helpers import WorkerProcess, producer, worker_env
 from tests.kafka.router_world import Loop, observations, read_all, read_compacted, write_config
 
@@ -23,8 +28,10 @@ pytestmark = pytest.mark.kafka
 BAD = b"not a banditroute state"
 
 
-def worker(tmp_path: Path, bootstrap: str, prefix: str, name: str, config_dir: Path) -> WorkerProcess:
-    env = worker_env(bootstrap, prefix, str(config_dir), str(tmp_path / f"data-{name}"))
+def worker(
+    tmp_path: Path, bootstrap: str, prefix: str, name: str, config_dir: Path, **extra: str
+) -> WorkerProcess:
+    env = worker_env(bootstrap, prefix, str(config_dir), str(tmp_path / f"data-{name}"), **extra)
     return WorkerProcess(env, str(tmp_path / f"{name}.log")).start()
 
 
@@ -60,7 +67,9 @@ async def test_an_undecodable_state_is_dead_lettered_and_learning_goes_on(
                 f"{unique_prefix}.state", key=key, value=BAD, partition=partition_for(key, 2)
             )
         # a new worker recovers the bad record into its learner's table: its partition must learn on
-        w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w2", config_dir)
+        port = free_port()
+        web = {"BANDITROUTE_WEB_ENABLED": "true", "BANDITROUTE_WEB_PORT": str(port)}
+        w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w2", config_dir, **web)
         async with Loop(kafka_bootstrap, unique_prefix) as loop:
             await loop.run(100, rng, batch=50, timeout_s=90)
         after = await chat_state(kafka_bootstrap, unique_prefix, 200)
@@ -78,5 +87,38 @@ async def test_an_undecodable_state_is_dead_lettered_and_learning_goes_on(
             sent.offset,
         )
         assert "last good state" in letter["error"]
+        # counted by reason in /api/stats and /metrics, and shown by `banditroute tail dlq`
+        base = f"http://127.0.0.1:{port}"
+        stats = await get_json(f"{base}/api/stats")
+        assert stats["dead_letters"]["undecodable_state"] == 1
+        assert stats["counters"]["bad_state_records"] == 1 and stats["counters"]["bad_states_replaced"] == 1
+        text = (await asyncio.to_thread(get, f"{base}/metrics"))[2].decode()
+        assert metric_samples(text, "banditroute_dead_letters_total")['{reason="undecodable_state"}'] == 1
+        env = {
+            **os.environ,
+            "BANDITROUTE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "BANDITROUTE_TOPIC_PREFIX": unique_prefix,
+        }
+        tailed = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "banditroute",
+                "tail",
+                "dlq",
+                "--reason",
+                "undecodable_state",
+                "--format",
+                "json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        [shown] = [orjson.loads(line) for line in tailed.stdout.splitlines() if line.strip()]
+        assert shown["reason"] == "undecodable_state" and shown["source_offset"] == sent.offset
     finally:
         assert w.terminate() == 0, w.log_tail()
