@@ -43,7 +43,7 @@ from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core import TaskState
 from banditroute.events import DeadLetter, DeadLetterReason, ModelCatalogEvent
 from banditroute.join_io import TICK_HEADER, JoinIO
-from banditroute.kafka import backoff, faust_fetch, faust_hold, fetch_cycles
+from banditroute.kafka import backoff, faust_fetch, faust_hold, fetch_cycles, state_keys
 from banditroute.kafka.admin import admin_client, check_partitions, create_topics, new_topic
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.gaps import GapFiller
@@ -52,6 +52,7 @@ from banditroute.kafka.partition_reader import QUIET_FETCH_WAIT_MS, PartitionRea
 from banditroute.kafka.replies import own_topics_refused
 from banditroute.kafka.spill import SPILL_SUFFIX
 from banditroute.kafka.staged import StagedTable, flush_acknowledged
+from banditroute.kafka.state_keys import STATE_KEY_CODEC
 from banditroute.kafka.state_reader import StateReader
 from banditroute.kafka.topics import partition_for
 from banditroute.limits import CAPS
@@ -83,6 +84,7 @@ class Router(JoinIO):
         backoff.install()  # every aiokafka client of the worker, faust's included (see kafka/backoff.py)
         faust_fetch.install()  # no tasks per fetched record in faust's consumer (see kafka/faust_fetch.py)
         faust_hold.install()  # faust never delivers what the worker's own readers read (kafka/faust_hold.py)
+        state_keys.install()  # the state topic's key codec (kafka/state_keys.py)
         fetch_cycles.install()  # a fetch dropped unread is freed at once, not by a collection (kafka/fetch_cycles.py)
         self.settings = settings
         self.registry = Registry(config or RouterConfig.load(settings.config_dir), settings.config_dir)
@@ -126,7 +128,7 @@ class Router(JoinIO):
             partitions=s.state_partitions,
             compacting=True,
             deleting=False,
-            key_serializer="json",
+            key_serializer=STATE_KEY_CODEC,  # JSON, and keys no learner writes do not stop table recovery
             value_serializer="raw",
         )
         self.request_to_pending = app.Table(

@@ -122,3 +122,28 @@ async def test_an_undecodable_state_is_dead_lettered_and_learning_goes_on(
         assert shown["reason"] == "undecodable_state" and shown["source_offset"] == sent.offset
     finally:
         assert w.terminate() == 0, w.log_tail()
+
+
+@pytest.mark.parametrize("key", [b"\xff not json", b'{"a": 1}'], ids=["not-json", "not-a-string"])
+async def test_a_key_no_learner_writes_does_not_stop_table_recovery(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, key: bytes
+) -> None:
+    """A state topic record whose key is not a JSON string (faust's recovery of the learner's table retried its
+    failure forever, and the worker never decided anything): the worker decides and learns on."""
+    config_dir = write_config(tmp_path / "config")
+    rng = np.random.default_rng(5)
+    w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w1", config_dir)
+    try:
+        async with Loop(kafka_bootstrap, unique_prefix) as loop:
+            await loop.run(50, rng, batch=50, timeout_s=90)
+        assert w.terminate() == 0, w.log_tail()
+        async with producer(kafka_bootstrap, acks="all") as p:
+            for partition in (0, 1):
+                await p.send_and_wait(f"{unique_prefix}.state", key=key, value=BAD, partition=partition)
+        w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w2", config_dir)
+        async with Loop(kafka_bootstrap, unique_prefix) as loop:
+            await loop.run(50, rng, batch=50, timeout_s=60)
+        after = await chat_state(kafka_bootstrap, unique_prefix, 100)
+        assert after is not None and observations(after) == 100, w.log_tail()
+    finally:
+        assert w.terminate() == 0, w.log_tail()
