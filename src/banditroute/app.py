@@ -376,11 +376,23 @@ class Router(JoinIO):
 
     async def _read_state_before_replacing(self, keys: set[str]) -> None:
         """Before the learner replaces a state that does not decode with the key's last good one, let the state
-        reader read the topic up to date (at most ``STATE_READ_WAIT_S``): until then it may not know that one."""
-        if self.reader.caught_up.is_set() or all(self.learn.decodes(key) for key in keys):
+        reader read the topic up to date (at most ``STATE_READ_WAIT_S``): until then it may not know that one.
+        A key whose good state the view evicted (idle) has it read back from the place the view remembered."""
+        undecodable = [key for key in keys if not self.learn.decodes(key)]
+        if not undecodable:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.reader.caught_up.wait(), STATE_READ_WAIT_S)
+        if not self.reader.caught_up.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.reader.caught_up.wait(), STATE_READ_WAIT_S)
+        view, reader = self.view, self.reader
+        for key in undecodable:
+            where = view.evicted.get(key)
+            if where is None or view.get(key) is not None:
+                continue
+            raw = await reader.fetch(key)
+            state = None if raw is None else reader.decode(key, raw)
+            if state is not None and view.get(key) is None:  # else compaction left only the bad record
+                view.offer(key, state, where)
 
     async def _bad_state(self, bad: Undecodable) -> None:
         """Dead-letter a state the learner could not decode (sent and acknowledged with the batch's states)."""

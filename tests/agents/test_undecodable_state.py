@@ -118,3 +118,37 @@ async def test_reading_back_an_undecodable_state_decides_with_the_prior(tmp_path
         await local.stop(2.0)
     assert fetched == ["summarise"] and "summarise" not in local.view.evicted
     assert local.reader.counters["bad_state_records"] == 1
+
+
+async def test_a_key_evicted_from_the_view_learns_on_from_its_last_good_state(tmp_path: Path) -> None:
+    """The view evicted an idle key's good state (it remembers its place); a rebalance recovers a record that
+    does not decode into the learner's table before the idle sweep drops it again. The learner must learn on
+    from that good state (read back from its place), not from the prior (before: every outcome it ever learnt
+    for the key was lost, and the dead letter said no good state had been read)."""
+    from banditroute.app import Router
+    from tests.kafka.router_world import write_config
+
+    config_dir = write_config(tmp_path / "config")
+    router = Router(Settings().model_copy(update={"config_dir": config_dir, "data_dir": tmp_path / "data"}))
+    table: dict[str, bytes] = {}
+    learn = LearnLogic(table, router.registry)
+    learn.apply([{**outcome(i), "model": "budget"} for i in range(3)], 1.7e9)
+    good = learn.state("chat")
+    router.view.offer("chat", good, (0, 4))
+    assert router.view.evict("chat")
+    router.task_to_state.data["chat"] = BAD  # recovered from the state topic after a rebalance
+    router.reader.caught_up.set()
+    fetched: list[str] = []
+
+    async def fetch(key: str) -> bytes:
+        fetched.append(key)
+        return table["chat"]  # the record at the place the view remembered
+
+    router.reader.fetch = fetch  # type: ignore[method-assign]
+    keys = {"chat"}
+    await router._read_state_before_replacing(keys)  # as Router._learn_records, before apply
+    await router._restore_evicted(keys)
+    router.learn.apply([{**outcome(3), "model": "budget"}], 1.7e9)
+    [bad] = router.learn.undecodable
+    assert bad.last_good and fetched == ["chat"]
+    assert router.learn.state("chat").events == good.events + 1
