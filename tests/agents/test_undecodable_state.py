@@ -152,3 +152,23 @@ async def test_a_key_evicted_from_the_view_learns_on_from_its_last_good_state(tm
     [bad] = router.learn.undecodable
     assert bad.last_good and fetched == ["chat"]
     assert router.learn.state("chat").events == good.events + 1
+
+
+def test_the_state_reader_reads_keys_as_the_learners_table_does(tmp_path: Path) -> None:
+    """A record whose key is JSON but not a string (``123``, ``{"a": 1}``) is held by the learner's table under a
+    key no task type has (kafka/state_keys.py); the state reader must not read it as the state of task type
+    "123" (before: every worker and local-mode client decided task type 123 with it, a state no learner learns
+    on, held until a learnt one's version passed it). Counted as a bad state record; the good one stays."""
+    from banditroute.kafka.state_keys import UNREADABLE, StateKeyCodec
+
+    registry = Registry(RouterConfig.load(write(tmp_path / "b", VERSION_B)))
+    view = StateView()
+    states = reader(registry, view)
+    good = encode_state(learnt(registry, 2))
+    states._apply(record("p.state", "123", good, 4))
+    forged = encode_state(learnt(registry, 5))
+    for offset, key in enumerate((b"123", b'{"a": 1}', b"\xff"), start=5):
+        states._apply(SimpleNamespace(topic="p.state", key=key, value=forged, partition=0, offset=offset))
+        assert StateKeyCodec()._loads(key).startswith(UNREADABLE)  # as the learner's table holds it
+    assert view.keys() == ["123"] and view.get("123").events == 2  # type: ignore[union-attr]
+    assert states.counters == {"bad_state_records": 3}

@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 from faust.serializers import codecs
 
+from banditroute.kafka.state_reader import state_key_of
+
 STATE_KEY_CODEC = "banditroute_state_key"
 UNREADABLE = "\x00unreadable key "
 """The beginning of the key a record with an unreadable key is held under (then its bytes in hex)."""
@@ -23,11 +25,8 @@ class StateKeyCodec(codecs.Codec):
     """JSON for every key a learner writes; any other key is read as ``UNREADABLE`` + its bytes in hex."""
 
     def _loads(self, s: bytes) -> Any:
-        try:
-            key = orjson.loads(s)
-        except orjson.JSONDecodeError:
-            key = None
-        return key if isinstance(key, str) else UNREADABLE + bytes(s).hex()
+        key = state_key_of(s)  # as every state reader reads it
+        return key if key is not None else UNREADABLE + bytes(s).hex()
 
     def _dumps(self, s: Any) -> bytes:
         return orjson.dumps(s)

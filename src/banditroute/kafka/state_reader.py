@@ -31,6 +31,17 @@ UNDECODABLE_INDEX_MAX = 10_000
 """Places of undecodable state records remembered (for the learner's dead letters); past this, the oldest go."""
 
 
+def state_key_of(raw: bytes | None) -> str | None:
+    """The state key of a state topic record's key: a JSON string (what every learner writes), else None. The
+    learner's table reads the same keys (``kafka/state_keys.py``), so a reader never holds a state under a key
+    the learner would not learn it under."""
+    try:
+        key = orjson.loads(raw) if raw is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    return key if isinstance(key, str) else None
+
+
 class StateReader:
     """Tail the state and catalog topics into the view and the registry."""
 
@@ -242,7 +253,14 @@ class StateReader:
             if record.topic == self.state_topic:
                 if record.key is None:
                     return
-                key = str(orjson.loads(record.key))
+                key = state_key_of(record.key)
+                if key is None:  # the learner's table holds it under a key no task type has
+                    self.counters["bad_state_records"] += 1
+                    log.error(
+                        "state record with a key that is not a JSON string: skipped",
+                        extra={"topic": self.state_topic, "where": (record.partition, record.offset)},
+                    )
+                    return
                 if record.value is None:  # a tombstone: ``banditroute state forget``
                     self.undecodable.pop(key, None)
                     self.view.drop(key)
