@@ -7,7 +7,7 @@ import math
 import pytest
 
 from banditroute.core import ModelSpec, Outcome, TaskPolicy, TaskState, new_state, update_many
-from banditroute.core.pooling import pooled_priors, pooled_table, with_priors
+from banditroute.core.pooling import TAU2_METHODS, pooled_priors, pooled_table, with_priors
 from banditroute.core.state import Q_SUM, replace_state
 
 MODELS = (ModelSpec("a", 0.001), ModelSpec("b", 0.002))
@@ -107,3 +107,72 @@ def test_a_state_with_non_finite_evidence_does_not_poison_the_others() -> None:
         for task in ("x", "y"):
             assert priors[task]["a"] == pytest.approx(without[task]["a"])
         assert all(math.isfinite(v) for row in priors.values() for pair in row.values() for v in pair)
+
+
+def _agreeing(k: int) -> dict[str, TaskState]:
+    """``k`` task types that agree on both models up to sampling noise (200 calls each)."""
+    return {f"t{i}": _state({"a": 150 - 4 * (i % 2), "b": 100 + 3 * (i % 3)}) for i in range(k)}
+
+
+def test_posterior_pools_little_from_few_agreeing_task_types_and_fully_from_many() -> None:
+    """Two or three task types that agree leave the between-task variance uncertain, so the posterior-mean
+    estimate gives a weak prior; from six on it is as strong as the DerSimonian-Laird point estimate's."""
+    strength = {
+        k: _strength(pooled_priors(_agreeing(k), max_strength=200.0, tau2_method="posterior")["t0"]["a"])
+        for k in (2, 3, 4, 6, 10)
+    }
+    assert strength[2] < 15.0, strength
+    assert strength[2] < strength[3] < strength[4] < strength[6], strength
+    assert strength[6] == pytest.approx(200.0) and strength[10] == pytest.approx(200.0)
+    dl = pooled_priors(_agreeing(2), max_strength=200.0, tau2_method="dl")
+    assert _strength(dl["t0"]["a"]) == pytest.approx(200.0)  # the point estimate: tau² = 0 from two means
+
+
+@pytest.mark.parametrize("method", TAU2_METHODS)
+def test_every_method_barely_pools_disagreeing_task_types(method: str) -> None:
+    states = {
+        "x": _state({"a": 190, "b": 20}),
+        "y": _state({"a": 20, "b": 190}),
+        "z": _state({"a": 100, "b": 100}),
+    }
+    priors = pooled_priors(states, max_strength=200.0, tau2_method=method)
+    for t in states:
+        for m in ("a", "b"):
+            assert _strength(priors[t][m]) < 5.0, priors
+
+
+def test_posterior_from_one_task_type_is_the_uniform_priors() -> None:
+    """One task type with evidence says nothing about the between-task spread: tau² is the uniform prior's
+    mean, a third of the largest variance, so the lent prior is worth about 3 - 1 = 2 observations."""
+    states = {"x": _state({"a": 150, "b": 100}), "y": _state({}, calls=0)}
+    priors = pooled_priors(states, tau2_method="posterior")
+    assert priors["x"]["a"] == (1.0, 1.0)
+    assert _strength(priors["y"]["a"]) == pytest.approx(2.0, abs=0.05)
+
+
+def test_dl_k_scales_the_strength_by_the_task_types_holding_evidence() -> None:
+    for k in (2, 3, 6):
+        priors = pooled_priors(_agreeing(k), max_strength=100.0, tau2_method="dl_k")
+        assert _strength(priors["t0"]["a"]) == pytest.approx(100.0 * (k - 1) / (k + 1))
+
+
+@pytest.mark.parametrize("method", TAU2_METHODS)
+def test_grouped_pooling_is_each_group_pooled_on_its_own_for_every_method(method: str) -> None:
+    groups = {
+        "x": {"x1": _state({"a": 150, "b": 50}), "x2": _state({"a": 140, "b": 60}), "x3": _state({"a": 10})},
+        "y": {"y1": _state({"a": 20, "b": 180}), "y2": _state({"a": 30, "b": 170}, calls=250)},
+    }
+    states = {k: s for group in groups.values() for k, s in group.items()}
+    table = pooled_table(states, group_of=lambda key: key[0], tau2_method=method)
+    for group in groups.values():
+        alone = pooled_table(group, tau2_method=method)
+        for key, state in group.items():
+            got, want = table.row(key, state.names), alone.row(key, state.names)
+            assert got is not None and want is not None
+            for name in state.names:
+                assert got[name] == pytest.approx(want[name], rel=1e-9)
+
+
+def test_an_unknown_method_is_refused() -> None:
+    with pytest.raises(ValueError, match="tau2_method"):
+        pooled_table({"x": _state({"a": 1})}, tau2_method="reml")

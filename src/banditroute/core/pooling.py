@@ -25,6 +25,12 @@ from banditroute.core.state import PRIOR_A, PRIOR_B, Q_N, Q_SQ, Q_SUM, TaskState
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_MAX_STRENGTH = 200.0  # chosen by the evaluation suite; see README "Defaults and why"
 MIN_WITHIN_VAR = 1e-4
+TAU_GRID_POINTS = 64
+TAU2_METHODS = ("dl", "posterior", "dl_k")
+"""How ``tau²`` is estimated: ``dl`` the DerSimonian-Laird point estimate; ``posterior`` its posterior mean
+under a uniform prior on ``tau`` (wide when few task types hold evidence); ``dl_k`` DerSimonian-Laird with the
+strength scaled by ``(k - 1) / (k + 1)``, ``k`` the task types holding evidence for the model."""
+DEFAULT_TAU2_METHOD = "dl"
 
 
 def between_task_variance(means: FloatArray, sampling_var: FloatArray, seen: FloatArray) -> FloatArray:
@@ -69,6 +75,51 @@ def _between_task_variance(
     with np.errstate(divide="ignore", invalid="ignore"):
         tau2 = np.where((k >= 2) & (denom > 0), (q - (k - 1)) / denom, 0.0)
     return np.maximum(tau2, 0.0)
+
+
+def _tau_grid(points: int = TAU_GRID_POINTS) -> tuple[FloatArray, FloatArray]:
+    """Points in [0, 1] (0, then geometric from 1e-3) and their trapezoid weights: a uniform prior's mass."""
+    u = np.concatenate([[0.0], np.geomspace(1e-3, 1.0, points - 1)])
+    du = np.diff(u)
+    weight = np.concatenate([[du[0]], du[:-1] + du[1:], [du[-1]]]) / 2.0
+    return u, weight
+
+
+def _posterior_tau2(
+    means: FloatArray, sampling_var: FloatArray, seen: FloatArray, group: npt.NDArray[np.intp], n_groups: int
+) -> FloatArray:
+    """Posterior mean of ``tau²`` per column of each group of rows (``group``: each row's group index), under
+    a uniform prior on ``tau`` in ``[0, sqrt(m (1 - m))]`` (``m`` the group's mean for the model: no
+    between-task variance of means in [0, 1] is larger) and the normal random-effects likelihood of the task
+    types' means with ``mu`` integrated out (a flat prior), on a grid of ``tau``. Returns (tasks, models).
+
+    One task type with evidence says nothing of ``tau``: the posterior is the prior (mean ``m (1 - m) / 3``);
+    two that agree leave it wide (mean about ``m (1 - m) / (2 log(sqrt(m (1 - m) / v)))``, ``v`` their
+    sampling variance); from about five on it concentrates where the data put it, as the point estimate does.
+    """
+    u, prior = _tau_grid()
+    tasks, models = means.shape
+    member = np.zeros((n_groups, tasks))
+    member[group, np.arange(tasks)] = 1.0
+
+    def sums(x: FloatArray) -> FloatArray:  # (tasks, g, models) -> (groups, g, models)
+        return (member @ x.reshape(tasks, -1)).reshape(n_groups, -1, models)
+
+    n_seen = sums(seen[:, None, :])[:, 0, :]
+    grand = sums((seen * means)[:, None, :])[:, 0, :] / np.maximum(n_seen, 1.0)
+    upper2 = np.maximum(grand * (1.0 - grand), MIN_WITHIN_VAR)  # (groups, models)
+    tau2 = (u * u)[None, :, None] * upper2[:, None, :]  # (groups, g, models)
+    var = np.maximum(sampling_var, 1e-12)[:, None, :] + tau2[group]  # (tasks, g, models)
+    w = seen[:, None, :] / var
+    wy = w * means[:, None, :]
+    total = sums(w)
+    safe = np.where(total > 0, total, 1.0)
+    # sum of w (y - centre)² over the group, centre = sum(w y) / sum(w)
+    q = sums(wy * means[:, None, :]) - sums(wy) ** 2 / safe
+    loglik = -0.5 * (sums(seen[:, None, :] * np.log(var)) + np.log(safe) + np.maximum(q, 0.0))
+    post = np.exp(loglik - loglik.max(axis=1, keepdims=True)) * prior[None, :, None]
+    post_tau2 = (post * tau2).sum(axis=1) / post.sum(axis=1)  # (groups, models)
+    return np.where(n_seen >= 1, post_tau2, 0.0)[group]
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,15 +175,21 @@ def pooled_table(
     max_strength: float = DEFAULT_MAX_STRENGTH,
     min_tau2: float = 0.0,
     group_of: Callable[[str], str] | None = None,
+    tau2_method: str = DEFAULT_TAU2_METHOD,
 ) -> PooledTable:
     """The pooled pseudo-observations of every task type in ``states`` (see :func:`pooled_priors`). With
     ``group_of`` (state key -> group), each task type pools only with the task types of its own group, as if
-    each group were pooled on its own (one numpy pass for all groups)."""
+    each group were pooled on its own (one numpy pass for all groups). ``tau2_method``: see
+    :data:`TAU2_METHODS`."""
+    if tau2_method not in TAU2_METHODS:
+        raise ValueError(f"unknown tau2_method {tau2_method!r}; known: {', '.join(TAU2_METHODS)}")
     colsum: ColumnSums = _all_rows
+    group, n_groups = np.zeros(len(states), dtype=np.intp), 1
     if group_of is not None:
         ids: dict[str, int] = {}
         group = np.array([ids.setdefault(group_of(t), len(ids)) for t in states], dtype=np.intp)
-        colsum = _group_sums(group, len(ids))
+        n_groups = len(ids)
+        colsum = _group_sums(group, n_groups)
     col = {m: j for j, m in enumerate(sorted({m for st in states.values() for m in st.names}))}
     n, s, sq = _evidence(states, col)
     finite = np.isfinite(n) & np.isfinite(s) & np.isfinite(sq)
@@ -142,15 +199,22 @@ def pooled_table(
     safe_n = np.maximum(n, 1.0)
     mean = s / safe_n
     within = np.maximum(sq / safe_n - mean * mean, MIN_WITHIN_VAR)
-    tau2 = np.maximum(_between_task_variance(mean, within / safe_n, seen, colsum), min_tau2)
     # leave one out: task i's prior uses the evidence of the other task types only
     n_seen, s_seen = n * seen, s * seen
     other_n = colsum(n_seen) - n_seen
     other_s = colsum(s_seen) - s_seen
+    if tau2_method == "posterior":
+        tau2 = _posterior_tau2(mean, within / safe_n, seen, group, n_groups)
+    else:
+        tau2 = _between_task_variance(mean, within / safe_n, seen, colsum)
+    tau2 = np.maximum(tau2, min_tau2)
     centre = (other_s + 0.5) / (other_n + 1.0)
     spread = centre * (1.0 - centre)
     with np.errstate(divide="ignore"):
         strength = np.where(tau2 > 0, spread / np.where(tau2 > 0, tau2, 1.0) - 1.0, max_strength)
+    if tau2_method == "dl_k":
+        k = np.broadcast_to(colsum(seen), n.shape)
+        strength = strength * (k - 1.0) / (k + 1.0)
     strength = np.clip(strength, 0.0, max_strength)
     strength = np.minimum(strength, other_n)
     tasks = {t: i for i, t in enumerate(states)}
@@ -163,14 +227,15 @@ def pooled_priors(
     *,
     max_strength: float = DEFAULT_MAX_STRENGTH,
     min_tau2: float = 0.0,
+    tau2_method: str = DEFAULT_TAU2_METHOD,
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Per task type, per model: a Beta quality prior ``base + pooled pseudo-observations``.
 
     ``base`` is, per task type, each model's own prior (the catalog's ``quality_prior``; default Beta(1, 1)).
     Models a task type's state does not know are skipped. ``min_tau2`` floors the between-task variance (less
-    pooling).
+    pooling); ``tau2_method``: see :data:`TAU2_METHODS`.
     """
-    table = pooled_table(states, max_strength=max_strength, min_tau2=min_tau2)
+    table = pooled_table(states, max_strength=max_strength, min_tau2=min_tau2, tau2_method=tau2_method)
     out: dict[str, dict[str, tuple[float, float]]] = {}
     for t, state in states.items():
         row = table.row(t, state.names, (base or {}).get(t))
