@@ -33,7 +33,7 @@ from banditroute.core import (
     update_many,
 )
 from banditroute.core.budget import BudgetShares, allocate_budget, budget_shares, share_budget
-from banditroute.core.pooling import DEFAULT_MAX_STRENGTH, pooled_priors, with_priors
+from banditroute.core.pooling import DEFAULT_MAX_STRENGTH, DEFAULT_TAU2_METHOD, pooled_priors, with_priors
 from banditroute.core.state import replace_state
 from banditroute.sim.priors import FittedPriors
 from banditroute.sim.table import OutcomeTable, parse_mix
@@ -63,7 +63,9 @@ class RouterSetup:
     models: dict[str, tuple[ModelSpec, ...]]
     policies: dict[str, TaskPolicy]
     pooled_prior_strength: float = 0.0  # the most pseudo-observations a pooled prior may hold; 0 = off
-    pooling: str = "eb"  # "eb": empirical Bayes (core.pooling); "fixed": the pre-0.2 fixed-strength pool
+    # "eb": empirical Bayes (core.pooling), "eb:<method>" with a given core.pooling.TAU2_METHODS entry;
+    # "fixed": the pre-0.2 fixed-strength pool
+    pooling: str = "eb"
     shared_budget: bool = True  # one budget over all task types (as the budget oracle), not one per type
     # a shared budget's split over task types: "sampled" (the budget oracle's split on a posterior draw, the
     # default), "mean" (on posterior means) or "slack" (the same mean cost everywhere); see core.budget
@@ -286,7 +288,8 @@ def pool(states: dict[str, TaskState], setup: RouterSetup) -> dict[str, TaskStat
         shared = fixed_pooled_priors(states, setup.pooled_prior_strength)
         return {t: with_priors(s, shared) for t, s in states.items()}
     base = {t: {m.name: m.quality_prior for m in models} for t, models in setup.models.items()}
-    priors = pooled_priors(states, base, max_strength=setup.pooled_prior_strength)
+    method = setup.pooling.partition(":")[2] or DEFAULT_TAU2_METHOD
+    priors = pooled_priors(states, base, max_strength=setup.pooled_prior_strength, tau2_method=method)
     return {t: with_priors(s, priors[t]) for t, s in states.items()}
 
 

@@ -62,6 +62,12 @@ VARIANTS: dict[str, Variant] = {
     "thompson_split_slack": Variant("thompson_split_slack", "thompson", setup={"budget_split": "slack"}),
     # the worker splits about once a second (agents/budget_split.py): every 20 blocks (1,000 requests at delay 50)
     "thompson_split_every20": Variant("thompson_split_every20", "thompson", setup={"budget_split_every": 20}),
+    # the between-task variance for groups of few task types (core.pooling.TAU2_METHODS)
+    "thompson_pool_posterior": Variant(
+        "thompson_pool_posterior", "thompson", setup={"pooling": "eb:posterior"}
+    ),
+    "thompson_pool_dl_k": Variant("thompson_pool_dl_k", "thompson", setup={"pooling": "eb:dl_k"}),
+    "thompson_pool_dl": Variant("thompson_pool_dl", "thompson", setup={"pooling": "eb:dl"}),
     "thompson_pool50": Variant("thompson_pool50", "thompson", setup={"pooled_prior_strength": 50.0}),
     "thompson_pool1000": Variant("thompson_pool1000", "thompson", setup={"pooled_prior_strength": 1000.0}),
     "thompson_naive": Variant("thompson_naive", "thompson_naive"),
@@ -179,6 +185,7 @@ PRIORS_VARIANTS = (
     Variant("thompson_priors", "thompson", setup={"priors": "fitted"}),
     Variant("thompson_naive", "thompson_naive"),
 )
+PRIORS_NAMES = frozenset(v.name for v in PRIORS_VARIANTS)
 
 
 def split_tasks(table: OutcomeTable, seed: int) -> tuple[OutcomeTable, OutcomeTable]:
@@ -199,7 +206,8 @@ def run_seed(
 ) -> dict[str, dict[str, Any]]:
     """Every variant on one seed of one cell: the figures the suite aggregates, per variant.
 
-    A "priors" cell fits priors on half of the task types and replays the other half with and without them.
+    A "priors" cell fits priors on half of the task types and replays the other half with and without them,
+    and with every other variant asked for (without the fitted priors).
     """
     table = load_source(source)
     out: dict[str, dict[str, Any]] = {}
@@ -208,7 +216,7 @@ def run_seed(
     if cell.mode == "priors":
         fit_half, table = split_tasks(table, seed)
         fitted = fit_priors(fit_half)
-        variants = PRIORS_VARIANTS
+        variants = [*PRIORS_VARIANTS, *(v for v in variants if v.name not in PRIORS_NAMES)]
     for variant in variants:
         setup = _setup(table, cell, variant, fitted)
         result = replay(
