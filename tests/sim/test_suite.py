@@ -161,3 +161,25 @@ def test_evaluate_policy_and_priors_commands(tmp_path: Path) -> None:
     )  # fmt: skip
     assert used.exit_code == 0, used.output
     assert json.loads(used.output)["requests"] == 40
+
+
+def test_held_out_cells_replay_the_variants_asked_for_beside_the_fitted_priors() -> None:
+    """A pooling variant is measured where groups are small: the held-out half of the task types."""
+    result = evaluate(
+        {"synthetic_specialists": "synthetic:synthetic_specialists"},
+        lams=(),
+        seeds=1,
+        requests=1000,
+        variants=("thompson", "thompson_pool_posterior", "thompson_naive"),
+        budget_fractions=(),
+        one_pass=False,
+        jobs=1,
+    )
+    [cell] = result.cells
+    assert cell["mode"] == "priors"
+    assert list(cell["policies"]) == [
+        "thompson",
+        "thompson_priors",
+        "thompson_naive",
+        "thompson_pool_posterior",
+    ]
