@@ -9,7 +9,9 @@ by the evidence the other task types hold and by ``max_strength``. Models whose 
 task types are thus shrunk little; models that behave alike everywhere share their evidence.
 
 Each task type's prior uses only the *other* task types' evidence (leave one out), so no evidence counts
-twice. With fewer than two task types holding evidence for a model, nothing is pooled.
+twice. With only one task type holding evidence for a model, ``tau²`` cannot be estimated and is taken as 0:
+the task types without evidence get that one's mean as their prior, worth its evidence up to ``max_strength``
+(the small-group weakness README "Learning" describes).
 """
 
 from __future__ import annotations
