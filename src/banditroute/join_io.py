@@ -28,6 +28,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -37,13 +38,14 @@ from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dea
 from banditroute.config import Registry
 from banditroute.events import DeadLetter, DeadLetterReason, Feedback
 from banditroute.kafka.decide_service import DecideService
-from banditroute.kafka.decision_publisher import is_local_origin
+from banditroute.kafka.decision_publisher import ORIGIN_HEADER, is_local_origin
 from banditroute.kafka.fast_feedback import fast_feedback
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, skip_own
 from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.partition_reader import PartitionReader, Skip
 from banditroute.kafka.staged import StagedTable, flush_acknowledged
 from banditroute.kafka.topics import partition_for, partitions_for
+from banditroute.served import Served, served_fields
 from banditroute.services import WorkerApp
 from banditroute.settings import Settings
 from banditroute.web.top import TopTaskTypes
@@ -287,25 +289,103 @@ class JoinIO:
             await self._finish_join(results)
 
     async def _join_decisions(self, records: list[Any]) -> None:
-        """One batch from the decision reader (committed by it once this returns)."""
+        """One batch from the decision reader (committed by it once this returns). The worker's own decisions
+        (handed over in memory) are passed over; the usual others, local-mode clients' decisions, are joined in
+        runs (:meth:`_join_run`: one ``on_served`` for consecutive decisions, one clock for the batch, local
+        decisions counted per client once); anything else (a tick, another worker's decision, a record that does
+        not read as a decision) goes to :meth:`_join_record` on its own, in order, as it always did."""
         async with self._join_lock:
             results: list[JoinResult] = []
             self._take_handoffs(results)
-            token = self.decider.token
+            token, topic, loads, served_of = (
+                self.decider.token,
+                self.decisions.get_topic_name(),
+                orjson.loads,
+                self._served_of,
+            )
+            now = time.time()  # a deadline is at most the batch's work early
+            run: list[tuple[int, int, Served]] = []
+            ran: list[Any] = []  # the run's records
+            clients: Counter[tuple[str, str]] = Counter()  # local decisions per (client id, model)
             own = 0
             for record in records:
-                origin = header(record.headers, DECIDER_HEADER)
+                origin: bytes | None = None
+                local = tick = False
+                # one pass over the headers for what header(), tick_time() and is_local_origin() read
+                for key, value in record.headers or ():
+                    if key == ORIGIN_HEADER:
+                        local = local or value == b"local"
+                    elif key == DECIDER_HEADER:
+                        if origin is None:
+                            origin = bytes(value) if value is not None else b""
+                    elif key == TICK_HEADER:
+                        tick = True
                 if origin is not None and origin == token:  # handed over in memory
                     own += 1
                     if record.offset >= self._handed.get(record.partition, 0):
                         first = self._ahead.get(record.partition, (record.offset, 0))[0]
                         self._ahead[record.partition] = (first, record.offset)
                     continue
+                if not tick and origin is None and record.topic == topic:
+                    try:
+                        decision = loads(record.value)
+                        client = (str(decision["worker_id"]), str(decision["model"])) if local else None
+                        served = served_of(decision)
+                    except Exception:  # _join_record reads it again, and dead-letters it
+                        pass
+                    else:
+                        if client is not None:
+                            clients[client] += 1
+                        if served is not None:
+                            run.append((record.partition, record.offset, served))
+                            ran.append(record)
+                        continue
+                await self._join_run(run, ran, now, results)  # the decisions before it come first
                 await self._join_record(record, results, worker=origin is not None)
+            await self._join_run(run, ran, now, results)
+            for (client_id, model), n in clients.items():
+                self.client_top.count(self.local_decisions, client_id, model, now, n)
             self._only_own = own == len(records)
             if own:
                 self.counters["own_decisions_read"] += own
             await self._finish_join(results)
+
+    def _served_of(self, decision: Any) -> Served | None:
+        """What :meth:`_join_record` would join of a decision read from the topic (None: it serves no model);
+        raises where it would fail (it then reads the record itself)."""
+        if type(decision) is not dict:
+            raise TypeError(f"a decision is a JSON object, not {type(decision).__name__}")
+        decision["task_key"] = decision.get("state_key") or self.registry.state_key(
+            decision.get("tenant"), decision["task_type"]
+        )
+        if decision.get("model") is None or decision.get("shadow") or decision.get("is_default_route"):
+            return None  # as JoinLogic.on_decision: nothing served by the router, nothing to learn
+        return served_fields(decision)
+
+    async def _join_run(
+        self, run: list[tuple[int, int, Served]], ran: list[Any], now: float, results: list[JoinResult]
+    ) -> None:
+        """Join ``run`` (decisions of ``ran``, in order) with one ``JoinLogic.on_served``, then empty both. A
+        decision it fails on is dead-lettered as :meth:`_join_record` would, and the run goes on after it."""
+        start, at = 0, [0]
+
+        def feed(begin: int) -> Iterator[tuple[int, int, Served]]:
+            for i in range(begin, len(run)):
+                at[0] = i
+                yield run[i]
+
+        while start < len(run):
+            result, at[0] = JoinResult(), start  # a failure before the first record is taken blames that one
+            try:
+                self.join.on_served(feed(start), now, TAG_DECISIONS, result)
+                start = len(run)
+            except Exception as exc:  # never let one record stop the join; the bug is kept with its input
+                await self._join_failed(ran[at[0]], exc)
+                start = at[0] + 1
+            if result.outcomes or result.rejections or result.counters:
+                results.append(result)
+        run.clear()
+        ran.clear()
 
     async def _finish_join(self, results: list[JoinResult]) -> None:
         """Join state acknowledged first, then outcomes and dead letters."""
@@ -342,15 +422,18 @@ class JoinIO:
             else:
                 await self._join_one_feedback(msg, now, results)
         except Exception as exc:  # never let one record stop the join; the bug is kept with its input
-            log.exception("join failed", extra={"topic": msg.topic, "offset": msg.offset})
-            await self._dead_letter(
-                msg.value,
-                msg.topic,
-                msg.partition,
-                msg.offset,
-                DeadLetterReason.INTERNAL_ERROR,
-                f"the join failed on this record: {type(exc).__name__}: {exc}",
-            )
+            await self._join_failed(msg, exc)
+
+    async def _join_failed(self, msg: Any, exc: Exception) -> None:
+        log.exception("join failed", extra={"topic": msg.topic, "offset": msg.offset})
+        await self._dead_letter(
+            msg.value,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            DeadLetterReason.INTERNAL_ERROR,
+            f"the join failed on this record: {type(exc).__name__}: {exc}",
+        )
 
     async def _join_one_feedback(self, msg: Any, now: float, results: list[JoinResult]) -> None:
         """Join one feedback record; what it produces is added to the last result (so in order: outcomes are
