@@ -106,3 +106,33 @@ def test_a_learnt_batch_whose_states_were_not_acknowledged_is_sent_with_the_next
     learned_again, states_sent = asyncio.run(main())
     assert learned_again == 0  # skipped by its watermark, as it must be
     assert states_sent == 1 and acknowledged[0][0] == "chat" and acknowledged[0][1] == view.table.data["chat"]
+
+
+def test_contains_follows_writes_and_deletions_in_a_faust_memory_store() -> None:
+    """``contains()`` reaches into faust's memory store (a dict behind its mapping): it sees what the view
+    writes and deletes, as ``in`` does; a plain mapping as store is asked directly; and a PendingStore's
+    covers its held entries and its durable ones."""
+    from faust.stores.memory import Store
+    from mode.utils.collections import FastUserDict
+
+    from banditroute.agents.pending import PendingStore
+
+    class _Store(FastUserDict[str, bytes]):  # faust's memory store, without its service machinery
+        def __init__(self) -> None:
+            self.data: dict[str, bytes] = {}
+
+    assert FastUserDict in Store.__mro__  # what the worker's tables keep their data in ("memory://")
+    table = _Table()
+    table.data = _Store()  # type: ignore[assignment]
+    for view in (StagedTable(table, lambda _k: 0), StagedTable(_Table(), lambda _k: 0)):
+        view["a"] = b"1"
+        view["b"] = b"2"
+        del view["a"]
+        contains = view.contains()
+        assert [contains(k) for k in ("a", "b", "c")] == [False, True, False] == [k in view for k in "abc"]
+    store = PendingStore(view)
+    store.hold("h", b"3")
+    contains = store.contains()
+    assert [contains(k) for k in ("a", "b", "h")] == [False, True, True]
+    del store["h"]
+    assert not store.contains()("h")

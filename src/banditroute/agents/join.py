@@ -27,6 +27,7 @@ from banditroute.agents.pending import (
     OffsetWindow,
     Pending,
     compact,
+    contains_of,
     decision_id_for,
     encode_fresh,
     request_id_of,
@@ -163,14 +164,16 @@ class JoinLogic:
         decisions given up) goes to ``result``. A fresh decision (the usual case) is encoded straight from its
         fields."""
         pending_get, early_pop, hold = self.pending.get, self.early.pop, self._hold
+        in_pending, in_early = contains_of(self.pending), contains_of(self.early)
         waits: dict[str, float] = {}
         for partition, offset, served in decisions:
             request_id = served[0]
-            held = pending_get(request_id)
-            parked = early_pop(request_id, None) if held is None else None
-            if held is not None or parked is not None:
-                self._decision_slow(served, partition, offset, now_s, tag, held, parked, result)
-                continue
+            if in_pending(request_id) or in_early(request_id):  # the usual decision is in neither
+                held = pending_get(request_id)
+                parked = early_pop(request_id, None) if held is None else None
+                if held is not None or parked is not None:
+                    self._decision_slow(served, partition, offset, now_s, tag, held, parked, result)
+                    continue
             task_type = served[3]
             wait_s = waits.get(task_type)
             if wait_s is None:
