@@ -147,3 +147,28 @@ async def test_a_key_no_learner_writes_does_not_stop_table_recovery(
         assert after is not None and observations(after) == 100, w.log_tail()
     finally:
         assert w.terminate() == 0, w.log_tail()
+
+
+async def test_state_show_reads_keys_as_the_learners_table_does(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    """`banditroute state` (show, forget's check) read a record keyed 123 (JSON, not a string) as task type 123's
+    state, which no worker uses or learns on (kafka/state_keys.py): it showed a state that is not the one routed."""
+    from banditroute.cli.output import Ctx
+    from banditroute.cli.state_cmd import _read_states
+    from banditroute.core import encode_state, new_state
+    from banditroute.core.models import ModelSpec
+    from banditroute.kafka.admin import admin_client, create_topics, new_topic
+    from banditroute.settings import Settings
+
+    settings = Settings.model_validate({"kafka_bootstrap": kafka_bootstrap, "topic_prefix": unique_prefix})
+    topic = settings.topic("state")
+    async with admin_client(kafka_bootstrap) as admin:
+        await create_topics(admin, [new_topic(topic, 1, {"cleanup.policy": "compact"})])
+    routed = new_state((ModelSpec("a", 0.001),))
+    forged = new_state((ModelSpec("forged", 0.001),))
+    async with producer(kafka_bootstrap, acks="all") as p:
+        await p.send_and_wait(topic, key=orjson.dumps("123"), value=encode_state(routed))
+        await p.send_and_wait(topic, key=b"123", value=encode_state(forged))
+    states = await _read_states(Ctx(settings, "json"))
+    assert list(states) == ["123"] and states["123"].names == ("a",)
