@@ -172,3 +172,15 @@ def test_the_state_reader_reads_keys_as_the_learners_table_does(tmp_path: Path) 
         assert StateKeyCodec()._loads(key).startswith(UNREADABLE)  # as the learner's table holds it
     assert view.keys() == ["123"] and view.get("123").events == 2  # type: ignore[union-attr]
     assert states.counters == {"bad_state_records": 3}
+
+
+def test_a_local_mode_reader_remembers_the_last_good_place_of_a_key_it_does_not_hold(tmp_path: Path) -> None:
+    """Local mode keeps only the place of a task type it does not route; a bad record after the good one must
+    not take that place (before: it did, and a later read back found only the bad record: the prior)."""
+    registry = Registry(RouterConfig.load(write(tmp_path / "b", VERSION_B)))
+    view = StateView()
+    states = reader(registry, view, keep=lambda key: key != "chat")
+    states._apply(record("p.state", "chat", encode_state(learnt(registry, 2)), 4))
+    states._apply(record("p.state", "chat", BAD, 5))
+    assert view.get("chat") is None and view.evicted == {"chat": (0, 4)}
+    assert states.counters == {"bad_state_records": 1} and states.undecodable == {"chat": (0, 5)}

@@ -61,8 +61,8 @@ class StateReader:
         fetch_max_wait_ms: int = 20,
         counters: Counter[str] | None = None,
     ) -> None:
-        """``keep`` (a client in local mode): which state keys to hold; of the others only their place in the
-        topic is remembered (:meth:`StateView.remember`), so they can be read back when wanted.
+        """``keep`` (a client in local mode): which state keys to hold; of the others only the place in the
+        topic of their newest state that decodes is remembered (:meth:`StateView.remember`), so they can be read back when wanted.
         ``fetch_max_wait_ms``: how long the broker holds a fetch of topics without new records (records are
         answered at once; a longer wait only means fewer empty fetches while the topics are quiet).
         ``counters``: where records that cannot be used are counted (``bad_state_records``,
@@ -268,7 +268,8 @@ class StateReader:
                     return
                 where = (record.partition, record.offset)
                 if self.keep is not None and not self.keep(key) and self.view.get(key) is None:
-                    self.view.remember(key, where)
+                    if self.decode(key, record.value, where) is not None:  # a bad record keeps the good place
+                        self.view.remember(key, where)
                     return
                 state = self.decode(key, record.value, where)
                 if state is not None:
