@@ -58,6 +58,37 @@ def test_the_batch_is_what_aiokafkas_builder_writes(seed: int, max_bytes: int) -
     ]
 
 
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("max_bytes", [MAX_BATCH_BYTES, 30_000])
+def test_records_added_together_are_those_added_one_by_one(seed: int, max_bytes: int) -> None:
+    """``add_many`` (one timestamp per call, a few records at a time) writes what ``add`` of each record writes,
+    refusing at the same record; both read back through aiokafka's reader."""
+    rng = random.Random(seed)
+    records = _records(seed, 150)
+    one = RecordBatchWriter(encode_headers(HEADERS), max_bytes)
+    many = RecordBatchWriter(encode_headers(HEADERS), max_bytes)
+    i = 0
+    while i < len(records):
+        group = records[i : i + rng.choice((1, 2, 7, 40))]
+        at = group[0][2]  # the publisher stamps a packing with one time
+        added = many.add_many([key for key, _, _ in group], [value for _, value, _ in group], at)
+        taken = [one.add(key, value, at) for key, value, _ in group]
+        assert added == sum(taken) and taken == [True] * added + [False] * (len(taken) - added), i
+        assert many.size() == one.size() and many.record_count() == one.record_count()
+        assert many.closed() == one.closed()
+        i += len(group)
+        if one.closed():
+            break
+    closed = many.closed()
+    assert many.add_many([b"k"], [b"v"], 1) == (0 if closed else 1)
+    assert one.add(b"k", b"v", 1) is not closed
+    assert many.add_many([], [], 5) == 0
+    built = many._build()
+    assert built == one._build()
+    read = DefaultRecordBatch(bytearray(built))
+    assert read.validate_crc() and len(list(read)) == many.record_count()
+
+
 def test_producer_state_and_what_the_producer_sees() -> None:
     ours = RecordBatchWriter()
     theirs = BatchBuilder(MAX_BATCH_BYTES, 0)

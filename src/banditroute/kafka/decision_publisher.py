@@ -141,22 +141,24 @@ class DecisionPublisher:
         if self._pending >= self.max_pending:
             self.stats["refused_full"] += 1
             return False
-        size = len(value)
-        if stage.used + size > STAGE_BYTES:
+        used = stage.used
+        end = used + len(value)
+        if end > STAGE_BYTES:
             self._pack(topic, stage)
-            if size > STAGE_BYTES:
-                raise ValueError(f"a record of {size} bytes does not fit a record batch")
-        end = stage.used + size
-        stage.buffer[stage.used : end] = value
+            if len(value) > STAGE_BYTES:
+                raise ValueError(f"a record of {len(value)} bytes does not fit a record batch")
+            used, end = 0, len(value)
+        stage.buffer[used:end] = value
         stage.used = end
-        stage.keys.append(key)
+        keys = stage.keys
+        keys.append(key)
         stage.ends.append(end)
         stage.times.append(time.perf_counter())
         self._pending += 1
-        self._unshipped += 1
-        if len(stage.keys) >= PACK_AT:
+        unshipped = self._unshipped = self._unshipped + 1
+        if len(keys) >= PACK_AT:
             self._pack(topic, stage)
-        if self._unshipped == 1 or self._unshipped == self.batch:
+        if unshipped == 1 or unshipped == self.batch:
             self._wake_shipper()  # it waits for a first record, then lingers for more
         return True
 
@@ -173,38 +175,48 @@ class DecisionPublisher:
         self._wake.set()
 
     def _pack(self, topic: str, stage: _Stage) -> None:
-        """Append the staged records to their partitions' record batches (full batches wait in ``_ready``)."""
+        """Append the staged records to their partitions' record batches (full batches wait in ``_ready``): the
+        records of each partition together, in the order they were offered."""
         keys = stage.keys
         if not keys:
             return
         placed = partitions_for(keys, self._partitions[topic])
-        values = memoryview(stage.buffer)
+        view = memoryview(stage.buffer)
         now_ms = int(time.time() * 1000.0)  # the records' timestamp (aiokafka's: the time of appending)
-        touched: dict[int, _Batch] = {}
-        start = 0
-        for key, end, at, partition in zip(keys, stage.ends, stage.times, placed, strict=True):
-            batch = touched.get(partition)
+        ends = stage.ends
+        starts = [0, *ends[:-1]]
+        times = stage.times
+        order = sorted(range(len(placed)), key=placed.__getitem__)  # stable: offered order within a partition
+        first = 0
+        for partition in sorted(set(placed)):
+            last = first + placed.count(partition)
+            where = order[first:last]
+            first = last
+            part_keys = [keys[i] for i in where]
+            part_values = [view[starts[i] : ends[i]] for i in where]
+            part_times = [times[i] for i in where]
+            batch = self._open.get((topic, partition))
             if batch is None:
-                batch = self._open.get((topic, partition))
-                if batch is None:
-                    batch = self._open[(topic, partition)] = _Batch(topic, partition)
-                touched[partition] = batch
-            value = values[start:end]
-            if not batch.builder.add(key, value, now_ms):
+                batch = self._open[(topic, partition)] = _Batch(topic, partition)
+            done = batch.builder.add_many(part_keys, part_values, now_ms)
+            batch.times.extend(part_times[:done] if done < len(where) else part_times)
+            while done < len(where):  # the batch is full: it waits in _ready, the rest go to a new one
                 batch.builder.seal()
-                self._ready.append(batch)  # full (a staged record always fits an empty batch)
-                batch = self._open[(topic, partition)] = touched[partition] = _Batch(topic, partition)
-                if not batch.builder.add(key, value, now_ms):
-                    raise ValueError(f"a record of {end - start} bytes does not fit a record batch")
-            batch.times.append(at)
-            start = end
-        for batch in touched.values():
+                self._ready.append(batch)
+                batch = self._open[(topic, partition)] = _Batch(topic, partition)
+                added = batch.builder.add_many(part_keys[done:], part_values[done:], now_ms)
+                if not added:  # a staged record always fits an empty batch
+                    raise ValueError(
+                        f"a record of {len(part_values[done])} bytes does not fit a record batch"
+                    )
+                batch.times.extend(part_times[done : done + added])
+                done += added
             batch.builder.seal()  # the records' bytes leave the staging buffer, which is reused from here
-        values.release()
+        view.release()
         stage.used = 0
         keys.clear()
-        stage.ends.clear()
-        stage.times.clear()
+        ends.clear()
+        times.clear()
 
     def _take(self) -> list[_Batch]:
         """Every record not yet handed to the producer, as record batches (under the lock)."""

@@ -130,6 +130,47 @@ class RecordBatchWriter:
             self._max_ms = timestamp_ms
         return True
 
+    def add_many(self, keys: Sequence[bytes], values: Sequence[bytes | memoryview], timestamp_ms: int) -> int:
+        """:meth:`add` of each key and value in turn, all with one timestamp, until one is refused; returns how
+        many were added (fewer than given: the batch is closed). The same bytes as those :meth:`add` calls, with
+        the per-record work in one loop (the publisher appends a few hundred records at a time)."""
+        n = self._count
+        if self._closed or not keys:
+            return 0
+        delta = timestamp_ms - self._first_ms if n else 0
+        small = _VARINTS
+        # attributes (none) and the timestamp delta are the same for every record here
+        head = b"\x00" + (small[delta] if 0 <= delta < _SMALL else zigzag_varint(delta))
+        headers = self._headers
+        fixed = len(head) + len(headers)
+        total = self._size
+        limit = self._max_bytes
+        parts = self._open
+        first = n
+        for key, value in zip(keys, values, strict=True):
+            offset = small[n] if n < _SMALL else zigzag_varint(n)
+            key_size = len(key)
+            key_head = small[key_size] if key_size < _SMALL else zigzag_varint(key_size)
+            value_size = len(value)
+            value_head = small[value_size] if value_size < _SMALL else zigzag_varint(value_size)
+            size = fixed + len(offset) + len(key_head) + key_size + len(value_head) + value_size
+            prefix = small[size] if size < _SMALL else zigzag_varint(size)
+            after = total + len(prefix) + size
+            if after > limit and n:
+                self._closed = True
+                break
+            parts += (prefix, head, offset, key_head, key, value_head, value, headers)
+            total = after
+            n += 1
+        self._size = total
+        self._count = n
+        if n > first:
+            if not first:
+                self._first_ms = self._max_ms = timestamp_ms
+            elif timestamp_ms > self._max_ms:
+                self._max_ms = timestamp_ms
+        return n - first
+
     def seal(self) -> None:
         """Copy the records added since the last seal into the batch (their values may change afterwards)."""
         if self._open:
