@@ -86,6 +86,31 @@ def test_block_rows_are_consistent_decisions() -> None:
     assert plan.block is not None and plan.block.size == MAX_BLOCK and plan.block_size == MAX_BLOCK
 
 
+@pytest.mark.parametrize("count", [1, 2, 3, 6])
+@pytest.mark.parametrize("guarded", [False, True])
+def test_block_rows_are_each_rows_own_decision(count: int, guarded: bool) -> None:
+    """Rows made once per kind (chosen model and fallback order) and shared are each row's own decision: the
+    model its draws chose, the others in the order of its draws, the model's target share."""
+    models = MODELS[:count]
+    names = [m.name for m in models]
+    policy = TaskPolicy(min_share={names[-1]: 0.3}) if guarded else TaskPolicy()
+    state = warm(policy)
+    state = update_many(state, models, policy, [])
+    rng = np.random.default_rng(count)
+    plan = get_plan(state, models, policy, None, 10.0)
+    for _ in range(2 * MAX_BLOCK):
+        choose(state, models, policy, None, rng, 10.0)
+    block = plan.block
+    assert block is not None and block.size == MAX_BLOCK
+    order = np.argsort(-block.z, axis=1)
+    for row, ranked in zip(block.rows, order.tolist(), strict=True):
+        model, fallbacks, propensity, explored = row
+        assert fallbacks == tuple(plan.names[j] for j in ranked if plan.names[j] != model)
+        assert propensity == float(plan.target[plan.names.index(model)])
+        assert explored == (model != plan.best)
+    assert len({id(row) for row in block.rows}) == len(set(block.rows))  # one object per kind
+
+
 def test_blocks_start_small_on_a_new_state() -> None:
     policy = TaskPolicy()
     state = warm(policy, n=20)

@@ -10,6 +10,9 @@ from banditroute.core.state import TaskState
 
 MAX_BLOCK = 256  # block size cap (memory: ~k * 8 bytes of draws plus one fallback tuple per row)
 BLOCK_GROWTH = 4
+MAX_CODED_MODELS = 15
+"""Up to this many eligible models a row's chosen model and fallback order are coded as one int64 (base k),
+so that rows of the same kind are made once."""
 
 __all__ = ["BLOCK_GROWTH", "FIRST_BLOCK", "MAX_BLOCK", "Block", "block_for"]
 
@@ -91,14 +94,32 @@ class Block:
                 slot = min(int(u_probe[r] / plan.probe_share), len(plan.probes) - 1)
                 model_idx[r] = -1 - slot
                 prop[r] = plan.probe_share
+        elif k <= MAX_CODED_MODELS:
+            fallbacks = []  # unused: the rows are made from their distinct kinds
         else:
             lookup = np.array(names, dtype=object)
             fallbacks = list(map(tuple, lookup[fallback_idx.reshape(size, k - 1)].tolist()))
         best = plan.best
-        rows = []
-        for m, fb, p in zip(model_idx, fallbacks, prop, strict=True):
-            model = names[m] if m >= 0 else plan.probes[-1 - m]
-            rows.append((model, fb, p, model != best))
+        if probe_rows or k > MAX_CODED_MODELS:
+            rows = []
+            for m, fb, p in zip(model_idx, fallbacks, prop, strict=True):
+                model = names[m] if m >= 0 else plan.probes[-1 - m]
+                rows.append((model, fb, p, model != best))
+        else:
+            # a row without a probe is its chosen model and fallback order (its propensity is the model's target
+            # share): rows repeat (at most k! kinds), so each kind is made once and shared by its rows
+            order_rest = fallback_idx.reshape(size, k - 1)
+            codes = picked.astype(np.int64) * k ** (k - 1)
+            if k > 1:
+                codes += order_rest @ (k ** np.arange(k - 1, dtype=np.int64))  # the order's base-k digits
+            _, first, kind = np.unique(codes, return_index=True, return_inverse=True)
+            kinds = []
+            for r in first.tolist():
+                model = names[model_idx[r]]
+                kinds.append(
+                    (model, tuple([names[j] for j in order_rest[r].tolist()]), prop[r], model != best)
+                )
+            rows = list(map(kinds.__getitem__, kind.tolist()))
         self.rows = rows
         self.static = (plan.means, plan.filtered, plan.circuit_open, state_version, plan.policy_name)
         self.memo: object = None
