@@ -45,7 +45,7 @@ from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.partition_reader import PartitionReader, Skip
 from banditroute.kafka.staged import StagedTable, flush_acknowledged
 from banditroute.kafka.topics import partition_for, partitions_for
-from banditroute.served import Served, served_fields
+from banditroute.served import Served, served_by_router
 from banditroute.services import WorkerApp
 from banditroute.settings import Settings
 from banditroute.web.top import TopTaskTypes
@@ -358,9 +358,7 @@ class JoinIO:
         decision["task_key"] = decision.get("state_key") or self.registry.state_key(
             decision.get("tenant"), decision["task_type"]
         )
-        if decision.get("model") is None or decision.get("shadow") or decision.get("is_default_route"):
-            return None  # as JoinLogic.on_decision: nothing served by the router, nothing to learn
-        return served_fields(decision)
+        return served_by_router(decision)  # as JoinLogic.on_decision
 
     async def _join_run(
         self, run: list[tuple[int, int, Served]], ran: list[Any], now: float, results: list[JoinResult]

@@ -39,4 +39,12 @@ def served_fields(decision: dict[str, Any]) -> Served:
     )
 
 
-__all__ = ["DEFAULT_POLICY", "Decided", "Served", "served_fields"]
+def served_by_router(decision: dict[str, Any]) -> Served | None:
+    """The :data:`Served` fields of a decision event, or None when the router served no model by it (no model,
+    a shadow decision, the static default route): nothing to learn from its feedback."""
+    if decision.get("model") is None or decision.get("shadow") or decision.get("is_default_route"):
+        return None
+    return served_fields(decision)
+
+
+__all__ = ["DEFAULT_POLICY", "Decided", "Served", "served_by_router", "served_fields"]

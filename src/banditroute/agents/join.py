@@ -33,7 +33,7 @@ from banditroute.agents.pending import (
     request_id_of,
 )
 from banditroute.core.join_policy import JoinPolicy
-from banditroute.served import Served, served_fields
+from banditroute.served import Served, served_by_router
 
 TAG_DECISIONS = 0
 TAG_FEEDBACK = 1
@@ -151,9 +151,9 @@ class JoinLogic:
     ) -> JoinResult:
         """Record a published decision so its feedback can be joined (``tag``: its watermark source)."""
         result = JoinResult()
-        if decision.get("model") is None or decision.get("shadow") or decision.get("is_default_route"):
-            return result  # nothing served by the router: nothing to learn
-        self.on_served([(partition, offset, served_fields(decision))], now_s, tag, result)
+        served = served_by_router(decision)
+        if served is not None:  # else nothing served by the router: nothing to learn
+            self.on_served([(partition, offset, served)], now_s, tag, result)
         return result
 
     def on_served(
