@@ -32,6 +32,7 @@ import yaml
 from banditroute.core.codec import decode_state
 from banditroute.core.pooling import DEFAULT_MAX_STRENGTH
 from banditroute.kafka.outbox import Outbox
+from banditroute.kafka.state_reader import state_key_of
 from banditroute.kafka.topic_reader import TopicReader
 from banditroute.kafka.topics import read_topic
 from banditroute.settings import Settings
@@ -173,8 +174,8 @@ async def _drive(
 async def _follow_learning(settings: Settings, learnt: dict[str, int]) -> None:
     """Keep ``learnt[task key]`` at the number of outcomes the worker's learner has applied (state topic)."""
     async for record in read_topic(settings, settings.topic("state"), start="earliest", follow=True):
-        if record.key and record.value:
-            key = str(orjson.loads(record.key))
+        key = state_key_of(record.key)  # as the learner's table reads it
+        if key is not None and record.value:
             learnt[key] = max(learnt.get(key, 0), decode_state(record.value).events)
 
 
