@@ -53,7 +53,7 @@ from banditroute.kafka.replies import own_topics_refused
 from banditroute.kafka.spill import SPILL_SUFFIX
 from banditroute.kafka.staged import StagedTable, flush_acknowledged
 from banditroute.kafka.state_keys import STATE_KEY_CODEC
-from banditroute.kafka.state_reader import StateReader
+from banditroute.kafka.state_reader import StateReader, StateReadFailed
 from banditroute.kafka.topics import partition_for
 from banditroute.limits import CAPS
 from banditroute.routing import TENANT_SEPARATOR
@@ -389,7 +389,7 @@ class Router(JoinIO):
             where = view.evicted.get(key)
             if where is None or view.get(key) is not None:
                 continue
-            raw = await reader.fetch(key)
+            raw = await self._fetch_state(key)
             state = None if raw is None else reader.decode(key, raw)
             if state is not None and view.get(key) is None:  # else compaction left only the bad record
                 view.offer(key, state, where)
@@ -421,6 +421,9 @@ class Router(JoinIO):
     async def _restore_evicted(self, keys: set[str]) -> None:
         """Put evicted states back into the learner's table (from the state topic, without a changelog write)
         before outcomes are applied to them: a learner must never start an evicted key again from the prior.
+        A key the topic holds no state of from its place on (``fetch`` says so) starts from the prior; one
+        that could not be read back fails the batch (``StateReadFailed``): the outcomes reader reads it again
+        from its committed offset, and nothing of it has been applied or written.
 
         The caller applies the outcomes right after this returns, with no ``await`` in between, so the idle
         sweep cannot evict them again first."""
@@ -429,7 +432,7 @@ class Router(JoinIO):
         wanted = [k for k in keys if k not in store and (k in view.evicted or k in view.where)]
         fetched: dict[str, bytes] = {}
         for key in wanted:
-            raw = await self.reader.fetch(key)
+            raw = await self._fetch_state(key)
             if raw is None:
                 self.counters["state_restore_missed"] += 1
             else:
@@ -438,6 +441,14 @@ class Router(JoinIO):
             if key not in store:
                 store[key] = raw
                 self.counters["states_restored"] += 1
+
+    async def _fetch_state(self, key: str) -> bytes | None:
+        """``StateReader.fetch`` for the learner: a failure is counted and raised (the batch is read again)."""
+        try:
+            return await self.reader.fetch(key)
+        except StateReadFailed:
+            self.counters["state_restore_failed"] += 1
+            raise
 
     def _drop_learnt(self, key: str) -> None:
         """Let go of everything this worker holds for a state key except its place in the topic."""

@@ -34,7 +34,7 @@ from banditroute.config import Registry, RouterConfig, config_dir_of
 from banditroute.core.block import Block
 from banditroute.events import CandidateScore, DecisionReasons, PolicyRef, RoutingDecision, RoutingRequest
 from banditroute.kafka.decision_publisher import DecisionPublisher
-from banditroute.kafka.state_reader import StateReader
+from banditroute.kafka.state_reader import StateReader, StateReadFailed
 from banditroute.limits import SHARED_KEY
 from banditroute.messages import _new, _set_dict, _set_extra, _set_fields_set, _set_private, trusted
 from banditroute.routing import StateView, task_type_of
@@ -399,7 +399,11 @@ class LocalRouter:
     async def _read_back(self, key: str) -> None:
         """Read the newest state of ``key`` from the state topic before its first local decision."""
         where = self.view.evicted.get(key)
-        raw = await self.reader.fetch(key)
+        try:
+            raw = await self.reader.fetch(key)
+        except StateReadFailed as exc:  # decided with the prior this time; read back at the next route()
+            log.warning("%s", exc)
+            return
         if raw is not None and self.view.get(key) is None and where is not None:
             state = self.reader.decode(key, raw)
             if state is None:  # nothing good to read back (counted by the reader): decide with the prior

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from banditroute.codec import decode
 from banditroute.config import ConfigError, Registry
@@ -27,8 +28,15 @@ from banditroute.routing import StateView
 
 log = logging.getLogger("banditroute.state")
 
+FETCH_DEADLINE_S = 5.0
+"""How long reading one state back from the state topic may take before it fails (:class:`StateReadFailed`)."""
 UNDECODABLE_INDEX_MAX = 10_000
 """Places of undecodable state records remembered (for the learner's dead letters); past this, the oldest go."""
+
+
+class StateReadFailed(RuntimeError):
+    """A state could not be read back from the state topic (broker unreachable or slow): whether the topic holds
+    one for the key is not known."""
 
 
 def state_key_of(raw: bytes | None) -> str | None:
@@ -77,6 +85,7 @@ class StateReader:
         self.on_forget = on_forget
         self.restored = 0
         self.restore_missed = 0
+        self.restore_failed = 0
         self._fetcher: AIOKafkaConsumer | None = None
         self._fetch_lock = asyncio.Lock()
         self.keep = keep
@@ -160,38 +169,70 @@ class StateReader:
 
     async def fetch(self, key: str) -> bytes | None:
         """Read a state back from the state topic at the place the view remembered for it (evicted, or held
-        by the view but not by this worker's learner): the record there, or a later one of the same key after
-        compaction; None if it is not found."""
+        by the view but not by this worker's learner): the first record of the key from that place on (the
+        record there, or a later one after compaction), read at most up to the partition's end offset. None
+        when the topic holds no state of the key from that place on (none up to the end, or a tombstone).
+
+        Raises :class:`StateReadFailed` when the partition could not be read that far within
+        ``FETCH_DEADLINE_S`` (broker unreachable or slow): then nothing is known, and a learner must not take
+        the key for one without learnt state."""
         where = self.view.evicted.get(key) or self.view.where.get(key)
         if where is None:
             return None
         partition, offset = where
         async with self._fetch_lock:
-            fetcher = self._fetcher
-            if fetcher is None:
-                fetcher = self._fetcher = AIOKafkaConsumer(
-                    bootstrap_servers=self.bootstrap,
-                    enable_auto_commit=False,
-                    fetch_max_wait_ms=20,
-                    **self.security,
-                )
-                await fetcher.start()
-            tp = TopicPartition(self.state_topic, partition)
-            fetcher.assign([tp])
-            fetcher.seek(tp, offset)
-            wanted = orjson.dumps(key)
-            for _ in range(5):
-                records = (await fetcher.getmany(tp, timeout_ms=1000, max_records=100)).get(tp, [])
-                for record in records:
-                    if record.key == wanted and record.value is not None:
-                        self.restored += 1
-                        value: bytes = record.value
-                        return value
-                if records:
-                    break
+            try:
+                async with asyncio.timeout(FETCH_DEADLINE_S):
+                    found, raw = await self._read_from(key, partition, offset)
+            except (TimeoutError, KafkaError, OSError) as exc:
+                self.restore_failed += 1
+                raise StateReadFailed(
+                    f"state {key!r} not read back from {self.state_topic}[{partition}]@{offset}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+        if raw is not None:
+            self.restored += 1
+            return raw
         self.restore_missed += 1
-        log.warning("evicted state %r not found at %s[%d]@%d", key, self.state_topic, partition, offset)
+        log.warning(
+            "state %r not at %s[%d]@%d: %s",
+            key,
+            self.state_topic,
+            partition,
+            offset,
+            "a tombstone follows it" if found else "no record of the key from there to the end",
+        )
         return None
+
+    async def _read_from(self, key: str, partition: int, offset: int) -> tuple[bool, bytes | None]:
+        """(found, value) of the first record of ``key`` at or after ``offset`` in ``partition``, reading up to
+        the end offset of this moment; (False, None) if there is none."""
+        fetcher = self._fetcher
+        if fetcher is None:
+            fetcher = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",  # a place compaction removed: read on from the oldest record
+                fetch_max_wait_ms=20,
+                **self.security,
+            )
+            await fetcher.start()
+            self._fetcher = fetcher  # only once started: a failed start is tried again at the next fetch
+        tp = TopicPartition(self.state_topic, partition)
+        fetcher.assign([tp])
+        end = (await fetcher.end_offsets([tp]))[tp]
+        if offset >= end:  # the log no longer reaches the place (truncated, or the topic made again)
+            return False, None
+        fetcher.seek(tp, offset)
+        wanted = orjson.dumps(key)
+        while await fetcher.position(tp) < end:
+            for record in (await fetcher.getmany(tp, timeout_ms=1000, max_records=500)).get(tp, []):
+                if record.offset >= end:
+                    return False, None
+                if record.offset >= offset and record.key == wanted:
+                    value: bytes | None = record.value
+                    return True, value
+        return False, None
 
     async def _restore_wanted(self) -> None:
         """Read back the evicted states the decide loop asked for (it decides with the prior meanwhile)."""
@@ -201,7 +242,11 @@ class StateReader:
             if view.get(key) is not None or key not in view.evicted:
                 continue
             where = view.evicted[key]
-            raw = await self.fetch(key)
+            try:
+                raw = await self.fetch(key)
+            except StateReadFailed as exc:  # decided with the prior meanwhile; the decide loop asks again
+                log.warning("%s", exc)
+                return
             if raw is None or view.get(key) is not None:
                 continue
             state = self.decode(key, raw)
