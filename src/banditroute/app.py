@@ -19,7 +19,6 @@ receive a record (``kafka/faust_hold.py``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -69,7 +68,8 @@ TICK_INTERVAL_S = 1.0
 FOLLOW_INTERVAL_S = 0.2
 """How often the decision reader's partitions are checked against faust's settled assignment."""
 STATE_READ_WAIT_S = 30.0
-"""How long the learner waits for the state reader to catch up before it replaces a state that does not decode."""
+"""How long the learner waits for the state reader to read a key's partition before it replaces a state of the key
+that does not decode (past it the batch fails and is read again)."""
 EVICT_INTERVAL_S = 30.0
 """How often held states are checked for idleness (policy.yaml ``limits.idle_evict_s``; a quarter of it when
 that is shorter)."""
@@ -376,15 +376,25 @@ class Router(JoinIO):
 
     async def _read_state_before_replacing(self, keys: set[str]) -> None:
         """Before the learner replaces a state that does not decode with the key's last good one, let the state
-        reader read the topic up to date (at most ``STATE_READ_WAIT_S``): until then it may not know that one.
-        A key whose good state the view evicted (idle) has it read back from the place the view remembered."""
+        reader read the key's partition up to its end offset (at most ``STATE_READ_WAIT_S``): until then it may
+        not know that one. Once it has (at once while it keeps up), learning goes on; if it has not within the
+        wait, the batch fails (``StateReadFailed``) and is read again, rather than learn the key from the prior
+        while a good state of it may be on the topic. A key whose good state the view evicted (idle) has it read
+        back from the place the view remembered."""
         undecodable = [key for key in keys if not self.learn.decodes(key)]
         if not undecodable:
             return
-        if not self.reader.caught_up.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.reader.caught_up.wait(), STATE_READ_WAIT_S)
         view, reader = self.view, self.reader
+        for partition in sorted({self._partition_of_task(key) for key in undecodable}):
+            try:
+                async with asyncio.timeout(STATE_READ_WAIT_S):
+                    await reader.read_through(partition)
+            except TimeoutError:
+                self.counters["state_read_timeouts"] += 1
+                raise StateReadFailed(
+                    f"the state reader has not read {self.state_topic.get_topic_name()}[{partition}] to its end "
+                    f"within {STATE_READ_WAIT_S:.0f} s: the last good state of {sorted(undecodable)} is not known"
+                ) from None
         for key in undecodable:
             where = view.evicted.get(key)
             if where is None or view.get(key) is not None:

@@ -137,14 +137,17 @@ async def test_a_key_evicted_from_the_view_learns_on_from_its_last_good_state(tm
     router.view.offer("chat", good, (0, 4))
     assert router.view.evict("chat")
     router.task_to_state.data["chat"] = BAD  # recovered from the state topic after a rebalance
-    router.reader.caught_up.set()
     fetched: list[str] = []
 
     async def fetch(key: str) -> bytes:
         fetched.append(key)
         return table["chat"]  # the record at the place the view remembered
 
+    async def read_through(partition: int) -> None:
+        """The reader has read the partition (on the real broker: tests/kafka/test_state_read_wait.py)."""
+
     router.reader.fetch = fetch  # type: ignore[method-assign]
+    router.reader.read_through = read_through  # type: ignore[method-assign]
     keys = {"chat"}
     await router._read_state_before_replacing(keys)  # as Router._learn_records, before apply
     await router._restore_evicted(keys)

@@ -9,6 +9,7 @@ of its posterior. Staleness is the time from the learner's write to this read (m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from banditroute.codec import decode
 from banditroute.config import ConfigError, Registry
@@ -30,6 +31,8 @@ log = logging.getLogger("banditroute.state")
 
 FETCH_DEADLINE_S = 5.0
 """How long reading one state back from the state topic may take before it fails (:class:`StateReadFailed`)."""
+READ_THROUGH_POLL_S = 0.05
+"""How often :meth:`StateReader.read_through` looks at the reader's position."""
 UNDECODABLE_INDEX_MAX = 10_000
 """Places of undecodable state records remembered (for the learner's dead letters); past this, the oldest go."""
 
@@ -87,6 +90,7 @@ class StateReader:
         self.restore_missed = 0
         self.restore_failed = 0
         self._fetcher: AIOKafkaConsumer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
         self._fetch_lock = asyncio.Lock()
         self.keep = keep
         self.config_topic = config_topic
@@ -136,6 +140,7 @@ class StateReader:
                 return
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
+            self._consumer = consumer
             ends = await consumer.end_offsets(tps)
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=100, max_records=5000)
@@ -152,10 +157,27 @@ class StateReader:
                 ):
                     self.caught_up.set()
         finally:
+            self._consumer = None
             await consumer.stop()
             if self._fetcher is not None:
                 await self._fetcher.stop()
                 self._fetcher = None
+
+    async def read_through(self, partition: int) -> None:
+        """Return once this reader has read ``partition`` of the state topic up to its end offset of now: it
+        has then read every record that a table recovered from that partition before now holds, and holds the
+        newest good state of each of its keys (the caller bounds the wait)."""
+        tp = TopicPartition(self.state_topic, partition)
+        end: int | None = None
+        while True:
+            consumer = self._consumer  # None until this reader has its partitions (and while it restarts)
+            if consumer is not None:
+                with contextlib.suppress(KafkaError, IllegalStateError):
+                    if end is None:
+                        end = (await consumer.end_offsets([tp]))[tp]
+                    if await consumer.position(tp) >= end:
+                        return
+            await asyncio.sleep(READ_THROUGH_POLL_S)
 
     def _note_fetched(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
         stamps = [consumer.last_poll_timestamp(tp) for tp in tps]
