@@ -131,12 +131,8 @@ class Router(JoinIO):
             key_serializer=STATE_KEY_CODEC,  # JSON, and keys no learner writes do not stop table recovery
             value_serializer="raw",
         )
-        self.request_to_pending = app.Table(
-            "request_to_pending", partitions=s.partitions, key_type=str, value_type=bytes
-        )
-        self.request_to_early_feedback = app.Table(
-            "request_to_early_feedback", partitions=s.partitions, key_type=str, value_type=bytes
-        )
+        self.request_to_pending = self._join_table("request_to_pending")
+        self.request_to_early_feedback = self._join_table("request_to_early_feedback")
         self.task_to_state = app.Table(
             "task_to_state",
             partitions=s.state_partitions,
@@ -257,6 +253,29 @@ class Router(JoinIO):
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.timer(FOLLOW_INTERVAL_S)(self._follow_assignment)
+
+    def _join_table(self, name: str) -> Any:
+        """A join table (request_id -> bytes), changelogged to the topic faust would make for it, whose keys
+        faust's recovery reads as the state topic's are: a record whose key is not a JSON string (no join
+        writes one) is held under a key no request has instead of stopping the recovery (kafka/state_keys.py)."""
+        s, app = self.settings, self.app
+        changelog = app.topic(
+            f"{app.conf.id}-{name}-changelog",  # faust's name and settings for a table's changelog
+            key_type=str,
+            value_type=bytes,
+            key_serializer=STATE_KEY_CODEC,
+            value_serializer="raw",
+            partitions=s.partitions,
+            compacting=True,
+            deleting=True,
+            acks=False,
+            internal=True,
+            maxsize=131_072,
+            allow_empty=True,
+        )
+        return app.Table(
+            name, partitions=s.partitions, key_type=str, value_type=bytes, changelog_topic=changelog
+        )
 
     def _reader(
         self, handle: Any, topic: Any, group: str, *, seed: bool = False, **kwargs: Any

@@ -171,7 +171,14 @@ class JoinIO:
                 return
             await asyncio.sleep(CATCH_UP_POLL_S)
         async with self._join_lock:
-            self.join.rebuild_index(self._partition_of_request)  # the recovered and the re-read entries
+            bad = self.join.rebuild_index(self._partition_of_request)  # the recovered and re-read entries
+            if bad:
+                self.counters["bad_join_records"] += len(bad)
+                log.error(
+                    "%d join table entries do not decode (not written by a join): left out, e.g. %r",
+                    len(bad),
+                    bad[0][:80],
+                )
             self._handed.clear()
             self._ahead.clear()
             self._own.clear()

@@ -172,3 +172,35 @@ async def test_state_show_reads_keys_as_the_learners_table_does(
         await p.send_and_wait(topic, key=b"123", value=encode_state(forged))
     states = await _read_states(Ctx(settings, "json"))
     assert list(states) == ["123"] and states["123"].names == ("a",)
+
+
+@pytest.mark.parametrize("table", ["request_to_pending", "request_to_early_feedback"])
+@pytest.mark.parametrize(
+    "key", [b"\xff not json", b'{"a": 1}', b'"r-forged"'], ids=["not-json", "not-a-string", "bad-value"]
+)
+async def test_a_record_no_join_writes_does_not_stop_the_join(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, table: str, key: bytes
+) -> None:
+    """The join's changelogged tables are recovered by faust as the learner's is: a record on their changelog
+    topics whose key is not a JSON string stopped that recovery (faust retried it forever, and the worker never
+    decided anything), and one whose value is not a join entry stopped the join's rebuild of its deadlines
+    (retried forever too). The worker decides, joins and learns on."""
+    config_dir = write_config(tmp_path / "config")
+    rng = np.random.default_rng(6)
+    w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w1", config_dir)
+    try:
+        async with Loop(kafka_bootstrap, unique_prefix) as loop:
+            await loop.run(50, rng, batch=50, timeout_s=90)
+        assert w.terminate() == 0, w.log_tail()
+        async with producer(kafka_bootstrap, acks="all") as p:
+            for partition in range(4):
+                await p.send_and_wait(
+                    f"{unique_prefix}-{table}-changelog", key=key, value=BAD, partition=partition
+                )
+        w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w2", config_dir)
+        async with Loop(kafka_bootstrap, unique_prefix) as loop:
+            await loop.run(50, rng, batch=50, timeout_s=60)
+        after = await chat_state(kafka_bootstrap, unique_prefix, 100)
+        assert after is not None and observations(after) == 100, w.log_tail()
+    finally:
+        assert w.terminate() == 0, w.log_tail()

@@ -403,18 +403,29 @@ class JoinLogic:
         }
 
     # -- the clock -------------------------------------------------------------------------------------
-    def rebuild_index(self, partition_of: Callable[[str], int]) -> None:
-        """Rebuild the deadline index from the tables (after recovery or a rebalance)."""
+    def rebuild_index(self, partition_of: Callable[[str], int]) -> list[str]:
+        """Rebuild the deadline index from the tables (after recovery or a rebalance). Returns the keys of the
+        entries left out because they do not decode (records on the tables' changelogs that no join wrote: one
+        must not stop the join); they stay in the tables, where nothing else looks them up but feedback naming
+        such a key."""
+        bad: list[str] = []
         self._deadlines = {}
         for k, v in list(self.pending.items()):
-            heapq.heappush(
-                self._deadlines.setdefault(partition_of(k), []), (Pending.decode(v, k).deadline_s, k)
-            )
+            try:
+                deadline = Pending.decode(v, k).deadline_s
+            except Exception:  # anything written there by someone else: no index entry
+                bad.append(k)
+                continue
+            heapq.heappush(self._deadlines.setdefault(partition_of(k), []), (deadline, k))
         self._early_deadlines = {}
         for k, v in list(self.early.items()):
-            heapq.heappush(
-                self._early_deadlines.setdefault(partition_of(k), []), (float(orjson.loads(v)["deadline"]), k)
-            )
+            try:
+                deadline = float(orjson.loads(v)["deadline"])
+            except Exception:  # as above
+                bad.append(k)
+                continue
+            heapq.heappush(self._early_deadlines.setdefault(partition_of(k), []), (deadline, k))
+        return bad
 
     def on_tick(self, partition: int, offset: int, sent_at_s: float) -> JoinResult:  # noqa: C901
         """A tick sent at ``sent_at_s`` was read from feedback ``partition``: expire what is due there

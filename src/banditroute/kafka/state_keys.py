@@ -1,4 +1,5 @@
-"""The key codec of the state topic as faust reads it when it recovers the learner's table.
+"""The key codec of the state topic as faust reads it when it recovers the learner's table (and of the join
+tables' changelogs, whose keys are request ids, JSON strings too).
 
 Keys are JSON strings (the state key). A record that something other than a learner wrote there may have a key
 that is not JSON, not UTF-8, or JSON but not a string: faust's JSON codec raised on it, or the table could not
