@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,21 +47,50 @@ RETRIED_OFFSET_ERRORS = frozenset(
 created a moment ago (the demo, a fresh worker) has no leader ready yet."""
 
 
+LASTING_S = 60.0
+"""A retried offset lookup error that keeps coming for this long is no longer a topic being made: it is logged."""
+LASTING_KEPT = 1000
+"""Distinct errors (each names its partition) whose first occurrence :class:`RetriedKafkaErrors` remembers."""
+
+
 class RetriedKafkaErrors(logging.Filter):
     """Log aiokafka's retried offset lookups (``RETRIED_OFFSET_ERRORS``) at DEBUG instead of ERROR: the first
-    run of ``banditroute demo`` printed two such lines that meant nothing to fix. Any other error passes."""
+    run of ``banditroute demo`` printed two such lines that meant nothing to fix. One that lasts (the same error
+    for the same partition, again and again for ``lasting_s``, no gap as long) is logged once at WARNING with
+    that partition, then again at DEBUG until it stops. Any other error passes."""
+
+    def __init__(self, lasting_s: float = LASTING_S, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.lasting_s = lasting_s
+        self.clock = clock
+        self._seen: dict[str, tuple[float, float, bool]] = {}
+        """Error text -> (first, last occurrence of this run of it, logged at WARNING)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if (
+        if not (
             record.msg == "Failed fetch offsets from %s: %s"
             and isinstance(args, tuple)
             and len(args) == 2
             and type(args[1]).__name__ in RETRIED_OFFSET_ERRORS
         ):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-        return True
+            return True
+        text, now = str(args[1]), self.clock()
+        first, last, told = self._seen.pop(text, (now, now, False))
+        if now - last > self.lasting_s:  # it had stopped: a new run
+            first, told = now, False
+        if not told and now - first >= self.lasting_s:
+            told = True
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "offset lookups still fail after %.0f s of retries (node %s): %s"
+            record.args = (now - first, args[0], text)
+        self._seen[text] = (first, now, told)  # the newest last: the oldest go first past the bound
+        if len(self._seen) > LASTING_KEPT:
+            del self._seen[next(iter(self._seen))]
+        if record.levelno == logging.WARNING:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 def quiet_retried_kafka_errors() -> None:
