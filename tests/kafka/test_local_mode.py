@@ -334,3 +334,44 @@ async def test_holds_only_the_task_types_it_routes(kafka_bootstrap: str, unique_
         assert sorted(local.view.keys()) == ["t0", "t7"]
         assert local.stats["states_read_back"] == 1
         assert (await client.route("t0")).state_version == 100
+
+
+async def test_local_decisions_without_feedback_leave_the_join_and_its_changelog(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """A local-mode decision that no feedback follows expires after ``wait_s``; its resolution is written to the
+    join's changelog and deleted there (a tombstone) once ``keep_joined_s`` has passed and the join's commit has
+    passed the decision: what waits in the join is bounded by rate x (wait_s + keep_joined_s), not growing."""
+    from tests.kafka.router_world import MODELS_YAML, read_compacted
+
+    prefix = unique_prefix
+    policy = "defaults:\n  lam: 10.0\n  half_life: null\n  join: {wait_s: 2, keep_joined_s: 1}\n"
+    config_dir = write_config(tmp_path / "config", MODELS_YAML, policy)
+    settings = _settings(kafka_bootstrap, prefix, config_dir)
+    worker, port = start_web_worker(tmp_path, kafka_bootstrap, prefix, config_dir)
+    try:
+        async with RouterClient(settings, start_timeout_s=30.0) as remote:
+            assert (await remote.route("chat", timeout_s=90.0)).worker_id is not None  # the worker decides
+        async with RouterClient(settings, mode="local", seed=3, start_timeout_s=30.0) as local:
+            decided = await _route_all(local, 200)
+            assert all(d.worker_id == local.client_id for d in decided)
+            await local.flush()
+
+        async def stats() -> dict[str, Any]:
+            return dict(orjson.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/api/stats")))
+
+        deadline = time.monotonic() + 120
+        seen = await stats()
+        while time.monotonic() < deadline and not (
+            seen["join"]["reward_timeouts"] >= 201 and seen["join_in_flight"] == 0
+        ):
+            await asyncio.sleep(0.5)
+            seen = await stats()
+        assert seen["join"]["reward_timeouts"] == 201 and seen["join_in_flight"] == 0, seen["join"]
+        assert seen["join"]["expired_entries"] == 201
+        live = await read_compacted(kafka_bootstrap, f"{prefix}-request_to_pending-changelog")
+        assert not {orjson.dumps(d.request_id) for d in decided} & set(
+            live
+        )  # each one's last record a tombstone
+    finally:
+        assert worker.terminate() == 0, worker.log_tail()
