@@ -95,3 +95,43 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
         timeout=60,
         check=False,
     )
+
+
+async def test_a_read_back_reads_on_past_the_place_to_the_end_of_the_partition(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """The read-back of an evicted state takes the first record of its key from the remembered place on, however
+    far (compaction removes the record there once a later one of the key is written; before, only the first 100
+    records were looked at and a miss started the key from the prior); None only when the partition holds no
+    record of it up to its end, or a tombstone."""
+    from banditroute.config import Registry, RouterConfig
+    from banditroute.kafka.admin import admin_client, create_topics, new_topic
+    from banditroute.kafka.state_reader import StateReader
+    from banditroute.routing import StateView
+    from tests.kafka.helpers import producer
+
+    topic = f"{unique_prefix}.state"
+    async with admin_client(kafka_bootstrap) as admin:
+        await create_topics(admin, [new_topic(topic, 1)])
+    async with producer(kafka_bootstrap, acks="all") as p:
+        first = await p.send_and_wait(topic, key=orjson.dumps("other"), value=b"o", partition=0)
+        for i in range(300):
+            await p.send(topic, key=orjson.dumps(f"other{i}"), value=b"o", partition=0)
+        await p.send_and_wait(topic, key=orjson.dumps("chat"), value=b"the state of chat", partition=0)
+        await p.send_and_wait(topic, key=orjson.dumps("gone"), value=None, partition=0)
+    view = StateView()
+    registry = Registry(RouterConfig.load(write_config(tmp_path / "config", MODELS_YAML, POLICY)))
+    reader = StateReader(
+        view, registry, bootstrap=kafka_bootstrap, state_topic=topic, catalog_topic="unused", security={}
+    )
+    try:
+        for key in ("chat", "gone", "never"):
+            view.remember(key, (0, first.offset))
+        assert await reader.fetch("chat") == b"the state of chat"
+        assert await reader.fetch("gone") is None  # a tombstone follows the place: forgotten
+        assert await reader.fetch("never") is None  # nothing of it up to the end
+        assert (reader.restored, reader.restore_missed, reader.restore_failed) == (1, 2, 0)
+    finally:
+        reader.stop()
+        if reader._fetcher is not None:
+            await reader._fetcher.stop()

@@ -30,7 +30,8 @@ from banditroute.routing import StateView
 log = logging.getLogger("banditroute.state")
 
 FETCH_DEADLINE_S = 5.0
-"""How long reading one state back from the state topic may take before it fails (:class:`StateReadFailed`)."""
+"""How long reading one state back from the state topic may go without an answer from the broker before it fails
+(:class:`StateReadFailed`)."""
 READ_THROUGH_POLL_S = 0.05
 """How often :meth:`StateReader.read_through` looks at the reader's position."""
 UNDECODABLE_INDEX_MAX = 10_000
@@ -195,17 +196,17 @@ class StateReader:
         record there, or a later one after compaction), read at most up to the partition's end offset. None
         when the topic holds no state of the key from that place on (none up to the end, or a tombstone).
 
-        Raises :class:`StateReadFailed` when the partition could not be read that far within
-        ``FETCH_DEADLINE_S`` (broker unreachable or slow): then nothing is known, and a learner must not take
-        the key for one without learnt state."""
+        Raises :class:`StateReadFailed` when the broker leaves it ``FETCH_DEADLINE_S`` without records before
+        it got that far (unreachable or slow): then nothing is known, and a learner must not take the key for
+        one without learnt state."""
         where = self.view.evicted.get(key) or self.view.where.get(key)
         if where is None:
             return None
         partition, offset = where
         async with self._fetch_lock:
             try:
-                async with asyncio.timeout(FETCH_DEADLINE_S):
-                    found, raw = await self._read_from(key, partition, offset)
+                async with asyncio.timeout(FETCH_DEADLINE_S) as deadline:
+                    found, raw = await self._read_from(key, partition, offset, deadline)
             except (TimeoutError, KafkaError, OSError) as exc:
                 self.restore_failed += 1
                 raise StateReadFailed(
@@ -226,9 +227,12 @@ class StateReader:
         )
         return None
 
-    async def _read_from(self, key: str, partition: int, offset: int) -> tuple[bool, bytes | None]:
+    async def _read_from(
+        self, key: str, partition: int, offset: int, deadline: asyncio.Timeout
+    ) -> tuple[bool, bytes | None]:
         """(found, value) of the first record of ``key`` at or after ``offset`` in ``partition``, reading up to
-        the end offset of this moment; (False, None) if there is none."""
+        the end offset of this moment; (False, None) if there is none. Every fetch that brings records moves
+        ``deadline`` on: a long read that keeps going is not cut short, one the broker does not answer is."""
         fetcher = self._fetcher
         if fetcher is None:
             fetcher = AIOKafkaConsumer(
@@ -238,8 +242,13 @@ class StateReader:
                 fetch_max_wait_ms=20,
                 **self.security,
             )
-            await fetcher.start()
-            self._fetcher = fetcher  # only once started: a failed start is tried again at the next fetch
+            try:
+                await fetcher.start()
+            except BaseException:  # tried again at the next fetch, with a new client
+                with contextlib.suppress(Exception):
+                    await fetcher.stop()
+                raise
+            self._fetcher = fetcher
         tp = TopicPartition(self.state_topic, partition)
         fetcher.assign([tp])
         end = (await fetcher.end_offsets([tp]))[tp]
@@ -248,7 +257,10 @@ class StateReader:
         fetcher.seek(tp, offset)
         wanted = orjson.dumps(key)
         while await fetcher.position(tp) < end:
-            for record in (await fetcher.getmany(tp, timeout_ms=1000, max_records=500)).get(tp, []):
+            records = (await fetcher.getmany(tp, timeout_ms=1000, max_records=500)).get(tp, [])
+            if records:
+                deadline.reschedule(asyncio.get_running_loop().time() + FETCH_DEADLINE_S)
+            for record in records:
                 if record.offset >= end:
                     return False, None
                 if record.offset >= offset and record.key == wanted:
