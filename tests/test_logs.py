@@ -1,4 +1,5 @@
-"""The CLI's log filter for aiokafka's retried offset lookups: lowered to DEBUG, every other record untouched."""
+"""The CLI's log filters for aiokafka: retried offset lookups lowered to DEBUG, repeated warnings and errors
+held back to one per interval."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import logging
 import pytest
 from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError, UnknownTopicOrPartitionError
 
-from banditroute.logs import RetriedKafkaErrors, quiet_retried_kafka_errors
+from banditroute.logs import (
+    AIOKAFKA_LOGGERS,
+    RepeatLimit,
+    RetriedKafkaErrors,
+    limit_repeated_kafka_logs,
+    quiet_retried_kafka_errors,
+)
 
 FETCHER = "aiokafka.consumer.fetcher"
 
@@ -117,3 +124,66 @@ async def test_a_topic_that_never_exists_is_not_hidden(
     named = [r for r in fetcher_log.records if "nosuch-topic-r12" in r.getMessage()]
     assert named and {r.levelname for r in named} >= {"ERROR"}
     assert not [r for r in fetcher_log.records if r.getMessage().startswith("Failed fetch offsets")]
+
+
+def test_a_repeated_error_passes_once_per_interval_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    """A consumer waiting for a topic that does not exist: aiokafka logs the same ERROR ~1,000 times a second.
+    One per ``every_s`` passes, the next says how many were held back; another text, another logger and records
+    below WARNING are not held back by it."""
+    clock, logger, other_logger = (
+        Clock(),
+        logging.getLogger("tests.cluster"),
+        logging.getLogger("tests.other"),
+    )
+    limit = RepeatLimit(every_s=10.0, clock=clock)
+    logger.addFilter(limit)
+    other_logger.addFilter(limit)
+    caplog.set_level(logging.DEBUG, logger="tests")
+    try:
+        for i in range(25_000):  # every millisecond for 25 s
+            clock.now = 1000.0 + i / 1000
+            logger.error("Topic %s not found in cluster metadata", "nosuch")
+        logger.error("Topic %s not found in cluster metadata", "another")
+        other_logger.error("Topic %s not found in cluster metadata", "nosuch")
+        logger.info("Topic %s not found in cluster metadata", "nosuch")
+    finally:
+        logger.removeFilter(limit)
+        other_logger.removeFilter(limit)
+    messages = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert messages[0] == ("tests.cluster", "ERROR", "Topic nosuch not found in cluster metadata")
+    assert messages[1] == (
+        "tests.cluster",
+        "ERROR",
+        "Topic nosuch not found in cluster metadata (and 9999 more like it in the last 10 s)",
+    )
+    assert messages[2] == messages[1]
+    assert messages[3:] == [
+        ("tests.cluster", "ERROR", "Topic another not found in cluster metadata"),
+        ("tests.other", "ERROR", "Topic nosuch not found in cluster metadata"),
+        ("tests.cluster", "INFO", "Topic nosuch not found in cluster metadata"),
+    ]
+
+
+def test_the_repeat_limit_remembers_a_bounded_number_of_texts() -> None:
+    clock = Clock()
+    limit = RepeatLimit(every_s=10.0, kept=100, clock=clock)
+    records = [
+        logging.LogRecord("tests.cluster", logging.ERROR, __file__, 1, "Topic %s not found", (str(i),), None)
+        for i in range(1_000)
+    ]
+    assert all(limit.filter(record) for record in records)  # each text once: all pass
+    assert len(limit._seen) == 100
+    assert limit.filter(records[-1]) is False  # the newest are remembered
+    assert limit.filter(records[0]) is True  # the oldest were forgotten
+
+
+def test_the_cli_installs_the_repeat_limit_on_aiokafkas_loggers() -> None:
+    loggers = [logging.getLogger(name) for name in AIOKAFKA_LOGGERS]
+    before = [list(logger.filters) for logger in loggers]
+    try:
+        limit_repeated_kafka_logs()
+        limit_repeated_kafka_logs()  # installs once
+        assert all(sum(isinstance(f, RepeatLimit) for f in logger.filters) == 1 for logger in loggers)
+    finally:
+        for logger, filters in zip(loggers, before, strict=True):
+            logger.filters[:] = filters

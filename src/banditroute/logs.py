@@ -100,6 +100,70 @@ def quiet_retried_kafka_errors() -> None:
         logger.addFilter(RetriedKafkaErrors())
 
 
+REPEAT_EVERY_S = 10.0
+"""At most one record of the same text per logger passes in this long (:class:`RepeatLimit`)."""
+REPEAT_KEPT = 1000
+"""Distinct texts :class:`RepeatLimit` remembers (the oldest forgotten first)."""
+AIOKAFKA_LOGGERS = (
+    "aiokafka",
+    "aiokafka.admin.client",
+    "aiokafka.client",
+    "aiokafka.cluster",
+    "aiokafka.conn",
+    "aiokafka.consumer.consumer",
+    "aiokafka.consumer.fetcher",
+    "aiokafka.consumer.group_coordinator",
+    "aiokafka.consumer.subscription_state",
+    "aiokafka.producer.producer",
+    "aiokafka.producer.sender",
+)
+"""The loggers of aiokafka's modules that log warnings and errors in a loop (e.g. "Topic %s not found in cluster
+metadata", about a thousand times a second while a consumer waits for a topic that does not exist)."""
+
+
+class RepeatLimit(logging.Filter):
+    """Let the same warning or error (same logger, same text) through at most once per ``every_s``; the next one
+    that passes says how many were held back since the last. Records below WARNING pass untouched. Memory is
+    bounded: ``kept`` texts at most, the oldest forgotten first."""
+
+    def __init__(
+        self,
+        every_s: float = REPEAT_EVERY_S,
+        kept: int = REPEAT_KEPT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.kept = kept
+        self.clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+        """(logger, text) -> (when one last passed, how many were held back since)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key, now = (record.name, record.getMessage()), self.clock()
+        passed, held = self._seen.pop(key, (now - self.every_s, 0))
+        if now - passed < self.every_s:
+            self._seen[key] = (passed, held + 1)
+            return False
+        if held:
+            record.msg = "%s (and %d more like it in the last %.0f s)"
+            record.args = (key[1], held, now - passed)
+        self._seen[key] = (now, 0)  # the newest last: the oldest go first past the bound
+        if len(self._seen) > self.kept:
+            del self._seen[next(iter(self._seen))]
+        return True
+
+
+def limit_repeated_kafka_logs() -> None:
+    """Install :class:`RepeatLimit` on aiokafka's loggers (once each)."""
+    for name in AIOKAFKA_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RepeatLimit) for f in logger.filters):
+            logger.addFilter(RepeatLimit())
+
+
 def json_handler(level: int = logging.INFO) -> logging.Handler:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
