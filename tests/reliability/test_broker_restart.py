@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import pytest
 from banditroute.client import RouterClient, RouterUnavailable, default_route_reason
 from banditroute.events import DeadLetter, DeadLetterReason
 from banditroute.kafka.local import LocalKafka, free_port
+from banditroute.logs import AIOKAFKA_LOGGERS, RepeatLimit
 from tests.kafka.router_world import TRUTH, observations, read_all, wait_topics, write_config
 from tests.reliability.support import (
     assert_states_equal,
@@ -110,8 +113,25 @@ def own_broker(tmp_path: Path) -> Any:
         broker.down(purge=True)
 
 
+@pytest.fixture
+def every_kafka_log() -> Iterator[None]:
+    """Take the CLI's repeat limit off aiokafka's loggers (a CLI test earlier in this process may have installed
+    it), so the count of failed metadata refreshes below sees every one of them."""
+    loggers = [logging.getLogger(name) for name in AIOKAFKA_LOGGERS]
+    before = [list(logger.filters) for logger in loggers]
+    for logger in loggers:
+        logger.filters[:] = [f for f in logger.filters if not isinstance(f, RepeatLimit)]
+    yield
+    for logger, filters in zip(loggers, before, strict=True):
+        logger.filters[:] = filters
+
+
 async def test_broker_restart_under_load(
-    own_broker: LocalKafka, unique_prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    own_broker: LocalKafka,
+    unique_prefix: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    every_kafka_log: None,
 ) -> None:
     t0 = time.monotonic()
     bootstrap, prefix = own_broker.bootstrap, unique_prefix
