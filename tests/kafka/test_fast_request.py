@@ -154,3 +154,84 @@ def test_other_shapes_and_oversized_records_go_the_full_way() -> None:
     assert fast_request(plain, len(plain) - 1) is None
     assert fast_request(b"", 65536) is None and fast_request(b"[1]", 65536) is None
     assert fast_request(b'{"schema_version": 1, "request_id": "a",', 65536) is None
+
+
+# bytes a mutation puts in: JSON punctuation and escapes, whitespace, literals, digits of other scripts, non-ASCII
+_MUTATIONS: list[bytes] = [
+    *(bytes([b]) for b in range(256)),
+    b" ",
+    b"\t",
+    b"\\",
+    b'\\"',
+    b"\\u0041",
+    b"\\u00e9",
+    b"\\/",
+    b"\\n",
+    b'"',
+    b",",
+    b":",
+    b"{}",
+    b"[]",
+    b"null",
+    b"true",
+    b"1.0",
+    b"1e0",
+    b"-0",
+    b"Z",
+    b"+00:00",
+    b"+01:00",
+    b".123456",
+    b"24",
+    b"60",
+    "é".encode(),
+    "１".encode(),
+    "٢".encode(),
+    b'"schema_version":1,',
+    b'"request_id":"x",',
+    b'"tenant":null,',
+    b'"extra":1,',
+]
+
+
+def _mutated(rng: random.Random, raw: bytes) -> bytes:
+    """``raw`` with one to three byte-level edits: a replaced, inserted, deleted or copied run."""
+    text = bytearray(raw)
+    for _ in range(rng.choice([1, 1, 2, 3])):
+        op, at = rng.random(), rng.randrange(len(text) + 1)
+        if op < 0.35 and at < len(text):
+            text[at : at + 1] = rng.choice(_MUTATIONS)
+        elif op < 0.6:
+            text[at:at] = rng.choice(_MUTATIONS)
+        elif op < 0.8 and at < len(text):
+            del text[at : at + rng.randrange(1, 4)]
+        else:  # a run copied elsewhere: duplicate keys, values, separators
+            start = rng.randrange(len(text))
+            text[at:at] = text[start : start + rng.randrange(1, 40)]
+    return bytes(text)
+
+
+def test_byte_level_edits_of_request_texts_never_make_the_fast_path_disagree_with_pydantic() -> None:
+    """Texts the generators above never write (whitespace, escapes, duplicate keys, other digits, literals in
+    place of strings, truncations): whatever the fast path accepts, pydantic accepts with the same fields."""
+    rng = random.Random(12)
+    texts: list[bytes] = []
+    for tenant, reply_to in itertools.product([None, "acme"], [None, "acme.replies"]):
+        request = build_request("summarise", tenant=tenant, reply_to=reply_to)
+        texts.append(encode(request))  # the SDK's text
+        short = {"schema_version": 1, "request_id": request.request_id, "task_type": "summarise"}
+        short["created_at"] = rng.choice(["2026-11-30T12:00:00Z", "2026-11-30T12:00:00.123+00:00"])
+        short |= {k: v for k, v in (("tenant", tenant), ("reply_to", reply_to)) if v is not None}
+        texts.append(orjson.dumps(short))  # the shortest text
+    accepted = 0
+    for _ in range(20_000):
+        raw = _mutated(rng, rng.choice(texts))
+        fast = fast_request(raw, 65536)
+        if fast is None:
+            continue
+        slow = decode(RoutingRequest, raw)
+        assert isinstance(slow, RoutingRequest), (raw, slow)
+        full = fast.full()
+        assert reads(fast) == reads(slow) and full == slow, raw
+        assert full.model_fields_set == slow.model_fields_set and encode(full) == encode(slow), raw
+        accepted += 1
+    assert accepted > 1000  # edits that keep the text valid (an id's character, a digit) are still taken
