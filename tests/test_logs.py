@@ -187,3 +187,47 @@ def test_the_cli_installs_the_repeat_limit_on_aiokafkas_loggers() -> None:
     finally:
         for logger, filters in zip(loggers, before, strict=True):
             logger.filters[:] = filters
+
+
+def test_the_filters_can_be_shared_by_threads() -> None:
+    """aiokafka logs from every thread with a client (the worker's loop and the decide loop's own thread), and a
+    logger's filters run in the thread that logs: an exception there is raised at aiokafka's log call. Four
+    threads past the filters' memory bound (switching threads as often as the interpreter can): none raises."""
+    import sys
+    import threading
+
+    repeat, retried = RepeatLimit(kept=1), RetriedKafkaErrors()
+    failures: list[BaseException] = []
+
+    def log_many(thread: int) -> None:
+        for i in range(5000):
+            records = (
+                logging.LogRecord("aiokafka.conn", logging.WARNING, __file__, 1, f"{thread} {i}", None, None),
+                logging.LogRecord(
+                    FETCHER,
+                    logging.ERROR,
+                    __file__,
+                    1,
+                    "Failed fetch offsets from %s: %s",
+                    (1, NotLeaderForPartitionError(f"TopicPartition(topic='t{thread}', partition={i})")),
+                    None,
+                ),
+            )
+            try:
+                repeat.filter(records[0])
+                retried.filter(records[1])
+            except Exception as exc:
+                failures.append(exc)
+                return
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=log_many, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -65,6 +66,8 @@ class RetriedKafkaErrors(logging.Filter):
         self.clock = clock
         self._seen: dict[str, tuple[float, float, bool]] = {}
         """Error text -> (first, last occurrence of this run of it, logged at WARNING)."""
+        self._lock = threading.Lock()
+        """aiokafka logs from every thread with a client (the decide loop has its own): filters run there."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
@@ -76,18 +79,22 @@ class RetriedKafkaErrors(logging.Filter):
         ):
             return True
         text, now = str(args[1]), self.clock()
-        first, last, told = self._seen.pop(text, (now, now, False))
-        if now - last > self.lasting_s:  # it had stopped: a new run
-            first, told = now, False
-        if not told and now - first >= self.lasting_s:
-            told = True
+        with self._lock:
+            first, last, told = self._seen.pop(text, (now, now, False))
+            if now - last > self.lasting_s:  # it had stopped: a new run
+                first, told = now, False
+            tell = not told and now - first >= self.lasting_s
+            self._seen[text] = (
+                first,
+                now,
+                told or tell,
+            )  # the newest last: the oldest go first past the bound
+            if len(self._seen) > LASTING_KEPT:
+                del self._seen[next(iter(self._seen))]
+        if tell:
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.msg = "offset lookups still fail after %.0f s of retries (node %s): %s"
             record.args = (now - first, args[0], text)
-        self._seen[text] = (first, now, told)  # the newest last: the oldest go first past the bound
-        if len(self._seen) > LASTING_KEPT:
-            del self._seen[next(iter(self._seen))]
-        if record.levelno == logging.WARNING:
             return True
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
@@ -138,21 +145,24 @@ class RepeatLimit(logging.Filter):
         self.clock = clock
         self._seen: dict[tuple[str, str], tuple[float, int]] = {}
         """(logger, text) -> (when one last passed, how many were held back since)."""
+        self._lock = threading.Lock()
+        """aiokafka logs from every thread with a client (the decide loop has its own): filters run there."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
         key, now = (record.name, record.getMessage()), self.clock()
-        passed, held = self._seen.pop(key, (now - self.every_s, 0))
-        if now - passed < self.every_s:
-            self._seen[key] = (passed, held + 1)
-            return False
+        with self._lock:
+            passed, held = self._seen.pop(key, (now - self.every_s, 0))
+            if now - passed < self.every_s:
+                self._seen[key] = (passed, held + 1)
+                return False
+            self._seen[key] = (now, 0)  # the newest last: the oldest go first past the bound
+            if len(self._seen) > self.kept:
+                del self._seen[next(iter(self._seen))]
         if held:
             record.msg = "%s (and %d more like it in the last %.0f s)"
             record.args = (key[1], held, now - passed)
-        self._seen[key] = (now, 0)  # the newest last: the oldest go first past the bound
-        if len(self._seen) > self.kept:
-            del self._seen[next(iter(self._seen))]
         return True
 
 
