@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -148,3 +149,28 @@ def test_route_local_feedback_is_learnt_by_a_worker(
     learning = result["learning"]
     assert learning["feedback_sent"] == 200 and learning["learnt"] == 200
     assert learning["learnt_per_s"] > 0 and learning["learnt_s"] >= learning["feedback_sent_s"]
+
+
+async def test_decide_path_decides_every_request_and_hands_each_to_the_join() -> None:
+    from aiokafka.record.default_records import DefaultRecordBatch
+
+    from banditroute.bench.decide_path import PARTITIONS, DecidePath, request_batch
+    from banditroute.events import RoutingDecision
+    from banditroute.kafka.producer_double import AckingProducer
+
+    path = DecidePath()
+    values: list[bytes] = []
+    send_batch = AckingProducer.send_batch
+
+    async def keeping(builder: Any, topic: str, *, partition: int) -> Any:
+        values.extend(record.value for record in DefaultRecordBatch(bytearray(builder._build())))
+        return await send_batch(path.producer, builder, topic, partition=partition)
+
+    path.producer.send_batch = keeping  # type: ignore[method-assign]
+    await path.warm_up(request_batch("p.requests", 0, 20))
+    await path.step(request_batch("p.requests", 1, 20))
+    n = 2 * 20 * PARTITIONS
+    assert path.producer.records == n == len(values) == len(path.pending.held)
+    decisions = [RoutingDecision.model_validate_json(value) for value in values]
+    assert {d.request_id for d in decisions} == set(path.pending.held)
+    assert sum(path.dashboard.decisions_by_model.values()) == n

@@ -1,0 +1,184 @@
+"""The worker's decide path in process, for counting its work per request: ``python -m
+banditroute.bench.decide_path [--steps N] [--per-partition N] [--made N] [--cpu]``.
+
+Request records (bytes, as ``bench e2e`` writes them) go through the worker's :class:`DecideService` step
+(``_step``: validation, deciding, appending to record batches, the step's handoff) against a producer double
+that acknowledges each record batch at once; the handoff then goes to the join (``JoinLogic.on_served``, as
+``JoinIO._take_handoffs`` calls it) and the step's decisions to the dashboard's count (``Router._on_decisions``).
+No broker, and no work that depends on time: the decide clock is fixed and the step sizes are set, so the
+instructions per request (``valgrind --tool=callgrind``, the difference of two step counts) repeat to a few
+instructions whatever the machine's load. ``--cpu`` prints the thread's CPU time per request instead (median
+of rounds). Packaged config, empty state view (priors), task type ``bench``, seed 1; malloc and the garbage
+collector set up as the worker sets them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any, NamedTuple
+
+import numpy as np
+import orjson
+
+from banditroute import memory
+from banditroute.agents.decide import DecideLogic, StateView
+from banditroute.agents.join import TAG_WORKER, JoinLogic, JoinResult
+from banditroute.agents.pending import PendingStore
+from banditroute.app import Router
+from banditroute.codec import DeadLetterCounter
+from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
+from banditroute.gc_tuning import tune_for_worker
+from banditroute.kafka.decide_service import DecideService
+from banditroute.kafka.handoff import build_handoff
+from banditroute.kafka.producer_double import AckingProducer
+from banditroute.kafka.staged import StagedTable
+from banditroute.limits import CAPS
+from banditroute.served import Decided
+from banditroute.web.top import TopTaskTypes
+
+PARTITIONS = 4
+CLOCK_S = 1_796_000_000.0
+"""The decide clock (2026-11-30): fixed, so blocks and the clock's text are made the same way every run."""
+CREATED_AT = "2026-11-30T00:00:00.000000+00:00"
+
+
+class TopicPartition(NamedTuple):
+    """A polled batch's key, as aiokafka's consumer gives it."""
+
+    topic: str
+    partition: int
+
+
+class _Record:
+    __slots__ = ("topic", "partition", "offset", "key", "value")
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes, value: bytes) -> None:
+        self.topic, self.partition, self.offset, self.key, self.value = topic, partition, offset, key, value
+
+
+def request_batch(topic: str, step: int, per_partition: int) -> dict[TopicPartition, list[_Record]]:
+    """One poll's records: ``per_partition`` requests in each partition (``bench e2e``'s request text)."""
+    batch: dict[TopicPartition, list[_Record]] = {}
+    for partition in range(PARTITIONS):
+        records = []
+        for i in range(per_partition):
+            offset = step * per_partition + i
+            rid = f"r{partition}-{offset}"
+            value = orjson.dumps(
+                {"schema_version": 1, "request_id": rid, "task_type": "bench", "created_at": CREATED_AT}
+            )
+            records.append(_Record(topic, partition, offset, rid.encode(), value))
+        batch[TopicPartition(topic, partition)] = records
+    return batch
+
+
+class DecidePath:
+    """A worker's decide loop, join and dashboard count, wired without Kafka."""
+
+    def __init__(self) -> None:
+        registry = Registry(RouterConfig.load(PACKAGED_CONFIG))
+        logic = DecideLogic(
+            registry, StateView(), np.random.default_rng(1), worker_id="w", clock=lambda: CLOCK_S
+        )
+        self.dashboard = SimpleNamespace(
+            top=TopTaskTypes(),
+            decisions_by_model=Counter(),
+            capped=Counter({cap: 0 for cap in CAPS}),
+            recent_decisions=[],
+        )
+        self.service = DecideService(
+            logic,
+            bootstrap="in-process",
+            requests_topic="p.requests",
+            decisions_topic="p.decisions",
+            deadletter_topic="p.deadletter",
+            group_id="p.decide",
+            security={},
+            max_payload_bytes=1 << 20,
+            dead_letters=DeadLetterCounter(),
+            on_decisions=self._count,
+            own_thread=False,
+            follow=True,
+            priority_lane=True,
+        )
+        service = self.service
+        service._decision_partitions = PARTITIONS
+        service.token = b"0123456789abcdef"
+        service._headers = [("banditroute-decider", service.token)]
+        service.assigned = frozenset(range(PARTITIONS))
+        self.pending = PendingStore(StagedTable(SimpleNamespace(data={}), lambda _key: 0))
+        self.join = JoinLogic(self.pending, {}, registry.join_policy)
+        self.producer = AckingProducer()
+        self.owned = set(range(PARTITIONS))
+
+    def _count(self, batch: list[Decided]) -> None:
+        Router._on_decisions(self.dashboard, batch)  # type: ignore[arg-type]  # the fields it reads
+
+    async def warm_up(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """A first step, then the priority lane emptied: the first requests of a task type the config does not
+        list wait there until it holds state (how long the lane's time slices take would otherwise decide how
+        many are left for the measured steps)."""
+        await self.step(batch)
+        while self.service.lane:
+            await self.step({}, draining=True)
+
+    async def step(self, batch: dict[TopicPartition, list[Any]], draining: bool = False) -> None:
+        """One poll through the decide loop, then its handoff through the join (as the committer would)."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        committer: asyncio.Task[None] = asyncio.ensure_future(asyncio.sleep(0))
+        await self.service._step(batch, self.producer, queue, committer, draining)
+        _futures, _offsets, handoff_args = queue.get_nowait()
+        handoff = build_handoff(*handoff_args)
+        owned = self.owned
+        result = JoinResult()
+        self.join.on_served([d for d in handoff.decisions if d[0] in owned], CLOCK_S, TAG_WORKER, result)
+        await committer
+
+
+async def run(steps: int, per_partition: int, cpu: bool, rounds: int, made: int) -> None:
+    memory.limit_arenas()  # as the worker (Router) does
+    memory.fix_mmap_threshold()
+    path = DecidePath()
+    # as many request records made whatever is measured: the difference of two counts is the steps' own work
+    total = steps * (rounds if cpu else 1) + 2
+    if total > made:
+        raise SystemExit(f"--made must be at least {total}")
+    batches = [request_batch("p.requests", s, per_partition) for s in range(made)]
+    await path.warm_up(batches[0])
+    await path.step(batches[1])
+    tune_for_worker()  # as the worker, once ready
+    if not cpu:
+        for batch in batches[2 : 2 + steps]:
+            await path.step(batch)
+        print(f"{steps * per_partition * PARTITIONS} requests, {path.producer.records} records")
+        return
+    per_step = per_partition * PARTITIONS
+    times = []
+    for r in range(rounds):
+        t0 = time.thread_time()
+        for batch in batches[2 + r * steps : 2 + (r + 1) * steps]:
+            await path.step(batch)
+        times.append((time.thread_time() - t0) / (steps * per_step) * 1e6)
+    print(
+        f"CPU per request: median {statistics.median(times):.2f} us, min {min(times):.2f} over {rounds} rounds"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--per-partition", type=int, default=250)
+    parser.add_argument("--cpu", action="store_true")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--made", type=int, default=22, help="polls of request records made (>= steps + 2)")
+    args = parser.parse_args()
+    asyncio.run(run(args.steps, args.per_partition, args.cpu, args.rounds, args.made))
+
+
+if __name__ == "__main__":
+    main()
