@@ -165,7 +165,7 @@ def plain_request(
     )
 
 
-_IDENTIFIER = re.compile(_ID_PATTERN)
+_IDENTIFIER = re.compile(_ID_PATTERN[1:-1])  # without "^" and "$": fullmatch anchors it
 _NO_CONSTRAINTS = Constraints()
 _GIVEN = frozenset(RoutingRequest.model_fields) - {"schema_version"}
 """The fields ``build_request`` passes to pydantic (``model_fields_set`` of its requests)."""

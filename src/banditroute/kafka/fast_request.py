@@ -24,8 +24,12 @@ from banditroute.messages import _known_identifier as known_identifier
 
 _SIMPLE = frozenset({"schema_version", "request_id", "task_type", "created_at", "tenant", "reply_to"})
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
-UTC_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3}|\.\d{6})?(?:Z|\+00:00)")
-"""A UTC timestamp in the forms the SDK writes (what the fast paths accept; anything else goes to pydantic)."""
+UTC_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3}(?:[0-9]{3})?)?(?:Z|\+00:00)"
+)
+"""A UTC timestamp in the forms the SDK writes (what the fast paths accept; anything else goes to pydantic).
+ASCII digits only: ``\\d`` would also match other scripts' digits, which ``fromisoformat`` refuses anyway, at
+half again the cost per match."""
 _DEFAULTS: dict[str, object] = {
     "candidates": None,
     "exclude": None,
@@ -52,9 +56,11 @@ def utc_time(value: object) -> datetime | None:
     if type(value) is not str or UTC_TIME.fullmatch(value) is None:
         return None
     try:
-        return datetime.fromisoformat(value).astimezone(UTC)
+        parsed = datetime.fromisoformat(value)
     except ValueError:  # e.g. 2026-02-30 or hour 24
         return None
+    # "Z" and "+00:00" parse to the UTC singleton itself; converting would only copy the datetime
+    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
 
 class FastRequest:
@@ -94,8 +100,13 @@ class FastRequest:
 
 def fast_request(raw: bytes, max_bytes: int) -> FastRequest | None:
     """The request in ``raw`` if it has the common shape and is valid; None means "decode it the full way"."""
-    obj = json_object(raw, max_bytes)
-    if obj is None:
+    if not raw or len(raw) > max_bytes:  # json_object, inlined (once per request)
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict:
         return None
     if not _SIMPLE.issuperset(obj):
         # the SDK encodes every field: accept the other fields only at their defaults
