@@ -327,16 +327,25 @@ class DuplicateIdCheck:
         value = getattr(event, self.field, None)
         if not isinstance(value, str):
             return None
+        return self.check(value)
+
+    def check(self, value: str) -> DecodeError | None:
+        """:meth:`__call__` for the field's value itself (the decide loop's request path has it at hand)."""
         digest = hash(value) or 1  # 0 marks an empty slot
         mask = self._mask
         start = digest & mask
-        for table in (self._previous, self._current):
-            i = start
-            while (held := table[i]) != 0:
-                if held == digest:
-                    return DecodeError(self.reason, f"{self.field} {value!r} was already received")
-                i = (i + 1) & mask
-        # ``i`` is the first free slot of the current table (searched last)
+        table = self._previous
+        i = start
+        while (held := table[i]) != 0:
+            if held == digest:
+                return DecodeError(self.reason, f"{self.field} {value!r} was already received")
+            i = (i + 1) & mask
+        table = self._current  # searched last: ``i`` ends at its first free slot
+        i = start
+        while (held := table[i]) != 0:
+            if held == digest:
+                return DecodeError(self.reason, f"{self.field} {value!r} was already received")
+            i = (i + 1) & mask
         table[i] = digest
         self._count += 1
         if self._count >= self._generation:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -192,6 +193,19 @@ def test_hooks() -> None:
     results = [dup(_replace(EX["RoutingRequest"], request_id=i)) for i in ids]
     # r1 is seen again at index 2; by index 5 it has been forgotten (two generations of 2)
     assert [r is not None for r in results] == [False, False, True, False, False, False]
+
+
+def test_duplicate_check_of_a_value_is_the_check_of_its_event() -> None:
+    rng = random.Random(16)
+    by_event, by_value = DuplicateIdCheck(capacity=64), DuplicateIdCheck(capacity=64)
+    for _ in range(5000):
+        rid = f"r{rng.randrange(200)}"  # repeats within and beyond the window, through generation swaps
+        problem = by_event(_replace(EX["RoutingRequest"], request_id=rid))
+        same = by_value.check(rid)
+        assert (problem is None) == (same is None)
+        if problem is not None and same is not None:
+            assert (problem.reason, problem.error) == (same.reason, same.error)
+    assert len(by_event) == len(by_value)
 
 
 def test_duplicate_check_window_and_memory_bound() -> None:
