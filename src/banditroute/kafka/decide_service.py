@@ -40,7 +40,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -60,7 +60,7 @@ from banditroute.events import DeadLetter, DeadLetterReason, RoutingRequest
 from banditroute.kafka.fast_request import FastRequest, fast_request
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, build_handoff, ignore_handoff
 from banditroute.kafka.low_lane import LOW_LANE_BYTES, LOW_LANE_MAX, LowLane, Parked
-from banditroute.kafka.outbox import NO_HEADERS, PartitionBatches
+from banditroute.kafka.outbox import NO_HEADERS, Headers, PartitionBatches
 from banditroute.kafka.own_thread import OwnThreadLoop
 from banditroute.kafka.replies import ReplySender
 from banditroute.kafka.spill import LANE_WITH_SPILL, SPILL_CHUNK, SPILL_SHARE, task_type_of
@@ -411,7 +411,9 @@ class DecideService(OwnThreadLoop):
         taken = 0
         for tp, records in low.items():
             for record in records:
-                await self._handle(out, producer, record, park=False)
+                unfinished = self._handle(out, producer, record, park=False)
+                if unfinished is not None:
+                    await unfinished
             offsets[tp] = records[-1].offset + 1
             taken += len(records)
         self._spill_waiting = taken > 0
@@ -455,7 +457,9 @@ class DecideService(OwnThreadLoop):
         decided = self.decided
         for tp, records in batch.items():
             for record in records:
-                await self._handle(out, producer, record)
+                unfinished = self._handle(out, producer, record)
+                if unfinished is not None:
+                    await unfinished
             self._read_upto[tp.partition] = records[-1].offset + 1
             touched.add(tp.partition)
             read += len(records)
@@ -466,7 +470,9 @@ class DecideService(OwnThreadLoop):
         for _ in range(min(LANE_SHARE, len(lane))):
             parked = lane.take()
             touched.add(parked.partition)
-            await self._decide(out, producer, parked, parked.request)
+            unfinished = self._decide(out, producer, parked, parked.request)
+            if unfinished is not None:
+                await unfinished
         low = await self._decide_spilled(out, producer, SPILL_SHARE, offsets)
         # more only while reading keeps up: a full poll means more is waiting, and a spill a flood of new task
         # types (deciding them now would slow the reading of the established requests behind them)
@@ -478,7 +484,9 @@ class DecideService(OwnThreadLoop):
             while lane and time.perf_counter() < deadline:
                 parked = lane.take()
                 touched.add(parked.partition)
-                await self._decide(out, producer, parked, parked.request)
+                unfinished = self._decide(out, producer, parked, parked.request)
+                if unfinished is not None:
+                    await unfinished
             while not lane and low and time.perf_counter() < deadline:
                 low = await self._decide_spilled(out, producer, SPILL_CHUNK, offsets)
         for partition in touched:
@@ -543,8 +551,8 @@ class DecideService(OwnThreadLoop):
         (schema_version required on the wire, NaN, sizes) as every other consumer, and its dead letters."""
         fast = fast_request(record.value, self.max_payload_bytes)
         if fast is not None:
-            # no candidates on the fast path: no model to check (the check reads only the request id)
-            problem = self.duplicates(fast)  # type: ignore[arg-type]
+            # no candidates on the fast path: no model to check, only the request id
+            problem = self.duplicates.check(fast.request_id)
             if problem is None:
                 return fast
             return make_dead_letter(
@@ -584,36 +592,41 @@ class DecideService(OwnThreadLoop):
         current = self._replies.stats["skipped"] if self._replies is not None else 0
         return self._replies_skipped_before + current
 
-    async def _handle(
+    def _handle(
         self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any, park: bool = True
-    ) -> None:
+    ) -> Awaitable[None] | None:
         """Decide one request record, or park it in the lane (``park`` and a new task type), or spill it (the
-        lane full and a spill topic): copied unvalidated, so that reading on costs little."""
+        lane full and a spill topic): copied unvalidated, so that reading on costs little. Returns what must
+        still be awaited to finish it (None for the common request: decided and appended without waiting)."""
         if park and self._spilled and self.lane.full:
             task_type = task_type_of(record.value, self.max_payload_bytes)
             if task_type is not None and not self.logic.is_established_type(task_type):
-                await out.add(self._spilled[0].topic, record.partition, record.key, record.value)
                 self.spilled_total += 1
-                return
+                return out.add(self._spilled[0].topic, record.partition, record.key, record.value)
         result = self._decode(record)
         if isinstance(result, DeadLetter):
-            self._batch_letters.append(result.reason)
-            out.futures.append(
-                await producer.send(self.deadletter_topic, key=record.topic.encode(), value=encode(result))
-            )
-            return
+            return self._dead_letter(out, producer, record, result)
         if park and self.priority_lane and not self.logic.is_established(result):
             self.lane.park(
                 Parked(record.topic, record.partition, record.offset, record.key, record.value, result)
             )
-            return
-        await self._decide(out, producer, record, result)
+            return None
+        return self._decide(out, producer, record, result)
 
-    async def _decide(
-        self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any, result: Request
+    async def _dead_letter(
+        self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any, letter: DeadLetter
     ) -> None:
+        self._batch_letters.append(letter.reason)
+        out.futures.append(
+            await producer.send(self.deadletter_topic, key=record.topic.encode(), value=encode(letter))
+        )
+
+    def _decide(
+        self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any, result: Request
+    ) -> Awaitable[None] | None:
         """Decide one request read as ``record`` (a consumer record or a :class:`Parked` one) and add its
-        decision (or its dead letter) to ``out``."""
+        decision (or its dead letter) to ``out``; returns what must still be awaited (None: nothing, the common
+        case: the decision is in its partition's record batch, with no shadow decision and no reply)."""
         try:
             decided, served = self.logic.decide_encoded(result)
         except Exception as exc:  # the worker must never die on one request; the bug is kept with its input
@@ -628,11 +641,7 @@ class DecideService(OwnThreadLoop):
                 datetime.now(UTC),
                 event_type="RoutingRequest",
             )
-            self._batch_letters.append(letter.reason)
-            out.futures.append(
-                await producer.send(self.deadletter_topic, key=record.topic.encode(), value=encode(letter))
-            )
-            return
+            return self._dead_letter(out, producer, record, letter)
         payload = decided[4]
         key = result.request_id.encode()
         partitions = self._decision_partitions
@@ -641,17 +650,43 @@ class DecideService(OwnThreadLoop):
         else:
             partition = partition_for(key, partitions)
         headers = self._headers if self.follow else NO_HEADERS
-        if not out.try_append(self.decisions_topic, partition, key, payload, headers):  # batch full: ship it
-            await out.add(self.decisions_topic, partition, key, payload, headers)
+        appended = out.try_append(self.decisions_topic, partition, key, payload, headers)
         if self.follow:
-            self._joinable.setdefault(partition, []).append(served)
+            joinable = self._joinable.get(partition)
+            if joinable is None:
+                joinable = self._joinable[partition] = []
+            joinable.append(served)
         shadow = self.logic.take_shadow()
+        if not appended or (shadow is not None and self.shadow_topic) or result.reply_to:
+            return self._finish(
+                out, partition, key, payload, headers, appended, shadow, result.reply_to, decided
+            )
+        self.decided += 1
+        self._batch_decisions.append(decided)
+        return None
+
+    async def _finish(
+        self,
+        out: PartitionBatches,
+        partition: int,
+        key: bytes,
+        payload: bytes,
+        headers: Headers,
+        appended: bool,
+        shadow: dict[str, Any] | None,
+        reply_to: str | None,
+        decided: Decided,
+    ) -> None:
+        """The rest of :meth:`_decide` when it must wait: a full record batch shipped, a shadow decision, a
+        reply."""
+        if not appended:  # batch full: ship it
+            await out.add(self.decisions_topic, partition, key, payload, headers)
         if shadow is not None and self.shadow_topic:
             await out.add(self.shadow_topic, partition, key, orjson.dumps(shadow))
-        if result.reply_to and self._replies is not None:
+        if reply_to and self._replies is not None:
             # best effort: the decision is already on its way to the decisions topic; a client whose reply
             # topic is gone times out and falls back to its default route
-            await self._replies.send(result.reply_to, key, payload)
+            await self._replies.send(reply_to, key, payload)
         self.decided += 1
         self._batch_decisions.append(decided)
 
