@@ -109,6 +109,33 @@ def test_on_served_stores_what_the_dataclass_path_stored(max_capped: int | None)
         assert fast.pending.held == slow.pending.held
 
 
+@pytest.mark.parametrize("max_capped", [None, 50])
+def test_on_served_in_partition_runs_equals_one_decision_at_a_time(max_capped: int | None) -> None:
+    """A handoff holds runs of one partition (each record batch's decisions): one call over the runs, with
+    decisions already held (re-decided) inside them, stores what one call per decision stores."""
+    rng = random.Random(20)
+    decisions = generated(rng, 1500)
+    batch = [
+        ((i // rng.choice([1, 40, 200])) % 4, 100 + i, served_fields(d)) for i, d in enumerate(decisions)
+    ]
+    first, again = batch[:1000], batch[900:]  # the second handoff repeats 100 decisions of the first
+    rng.shuffle(again)
+    again.sort(key=lambda item: item[0])  # runs again, the repeated ones among the new ones
+    whole, single = make(max_capped), make(max_capped)
+    results: list[JoinResult] = [JoinResult(), JoinResult()]
+    for i, handoff in enumerate((first, again)):
+        now_s = 1.75e9 + i
+        whole.on_served(handoff, now_s, TAG_WORKER, results[0])
+        for item in handoff:
+            single.on_served([item], now_s, TAG_WORKER, results[1])
+    assert results[0].counters == results[1].counters and results[0].counters.get("duplicate_decisions")
+    assert isinstance(whole.pending, PendingStore) and isinstance(single.pending, PendingStore)
+    assert whole.pending.held == single.pending.held and whole.pending.durable == single.pending.durable
+    assert whole._deadlines == single._deadlines and whole._capped == single._capped
+    for partition in range(4):
+        assert whole.oldest_unresolved(partition) == single.oldest_unresolved(partition)
+
+
 def test_on_served_joins_feedback_that_came_first() -> None:
     join = make()
     decision = generated(random.Random(18), 1)[0]

@@ -165,7 +165,12 @@ class JoinLogic:
         fields."""
         pending_get, early_pop, hold = self.pending.get, self.early.pop, self._hold
         in_pending, in_early = contains_of(self.pending), contains_of(self.early)
-        waits: dict[str, float] = {}
+        deadlines: dict[str, tuple[int, float]] = {}  # per task type: one clock for the call
+        # the partition of the previous decision, whose offset window and deadline heap are at hand (a handoff
+        # holds runs of one partition)
+        last = -1
+        window: OffsetWindow | None = None
+        heap: list[tuple[float, str]] = []
         for partition, offset, served in decisions:
             request_id = served[0]
             if in_pending(request_id) or in_early(request_id):  # the usual decision is in neither
@@ -173,25 +178,29 @@ class JoinLogic:
                 parked = early_pop(request_id, None) if held is None else None
                 if held is not None or parked is not None:
                     self._decision_slow(served, partition, offset, now_s, tag, held, parked, result)
+                    last = -1  # it may have made the partition's window or heap
                     continue
             task_type = served[3]
-            wait_s = waits.get(task_type)
-            if wait_s is None:
-                wait_s = waits[task_type] = self.join_policy(task_type).wait_s
-            deadline_ms = round((now_s + wait_s) * 1000)
-            value = encode_fresh(served, deadline_ms, offset)
-            window = self.unresolved.get(partition)
-            if window is None:
-                window = self.unresolved[partition] = OffsetWindow()
+            deadline = deadlines.get(task_type)
+            if deadline is None:
+                deadline_ms = round((now_s + self.join_policy(task_type).wait_s) * 1000)
+                deadline = deadlines[task_type] = (deadline_ms, deadline_ms / 1000.0)
+            value = encode_fresh(served, deadline[0], offset)
+            if partition != last or window is None:
+                last = partition
+                window = self.unresolved.get(partition)
+                if window is None:
+                    window = self.unresolved[partition] = OffsetWindow()
+                known = self._deadlines.get(partition)
+                if known is None:
+                    known = self._deadlines[partition] = []
+                heap = known
             window.add(offset)
             if hold is not None:
                 hold(request_id, value)
             else:
                 self.pending[request_id] = value
-            heap = self._deadlines.get(partition)
-            if heap is None:
-                heap = self._deadlines[partition] = []
-            heapq.heappush(heap, (deadline_ms / 1000.0, request_id))
+            heapq.heappush(heap, (deadline[1], request_id))
             if served[10]:  # capped
                 self._track_capped(partition, request_id, result)
 
