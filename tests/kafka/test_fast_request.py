@@ -13,7 +13,7 @@ import orjson
 from banditroute.client import build_request
 from banditroute.codec import decode, encode
 from banditroute.events import RoutingRequest
-from banditroute.kafka.fast_request import fast_request, utc_time
+from banditroute.kafka.fast_request import fast_request, parsed_request, shaped_request, utc_time
 
 IDS: list[Any] = [
     "r1",
@@ -107,7 +107,8 @@ def _payloads(rng: random.Random, n: int) -> list[bytes]:
             )
         if rng.random() < 0.05:
             doc.pop(rng.choice(sorted(doc)))
-        out.append(orjson.dumps(doc))
+        # keys sorted as the SDK writes them (codec.encode), or in the order given (the shortest text)
+        out.append(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS if rng.random() < 0.5 else 0))
     return out
 
 
@@ -251,3 +252,44 @@ def test_timestamps_read_as_the_utc_datetime_pydantic_makes_of_them() -> None:
         assert parsed == datetime.fromisoformat(value).astimezone(UTC)
         slow = decode(RoutingRequest, orjson.dumps({**REQUEST, "created_at": value}))
         assert isinstance(slow, RoutingRequest) and slow.created_at == parsed
+
+
+def _sdk_payloads(rng: random.Random, n: int) -> list[bytes]:
+    """Texts as the SDK writes them (every field, keys sorted), with generated values and some variants."""
+    out: list[bytes] = []
+    for _ in range(n):
+        doc: dict[str, Any] = {
+            **SDK_DEFAULTS,
+            "schema_version": rng.choice(VERSIONS) if rng.random() < 0.1 else 1,
+            "request_id": rng.choice(IDS) if rng.random() < 0.4 else f"{rng.getrandbits(128):032x}",
+            "task_type": rng.choice(IDS) if rng.random() < 0.3 else "summarise",
+            "tenant": rng.choice(IDS) if rng.random() < 0.4 else None,
+            "reply_to": rng.choice(TOPICS) if rng.random() < 0.4 else None,
+            "created_at": rng.choice(TIMES),
+        }
+        if rng.random() < 0.1:
+            key, value = rng.choice(SDK_VARIANTS)
+            doc[key] = value
+        out.append(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
+    return out
+
+
+def test_a_request_text_read_without_parsing_reads_as_the_parsed_one() -> None:
+    rng = random.Random(21)
+    shaped = 0
+    for raw in _payloads(rng, 3000) + _sdk_payloads(rng, 3000):
+        fast = shaped_request(raw)
+        if fast is None:
+            continue
+        parsed = parsed_request(raw)
+        assert parsed is not None, raw
+        assert reads(fast) == reads(parsed) and fast.full() == parsed.full(), raw
+        assert fast.full().model_fields_set == parsed.full().model_fields_set, raw
+        slow = decode(RoutingRequest, raw)
+        assert isinstance(slow, RoutingRequest) and fast.full() == slow, raw
+        assert fast.full().model_fields_set == slow.model_fields_set and encode(fast.full()) == encode(slow)
+        shaped += 1
+    for tenant, reply_to in itertools.product([None, "acme"], [None, "acme.replies"]):
+        raw = encode(build_request("summarise", tenant=tenant, reply_to=reply_to))
+        assert shaped_request(raw) is not None  # the SDK's text
+    assert shaped > 150  # both texts are really taken without parsing
