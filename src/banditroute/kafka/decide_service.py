@@ -105,8 +105,6 @@ class Decider(Protocol):
 
     def decide_encoded(self, request: Request) -> tuple[Decided, Served | None]: ...
 
-    def is_established(self, request: Request) -> bool: ...
-
     def is_established_type(self, task_type: str) -> bool: ...
 
     def take_shadow(self) -> dict[str, Any] | None: ...
@@ -606,7 +604,7 @@ class DecideService(OwnThreadLoop):
         result = self._decode(record)
         if isinstance(result, DeadLetter):
             return self._dead_letter(out, producer, record, result)
-        if park and self.priority_lane and not self.logic.is_established(result):
+        if park and self.priority_lane and not self.logic.is_established_type(result.task_type):
             self.lane.park(
                 Parked(record.topic, record.partition, record.offset, record.key, record.value, result)
             )
