@@ -47,7 +47,11 @@ class World:
         self.reg, self.clock, self.view = reg, [0.0], StateView()
         self.table: dict[str, bytes] = {}
         self.split = BudgetSplit(
-            self.view.items, np.random.default_rng(seed), state=self.view.get, clock=lambda: self.clock[0]
+            self.view.items,
+            np.random.default_rng(seed),
+            state=self.view.get,
+            clock=lambda: self.clock[0],
+            timer=lambda: 0.0,  # a computation slowed by a loaded machine must not skip the next one
         )
         self.learn = LearnLogic(self.table, reg, self.view.offer, split=self.split)
         self.offset = 0

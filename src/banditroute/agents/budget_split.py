@@ -64,12 +64,15 @@ class BudgetSplit:
         state: Callable[[str], TaskState | None] = lambda _key: None,
         interval_s: float = RECOMPUTE_S,
         clock: Callable[[], float] = time.monotonic,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._states = states
         self._state = state
         self._rng = rng
         self.interval_s = interval_s
         self._clock = clock
+        self._timer = timer
+        """Times a computation, for ``MAX_CPU_SHARE``."""
         self._shares = BudgetShares((), (), {}, {})
         self._known: dict[str, tuple[int, float]] = {}  # key -> (calls, spend) at the last computation
         self._at = float("-inf")
@@ -110,7 +113,7 @@ class BudgetSplit:
         return replace_state(state, budget_offset_usd=offset)
 
     def _recompute(self, snapshot: RoutingSnapshot, now: float) -> None:
-        began = time.perf_counter()
+        began = self._timer()
         self._at, self._version = now, snapshot.version
         states = {k: s for k, s in self._states() if k != SHARED_KEY}
         policies = {k: snapshot.route(task_type_of(k)).policy for k in states}
@@ -119,7 +122,7 @@ class BudgetSplit:
         self._shares = budget_shares(states, policies, rng, group_of=tenant_of, servable=servable)
         self._known = {k: (s.spend_calls, s.spend_total_usd) for k, s in states.items()}
         self.computed += 1
-        self._wait = max(self.interval_s, (time.perf_counter() - began) / MAX_CPU_SHARE)
+        self._wait = max(self.interval_s, (self._timer() - began) / MAX_CPU_SHARE)
 
 
 __all__ = ["LIVE_GROUP_MAX", "MAX_CPU_SHARE", "RECOMPUTE_S", "BudgetSplit"]
