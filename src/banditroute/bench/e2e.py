@@ -34,6 +34,7 @@ relay CPU per request / router CPU per request, the machine-independent form of 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -63,6 +64,11 @@ WARMUP_S = 1.0
 DRAIN_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 90.0
 IDLE_WINDOW_S = 0.5
+TRACE_ENV = "BANDITROUTE_BENCH_TRACE"
+"""Debugging aid (issue #16's tail): a folder; each latency level then writes ``<side>-<level>.json`` there, with
+the level's start (``start_unix_s``) and one row per measured request (``rows``): [sent, decided, arrived] in
+seconds since that start. ``decided`` is the decision's record timestamp (set when the worker appended it), so
+the wait before the decision and the way back can be told apart, and stalls show as runs in time."""
 
 
 class Collector(TopicTail):
@@ -78,6 +84,8 @@ class Collector(TopicTail):
         self.latencies: list[float] = []
         self.stamps: list[int] | None = None
         """Broker timestamps (ms) of the decisions, when kept (``measure_workers``)."""
+        self.trace: list[tuple[float, float, float]] | None = None
+        """(send, record timestamp, arrival) of each measured request, when kept (:data:`TRACE_ENV`)."""
 
     def on_batch(self, batch: dict[Any, list[Any]], now: float) -> None:
         sent, latencies = self.sent, self.latencies
@@ -92,6 +100,8 @@ class Collector(TopicTail):
                 t = sent.pop(rec.key, None)
                 if t is not None:
                     latencies.append((now - t) * 1000.0)
+                    if self.trace is not None:
+                        self.trace.append((t, rec.timestamp / 1000.0, now))
         if n:
             self.count += n
             self.marks.append((now, self.count))
@@ -152,12 +162,24 @@ async def prefill_from(bootstrap: str, topic: str, n: int, tag: str, procs: int)
         raise RuntimeError(f"a prefill process failed: exit codes {codes}")
 
 
+def _write_trace(folder: str, collector: Collector, tag: str, start_unix_s: float, start: float) -> None:
+    """The level's rows for :data:`TRACE_ENV` (times in seconds since the level's start)."""
+    trace, collector.trace = collector.trace or [], None
+    rows = [(s - start, d - start_unix_s, a - start) for s, d, a in trace]
+    side = collector.reader.topic.split(".")[0]
+    with open(os.path.join(folder, f"{side}-{tag}.json"), "wb") as out:
+        out.write(orjson.dumps({"start_unix_s": start_unix_s, "rows": rows}))
+
+
 async def paced(
     producer: Any, collector: Collector, topic: str, rate: float, seconds: float, tag: str
 ) -> dict[str, Any]:
     """Open-loop load: send at ``rate``/s for ``seconds``; measure requests sent after the warm-up."""
     collector.latencies.clear()
+    trace_dir = os.environ.get(TRACE_ENV)
+    collector.trace = [] if trace_dir else None
     start = time.perf_counter()
+    wall_minus_perf = time.time() - start
     end = start + seconds
     measure_from = start + min(WARMUP_S, seconds / 4)
     sent = 0
@@ -187,6 +209,8 @@ async def paced(
         await asyncio.sleep(0.05)
     lost = len(collector.sent)
     collector.sent.clear()
+    if trace_dir and collector.trace is not None:
+        _write_trace(trace_dir, collector, tag, wall_minus_perf + start, start)
     result: dict[str, Any] = percentiles(collector.latencies)
     result.update(
         {
