@@ -111,6 +111,8 @@ class JoinIO:
         )
         self._join_lock = asyncio.Lock()  # one join batch at a time: feedback, decisions or handoffs
         self._handoffs: list[Handoff] = []
+        self._handoff_failures: list[tuple[int, int, Served, Exception]] = []
+        """Handed-over decisions the join failed on (partition, offset, fields, error): dead-lettered next."""
         self._received_seq = 0  # the newest handoff's DecideService.shipped
         self._handed: dict[int, int] = {}  # per partition: the offset after the last decision handed over
         self._ahead: dict[int, tuple[int, int]] = {}  # own decisions the reader met before their handoff
@@ -234,7 +236,7 @@ class JoinIO:
             if handoff.token != token:
                 continue  # decided under an earlier assignment: the reader reads those again
             result = JoinResult()
-            join.on_served([d for d in handoff.decisions if d[0] in owned], now, TAG_WORKER, result)
+            self._join_handed([d for d in handoff.decisions if d[0] in owned], now, result)
             if result.outcomes or result.rejections or result.counters:
                 results.append(result)
             for partition, first, end in handoff.ranges:
@@ -252,6 +254,36 @@ class JoinIO:
                     sent = self._deferred_ticks.pop(partition, None)
                     if sent is not None:
                         results.append(join.on_decisions_tick(partition, sent))
+
+    def _join_handed(self, decisions: list[tuple[int, int, Served]], now: float, result: JoinResult) -> None:
+        """``JoinLogic.on_served`` over a handoff's decisions. A decision it fails on is logged and kept for a
+        dead letter (``_finish_join``), and the others go on after it, as :meth:`_join_run` does for decisions
+        read from the topic: the reader passes over the worker's own decisions, so one the join did not take
+        here is never joined (a failure used to lose every handoff taken with it, their feedback never learnt)."""
+        start, at = 0, [0]
+
+        def feed(begin: int) -> Iterator[tuple[int, int, Served]]:
+            for i in range(begin, len(decisions)):
+                at[0] = i
+                yield decisions[i]
+
+        while start < len(decisions):
+            at[0] = start
+            try:
+                self.join.on_served(feed(start), now, TAG_WORKER, result)
+                start = len(decisions)
+            except Exception as exc:  # never let one decision stop the join; the bug is kept with its input
+                partition, offset, served = decisions[at[0]]
+                log.exception(
+                    "join failed on a decision handed over",
+                    extra={
+                        "topic": self.decisions.get_topic_name(),
+                        "partition": partition,
+                        "offset": offset,
+                    },
+                )
+                self._handoff_failures.append((partition, offset, served, exc))
+                start = at[0] + 1
 
     async def _skip_own(self, positions: dict[int, int]) -> Skip:
         """The decisions reader's ``skip``: per partition, the offset it may seek to because every record from
@@ -397,6 +429,17 @@ class JoinIO:
         # on failure staged again: the reader restarts in this process, with this memory
         await flush_acknowledged((self.pending_view, self.early_view), self.outbox.send_to, self.outbox.drain)
         await self._publish(results)
+        failures, self._handoff_failures = self._handoff_failures, []
+        for partition, offset, served, exc in failures:
+            await self._dead_letter(
+                orjson.dumps(served),  # what the join keeps of the decision (the record is not at hand)
+                self.decisions.get_topic_name(),
+                partition,
+                offset,
+                DeadLetterReason.INTERNAL_ERROR,
+                f"the join failed on this decision (handed over in memory; the payload is what the join keeps "
+                f"of it): {type(exc).__name__}: {exc}",
+            )
         await self.outbox.drain()
 
     async def _join_record(self, msg: Any, results: list[JoinResult], worker: bool = False) -> None:

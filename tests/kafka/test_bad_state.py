@@ -21,7 +21,15 @@ from banditroute.kafka.local import free_port
 from banditroute.kafka.topics import partition_for
 from tests.browser.live import get, get_json, metric_samples
 from tests.kafka.helpers import WorkerProcess, producer, worker_env
-from tests.kafka.router_world import Loop, observations, read_all, read_compacted, write_config
+from tests.kafka.router_world import (
+    Loop,
+    feedback_for,
+    observations,
+    read_all,
+    read_compacted,
+    request,
+    write_config,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -202,5 +210,56 @@ async def test_a_record_no_join_writes_does_not_stop_the_join(
             await loop.run(50, rng, batch=50, timeout_s=60)
         after = await chat_state(kafka_bootstrap, unique_prefix, 100)
         assert after is not None and observations(after) == 100, w.log_tail()
+    finally:
+        assert w.terminate() == 0, w.log_tail()
+
+
+async def test_a_decision_whose_request_id_holds_a_bad_join_record_does_not_lose_the_others(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """A join table record no join wrote, under a request id that a request then uses: the worker's own decision
+    of that request reaches the join in memory with the others of its batch (a handoff). The join failed on it,
+    and the rest of the handoffs taken with it were neither joined nor read again from the topic (the reader
+    passes over the worker's own decisions): their feedback was never learnt. Now that decision is
+    dead-lettered as ``internal_error`` and the others are joined and learnt."""
+    config_dir = write_config(tmp_path / "config")
+    rng = np.random.default_rng(8)
+    w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w1", config_dir)
+    try:
+        async with Loop(kafka_bootstrap, unique_prefix) as loop:
+            await loop.run(50, rng, batch=50, timeout_s=90)
+        assert w.terminate() == 0, w.log_tail()
+        collide = "r-collides-with-a-bad-join-record"
+        async with producer(kafka_bootstrap, acks="all") as p:
+            for partition in range(4):
+                await p.send_and_wait(
+                    f"{unique_prefix}-request_to_pending-changelog",
+                    key=orjson.dumps(collide),
+                    value=BAD,
+                    partition=partition,
+                )
+        w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w2", config_dir)
+        async with Loop(kafka_bootstrap, unique_prefix) as loop:
+            await loop.run(50, rng, batch=50, timeout_s=90)  # the worker is up and joins
+            requests = [request()]
+            requests += [request(request_id=collide)] + [request() for _ in range(98)]
+            for r in requests:
+                await loop.send("requests", r, r["request_id"])
+            await loop.flush()
+            decided = await loop.await_decisions([r["request_id"] for r in requests], timeout_s=90)
+            for d in decided:
+                await loop.send("feedback", feedback_for(d, rng), d["request_id"])
+            await loop.flush()
+        after = await chat_state(kafka_bootstrap, unique_prefix, 100 + 99)
+        assert after is not None and observations(after) == 100 + 99, w.log_tail()
+        letters = [
+            orjson.loads(r.value) for r in await read_all(kafka_bootstrap, f"{unique_prefix}.deadletter")
+        ]
+        about = [d for d in letters if collide.encode() in base64.b64decode(d["original"])]
+        # the decision (what the join keeps of it) and its feedback, both internal errors of the join
+        assert sorted((d["source_topic"].rsplit(".", 1)[-1], d["reason"]) for d in about) == [
+            ("decisions", "internal_error"),
+            ("feedback", "internal_error"),
+        ], about
     finally:
         assert w.terminate() == 0, w.log_tail()
