@@ -415,8 +415,8 @@ class JoinLogic:
     def rebuild_index(self, partition_of: Callable[[str], int]) -> list[str]:
         """Rebuild the deadline index from the tables (after recovery or a rebalance). Returns the keys of the
         entries left out because they do not decode (records on the tables' changelogs that no join wrote: one
-        must not stop the join); they stay in the tables, where nothing else looks them up but feedback naming
-        such a key."""
+        must not stop the join); they stay in the tables, where nothing else looks them up but a decision or
+        feedback naming such a key (the join fails on that one, and dead-letters it as ``internal_error``)."""
         bad: list[str] = []
         self._deadlines = {}
         for k, v in list(self.pending.items()):
