@@ -1,7 +1,6 @@
 """On the real broker: a record batch of decisions the broker refuses (here: larger than the decisions topic's
 ``max.message.bytes``) stops the decide loop, and no requests offset is committed past a request whose decision
-the broker did not acknowledge, however the committer groups the steps waiting for it (``_commit_in_order``) and
-however a step ships its decisions (in slices while it decides, ``SHIP_SLICE_S``)."""
+the broker did not acknowledge (the committer waits for every send of a step, in order, before its commit)."""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ import pytest
 from banditroute.agents.decide import DecideLogic
 from banditroute.client import build_request
 from banditroute.codec import encode
-from banditroute.kafka import decide_service
 from banditroute.kafka.admin import admin_client, create_topics, new_topic
 from tests.kafka.helpers import producer
 from tests.kafka.test_priority_lane import (
@@ -51,15 +49,11 @@ async def send_requests(bootstrap: str, topic: str, prefix: str, n: int) -> list
     ]
 
 
-@pytest.mark.parametrize("slice_s", [0.0, 10.0], ids=["sliced", "whole-steps"])
 async def test_no_commit_passes_a_decision_the_broker_refused(
     kafka_bootstrap: str,
     unique_prefix: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    slice_s: float,
 ) -> None:
-    monkeypatch.setattr(decide_service, "SHIP_SLICE_S", slice_s, raising=False)
     prefix = unique_prefix
     async with admin_client(kafka_bootstrap) as admin:
         await create_topics(
