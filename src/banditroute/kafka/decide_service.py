@@ -16,7 +16,11 @@ Hot-path choices (measured with py-spy on the real broker, see the README, Bench
   feedback whatever partitioner the client uses); otherwise to ``murmur2(request_id)``, as a Java or aiokafka
   client would place the feedback.
 * acknowledgement and commit are pipelined: batch *k* is committed by a committer task, in order, once its
-  sends are acknowledged, while batch *k+1* is decided. At most ``MAX_IN_FLIGHT`` batches wait.
+  sends are acknowledged, while batch *k+1* is decided. At most ``MAX_IN_FLIGHT`` batches wait; the committer
+  takes every batch waiting at once and commits them with one request (``_commit_in_order``), so the loop does
+  not wait on one commit round trip per batch.
+* a long step ships what it has decided every ``SHIP_SLICE_S`` and lets the loop run (the sender, the
+  committer, the fetcher), so the first decisions of a large poll do not wait for the last.
 * the loop runs on its own thread with its own event loop (``own_thread``), so a decision never waits behind
   the faust agents' long coroutine steps in the worker's main loop (join batches, table flushes); Python's GIL
   switch interval bounds the wait instead. Everything the rest of the worker sees (``on_decisions``, the
@@ -78,6 +82,12 @@ PRODUCER_TUNING: dict[str, Any] = {"linger_ms": 1, "max_batch_size": 512 * 1024}
 """Producer settings of the decide loop (idem). Large batches: one record batch per partition per poll."""
 MAX_IN_FLIGHT = 4
 """Polled batches whose decisions may await acknowledgement while the next batch is decided."""
+SHIP_SLICE_S = 0.010
+"""A step still deciding after this long ships the decisions so far and yields to the loop once, then goes on
+(issue #16: after any pause the next polls are large, and a 2,000-request step held every decision of it until
+its end while the loop could not read acknowledgements or commit, so the steps after it waited too)."""
+SLICE_CHECK_EVERY = 32
+"""Requests decided between two looks at the clock in a step (a power of two)."""
 LOW_SLICE_S = 0.010
 """Time a step gives to low-priority work (parked and spilled requests) beyond their shares, while reading
 keeps up (the poll was not full, spilled nothing and decided no established request) and the producer is idle
@@ -453,11 +463,16 @@ class DecideService(OwnThreadLoop):
         touched: set[int] = set()
         read = 0
         decided = self.decided
+        ship_at = time.perf_counter() + SHIP_SLICE_S
         for tp, records in batch.items():
-            for record in records:
+            for i, record in enumerate(records, 1):
                 unfinished = self._handle(out, producer, record)
                 if unfinished is not None:
                     await unfinished
+                if not i % SLICE_CHECK_EVERY and time.perf_counter() > ship_at:
+                    await out.submit()  # the same step: its commit and handoff still wait for all of it
+                    await asyncio.sleep(0)
+                    ship_at = time.perf_counter() + SHIP_SLICE_S
             self._read_upto[tp.partition] = records[-1].offset + 1
             touched.add(tp.partition)
             read += len(records)
@@ -527,19 +542,43 @@ class DecideService(OwnThreadLoop):
             raise RuntimeError("decide committer stopped")
 
     async def _commit_in_order(self, consumer: AIOKafkaConsumer, pending: asyncio.Queue[Any]) -> None:
+        """Per step, in order: wait for its sends' acknowledgements, commit its offsets, hand it over. The steps
+        waiting when the committer comes round share one commit (the last step's offset of each partition: a
+        step's offsets never go back), so the commit round trip is paid once per round, not once per step."""
         while True:
-            item = await pending.get()
-            if item is None:
+            items = [await pending.get()]
+            while _is_step(items[-1]) and not pending.empty():
+                items.append(pending.get_nowait())
+            steps = items if _is_step(items[-1]) else items[:-1]
+            if steps:
+                await self._settle(consumer, steps)
+            last = items[-1]
+            if last is None:
                 return
-            if isinstance(item, asyncio.Future):  # a barrier: everything before it is done
-                if not item.done():
-                    item.set_result(None)
-                continue
-            futures, offsets, handoff = item
-            if futures:
-                await asyncio.gather(*futures)
-            if offsets:  # a step that found nothing to do commits nothing
-                await consumer.commit(offsets)
+            if isinstance(last, asyncio.Future):  # a barrier: everything before it is done
+                if not last.done():
+                    last.set_result(None)
+
+    async def _settle(self, consumer: AIOKafkaConsumer, steps: list[Any]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        handoffs: list[Any] = []
+        try:
+            for futures, step_offsets, handoff in steps:
+                if futures:
+                    await asyncio.gather(*futures)
+                offsets.update(step_offsets)
+                handoffs.append(handoff)
+        except Exception:
+            await self._commit_and_hand_over(consumer, offsets, handoffs)  # the steps acknowledged before it
+            raise
+        await self._commit_and_hand_over(consumer, offsets, handoffs)
+
+    async def _commit_and_hand_over(
+        self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], handoffs: list[Any]
+    ) -> None:
+        if offsets:  # steps that found nothing to do commit nothing
+            await consumer.commit(offsets)
+        for handoff in handoffs:
             if handoff is not None:
                 self.call_home(self.on_pending, build_handoff(*handoff))
 
@@ -687,6 +726,11 @@ class DecideService(OwnThreadLoop):
             await self._replies.send(reply_to, key, payload)
         self.decided += 1
         self._batch_decisions.append(decided)
+
+
+def _is_step(item: Any) -> bool:
+    """A committer queue item that is a step's (futures, offsets, handoff), not a barrier or the end (None)."""
+    return item is not None and not isinstance(item, asyncio.Future)
 
 
 class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
