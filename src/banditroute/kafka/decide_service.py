@@ -16,9 +16,10 @@ Hot-path choices (measured with py-spy on the real broker, see the README, Bench
   feedback whatever partitioner the client uses); otherwise to ``murmur2(request_id)``, as a Java or aiokafka
   client would place the feedback.
 * acknowledgement and commit are pipelined: batch *k* is committed by a committer task, in order, once its
-  sends are acknowledged, while batch *k+1* is decided. At most ``MAX_IN_FLIGHT`` batches wait; the committer
-  takes every batch waiting at once and commits them with one request (``_commit_in_order``), so the loop does
-  not wait on one commit round trip per batch.
+  sends are acknowledged, while batch *k+1* is decided. At most ``MAX_IN_FLIGHT`` batches wait in its queue; the
+  committer takes every batch waiting at once and commits them with one request (``_commit_in_order``), so the
+  loop does not wait on one commit round trip per batch (while it settles them, as many more may queue: at
+  most 2 x ``MAX_IN_FLIGHT`` + 1 polls are uncommitted).
 * a long step ships what it has decided every ``SHIP_SLICE_S`` and lets the loop run (the sender, the
   committer, the fetcher), so the first decisions of a large poll do not wait for the last.
 * the loop runs on its own thread with its own event loop (``own_thread``), so a decision never waits behind
