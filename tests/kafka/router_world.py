@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -301,3 +302,25 @@ def assert_states_equal(states: dict[str, Any], reference: dict[str, Any]) -> No
             atol=1e-12,
         )
         assert dict(state.applied) == dict(ref.applied), key
+
+
+def learner_outcomes(offsets: range) -> list[Any]:
+    """``chat`` outcomes at these offsets of outcomes partition 0 as the outcomes reader hands them to the learner."""
+    return [
+        SimpleNamespace(
+            topic="outcomes",
+            partition=0,
+            offset=off,
+            value=orjson.dumps(
+                {
+                    "task_key": "chat",
+                    "model": "balanced",
+                    "quality": 0.8,
+                    "cost_usd": 0.002,
+                    "src": 0,
+                    "off": off,
+                }
+            ),
+        )
+        for off in offsets
+    ]

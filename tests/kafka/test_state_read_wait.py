@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -26,34 +25,12 @@ from banditroute.core import decode_state
 from banditroute.kafka.topics import partition_for
 from banditroute.settings import Settings
 from tests.kafka.helpers import producer
-from tests.kafka.router_world import observations, read_all, write_config
+from tests.kafka.router_world import learner_outcomes, observations, read_all, write_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
 BAD = b"not a banditroute state"
 KEY = orjson.dumps("chat")
-
-
-def outcomes(offsets: range) -> list[Any]:
-    """Records of the outcomes topic as the outcomes reader hands them to the learner."""
-    return [
-        SimpleNamespace(
-            topic="outcomes",
-            partition=0,
-            offset=off,
-            value=orjson.dumps(
-                {
-                    "task_key": "chat",
-                    "model": "balanced",
-                    "quality": 0.8,
-                    "cost_usd": 0.002,
-                    "src": 0,
-                    "off": off,
-                }
-            ),
-        )
-        for off in offsets
-    ]
 
 
 @pytest.fixture
@@ -73,7 +50,7 @@ async def router(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> As
     writer = Router(settings)
     await writer.ensure_topics()
     try:
-        await writer._learn_records(outcomes(range(3)))  # the learnt state, written by a learner
+        await writer._learn_records(learner_outcomes(range(3)))  # the learnt state, written by a learner
     finally:
         await writer.learn_outbox.stop()
     async with producer(kafka_bootstrap, acks="all") as p:
@@ -119,7 +96,7 @@ async def test_the_learner_does_not_wait_for_the_whole_topic_when_the_key_is_rea
                 break
             await asyncio.sleep(0.1)
         assert reader.undecodable.get("chat") is not None
-        await asyncio.wait_for(router._learn_records(outcomes(range(3, 4))), 120)
+        await asyncio.wait_for(router._learn_records(learner_outcomes(range(3, 4))), 120)
         await learnt_on(router, unique_prefix)
         assert not reader.caught_up.is_set()
     finally:
@@ -130,7 +107,7 @@ async def test_the_learner_does_not_wait_for_the_whole_topic_when_the_key_is_rea
 async def test_the_learner_waits_for_the_reader_to_read_the_key_partition(
     router: Router, unique_prefix: str
 ) -> None:
-    learning = asyncio.create_task(router._learn_records(outcomes(range(3, 4))))
+    learning = asyncio.create_task(router._learn_records(learner_outcomes(range(3, 4))))
     await asyncio.sleep(1.0)  # the learner is waiting: the reader has not started
     assert not learning.done() and router.counters["learned"] == 0
     reading = asyncio.create_task(router.reader.run())

@@ -23,7 +23,7 @@ import pytest
 
 from banditroute.client import RouterClient, RouterUnavailable, default_route_reason
 from banditroute.events import DeadLetter, DeadLetterReason
-from banditroute.kafka.local import LocalKafka, free_port
+from banditroute.kafka.local import LocalKafka
 from banditroute.logs import AIOKAFKA_LOGGERS, RepeatLimit
 from tests.kafka.router_world import TRUTH, observations, read_all, wait_topics, write_config
 from tests.reliability.support import (
@@ -101,16 +101,6 @@ async def redecided_elsewhere(
         )
         found.add(rid)
     return found
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Any:
-    broker = LocalKafka(free_port(), data_dir=tmp_path / "broker")
-    broker.up(timeout_s=120)
-    try:
-        yield broker
-    finally:
-        broker.down(purge=True)
 
 
 @pytest.fixture

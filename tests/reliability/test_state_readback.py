@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import orjson
 import pytest
 
 from banditroute.app import Router
-from banditroute.kafka.local import LocalKafka, free_port
+from banditroute.kafka.local import LocalKafka
 from banditroute.kafka.state_reader import StateReadFailed
 from banditroute.settings import Settings
-from tests.kafka.router_world import MODELS_YAML, learned_states, observations, write_config
+from tests.kafka.router_world import MODELS_YAML, learned_states, learner_outcomes, observations, write_config
 from tests.reliability.support import wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka, pytest.mark.timeout(420)]
@@ -34,38 +31,6 @@ POLICY = """defaults:
 limits:
   idle_evict_s: 1
 """
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
-    broker = LocalKafka(free_port(), data_dir=tmp_path / "broker")
-    broker.up(timeout_s=120)
-    try:
-        yield broker
-    finally:
-        broker.down(purge=True)
-
-
-def outcomes(offsets: range) -> list[Any]:
-    """Records of the outcomes topic as the outcomes reader hands them to the learner."""
-    return [
-        SimpleNamespace(
-            topic="outcomes",
-            partition=0,
-            offset=off,
-            value=orjson.dumps(
-                {
-                    "task_key": "chat",
-                    "model": "balanced",
-                    "quality": 0.8,
-                    "cost_usd": 0.002,
-                    "src": 0,
-                    "off": off,
-                }
-            ),
-        )
-        for off in offsets
-    ]
 
 
 async def evicted(router: Router) -> bool:
@@ -104,10 +69,10 @@ async def test_an_evicted_state_that_cannot_be_read_back_is_not_replaced_by_the_
     await router.ensure_topics()
     reading = asyncio.create_task(router.reader.run())
     try:
-        await router._learn_records(outcomes(range(3)))
+        await router._learn_records(learner_outcomes(range(3)))
         assert await wait_until(lambda: evicted(router), 60), "chat was not evicted"
         await router._learn_records(
-            outcomes(range(3, 4))
+            learner_outcomes(range(3, 4))
         )  # read back, learnt on (as tests/kafka/test_retention)
         assert router.counters["states_restored"] == 1
         assert await wait_until(lambda: evicted(router), 60), "chat was not evicted again"
@@ -117,11 +82,11 @@ async def test_an_evicted_state_that_cannot_be_read_back_is_not_replaced_by_the_
         )  # the broker is unreachable when the next outcome of chat comes
         first: BaseException | None = None
         try:
-            await asyncio.wait_for(router._learn_records(outcomes(range(4, 5))), 120)
+            await asyncio.wait_for(router._learn_records(learner_outcomes(range(4, 5))), 120)
         except Exception as exc:
             first = exc
         await asyncio.to_thread(own_broker.up, 120)
-        await learn_until_done(router, outcomes(range(4, 5)))
+        await learn_until_done(router, learner_outcomes(range(4, 5)))
 
         states = await learned_states(own_broker.bootstrap, unique_prefix)
         assert observations(states["chat"]) == 5, "the learnt state was replaced by one learnt from the prior"
