@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -260,6 +260,26 @@ class JoinIO:
         dead letter (``_finish_join``), and the others go on after it, as :meth:`_join_run` does for decisions
         read from the topic: the reader passes over the worker's own decisions, so one the join did not take
         here is never joined (a failure used to lose every handoff taken with it, their feedback never learnt)."""
+        for i, exc in self._served_past_failures(decisions, now, TAG_WORKER, lambda: result):
+            partition, offset, served = decisions[i]
+            log.error(
+                "join failed on a decision handed over",
+                exc_info=exc,
+                extra={"topic": self.decisions.get_topic_name(), "partition": partition, "offset": offset},
+            )
+            self._handoff_failures.append((partition, offset, served, exc))
+
+    def _served_past_failures(
+        self,
+        decisions: list[tuple[int, int, Served]],
+        now: float,
+        tag: int,
+        result_for: Callable[[], JoinResult],
+    ) -> list[tuple[int, Exception]]:
+        """``JoinLogic.on_served`` over ``decisions`` (into ``result_for()`` per call), going on past a decision it
+        fails on: never let one decision stop the join. Returns each failed decision's index and error, in order,
+        for the caller to log and dead-letter with its input."""
+        failures: list[tuple[int, Exception]] = []
         start, at = 0, [0]
 
         def feed(begin: int) -> Iterator[tuple[int, int, Served]]:
@@ -268,22 +288,14 @@ class JoinIO:
                 yield decisions[i]
 
         while start < len(decisions):
-            at[0] = start
+            at[0] = start  # a failure before the first decision is taken blames that one
             try:
-                self.join.on_served(feed(start), now, TAG_WORKER, result)
+                self.join.on_served(feed(start), now, tag, result_for())
                 start = len(decisions)
-            except Exception as exc:  # never let one decision stop the join; the bug is kept with its input
-                partition, offset, served = decisions[at[0]]
-                log.exception(
-                    "join failed on a decision handed over",
-                    extra={
-                        "topic": self.decisions.get_topic_name(),
-                        "partition": partition,
-                        "offset": offset,
-                    },
-                )
-                self._handoff_failures.append((partition, offset, served, exc))
+            except Exception as exc:
+                failures.append((at[0], exc))
                 start = at[0] + 1
+        return failures
 
     async def _skip_own(self, positions: dict[int, int]) -> Skip:
         """The decisions reader's ``skip``: per partition, the offset it may seek to because every record from
@@ -404,23 +416,15 @@ class JoinIO:
     ) -> None:
         """Join ``run`` (decisions of ``ran``, in order) with one ``JoinLogic.on_served``, then empty both. A
         decision it fails on is dead-lettered as :meth:`_join_record` would, and the run goes on after it."""
-        start, at = 0, [0]
+        made: list[JoinResult] = []
 
-        def feed(begin: int) -> Iterator[tuple[int, int, Served]]:
-            for i in range(begin, len(run)):
-                at[0] = i
-                yield run[i]
+        def result_for() -> JoinResult:
+            made.append(JoinResult())
+            return made[-1]
 
-        while start < len(run):
-            result, at[0] = JoinResult(), start  # a failure before the first record is taken blames that one
-            try:
-                self.join.on_served(feed(start), now, TAG_DECISIONS, result)
-                start = len(run)
-            except Exception as exc:  # never let one record stop the join; the bug is kept with its input
-                await self._join_failed(ran[at[0]], exc)
-                start = at[0] + 1
-            if result.outcomes or result.rejections or result.counters:
-                results.append(result)
+        for i, exc in self._served_past_failures(run, now, TAG_DECISIONS, result_for):
+            await self._join_failed(ran[i], exc)
+        results.extend(r for r in made if r.outcomes or r.rejections or r.counters)
         run.clear()
         ran.clear()
 
@@ -473,7 +477,7 @@ class JoinIO:
             await self._join_failed(msg, exc)
 
     async def _join_failed(self, msg: Any, exc: Exception) -> None:
-        log.exception("join failed", extra={"topic": msg.topic, "offset": msg.offset})
+        log.error("join failed", exc_info=exc, extra={"topic": msg.topic, "offset": msg.offset})
         await self._dead_letter(
             msg.value,
             msg.topic,
