@@ -135,3 +135,45 @@ async def test_a_read_back_reads_on_past_the_place_to_the_end_of_the_partition(
         reader.stop()
         if reader._fetcher is not None:
             await reader._fetcher.stop()
+
+
+async def test_a_read_back_whose_client_is_stopped_under_it_fails_and_the_next_one_reads(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """The reader stops its read-back client when it restarts. A read-back that was using that client fails as
+    :class:`StateReadFailed` (nothing known, the learner reads the batch again) rather than with aiokafka's
+    ``ConsumerStoppedError``, which no caller expects; the next read-back makes a new client and reads."""
+    from banditroute.config import Registry, RouterConfig
+    from banditroute.kafka.admin import admin_client, create_topics, new_topic
+    from banditroute.kafka.state_reader import StateReader, StateReadFailed
+    from banditroute.routing import StateView
+    from tests.kafka.helpers import producer
+
+    topic = f"{unique_prefix}.state"
+    async with admin_client(kafka_bootstrap) as admin:
+        await create_topics(admin, [new_topic(topic, 1)])
+    async with producer(kafka_bootstrap, acks="all") as p:
+        first = await p.send_and_wait(
+            topic, key=orjson.dumps("chat"), value=b"the state of chat", partition=0
+        )
+    view = StateView()
+    registry = Registry(RouterConfig.load(write_config(tmp_path / "config", MODELS_YAML, POLICY)))
+    reader = StateReader(
+        view, registry, bootstrap=kafka_bootstrap, state_topic=topic, catalog_topic="unused", security={}
+    )
+    try:
+        view.remember("chat", (0, first.offset))
+        assert await reader.fetch("chat") == b"the state of chat"
+        stopped = reader._fetcher
+        assert stopped is not None
+        await stopped.stop()  # as the reader's restart does, here between two read-backs
+        with pytest.raises(StateReadFailed, match="ConsumerStoppedError"):
+            await reader.fetch("chat")
+        assert reader.restore_failed == 1
+        assert await reader.fetch("chat") == b"the state of chat"
+        assert reader._fetcher is not stopped
+        assert (reader.restored, reader.restore_failed) == (2, 1)
+    finally:
+        reader.stop()
+        if reader._fetcher is not None:
+            await reader._fetcher.stop()

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
 
 from banditroute.codec import decode
 from banditroute.config import ConfigError, Registry
@@ -197,8 +197,8 @@ class StateReader:
         when the topic holds no state of the key from that place on (none up to the end, or a tombstone).
 
         Raises :class:`StateReadFailed` when the broker leaves it ``FETCH_DEADLINE_S`` without records before
-        it got that far (unreachable or slow): then nothing is known, and a learner must not take the key for
-        one without learnt state."""
+        it got that far (unreachable or slow), or its client was stopped under it (the reader restarting): then
+        nothing is known, and a learner must not take the key for one without learnt state."""
         where = self.view.evicted.get(key) or self.view.where.get(key)
         if where is None:
             return None
@@ -207,7 +207,11 @@ class StateReader:
             try:
                 async with asyncio.timeout(FETCH_DEADLINE_S) as deadline:
                     found, raw = await self._read_from(key, partition, offset, deadline)
-            except (TimeoutError, KafkaError, OSError) as exc:
+            except (TimeoutError, KafkaError, OSError, ConsumerStoppedError) as exc:
+                if isinstance(exc, ConsumerStoppedError):
+                    self._fetcher = (
+                        None  # stopped under the read (the reader restarting): a new client next time
+                    )
                 self.restore_failed += 1
                 raise StateReadFailed(
                     f"state {key!r} not read back from {self.state_topic}[{partition}]@{offset}: "
