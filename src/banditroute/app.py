@@ -43,11 +43,18 @@ from banditroute.core import TaskState
 from banditroute.events import DeadLetter, DeadLetterReason, ModelCatalogEvent
 from banditroute.join_io import TICK_HEADER, JoinIO
 from banditroute.kafka import backoff, faust_fetch, faust_hold, fetch_cycles, state_keys
-from banditroute.kafka.admin import admin_client, check_partitions, create_topics, new_topic
+from banditroute.kafka.admin import (
+    admin_client,
+    check_message_bytes,
+    check_partitions,
+    create_topics,
+    new_topic,
+)
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.gaps import GapFiller
 from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.partition_reader import QUIET_FETCH_WAIT_MS, PartitionReader
+from banditroute.kafka.record_batch import MAX_BATCH_BYTES
 from banditroute.kafka.replies import own_topics_refused
 from banditroute.kafka.spill import SPILL_SUFFIX
 from banditroute.kafka.staged import StagedTable, flush_acknowledged
@@ -59,7 +66,7 @@ from banditroute.routing import TENANT_SEPARATOR
 from banditroute.served import Decided
 from banditroute.services import LoopService, make_app
 from banditroute.settings import Settings
-from banditroute.topics import DEFAULT_TOPICS, layout
+from banditroute.topics import DEFAULT_TOPICS, WRITTEN_IN_BATCHES, layout
 from banditroute.web.top import TopTaskTypes
 
 log = logging.getLogger("banditroute.worker")
@@ -296,7 +303,8 @@ class Router(JoinIO):
     # -- services -----------------------------------------------------------------------------------------
     async def ensure_topics(self, *, create: bool = True) -> int:
         """Create the worker's topics (the layout of ``topics.DEFAULT_TOPICS``) where missing, after checking
-        that existing ones have the partition counts this worker needs (``create=False`` only checks). Returns
+        that existing ones have the partition counts this worker needs and take its record batches
+        (``max.message.bytes``; ``create=False`` only checks). Returns
         how many existed. Raises TopicLayoutError or TopicCreationError (any refusal but "already exists")
         with the broker's message."""
         s = self.settings
@@ -308,6 +316,9 @@ class Router(JoinIO):
             existing = set(await admin.list_topics())
             await check_partitions(
                 admin, wanted, "requests, decisions and feedback must co-partition by request_id"
+            )
+            await check_message_bytes(
+                admin, [s.topic(suffix) for suffix in WRITTEN_IN_BATCHES], MAX_BATCH_BYTES
             )
             if create:
                 await create_topics(admin, wanted)

@@ -155,6 +155,11 @@ DEFAULT_TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
+WRITTEN_IN_BATCHES = ("requests-low", "decisions", "shadow-decisions", "state", "outcomes", "deadletter")
+"""Suffixes of the topics a worker writes in record batches of up to 512 KiB (their ``max.message.bytes``
+must allow that; the worker checks at start)."""
+
+
 def topic(suffix: str, prefix: str = DEFAULT_PREFIX) -> str:
     """Runtime name of a default topic, e.g. ``topic("requests") == "banditroute.requests"``."""
     return spec_of(suffix).name(prefix)
@@ -179,4 +184,13 @@ def layout(
     }
 
 
-__all__ = ["DAY_MS", "DEFAULT_PREFIX", "DEFAULT_TOPICS", "TopicSpec", "layout", "spec_of", "topic"]
+__all__ = [
+    "DAY_MS",
+    "DEFAULT_PREFIX",
+    "DEFAULT_TOPICS",
+    "WRITTEN_IN_BATCHES",
+    "TopicSpec",
+    "layout",
+    "spec_of",
+    "topic",
+]

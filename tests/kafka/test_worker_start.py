@@ -113,3 +113,28 @@ def test_worker_check_without_a_broker_exits_3(tmp_path: Path) -> None:
     done = _cli(env, tmp_path, "worker", "--check")
     assert done.returncode == 3
     assert "cannot reach Kafka at 127.0.0.1:" in done.stderr
+
+
+def test_a_decisions_topic_that_refuses_the_workers_batches_stops_it_at_start_with_the_fix(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """A decisions topic made beforehand with a ``max.message.bytes`` below the worker's 512 KiB record batches
+    would refuse its sends at the first full batch, in the middle of a busy hour. The worker, and its
+    ``--check``, refuse it at start instead, naming the topic and the setting to raise."""
+    import asyncio
+
+    from banditroute.kafka.admin import ensure_topics, new_topic
+
+    decisions = f"{unique_prefix}.decisions"
+    asyncio.run(
+        ensure_topics(kafka_bootstrap, None, [new_topic(decisions, 4, {"max.message.bytes": "100000"})])
+    )
+    env = _env(kafka_bootstrap, unique_prefix)
+    for args in (("worker", "--check"), ("worker",)):
+        done = _cli(env, tmp_path, *args)
+        assert done.returncode == 3, (args, done.stdout, done.stderr)
+        assert (
+            f"max.message.bytes below the 524288 bytes of the worker's record batches on topic '{decisions}' (100000)"
+            in done.stderr
+        )
+        assert "--add-config max.message.bytes=524288" in done.stderr

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 log = logging.getLogger("banditroute.kafka")
@@ -30,7 +31,8 @@ class TopicCreationError(TopicError):
 
 
 class TopicLayoutError(TopicError):
-    """An existing topic's partition count does not match the configuration."""
+    """An existing topic's partition count does not match the configuration, or it refuses the worker's
+    record batches (``max.message.bytes``)."""
 
 
 @asynccontextmanager
@@ -89,6 +91,32 @@ async def check_partitions(admin: Any, topics: Iterable[NewTopic], why: str) -> 
             )
 
 
+async def check_message_bytes(admin: Any, names: Iterable[str], needed: int) -> None:
+    """Raise TopicLayoutError if one of the existing topics ``names`` refuses record batches of ``needed``
+    bytes: its ``max.message.bytes`` (set on the topic, or the broker's default) is lower. The worker writes
+    record batches of up to that size; a smaller limit would fail its sends at the first full batch instead."""
+    wanted = [name for name in names if name in set(await admin.list_topics())]
+    if not wanted:
+        return
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
+    )
+    too_small = []
+    for response in responses:
+        for error_code, _message, _type, name, entries, *_ in response.resources:
+            if error_code:  # deleted meanwhile, or not authorised to describe: the sends will tell
+                continue
+            for entry in entries:
+                if entry[0] == "max.message.bytes" and entry[1] is not None and int(entry[1]) < needed:
+                    too_small.append(f"{name!r} ({entry[1]})")
+    if too_small:
+        raise TopicLayoutError(
+            f"max.message.bytes below the {needed} bytes of the worker's record batches on topic "
+            f"{', '.join(too_small)}. Raise it, e.g. `kafka-configs.sh --bootstrap-server HOST --alter "
+            f"--entity-type topics --entity-name TOPIC --add-config max.message.bytes={needed}`."
+        )
+
+
 async def ensure_topics(
     bootstrap: str, security: Mapping[str, Any] | None, topics: Iterable[NewTopic], **kwargs: Any
 ) -> list[str]:
@@ -134,6 +162,7 @@ __all__ = [
     "TopicError",
     "TopicLayoutError",
     "admin_client",
+    "check_message_bytes",
     "check_partitions",
     "create_topics",
     "delete_topics_with_prefix",
