@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import linprog
 
 from banditroute.core.models import TaskPolicy
 from banditroute.core.objective import cost_moments, quality_moments
@@ -225,6 +224,10 @@ def best_mix(
     """The budget oracle's linear program: per task type (traffic share ``weight``), the distribution over its
     models with the best weighted mean quality whose weighted mean cost is at most ``budget``; None when no mix
     is that cheap."""
+    # imported here: scipy.optimize costs every worker and CLI start about half a second, and only the oracle
+    # (the evaluation suite, the tests) solves the program with it; the worker splits with _split
+    from scipy.optimize import linprog
+
     sizes = [len(q) for q in quality]
     objective = -np.concatenate([w * q for w, q in zip(weight, quality, strict=True)])
     cost_row = np.concatenate([w * c for w, c in zip(weight, cost, strict=True)])[None, :]

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.special import betaincinv
 
 CREDIBLE_MASS = 0.90
 """Probability mass inside the interval."""
@@ -17,6 +16,10 @@ CREDIBLE_MASS = 0.90
 
 def credible_interval(alpha: Any, beta: Any, mass: float = CREDIBLE_MASS) -> tuple[Any, Any]:
     """Equal-tailed Beta(alpha, beta) credible interval, vectorised over models: (lows, highs)."""
+    # imported here: scipy.special costs every worker and CLI start about a quarter of a second (the web
+    # module imports this one), and only a snapshot or ``banditroute state`` needs it
+    from scipy.special import betaincinv
+
     tail = (1.0 - mass) / 2.0
     a = np.maximum(alpha, 1e-9)
     b = np.maximum(beta, 1e-9)
