@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -236,7 +236,10 @@ class JoinIO:
             if handoff.token != token:
                 continue  # decided under an earlier assignment: the reader reads those again
             result = JoinResult()
-            self._join_handed([d for d in handoff.decisions if d[0] in owned], now, result)
+            decisions = handoff.decisions
+            if not owned.issuperset(handoff.upto):  # the usual handoff is all in partitions the join holds
+                decisions = [d for d in decisions if d[0] in owned]
+            self._join_handed(decisions, now, result)
             if result.outcomes or result.rejections or result.counters:
                 results.append(result)
             for partition, first, end in handoff.ranges:
@@ -280,21 +283,15 @@ class JoinIO:
         fails on: never let one decision stop the join. Returns each failed decision's index and error, in order,
         for the caller to log and dead-letter with its input."""
         failures: list[tuple[int, Exception]] = []
-        start, at = 0, [0]
-
-        def feed(begin: int) -> Iterator[tuple[int, int, Served]]:
-            for i in range(begin, len(decisions)):
-                at[0] = i
-                yield decisions[i]
-
+        start, join = 0, self.join
         while start < len(decisions):
-            at[0] = start  # a failure before the first decision is taken blames that one
             try:
-                self.join.on_served(feed(start), now, tag, result_for())
+                join.on_served(decisions[start:] if start else decisions, now, tag, result_for())
                 start = len(decisions)
             except Exception as exc:
-                failures.append((at[0], exc))
-                start = at[0] + 1
+                failed = start + join.failed_at
+                failures.append((failed, exc))
+                start = failed + 1
         return failures
 
     async def _skip_own(self, positions: dict[int, int]) -> Skip:

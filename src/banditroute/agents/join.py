@@ -137,6 +137,8 @@ class JoinLogic:
         self._deadlines: dict[int, list[tuple[float, str]]] = {}
         self._early_deadlines: dict[int, list[tuple[float, str]]] = {}
         self._hold = getattr(pending, "hold", None)  # a PendingStore keeps fresh entries in memory only
+        self.failed_at = 0
+        """Index of the decision the last :meth:`on_served` that raised failed on."""
         self.unresolved: dict[int, OffsetWindow] = {}
         """Per decisions partition, the offsets of decisions still pending (see :meth:`oldest_unresolved`)."""
         self.committed: dict[int, int] = {}
@@ -162,47 +164,53 @@ class JoinLogic:
         """Record decisions that serve a model, each as ``(partition, offset, served fields)`` (the decide
         loop's handoff); what they produce (redelivered joins, duplicates, joins of early feedback, capped
         decisions given up) goes to ``result``. A fresh decision (the usual case) is encoded straight from its
-        fields."""
-        pending_get, early_pop, hold = self.pending.get, self.early.pop, self._hold
-        in_pending, in_early = contains_of(self.pending), contains_of(self.early)
-        deadlines: dict[str, tuple[int, float]] = {}  # per task type: one clock for the call
-        # the partition of the previous decision, whose offset window and deadline heap are at hand (a handoff
-        # holds runs of one partition)
-        last = -1
-        window: OffsetWindow | None = None
-        heap: list[tuple[float, str]] = []
-        for partition, offset, served in decisions:
-            request_id = served[0]
-            if in_pending(request_id) or in_early(request_id):  # the usual decision is in neither
-                held = pending_get(request_id)
-                parked = early_pop(request_id, None) if held is None else None
-                if held is not None or parked is not None:
-                    self._decision_slow(served, partition, offset, now_s, tag, held, parked, result)
-                    last = -1  # it may have made the partition's window or heap
-                    continue
-            task_type = served[3]
-            deadline = deadlines.get(task_type)
-            if deadline is None:
-                deadline_ms = round((now_s + self.join_policy(task_type).wait_s) * 1000)
-                deadline = deadlines[task_type] = (deadline_ms, deadline_ms / 1000.0)
-            value = encode_fresh(served, deadline[0], offset)
-            if partition != last or window is None:
-                last = partition
-                window = self.unresolved.get(partition)
-                if window is None:
-                    window = self.unresolved[partition] = OffsetWindow()
-                known = self._deadlines.get(partition)
-                if known is None:
-                    known = self._deadlines[partition] = []
-                heap = known
-            window.add(offset)
-            if hold is not None:
-                hold(request_id, value)
-            else:
-                self.pending[request_id] = value
-            heapq.heappush(heap, (deadline[1], request_id))
-            if served[10]:  # capped
-                self._track_capped(partition, request_id, result)
+        fields. When it raises, :attr:`failed_at` is the index of the decision it failed on (the decisions
+        before it are taken; a failure before the first decision is taken blames that one)."""
+        i = 0
+        try:
+            pending_get, early_pop, hold = self.pending.get, self.early.pop, self._hold
+            in_pending, in_early = contains_of(self.pending), contains_of(self.early)
+            deadlines: dict[str, tuple[int, float]] = {}  # per task type: one clock for the call
+            # the partition of the previous decision, whose offset window and deadline heap are at hand (a
+            # handoff holds runs of one partition)
+            last = -1
+            window: OffsetWindow | None = None
+            heap: list[tuple[float, str]] = []
+            for i, (partition, offset, served) in enumerate(decisions):  # noqa: B007 - i: the except
+                request_id = served[0]
+                if in_pending(request_id) or in_early(request_id):  # the usual decision is in neither
+                    held = pending_get(request_id)
+                    parked = early_pop(request_id, None) if held is None else None
+                    if held is not None or parked is not None:
+                        self._decision_slow(served, partition, offset, now_s, tag, held, parked, result)
+                        last = -1  # it may have made the partition's window or heap
+                        continue
+                task_type = served[3]
+                deadline = deadlines.get(task_type)
+                if deadline is None:
+                    deadline_ms = round((now_s + self.join_policy(task_type).wait_s) * 1000)
+                    deadline = deadlines[task_type] = (deadline_ms, deadline_ms / 1000.0)
+                value = encode_fresh(served, deadline[0], offset)
+                if partition != last or window is None:
+                    last = partition
+                    window = self.unresolved.get(partition)
+                    if window is None:
+                        window = self.unresolved[partition] = OffsetWindow()
+                    known = self._deadlines.get(partition)
+                    if known is None:
+                        known = self._deadlines[partition] = []
+                    heap = known
+                window.add(offset)
+                if hold is not None:
+                    hold(request_id, value)
+                else:
+                    self.pending[request_id] = value
+                heapq.heappush(heap, (deadline[1], request_id))
+                if served[10]:  # capped
+                    self._track_capped(partition, request_id, result)
+        except Exception:
+            self.failed_at = i
+            raise
 
     def _decision_slow(
         self,

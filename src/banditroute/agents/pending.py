@@ -165,9 +165,9 @@ class PendingStore(MutableMapping[str, bytes]):
     def __init__(self, durable: MutableMapping[str, bytes]) -> None:
         self.held: dict[str, bytes] = {}
         self.durable = durable
-
-    def hold(self, key: str, value: bytes) -> None:
-        self.held[key] = value
+        self.hold: Callable[[str, bytes], None] = self.held.__setitem__
+        """Keep a fresh pending entry in memory only: the held dict's own ``__setitem__`` (no Python call per
+        decision; ``held`` is only ever cleared, never replaced)."""
 
     def contains(self) -> Callable[[object], bool]:
         """``key in self`` as one callable (see :func:`contains_of`); take it again for every batch."""

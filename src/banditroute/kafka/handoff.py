@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 from typing import Any
 
 from banditroute.served import Served
@@ -50,9 +52,13 @@ def build_handoff(
         base = future.result().offset
         start = taken.get(partition, 0)
         taken[partition] = start + count
-        for i, decision in enumerate(joinable.get(partition, ())[start : start + count]):
-            if decision is not None:
-                handoff.decisions.append((partition, base + i, decision))
+        taken_here = joinable.get(partition, ())[start : start + count]
+        # (partition, offset, decision) of each decision that is not None, by C-level iterators (a decision is
+        # a non-empty tuple: true)
+        rows: Iterator[tuple[int, int, Any]] = compress(
+            zip(repeat(partition), range(base, base + count), taken_here), taken_here
+        )
+        handoff.decisions.extend(rows)
         handoff.upto[partition] = base + count
         handoff.ranges.append((partition, base, base + count))
     return handoff
