@@ -8,10 +8,10 @@ JSON-ready dict, built directly rather than through pydantic on this hot path; a
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -151,6 +151,9 @@ def _summarised(decision: dict[str, Any]) -> tuple[Decided, Served | None]:
     return summary, served
 
 
+_MODEL = itemgetter(0)  # of a block row
+
+
 class _BlockText:
     """The JSON text of a block's rows that does not depend on the request: each row's candidates (written for
     the whole block at once) and, per distinct row, its model, fallbacks and propensity; and, per request shape,
@@ -166,7 +169,7 @@ class _BlockText:
         self.static = (filtered, circuit_open)
         self.state_version = int(version)
         self.policy_name = policy_name or POLICY_NAME
-        self.model = {name: b'"model":' + dumps(name) for name in {*names, *(row[0] for row in block.rows)}}
+        self.model = {name: b'"model":' + dumps(name) for name in {*names, *map(_MODEL, block.rows)}}
         self.rows = _candidates_text(block.z, names, means)
         self.heads: dict[tuple[Any, ...], bytes] = {}
         self.shapes: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, bytes]] = {}
@@ -250,7 +253,11 @@ def _candidates_text(z: Any, names: tuple[str, ...], means: Mapping[str, float])
     end = after[-1] + b"]"
     leads = [end + _ROW_END + b',"candidates":[' + before[0]]
     leads += [after[j - 1] + b"," + before[j] for j in range(1, len(names))]
-    text = b"".join(itertools.chain.from_iterable(zip(itertools.cycle(leads), values))) + end
+    # each value after its lead, interleaved by slice assignment (C loops; zip and chain made a tuple per value)
+    parts = [b""] * (2 * len(values))
+    parts[0::2] = leads * (len(values) // len(leads))
+    parts[1::2] = values
+    text = b"".join(parts) + end
     return text.split(_ROW_END)[1:]
 
 
@@ -577,6 +584,8 @@ class DecideLogic:
 
     def is_established_type(self, task_type: str) -> bool:
         """:meth:`is_established` for a task type name (the decide loop's spill reads only the name)."""
+        if task_type in self.admission.task_types:  # the usual request's: held here (no call further)
+            return True
         snapshot = self.registry.snapshot
         return self.admission.established(snapshot.limits, snapshot.routes, task_type)
 
