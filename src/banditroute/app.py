@@ -309,8 +309,8 @@ class Router(JoinIO):
     # -- services -----------------------------------------------------------------------------------------
     async def ensure_topics(self, *, create: bool = True) -> int:
         """Create the worker's topics (the layout of ``topics.DEFAULT_TOPICS``) where missing, after checking
-        that existing ones have the partition counts this worker needs and take its record batches
-        (``max.message.bytes``; ``create=False`` only checks). Returns
+        that existing ones have the partition counts this worker needs; then checks that they, and those it
+        made, take its record batches (``max.message.bytes``; ``create=False`` only checks). Returns
         how many existed. Raises TopicLayoutError or TopicCreationError (any refusal but "already exists")
         with the broker's message."""
         s = self.settings
@@ -323,11 +323,12 @@ class Router(JoinIO):
             await check_partitions(
                 admin, wanted, "requests, decisions and feedback must co-partition by request_id"
             )
+            if create:
+                await create_topics(admin, wanted)
+            # after creating: a topic made here takes the broker's default, which may be lower as well
             await check_message_bytes(
                 admin, [s.topic(suffix) for suffix in WRITTEN_IN_BATCHES], MAX_BATCH_BYTES
             )
-            if create:
-                await create_topics(admin, wanted)
         return sum(t.name in existing for t in wanted)
 
     async def _announce_config(self) -> None:
