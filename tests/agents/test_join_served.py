@@ -182,3 +182,30 @@ def test_skip_own_stops_at_every_record_of_someone_else() -> None:
             expected += 1
         assert skip_own(ranges, at) == expected
         assert all(first > expected for first, _end in ranges)
+
+
+@pytest.mark.parametrize("bad", [(0,), (2, 5), (6, 7), (3, 4)])
+def test_a_handoff_goes_on_past_each_decision_the_join_fails_on(bad: tuple[int, ...]) -> None:
+    """``JoinIO._served_past_failures`` (both join paths) resumes after the decision ``on_served`` failed on
+    (``JoinLogic.failed_at``, relative to the slice it was given): every failed index reported once, in order,
+    and every other decision of the handoff joined, whether the failures are first, last, apart or adjacent."""
+    from types import SimpleNamespace
+
+    from banditroute.join_io import JoinIO
+
+    decisions = generated(random.Random(21), 8)
+    # a join table record no join wrote under these request ids: the join fails to decode it
+    durable = {decisions[i]["request_id"]: b"not a pending entry" for i in bad}
+    join = JoinLogic(PendingStore(durable), {}, lambda t: POLICIES[t], max_capped=lambda: None)
+    handoff = [(0, 10 + i, served_fields(d)) for i, d in enumerate(decisions)]
+    result = JoinResult()
+    failures = JoinIO._served_past_failures(
+        SimpleNamespace(join=join),  # type: ignore[arg-type]
+        handoff,
+        1.75e9,
+        TAG_WORKER,
+        lambda: result,
+    )
+    assert [i for i, _exc in failures] == list(bad)
+    joined = {d["request_id"] for i, d in enumerate(decisions) if i not in bad}
+    assert set(join.pending.held) == joined
