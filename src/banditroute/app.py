@@ -43,7 +43,7 @@ from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core import TaskState
 from banditroute.events import DeadLetter, DeadLetterReason, ModelCatalogEvent
 from banditroute.join_io import TICK_HEADER, JoinIO
-from banditroute.kafka import backoff, faust_fetch, faust_hold, fetch_cycles, state_keys
+from banditroute.kafka import backoff, faust_fetch, faust_hold, faust_start, fetch_cycles, state_keys
 from banditroute.kafka.admin import (
     admin_client,
     check_message_bytes,
@@ -97,6 +97,7 @@ class Router(JoinIO):
         backoff.install()  # every aiokafka client of the worker, faust's included (see kafka/backoff.py)
         faust_fetch.install()  # no tasks per fetched record in faust's consumer (see kafka/faust_fetch.py)
         faust_hold.install()  # faust never delivers what the worker's own readers read (kafka/faust_hold.py)
+        faust_start.install()  # tables recovered without faust's fixed second's wait (kafka/faust_start.py)
         state_keys.install()  # the state topic's key codec (kafka/state_keys.py)
         fetch_cycles.install()  # a fetch dropped unread is freed at once, not by a collection (kafka/fetch_cycles.py)
         self.settings = settings
