@@ -28,6 +28,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield broker.bootstrap
     finally:
+        broker.kill()  # its data is thrown away: no controlled shutdown to wait for (seconds)
         broker.down(purge=True)
 
 

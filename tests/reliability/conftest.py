@@ -19,4 +19,5 @@ def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
     try:
         yield broker
     finally:
+        broker.kill()  # its data is thrown away: no controlled shutdown to wait for (seconds)
         broker.down(purge=True)
