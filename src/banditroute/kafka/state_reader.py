@@ -159,10 +159,12 @@ class StateReader:
                     self.caught_up.set()
         finally:
             self._consumer = None
+            # taken before any wait: a read-back may make a new client while these stop (one whose client was
+            # stopped under it drops it, and the next makes one), and that one must stay the reader's
+            fetcher, self._fetcher = self._fetcher, None
             await consumer.stop()
-            if self._fetcher is not None:
-                await self._fetcher.stop()
-                self._fetcher = None
+            if fetcher is not None:
+                await fetcher.stop()
 
     async def read_through(self, partition: int) -> None:
         """Return once this reader has read ``partition`` of the state topic up to its end offset of now: it
