@@ -169,6 +169,8 @@ async def test_a_read_back_whose_client_is_stopped_under_it_fails_and_the_next_o
         await stopped.stop()  # as the reader's restart does, here between two read-backs
         with pytest.raises(StateReadFailed, match="ConsumerStoppedError"):
             await reader.fetch("chat")
+        # the stopped client's request connected again before it failed: that connection is closed too
+        assert not [conn for conn in stopped._client._conns.values() if conn.connected()]
         assert reader.restore_failed == 1
         assert await reader.fetch("chat") == b"the state of chat"
         assert reader._fetcher is not stopped

@@ -255,6 +255,18 @@ class StateReader:
                     await fetcher.stop()
                 raise
             self._fetcher = fetcher
+        try:
+            return await self._read_with(fetcher, key, partition, offset, deadline)
+        except ConsumerStoppedError:
+            # stopped under the read (the reader restarting): a request of the stopped client connects again
+            # before it fails, and stopping it again closes nothing, so its connections are closed here
+            with contextlib.suppress(Exception):
+                await fetcher._client.close()
+            raise
+
+    async def _read_with(
+        self, fetcher: AIOKafkaConsumer, key: str, partition: int, offset: int, deadline: asyncio.Timeout
+    ) -> tuple[bool, bytes | None]:
         tp = TopicPartition(self.state_topic, partition)
         fetcher.assign([tp])
         end = (await fetcher.end_offsets([tp]))[tp]
