@@ -195,6 +195,11 @@ class DecideService(OwnThreadLoop):
         that handoff, records past the last batch it holds may be this worker's own (``JoinIO._skip_own``)."""
         self._announced = False
         self._consumer: AIOKafkaConsumer | None = None
+        self._spill_consumer: AIOKafkaConsumer | None = None
+        """The spill topic's partitions, on a consumer of their own (same group): aiokafka sends no fetch to a
+        broker while any partition's unread records from it are younger than 100 ms (its prefetch backoff, not
+        a setting), and the spilled records, taken 10 a step under a flood, held back every fetch of the
+        requests partitions (issue #18)."""
         self._busy: asyncio.Lock | None = None  # held while a batch is polled and decided (decide loop)
         self._barrier: Callable[[], Any] | None = None
         self._joinable: dict[int, list[Served | None]] = {}
@@ -246,7 +251,9 @@ class DecideService(OwnThreadLoop):
             self._main = [TopicPartition(self.requests_topic, p) for p in sorted(wanted)]
             spill = self.spill_topic if self._spill_usable else None
             self._spilled = [TopicPartition(spill, p) for p in sorted(wanted)] if spill else []
-            consumer.assign(self._main + self._spilled)
+            consumer.assign(self._main)
+            if self._spill_consumer is not None:
+                self._spill_consumer.assign(self._spilled)
             self._read_upto = {}
             self._spill_waiting = True
             self.token = uuid.uuid4().hex[:16].encode()
@@ -296,12 +303,27 @@ class DecideService(OwnThreadLoop):
             **{**PRODUCER_TUNING, "linger_ms": self.linger_ms},
             **self.security,
         )
+        spill_consumer = (
+            AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=self.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                **CONSUMER_TUNING,
+                **self.security,
+            )
+            if self.spill_topic is not None and self.follow
+            else None
+        )
         if self.follow:
             self.assigned = None
         else:
             consumer.subscribe([self.requests_topic], listener=_Assignment(self))
         await producer.start()
         await consumer.start()
+        if spill_consumer is not None:
+            await spill_consumer.start()
+        self._spill_consumer = spill_consumer
         self._decision_partitions = len(await producer.partitions_for(self.decisions_topic))
         self._spill_usable = await self._check_spill(producer)
         replies = self._replies = ReplySender(producer, refused=self.reply_refused)
@@ -361,7 +383,7 @@ class DecideService(OwnThreadLoop):
             await self._enqueue(pending, committer, None)
             await committer
         finally:
-            self._consumer = self._busy = self._barrier = self._drain = None
+            self._consumer = self._spill_consumer = self._busy = self._barrier = self._drain = None
             if not committer.done():
                 committer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -373,6 +395,8 @@ class DecideService(OwnThreadLoop):
                 self._replies_skipped_before += replies.stats["skipped"]
                 self._replies = None
                 await consumer.stop()
+                if spill_consumer is not None:
+                    await spill_consumer.stop()
                 await producer.stop()
 
     async def _check_spill(self, producer: AIOKafkaProducer) -> bool:
@@ -411,7 +435,7 @@ class DecideService(OwnThreadLoop):
         offsets: dict[TopicPartition, int],
     ) -> int:
         """Decide up to ``limit`` spilled requests already fetched (no wait); returns how many were taken."""
-        consumer = self._consumer
+        consumer = self._spill_consumer
         if consumer is None or not self._spilled:
             return 0
         low: dict[TopicPartition, list[Any]] = await consumer.getmany(
@@ -577,7 +601,12 @@ class DecideService(OwnThreadLoop):
     async def _commit_and_hand_over(
         self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], handoffs: list[Any]
     ) -> None:
-        if offsets:  # steps that found nothing to do commit nothing
+        spill = self._spill_consumer
+        if spill is not None and any(tp.topic == self.spill_topic for tp in offsets):
+            spilled = {tp: o for tp, o in offsets.items() if tp.topic == self.spill_topic}
+            main = {tp: o for tp, o in offsets.items() if tp.topic != self.spill_topic}
+            await asyncio.gather(spill.commit(spilled), *([consumer.commit(main)] if main else []))
+        elif offsets:  # steps that found nothing to do commit nothing
             await consumer.commit(offsets)
         for handoff in handoffs:
             if handoff is not None:
