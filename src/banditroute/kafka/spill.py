@@ -9,7 +9,9 @@ decisions of the same poll). The loop decides ``SPILL_SHARE`` of the spill topic
 every step whatever else waits, so that sustained traffic of new task types (which keeps the lane from
 emptying) cannot hold them back until the topic's retention deletes them; and more, ``SPILL_CHUNK`` at a time
 within the step's slice for low-priority work (``LOW_SLICE_S`` in the decide loop), once the lane is empty,
-reading keeps up (the main poll not full, nothing spilled by it) and the producer is idle.
+reading keeps up (the main poll not full, nothing spilled by it) and the producer is idle. The loop reads the
+spill topic on a consumer of its own (same group): on the requests' consumer its unread records, taken 10 a
+step, held back every fetch of the requests partitions for aiokafka's 100 ms prefetch backoff (issue #18).
 
 Guarantees (see docs/guarantees.md): a request is never lost: its requests offset passes it only once the copy
 is acknowledged, and the spill topic's offset passes a copy only once its decision (or dead letter) is. A crash
