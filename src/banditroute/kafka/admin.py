@@ -95,7 +95,8 @@ async def check_message_bytes(admin: Any, names: Iterable[str], needed: int) -> 
     """Raise TopicLayoutError if one of the existing topics ``names`` refuses record batches of ``needed``
     bytes: its ``max.message.bytes`` (set on the topic, or the broker's default) is lower. The worker writes
     record batches of up to that size; a smaller limit would fail its sends at the first full batch instead."""
-    wanted = [name for name in names if name in set(await admin.list_topics())]
+    existing = set(await admin.list_topics())
+    wanted = [name for name in names if name in existing]
     if not wanted:
         return
     responses = await admin.describe_configs(
