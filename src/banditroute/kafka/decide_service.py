@@ -319,13 +319,20 @@ class DecideService(OwnThreadLoop):
             self.assigned = None
         else:
             consumer.subscribe([self.requests_topic], listener=_Assignment(self))
-        await producer.start()
-        await consumer.start()
-        if spill_consumer is not None:
-            await spill_consumer.start()
+        started: list[Any] = []
+        try:  # a start or a lookup that fails stops the clients already started (the run is tried again)
+            for client in (producer, consumer, spill_consumer):
+                if client is not None:
+                    await client.start()
+                    started.append(client)
+            self._decision_partitions = len(await producer.partitions_for(self.decisions_topic))
+            self._spill_usable = await self._check_spill(producer)
+        except BaseException:
+            for client in reversed(started):
+                with contextlib.suppress(Exception):
+                    await client.stop()
+            raise
         self._spill_consumer = spill_consumer
-        self._decision_partitions = len(await producer.partitions_for(self.decisions_topic))
-        self._spill_usable = await self._check_spill(producer)
         replies = self._replies = ReplySender(producer, refused=self.reply_refused)
         pending: asyncio.Queue[Any] = asyncio.Queue(MAX_IN_FLIGHT)
         committer = asyncio.create_task(self._commit_in_order(consumer, pending))
