@@ -202,8 +202,14 @@ class JoinIO:
         return partitions_for([r.encode() for r in request_ids], self.settings.partitions)
 
     def _join_floor(self, partition: int) -> int | None:
-        """The oldest decisions offset of ``partition`` the join still needs after a restart."""
+        """The oldest decisions offset of ``partition`` the join still needs after a restart: its oldest
+        unresolved decision, or one resolved in memory whose join state is not acknowledged yet (a flush that
+        failed, e.g. cancelled by a graceful stop: the commit passed those before 2026-12-02, and their feedback,
+        read again by the next owner, found no decision)."""
         floor = self.join.oldest_unresolved(partition)
+        unacknowledged = self.join.oldest_unacknowledged(partition)
+        if unacknowledged is not None and (floor is None or unacknowledged < floor):
+            floor = unacknowledged
         ahead = self._ahead.get(partition)
         if ahead is not None and (floor is None or ahead[0] < floor):
             return ahead[0]
@@ -429,6 +435,7 @@ class JoinIO:
         """Join state acknowledged first, then outcomes and dead letters."""
         # on failure staged again: the reader restarts in this process, with this memory
         await flush_acknowledged((self.pending_view, self.early_view), self.outbox.send_to, self.outbox.drain)
+        self.join.acknowledged()  # the commit may pass the decisions resolved so far
         await self._publish(results)
         failures, self._handoff_failures = self._handoff_failures, []
         for partition, offset, served, exc in failures:

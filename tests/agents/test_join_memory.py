@@ -98,3 +98,19 @@ def test_the_offset_window_always_names_the_oldest_unresolved_offset() -> None:
         assert window.oldest() == (min(live) if live else None)
     window.remove(10**9)  # unknown offsets are ignored
     assert window.oldest() == (min(live) if live else None)
+
+
+def test_a_resolution_holds_the_commit_back_until_it_is_acknowledged() -> None:
+    join, _store, _durable = make()
+    join.on_decision(decision("r1"), 0, 40, 0.0, TAG_WORKER)
+    join.on_decision(decision("r2"), 0, 41, 0.0, TAG_WORKER)
+    join.on_feedback(feedback("r2"), now_s=1.0)
+    assert join.oldest_unresolved(0) == 40 and join.oldest_unacknowledged(0) == 41
+    join.on_tick(0, 5, sent_at_s=12.0)  # r1's window closes: an expiry is a resolution too
+    assert join.oldest_unresolved(0) is None and join.oldest_unacknowledged(0) == 40
+    join.acknowledged()
+    assert join.oldest_unacknowledged(0) is None
+    join.on_decision(decision("r3"), 1, 7, 20.0, TAG_WORKER)
+    join.on_feedback(feedback("r3"), now_s=21.0)
+    join.forget_held()  # the readers read the decisions again from the committed offset
+    assert join.oldest_unacknowledged(1) is None

@@ -141,6 +141,9 @@ class JoinLogic:
         """Index of the decision the last :meth:`on_served` that raised failed on."""
         self.unresolved: dict[int, OffsetWindow] = {}
         """Per decisions partition, the offsets of decisions still pending (see :meth:`oldest_unresolved`)."""
+        self.unacknowledged: dict[int, int] = {}
+        """Per decisions partition, the oldest offset of a decision resolved since the join state was last
+        acknowledged (:meth:`acknowledged`): its resolution is in memory only, so the commit must not pass it yet."""
         self.committed: dict[int, int] = {}
         """Per decisions partition, the offset the join last committed: a resolved entry at or after it stays
         until the commit passes it (a restart reads the decisions from there again and must find it)."""
@@ -263,14 +266,27 @@ class JoinLogic:
         heapq.heappush(self._deadlines.setdefault(partition, []), (entry.deadline_s, request_id))
 
     def _resolved(self, entry: Pending, partition: int) -> None:
+        if entry.dec_off < 0:
+            return
         window = self.unresolved.get(partition)
-        if window is not None and entry.dec_off >= 0:
+        if window is not None:
             window.remove(entry.dec_off)
+        oldest = self.unacknowledged.get(partition)
+        if oldest is None or entry.dec_off < oldest:
+            self.unacknowledged[partition] = entry.dec_off
 
     def oldest_unresolved(self, partition: int) -> int | None:
         """The offset of the oldest decision in ``partition`` still waiting for feedback (None: none waits)."""
         window = self.unresolved.get(partition)
         return None if window is None else window.oldest()
+
+    def oldest_unacknowledged(self, partition: int) -> int | None:
+        """The offset of the oldest decision in ``partition`` resolved in memory but not yet acknowledged."""
+        return self.unacknowledged.get(partition)
+
+    def acknowledged(self) -> None:
+        """Every resolution so far is acknowledged (the caller's flush of the join table returned)."""
+        self.unacknowledged = {}
 
     def forget_held(self) -> None:
         """Let go of every partition (before a rebalance): pending entries and their offsets; the decisions
@@ -281,6 +297,7 @@ class JoinLogic:
         self._capped = {}
         self._capped_waiting = set()
         self.unresolved = {}
+        self.unacknowledged = {}
         self.committed = {}
 
     # -- feedback --------------------------------------------------------------------------------------

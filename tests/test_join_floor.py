@@ -1,0 +1,80 @@
+"""The offset the join commits on ``decisions`` (``JoinIO._join_floor``) while a resolution is in memory only.
+
+Seen in tests/kafka/test_bad_state.py (once in 8 runs under load): a worker stopped with SIGTERM while a feedback
+batch's flush of the join table was in flight. The stop cancelled the flush (its writes restaged), but the join had
+already marked those decisions resolved in memory, so the decisions reader's next commit passed them; the next
+owner read their feedback again, found no decision, and dead-lettered it as ``unknown_request``: 50 outcomes lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from banditroute.agents.join import TAG_WORKER, JoinLogic, JoinPolicy
+from banditroute.agents.pending import PendingStore
+from banditroute.join_io import JoinIO
+from banditroute.kafka.staged import StagedTable
+from tests.agents.test_join import decision, feedback
+
+
+class _Table:
+    def __init__(self, name: str) -> None:
+        self.data: dict[str, bytes] = {}
+        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: f"{name}-changelog")
+        self.key_serializer = "json"
+
+
+class _Outbox:
+    """Sends are kept; ``drain`` (the acknowledgement) fails while ``failing``, as a stop's cancellation does."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+        self.failing = True
+
+    async def send_to(self, topic: str, key: bytes, _value: bytes | None, _partition: int) -> None:
+        self.sent.append((topic, key))
+
+    async def drain(self) -> None:
+        if self.failing:
+            raise asyncio.CancelledError
+
+
+def _join_io() -> Any:
+    io: Any = object.__new__(JoinIO)
+    io.pending_view = StagedTable(_Table("pending"), lambda _k: 0)
+    io.early_view = StagedTable(_Table("early"), lambda _k: 0)
+    io.join = JoinLogic(
+        PendingStore(io.pending_view),
+        io.early_view,
+        lambda _t: JoinPolicy(wait_s=10, keep_joined_s=30),
+        early_max_s=100,
+    )
+    io.outbox, io.counters = _Outbox(), Counter()
+    io.settings = SimpleNamespace(state_partitions=1)
+    io.outcomes = SimpleNamespace(get_topic_name=lambda: "outcomes")
+    io._init_join()
+    return io
+
+
+async def test_decisions_joined_in_memory_hold_the_commit_until_the_join_table_is_acknowledged() -> None:
+    io = _join_io()
+    io.join.on_decision(decision("r1"), 0, 40, 0.0, TAG_WORKER)  # handed over by the decide loop
+    io.join.on_decision(decision("r2"), 0, 41, 0.0, TAG_WORKER)
+    assert io._join_floor(0) == 40
+    results = [io.join.on_feedback(feedback("r1"), 1.0), io.join.on_feedback(feedback("r2", offset=1), 1.0)]
+    assert io.join.oldest_unresolved(0) is None  # joined in memory
+    with pytest.raises(
+        asyncio.CancelledError
+    ):  # the flush is cancelled: nothing acknowledged, nothing published
+        await io._finish_join(results)
+    assert io._join_floor(0) == 40 and io.outbox.sent and all("outcomes" != t for t, _ in io.outbox.sent)
+    io.outbox.failing = False
+    io.outbox.sent.clear()
+    await io._finish_join([])  # a later batch's flush sends the restaged writes and is acknowledged
+    assert {k for t, k in io.outbox.sent if t == "pending-changelog"} == {b'"r1"', b'"r2"'}
+    assert io._join_floor(0) is None
