@@ -48,6 +48,9 @@ class _Join:
     def oldest_unresolved(self, partition: int) -> int | None:
         return self.unresolved.get(partition)
 
+    def oldest_unacknowledged(self, _partition: int) -> int | None:
+        return None  # every resolution acknowledged
+
     def forget_held(self) -> None:
         self.unresolved = {}
         self.forgotten.set()
