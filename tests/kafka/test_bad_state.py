@@ -43,6 +43,22 @@ def worker(
     return WorkerProcess(env, str(tmp_path / f"{name}.log")).start()
 
 
+async def first_worker_learns_50(
+    tmp_path: Path, bootstrap: str, prefix: str, seed: int
+) -> tuple[Path, np.random.Generator]:
+    """Worker ``w1`` decides 50 requests and learns their feedback, then stops: the state and join tables the
+    next worker recovers. Returns the config folder and the random generator to go on with."""
+    config_dir = write_config(tmp_path / "config")
+    rng = np.random.default_rng(seed)
+    w = worker(tmp_path, bootstrap, prefix, "w1", config_dir)
+    try:
+        async with Loop(bootstrap, prefix) as loop:
+            await loop.run(50, rng, batch=50, timeout_s=90)
+    finally:
+        assert w.terminate() == 0, w.log_tail()
+    return config_dir, rng
+
+
 async def chat_state(bootstrap: str, prefix: str, observed: int, timeout_s: float = 90.0) -> Any:
     """The newest state of ``chat`` on the topic once it has ``observed`` outcomes (or the last one read)."""
     deadline = time.monotonic() + timeout_s
@@ -138,17 +154,12 @@ async def test_a_key_no_learner_writes_does_not_stop_table_recovery(
 ) -> None:
     """A state topic record whose key is not a JSON string (faust's recovery of the learner's table retried its
     failure forever, and the worker never decided anything): the worker decides and learns on."""
-    config_dir = write_config(tmp_path / "config")
-    rng = np.random.default_rng(5)
-    w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w1", config_dir)
+    config_dir, rng = await first_worker_learns_50(tmp_path, kafka_bootstrap, unique_prefix, 5)
+    async with producer(kafka_bootstrap, acks="all") as p:
+        for partition in (0, 1):
+            await p.send_and_wait(f"{unique_prefix}.state", key=key, value=BAD, partition=partition)
+    w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w2", config_dir)
     try:
-        async with Loop(kafka_bootstrap, unique_prefix) as loop:
-            await loop.run(50, rng, batch=50, timeout_s=90)
-        assert w.terminate() == 0, w.log_tail()
-        async with producer(kafka_bootstrap, acks="all") as p:
-            for partition in (0, 1):
-                await p.send_and_wait(f"{unique_prefix}.state", key=key, value=BAD, partition=partition)
-        w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w2", config_dir)
         async with Loop(kafka_bootstrap, unique_prefix) as loop:
             await loop.run(50, rng, batch=50, timeout_s=60)
         after = await chat_state(kafka_bootstrap, unique_prefix, 100)
@@ -193,19 +204,14 @@ async def test_a_record_no_join_writes_does_not_stop_the_join(
     topics whose key is not a JSON string stopped that recovery (faust retried it forever, and the worker never
     decided anything), and one whose value is not a join entry stopped the join's rebuild of its deadlines
     (retried forever too). The worker decides, joins and learns on."""
-    config_dir = write_config(tmp_path / "config")
-    rng = np.random.default_rng(6)
-    w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w1", config_dir)
+    config_dir, rng = await first_worker_learns_50(tmp_path, kafka_bootstrap, unique_prefix, 6)
+    async with producer(kafka_bootstrap, acks="all") as p:
+        for partition in range(4):
+            await p.send_and_wait(
+                f"{unique_prefix}-{table}-changelog", key=key, value=BAD, partition=partition
+            )
+    w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w2", config_dir)
     try:
-        async with Loop(kafka_bootstrap, unique_prefix) as loop:
-            await loop.run(50, rng, batch=50, timeout_s=90)
-        assert w.terminate() == 0, w.log_tail()
-        async with producer(kafka_bootstrap, acks="all") as p:
-            for partition in range(4):
-                await p.send_and_wait(
-                    f"{unique_prefix}-{table}-changelog", key=key, value=BAD, partition=partition
-                )
-        w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w2", config_dir)
         async with Loop(kafka_bootstrap, unique_prefix) as loop:
             await loop.run(50, rng, batch=50, timeout_s=60)
         after = await chat_state(kafka_bootstrap, unique_prefix, 100)
@@ -222,23 +228,18 @@ async def test_a_decision_whose_request_id_holds_a_bad_join_record_does_not_lose
     and the rest of the handoffs taken with it were neither joined nor read again from the topic (the reader
     passes over the worker's own decisions): their feedback was never learnt. Now that decision is
     dead-lettered as ``internal_error`` and the others are joined and learnt."""
-    config_dir = write_config(tmp_path / "config")
-    rng = np.random.default_rng(8)
-    w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w1", config_dir)
+    config_dir, rng = await first_worker_learns_50(tmp_path, kafka_bootstrap, unique_prefix, 8)
+    collide = "r-collides-with-a-bad-join-record"
+    async with producer(kafka_bootstrap, acks="all") as p:
+        for partition in range(4):
+            await p.send_and_wait(
+                f"{unique_prefix}-request_to_pending-changelog",
+                key=orjson.dumps(collide),
+                value=BAD,
+                partition=partition,
+            )
+    w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w2", config_dir)
     try:
-        async with Loop(kafka_bootstrap, unique_prefix) as loop:
-            await loop.run(50, rng, batch=50, timeout_s=90)
-        assert w.terminate() == 0, w.log_tail()
-        collide = "r-collides-with-a-bad-join-record"
-        async with producer(kafka_bootstrap, acks="all") as p:
-            for partition in range(4):
-                await p.send_and_wait(
-                    f"{unique_prefix}-request_to_pending-changelog",
-                    key=orjson.dumps(collide),
-                    value=BAD,
-                    partition=partition,
-                )
-        w = worker(tmp_path, kafka_bootstrap, unique_prefix, "w2", config_dir)
         async with Loop(kafka_bootstrap, unique_prefix) as loop:
             await loop.run(50, rng, batch=50, timeout_s=90)  # the worker is up and joins
             requests = [request()]
