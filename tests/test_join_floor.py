@@ -78,3 +78,26 @@ async def test_decisions_joined_in_memory_hold_the_commit_until_the_join_table_i
     await io._finish_join([])  # a later batch's flush sends the restaged writes and is acknowledged
     assert {k for t, k in io.outbox.sent if t == "pending-changelog"} == {b'"r1"', b'"r2"'}
     assert io._join_floor(0) is None
+
+
+async def test_a_late_join_of_a_decision_the_commit_passed_does_not_move_the_floor_back() -> None:
+    """Late feedback for an expired decision resolves it a second time (expired -> joined). Its expiry was
+    acknowledged and the commit has passed it since, so the floor must not go back to it while the late join's
+    write is in flight: the decisions reader commits ``min(position, floor)``, and a restart from that older
+    offset would read as pending again every decision since whose resolution the join had already deleted
+    (each waiting ``wait_s`` again, and, with ``on_timeout: default_reward``, learnt a second time)."""
+    io = _join_io()
+    io.outbox.failing = False
+    io.join.on_decision(decision("r1"), 0, 40, 0.0, TAG_WORKER)
+    await io._finish_join([io.join.on_tick(0, 5, sent_at_s=12.0)])  # r1 expires (wait_s 10); acknowledged
+    io._on_join_commit({0: 100})  # the decisions reader committed past it (decisions 41-99 resolved since)
+    assert io._join_floor(0) is None
+    results = [io.join.on_feedback(feedback("r1"), now_s=15.0)]  # late (kept 30 s after its expiry)
+    assert results[0].counters["late_feedback"] == 1
+    floor = io._join_floor(0)
+    assert floor is None or floor >= 100, f"the commit would go back from 100 to {floor}"
+    io.outbox.failing = True
+    with pytest.raises(asyncio.CancelledError):  # a graceful stop in the middle of the late join's write
+        await io._finish_join(results)
+    floor = io._join_floor(0)
+    assert floor is None or floor >= 100, f"the commit would go back from 100 to {floor}"

@@ -251,7 +251,8 @@ class JoinLogic:
             if capped:
                 self._track_capped(partition, request_id, result)
 
-    def _store(self, request_id: str, entry: Pending, partition: int) -> None:
+    def _store(self, request_id: str, entry: Pending, partition: int, *, again: bool = False) -> None:
+        """Write ``entry`` (``again``: a resolved entry resolved anew, a late join of an expired decision)."""
         entry.deadline_s = round(entry.deadline_s * 1000) / 1000.0  # as stored: the heap and the table agree
         value = entry.encode(request_id)
         if entry.status == PENDING and entry.dec_off >= 0:
@@ -261,16 +262,21 @@ class JoinLogic:
             else:
                 self.pending[request_id] = value
         else:
-            self._resolved(entry, partition)
+            self._resolved(entry, partition, again)
             self.pending[request_id] = value
         heapq.heappush(self._deadlines.setdefault(partition, []), (entry.deadline_s, request_id))
 
-    def _resolved(self, entry: Pending, partition: int) -> None:
+    def _resolved(self, entry: Pending, partition: int, again: bool = False) -> None:
         if entry.dec_off < 0:
             return
         window = self.unresolved.get(partition)
         if window is not None:
             window.remove(entry.dec_off)
+        if again:
+            # its first resolution (the expiry) holds the commit until acknowledged; once acknowledged the commit
+            # may have passed the decision, and holding it now would move the commit back (a restart from there
+            # would take every decision since whose resolution was deleted for one still pending)
+            return
         oldest = self.unacknowledged.get(partition)
         if oldest is None or entry.dec_off < oldest:
             self.unacknowledged[partition] = entry.dec_off
@@ -396,7 +402,7 @@ class JoinLogic:
         learn = not late or policy.learn_late
         outcome = self._outcome(request_id, entry, fields, src, offset, "late" if late else "feedback", now_s)
         entry.outcome = outcome if learn else None
-        self._store(request_id, entry, partition)
+        self._store(request_id, entry, partition, again=late)
         if late:
             if not policy.learn_late:
                 self._reject(
