@@ -312,8 +312,9 @@ class Router(JoinIO):
     # -- services -----------------------------------------------------------------------------------------
     async def ensure_topics(self, *, create: bool = True) -> int:
         """Create the worker's topics (the layout of ``topics.DEFAULT_TOPICS``) where missing, after checking
-        that existing ones have the partition counts this worker needs; then checks that they, and those it
-        made, take its record batches (``max.message.bytes``; ``create=False`` only checks). Returns
+        that existing ones have the partition counts this worker needs; then checks that they, those it made and
+        the join tables' changelogs (once faust has made them) take its record batches (``max.message.bytes``;
+        ``create=False`` only checks). Returns
         how many existed. Raises TopicLayoutError or TopicCreationError (any refusal but "already exists")
         with the broker's message."""
         s = self.settings
@@ -328,10 +329,14 @@ class Router(JoinIO):
             )
             if create:
                 await create_topics(admin, wanted)
-            # after creating: a topic made here takes the broker's default, which may be lower as well
-            await check_message_bytes(
-                admin, [s.topic(suffix) for suffix in WRITTEN_IN_BATCHES], MAX_BATCH_BYTES
-            )
+            # after creating: a topic made here takes the broker's default, which may be lower as well; and the
+            # join tables' changelogs (faust makes them, with that default), which the join writes in batches too
+            batched = [s.topic(suffix) for suffix in WRITTEN_IN_BATCHES]
+            batched += [
+                t.changelog_topic.get_topic_name()
+                for t in (self.request_to_pending, self.request_to_early_feedback)
+            ]
+            await check_message_bytes(admin, batched, MAX_BATCH_BYTES)
         return sum(t.name in existing for t in wanted)
 
     async def _announce_config(self) -> None:

@@ -138,3 +138,22 @@ def test_a_decisions_topic_that_refuses_the_workers_batches_stops_it_at_start_wi
             in done.stderr
         )
         assert "--add-config max.message.bytes=524288" in done.stderr
+
+
+def test_a_join_table_changelog_that_refuses_the_workers_batches_stops_it_at_start(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """The join writes its tables' changelogs (made by faust, with the broker's default) in record batches of up to
+    512 KiB too: one a ``max.message.bytes`` below that refuses (MessageSizeTooLargeError) fails the join's flush
+    at every try once a batch is that large, so the worker refuses it at start, as it does the topics it names."""
+    import asyncio
+
+    from banditroute.kafka.admin import ensure_topics, new_topic
+
+    changelog = f"{unique_prefix}-request_to_pending-changelog"  # faust's name: <app id>-<table>-changelog
+    asyncio.run(
+        ensure_topics(kafka_bootstrap, None, [new_topic(changelog, 4, {"max.message.bytes": "100000"})])
+    )
+    done = _cli(_env(kafka_bootstrap, unique_prefix), tmp_path, "worker", "--check")
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert f"on topic '{changelog}' (100000)" in done.stderr
