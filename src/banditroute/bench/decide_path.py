@@ -1,8 +1,10 @@
 """The worker's decide path in process, for counting its work per request: ``python -m
 banditroute.bench.decide_path [--steps N] [--per-partition N] [--made N] [--cpu]``.
 
-Request records (bytes, as ``bench e2e`` writes them) go through the worker's :class:`DecideService` step
-(``_step``: validation, deciding, appending to record batches, the step's handoff) against a producer double
+Request records (bytes, as ``bench e2e`` writes them, in one record batch per partition and poll) are read
+through aiokafka's fetch path as the worker's consumer reads a fetch response (``PartitionRecords``,
+``FetchResult.getall``, with the worker's patches of them) and go through the worker's :class:`DecideService`
+step (``_step``: validation, deciding, appending to record batches, the step's handoff) against a producer double
 that acknowledges each record batch at once; the handoff then goes to the join (``JoinLogic.on_served``, as
 ``JoinIO._take_handoffs`` calls it) and the step's decisions to the dashboard's count (``Router._on_decisions``).
 No broker, and no work that depends on time: the decide clock is fixed and the step sizes are set, so the
@@ -20,7 +22,7 @@ import statistics
 import time
 from collections import Counter
 from types import SimpleNamespace
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import orjson
@@ -33,7 +35,9 @@ from banditroute.app import Router
 from banditroute.codec import DeadLetterCounter
 from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.gc_tuning import tune_for_worker
+from banditroute.kafka import decide_service, fetch_cycles
 from banditroute.kafka.decide_service import DecideService
+from banditroute.kafka.fetch_double import Fetched, read, record_batch
 from banditroute.kafka.handoff import build_handoff
 from banditroute.kafka.producer_double import AckingProducer
 from banditroute.kafka.staged import StagedTable
@@ -47,34 +51,21 @@ CLOCK_S = 1_796_000_000.0
 CREATED_AT = "2026-11-30T00:00:00.000000+00:00"
 
 
-class TopicPartition(NamedTuple):
-    """A polled batch's key, as aiokafka's consumer gives it."""
-
-    topic: str
-    partition: int
-
-
-class _Record:
-    __slots__ = ("topic", "partition", "offset", "key", "value")
-
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes, value: bytes) -> None:
-        self.topic, self.partition, self.offset, self.key, self.value = topic, partition, offset, key, value
-
-
-def request_batch(topic: str, step: int, per_partition: int) -> dict[TopicPartition, list[_Record]]:
-    """One poll's records: ``per_partition`` requests in each partition (``bench e2e``'s request text)."""
-    batch: dict[TopicPartition, list[_Record]] = {}
+def request_batch(topic: str, step: int, per_partition: int) -> Fetched:
+    """One poll's records: ``per_partition`` requests in each partition (``bench e2e``'s request text, keyed by
+    the request id), one record batch per partition as the broker returns it."""
+    fetched: Fetched = {}
     for partition in range(PARTITIONS):
+        base = step * per_partition
         records = []
         for i in range(per_partition):
-            offset = step * per_partition + i
-            rid = f"r{partition}-{offset}"
+            rid = f"r{partition}-{base + i}"
             value = orjson.dumps(
                 {"schema_version": 1, "request_id": rid, "task_type": "bench", "created_at": CREATED_AT}
             )
-            records.append(_Record(topic, partition, offset, rid.encode(), value))
-        batch[TopicPartition(topic, partition)] = records
-    return batch
+            records.append((rid.encode(), value))
+        fetched[(topic, partition)] = (base, record_batch(base, records, int(CLOCK_S * 1000)))
+    return fetched
 
 
 class DecidePath:
@@ -119,7 +110,7 @@ class DecidePath:
     def _count(self, batch: list[Decided]) -> None:
         Router._on_decisions(self.dashboard, batch)  # type: ignore[arg-type]  # the fields it reads
 
-    async def warm_up(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    async def warm_up(self, batch: Fetched) -> None:
         """A first step, then the priority lane emptied: the first requests of a task type the config does not
         list wait there until it holds state (how long the lane's time slices take would otherwise decide how
         many are left for the measured steps)."""
@@ -127,10 +118,13 @@ class DecidePath:
         while self.service.lane:
             await self.step({}, draining=True)
 
-    async def step(self, batch: dict[TopicPartition, list[Any]], draining: bool = False) -> None:
-        """One poll through the decide loop, then its handoff through the join (as the committer would)."""
+    async def step(self, fetched: Fetched, draining: bool = False) -> None:
+        """One poll read and through the decide loop, then its handoff through the join (as the committer
+        would)."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
         committer: asyncio.Task[None] = asyncio.ensure_future(asyncio.sleep(0))
+        # the consumer's deserializer as the decide loop sets it (none before kafka/raw_fetch.py)
+        batch = read(fetched, getattr(decide_service, "raw_records", None))
         await self.service._step(batch, self.producer, queue, committer, draining)
         _futures, _offsets, handoff_args = queue.get_nowait()
         handoff = build_handoff(*handoff_args)
@@ -143,6 +137,7 @@ class DecidePath:
 async def run(steps: int, per_partition: int, cpu: bool, rounds: int, made: int) -> None:
     memory.limit_arenas()  # as the worker (Router) does
     memory.fix_mmap_threshold()
+    fetch_cycles.install()  # as the worker (Router) does
     path = DecidePath()
     # as many request records made whatever is measured: the difference of two counts is the steps' own work
     total = steps * (rounds if cpu else 1) + 2

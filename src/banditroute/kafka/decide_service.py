@@ -36,6 +36,8 @@ Hot-path choices (measured with py-spy on the real broker, see the README, Bench
 * a request of the common shape is validated without pydantic (:mod:`banditroute.kafka.fast_request`,
   accept-only, held to the pydantic contract by a test); any other goes through the full diagnostic decoder
   (:func:`banditroute.codec.decode_record`), so dead letters keep their reasons.
+* the consumers read a record batch at a time (:mod:`banditroute.kafka.raw_fetch`): a polled record is the
+  record batch's own (``offset``, ``key``, ``value``), its topic and partition those it was polled under.
 """
 
 from __future__ import annotations
@@ -67,12 +69,16 @@ from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, build_handoff, ig
 from banditroute.kafka.low_lane import LOW_LANE_BYTES, LOW_LANE_MAX, LowLane, Parked
 from banditroute.kafka.outbox import NO_HEADERS, Headers, PartitionBatches
 from banditroute.kafka.own_thread import OwnThreadLoop
+from banditroute.kafka.raw_fetch import install as install_raw_fetch
+from banditroute.kafka.raw_fetch import raw_records
 from banditroute.kafka.replies import ReplySender
 from banditroute.kafka.spill import LANE_WITH_SPILL, SPILL_CHUNK, SPILL_SHARE, task_type_of
 from banditroute.kafka.topics import partition_for
 from banditroute.served import Decided, Served
 
 log = logging.getLogger("banditroute.decide")
+
+install_raw_fetch()  # the decide loop's consumers read a record batch at a time (kafka/raw_fetch.py)
 
 CONSUMER_TUNING: dict[str, Any] = {
     "fetch_max_wait_ms": 100,
@@ -294,6 +300,7 @@ class DecideService(OwnThreadLoop):
             max_poll_records=self.max_batch,
             session_timeout_ms=int(self.session_timeout_s * 1000),
             heartbeat_interval_ms=int(max(1.0, self.session_timeout_s / 4) * 1000),
+            value_deserializer=raw_records,
             **CONSUMER_TUNING,
             **self.security,
         )
@@ -309,6 +316,7 @@ class DecideService(OwnThreadLoop):
                 group_id=self.group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                value_deserializer=raw_records,
                 **CONSUMER_TUNING,
                 **self.security,
             )
@@ -451,7 +459,7 @@ class DecideService(OwnThreadLoop):
         taken = 0
         for tp, records in low.items():
             for record in records:
-                unfinished = self._handle(out, producer, record, park=False)
+                unfinished = self._handle(out, producer, tp, record, park=False)
                 if unfinished is not None:
                     await unfinished
             offsets[tp] = records[-1].offset + 1
@@ -498,7 +506,7 @@ class DecideService(OwnThreadLoop):
         ship_at = time.perf_counter() + SHIP_SLICE_S
         for tp, records in batch.items():
             for i, record in enumerate(records, 1):
-                unfinished = self._handle(out, producer, record)
+                unfinished = self._handle(out, producer, tp, record)
                 if unfinished is not None:
                     await unfinished
                 if not i % SLICE_CHECK_EVERY and time.perf_counter() > ship_at:
@@ -515,7 +523,7 @@ class DecideService(OwnThreadLoop):
         for _ in range(min(LANE_SHARE, len(lane))):
             parked = lane.take()
             touched.add(parked.partition)
-            unfinished = self._decide(out, producer, parked, parked.request)
+            unfinished = self._decide(out, producer, parked, parked, parked.request)
             if unfinished is not None:
                 await unfinished
         low = await self._decide_spilled(out, producer, SPILL_SHARE, offsets)
@@ -529,7 +537,7 @@ class DecideService(OwnThreadLoop):
             while lane and time.perf_counter() < deadline:
                 parked = lane.take()
                 touched.add(parked.partition)
-                unfinished = self._decide(out, producer, parked, parked.request)
+                unfinished = self._decide(out, producer, parked, parked, parked.request)
                 if unfinished is not None:
                     await unfinished
             while not lane and low and time.perf_counter() < deadline:
@@ -619,7 +627,7 @@ class DecideService(OwnThreadLoop):
             if handoff is not None:
                 self.call_home(self.on_pending, build_handoff(*handoff))
 
-    def _decode(self, record: Any) -> Request | DeadLetter:
+    def _decode(self, tp: TopicPartition, record: Any) -> Request | DeadLetter:
         """The common request shape without pydantic (:mod:`~banditroute.kafka.fast_request`, which only
         accepts what the contract accepts); everything else through the codec's decoder: the same rules
         (schema_version required on the wire, NaN, sizes) as every other consumer, and its dead letters."""
@@ -631,8 +639,8 @@ class DecideService(OwnThreadLoop):
                 return fast
             return make_dead_letter(
                 record.value,
-                record.topic,
-                record.partition,
+                tp.topic,
+                tp.partition,
                 record.offset,
                 problem.reason,
                 problem.error,
@@ -642,8 +650,8 @@ class DecideService(OwnThreadLoop):
         return decode_record(
             RoutingRequest,
             record.value,
-            topic=record.topic,
-            partition=record.partition,
+            topic=tp.topic,
+            partition=tp.partition,
             offset=record.offset,
             max_bytes=self.max_payload_bytes,
             checks=(self._check_event,),
@@ -667,60 +675,72 @@ class DecideService(OwnThreadLoop):
         return self._replies_skipped_before + current
 
     def _handle(
-        self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any, park: bool = True
+        self,
+        out: PartitionBatches,
+        producer: AIOKafkaProducer,
+        tp: TopicPartition,
+        record: Any,
+        park: bool = True,
     ) -> Awaitable[None] | None:
-        """Decide one request record, or park it in the lane (``park`` and a new task type), or spill it (the
-        lane full and a spill topic): copied unvalidated, so that reading on costs little. Returns what must
-        still be awaited to finish it (None for the common request: decided and appended without waiting)."""
+        """Decide one request record read from ``tp`` (its ``offset``, ``key`` and ``value`` are read: a record
+        of a record batch, :mod:`~banditroute.kafka.raw_fetch`), or park it in the lane (``park`` and a new task
+        type), or spill it (the lane full and a spill topic): copied unvalidated, so that reading on costs
+        little. Returns what must still be awaited to finish it (None for the common request: decided and
+        appended without waiting)."""
         if park and self._spilled and self.lane.full:
             task_type = task_type_of(record.value, self.max_payload_bytes)
             if task_type is not None and not self.logic.is_established_type(task_type):
                 self.spilled_total += 1
-                return out.add(self._spilled[0].topic, record.partition, record.key, record.value)
-        result = self._decode(record)
+                return out.add(self._spilled[0].topic, tp.partition, record.key, record.value)
+        result = self._decode(tp, record)
         if isinstance(result, DeadLetter):
-            return self._dead_letter(out, producer, record, result)
+            return self._dead_letter(out, producer, tp.topic, result)
         if park and self.priority_lane and not self.logic.is_established_type(result.task_type):
-            self.lane.park(
-                Parked(record.topic, record.partition, record.offset, record.key, record.value, result)
-            )
+            self.lane.park(Parked(tp.topic, tp.partition, record.offset, record.key, record.value, result))
             return None
-        return self._decide(out, producer, record, result)
+        return self._decide(out, producer, tp, record, result)
 
     async def _dead_letter(
-        self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any, letter: DeadLetter
+        self, out: PartitionBatches, producer: AIOKafkaProducer, topic: str, letter: DeadLetter
     ) -> None:
+        """Send the dead letter of a record read from ``topic`` (keyed by that topic's name)."""
         self._batch_letters.append(letter.reason)
         out.futures.append(
-            await producer.send(self.deadletter_topic, key=record.topic.encode(), value=encode(letter))
+            await producer.send(self.deadletter_topic, key=topic.encode(), value=encode(letter))
         )
 
     def _decide(
-        self, out: PartitionBatches, producer: AIOKafkaProducer, record: Any, result: Request
+        self,
+        out: PartitionBatches,
+        producer: AIOKafkaProducer,
+        where: TopicPartition | Parked,
+        record: Any,
+        result: Request,
     ) -> Awaitable[None] | None:
-        """Decide one request read as ``record`` (a consumer record or a :class:`Parked` one) and add its
-        decision (or its dead letter) to ``out``; returns what must still be awaited (None: nothing, the common
-        case: the decision is in its partition's record batch, with no shadow decision and no reply)."""
+        """Decide one request read as ``record`` from ``where`` (its topic and partition; a :class:`Parked`
+        request is both) and add its decision (or its dead letter) to ``out``; returns what must still be
+        awaited (None: nothing, the common case: the decision is in its partition's record batch, with no shadow
+        decision and no reply)."""
         try:
             decided, served = self.logic.decide_encoded(result)
         except Exception as exc:  # the worker must never die on one request; the bug is kept with its input
             log.exception("decision failed", extra={"request_id": result.request_id})
             letter = make_dead_letter(
                 record.value,
-                record.topic,
-                record.partition,
+                where.topic,
+                where.partition,
                 record.offset,
                 DeadLetterReason.INTERNAL_ERROR,
                 f"the router could not decide this request: {type(exc).__name__}: {exc}",
                 datetime.now(UTC),
                 event_type="RoutingRequest",
             )
-            return self._dead_letter(out, producer, record, letter)
+            return self._dead_letter(out, producer, where.topic, letter)
         payload = decided[4]
         key = result.request_id.encode()
         partitions = self._decision_partitions
-        if record.key == key and record.partition < partitions:
-            partition = record.partition
+        if record.key == key and where.partition < partitions:
+            partition = where.partition
         else:
             partition = partition_for(key, partitions)
         headers = self._headers if self.follow else NO_HEADERS
