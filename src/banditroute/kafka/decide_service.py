@@ -36,6 +36,9 @@ Hot-path choices (measured with py-spy on the real broker, see the README, Bench
 * a request of the common shape is validated without pydantic (:mod:`banditroute.kafka.fast_request`,
   accept-only, held to the pydantic contract by a test); any other goes through the full diagnostic decoder
   (:func:`banditroute.codec.decode_record`), so dead letters keep their reasons.
+* a poll's common requests are decided in runs (``_run``: one loop per partition, up to each look at the clock,
+  with the loop's lookups made once per run) and any other request one at a time (``_handle``), which does the
+  same for a common one (``tests/kafka/test_decide_run.py``).
 * the consumers read a record batch at a time (:mod:`banditroute.kafka.raw_fetch`): a polled record is the
   record batch's own (``offset``, ``key``, ``value``), its topic and partition those it was polled under.
 """
@@ -64,7 +67,7 @@ from banditroute.codec import (
 )
 from banditroute.config import Registry
 from banditroute.events import DeadLetter, DeadLetterReason, RoutingRequest
-from banditroute.kafka.fast_request import FastRequest, fast_request
+from banditroute.kafka.fast_request import FastRequest, fast_request, shaped_request
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, build_handoff, ignore_handoff
 from banditroute.kafka.low_lane import LOW_LANE_BYTES, LOW_LANE_MAX, LowLane, Parked
 from banditroute.kafka.outbox import NO_HEADERS, Headers, PartitionBatches
@@ -505,8 +508,15 @@ class DecideService(OwnThreadLoop):
         decided = self.decided
         ship_at = time.perf_counter() + SHIP_SLICE_S
         for tp, records in batch.items():
-            for i, record in enumerate(records, 1):
-                unfinished = self._handle(out, producer, tp, record)
+            n = len(records)
+            i = 0  # records handled
+            while i < n:
+                # common requests in one run (_run) up to the next clock look; any other one through _handle
+                end = min(n, i - i % SLICE_CHECK_EVERY + SLICE_CHECK_EVERY)
+                i, unfinished = self._run(out, producer, tp, records, i, end)
+                if unfinished is None and i < end:
+                    unfinished = self._handle(out, producer, tp, records[i])
+                    i += 1
                 if unfinished is not None:
                     await unfinished
                 if not i % SLICE_CHECK_EVERY and time.perf_counter() > ship_at:
@@ -674,6 +684,79 @@ class DecideService(OwnThreadLoop):
         current = self._replies.stats["skipped"] if self._replies is not None else 0
         return self._replies_skipped_before + current
 
+    def _run(
+        self,
+        out: PartitionBatches,
+        producer: AIOKafkaProducer,
+        tp: TopicPartition,
+        records: list[Any],
+        i: int,
+        end: int,
+    ) -> tuple[int, Awaitable[None] | None]:
+        """Decide ``records[i:end]`` while each is the common request (what :meth:`_handle` then :meth:`_decide`
+        do for it, in one loop: no spill or park, a request of the common shape (``shaped_request``) that is
+        no duplicate, of an established task type, decided without error, co-partitioned and appended to its
+        partition's open record batch). Returns the index of the first record not taken (``end`` if all were),
+        and what must still be awaited to finish the last one taken (a full record batch, a shadow decision, a
+        reply: see :meth:`_finish`), else None. A record it stops at is untouched: :meth:`_handle` takes it."""
+        if self._spilled and self.lane.full:
+            return i, None  # each request's task type decides whether it is spilled: _handle
+        logic = self.logic
+        decide = logic.decide_encoded
+        take_shadow = logic.take_shadow
+        established = logic.is_established_type if self.priority_lane else None
+        check = self.duplicates.check
+        max_bytes = self.max_payload_bytes
+        partition = tp.partition
+        own = partition < self._decision_partitions
+        topic = self.decisions_topic
+        headers = self._headers if self.follow else NO_HEADERS
+        follow = self.follow
+        joinable: list[Served | None] | None = (
+            None  # the partition's, and its record batch: once one is decided
+        )
+        builder = None
+        decisions = self._batch_decisions
+        shadows = self.shadow_topic is not None
+        while i < end:
+            record = records[i]
+            raw = record.value
+            if not raw or len(raw) > max_bytes:
+                break
+            request = shaped_request(raw)
+            if request is None:
+                break
+            if established is not None and not established(request.task_type):
+                break
+            if check(request.request_id) is not None:
+                break  # a duplicate: _handle checks it again (no side effect) and writes its dead letter
+            i += 1
+            try:
+                decided, served = decide(request)
+            except Exception as exc:
+                return i, self._failed(out, producer, tp, record, request, exc)
+            payload = decided[4]
+            key = request.request_id.encode()
+            if not own or record.key != key:  # another partition's
+                return i, self._place(out, tp, record, request, decided, served)
+            if builder is None:
+                builder = out.builder(topic, partition)
+            appended = builder.append(timestamp=None, key=key, value=payload, headers=headers) is not None
+            if follow:
+                if joinable is None:
+                    joinable = self._joinable.get(partition)
+                    if joinable is None:
+                        joinable = self._joinable[partition] = []
+                joinable.append(served)
+            shadow = take_shadow()
+            if not appended or (shadow is not None and shadows) or request.reply_to:
+                return i, self._finish(
+                    out, partition, key, payload, headers, appended, shadow, request.reply_to, decided
+                )
+            self.decided += 1
+            decisions.append(decided)
+        return i, None
+
     def _handle(
         self,
         out: PartitionBatches,
@@ -723,19 +806,44 @@ class DecideService(OwnThreadLoop):
         decision and no reply)."""
         try:
             decided, served = self.logic.decide_encoded(result)
-        except Exception as exc:  # the worker must never die on one request; the bug is kept with its input
-            log.exception("decision failed", extra={"request_id": result.request_id})
-            letter = make_dead_letter(
-                record.value,
-                where.topic,
-                where.partition,
-                record.offset,
-                DeadLetterReason.INTERNAL_ERROR,
-                f"the router could not decide this request: {type(exc).__name__}: {exc}",
-                datetime.now(UTC),
-                event_type="RoutingRequest",
-            )
-            return self._dead_letter(out, producer, where.topic, letter)
+        except Exception as exc:
+            return self._failed(out, producer, where, record, result, exc)
+        return self._place(out, where, record, result, decided, served)
+
+    def _failed(
+        self,
+        out: PartitionBatches,
+        producer: AIOKafkaProducer,
+        where: TopicPartition | Parked,
+        record: Any,
+        result: Request,
+        exc: Exception,
+    ) -> Awaitable[None]:
+        """The dead letter of a request whose decision raised ``exc``: the worker must never die on one
+        request; the bug is kept with its input."""
+        log.exception("decision failed", extra={"request_id": result.request_id}, exc_info=exc)
+        letter = make_dead_letter(
+            record.value,
+            where.topic,
+            where.partition,
+            record.offset,
+            DeadLetterReason.INTERNAL_ERROR,
+            f"the router could not decide this request: {type(exc).__name__}: {exc}",
+            datetime.now(UTC),
+            event_type="RoutingRequest",
+        )
+        return self._dead_letter(out, producer, where.topic, letter)
+
+    def _place(
+        self,
+        out: PartitionBatches,
+        where: TopicPartition | Parked,
+        record: Any,
+        result: Request,
+        decided: Decided,
+        served: Served | None,
+    ) -> Awaitable[None] | None:
+        """Add a decision made for ``record`` to ``out`` (see :meth:`_decide`)."""
         payload = decided[4]
         key = result.request_id.encode()
         partitions = self._decision_partitions

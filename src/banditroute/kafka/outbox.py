@@ -43,6 +43,15 @@ class PartitionBatches:
         """(topic, partition, records, future) of every submitted batch, in order: a batch's acknowledgement
         carries its base offset, so record i of it is at base + i."""
 
+    def builder(self, topic: str, partition: int) -> Any:
+        """That partition's open record batch (aiokafka's ``BatchBuilder``; made if there is none): its
+        ``append`` is :meth:`try_append` without the look-up, for a caller appending many records to one
+        partition. It stays the partition's batch until :meth:`add` ships it full or :meth:`submit`."""
+        builder = self.builders.get((topic, partition))
+        if builder is None:
+            builder = self.builders[(topic, partition)] = self.producer.create_batch()
+        return builder
+
     def try_append(
         self,
         topic: str,

@@ -1,0 +1,194 @@
+"""The decide loop's run of common requests (``DecideService._run``) does what the request-at-a-time path
+(``_handle``) does: over a poll mixing common requests with every kind that leaves the run (the SDK's text and a
+text only the JSON path reads, duplicates, undecodable records, task types parked in the priority lane, keys
+that place the decision elsewhere, replies, a decision that raises), the records appended per partition, the
+dead letters, the lane, the handoff's entries, the counts and the decisions handed to the worker are the same
+(``decision_ms`` aside: it is a duration). No broker: records come through aiokafka's fetch path
+(kafka/fetch_double.py), batches go to a producer double."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from typing import Any
+
+import numpy as np
+import orjson
+from aiokafka.record.default_records import DefaultRecordBatch
+
+from banditroute.agents.decide import DecideLogic, StateView
+from banditroute.codec import DeadLetterCounter
+from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
+from banditroute.kafka import raw_fetch
+from banditroute.kafka.decide_service import SLICE_CHECK_EVERY, DecideService
+from banditroute.kafka.fetch_double import read, record_batch
+from banditroute.kafka.producer_double import AckingProducer
+
+PARTITIONS = 3
+CLOCK_S = 1_796_000_000.0
+CREATED = "2026-11-30T00:00:00.000000+00:00"
+_MS = re.compile(rb'"decision_ms":[^,]+')
+
+
+class _Producer(AckingProducer):
+    """Keeps every record batch's records and every single send (the dead letters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[tuple[str, int, list[tuple[bytes | None, bytes]]]] = []
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+
+    async def send_batch(self, builder: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        records = DefaultRecordBatch(bytearray(builder._build()))
+        self.batches.append((topic, partition, [(r.key, _MS.sub(b"", r.value)) for r in records]))
+        return await super().send_batch(builder, topic, partition=partition)
+
+    async def send(self, topic: str, *, key: bytes | None, value: bytes, **_kw: Any) -> asyncio.Future[Any]:
+        letter = orjson.loads(value)
+        self.sent.append(
+            (
+                topic,
+                key,
+                orjson.dumps(
+                    [letter["reason"], letter["source_offset"], letter["source_partition"], letter["error"]]
+                ),
+            )
+        )
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+class _Replies:
+    """Keeps the replies sent (the loop's ReplySender)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def send(self, topic: str, key: bytes, _payload: bytes) -> None:
+        self.sent.append((topic, key))
+
+
+def _value(rng: random.Random, rid: str) -> bytes:
+    kind = rng.random()
+    task_type = rng.choice(["summarise", "code", "summarise", "code", "newtype"])
+    if kind < 0.05:
+        return b"{not json"
+    if kind < 0.1:  # valid, but not a text the regular expressions read: the JSON path
+        return orjson.dumps(
+            {"task_type": task_type, "request_id": rid, "schema_version": 1, "created_at": CREATED}
+        )
+    short = {"schema_version": 1, "request_id": rid, "task_type": task_type, "created_at": CREATED}
+    if kind < 0.15:
+        short["reply_to"] = "replies.x"
+    if kind < 0.3:  # the SDK's text: every field, keys sorted
+        full = {
+            "candidates": None,
+            "constraints": {"capabilities": [], "max_cost_usd": None, "max_latency_ms": None},
+            "created_at": CREATED,
+            "exclude": None,
+            "metadata": {},
+            "objective": None,
+            "reply_to": short.get("reply_to"),
+            "request_id": rid,
+            "schema_version": 1,
+            "task_type": task_type,
+            "tenant": rng.choice([None, "acme"]),
+        }
+        return orjson.dumps(full)
+    return orjson.dumps(short)
+
+
+def _poll(rng: random.Random, step: int, per_partition: int) -> dict[tuple[str, int], tuple[int, bytes]]:
+    fetched = {}
+    for partition in range(PARTITIONS):
+        base = step * per_partition
+        records = []
+        for i in range(per_partition):
+            rid = f"r{partition}-{base + i}"
+            if rng.random() < 0.05 and i:
+                rid = f"r{partition}-{base + i - 1}"  # a duplicate of the one before
+            key = rid.encode() if rng.random() < 0.9 else rng.choice([b"", b"other-key"])
+            records.append((key, _value(rng, rid)))
+        fetched[("p.requests", partition)] = (base, record_batch(base, records, int(CLOCK_S * 1000)))
+    return fetched
+
+
+def _service(run: bool, handed: list[Any]) -> tuple[DecideService, _Producer]:
+    registry = Registry(RouterConfig.load(PACKAGED_CONFIG))
+    logic = DecideLogic(registry, StateView(), np.random.default_rng(7), worker_id="w", clock=lambda: CLOCK_S)
+    decide = logic.decide_encoded
+
+    def failing(request: Any) -> Any:
+        if request.request_id.endswith("7"):
+            raise RuntimeError("a bug")
+        return decide(request)
+
+    logic.decide_encoded = failing  # type: ignore[method-assign]
+    service = DecideService(
+        logic,
+        bootstrap="in-process",
+        requests_topic="p.requests",
+        decisions_topic="p.decisions",
+        deadletter_topic="p.deadletter",
+        group_id="p.decide",
+        security={},
+        max_payload_bytes=1 << 20,
+        dead_letters=DeadLetterCounter(),
+        own_thread=False,
+        on_decisions=handed.extend,
+        follow=True,
+        priority_lane=True,
+    )
+    service._decision_partitions = PARTITIONS
+    service.token = b"0123456789abcdef"
+    service._headers = [("banditroute-decider", service.token)]
+    service.assigned = frozenset(range(PARTITIONS))
+    service._replies = _Replies()  # type: ignore[assignment]
+    if not run:  # every record through _handle
+        service._run = lambda out, producer, tp, records, i, end: (i, None)  # type: ignore[method-assign]
+    return service, _Producer()
+
+
+async def _steps(run: bool) -> list[Any]:
+    raw_fetch.install()
+    handed: list[Any] = []  # the decisions handed to the worker (on_decisions)
+    service, producer = _service(run, handed)
+    rng = random.Random(16)
+    seen: list[Any] = []
+    for step, per_partition in enumerate([5, SLICE_CHECK_EVERY * 3 + 5, 1, 70]):
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        committer: asyncio.Task[None] = asyncio.ensure_future(asyncio.sleep(0))
+        batch = read(_poll(rng, step, per_partition), raw_fetch.raw_records)
+        await service._step(batch, producer, queue, committer)
+        await committer
+        _futures, offsets, handoff = queue.get_nowait()
+        decisions = [(d[0], d[1], d[2], _MS.sub(b"", d[4])) for d in handed]
+        handed.clear()
+        seen.append(
+            (
+                sorted((tp.partition, o) for tp, o in offsets.items()),
+                {p: list(entries) for p, entries in handoff[3].items()},
+                decisions,
+                len(service.lane),
+                service.decided,
+            )
+        )
+    # per partition, the records in order (where a step ships mid-way depends on the clock: SHIP_SLICE_S)
+    streams: dict[tuple[str, int], list[Any]] = {}
+    for topic, partition, records in producer.batches:
+        streams.setdefault((topic, partition), []).extend(records)
+    seen.append((streams, producer.sent, service._replies.sent))  # type: ignore[union-attr]
+    return seen
+
+
+async def test_the_run_does_what_one_request_at_a_time_does() -> None:
+    with_run, without = await _steps(True), await _steps(False)
+    assert with_run == without
+    streams, sent, replies = with_run[-1]
+    reasons = {orjson.loads(v)[0] for _t, _k, v in sent}
+    assert {"duplicate_id", "malformed_json", "internal_error"} <= reasons  # every way out was taken
+    assert sum(map(len, streams.values())) > 300 and replies
+    # a task type the config does not list waits in the priority lane until it holds state: both took it
+    assert any(decided[0] == "newtype" for step in with_run[:-1] for decided in step[2])
