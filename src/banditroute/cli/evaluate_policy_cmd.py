@@ -40,7 +40,8 @@ def _fmt(figures: dict[str, Any], key: str, pct: bool = False) -> str:
     multiple=True,
     default=("synthetic_disagree", "synthetic_specialists"),
     show_default=True,
-    help="Generated tables whose task types rank models differently. Repeatable; --no-synthetic for none.",
+    help="Generated tables whose task types rank models differently, or family:<seed>, a member of a seeded"
+    " family of 11 x 3 tables (sim/family.py). Repeatable; --no-synthetic for none.",
 )
 @click.option("--no-synthetic", is_flag=True, help="Leave the synthetic tables out.")
 @click.option(
@@ -77,6 +78,13 @@ def _fmt(figures: dict[str, Any], key: str, pct: bool = False) -> str:
     show_default=True,
     help="Budget cells: B = cheapest mean cost + f x (best-quality model's cost - cheapest). Repeatable.",
 )
+@click.option(
+    "--budget-usd",
+    "budgets_usd",
+    multiple=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Budget cells at B USD per request, the same for every dataset. Repeatable.",
+)
 @click.option("--no-budget", is_flag=True, help="Leave the budget cells out.")
 @click.option("--no-one-pass", is_flag=True, help="Leave the one-pass cells out.")
 @click.option("--jobs", type=click.IntRange(1), default=None, help="Worker processes (default: CPU count).")
@@ -105,6 +113,7 @@ def evaluate_policy(
     delay: int,
     policies: tuple[str, ...],
     budget_fractions: tuple[float, ...],
+    budgets_usd: tuple[float, ...],
     no_budget: bool,
     no_one_pass: bool,
     jobs: int | None,
@@ -129,6 +138,7 @@ def evaluate_policy(
             delay=delay,
             variants=policies or DEFAULT_VARIANTS,
             budget_fractions=() if no_budget else budget_fractions,
+            budgets_usd=() if no_budget else budgets_usd,
             one_pass=not no_one_pass,
             jobs=jobs,
         )

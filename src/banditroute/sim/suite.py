@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from banditroute.core.budget import best_mix
+from banditroute.sim import family
 from banditroute.sim.priors import FittedPriors, fit_priors
 from banditroute.sim.replay import ReplayResult, RouterSetup, default_setup, replay
 from banditroute.sim.synthetic import SPECS, generate
@@ -91,7 +92,8 @@ class Cell:
     @property
     def label(self) -> str:
         if self.mode == "budget":
-            return f"{self.dataset} budget {self.budget:.6g} ({self.budget_fraction:g})"
+            fraction = "USD" if self.budget_fraction is None else f"{self.budget_fraction:g}"
+            return f"{self.dataset} budget {self.budget:.6g} ({fraction})"
         suffix = {"one_pass": " one-pass", "priors": " held-out task types"}.get(self.mode, "")
         return f"{self.dataset} λ={self.lam:g}{suffix}"
 
@@ -109,8 +111,11 @@ def dataset_sources(
     for csv_path in data:
         out[csv_path.stem if csv_path.stem != "outcomes" else csv_path.parent.name] = str(csv_path)
     for name in synthetic:
-        if name not in SPECS:
-            raise ValueError(f"unknown synthetic dataset {name!r}; known: {', '.join(SPECS)}")
+        if name.startswith(family.PREFIX):
+            family.parse_member(name)
+        elif name not in SPECS:
+            known = ", ".join([*SPECS, f"{family.PREFIX}<seed>"])
+            raise ValueError(f"unknown synthetic dataset {name!r}; known: {known}")
         out[name] = f"synthetic:{name}"
     if not out:
         raise ValueError("no dataset: give --data, --data-dir or --synthetic")
@@ -121,7 +126,10 @@ def dataset_sources(
 def load_source(source: str) -> OutcomeTable:
     """The table behind a source string (cached per process: workers load each dataset once)."""
     if source.startswith("synthetic:"):
-        return generate(SPECS[source.split(":", 1)[1]])
+        name = source.split(":", 1)[1]
+        if name.startswith(family.PREFIX):
+            return family.draw(family.parse_member(name))[1]
+        return generate(SPECS[name])
     return load_outcomes(source)
 
 
@@ -343,11 +351,15 @@ def evaluate(
     delay: int = 50,
     variants: Sequence[str] = DEFAULT_VARIANTS,
     budget_fractions: Sequence[float] = BUDGET_FRACTIONS,
+    budgets_usd: Sequence[float] = (),
     one_pass: bool = True,
     priors: bool = True,
     jobs: int | None = None,
 ) -> SuiteResult:
-    """Run the suite; ``jobs`` worker processes (default: the CPU count)."""
+    """Run the suite; ``jobs`` worker processes (default: the CPU count).
+
+    Budget cells are at ``budget_fractions`` of each dataset's cost range and at ``budgets_usd`` (the same
+    budgets in USD per request for every dataset)."""
     chosen = [VARIANTS[v] if v in VARIANTS else Variant(v, v) for v in variants]
     cells: list[tuple[Cell, str]] = []
     for name, source in sources.items():
@@ -357,6 +369,7 @@ def evaluate(
             (Cell(name, "budget", 0.0, budget, fraction), source)
             for fraction, budget in budget_levels(table, budget_fractions)
         ]
+        cells += [(Cell(name, "budget", 0.0, budget, None), source) for budget in budgets_usd]
         if one_pass:
             cells.append((Cell(name, "one_pass", 20.0), source))
         if priors and len(table.task_types) >= 4:
@@ -380,6 +393,7 @@ def evaluate(
         "delay": delay,
         "variants": [dataclasses.asdict(v) for v in chosen],
         "budget_fractions": list(budget_fractions),
+        "budgets_usd": list(budgets_usd),
         "one_pass": one_pass,
         "priors": priors,
     }
