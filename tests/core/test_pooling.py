@@ -176,3 +176,36 @@ def test_grouped_pooling_is_each_group_pooled_on_its_own_for_every_method(method
 def test_an_unknown_method_is_refused() -> None:
     with pytest.raises(ValueError, match="tau2_method"):
         pooled_table({"x": _state({"a": 1})}, tau2_method="reml")
+
+
+def _state3(successes: dict[str, int], calls: int = 200) -> TaskState:
+    models = (*MODELS, ModelSpec("c", 0.003))
+    outcomes = []
+    for name, good in successes.items():
+        outcomes += [Outcome(name, quality=1.0, cost_usd=0.001)] * good
+        outcomes += [Outcome(name, quality=0.0, cost_usd=0.001)] * (calls - good)
+    return update_many(new_state(models, POLICY), models, POLICY, outcomes)
+
+
+def test_dl_offset_moves_each_prior_by_how_much_easier_its_task_type_is_for_every_model() -> None:
+    """Task type y is 0.2 easier for every model: dl centres y's priors on the others' means; dl_offset adds
+    the 0.2, and, the models agreeing once the offset is taken out, pools as much as when there is none."""
+    states = {
+        "x": _state3({"a": 100, "b": 60, "c": 140}),
+        "y": _state3({"a": 140, "b": 100, "c": 180}),
+        "z": _state3({"a": 100, "b": 60, "c": 140}),
+    }
+    plain = pooled_priors(states, max_strength=200.0)
+    moved = pooled_priors(states, max_strength=200.0, tau2_method="dl_offset")
+    for m, other in (("a", 0.5), ("b", 0.3), ("c", 0.7)):
+        a, b = plain["y"][m]
+        assert (a - 1) / (a + b - 2) == pytest.approx(other, abs=0.01)
+        a, b = moved["y"][m]
+        assert (a - 1) / (a + b - 2) == pytest.approx(other + 0.2, abs=0.01)
+        assert _strength(moved["y"][m]) >= _strength(plain["y"][m])
+    # without an offset the two agree
+    same = {t: _state3({"a": 100, "b": 60, "c": 140}) for t in ("x", "y", "z")}
+    plain, moved = pooled_priors(same), pooled_priors(same, tau2_method="dl_offset")
+    for t in same:
+        for m in ("a", "b", "c"):
+            assert moved[t][m] == pytest.approx(plain[t][m])

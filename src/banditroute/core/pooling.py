@@ -28,10 +28,12 @@ FloatArray = npt.NDArray[np.float64]
 DEFAULT_MAX_STRENGTH = 200.0  # chosen by the evaluation suite; see README "Defaults and why"
 MIN_WITHIN_VAR = 1e-4
 TAU_GRID_POINTS = 64
-TAU2_METHODS = ("dl", "posterior", "dl_k")
+TAU2_METHODS = ("dl", "posterior", "dl_k", "dl_offset")
 """How ``tau²`` is estimated: ``dl`` the DerSimonian-Laird point estimate; ``posterior`` its posterior mean
 under a uniform prior on ``tau`` (wide when few task types hold evidence); ``dl_k`` DerSimonian-Laird with the
-strength scaled by ``(k - 1) / (k + 1)``, ``k`` the task types holding evidence for the model."""
+strength scaled by ``(k - 1) / (k + 1)``, ``k`` the task types holding evidence for the model; ``dl_offset``
+DerSimonian-Laird on means less each task type's offset (:func:`task_offsets`), and each prior's mean moved by
+its task type's offset: a task type easier or harder for every model does not bias the others' priors."""
 DEFAULT_TAU2_METHOD = "dl"
 
 
@@ -77,6 +79,18 @@ def _between_task_variance(
     with np.errstate(divide="ignore", invalid="ignore"):
         tau2 = np.where((k >= 2) & (denom > 0), (q - (k - 1)) / denom, 0.0)
     return np.maximum(tau2, 0.0)
+
+
+def task_offsets(n: FloatArray, mean: FloatArray, other_n: FloatArray, other_mean: FloatArray) -> FloatArray:
+    """(tasks, models): how much better every model does in each task type than in the others, leaving the
+    model itself out: the mean over the other models of ``mean - other_mean``, each weighted by
+    ``1 / (1 / n + 1 / other_n)`` (0 where either side holds no evidence)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where((n >= 1.0) & (other_n >= 1.0), n * other_n / np.maximum(n + other_n, 1.0), 0.0)
+    wd = w * (mean - other_mean)
+    rest_w = w.sum(axis=1, keepdims=True) - w
+    rest_wd = wd.sum(axis=1, keepdims=True) - wd
+    return np.where(rest_w > 0, rest_wd / np.where(rest_w > 0, rest_w, 1.0), 0.0)
 
 
 def _tau_grid(points: int = TAU_GRID_POINTS) -> tuple[FloatArray, FloatArray]:
@@ -205,12 +219,17 @@ def pooled_table(
     n_seen, s_seen = n * seen, s * seen
     other_n = colsum(n_seen) - n_seen
     other_s = colsum(s_seen) - s_seen
+    offset = np.zeros_like(mean)
+    if tau2_method == "dl_offset":
+        offset = task_offsets(n_seen, mean, other_n, other_s / np.maximum(other_n, 1.0))
     if tau2_method == "posterior":
         tau2 = _posterior_tau2(mean, within / safe_n, seen, group, n_groups)
     else:
-        tau2 = _between_task_variance(mean, within / safe_n, seen, colsum)
+        tau2 = _between_task_variance(mean - offset, within / safe_n, seen, colsum)
     tau2 = np.maximum(tau2, min_tau2)
     centre = (other_s + 0.5) / (other_n + 1.0)
+    if tau2_method == "dl_offset":
+        centre = np.clip(centre + offset, 0.01, 0.99)
     spread = centre * (1.0 - centre)
     with np.errstate(divide="ignore"):
         strength = np.where(tau2 > 0, spread / np.where(tau2 > 0, tau2, 1.0) - 1.0, max_strength)

@@ -69,6 +69,8 @@ VARIANTS: dict[str, Variant] = {
     ),
     "thompson_pool_dl_k": Variant("thompson_pool_dl_k", "thompson", setup={"pooling": "eb:dl_k"}),
     "thompson_pool_dl": Variant("thompson_pool_dl", "thompson", setup={"pooling": "eb:dl"}),
+    # pooled priors corrected for task types that are easier or harder for every model (family members)
+    "thompson_pool_offset": Variant("thompson_pool_offset", "thompson", setup={"pooling": "eb:dl_offset"}),
     "thompson_pool50": Variant("thompson_pool50", "thompson", setup={"pooled_prior_strength": 50.0}),
     "thompson_pool1000": Variant("thompson_pool1000", "thompson", setup={"pooled_prior_strength": 1000.0}),
     "thompson_naive": Variant("thompson_naive", "thompson_naive"),
