@@ -101,3 +101,24 @@ async def test_a_late_join_of_a_decision_the_commit_passed_does_not_move_the_flo
         await io._finish_join(results)
     floor = io._join_floor(0)
     assert floor is None or floor >= 100, f"the commit would go back from 100 to {floor}"
+
+
+async def test_a_resolution_whose_write_failed_still_holds_the_commit_after_the_join_lets_go() -> None:
+    """A flush that fails (a broker error: the feedback reader restarts in this process) leaves its writes staged
+    again in memory; if the join then lets go of its partitions and reads the decisions again (a rebalance, the
+    decide loop restarting), each of those decisions finds its resolution in memory, not pending: nothing but the
+    unacknowledged floor holds the commit at it until the restaged write is acknowledged. Were the commit to pass
+    it and the worker stop before the write is acknowledged, the next owner would find neither the decision nor
+    its resolution, and the feedback, read again, would be dead-lettered as ``unknown_request``."""
+    io = _join_io()
+    io.join.on_decision(decision("r1"), 0, 40, 0.0, TAG_WORKER)
+    results = [io.join.on_feedback(feedback("r1"), 1.0)]
+    with pytest.raises(asyncio.CancelledError):  # the flush fails: r1's joined entry is staged again
+        await io._finish_join(results)
+    io._forget()  # the join lets go; the decisions reader reads decisions from 40 again
+    again = io.join.on_decision(decision("r1"), 0, 40, 2.0, TAG_WORKER)
+    assert again.counters["duplicate_decisions"] == 1  # its resolution is in memory: not pending again
+    assert io._join_floor(0) == 40
+    io.outbox.failing = False
+    await io._finish_join([])  # the restaged write is acknowledged
+    assert io._join_floor(0) is None

@@ -110,7 +110,9 @@ def test_a_resolution_holds_the_commit_back_until_it_is_acknowledged() -> None:
     assert join.oldest_unresolved(0) is None and join.oldest_unacknowledged(0) == 40
     join.acknowledged()
     assert join.oldest_unacknowledged(0) is None
-    join.on_decision(decision("r3"), 1, 7, 20.0, TAG_WORKER)
-    join.on_feedback(feedback("r3"), now_s=21.0)
+    join.on_decision(decision("r3"), 0, 50, 20.0, TAG_WORKER)
+    join.on_feedback(feedback("r3"), now_s=21.0)  # (feedback partition 0: co-partitioned with its decision)
     join.forget_held()  # the readers read the decisions again from the committed offset
-    assert join.oldest_unacknowledged(1) is None
+    assert join.oldest_unacknowledged(0) == 50  # its write is not acknowledged yet
+    join.acknowledged()
+    assert join.oldest_unacknowledged(0) is None

@@ -303,7 +303,8 @@ class JoinLogic:
         self._capped = {}
         self._capped_waiting = set()
         self.unresolved = {}
-        self.unacknowledged = {}
+        # unacknowledged stays until a flush is acknowledged: a failed flush's writes are staged again in memory,
+        # so the decisions read again find their resolution there (not pending) and nothing else holds the commit
         self.committed = {}
 
     # -- feedback --------------------------------------------------------------------------------------
