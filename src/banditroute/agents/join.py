@@ -16,6 +16,8 @@ import heapq
 from collections import deque
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
+from itertools import compress, groupby, repeat
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -29,7 +31,9 @@ from banditroute.agents.pending import (
     compact,
     contains_of,
     decision_id_for,
+    disjoint_of,
     encode_fresh,
+    encode_fresh_many,
     request_id_of,
 )
 from banditroute.core.join_policy import JoinPolicy
@@ -90,6 +94,12 @@ class FeedbackRecord:
         return source_id(self.partition, TAG_FEEDBACK)
 
 
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
+_THIRD = itemgetter(2)
+_TASK_TYPE = itemgetter(3)
+_CAPPED = itemgetter(10)
+
 COMPACT_MIN = 1024
 """A partition's deadline heap is rebuilt without the entries given up once they are this many and half of it."""
 KEEP_RETRY_S = 5.0
@@ -137,6 +147,7 @@ class JoinLogic:
         self._deadlines: dict[int, list[tuple[float, str]]] = {}
         self._early_deadlines: dict[int, list[tuple[float, str]]] = {}
         self._hold = getattr(pending, "hold", None)  # a PendingStore keeps fresh entries in memory only
+        self._hold_many: Callable[[list[str], list[bytes]], None] | None = getattr(pending, "hold_many", None)
         self.failed_at = 0
         """Index of the decision the last :meth:`on_served` that raised failed on."""
         self.unresolved: dict[int, OffsetWindow] = {}
@@ -169,6 +180,8 @@ class JoinLogic:
         decisions given up) goes to ``result``. A fresh decision (the usual case) is encoded straight from its
         fields. When it raises, :attr:`failed_at` is the index of the decision it failed on (the decisions
         before it are taken; a failure before the first decision is taken blames that one)."""
+        if type(decisions) is list and self._served_fresh(decisions, now_s):
+            return
         i = 0
         try:
             pending_get, early_pop, hold = self.pending.get, self.early.pop, self._hold
@@ -214,6 +227,94 @@ class JoinLogic:
         except Exception:
             self.failed_at = i
             raise
+
+    def _served_fresh(self, decisions: list[tuple[int, int, Served]], now_s: float) -> bool:
+        """:meth:`on_served` of a handoff whose decisions are all fresh (none held, none with feedback parked, no
+        request twice), the usual one: the same entries, offsets, deadlines and capped queues, by a batch's
+        steps (one comprehension step per decision to encode, the rest C-level iterators). False, with nothing
+        changed, where a decision needs the per-decision path, or something fails before the entries are held
+        (the per-decision path then fails on the same decision, with the decisions before it taken)."""
+        hold_many = self._hold_many
+        if hold_many is None or not decisions:
+            return False
+        try:
+            served = list(map(_THIRD, decisions))
+            request_ids = list(map(_FIRST, served))
+            ids = set(request_ids)
+            if len(ids) != len(request_ids) or not (
+                disjoint_of(self.pending)(ids) and disjoint_of(self.early)(ids)
+            ):
+                return False
+            capped = list(map(_CAPPED, served))
+            capped_ids: list[str] = []
+            capped_partitions: list[int] = []
+            if any(capped):
+                capped_ids = list(compress(request_ids, capped))
+                capped_partitions = list(compress(map(_FIRST, decisions), capped))
+                if not self._capped_untouched(capped_ids, capped_partitions):
+                    return False
+            policy = self.join_policy
+            deadline_ms = {t: round((now_s + policy(t).wait_s) * 1000) for t in set(map(_TASK_TYPE, served))}
+            values = encode_fresh_many(decisions, deadline_ms)
+        except Exception:
+            return False
+        hold_many(request_ids, values)
+        offsets = list(map(_SECOND, decisions))
+        deadline_s = {t: ms / 1000.0 for t, ms in deadline_ms.items()}
+        first = next(iter(deadline_s.values()))  # the usual handoff: one task type, one deadline
+        deadlines = (
+            None if len(deadline_s) == 1 else list(map(deadline_s.__getitem__, map(_TASK_TYPE, served)))
+        )
+        start = 0
+        for partition, run in groupby(map(_FIRST, decisions)):  # a handoff holds runs of one partition
+            end = start + len(list(run))
+            heap_rows = zip(  # noqa: B905 - a repeat() has no end
+                repeat(first) if deadlines is None else deadlines[start:end], request_ids[start:end]
+            )
+            self._hold_run(
+                partition, offsets[start:end] if start or end < len(offsets) else offsets, heap_rows
+            )
+            start = end
+        if capped_ids:
+            self._capped_waiting.update(capped_ids)
+            held = set(capped_partitions)
+            for partition in held:
+                queue = self._capped.get(partition)
+                if queue is None:
+                    queue = self._capped[partition] = deque()
+                queue.extend(
+                    capped_ids
+                    if len(held) == 1
+                    else compress(capped_ids, map(partition.__eq__, capped_partitions))
+                )
+        return True
+
+    def _capped_untouched(self, request_ids: list[str], partitions: list[int]) -> bool:
+        """Whether :meth:`_track_capped` of these fresh capped decisions (``partitions``: each one's, in order)
+        would only queue them: none given up (the bound holds after the last) and no queue rebuilt (were one, it
+        would be at its partition's first, where the queue is longest against the decisions waiting)."""
+        limit, waiting = self.max_capped(), self._capped_waiting
+        if limit is not None and len(waiting) + len(request_ids) > limit:
+            return False
+        if not waiting.isdisjoint(request_ids):
+            return False
+        for partition in set(partitions):
+            k = partitions.index(partition)
+            queued = len(self._capped.get(partition, ()))
+            if queued + 1 > 2 * (len(waiting) + k + 1) + COMPACT_MIN:
+                return False
+        return True
+
+    def _hold_run(self, partition: int, offsets: list[int], heap_rows: Iterable[tuple[float, str]]) -> None:
+        """A run of fresh decisions of one partition (held already): their offsets and deadlines."""
+        window = self.unresolved.get(partition)
+        if window is None:
+            window = self.unresolved[partition] = OffsetWindow()
+        window.add_many(offsets)
+        heap = self._deadlines.get(partition)
+        if heap is None:
+            heap = self._deadlines[partition] = []
+        deque(map(heapq.heappush, repeat(heap), heap_rows), maxlen=0)
 
     def _decision_slow(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -146,6 +146,61 @@ def encode_fresh(served: Served, deadline_ms: int, dec_off: int) -> bytes:
     )
 
 
+_ROW_MARK = ""
+"""Written between the entries of :func:`encode_fresh_many`'s one JSON text, to be split at (``_ROW_SPLIT``)."""
+_ROW_SPLIT = b',"",'
+
+
+def encode_fresh_many(
+    decisions: list[tuple[int, int, Served]], deadline_ms: Mapping[str, int]
+) -> list[bytes]:
+    """:func:`encode_fresh` of each ``(partition, offset, served)``, with its task type's ``deadline_ms``: one
+    JSON text of them all, split into the entries (each as long as it needs to be, as :func:`compact` makes it).
+    Sound whatever the strings hold: the marker written between two entries (``,"",``; short, so the split needs
+    no preprocessing) holds no bracket, so no occurrence of it spans an entry's end, and a split into more parts
+    than entries (a string holding the marker) encodes them one by one instead."""
+    default = DEFAULT_POLICY
+    rows = [
+        [
+            3,
+            None if decision_id == "d:" + request_id else decision_id,
+            None if task_key == task_type else task_key,
+            task_type,
+            tenant,
+            model,
+            fallbacks,
+            propensity,
+            version,
+            None if policy == default else policy,
+            deadline_ms[task_type],
+            offset,
+        ]
+        for _partition, offset, (
+            request_id,
+            decision_id,
+            task_key,
+            task_type,
+            tenant,
+            model,
+            fallbacks,
+            propensity,
+            version,
+            policy,
+            _capped,
+        ) in decisions
+    ]
+    if not rows:
+        return []
+    listed: list[Any] = [_ROW_MARK] * (2 * len(rows) - 1)
+    listed[::2] = rows
+    parts = orjson.dumps(listed).split(_ROW_SPLIT)  # [[row],[row],...,[row]]
+    if len(parts) != len(rows):
+        return [compact(orjson.dumps(row)) for row in rows]
+    parts[0] = parts[0][1:]
+    parts[-1] = parts[-1][:-1]
+    return parts
+
+
 _V3_FIXED = 12  # format marker + the eleven fields every entry has (through the decision offset)
 _DEFAULTS: tuple[Any, ...] = (PENDING, -1, -1, None, -1, -1, None)  # status .. outcome
 
@@ -155,6 +210,19 @@ def contains_of(mapping: Mapping[str, Any]) -> Callable[[object], bool]:
     to its store, see :class:`PendingStore`), else its ``__contains__``."""
     own = getattr(mapping, "contains", None)
     return own() if own is not None else mapping.__contains__
+
+
+def disjoint_of(mapping: Mapping[str, Any]) -> Callable[[Collection[str]], bool]:
+    """``not any(key in mapping for key in keys)`` as one callable: the mapping's own ``disjoint()`` where it has
+    one (see :class:`PendingStore`), a dict's key view's ``isdisjoint`` (C), else one lookup per key."""
+    own = getattr(mapping, "disjoint", None)
+    if own is not None:
+        disjoint: Callable[[Collection[str]], bool] = own()
+        return disjoint
+    if type(mapping) is dict:
+        return mapping.keys().isdisjoint
+    contains = mapping.__contains__
+    return lambda keys: not any(map(contains, keys))
 
 
 class PendingStore(MutableMapping[str, bytes]):
@@ -173,6 +241,15 @@ class PendingStore(MutableMapping[str, bytes]):
         """``key in self`` as one callable (see :func:`contains_of`); take it again for every batch."""
         held, durable = self.held, contains_of(self.durable)
         return lambda key: key in held or durable(key)
+
+    def disjoint(self) -> Callable[[Collection[str]], bool]:
+        """None of ``keys`` in ``self`` as one callable (see :func:`disjoint_of`); take it again for every batch."""
+        held, durable = self.held.keys().isdisjoint, disjoint_of(self.durable)
+        return lambda keys: held(keys) and durable(keys)
+
+    def hold_many(self, keys: list[str], values: list[bytes]) -> None:
+        """:attr:`hold` of each key and value, in order (one C-level update)."""
+        self.held.update(zip(keys, values, strict=True))
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.held.get(key)
@@ -234,6 +311,23 @@ class OffsetWindow:
             self.flags[i] = 1
             self.count += 1
             self.start = min(self.start, i)
+
+    def add_many(self, offsets: list[int]) -> None:
+        """:meth:`add` of each offset, in order; a run of consecutive offsets after every offset held (the
+        handoff's usual case) in one step."""
+        n = len(offsets)
+        first = offsets[0] if n else 0
+        end = self.base + len(self.flags)
+        if n and (self.count == 0 or first >= end) and offsets == list(range(first, first + n)):
+            if self.count == 0:
+                self.base, self.start, self.flags = first, 0, bytearray(b"\x01" * n)
+            else:
+                self.flags.extend(bytes(first - end))
+                self.flags.extend(b"\x01" * n)
+            self.count += n
+            return
+        for offset in offsets:
+            self.add(offset)
 
     def remove(self, offset: int) -> None:
         i = offset - self.base

@@ -9,7 +9,7 @@ the acknowledgements before publishing the outcomes gives that order.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, MutableMapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -49,6 +49,16 @@ class StagedTable(MutableMapping[str, bytes]):
         data = self.table.data
         inner = getattr(data, "data", None)
         return inner.__contains__ if type(inner) is dict else data.__contains__
+
+    def disjoint(self) -> Callable[[Collection[str]], bool]:
+        """None of ``keys`` in the table as one callable: the store's dict's key view's ``isdisjoint`` where
+        it has one (see :meth:`contains`; take it again for every batch), else one lookup per key."""
+        data = self.table.data
+        inner = getattr(data, "data", None)
+        if type(inner) is dict:
+            return inner.keys().isdisjoint
+        contains = data.__contains__
+        return lambda keys: not any(map(contains, keys))
 
     def pop(self, key: str, default: Any = None) -> Any:
         data = self.table.data
