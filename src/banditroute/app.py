@@ -668,14 +668,12 @@ class Router(JoinIO):
 
     def _on_decisions(self, batch: list[Decided]) -> None:
         """Count one polled batch's decisions by task type and model, and by cap; keep the newest."""
-        now_s = time.time()
-        count, by_model, caps = self.top.count, self.decisions_by_model, self.capped
         # one count per (task type, model) of the batch, not per decision (py-spy: ~5 % of the event loop)
-        # (the pairs, the caps and the texts taken by C-level iterators: no Python step per decision)
-        for (task_type, model), n in Counter(map(_TYPE_AND_MODEL, batch)).items():
-            count(by_model, task_type, model or "<none>", now_s, n)
-        for cap in filter(None, map(_CAP, batch)):
-            caps[cap] += 1
+        # (the pairs, the caps and the texts taken by C-level iterators: no Python step per decision, but
+        # one per pair, and a flood's decisions are a pair each)
+        pairs = Counter(map(_TYPE_AND_MODEL, batch)).items()
+        self.top.count_many(self.decisions_by_model, pairs, time.time())
+        self.capped.update(filter(None, map(_CAP, batch)))
         recent = self.recent_decisions
         recent.extend(map(_TEXT, batch[-200:]))
         if len(recent) > 200:

@@ -16,6 +16,7 @@ so it never decreases.
 from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping
+from itertools import chain
 
 OTHER = "other"
 """The label of every task type without a name of its own (a task type called ``other`` shares it)."""
@@ -110,6 +111,46 @@ class TopTaskTypes:
         label = self.label(task_type, now_s, n)
         counts[(label, model)] = counts.get((label, model), 0) + n
         return label
+
+    def count_many(
+        self,
+        counts: MutableMapping[tuple[str, str], int],
+        pairs: Iterable[tuple[tuple[str, str | None], int]],
+        now_s: float,
+        no_model: str = "<none>",
+    ) -> None:
+        """:meth:`count` of each ``((task type, model), n)`` in order, at one time (a polled batch's pairs; a
+        model that is None or empty counted as ``no_model``): the window's end is checked once (at one time it
+        can end only at the first), and the labels taken without a call per pair (a flood is a pair a decision)."""
+        rest = iter(pairs)
+        first = next(rest, None)
+        if first is None:
+            return  # no pair: no count(), not even its check of the window's end
+        if self.due(now_s):
+            dropped = self.rerank(now_s)
+            if dropped:
+                for pair in [p for p in counts if p[0] in dropped]:
+                    del counts[pair]
+        candidates, named, pinned, n_named = self._counts, self.named, self.pinned, self.n
+        full = max(1, n_named) * CANDIDATES_PER_NAME
+        get = counts.get
+        for (task_type, model), n in chain((first,), rest):
+            if task_type in candidates:  # label(), inlined
+                candidates[task_type] += n
+            elif len(candidates) >= full:
+                self._drop_least()  # as label(): the task type met with the table full is not entered
+                candidates = self._counts
+            else:
+                candidates[task_type] = n
+            if task_type in pinned or task_type in named:
+                label = task_type
+            elif len(named) < n_named:
+                named.add(task_type)
+                label = task_type
+            else:
+                label = OTHER
+            key = (label, model or no_model)
+            counts[key] = get(key, 0) + n
 
     def size(self) -> int:
         """Named task types (pinned included): the bound on per-task-type series is ``size() + 1``."""
