@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from banditroute.core.state import N_OBS, Q_N, Q_SUM, replace_state
 from banditroute.limits import SHARED_KEY
 from banditroute.web.history import History
@@ -53,6 +55,24 @@ def test_candidate_table_is_bounded_under_a_flood_of_one_off_names() -> None:
     assert len(top._counts) <= 50 and len(counts) <= 6
     assert top.count(counts, "chat", "m", 100.0) == "chat"  # still named after every window
     assert "chat" in top.named
+
+
+@pytest.mark.parametrize("by_batch", [False, True])
+def test_a_task_type_met_with_the_candidate_table_full_is_counted(by_batch: bool) -> None:
+    top = TopTaskTypes(n=1, window_s=60.0)  # a table of 10 candidates
+    counts: dict[tuple[str, str], int] = {}
+
+    def count(pairs: list[tuple[str, int]]) -> None:
+        if by_batch:
+            top.count_many(counts, [((task_type, "m"), n) for task_type, n in pairs], 0.0)
+        else:
+            for task_type, n in pairs:
+                top.count(counts, task_type, "m", 0.0, n)
+
+    count([("t0", 2)] + [(f"t{i}", 1) for i in range(1, 10)])
+    assert len(top._counts) == 10
+    count([("late", 3)])
+    assert top._counts == {"t0": 2, "late": 3}  # the least seen dropped, the newcomer counted
 
 
 def test_metrics_history_and_state_stay_bounded_under_a_task_type_flood(tmp_path: Path) -> None:

@@ -53,7 +53,8 @@ class TopTaskTypes:
             counts[task_type] += n
         else:
             if len(counts) >= max(1, self.n) * CANDIDATES_PER_NAME:
-                self._drop_least()
+                self._drop_least()  # a new dict: the task type goes into it
+                counts = self._counts
             counts[task_type] = n
         if task_type in self.pinned or task_type in self.named:
             return task_type
@@ -137,10 +138,10 @@ class TopTaskTypes:
         for (task_type, model), n in chain((first,), rest):
             if task_type in candidates:  # label(), inlined
                 candidates[task_type] += n
-            elif len(candidates) >= full:
-                self._drop_least()  # as label(): the task type met with the table full is not entered
-                candidates = self._counts
             else:
+                if len(candidates) >= full:
+                    self._drop_least()  # as label(): a new dict, which the task type goes into
+                    candidates = self._counts
                 candidates[task_type] = n
             if task_type in pinned or task_type in named:
                 label = task_type
