@@ -209,3 +209,22 @@ def test_dl_offset_moves_each_prior_by_how_much_easier_its_task_type_is_for_ever
     for t in same:
         for m in ("a", "b", "c"):
             assert moved[t][m] == pytest.approx(plain[t][m])
+
+
+def test_traffic_half_shrinks_each_pooled_strength_as_its_task_types_own_traffic_grows() -> None:
+    """Strength × h / (h + n), n the task type's own observations (2 models × calls); centres unchanged."""
+    states = {
+        "x": _state({"a": 36, "b": 24}, calls=50),
+        "y": _state({"a": 150, "b": 100}),
+        "z": _state({"a": 150, "b": 100}),
+    }
+    plain = pooled_priors(states, max_strength=200.0)
+    decayed = pooled_priors(states, max_strength=200.0, traffic_half=100.0)
+    for t, own in (("x", 100.0), ("y", 400.0), ("z", 400.0)):
+        for m in ("a", "b"):
+            assert _strength(decayed[t][m]) == pytest.approx(_strength(plain[t][m]) * 100.0 / (100.0 + own))
+            a, b = plain[t][m]
+            c, d = decayed[t][m]
+            assert (c - 1) / (c + d - 2) == pytest.approx((a - 1) / (a + b - 2))
+    assert _strength(decayed["x"]["a"]) > _strength(decayed["y"]["a"]) > 0.0
+    assert pooled_priors(states, traffic_half=0.0) == pooled_priors(states)

@@ -35,6 +35,10 @@ strength scaled by ``(k - 1) / (k + 1)``, ``k`` the task types holding evidence 
 DerSimonian-Laird on means less each task type's offset (:func:`task_offsets`), and each prior's mean moved by
 its task type's offset: a task type easier or harder for every model does not bias the others' priors."""
 DEFAULT_TAU2_METHOD = "dl"
+DEFAULT_TRAFFIC_HALF = 0.0
+"""Off (the default): a candidate, ``traffic_half`` of :func:`pooled_table`, scales each task type's pooled
+strength by ``h / (h + n)``, ``n`` the observations the task type itself holds, so a model the pooled prior locked
+out of a task type is tried again as the task type's own traffic grows."""
 
 
 def between_task_variance(means: FloatArray, sampling_var: FloatArray, seen: FloatArray) -> FloatArray:
@@ -192,11 +196,13 @@ def pooled_table(
     min_tau2: float = 0.0,
     group_of: Callable[[str], str] | None = None,
     tau2_method: str = DEFAULT_TAU2_METHOD,
+    traffic_half: float = DEFAULT_TRAFFIC_HALF,
 ) -> PooledTable:
     """The pooled pseudo-observations of every task type in ``states`` (see :func:`pooled_priors`). With
     ``group_of`` (state key -> group), each task type pools only with the task types of its own group, as if
     each group were pooled on its own (one numpy pass for all groups). ``tau2_method``: see
-    :data:`TAU2_METHODS`."""
+    :data:`TAU2_METHODS`. ``traffic_half`` ``h`` > 0 scales each task type's strength by ``h / (h + n)``, ``n``
+    the observations it holds over all models (see :data:`DEFAULT_TRAFFIC_HALF`); 0 leaves it unscaled."""
     if tau2_method not in TAU2_METHODS:
         raise ValueError(f"unknown tau2_method {tau2_method!r}; known: {', '.join(TAU2_METHODS)}")
     colsum: ColumnSums = _all_rows
@@ -238,6 +244,9 @@ def pooled_table(
         strength = strength * (k - 1.0) / (k + 1.0)
     strength = np.clip(strength, 0.0, max_strength)
     strength = np.minimum(strength, other_n)
+    if traffic_half > 0:
+        own = n_seen.sum(axis=1, keepdims=True)
+        strength = strength * (traffic_half / (traffic_half + own))
     tasks = {t: i for i, t in enumerate(states)}
     return PooledTable(tasks, col, strength * centre, strength * (1.0 - centre))
 
@@ -249,14 +258,21 @@ def pooled_priors(
     max_strength: float = DEFAULT_MAX_STRENGTH,
     min_tau2: float = 0.0,
     tau2_method: str = DEFAULT_TAU2_METHOD,
+    traffic_half: float = DEFAULT_TRAFFIC_HALF,
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Per task type, per model: a Beta quality prior ``base + pooled pseudo-observations``.
 
     ``base`` is, per task type, each model's own prior (the catalog's ``quality_prior``; default Beta(1, 1)).
     Models a task type's state does not know are skipped. ``min_tau2`` floors the between-task variance (less
-    pooling); ``tau2_method``: see :data:`TAU2_METHODS`.
+    pooling); ``tau2_method``: see :data:`TAU2_METHODS`; ``traffic_half``: see :func:`pooled_table`.
     """
-    table = pooled_table(states, max_strength=max_strength, min_tau2=min_tau2, tau2_method=tau2_method)
+    table = pooled_table(
+        states,
+        max_strength=max_strength,
+        min_tau2=min_tau2,
+        tau2_method=tau2_method,
+        traffic_half=traffic_half,
+    )
     out: dict[str, dict[str, tuple[float, float]]] = {}
     for t, state in states.items():
         row = table.row(t, state.names, (base or {}).get(t))

@@ -66,6 +66,7 @@ class RouterSetup:
     # "eb": empirical Bayes (core.pooling), "eb:<method>" with a given core.pooling.TAU2_METHODS entry;
     # "fixed": the pre-0.2 fixed-strength pool
     pooling: str = "eb"
+    pool_traffic_half: float = 0.0  # core.pooling.pooled_table's traffic_half (a candidate); 0 = off
     shared_budget: bool = True  # one budget over all task types (as the budget oracle), not one per type
     # a shared budget's split over task types: "sampled" (the budget oracle's split on a posterior draw, the
     # default), "mean" (on posterior means) or "slack" (the same mean cost everywhere); see core.budget
@@ -95,6 +96,7 @@ def default_setup(
     pooled_prior_strength: float = DEFAULT_MAX_STRENGTH,
     propensity_samples: int = 64,
     pooling: str = "eb",
+    pool_traffic_half: float = 0.0,
     shared_budget: bool = True,
     budget_split: str = "sampled",
     budget_split_every: int = 1,
@@ -130,6 +132,7 @@ def default_setup(
         policies={t: policy for t in table.task_types},
         pooled_prior_strength=pooled_prior_strength,
         pooling=pooling,
+        pool_traffic_half=pool_traffic_half,
         shared_budget=shared_budget,
         budget_split=budget_split,
         budget_split_every=budget_split_every,
@@ -289,7 +292,13 @@ def pool(states: dict[str, TaskState], setup: RouterSetup) -> dict[str, TaskStat
         return {t: with_priors(s, shared) for t, s in states.items()}
     base = {t: {m.name: m.quality_prior for m in models} for t, models in setup.models.items()}
     method = setup.pooling.partition(":")[2] or DEFAULT_TAU2_METHOD
-    priors = pooled_priors(states, base, max_strength=setup.pooled_prior_strength, tau2_method=method)
+    priors = pooled_priors(
+        states,
+        base,
+        max_strength=setup.pooled_prior_strength,
+        tau2_method=method,
+        traffic_half=setup.pool_traffic_half,
+    )
     return {t: with_priors(s, priors[t]) for t, s in states.items()}
 
 

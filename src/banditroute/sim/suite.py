@@ -71,6 +71,13 @@ VARIANTS: dict[str, Variant] = {
     "thompson_pool_dl": Variant("thompson_pool_dl", "thompson", setup={"pooling": "eb:dl"}),
     # pooled priors corrected for task types that are easier or harder for every model (family members)
     "thompson_pool_offset": Variant("thompson_pool_offset", "thompson", setup={"pooling": "eb:dl_offset"}),
+    # pooled strength scaled by h / (h + the task type's own observations), h fixed a priori (issue #13)
+    "thompson_pool_decay500": Variant(
+        "thompson_pool_decay500", "thompson", setup={"pool_traffic_half": 500.0}
+    ),
+    "thompson_pool_decay2000": Variant(
+        "thompson_pool_decay2000", "thompson", setup={"pool_traffic_half": 2000.0}
+    ),
     "thompson_pool50": Variant("thompson_pool50", "thompson", setup={"pooled_prior_strength": 50.0}),
     "thompson_pool1000": Variant("thompson_pool1000", "thompson", setup={"pooled_prior_strength": 1000.0}),
     "thompson_naive": Variant("thompson_naive", "thompson_naive"),
