@@ -41,7 +41,6 @@ from banditroute.agents.prior_pool import PriorPool
 from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter
 from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core import TaskState
-from banditroute.core.summary import load_special
 from banditroute.events import DeadLetter, DeadLetterReason, ModelCatalogEvent
 from banditroute.join_io import TICK_HEADER, JoinIO
 from banditroute.kafka import backoff, faust_fetch, faust_hold, faust_start, fetch_cycles, state_keys
@@ -122,7 +121,6 @@ class Router(JoinIO):
         self.learned_at: dict[str, float] = {}
         self.ready = False
         """Set once, when the worker first decides: partitions assigned, tables recovered, state read."""
-        self._warm_imports: asyncio.Future[None] | None = None
         self._next_evict = 0.0
         self.app = make_app(settings)
         self._declare()
@@ -638,8 +636,6 @@ class Router(JoinIO):
             len(self.view.keys()),
             extra={"event": "worker_ready", "worker_id": self.worker_id},
         )
-        # the dashboard's and /metrics' credible intervals need scipy.special: import it on a thread now
-        self._warm_imports = asyncio.get_running_loop().run_in_executor(None, load_special)
 
     async def _tick(self) -> None:
         """Ticks drive the reward wait window (feedback partitions) and unknown-request detection (decisions)."""

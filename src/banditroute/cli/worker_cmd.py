@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +111,12 @@ def run_worker(router: object) -> None:
     settings = router.settings
     level = settings.log_level.upper()
 
+    from banditroute.core.summary import load_special
     from banditroute.kafka.admin import TopicError
 
+    # the dashboard's and /metrics' credible intervals need scipy.special: import it while the worker starts
+    # (mostly waiting on the broker), not on faust's event loop at the first request
+    threading.Thread(target=load_special, name="import-scipy-special", daemon=True).start()
     try:
         asyncio.run(asyncio.wait_for(router.ensure_topics(), 60.0))
     except TopicError as exc:  # a layout mismatch or a refused creation: stop with the broker's message

@@ -27,8 +27,9 @@ def credible_interval(alpha: Any, beta: Any, mass: float = CREDIBLE_MASS) -> tup
 
 
 def load_special() -> None:
-    """Import scipy.special now: the worker calls this off its event loop once it is ready, so that the first
-    dashboard or ``/metrics`` request does not stall the loop on the import (about a quarter of a second)."""
+    """Import scipy.special now: the worker calls this on a thread of its own as it starts, so that the first
+    dashboard or ``/metrics`` request does not stall the event loop on the import (about a quarter of a
+    second)."""
     import scipy.special  # noqa: F401
 
 
