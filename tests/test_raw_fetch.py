@@ -17,6 +17,7 @@ from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
 
 from banditroute.kafka import fetch_cycles, raw_fetch
+from banditroute.kafka.fetch_double import Assignment
 
 TP = TopicPartition("t.requests", 3)
 
@@ -47,35 +48,15 @@ def _response(rng: random.Random) -> tuple[int, bytes]:
     return offset, b"".join(parts)
 
 
-class _Position:
-    paused = False
-
-    def __init__(self, position: int) -> None:
-        self.position = position
-
-    def consumed_to(self, offset: int) -> None:
-        self.position = offset
-
-
-class _Assignment:
-    active = True
-
-    def __init__(self, position: int) -> None:
-        self.state = _Position(position)
-
-    def state_value(self, _tp: TopicPartition) -> _Position:
-        return self.state
-
-
-def _result(offset: int, raw: bytes, deserializer: Any) -> tuple[Any, _Assignment]:
+def _result(offset: int, raw: bytes, deserializer: Any) -> tuple[Any, Assignment]:
     records = fetcher.PartitionRecords(
         TP, MemoryRecords(raw), None, offset, None, deserializer, True, fetcher.READ_UNCOMMITTED
     )
-    assignment = _Assignment(offset)
+    assignment = Assignment(offset)
     return fetcher.FetchResult(TP, assignment=assignment, partition_records=records, backoff=0.1), assignment
 
 
-def _calls(result: Any, assignment: _Assignment, limits: list[int | None]) -> list[Any]:
+def _calls(result: Any, assignment: Assignment, limits: list[int | None]) -> list[Any]:
     """What each call returns (records as (offset, key, value), or the error's type), the position after it and
     whether the result has more (the consumer drops a result that has no more: no call after that)."""
     seen: list[Any] = []

@@ -26,7 +26,7 @@ def record_batch(base: int, records: Sequence[tuple[bytes, bytes]], timestamp_ms
     return base.to_bytes(8, "big") + bytes(builder.build())[8:]
 
 
-class _Position:
+class Position:
     """A partition's fetch state, as a consumer's assignment holds it (what ``FetchResult`` reads)."""
 
     paused = False
@@ -38,13 +38,15 @@ class _Position:
         self.position = offset
 
 
-class _Assignment:
+class Assignment:
+    """A consumer's assignment of one partition fetched from ``position`` (what ``FetchResult`` is given)."""
+
     active = True
 
     def __init__(self, position: int) -> None:
-        self.state = _Position(position)
+        self.state = Position(position)
 
-    def state_value(self, _tp: TopicPartition) -> _Position:
+    def state_value(self, _tp: TopicPartition) -> Position:
         return self.state
 
 
@@ -58,10 +60,10 @@ def read(fetched: Fetched, value_deserializer: Any = None, max_records: int = 20
             tp, MemoryRecords(raw), None, offset, None, value_deserializer, True, fetcher.READ_UNCOMMITTED
         )
         result = fetcher.FetchResult(
-            tp, assignment=_Assignment(offset), partition_records=records, backoff=0.1
+            tp, assignment=Assignment(offset), partition_records=records, backoff=0.1
         )
         out[tp] = result.getall(max_records)
     return out
 
 
-__all__ = ["Fetched", "read", "record_batch"]
+__all__ = ["Assignment", "Fetched", "Position", "read", "record_batch"]
