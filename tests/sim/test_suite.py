@@ -116,6 +116,7 @@ def test_suite_reports_every_cell_and_the_naive_comparison() -> None:
     utility = result.cells[0]["policies"]["thompson"]
     assert set(utility) >= {"captured", "captured_expected", "regret", "curve", "vs_naive"}
     assert utility["captured"]["worst"] <= utility["captured"]["mean"]
+    assert utility["regret"]["worst"] >= utility["regret"]["mean"]  # the worst seed has the most regret
     budget = result.cells[1]["policies"]["thompson"]
     assert 0.0 < budget["quality_share"]["mean"] <= 1.05
     assert result.overall["thompson"]["cells_worse_than_naive"] >= 0

@@ -264,11 +264,12 @@ def run_seed(
     return out
 
 
-def _stats(values: list[float]) -> dict[str, float]:
+def _stats(values: list[float], *, lower_is_better: bool = False) -> dict[str, float]:
+    """Mean, worst seed (the lowest, or the highest where lower is better, as for regret) and sd."""
     arr = np.array(values, dtype=np.float64)
     return {
         "mean": float(arr.mean()),
-        "worst": float(arr.min()),
+        "worst": float(arr.max() if lower_is_better else arr.min()),
         "sd": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
     }
 
@@ -298,7 +299,7 @@ def _aggregate(cell: Cell, seeds: list[dict[str, dict[str, Any]]], table: Outcom
         entry["budget_oracle"] = budget_oracle(table, cell.budget)
     for name in names:
         rows = [s[name] for s in seeds]
-        figures: dict[str, Any] = {"regret": _stats([r["regret"] for r in rows])}
+        figures: dict[str, Any] = {"regret": _stats([r["regret"] for r in rows], lower_is_better=True)}
         for key in ("captured", "captured_expected", "quality_share", "cost_over_budget"):
             values = [r[key] for r in rows if r.get(key) is not None]
             if values:
