@@ -61,9 +61,7 @@ class PartitionBatches:
         headers: Headers = NO_HEADERS,
     ) -> bool:
         """Append without awaiting; False when that partition's batch is full (then :meth:`add` it)."""
-        builder = self.builders.get((topic, partition))
-        if builder is None:
-            builder = self.builders[(topic, partition)] = self.producer.create_batch()
+        builder = self.builder(topic, partition)
         return builder.append(timestamp=None, key=key, value=value, headers=headers) is not None
 
     async def add(
