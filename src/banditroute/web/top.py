@@ -104,14 +104,18 @@ class TopTaskTypes:
     ) -> str:
         """Count ``n`` decisions into ``counts`` (keyed by (label, model)); at a window end, first drop the
         counters of task types that lost their name. Returns the label used."""
+        self._end_window_if_due(counts, now_s)
+        label = self.label(task_type, now_s, n)
+        counts[(label, model)] = counts.get((label, model), 0) + n
+        return label
+
+    def _end_window_if_due(self, counts: MutableMapping[tuple[str, str], int], now_s: float) -> None:
+        """At a window's end, rerank and drop the counters of the task types that lost their name."""
         if self.due(now_s):
             dropped = self.rerank(now_s)
             if dropped:
                 for pair in [p for p in counts if p[0] in dropped]:
                     del counts[pair]
-        label = self.label(task_type, now_s, n)
-        counts[(label, model)] = counts.get((label, model), 0) + n
-        return label
 
     def count_many(
         self,
@@ -127,11 +131,7 @@ class TopTaskTypes:
         first = next(rest, None)
         if first is None:
             return  # no pair: no count(), not even its check of the window's end
-        if self.due(now_s):
-            dropped = self.rerank(now_s)
-            if dropped:
-                for pair in [p for p in counts if p[0] in dropped]:
-                    del counts[pair]
+        self._end_window_if_due(counts, now_s)
         candidates, named, pinned, n_named = self._counts, self.named, self.pinned, self.n
         full = max(1, n_named) * CANDIDATES_PER_NAME
         get = counts.get
