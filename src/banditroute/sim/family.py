@@ -46,7 +46,7 @@ class FamilyDraw:
 def parse_member(name: str) -> int:
     """``"family:3"`` -> 3; ``ValueError`` for anything else."""
     seed = name.removeprefix(PREFIX)
-    if not name.startswith(PREFIX) or not seed.isdigit():
+    if not name.startswith(PREFIX) or not (seed.isascii() and seed.isdigit()):  # isdigit alone takes "²", "١"
         raise ValueError(f"a family member is named {PREFIX}<seed> (a non-negative integer), got {name!r}")
     return int(seed)
 
