@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -82,3 +84,23 @@ def test_budget_cells_in_usd_are_the_same_budget_for_every_dataset() -> None:
     assert cell["budget_oracle"]["mean_cost_usd"] <= 0.001 + 1e-12
     assert set(cell["policies"]["thompson"]) >= {"quality_share", "cost_over_budget"}
     assert result.settings["budgets_usd"] == [0.001]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [{"budgets_usd": (float("nan"),)}, {"budgets_usd": (float("inf"),)}, {"lams": (float("nan"),)}],
+)
+def test_non_finite_lambdas_and_budgets_are_refused_before_any_replay(given: dict[str, Any]) -> None:
+    # before: a NaN or infinite budget failed in the budget oracle's linprog ("b_ub must not contain values
+    # inf, nan, or None"), and a NaN lambda ran every replay and reported regret nan
+    settings: dict[str, Any] = {"lams": (), "budget_fractions": (), "budgets_usd": (), **given}
+    with pytest.raises(ValueError, match="finite"):
+        evaluate(
+            {"family:0": "synthetic:family:0"},
+            seeds=1,
+            requests=50,
+            variants=("thompson",),
+            one_pass=False,
+            jobs=1,
+            **settings,
+        )

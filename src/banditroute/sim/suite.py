@@ -369,7 +369,17 @@ def evaluate(
     """Run the suite; ``jobs`` worker processes (default: the CPU count).
 
     Budget cells are at ``budget_fractions`` of each dataset's cost range and at ``budgets_usd`` (the same
-    budgets in USD per request for every dataset)."""
+    budgets in USD per request for every dataset). Raises ValueError for a λ or budget that is not a finite
+    number (NaN passes click's ranges) or a USD budget that is not positive."""
+    for what, values in (
+        ("lam", lams),
+        ("budget fraction", budget_fractions),
+        ("budget in USD", budgets_usd),
+    ):
+        if not all(np.isfinite(values)):
+            raise ValueError(f"every {what} must be a finite number, got {list(values)}")
+    if any(b <= 0.0 for b in budgets_usd):
+        raise ValueError(f"every budget in USD must be above 0, got {list(budgets_usd)}")
     chosen = [VARIANTS[v] if v in VARIANTS else Variant(v, v) for v in variants]
     cells: list[tuple[Cell, str]] = []
     for name, source in sources.items():
