@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import aiokafka
 import google_crc32c
 import pytest
 from aiokafka.consumer import fetcher
@@ -77,8 +78,9 @@ def _calls(result: Any, assignment: Assignment, limits: list[int | None]) -> lis
 
 @pytest.mark.parametrize("cycles", [False, True], ids=["aiokafka", "fetch_cycles"])
 def test_same_records_and_positions_as_aiokafka(cycles: bool) -> None:
-    raw_fetch.install()
-    raw_fetch.install()  # idempotent
+    # installed: under another aiokafka release this would compare aiokafka with itself (see the test below)
+    assert raw_fetch.install()
+    assert raw_fetch.install()  # idempotent
     if cycles:
         fetch_cycles.install()  # as the worker runs it
     rng = random.Random(16)
@@ -104,3 +106,20 @@ def test_other_consumers_get_aiokafka_records() -> None:
 
 def test_without_install_the_marker_is_an_identity_deserializer() -> None:
     assert raw_fetch.raw_records(b"x") == b"x" and raw_fetch.raw_records(None) is None
+
+
+def test_installed_only_under_the_aiokafka_release_it_was_checked_against(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # as in a process where nothing installed it yet (monkeypatch puts back whatever was there)
+    monkeypatch.setattr(fetcher.FetchResult, "getall", raw_fetch._GETALL)
+    monkeypatch.setattr(fetcher.FetchResult, "getone", raw_fetch._GETONE)
+    assert not raw_fetch.install("0.14.1")  # a release whose private fetch code may differ: aiokafka's path
+    assert not raw_fetch.installed()
+    rng = random.Random(2)
+    result, _ = _result(0, _batch(rng, 0, 3), raw_fetch.raw_records)
+    assert [type(r).__name__ for r in result.getall()] == ["ConsumerRecord"] * 3
+    assert (
+        raw_fetch.AIOKAFKA_VERSION == aiokafka.__version__
+    )  # an upgrade fails here until it is checked again
+    assert raw_fetch.install() and raw_fetch.installed()

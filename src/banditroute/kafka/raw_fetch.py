@@ -14,14 +14,27 @@ control batches are skipped as aiokafka does, and its records (aiokafka's C ``De
 generator would leave: after the last record taken, or a batch's ``next_offset`` once a batch is read past its
 end. Any other consumer, and ``getone``'s path, are left to aiokafka. Without :func:`install`, ``raw_records``
 is only an identity deserializer (the records are aiokafka's own), so the marker is always safe to set.
+
+It repeats what aiokafka's private fetch code does (``PartitionRecords._unpack_records``, ``FetchResult.getall``)
+and reads its private fields, so :func:`install` patches only the release it was checked against
+(:data:`AIOKAFKA_VERSION`; the package allows any 0.14.x): under another one, aiokafka's own path stays, with a
+warning, rather than every poll failing on a renamed field or returning records aiokafka's would not.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import aiokafka
 import aiokafka.errors as errors
 from aiokafka.consumer import fetcher
+
+log = logging.getLogger("banditroute.decide")
+
+AIOKAFKA_VERSION = "0.14.0"
+"""The aiokafka release this module was checked against (tests/test_raw_fetch.py); :func:`install` patches no
+other."""
 
 _GETALL = fetcher.FetchResult.getall
 _GETONE = fetcher.FetchResult.getone
@@ -113,14 +126,26 @@ def _getone(self: Any) -> Any:
     return taken[0] if taken else None
 
 
-def install() -> None:
-    """Read consumers marked with :func:`raw_records` a record batch at a time (once per process; idempotent)."""
+def install(aiokafka_version: str = aiokafka.__version__) -> bool:
+    """Read consumers marked with :func:`raw_records` a record batch at a time (once per process; idempotent).
+    Returns whether it is installed: not under an aiokafka release other than :data:`AIOKAFKA_VERSION` (a
+    warning, and aiokafka's own path: see the module's docstring)."""
+    if aiokafka_version != AIOKAFKA_VERSION:
+        log.warning(
+            "aiokafka %s, not %s: the decide loop reads records through aiokafka's own path "
+            "(kafka/raw_fetch.py is checked against %s only)",
+            aiokafka_version,
+            AIOKAFKA_VERSION,
+            AIOKAFKA_VERSION,
+        )
+        return False
     fetcher.FetchResult.getall = _getall
     fetcher.FetchResult.getone = _getone
+    return True
 
 
 def installed() -> bool:
     return fetcher.FetchResult.getall is _getall
 
 
-__all__ = ["install", "installed", "raw_records"]
+__all__ = ["AIOKAFKA_VERSION", "install", "installed", "raw_records"]
