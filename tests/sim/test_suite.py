@@ -119,6 +119,9 @@ def test_suite_reports_every_cell_and_the_naive_comparison() -> None:
     assert utility["regret"]["worst"] >= utility["regret"]["mean"]  # the worst seed has the most regret
     budget = result.cells[1]["policies"]["thompson"]
     assert 0.0 < budget["quality_share"]["mean"] <= 1.05
+    assert budget["quality_share"]["worst"] <= budget["quality_share"]["mean"]
+    # the worst seed spends the most over B (it was the seed that spent the least, as for regret before 667e607)
+    assert budget["cost_over_budget"]["worst"] > budget["cost_over_budget"]["mean"]
     assert result.overall["thompson"]["cells_worse_than_naive"] >= 0
     assert result.cells[0]["policies"]["thompson_naive"]["vs_naive"]["regret_diff"] == 0.0
     table = markdown_table(result.to_json()).splitlines()

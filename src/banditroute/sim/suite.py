@@ -302,8 +302,8 @@ def _aggregate(cell: Cell, seeds: list[dict[str, dict[str, Any]]], table: Outcom
         figures: dict[str, Any] = {"regret": _stats([r["regret"] for r in rows], lower_is_better=True)}
         for key in ("captured", "captured_expected", "quality_share", "cost_over_budget"):
             values = [r[key] for r in rows if r.get(key) is not None]
-            if values:
-                figures[key] = _stats(values)
+            if values:  # cost over B: the worst seed overspends the most
+                figures[key] = _stats(values, lower_is_better=key == "cost_over_budget")
         figures["curve"] = np.mean([r["curve"] for r in rows], axis=0).round(3).tolist()
         entry["policies"][name] = figures
     if "thompson_naive" in names:
