@@ -139,6 +139,11 @@ async def run(steps: int, per_partition: int, cpu: bool, rounds: int, made: int)
     memory.fix_mmap_threshold()
     fetch_cycles.install()  # as the worker (Router) does
     path = DecidePath()
+    if per_partition * PARTITIONS > path.service.max_batch:  # a poll the worker never reads whole
+        raise SystemExit(
+            f"--per-partition must be at most {path.service.max_batch // PARTITIONS}: the decide loop's polls hold "
+            f"at most {path.service.max_batch} requests over its {PARTITIONS} partitions"
+        )
     # as many request records made whatever is measured: the difference of two counts is the steps' own work
     total = steps * (rounds if cpu else 1) + 2
     if total > made:

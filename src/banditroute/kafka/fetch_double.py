@@ -52,9 +52,13 @@ class Assignment:
 
 def read(fetched: Fetched, value_deserializer: Any = None, max_records: int = 2000) -> dict[Any, list[Any]]:
     """The records of a fetch response as ``consumer.getmany`` returns them, keyed by ``TopicPartition``, for a
-    consumer made with ``value_deserializer``."""
+    consumer made with ``value_deserializer``: at most ``max_records`` over all partitions, in order (the rest
+    would wait for the next poll), and no partition without records."""
     out: dict[Any, list[Any]] = {}
+    left = max_records
     for (topic, partition), (offset, raw) in fetched.items():
+        if left <= 0:
+            break
         tp = TopicPartition(topic, partition)
         records = fetcher.PartitionRecords(
             tp, MemoryRecords(raw), None, offset, None, value_deserializer, True, fetcher.READ_UNCOMMITTED
@@ -62,7 +66,10 @@ def read(fetched: Fetched, value_deserializer: Any = None, max_records: int = 20
         result = fetcher.FetchResult(
             tp, assignment=Assignment(offset), partition_records=records, backoff=0.1
         )
-        out[tp] = result.getall(max_records)
+        records = result.getall(left)
+        if records:
+            out[tp] = records
+            left -= len(records)
     return out
 
 
