@@ -174,3 +174,12 @@ async def test_decide_path_decides_every_request_and_hands_each_to_the_join() ->
     decisions = [RoutingDecision.model_validate_json(value) for value in values]
     assert {d.request_id for d in decisions} == set(path.pending.held)
     assert sum(path.dashboard.decisions_by_model.values()) == n
+
+
+def test_rebuild_reports_each_part_of_a_plan_rebuild() -> None:
+    from banditroute.bench.rebuild import run_rebuild_bench
+
+    result = run_rebuild_bench(models=3, reps=4, draws=50)
+    assert (result["models"], result["reps"], result["propensity_samples"]) == (3, 4, 50)
+    for key in ("rebuild_us", "build_plan_us", "thompson_mc_us", "first_block_us"):
+        assert result[key] > 0.0

@@ -1,0 +1,93 @@
+"""The cost of a decision plan rebuilt after one outcome: ``python -m banditroute.bench.rebuild [--models 5 15]
+[--reps N] [--draws N]``.
+
+In a live worker feedback follows each decision, so a task type's next decision often finds a new state version
+and pays ``build_plan`` and a first block (``core.block.Block``, ``FIRST_BLOCK`` rows) instead of a row of a
+cached block. Per catalog size this times, on ``reps`` successive state versions (each one ``update`` after the
+last, as the learner makes them): the whole rebuild, the Thompson Monte Carlo inside it
+(``thompson_probabilities``, ``propensity_samples`` draws of every eligible model) and the first block, and
+prints the medians in µs. Packaged policy defaults (Beta sampler, 4,000 draws; ``--draws`` sets
+``propensity_samples``), the synthetic catalog of ``bench policy``, no constraints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from banditroute.bench.policy import _warm_state, synthetic_catalog
+from banditroute.core.block import Block
+from banditroute.core.learn import update
+from banditroute.core.models import NO_CONSTRAINTS, Outcome, TaskPolicy
+from banditroute.core.plan import FIRST_BLOCK, build_plan
+from banditroute.core.propensity import eligibility_seed, thompson_probabilities
+from banditroute.core.state import TaskState
+
+NOW_S = 1_796_000_000.0
+
+
+def _versions(models: int, reps: int, policy: TaskPolicy) -> tuple[Any, list[TaskState]]:
+    catalog = synthetic_catalog(models)
+    state = _warm_state(catalog, policy, np.linspace(0.55, 0.85, models), 100 * models)
+    states = []
+    for t in range(reps):
+        spec = catalog[t % models]
+        outcome = Outcome(spec.name, quality=1.0, cost_usd=spec.cost_per_call_usd, latency_ms=spec.latency_ms)
+        state = update(state, catalog, policy, outcome)
+        _ = state.stats  # materialised by the learner before the decide thread sees it (``shareable``)
+        states.append(state)
+    return catalog, states
+
+
+def run_rebuild_bench(models: int = 15, reps: int = 200, draws: int | None = None) -> dict[str, Any]:
+    """Median µs of a rebuild (plan + first block), of its Thompson Monte Carlo and of the first block."""
+    policy = TaskPolicy() if draws is None else TaskPolicy(propensity_samples=draws)
+    catalog, states = _versions(models, reps, policy)
+    rng = np.random.default_rng(1)
+    plan_s, mc_s, block_s = [], [], []
+    for state in states:
+        start = time.perf_counter()
+        plan = build_plan(state, catalog, policy, NO_CONSTRAINTS, NOW_S)
+        built = time.perf_counter()
+        Block(plan, rng, FIRST_BLOCK, state.version)
+        plan_s.append(built - start)
+        block_s.append(time.perf_counter() - built)
+        start = time.perf_counter()
+        thompson_probabilities(
+            plan.posterior, policy.propensity_samples, eligibility_seed(state.version, b"")
+        )
+        mc_s.append(time.perf_counter() - start)
+    total = [p + b for p, b in zip(plan_s, block_s, strict=True)]
+    return {
+        "models": models,
+        "reps": reps,
+        "sampler": policy.sampler,
+        "propensity_samples": policy.propensity_samples,
+        "rebuild_us": statistics.median(total) * 1e6,
+        "build_plan_us": statistics.median(plan_s) * 1e6,
+        "thompson_mc_us": statistics.median(mc_s) * 1e6,
+        "first_block_us": statistics.median(block_s) * 1e6,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--models", type=int, nargs="+", default=[5, 15])
+    parser.add_argument("--reps", type=int, default=200)
+    parser.add_argument("--draws", type=int, default=None, help="propensity_samples (default: the policy's)")
+    args = parser.parse_args(argv)
+    for models in args.models:
+        r = run_rebuild_bench(models, args.reps, args.draws)
+        print(
+            f"models={r['models']} sampler={r['sampler']} draws={r['propensity_samples']} reps={r['reps']}: "
+            f"rebuild {r['rebuild_us']:.0f} µs (build_plan {r['build_plan_us']:.0f}, of which the Thompson "
+            f"Monte Carlo ~{r['thompson_mc_us']:.0f}; first block {r['first_block_us']:.0f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
