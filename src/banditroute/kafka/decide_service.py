@@ -76,6 +76,7 @@ from banditroute.kafka.raw_fetch import install as install_raw_fetch
 from banditroute.kafka.raw_fetch import raw_records
 from banditroute.kafka.replies import ReplySender
 from banditroute.kafka.spill import LANE_WITH_SPILL, SPILL_CHUNK, SPILL_SHARE, task_type_of
+from banditroute.kafka.stopping import stop_all
 from banditroute.kafka.topics import partition_for
 from banditroute.served import Decided, Served
 
@@ -365,6 +366,7 @@ class DecideService(OwnThreadLoop):
 
         self._consumer, self._busy, self._barrier, self._drain = consumer, busy, barrier, drain
         log.info("decide loop started", extra={"topic": self.requests_topic, "group": self.group_id})
+        failed = True  # until the loop ends well: then a client's failing stop is the run's error
         try:
             while not self._stopping.is_set():
                 if committer.done():
@@ -400,6 +402,7 @@ class DecideService(OwnThreadLoop):
                 await drain()
             await self._enqueue(pending, committer, None)
             await committer
+            failed = False
         finally:
             self._consumer = self._spill_consumer = self._busy = self._barrier = self._drain = None
             if not committer.done():
@@ -409,13 +412,14 @@ class DecideService(OwnThreadLoop):
             try:
                 await replies.close()
                 await producer.flush()
+            except BaseException:
+                failed = True
+                raise
             finally:
                 self._replies_skipped_before += replies.stats["skipped"]
                 self._replies = None
-                await consumer.stop()
-                if spill_consumer is not None:
-                    await spill_consumer.stop()
-                await producer.stop()
+                # each client stopped even when one before it raises; the run's own error goes first
+                await stop_all((consumer, spill_consumer, producer), log, raise_first=not failed)
 
     async def _check_spill(self, producer: AIOKafkaProducer) -> bool:
         """Whether the spill topic can take this run's overflow: it must have the requests topic's partitions

@@ -24,6 +24,7 @@ from banditroute.codec import decode
 from banditroute.config import ConfigError, Registry
 from banditroute.core import TaskState, decode_state
 from banditroute.events import ModelCatalogEvent
+from banditroute.kafka.stopping import stop_all
 from banditroute.kafka.topics import partitions_of
 from banditroute.routing import StateView
 
@@ -162,9 +163,7 @@ class StateReader:
             # taken before any wait: a read-back may make a new client while these stop (one whose client was
             # stopped under it drops it, and the next makes one), and that one must stay the reader's
             fetcher, self._fetcher = self._fetcher, None
-            await consumer.stop()
-            if fetcher is not None:
-                await fetcher.stop()
+            await stop_all((consumer, fetcher), log)  # the fetcher too when the consumer's stop raises
 
     async def read_through(self, partition: int) -> None:
         """Return once this reader has read ``partition`` of the state topic up to its end offset of now: it
