@@ -4,9 +4,25 @@ topics are neither waited for nor kept in the producer's metadata set."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
 
-from banditroute.kafka.admin import delete_topics_with_prefix
+import pytest
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from banditroute.kafka.admin import (
+    admin_client,
+    delete_topics_with_prefix,
+    ensure_topics,
+    message_bytes_of,
+    new_topic,
+)
+from banditroute.kafka.client_io import create_client_topics
+from banditroute.kafka.decide_service import PRODUCER_TUNING
+from banditroute.kafka.record_batch import MAX_BATCH_BYTES
 from banditroute.kafka.replies import ReplySender, own_topics_refused
+from banditroute.settings import Settings
 from tests.kafka.helpers import consume, create_topics, producer, wait_for
 
 
@@ -108,3 +124,84 @@ async def test_a_reply_to_naming_the_routers_own_topics_is_refused(
         assert replies.stats["skipped"] == 2
         await replies.close()
     assert await consume(kafka_bootstrap, state, count=1, timeout_s=2) == []
+
+
+LOW = 100_000  # max.message.bytes below the decide producer's 512 KiB batches
+
+
+async def test_a_reply_topic_that_refuses_the_workers_batches_is_named_and_its_replies_skipped(
+    kafka_bootstrap: str, unique_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Several replies to one client go out in one record batch of up to 512 KiB: a reply topic with a lower
+    ``max.message.bytes`` refuses whole batches (before: replies lost silently, counted as skipped, and the topic
+    looked up again after every refused batch). It is refused at its lookup instead, with the remedy in the log,
+    as the worker's own topics are at start; other clients' replies go on."""
+    small, fine = f"{unique_prefix}.replies.small", f"{unique_prefix}.replies.fine"
+    await ensure_topics(
+        kafka_bootstrap, None, [new_topic(small, 1, {"max.message.bytes": str(LOW)}), new_topic(fine, 1)]
+    )
+    async with producer(kafka_bootstrap, max_batch_size=PRODUCER_TUNING["max_batch_size"]) as prod:
+        replies = ReplySender(prod, min_refresh_s=0.05, batch_bytes=PRODUCER_TUNING["max_batch_size"])
+        with caplog.at_level(logging.WARNING, logger="banditroute.decide"):
+            for i in range(1000):  # 300 KB of replies at once: a batch above LOW, were they sent
+                await replies.send(small, f"k{i}".encode(), b"x" * 300)
+                await replies.send(fine, f"k{i}".encode(), b"y" * 300)
+            assert await wait_for(lambda: replies.stats["sent"] + replies.stats["skipped"] == 2000, 30)
+        assert replies.stats["skipped"] == 1000 and replies.stats["too_small_topics"] == 1, replies.stats
+        warned = [r.getMessage() for r in caplog.records if small in r.getMessage()]
+        assert len(warned) == 1 and f"({LOW})" in warned[0] and "max.message.bytes=524288" in warned[0]
+        # remembered as refused: no lookup for its next replies within recheck_s
+        lookups = replies.stats["lookups"]
+        await replies.send(small, b"k", b"x")
+        assert replies.stats["lookups"] == lookups and replies.stats["skipped"] == 1001
+        await replies.close()
+    assert len(await consume(kafka_bootstrap, fine, count=1000, timeout_s=20)) == 1000
+    assert await consume(kafka_bootstrap, small, count=1, timeout_s=2) == []
+
+
+async def test_a_reply_topic_lowered_after_its_lookup_is_named_once_the_broker_refuses_a_batch(
+    kafka_bootstrap: str, unique_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = f"{unique_prefix}.replies.lowered"
+    await create_topics(kafka_bootstrap, [topic])
+    async with producer(kafka_bootstrap, max_batch_size=PRODUCER_TUNING["max_batch_size"]) as prod:
+        replies = ReplySender(prod, batch_bytes=PRODUCER_TUNING["max_batch_size"])
+        await replies.send(topic, b"k", b"first")
+        assert await wait_for(lambda: replies.stats["sent"] == 1, 20)
+        async with admin_client(kafka_bootstrap) as admin:
+            resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": "2000"})
+            await admin.alter_configs([resource])
+        assert await wait_for_async(lambda: message_bytes_of(prod.client, [topic]), {topic: 2000}, 20)
+        with caplog.at_level(logging.WARNING, logger="banditroute.decide"):
+            for i in range(300):  # 90 KB at once: the batches after the first take many replies each
+                await replies.send(topic, f"k{i}".encode(), b"x" * 300)
+            assert await wait_for(lambda: replies.stats["sent"] + replies.stats["skipped"] == 301, 30)
+        assert replies.stats["too_small_topics"] == 1, replies.stats
+        warned = [r.getMessage() for r in caplog.records if topic in r.getMessage()]
+        assert len(warned) == 1 and "MessageSizeTooLargeError" in warned[0], warned
+        skipped = replies.stats["skipped"]
+        await replies.send(topic, b"k", b"x")  # remembered as refused for recheck_s
+        assert replies.stats["skipped"] == skipped + 1
+        await replies.close()
+
+
+async def test_a_clients_own_reply_topic_takes_the_workers_batches(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    """Made with the worker's batch size, not the broker's default (which may be lower)."""
+    settings = Settings().model_copy(
+        update={"kafka_bootstrap": kafka_bootstrap, "topic_prefix": unique_prefix}
+    )
+    reply = f"{unique_prefix}.replies.own"
+    await create_client_topics(settings, "test", [], reply)
+    async with producer(kafka_bootstrap) as prod:
+        assert await message_bytes_of(prod.client, [reply]) == {reply: MAX_BATCH_BYTES}
+
+
+async def wait_for_async(ask: Callable[[], Awaitable[object]], wanted: object, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while await ask() != wanted:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True

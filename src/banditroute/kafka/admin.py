@@ -18,6 +18,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.protocol.admin import DescribeConfigsRequest
 
 log = logging.getLogger("banditroute.kafka")
 
@@ -102,20 +103,44 @@ async def check_message_bytes(admin: Any, names: Iterable[str], needed: int) -> 
     responses = await admin.describe_configs(
         [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
     )
-    too_small = []
-    for response in responses:
-        for error_code, _message, _type, name, entries, *_ in response.resources:
-            if error_code:  # deleted meanwhile, or not authorised to describe: the sends will tell
-                continue
-            for entry in entries:
-                if entry[0] == "max.message.bytes" and entry[1] is not None and int(entry[1]) < needed:
-                    too_small.append(f"{name!r} ({entry[1]})")
+    too_small = {
+        name: limit
+        for response in responses
+        for name, limit in _message_bytes(response).items()
+        if limit < needed
+    }
     if too_small:
-        raise TopicLayoutError(
-            f"max.message.bytes below the {needed} bytes of the worker's record batches on topic "
-            f"{', '.join(too_small)}. Raise it, e.g. `kafka-configs.sh --bootstrap-server HOST --alter "
-            f"--entity-type topics --entity-name TOPIC --add-config max.message.bytes={needed}`."
-        )
+        raise TopicLayoutError(message_bytes_advice(too_small, needed))
+
+
+async def message_bytes_of(client: Any, names: Iterable[str]) -> dict[str, int]:
+    """``max.message.bytes`` of the topics ``names`` (those the broker described), asked through a started
+    client's connection (a producer's ``client``: no admin client of its own)."""
+    resources = [(ConfigResourceType.TOPIC.value, name, ["max.message.bytes"]) for name in names]
+    if not resources:
+        return {}
+    return _message_bytes(await client.send(client.get_random_node(), DescribeConfigsRequest(resources)))
+
+
+def _message_bytes(response: Any) -> dict[str, int]:
+    """Topic -> ``max.message.bytes`` in a DescribeConfigs response; a topic the broker did not describe
+    (deleted meanwhile, or not authorised to describe: the sends will tell) is left out."""
+    found = {}
+    for error_code, _message, _type, name, entries, *_ in response.resources:
+        for entry in () if error_code else entries:
+            if entry[0] == "max.message.bytes" and entry[1] is not None:
+                found[name] = int(entry[1])
+    return found
+
+
+def message_bytes_advice(too_small: Mapping[str, int], needed: int) -> str:
+    """What to say of topics whose ``max.message.bytes`` (``too_small``: topic -> limit) is below ``needed``."""
+    named = ", ".join(f"{name!r} ({limit})" for name, limit in too_small.items())
+    return (
+        f"max.message.bytes below the {needed} bytes of the worker's record batches on topic {named}. Raise it, "
+        f"e.g. `kafka-configs.sh --bootstrap-server HOST --alter --entity-type topics --entity-name TOPIC "
+        f"--add-config max.message.bytes={needed}`."
+    )
 
 
 async def ensure_topics(
@@ -168,6 +193,8 @@ __all__ = [
     "create_topics",
     "delete_topics_with_prefix",
     "ensure_topics",
+    "message_bytes_advice",
+    "message_bytes_of",
     "new_topic",
     "wait_for_topics",
 ]

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from banditroute.kafka.admin import admin_client, create_topics, new_topic
 from banditroute.kafka.admin import ensure_topics as admin_ensure_topics
+from banditroute.kafka.record_batch import MAX_BATCH_BYTES
 from banditroute.kafka.topics import partitions_of
 from banditroute.settings import Settings
 from banditroute.topics import layout
@@ -48,7 +49,9 @@ async def create_client_topics(
     topics = topic_layout(settings)
     wanted = [new_topic(n, *topics[n]) for n in map(settings.topic, suffixes)]
     if reply_topic is not None:
-        wanted.append(new_topic(reply_topic, 1, {"retention.ms": str(REPLY_RETENTION_MS)}))
+        # max.message.bytes: the worker's batches of replies, whatever the broker's default (it refuses less)
+        configs = {"retention.ms": str(REPLY_RETENTION_MS), "max.message.bytes": str(MAX_BATCH_BYTES)}
+        wanted.append(new_topic(reply_topic, 1, configs))
     async with admin_client(
         settings.kafka_bootstrap, settings.aiokafka_security(), client_id=client_id
     ) as admin:

@@ -345,7 +345,9 @@ class DecideService(OwnThreadLoop):
                     await client.stop()
             raise
         self._spill_consumer = spill_consumer
-        replies = self._replies = ReplySender(producer, refused=self.reply_refused)
+        replies = self._replies = ReplySender(
+            producer, refused=self.reply_refused, batch_bytes=PRODUCER_TUNING["max_batch_size"]
+        )
         pending: asyncio.Queue[Any] = asyncio.Queue(MAX_IN_FLIGHT)
         committer = asyncio.create_task(self._commit_in_order(consumer, pending))
         busy = asyncio.Lock()
@@ -684,7 +686,7 @@ class DecideService(OwnThreadLoop):
 
     @property
     def replies_skipped(self) -> int:
-        """Replies not delivered (reply topic missing or deleted), over every run of the loop."""
+        """Replies not delivered (reply topic missing, deleted or below the batches' size), over every run of the loop."""
         current = self._replies.stats["skipped"] if self._replies is not None else 0
         return self._replies_skipped_before + current
 

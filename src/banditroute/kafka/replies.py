@@ -14,6 +14,12 @@ deletes it when it closes. Sending with aiokafka's producer directly has two cos
 ``min_refresh_s``; replies to a missing topic are skipped and counted, and the name is remembered as missing
 for ``recheck_s``. Reply topics with no reply for ``idle_s`` are dropped from the producer's metadata set.
 Every cache is bounded by ``max_names``.
+
+A reply topic must take the producer's record batches (``max.message.bytes`` at least ``batch_bytes``, as the
+worker's own topics must): several replies to one client go out in one batch, and a topic with a lower limit
+refuses the whole batch. Such a topic is found at its lookup (or by the broker's refusal, should its limit be
+lowered later), named in a warning with the remedy, and its replies are skipped and counted like a missing
+topic's, for ``recheck_s``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+
+from banditroute.kafka.admin import message_bytes_advice, message_bytes_of
 
 log = logging.getLogger("banditroute.decide")
 
@@ -49,10 +59,14 @@ class ReplySender:
         idle_s: float = IDLE_S,
         max_names: int = MAX_NAMES,
         refused: Callable[[str], bool] = lambda topic: False,
+        batch_bytes: int | None = None,
     ) -> None:
         self.producer = producer
         self.refused = refused
         """Names a reply may never go to (the worker's own topics: a request must not make it write there)."""
+        self.batch_bytes = batch_bytes
+        """The producer's largest record batch: a reply topic whose ``max.message.bytes`` is lower is refused
+        (None: not checked)."""
         self.recheck_s = recheck_s
         self.min_refresh_s = min_refresh_s
         self.idle_s = idle_s
@@ -65,7 +79,7 @@ class ReplySender:
         self._pruned_at = time.monotonic()
         self._resolver: asyncio.Task[None] | None = None
         self._own = frozenset(getattr(producer.client, "_topics", ()))  # the worker's topics: never dropped
-        self.stats = {"sent": 0, "skipped": 0, "lookups": 0, "dropped_topics": 0}
+        self.stats = {"sent": 0, "skipped": 0, "lookups": 0, "dropped_topics": 0, "too_small_topics": 0}
 
     async def send(self, topic: str, key: bytes, payload: bytes) -> None:
         """Send ``payload`` to ``topic`` now if it is known to exist, else after a lookup (or skip it)."""
@@ -106,9 +120,36 @@ class ReplySender:
     def _sent(self, topic: str, future: asyncio.Future[Any]) -> None:
         if future.cancelled() or future.exception() is not None:
             self.stats["skipped"] += 1
+            error = None if future.cancelled() else future.exception()
+            if isinstance(error, MessageSizeTooLargeError | RecordListTooLargeError):
+                if topic in self._used:  # the first refused send of a batch: said once
+                    self._too_small(
+                        topic, f"the broker refused a batch ({error!r}); raise its max.message.bytes."
+                    )
+                self._remember(self._missing, topic, time.monotonic())
             self._drop([topic])  # deleted meanwhile? look it up again next time
         else:
             self.stats["sent"] += 1
+
+    def _too_small(self, topic: str, why: str) -> None:
+        self.stats["too_small_topics"] += 1
+        log.warning(
+            "reply topic %r refuses the worker's batches of replies: %s Its replies are skipped for %g s.",
+            topic,
+            why,
+            self.recheck_s,
+        )
+
+    async def _limits(self, topics: list[str]) -> dict[str, int]:
+        """``max.message.bytes`` of ``topics`` below ``batch_bytes`` (none when not checked or not known)."""
+        if self.batch_bytes is None or not topics:
+            return {}
+        try:
+            limits = await message_bytes_of(self.producer.client, topics)
+        except Exception as exc:  # broker trouble or not authorised to describe: the sends will tell
+            log.warning("looking up reply topics' max.message.bytes failed: %r", exc)
+            return {}
+        return {topic: limit for topic, limit in limits.items() if limit < self.batch_bytes}
 
     async def _resolve(self) -> None:
         """Look up the waiting names (one topic-list fetch for all of them) until none wait."""
@@ -125,9 +166,15 @@ class ReplySender:
             self._fetched_at = now = time.monotonic()
             self.stats["lookups"] += 1
             waiting, self._waiting, self._queued = self._waiting, {}, 0
+            too_small = await self._limits([t for t in waiting if existing is not None and t in existing])
             for topic, replies in waiting.items():
                 if existing is None:
                     self.stats["skipped"] += len(replies)
+                elif topic in too_small:
+                    assert self.batch_bytes is not None
+                    self.stats["skipped"] += len(replies)
+                    self._remember(self._missing, topic, now)
+                    self._too_small(topic, message_bytes_advice({topic: too_small[topic]}, self.batch_bytes))
                 elif topic in existing:
                     self._missing.pop(topic, None)
                     for key, payload in replies:
