@@ -55,6 +55,7 @@ def _join_io() -> Any:
         early_max_s=100,
     )
     io.outbox, io.counters = _Outbox(), Counter()
+    io.decision_reader = SimpleNamespace(partitions=frozenset({0}))  # the join holds partition 0
     io.settings = SimpleNamespace(state_partitions=1)
     io.outcomes = SimpleNamespace(get_topic_name=lambda: "outcomes")
     io._init_join()

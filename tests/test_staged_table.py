@@ -136,3 +136,23 @@ def test_contains_follows_writes_and_deletions_in_a_faust_memory_store() -> None
     assert [contains(k) for k in ("a", "b", "h")] == [False, True, True]
     del store["h"]
     assert not store.contains()("h")
+
+
+def test_writes_outside_the_held_partitions_stay_staged_until_dropped_after_a_rebalance() -> None:
+    view = StagedTable(_Table(), lambda key: int(key[-1]))
+    for key in ("a0", "b1", "c2", "d3"):
+        view[key] = key.encode()
+    sent: list[tuple[Any, ...]] = []
+
+    async def send(topic: str, key: bytes, value: bytes | None, partition: int) -> None:
+        sent.append((orjson.loads(key), partition))
+
+    # the join holds partitions 0 and 1 (the others moved): only theirs go to the changelog
+    assert asyncio.run(view.flush(send, frozenset({0, 1}))) == ["a0", "b1"]
+    assert sent == [("a0", 0), ("b1", 1)] and view.staged == {"c2": b"c2", "d3": b"d3"}
+    # the next assignment holds 0-2: partition 3's write is its new owner's to make, dropped here
+    assert view.drop_outside(frozenset({0, 1, 2})) == 1
+    assert view.staged == {"c2": b"c2"}
+    sent.clear()
+    assert asyncio.run(view.flush(send, frozenset({0, 1, 2}))) == ["c2"] and sent == [("c2", 2)]
+    assert not view.staged

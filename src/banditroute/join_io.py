@@ -167,6 +167,17 @@ class JoinIO:
         runs = self.decider.runs
         async with self._join_lock:
             self._forget()
+            # only while ``owned`` is still the assignment: a partition dropped here and assigned again would
+            # come back with its local store ahead of its changelog
+            views = () if settling() else (self.pending_view, self.early_view)
+            dropped = sum(view.drop_outside(owned) for view in views)
+            if dropped:
+                self.counters["join_writes_dropped_after_rebalance"] += dropped
+                log.warning(
+                    "%d join-table writes staged again after a failed flush dropped: their partitions moved "
+                    "(their new owner joins their decisions and feedback again)",
+                    dropped,
+                )
         await self.decision_reader.assign(owned, unless=settling)
         while not self.decision_reader.caught_up.is_set():
             if settling():
@@ -433,9 +444,13 @@ class JoinIO:
 
     async def _finish_join(self, results: list[JoinResult]) -> None:
         """Join state acknowledged first, then outcomes and dead letters."""
-        # on failure staged again: the reader restarts in this process, with this memory
-        await flush_acknowledged((self.pending_view, self.early_view), self.outbox.send_to, self.outbox.drain)
-        self.join.acknowledged()  # the commit may pass the decisions resolved so far
+        # on failure staged again: the reader restarts in this process, with this memory. Only the partitions
+        # the join holds: after a rebalance, writes staged again for partitions that moved stay out of the
+        # changelog partitions their new owner writes (dropped by _sync; the owner reads their inputs again)
+        views, held = (self.pending_view, self.early_view), self.decision_reader.partitions
+        await flush_acknowledged(views, self.outbox.send_to, self.outbox.drain, held)
+        self.join.acknowledged()  # the commit may pass the decisions resolved so far (a partition not held: the
+        # reader commits none of it, and takes it again only through _sync, reading batches that flush first)
         await self._publish(results)
         failures, self._handoff_failures = self._handoff_failures, []
         for partition, offset, served, exc in failures:

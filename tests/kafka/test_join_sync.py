@@ -13,6 +13,7 @@ import pytest
 
 from banditroute.join_io import JoinIO
 from banditroute.kafka.partition_reader import PartitionReader, Skip
+from banditroute.kafka.staged import StagedTable
 from tests.kafka.helpers import create_topics, producer
 
 pytestmark = pytest.mark.kafka
@@ -71,6 +72,7 @@ async def test_a_batch_in_hand_when_the_join_lets_go_does_not_commit_past_its_pe
     io: Any = object.__new__(JoinIO)
     io.join, io.decider, io.counters = _Join(), _Decider(), Counter()
     io.feedback_reader, io.learn_reader = _Reader(), _Reader()
+    io.pending_view = io.early_view = StagedTable(None, lambda _key: 0)  # nothing staged
     io._init_join()
     seen: list[int] = []
     in_skip, gate = asyncio.Event(), asyncio.Event()

@@ -9,7 +9,16 @@ the acknowledgements before publishing the outcomes gives that order.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Container,
+    Iterable,
+    Iterator,
+    MutableMapping,
+    Sequence,
+)
 from functools import partial
 from typing import Any
 
@@ -81,10 +90,14 @@ class StagedTable(MutableMapping[str, bytes]):
     def __len__(self) -> int:
         return len(self.table.data)
 
-    async def flush(self, send: Callable[..., Awaitable[None]]) -> list[str]:
+    async def flush(
+        self, send: Callable[..., Awaitable[None]], held: Container[int] | None = None
+    ) -> list[str]:
         """Hand every staged write (a tombstone for a deletion) to ``send(topic, key, value, partition)`` and
         return their keys; the caller then waits for the acknowledgements (see
-        :class:`~banditroute.kafka.outbox.Outbox`) and, should that fail, gives the keys to :meth:`restage`."""
+        :class:`~banditroute.kafka.outbox.Outbox`) and, should that fail, gives the keys to :meth:`restage`.
+        With ``held``, only the writes in those partitions: the others stay staged (a rebalance took their
+        partitions, perhaps to another worker, which writes there now; see :meth:`drop_outside`)."""
         if not self.staged:
             return []
         from faust.serializers import codecs
@@ -97,10 +110,32 @@ class StagedTable(MutableMapping[str, bytes]):
             partitions = self.partitions_of(keys)
         else:
             partitions = [self.partition_of(key) for key in keys]
+        staged, kept = self.staged, {}
+        sent = keys if held is None else []
         for key, partition in zip(keys, partitions, strict=True):
-            await send(topic, dumps(key), self.staged[key], partition)
-        self.staged = {}
-        return keys
+            if held is not None:
+                if partition not in held:
+                    kept[key] = staged[key]
+                    continue
+                sent.append(key)
+            await send(topic, dumps(key), staged[key], partition)
+        self.staged = kept
+        return sent
+
+    def drop_outside(self, owned: Container[int]) -> int:
+        """Drop the staged writes of keys outside the partitions ``owned`` (the join's after a rebalance):
+        whoever owns theirs reads the decisions and feedback again from the committed offsets, which never pass
+        an unacknowledged write, and writes them itself. Returns how many were dropped."""
+        if not self.staged:
+            return 0
+        keys = list(self.staged)
+        partitions = (
+            self.partitions_of(keys) if self.partitions_of is not None else map(self.partition_of, keys)
+        )
+        dropped = [key for key, partition in zip(keys, partitions, strict=True) if partition not in owned]
+        for key in dropped:
+            del self.staged[key]
+        return len(dropped)
 
     def restage(self, keys: Iterable[str]) -> None:
         """Stage again the writes of ``keys`` whose acknowledgement failed, with each key's current value (a
@@ -117,13 +152,15 @@ async def flush_acknowledged(
     views: Sequence[StagedTable],
     send: Callable[..., Awaitable[None]],
     drain: Callable[[], Awaitable[Any]],
+    held: Container[int] | None = None,
 ) -> None:
-    """Flush ``views`` into an outbox (``send``) and wait until it is acknowledged (``drain``). If either fails,
-    every write handed over is staged again (:meth:`StagedTable.restage`) before the error goes on."""
+    """Flush ``views`` (their writes in partitions ``held``, see :meth:`StagedTable.flush`) into an outbox
+    (``send``) and wait until it is acknowledged (``drain``). If either fails, every write handed over is staged
+    again (:meth:`StagedTable.restage`) before the error goes on."""
     flushed: list[tuple[StagedTable, list[str]]] = []
     try:
         for view in views:
-            flushed.append((view, await view.flush(send)))
+            flushed.append((view, await view.flush(send, held)))
         await drain()
     except BaseException:
         for view, keys in flushed:

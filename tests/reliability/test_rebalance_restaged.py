@@ -1,0 +1,161 @@
+"""Two workers on the real broker: join-table writes that one worker staged again after a failed flush are not
+written, after a rebalance, into changelog partitions the other worker owns by then.
+
+Worker A joins feedback while the join table's changelog refuses every write (``max.message.bytes`` lowered to
+less than one entry): its flushes fail and their writes are staged again in memory (``StagedTable.restage``).
+Worker B starts and takes half the partitions; then the changelog takes writes again. B joins the feedback of its
+partitions itself (A never committed it). A record on one of B's partitions whose outcome was joined before B
+started (``at_s``) is one of A's: written into B's partition after B took it, where it overwrites B's entry for
+the next recovery.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from banditroute.agents.pending import Pending
+from banditroute.kafka.admin import admin_client
+from tests.kafka.router_world import Loop, feedback_for, observations, read_all, request, write_config
+from tests.reliability.support import start_worker, wait_learned, wait_until
+
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(240)]
+
+WARM = 100
+N = 400
+REFUSING = "100"  # bytes: below any join-table entry
+DEFAULT = "1048588"
+
+
+async def _set_message_bytes(bootstrap: str, topic: str, value: str) -> None:
+    async with admin_client(bootstrap) as admin:
+        await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": value})]
+        )
+
+        async def applied() -> bool:
+            (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            return any(e[0] == "max.message.bytes" and e[1] == value for e in response.resources[0][4])
+
+        assert await wait_until(applied, 30), f"{topic}: max.message.bytes={value} not applied"
+
+
+def _log_lines(path: Path) -> list[dict[str, Any]]:
+    lines = []
+    for line in path.read_bytes().splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            lines.append(entry)
+    return lines
+
+
+def _at(entry: dict[str, Any]) -> float:
+    return datetime.fromisoformat(entry["at"].replace("Z", "+00:00")).timestamp()
+
+
+def _assignments(path: Path, topic: str) -> list[tuple[float, list[int]]]:
+    """(when, partitions) of every assignment of the worker's reader of ``topic``, from its log."""
+    return [
+        (_at(e), e["partitions"])
+        for e in _log_lines(path)
+        if e.get("message") == "reader assigned" and e.get("topic") == topic
+    ]
+
+
+def _next_retries(path: Path) -> dict[str, float] | None:
+    """When each of the join's readers, failing, starts again (None: one of them has not failed at 10 s
+    backoff yet)."""
+    retries: dict[str, float] = {}
+    for e in _log_lines(path):
+        message = e.get("message", "")
+        for name in ("feedback_reader", "decision_reader"):
+            if message.startswith(f"{name} loop failed; restarting in "):
+                backoff = float(message.rsplit(" ", 2)[1])
+                retries[name] = _at(e) + backoff if backoff >= 10 else 0.0
+    return retries if len(retries) == 2 and all(retries.values()) else None
+
+
+async def test_restaged_join_writes_stay_out_of_the_partitions_another_worker_took(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """A's readers fail at every try while the changelog refuses; once both wait 10 s before the next, the
+    changelog takes writes again and B starts (its start-up check of max.message.bytes passes): the rebalance
+    takes partitions from A before A tries again, so A's staged writes are still staged when it lets go."""
+    t0 = time.monotonic()
+    prefix, rng = unique_prefix, np.random.default_rng(7)
+    config_dir = write_config(tmp_path / "config")
+    changelog, feedback = f"{prefix}-request_to_pending-changelog", f"{prefix}.feedback"
+    info = {"BANDITROUTE_LOG_LEVEL": "info"}
+    a = start_worker(tmp_path, kafka_bootstrap, prefix, "a", config_dir, **info)
+    a_log = Path(a.log_path)
+    workers = [a]
+    try:
+        async with Loop(kafka_bootstrap, prefix) as loop:
+            await loop.run(WARM, rng, batch=50, timeout_s=90)
+            await _set_message_bytes(kafka_bootstrap, changelog, REFUSING)
+            requests = [request() for _ in range(N)]
+            for r in requests:
+                await loop.send("requests", r, r["request_id"])
+            await loop.flush()
+            decided = await loop.await_decisions([r["request_id"] for r in requests], timeout_s=60)
+            for d in decided:
+                await loop.send("feedback", feedback_for(d, rng), d["request_id"])
+            await loop.flush()
+
+        async def quiet_for_a_while() -> bool:
+            retries = _next_retries(a_log)
+            return retries is not None and min(retries.values()) - time.time() >= 8.0
+
+        assert await wait_until(quiet_for_a_while, 45, 0.1), (
+            f"A's readers did not fail as planned:\n{a.log_tail()}"
+        )
+        retry_at = min(_next_retries(a_log).values())  # type: ignore[union-attr]
+        await _set_message_bytes(kafka_bootstrap, changelog, DEFAULT)
+        b_started = time.time()
+        b = start_worker(tmp_path, kafka_bootstrap, prefix, "b", config_dir, **info)
+        workers.append(b)
+
+        async def b_owns() -> list[int] | None:
+            taken = [p for _at, p in _assignments(Path(b.log_path), feedback) if p]
+            return taken[-1] if taken else None
+
+        owned_by_b = await wait_until(b_owns, 60)
+        assert owned_by_b and len(owned_by_b) < 4, f"B took {owned_by_b}:\n{b.log_tail()}"
+        released = [at for at, p in _assignments(a_log, feedback) if not p and at > b_started]
+        assert released, f"A did not let go of its partitions:\n{a.log_tail()}"
+        let_go = released[0]
+
+        sent = WARM + N
+        states = await wait_learned(kafka_bootstrap, prefix, sent, timeout_s=90)
+        learned = sum(observations(s) for s in states.values())
+        assert learned == sent, f"learned {learned} outcomes for {sent} feedback events"
+        assert a.alive() and b.alive()
+        assert await b_owns() == owned_by_b, "B's partitions moved again"
+        stray = []
+        for record in await read_all(kafka_bootstrap, changelog):
+            if record.partition not in owned_by_b or record.value is None or record.timestamp < let_go * 1000:
+                continue
+            entry = Pending.decode(record.value, orjson.loads(record.key))
+            if entry.outcome is not None and entry.outcome["at_s"] < b_started:
+                stray.append(orjson.loads(record.key))
+        print(
+            f"\nA let go {let_go - b_started:.1f} s after B started, its readers' next try at "
+            f"{retry_at - b_started:.1f} s; B owns {owned_by_b}; {len(stray)} of A's writes on them; "
+            f"{time.monotonic() - t0:.1f} s"
+        )
+        assert stray == [], f"{len(stray)} entries A joined were written to B's partitions {owned_by_b}"
+        dropped = [e for e in _log_lines(a_log) if "join-table writes staged again" in e.get("message", "")]
+        assert dropped, "A never dropped the writes it had staged for B's partitions (nothing was staged?)"
+    finally:
+        codes = [w.terminate() for w in workers]
+    assert codes == [0, 0], codes
