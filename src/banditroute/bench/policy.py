@@ -8,7 +8,13 @@ loop for ``seconds`` each (or exactly ``iterations`` calls when given).
 Extra keys (not replacing the single-call figures): ``update_then_read_per_s`` is ``update`` followed by a read
 of ``state.stats`` (which pays the copy-on-write matrix build ``update`` defers); ``update_batch_per_s`` and
 ``mabwiser_update_batch_per_s`` are outcomes/s when applying ``UPDATE_BATCH`` outcomes per call
-(``update_many`` vs ``partial_fit`` with arrays of the same size).
+(``update_many`` vs ``partial_fit`` with arrays of the same size); ``plan_per_s`` is decision plans built per
+second (the slow path a decision takes once per state version).
+
+``pooled_prior_weight`` (``--pooled-prior-weight``): the warm state gets pooled quality priors (100
+pseudo-observations per model, centred on the qualities in reverse order, so half of them conflict with the
+evidence) and the policy that weight on them (``TaskPolicy.pooled_prior_weight``): 1 is the pooled default, < 1
+the robust mixture prior (``core.robust``), whose cost on the decide path this measures.
 
 What py-spy showed (15 models, ``py-spy record -r 2000 -f raw``), and what was done about it:
 
@@ -49,6 +55,9 @@ from banditroute.core import (
     update,
     update_many,
 )
+from banditroute.core.models import NO_CONSTRAINTS
+from banditroute.core.plan import build_plan
+from banditroute.core.pooling import with_priors
 from banditroute.core.state import TaskState
 
 WARMUP = 2000  # untimed calls before every timed loop, the same for both sides
@@ -123,7 +132,11 @@ def _warm_state(models: tuple[ModelSpec, ...], policy: TaskPolicy, quality: np.n
 
 
 def run_policy_bench(
-    models: int = 15, seconds: float = 1.0, iterations: int | None = None, batch: int = 1_000_000
+    models: int = 15,
+    seconds: float = 1.0,
+    iterations: int | None = None,
+    batch: int = 1_000_000,
+    pooled_prior_weight: float | None = None,
 ) -> dict[str, Any]:
     """Measure decisions/s and updates/s for banditroute and MABWiser; see the module docstring."""
     try:
@@ -132,11 +145,20 @@ def run_policy_bench(
         raise RuntimeError("the policy benchmark needs mabwiser: pip install 'banditroute[bench]'") from exc
 
     catalog = synthetic_catalog(models)
-    policy = TaskPolicy(lam=10.0, mu=0.0)
+    policy = TaskPolicy(lam=10.0, mu=0.0, pooled_prior_weight=pooled_prior_weight or 1.0)
     quality = np.linspace(0.55, 0.85, models)
     state = _warm_state(catalog, policy, quality, max(2000, 100 * models))
+    if pooled_prior_weight is not None:
+        pooled = {
+            m.name: (1.0 + 100.0 * q, 1.0 + 100.0 * (1.0 - q))
+            for m, q in zip(catalog, quality[::-1], strict=True)
+        }
+        state = with_priors(state, pooled)
     rng = np.random.default_rng(11)
     now = 1_000_000.0
+    plan_per_s = _rate(
+        lambda i: build_plan(state, catalog, policy, NO_CONSTRAINTS, now), seconds, iterations, warmup=20
+    )
     choose(state, catalog, policy, None, rng, now)  # build the cached plan once, as a worker would
 
     decide = _rate(lambda i: choose(state, catalog, policy, None, rng, now), seconds, iterations)
@@ -204,6 +226,8 @@ def run_policy_bench(
         "mabwiser_update_batch_per_s": mab_batch_updates,
         "update_batch_ratio_vs_mabwiser": batch_updates / mab_batch_updates,
         "batched_decide_per_s": batched,
+        "plan_per_s": plan_per_s,
+        "pooled_prior_weight": pooled_prior_weight,
         "state_bytes_per_task_type": len(encode_state(state)),
         "machine": machine_info(),
     }

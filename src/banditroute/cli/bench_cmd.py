@@ -53,12 +53,22 @@ def emit(result: dict[str, Any], fmt: str, title: str) -> None:
 @click.option(
     "--iterations", type=click.IntRange(1), default=None, help="Fixed call count per loop (smoke tests)."
 )
-def policy(fmt: str, models: int, seconds: float, iterations: int | None) -> None:
+@click.option(
+    "--pooled-prior-weight",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Give the state pooled priors with this weight (1: pooled; < 1: the robust mixture prior).",
+)
+def policy(
+    fmt: str, models: int, seconds: float, iterations: int | None, pooled_prior_weight: float | None
+) -> None:
     """Decisions/s, updates/s and state size of the policy core versus MABWiser Thompson sampling."""
     from banditroute.bench.policy import run_policy_bench
 
     try:
-        result = run_policy_bench(models=models, seconds=seconds, iterations=iterations)
+        result = run_policy_bench(
+            models=models, seconds=seconds, iterations=iterations, pooled_prior_weight=pooled_prior_weight
+        )
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     emit(result, fmt, "banditroute bench policy")

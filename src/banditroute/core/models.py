@@ -173,6 +173,9 @@ class TaskPolicy:
     decision draws from the best mix of models whose mean cost is the budget, corrected for past over- or
     under-spend over ``pacing_horizon`` calls; with ``pacing="dual"`` (and for the per-minute budget) λ is
     replaced by a pacing dual variable learnt from realised spend (step ``pacing_rate``).
+
+    ``pooled_prior_weight`` < 1 (a candidate; 1, the default, is off) takes a pooled quality prior as a robust
+    mixture: that weight on the pooled prior, the rest on the catalog's ``quality_prior`` (``core.robust``).
     """
 
     objective: str = "utility"
@@ -205,6 +208,7 @@ class TaskPolicy:
     circuit_window: int = 50
     when_none_eligible: str = "cheapest"
     propensity_samples: int = 4000
+    pooled_prior_weight: float = 1.0
 
     __hash__ = object.__hash__  # identity hash: the share maps are dicts; policies are cached by identity
 
@@ -231,7 +235,7 @@ class TaskPolicy:
             "new_model_floor",
             "canary_floor",
         )
-        floats_01 += ("canary_ceiling", "circuit_error_rate", "circuit_probe_share")
+        floats_01 += ("canary_ceiling", "circuit_error_rate", "circuit_probe_share", "pooled_prior_weight")
         for key, value in data.items():
             if key == "objective":
                 kwargs[key] = _choice(kind, key, value, OBJECTIVES)

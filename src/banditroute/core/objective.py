@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from banditroute.core.models import TaskPolicy
+from banditroute.core.robust import mixture_moments, mixture_weight
 from banditroute.core.sampling import UtilityPosterior
 from banditroute.core.state import (
     C_N,
@@ -89,10 +90,21 @@ def cost_weight(state: TaskState, objective: str, lam: float) -> float:
 
 
 def utility_posterior(
-    state: TaskState, policy: TaskPolicy, objective: str, lam: float, mu: float
+    state: TaskState,
+    policy: TaskPolicy,
+    objective: str,
+    lam: float,
+    mu: float,
+    vague: tuple[FloatArray, FloatArray] | None = None,
 ) -> UtilityPosterior:
-    """Everything the policy's sampler draws from, for every model of the state (see ``core.sampling``)."""
+    """Everything the policy's sampler draws from, for every model of the state (see ``core.sampling``).
+
+    ``vague`` (each model's catalog Beta prior) with ``policy.pooled_prior_weight`` < 1 and the Beta reward:
+    the state's quality prior is taken as the robust mixture of :mod:`banditroute.core.robust`."""
     q_mean, q_var = quality_moments(state, policy.reward)
+    mixture = robust_mixture(state, policy, vague)
+    if mixture is not None:
+        q_mean, q_var = mixture_moments(mixture[2], state.alpha, state.beta, mixture[0], mixture[1])
     c_mean, c_var = cost_moments(state)
     l_mean, l_var = latency_moments(state)
     knapsack = (
@@ -118,7 +130,30 @@ def utility_posterior(
         penalty=penalty,
         cost=c_mean if knapsack else None,
         budget=effective_budget(state, policy) if knapsack else 0.0,
+        vague_alpha=None if mixture is None else mixture[0],
+        vague_beta=None if mixture is None else mixture[1],
+        pooled_weight=None if mixture is None else mixture[2],
     )
+
+
+def robust_mixture(
+    state: TaskState, policy: TaskPolicy, vague: tuple[FloatArray, FloatArray] | None
+) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+    """The vague component's Beta posterior (alpha, beta) and the pooled component's posterior weight, per
+    model; None when the mixture is off (weight 1, another reward, no vague prior) or both components agree
+    for every model (the state's prior is the vague one: nothing pooled)."""
+    if vague is None or policy.pooled_prior_weight >= 1.0 or policy.reward != "beta":
+        return None
+    stats, scale = state.stats, state.scale
+    vague_a, vague_b = vague
+    if np.array_equal(stats[:, PRIOR_A], vague_a) and np.array_equal(stats[:, PRIOR_B], vague_b):
+        return None
+    success = stats[:, Q_SUM] * scale
+    failure = np.maximum(stats[:, Q_N] * scale - success, 0.0)
+    weight = mixture_weight(
+        policy.pooled_prior_weight, stats[:, PRIOR_A], stats[:, PRIOR_B], vague_a, vague_b, success, failure
+    )
+    return vague_a + success, vague_b + failure, weight
 
 
 def effective_budget(state: TaskState, policy: TaskPolicy) -> float:

@@ -92,6 +92,17 @@ def _reason(spec: ModelSpec | None, name: str, c: Constraints, cost: float, late
     return None
 
 
+def _vague_prior(
+    state: TaskState, policy: TaskPolicy, catalog: dict[str, ModelSpec]
+) -> tuple[FloatArray, FloatArray] | None:
+    """Each state model's catalog quality prior (Beta(1, 1) for one the catalog lacks), when a robust mixture
+    prior is asked for (``TaskPolicy.pooled_prior_weight`` < 1); else None."""
+    if policy.pooled_prior_weight >= 1.0:
+        return None
+    prior = np.array([catalog[m].quality_prior if m in catalog else (1.0, 1.0) for m in state.names])
+    return prior[:, 0].astype(np.float64), prior[:, 1].astype(np.float64)
+
+
 def _share_bounds(
     state: TaskState, policy: TaskPolicy, catalog: dict[str, ModelSpec], index: IntArray
 ) -> tuple[FloatArray, FloatArray]:
@@ -123,7 +134,7 @@ def build_plan(
     """Compute the cached decision plan (slow path; once per state version and request shape)."""
     catalog = _catalog(models)
     objective, lam, mu = effective_objective(policy, now_s, constraints.objective_override)
-    posterior_all = utility_posterior(state, policy, objective, lam, mu)
+    posterior_all = utility_posterior(state, policy, objective, lam, mu, _vague_prior(state, policy, catalog))
     mean_all = posterior_all.mean
     cost, _ = cost_moments(state)
     latency, _ = latency_moments(state)

@@ -49,6 +49,11 @@ class UtilityPosterior:
     penalty: FloatArray  # cost weight x mean cost + mu x mean latency
     cost: FloatArray | None = None  # mean cost per call: set in knapsack budget mode
     budget: float = 0.0  # the mean cost per call the knapsack mix may spend
+    # a robust mixture prior (core.robust): the vague component's Beta posterior and the pooled component's
+    # posterior weight; each draw of the "beta" sampler first picks the component, then the quality
+    vague_alpha: FloatArray | None = None
+    vague_beta: FloatArray | None = None
+    pooled_weight: FloatArray | None = None
 
     def __len__(self) -> int:
         return len(self.mean)
@@ -65,13 +70,26 @@ class UtilityPosterior:
             self.penalty[index],
             None if self.cost is None else self.cost[index],
             self.budget,
+            None if self.vague_alpha is None else self.vague_alpha[index],
+            None if self.vague_beta is None else self.vague_beta[index],
+            None if self.pooled_weight is None else self.pooled_weight[index],
         )
 
     def draw(self, rng: np.random.Generator, rows: int, dtype: type = np.float64) -> npt.NDArray[np.floating]:
         """``rows`` independent utility vectors, shape (rows, k)."""
         k = len(self.mean)
         if self.sampler == "beta":
-            out = rng.beta(self.alpha, self.beta, size=(rows, k))
+            if (
+                self.pooled_weight is not None
+                and self.vague_alpha is not None
+                and self.vague_beta is not None
+            ):
+                pooled = rng.random((rows, k)) < self.pooled_weight
+                a = np.where(pooled, self.alpha, self.vague_alpha)
+                b = np.where(pooled, self.beta, self.vague_beta)
+                out = rng.beta(a, b)
+            else:
+                out = rng.beta(self.alpha, self.beta, size=(rows, k))
             out -= self.penalty
             return out.astype(dtype, copy=False)
         z = rng.standard_normal((rows, k), dtype=dtype)

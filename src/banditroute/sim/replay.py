@@ -97,6 +97,7 @@ def default_setup(
     propensity_samples: int = 64,
     pooling: str = "eb",
     pool_traffic_half: float = 0.0,
+    pool_robust_weight: float = 1.0,
     shared_budget: bool = True,
     budget_split: str = "sampled",
     budget_split_every: int = 1,
@@ -108,7 +109,9 @@ def default_setup(
     the more the task types disagree. ``propensity_samples`` is small because a replay never reads the
     propensities (decisions are drawn directly; the Monte Carlo estimate only serves the guards, off here).
     The defaults are chosen by the evaluation suite (``banditroute evaluate-policy``) over every dataset.
-    ``priors`` (``banditroute priors fit``) set each task type's starting quality prior per model."""
+    ``priors`` (``banditroute priors fit``) set each task type's starting quality prior per model.
+    ``pool_robust_weight`` < 1 (a candidate) makes each pooled prior a robust mixture with that weight on the
+    pooled part and the rest on the catalog's prior (``TaskPolicy.pooled_prior_weight``, ``core.robust``)."""
     models = catalog_from_table(table)
     per_task = {t: models for t in table.task_types}
     if priors is not None:
@@ -126,6 +129,7 @@ def default_setup(
         half_life=half_life,
         new_model_floor=0.0,
         propensity_samples=propensity_samples,
+        pooled_prior_weight=pool_robust_weight,
     )
     return RouterSetup(
         models=per_task,

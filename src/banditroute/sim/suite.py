@@ -78,6 +78,16 @@ VARIANTS: dict[str, Variant] = {
     "thompson_pool_decay2000": Variant(
         "thompson_pool_decay2000", "thompson", setup={"pool_traffic_half": 2000.0}
     ),
+    # each pooled prior a robust mixture: w on the pooled prior, 1 - w on the catalog's (core.robust)
+    "thompson_pool_robust80": Variant(
+        "thompson_pool_robust80", "thompson", setup={"pool_robust_weight": 0.8}
+    ),
+    "thompson_pool_robust95": Variant(
+        "thompson_pool_robust95", "thompson", setup={"pool_robust_weight": 0.95}
+    ),
+    "thompson_pool_robust50": Variant(
+        "thompson_pool_robust50", "thompson", setup={"pool_robust_weight": 0.5}
+    ),
     "thompson_pool50": Variant("thompson_pool50", "thompson", setup={"pooled_prior_strength": 50.0}),
     "thompson_pool1000": Variant("thompson_pool1000", "thompson", setup={"pooled_prior_strength": 1000.0}),
     "thompson_naive": Variant("thompson_naive", "thompson_naive"),
