@@ -14,7 +14,8 @@ Samplers (``TaskPolicy.sampler``):
   model's draw falls below it.
 - ``"beta"``: quality drawn from its Beta posterior itself, minus the mean cost and latency penalty (prices
   are known well: their posterior is not sampled). Exact for 0/1 and fractional scores under the Beta
-  reward; a Gaussian-reward policy falls back to ``"clipped"``.
+  reward; a Gaussian-reward policy falls back to ``"clipped"``. Under a robust mixture prior
+  (``core.robust``) each draw first picks the mixture's component by its posterior weight, then the quality.
 
 Budget mode with a mean cost per request (``TaskPolicy.pacing = "knapsack"``) does not price cost with a
 learnt dual variable. Each decision solves, for its own sampled qualities, the linear program "best mix of
