@@ -135,6 +135,10 @@ class DecidePath:
 
 
 async def run(steps: int, per_partition: int, cpu: bool, rounds: int, made: int) -> None:
+    # one ship per step, as a worker deciding at speed ships a 1,000-request step (~10 ms); under callgrind a
+    # step takes ~50 times longer, and the wall clock would ship after every other slice of 32 requests, a
+    # different number of times in every run
+    decide_service.SHIP_SLICE_S = float("inf")
     memory.limit_arenas()  # as the worker (Router) does
     memory.fix_mmap_threshold()
     fetch_cycles.install()  # as the worker (Router) does
