@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,14 @@ import orjson
 from banditroute.client import build_request
 from banditroute.codec import decode, encode
 from banditroute.events import RoutingRequest
-from banditroute.kafka.fast_request import fast_request, parsed_request, shaped_request, utc_time
+from banditroute.kafka.fast_request import (
+    _PARTS,
+    UTC_TIME,
+    fast_request,
+    parsed_request,
+    shaped_request,
+    utc_time,
+)
 
 IDS: list[Any] = [
     "r1",
@@ -293,3 +301,33 @@ def test_a_request_text_read_without_parsing_reads_as_the_parsed_one() -> None:
         raw = encode(build_request("summarise", tenant=tenant, reply_to=reply_to))
         assert shaped_request(raw) is not None  # the SDK's text
     assert shaped > 150  # both texts are really taken without parsing
+
+
+def test_the_texts_time_pattern_reads_the_timestamps_utc_time_reads() -> None:
+    """The request texts' timestamp (``\\d`` for ``[0-9]{n}``) matches exactly where :data:`UTC_TIME` does,
+    over the listed timestamps and one-byte edits of them."""
+    time_text = re.compile(_PARTS[b"<TIME>"])
+    rng = random.Random(3)
+    values = [t for t in TIMES if isinstance(t, str)]
+    for value in list(values):
+        for _ in range(40):
+            at = rng.randrange(len(value))
+            values.append(value[:at] + rng.choice("0123456789:-.TZ+x١") + value[at + 1 :])
+    for value in values:
+        quoted = b'"' + value.encode() + b'"'
+        assert (time_text.fullmatch(quoted) is None) == (UTC_TIME.fullmatch(value) is None), value
+
+
+def test_a_request_read_either_way_keeps_its_id_bytes_and_shares_its_names() -> None:
+    rng = random.Random(5)
+    seen: dict[str, str] = {}
+    for raw in _payloads(rng, 2000) + _sdk_payloads(rng, 2000):
+        for fast in (shaped_request(raw), parsed_request(raw)):
+            if fast is None:
+                continue
+            assert fast.rid == fast.request_id.encode(), raw
+        fast = shaped_request(raw)
+        if fast is not None:
+            for name in (fast.task_type, fast.tenant):
+                if name is not None:
+                    assert seen.setdefault(name, name) is name, raw  # one string per name

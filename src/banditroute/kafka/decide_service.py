@@ -742,7 +742,7 @@ class DecideService(OwnThreadLoop):
             except Exception as exc:
                 return i, self._failed(out, producer, tp, record, request, exc)
             payload = decided[4]
-            key = request.request_id.encode()
+            key = request.rid
             if not own or record.key != key:  # another partition's
                 return i, self._place(out, tp, record, request, decided, served)
             if builder is None:

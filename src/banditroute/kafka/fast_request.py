@@ -74,7 +74,7 @@ class FastRequest:
     deciding reads, without the :class:`RoutingRequest` model (:meth:`full` builds it: what pydantic makes of
     the same record)."""
 
-    __slots__ = ("request_id", "task_type", "tenant", "reply_to", "_created", "_given")
+    __slots__ = ("request_id", "task_type", "tenant", "reply_to", "rid", "_created", "_given")
     candidates: None = None
     exclude: None = None
     objective: None = None
@@ -89,11 +89,14 @@ class FastRequest:
         reply_to: str | None,
         created: datetime,
         given: Collection[str],
+        rid: bytes,
     ) -> None:
         self.request_id = request_id
         self.task_type = task_type
         self.tenant = tenant
         self.reply_to = reply_to
+        self.rid = rid
+        """The request id's UTF-8 bytes (the record key it should have; JSON-safe: an identifier)."""
         self._created = created
         self._given = given
 
@@ -106,7 +109,11 @@ class FastRequest:
 
 _PARTS = {
     b"<ID>": rb"([A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,127})",  # events.Identifier (1-128 characters)
-    b"<TIME>": b'"(' + UTC_TIME.pattern.encode() + b')"',
+    # UTC_TIME with each [0-9]{n} written as n times \d: the same text (in a bytes pattern \d is [0-9]), matched
+    # in line instead of by a counted repeat each
+    b"<TIME>": b'"('
+    + re.sub(rb"\[0-9\]\{(\d)\}", lambda m: rb"\d" * int(m[1]), UTC_TIME.pattern.encode())
+    + b')"',
     b"<REPLY>": rb"([A-Za-z0-9._-]{1,249})",  # _TOPIC ("." and ".." are checked after the match)
 }
 
@@ -171,14 +178,33 @@ def shaped_request(raw: bytes) -> FastRequest | None:
         created_at = datetime.fromisoformat(created.decode())
     except ValueError:  # e.g. 2026-02-30 or hour 24
         return None
+    task = _NAMES.get(task_type)
+    if task is None:
+        task = _name(task_type)
+    if tenant is not None:
+        tenant = _NAMES.get(tenant) or _name(tenant)
     return FastRequest(
         request_id.decode(),
-        task_type.decode(),
-        None if tenant is None else tenant.decode(),
+        task,
+        tenant,
         None if reply_to is None else reply_to.decode(),
         created_at if created_at.tzinfo is UTC else created_at.astimezone(UTC),
         given,
+        request_id,
     )
+
+
+_NAMES: dict[bytes, str] = {}
+"""Task type and tenant names read so far, one string each: a request's name is then the string every table
+keyed by it already holds (its hash kept, compared by identity) and is not decoded again."""
+MAX_NAMES = 4096
+
+
+def _name(text: bytes) -> str:
+    if len(_NAMES) >= MAX_NAMES:
+        _NAMES.clear()
+    name = _NAMES[text] = text.decode()
+    return name
 
 
 def parsed_request(raw: bytes) -> FastRequest | None:
@@ -215,4 +241,4 @@ def parsed_request(raw: bytes) -> FastRequest | None:
     if created_at is None:
         return None
     # what model_validate would report as given: the fields of the record (``full``)
-    return FastRequest(request_id, task_type, tenant, reply_to, created_at, obj)
+    return FastRequest(request_id, task_type, tenant, reply_to, created_at, obj, request_id.encode())
