@@ -155,9 +155,9 @@ _MODEL = itemgetter(0)  # of a block row
 
 
 class _BlockText:
-    """The JSON text of a block's rows that does not depend on the request: each row's candidates (written for
-    the whole block at once) and, per distinct row, its model, fallbacks and propensity; and, per request shape,
-    the text around them (kept on the block: ``Block.memo``)."""
+    """The JSON text of a block's rows that does not depend on the request: each row's model, fallbacks,
+    propensity (written once per distinct row) and candidates (written for the whole block at once); and, per
+    request shape, the text around them (kept on the block: ``Block.memo``)."""
 
     __slots__ = ("model", "rows", "heads", "shapes", "static", "state_version", "policy_name")
 
@@ -170,8 +170,15 @@ class _BlockText:
         self.state_version = int(version)
         self.policy_name = policy_name or POLICY_NAME
         self.model = {name: b'"model":' + dumps(name) for name in {*names, *map(_MODEL, block.rows)}}
-        self.rows = _candidates_text(block.z, names, means)
         self.heads: dict[tuple[Any, ...], bytes] = {}
+        # each row's text: its head, by the row object (a block's rows of one kind are one tuple), then its
+        # candidates (C loops but for the distinct rows)
+        ids = list(map(id, block.rows))
+        heads = {at: self.head(row) for at, row in dict(zip(ids, block.rows, strict=True)).items()}
+        self.rows = list(
+            map(bytes.__add__, map(heads.__getitem__, ids), _candidates_text(block.z, names, means))
+        )
+        """Per row: ``"model":...,"fallbacks":...,"propensity":...,"candidates":[...]``."""
         self.shapes: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, bytes]] = {}
 
     @staticmethod
@@ -185,7 +192,10 @@ class _BlockText:
         return _BlockText(block)
 
     def head(self, row: tuple[Any, ...]) -> bytes:
-        """A row's text from its model to its propensity (rows repeat: a block holds a few distinct ones)."""
+        """A row's text from its model to its propensity (rows of equal values share it)."""
+        head = self.heads.get(row)
+        if head is not None:
+            return head
         model, fallbacks, propensity, _explored = row
         head = self.heads[row] = (
             self.model[model] + b',"fallbacks":' + dumps(fallbacks) + b',"propensity":' + dumps(propensity)
@@ -203,8 +213,8 @@ class _BlockText:
         worker_id: str | None,
     ) -> tuple[bytes, bytes, bytes, bytes]:
         """The text around a row for one request shape, in :meth:`DecideLogic.decision_dict`'s field order:
-        up to ``"model":``, up to the exploration flag, up to ``decided_at``'s value, and after
-        ``decision_ms``'s."""
+        from the request id's closing quote up to ``"model":``, up to the exploration flag, up to ``decided_at``'s
+        value, and after ``decision_ms``'s."""
         shape_key = (task_type, tenant, key, applied, capped, version, worker_id)
         shape = self.shapes.get(shape_key)
         if shape is None:
@@ -213,7 +223,7 @@ class _BlockText:
             filtered, circuit_open = self.static
             policy = {"name": self.policy_name, "version": version}
             shape = self.shapes[shape_key] = (
-                b',"task_type":' + dumps(task_type) + b',"tenant":' + dumps(tenant) + b",",
+                b'","task_type":' + dumps(task_type) + b',"tenant":' + dumps(tenant) + b",",
                 b',"policy":'
                 + dumps(policy)
                 + b',"state_version":'
@@ -435,12 +445,10 @@ class DecideLogic:
         block.pos = i + 1
         row = block.rows[i]
         model, fallbacks, propensity, explored = row
-        head = text.heads.get(row)
-        if head is None:
-            head = text.head(row)
         request_id = request.request_id
         decision_id = "d:" + request_id  # decision_id_for, inlined
-        quoted = dumps(request_id)
+        # an identifier needs no escaping in JSON: its text is its UTF-8 bytes
+        rid = request.rid if type(request) is FastRequest else request_id.encode()
         clock = self._clock
         iso = (
             clock.text if int(now_s * 1000.0) == clock.ms else clock.iso(now_s)
@@ -449,11 +457,10 @@ class DecideLogic:
         payload = b"".join(
             (
                 b'{"schema_version":1,"decision_id":"d:',  # decision_id_for: "d:" and the request id
-                quoted[1:],
-                b',"request_id":',
-                quoted,
+                rid,
+                b'","request_id":"',
+                rid,
                 shape[0],
-                head,
                 text.rows[i],
                 shape[1],
                 b"true" if explored else b"false",
