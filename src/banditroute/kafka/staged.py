@@ -106,10 +106,7 @@ class StagedTable(MutableMapping[str, bytes]):
         serializer = self.table.key_serializer or "json"
         dumps = orjson.dumps if serializer == "json" else partial(codecs.dumps, serializer)  # the same JSON
         keys = list(self.staged)
-        if self.partitions_of is not None:
-            partitions = self.partitions_of(keys)
-        else:
-            partitions = [self.partition_of(key) for key in keys]
+        partitions = self._partitions(keys)
         staged, kept = self.staged, {}
         sent = keys if held is None else []
         for key, partition in zip(keys, partitions, strict=True):
@@ -129,13 +126,17 @@ class StagedTable(MutableMapping[str, bytes]):
         if not self.staged:
             return 0
         keys = list(self.staged)
-        partitions = (
-            self.partitions_of(keys) if self.partitions_of is not None else map(self.partition_of, keys)
-        )
+        partitions = self._partitions(keys)
         dropped = [key for key, partition in zip(keys, partitions, strict=True) if partition not in owned]
         for key in dropped:
             del self.staged[key]
         return len(dropped)
+
+    def _partitions(self, keys: list[str]) -> list[int]:
+        """The changelog partition of each of ``keys``, hashed together where the table can."""
+        if self.partitions_of is not None:
+            return self.partitions_of(keys)
+        return [self.partition_of(key) for key in keys]
 
     def restage(self, keys: Iterable[str]) -> None:
         """Stage again the writes of ``keys`` whose acknowledgement failed, with each key's current value (a
