@@ -325,8 +325,7 @@ class Router(JoinIO):
             await check_partitions(
                 admin, wanted, "requests, decisions and feedback must co-partition by request_id"
             )
-            if create:
-                await create_topics(admin, wanted)
+            created = await create_topics(admin, wanted) if create else []
             # after creating: a topic made here takes the broker's default, which may be lower as well; and the
             # join tables' changelogs (faust makes them, with that default), which the join writes in batches too
             batched = [s.topic(suffix) for suffix in WRITTEN_IN_BATCHES]
@@ -334,7 +333,7 @@ class Router(JoinIO):
                 t.changelog_topic.get_topic_name()
                 for t in (self.request_to_pending, self.request_to_early_feedback)
             ]
-            await check_message_bytes(admin, batched, MAX_BATCH_BYTES)
+            await check_message_bytes(admin, batched, MAX_BATCH_BYTES, created)
         return sum(t.name in existing for t in wanted)
 
     async def _announce_config(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -92,23 +92,30 @@ async def check_partitions(admin: Any, topics: Iterable[NewTopic], why: str) -> 
             )
 
 
-async def check_message_bytes(admin: Any, names: Iterable[str], needed: int) -> None:
+async def check_message_bytes(
+    admin: Any, names: Iterable[str], needed: int, created: Collection[str] = (), wait_s: float = 10.0
+) -> None:
     """Raise TopicLayoutError if one of the existing topics ``names`` refuses record batches of ``needed``
     bytes: its ``max.message.bytes`` (set on the topic, or the broker's default) is lower. The worker writes
-    record batches of up to that size; a smaller limit would fail its sends at the first full batch instead."""
-    existing = set(await admin.list_topics())
+    record batches of up to that size; a smaller limit would fail its sends at the first full batch instead.
+
+    ``created``: topics this process has just created. A broker may not list or describe a new topic for a
+    moment after it is made; those are waited for (up to ``wait_s``), not skipped as missing."""
+    fresh = set(created)
+    existing = set(await admin.list_topics()) | fresh
     wanted = [name for name in names if name in existing]
     if not wanted:
         return
-    responses = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
-    )
-    too_small = {
-        name: limit
-        for response in responses
-        for name, limit in _message_bytes(response).items()
-        if limit < needed
-    }
+    deadline = time.monotonic() + wait_s
+    while True:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
+        )
+        limits = {name: limit for response in responses for name, limit in _message_bytes(response).items()}
+        if not any(name in fresh and name not in limits for name in wanted) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    too_small = {name: limit for name, limit in limits.items() if limit < needed}
     if too_small:
         raise TopicLayoutError(message_bytes_advice(too_small, needed))
 
