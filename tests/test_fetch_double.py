@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from banditroute.bench import decide_path
+from banditroute.kafka import decide_service
 from banditroute.kafka.fetch_double import read, record_batch
 
 
@@ -25,5 +26,11 @@ def test_max_records_counts_over_every_partition_and_no_partition_is_empty() -> 
 async def test_the_decide_path_bench_refuses_a_poll_the_decide_loop_never_reads() -> None:
     # before: 3,000 requests a partition were read 2,000 a partition and the CPU per request divided by 3,000
     too_many = 2000 // decide_path.PARTITIONS + 1
+    ship_slice_s = decide_service.SHIP_SLICE_S
     with pytest.raises(SystemExit, match="--per-partition must be at most 500"):
         await decide_path.run(steps=1, per_partition=too_many, cpu=False, rounds=1, made=3)
+    with pytest.raises(SystemExit, match="--made must be at least 3"):
+        await decide_path.run(steps=1, per_partition=1, cpu=False, rounds=1, made=2)
+    # refused before anything process-wide is set: the tests after this one keep the worker's slices (the
+    # refusals came after the bench's one ship per step, SHIP_SLICE_S = inf, for the rest of the test run)
+    assert decide_service.SHIP_SLICE_S == ship_slice_s

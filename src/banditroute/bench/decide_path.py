@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import statistics
 import time
 from collections import Counter
@@ -49,6 +50,8 @@ PARTITIONS = 4
 CLOCK_S = 1_796_000_000.0
 """The decide clock (2026-11-30): fixed, so blocks and the clock's text are made the same way every run."""
 CREATED_AT = "2026-11-30T00:00:00.000000+00:00"
+MAX_POLL: int = inspect.signature(DecideService).parameters["max_batch"].default
+"""The most requests one poll of the decide loop holds (the worker's: it leaves ``max_batch`` at its default)."""
 
 
 def request_batch(topic: str, step: int, per_partition: int) -> Fetched:
@@ -135,6 +138,16 @@ class DecidePath:
 
 
 async def run(steps: int, per_partition: int, cpu: bool, rounds: int, made: int) -> None:
+    # the arguments first: nothing process-wide is changed for a run that is refused
+    if per_partition * PARTITIONS > MAX_POLL:  # a poll the worker never reads whole
+        raise SystemExit(
+            f"--per-partition must be at most {MAX_POLL // PARTITIONS}: the decide loop's polls hold at most "
+            f"{MAX_POLL} requests over its {PARTITIONS} partitions"
+        )
+    # as many request records made whatever is measured: the difference of two counts is the steps' own work
+    total = steps * (rounds if cpu else 1) + 2
+    if total > made:
+        raise SystemExit(f"--made must be at least {total}")
     # one ship per step, as a worker deciding at speed ships a 1,000-request step (~10 ms); under callgrind a
     # step takes ~50 times longer, and the wall clock would ship after every other slice of 32 requests, a
     # different number of times in every run
@@ -143,15 +156,6 @@ async def run(steps: int, per_partition: int, cpu: bool, rounds: int, made: int)
     memory.fix_mmap_threshold()
     fetch_cycles.install()  # as the worker (Router) does
     path = DecidePath()
-    if per_partition * PARTITIONS > path.service.max_batch:  # a poll the worker never reads whole
-        raise SystemExit(
-            f"--per-partition must be at most {path.service.max_batch // PARTITIONS}: the decide loop's polls hold "
-            f"at most {path.service.max_batch} requests over its {PARTITIONS} partitions"
-        )
-    # as many request records made whatever is measured: the difference of two counts is the steps' own work
-    total = steps * (rounds if cpu else 1) + 2
-    if total > made:
-        raise SystemExit(f"--made must be at least {total}")
     batches = [request_batch("p.requests", s, per_partition) for s in range(made)]
     await path.warm_up(batches[0])
     await path.step(batches[1])
@@ -175,11 +179,21 @@ async def run(steps: int, per_partition: int, cpu: bool, rounds: int, made: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--per-partition", type=int, default=250)
-    parser.add_argument("--cpu", action="store_true")
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--made", type=int, default=22, help="polls of request records made (>= steps + 2)")
+    parser.add_argument("--steps", type=int, default=10, help="polls decided (per round with --cpu)")
+    parser.add_argument(
+        "--per-partition",
+        type=int,
+        default=250,
+        help=f"requests per partition and poll ({PARTITIONS} partitions; at most {MAX_POLL // PARTITIONS})",
+    )
+    parser.add_argument("--cpu", action="store_true", help="print the CPU time per request instead")
+    parser.add_argument("--rounds", type=int, default=9, help="rounds with --cpu (the median is printed)")
+    parser.add_argument(
+        "--made",
+        type=int,
+        default=22,
+        help="polls of request records made (>= steps + 2; with --cpu, >= steps x rounds + 2)",
+    )
     args = parser.parse_args()
     asyncio.run(run(args.steps, args.per_partition, args.cpu, args.rounds, args.made))
 
