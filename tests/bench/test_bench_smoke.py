@@ -30,6 +30,21 @@ def test_scale_reports_grid_and_join_memory() -> None:
     assert join["n"] == 50
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.8])
+def test_policy_bench_takes_the_pooled_prior_weight_asked_for(weight: float) -> None:
+    """``bench policy --pooled-prior-weight``: pooled priors in the state, that weight on them in the policy (0,
+    all on the catalog's prior, was taken as 1, the pooled default, and reported as 0)."""
+    from banditroute.bench.policy import bench_task
+    from banditroute.core.models import NO_CONSTRAINTS
+    from banditroute.core.plan import build_plan
+
+    catalog, policy, state = bench_task(3, weight)
+    assert policy.pooled_prior_weight == weight
+    posterior = build_plan(state, catalog, policy, NO_CONSTRAINTS, 0.0).posterior
+    assert posterior.pooled_weight is not None  # the robust mixture
+    assert bench_task(3)[1].pooled_prior_weight == 1.0
+
+
 def test_scale_command_json() -> None:
     from banditroute.cli.bench_cmd import bench
 

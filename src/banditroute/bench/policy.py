@@ -131,6 +131,25 @@ def _warm_state(models: tuple[ModelSpec, ...], policy: TaskPolicy, quality: np.n
     return state
 
 
+def bench_task(
+    models: int, pooled_prior_weight: float | None = None
+) -> tuple[tuple[ModelSpec, ...], TaskPolicy, TaskState]:
+    """The measured task type: its synthetic catalog, policy and warm state (with ``pooled_prior_weight``,
+    pooled priors in that weight: see the module docstring; 0 puts all of it on the catalog's prior)."""
+    catalog = synthetic_catalog(models)
+    weight = 1.0 if pooled_prior_weight is None else pooled_prior_weight
+    policy = TaskPolicy(lam=10.0, mu=0.0, pooled_prior_weight=weight)
+    quality = np.linspace(0.55, 0.85, models)
+    state = _warm_state(catalog, policy, quality, max(2000, 100 * models))
+    if pooled_prior_weight is not None:
+        pooled = {
+            m.name: (1.0 + 100.0 * q, 1.0 + 100.0 * (1.0 - q))
+            for m, q in zip(catalog, quality[::-1], strict=True)
+        }
+        state = with_priors(state, pooled)
+    return catalog, policy, state
+
+
 def run_policy_bench(
     models: int = 15,
     seconds: float = 1.0,
@@ -144,16 +163,7 @@ def run_policy_bench(
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RuntimeError("the policy benchmark needs mabwiser: pip install 'banditroute[bench]'") from exc
 
-    catalog = synthetic_catalog(models)
-    policy = TaskPolicy(lam=10.0, mu=0.0, pooled_prior_weight=pooled_prior_weight or 1.0)
-    quality = np.linspace(0.55, 0.85, models)
-    state = _warm_state(catalog, policy, quality, max(2000, 100 * models))
-    if pooled_prior_weight is not None:
-        pooled = {
-            m.name: (1.0 + 100.0 * q, 1.0 + 100.0 * (1.0 - q))
-            for m, q in zip(catalog, quality[::-1], strict=True)
-        }
-        state = with_priors(state, pooled)
+    catalog, policy, state = bench_task(models, pooled_prior_weight)
     rng = np.random.default_rng(11)
     now = 1_000_000.0
     plan_per_s = _rate(
@@ -227,7 +237,7 @@ def run_policy_bench(
         "update_batch_ratio_vs_mabwiser": batch_updates / mab_batch_updates,
         "batched_decide_per_s": batched,
         "plan_per_s": plan_per_s,
-        "pooled_prior_weight": pooled_prior_weight,
+        "pooled_prior_weight": None if pooled_prior_weight is None else policy.pooled_prior_weight,
         "state_bytes_per_task_type": len(encode_state(state)),
         "machine": machine_info(),
     }

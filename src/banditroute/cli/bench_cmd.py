@@ -62,7 +62,7 @@ def emit(result: dict[str, Any], fmt: str, title: str) -> None:
 def policy(
     fmt: str, models: int, seconds: float, iterations: int | None, pooled_prior_weight: float | None
 ) -> None:
-    """Decisions/s, updates/s and state size of the policy core versus MABWiser Thompson sampling."""
+    """Decisions/s, plans/s, updates/s and state size of the policy core versus MABWiser Thompson sampling."""
     from banditroute.bench.policy import run_policy_bench
 
     try:
