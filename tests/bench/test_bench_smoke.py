@@ -191,6 +191,19 @@ async def test_decide_path_decides_every_request_and_hands_each_to_the_join() ->
     assert sum(path.dashboard.decisions_by_model.values()) == n
 
 
+def test_rebuild_command_prints_a_line_per_catalog_size_and_refuses_no_repetitions(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from banditroute.bench.rebuild import main
+
+    main(["--models", "2", "3", "--reps", "2", "--draws", "20"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["models=2", "models=3"]
+    with pytest.raises(SystemExit):  # before: statistics.StatisticsError (no median of nothing)
+        main(["--reps", "0"])
+    assert "--reps: must be at least 1" in capsys.readouterr().err
+
+
 def test_rebuild_reports_each_part_of_a_plan_rebuild() -> None:
     from banditroute.bench.rebuild import run_rebuild_bench
 

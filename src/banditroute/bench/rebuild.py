@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -74,11 +75,28 @@ def run_rebuild_bench(models: int = 15, reps: int = 200, draws: int | None = Non
     }
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--models", type=int, nargs="+", default=[5, 15])
-    parser.add_argument("--reps", type=int, default=200)
-    parser.add_argument("--draws", type=int, default=None, help="propensity_samples (default: the policy's)")
+    parser = argparse.ArgumentParser(
+        description="The cost of a decision plan rebuilt after one outcome, per catalog size: median µs of the "
+        "rebuild (build_plan and the first block), of its Thompson Monte Carlo and of the first block."
+    )
+    parser.add_argument(
+        "--models", type=_at_least(1), nargs="+", default=[5, 15], help="catalog sizes, one run each"
+    )
+    parser.add_argument("--reps", type=_at_least(1), default=200, help="state versions timed (the median)")
+    parser.add_argument(
+        "--draws", type=_at_least(1), default=None, help="propensity_samples (default: the policy's)"
+    )
     args = parser.parse_args(argv)
     for models in args.models:
         r = run_rebuild_bench(models, args.reps, args.draws)
