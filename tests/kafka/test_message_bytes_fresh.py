@@ -5,6 +5,8 @@ so a low limit on them still stops the worker at start."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from banditroute.kafka.admin import (
@@ -34,3 +36,15 @@ async def test_topics_just_created_with_a_low_limit_are_refused_at_once(
                 await check_message_bytes(admin, names, 524_288, created)
             for name in names:
                 assert f"{name!r} ({LOW})" in str(refused.value)
+
+
+async def test_a_created_topic_the_broker_never_describes_is_named_as_not_checked(
+    kafka_bootstrap: str, unique_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past ``wait_s`` the check gives up on it, with a warning (before: silently, as if it had passed)."""
+    gone = f"{unique_prefix}.never-made"  # as a topic whose creation the broker has not made visible
+    async with admin_client(kafka_bootstrap) as admin:
+        with caplog.at_level(logging.WARNING, logger="banditroute.kafka"):
+            await check_message_bytes(admin, [gone], 524_288, [gone], wait_s=0.5)
+    warned = [r.getMessage() for r in caplog.records if gone in r.getMessage()]
+    assert len(warned) == 1 and "not checked" in warned[0], warned

@@ -100,7 +100,8 @@ async def check_message_bytes(
     record batches of up to that size; a smaller limit would fail its sends at the first full batch instead.
 
     ``created``: topics this process has just created. A broker may not list or describe a new topic for a
-    moment after it is made; those are waited for (up to ``wait_s``), not skipped as missing."""
+    moment after it is made; those are waited for (up to ``wait_s``, then named in a warning), not skipped as
+    missing."""
     fresh = set(created)
     existing = set(await admin.list_topics()) | fresh
     wanted = [name for name in names if name in existing]
@@ -112,7 +113,17 @@ async def check_message_bytes(
             [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
         )
         limits = {name: limit for response in responses for name, limit in _message_bytes(response).items()}
-        if not any(name in fresh and name not in limits for name in wanted) or time.monotonic() > deadline:
+        unseen = [name for name in wanted if name in fresh and name not in limits]
+        if not unseen:
+            break
+        if time.monotonic() > deadline:
+            log.warning(
+                "max.message.bytes of %s not checked: the broker did not describe the topics within %g s of "
+                "their creation (a limit below %d bytes fails the first full batch sent there)",
+                ", ".join(map(repr, unseen)),
+                wait_s,
+                needed,
+            )
             break
         await asyncio.sleep(0.2)
     too_small = {name: limit for name, limit in limits.items() if limit < needed}
