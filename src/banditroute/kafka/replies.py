@@ -75,6 +75,7 @@ class ReplySender:
         self._missing: dict[str, float] = {}  # topics seen missing -> when
         self._waiting: dict[str, list[tuple[bytes, bytes]]] = {}
         self._queued = 0
+        self._in_lookup = 0  # replies the lookup has taken from ``_waiting`` and not yet sent or skipped
         self._fetched_at = float("-inf")
         self._pruned_at = time.monotonic()
         self._resolver: asyncio.Task[None] | None = None
@@ -166,27 +167,35 @@ class ReplySender:
             self._fetched_at = now = time.monotonic()
             self.stats["lookups"] += 1
             waiting, self._waiting, self._queued = self._waiting, {}, 0
+            self._in_lookup = sum(
+                map(len, waiting.values())
+            )  # what close() counts as skipped, if it comes now
             too_small = await self._limits([t for t in waiting if existing is not None and t in existing])
             for topic, replies in waiting.items():
                 if existing is None:
-                    self.stats["skipped"] += len(replies)
+                    self._skip_looked_up(len(replies))
                 elif topic in too_small:
                     assert self.batch_bytes is not None
-                    self.stats["skipped"] += len(replies)
+                    self._skip_looked_up(len(replies))
                     self._remember(self._missing, topic, now)
                     self._too_small(topic, message_bytes_advice({topic: too_small[topic]}, self.batch_bytes))
                 elif topic in existing:
                     self._missing.pop(topic, None)
                     for key, payload in replies:
                         await self._produce(topic, key, payload)
+                        self._in_lookup -= 1
                     # known (sent to at once from now on) only once the producer has the topic's metadata;
                     # replies arriving meanwhile wait for the next lookup
                     if self.producer.client.cluster.partitions_for_topic(topic) is not None:
                         self._remember(self._used, topic, time.monotonic())
                 else:
-                    self.stats["skipped"] += len(replies)
+                    self._skip_looked_up(len(replies))
                     self._remember(self._missing, topic, now)
                     log.warning("reply topic %r does not exist; %d replies skipped", topic, len(replies))
+
+    def _skip_looked_up(self, count: int) -> None:
+        self.stats["skipped"] += count
+        self._in_lookup -= count
 
     def prune(self, now: float | None = None) -> int:
         """Drop reply topics idle for ``idle_s`` from the producer's metadata set; returns how many."""
@@ -224,14 +233,14 @@ class ReplySender:
         return len(getattr(self.producer.client, "_topics", ()))
 
     async def close(self) -> None:
-        """Stop looking up; replies still waiting for a lookup are skipped."""
+        """Stop looking up; replies still waiting for a lookup, or in one, are skipped."""
         if self._resolver is not None:
             self._resolver.cancel()
             with contextlib.suppress(BaseException):
                 await self._resolver
             self._resolver = None
-        self.stats["skipped"] += self._queued
-        self._waiting, self._queued = {}, 0
+        self.stats["skipped"] += self._queued + self._in_lookup  # the lookup's too, cancelled in its middle
+        self._waiting, self._queued, self._in_lookup = {}, 0, 0
 
 
 def own_topics_refused(names: Iterable[str], internal_prefix: str) -> Callable[[str], bool]:
