@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiokafka
 from aiokafka.client import AIOKafkaClient
+
+from banditroute.kafka.aiokafka_release import checked
 
 MAX_BACKOFF_S = 1.0
 """The longest wait between two failed refreshes: also the longest a recovered broker goes unnoticed."""
@@ -35,13 +38,17 @@ async def _metadata_update_with_backoff(self: Any, cluster_metadata: Any, topics
     return updated
 
 
-def install() -> None:
-    """Patch aiokafka's client class once per process (idempotent); every producer, consumer and admin gains it."""
+def install(aiokafka_version: str = aiokafka.__version__) -> bool:
+    """Patch aiokafka's client class once per process (idempotent); every producer, consumer and admin gains it.
+    Returns whether it is installed: not under a release other than the checked one (kafka/aiokafka_release.py)."""
     global _ORIGINAL
     if _ORIGINAL is not None:
-        return
+        return True
+    if not checked("kafka/backoff.py (back-off between failed metadata refreshes)", aiokafka_version):
+        return False
     _ORIGINAL = AIOKafkaClient._metadata_update
     AIOKafkaClient._metadata_update = _metadata_update_with_backoff
+    return True
 
 
 def installed() -> bool:

@@ -20,7 +20,10 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+import aiokafka
 from aiokafka.consumer import fetcher
+
+from banditroute.kafka.aiokafka_release import checked
 
 _BASE: Any = fetcher.PartitionRecords
 _installed = False
@@ -35,11 +38,15 @@ class _PartitionRecords(_BASE):  # type: ignore[misc]  # aiokafka is untyped
         self._records_iterator = _BASE._unpack_records(weakref.proxy(self))
 
 
-def install() -> None:
-    """Replace aiokafka's ``PartitionRecords`` in its fetcher module once per process (idempotent)."""
+def install(aiokafka_version: str = aiokafka.__version__) -> bool:
+    """Replace aiokafka's ``PartitionRecords`` in its fetcher module once per process (idempotent). Returns
+    whether it is installed: not under a release other than the checked one (kafka/aiokafka_release.py)."""
     global _installed
+    if not checked("kafka/fetch_cycles.py (dropped fetches freed at once)", aiokafka_version):
+        return False
     fetcher.PartitionRecords = _PartitionRecords
     _installed = True
+    return True
 
 
 def installed() -> bool:

@@ -23,16 +23,15 @@ warning, rather than every poll failing on a renamed field or returning records 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import aiokafka
 import aiokafka.errors as errors
 from aiokafka.consumer import fetcher
 
-log = logging.getLogger("banditroute.decide")
+from banditroute.kafka.aiokafka_release import CHECKED, checked
 
-AIOKAFKA_VERSION = "0.14.0"
+AIOKAFKA_VERSION = CHECKED
 """The aiokafka release this module was checked against (tests/test_raw_fetch.py); :func:`install` patches no
 other."""
 
@@ -130,14 +129,7 @@ def install(aiokafka_version: str = aiokafka.__version__) -> bool:
     """Read consumers marked with :func:`raw_records` a record batch at a time (once per process; idempotent).
     Returns whether it is installed: not under an aiokafka release other than :data:`AIOKAFKA_VERSION` (a
     warning, and aiokafka's own path: see the module's docstring)."""
-    if aiokafka_version != AIOKAFKA_VERSION:
-        log.warning(
-            "aiokafka %s, not %s: the decide loop reads records through aiokafka's own path "
-            "(kafka/raw_fetch.py is checked against %s only)",
-            aiokafka_version,
-            AIOKAFKA_VERSION,
-            AIOKAFKA_VERSION,
-        )
+    if not checked("kafka/raw_fetch.py (the decide loop's batch reads)", aiokafka_version):
         return False
     fetcher.FetchResult.getall = _getall
     fetcher.FetchResult.getone = _getone
