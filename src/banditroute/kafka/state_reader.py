@@ -136,9 +136,11 @@ class StateReader:
             **self.security,
         )
         await consumer.start()
+        failed = True  # until the run ends well: then a client's failing stop is the run's error
         try:
             tps = await self._assign(consumer)
             if not tps:
+                failed = False
                 return
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
@@ -158,12 +160,14 @@ class StateReader:
                     )
                 ):
                     self.caught_up.set()
+            failed = False
         finally:
             self._consumer = None
             # taken before any wait: a read-back may make a new client while these stop (one whose client was
             # stopped under it drops it, and the next makes one), and that one must stay the reader's
             fetcher, self._fetcher = self._fetcher, None
-            await stop_all((consumer, fetcher), log)  # the fetcher too when the consumer's stop raises
+            # the fetcher too when the consumer's stop raises; a failing stop does not replace the run's own error
+            await stop_all((consumer, fetcher), log, raise_first=not failed)
 
     async def read_through(self, partition: int) -> None:
         """Return once this reader has read ``partition`` of the state topic up to its end offset of now: it
