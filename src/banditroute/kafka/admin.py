@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 from aiokafka.protocol.admin import DescribeConfigsRequest
 
 log = logging.getLogger("banditroute.kafka")
@@ -101,7 +101,7 @@ async def check_message_bytes(
 
     ``created``: topics this process has just created. A broker may not list or describe a new topic for a
     moment after it is made; those are waited for (up to ``wait_s``, then named in a warning), not skipped as
-    missing."""
+    missing. A topic the broker refuses to describe for another reason (not authorised) is not waited for."""
     fresh = set(created)
     existing = set(await admin.list_topics()) | fresh
     wanted = [name for name in names if name in existing]
@@ -113,7 +113,13 @@ async def check_message_bytes(
             [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
         )
         limits = {name: limit for response in responses for name, limit in _message_bytes(response).items()}
-        unseen = [name for name in wanted if name in fresh and name not in limits]
+        refused = {  # described with another error than "not there yet" (e.g. not authorised): no waiting
+            name: code
+            for response in responses
+            for code, _message, _type, name, *_ in response.resources
+            if code not in (0, UnknownTopicOrPartitionError.errno)
+        }
+        unseen = [name for name in wanted if name in fresh and name not in limits and name not in refused]
         if not unseen:
             break
         if time.monotonic() > deadline:
