@@ -17,12 +17,13 @@ from __future__ import annotations
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from banditroute.core import ModelSpec, Rule, TaskPolicy, TaskState, new_state, sync_models
 from banditroute.core.join_policy import JoinPolicy
+from banditroute.core.plan import prepare_plans
 from banditroute.core.pooling import DEFAULT_MAX_STRENGTH
 from banditroute.core.state import shareable
 from banditroute.limits import TENANT_SEPARATOR, Limits
@@ -154,7 +155,14 @@ class StateView:
     (:meth:`want`, served by the :class:`~banditroute.kafka.state_reader.StateReader`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, prepare: bool = True, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        """The time a state is offered at: its ``updated_at`` and the time its plans are prepared for."""
+        self.prepare = prepare
+        """Build each new version's plans for the request shapes its predecessor was decided with, here on the
+        publishing thread, for the decide thread to take (:func:`~banditroute.core.plan.prepare_plans`)."""
+        self.prepared = 0
+        """Plans built so (taken or not)."""
         self._states: dict[str, TaskState] = {}
         self.updated_at: dict[str, float] = {}
         self.where: dict[str, tuple[int, int]] = {}
@@ -170,13 +178,15 @@ class StateView:
             if where is not None and held.version == state.version:
                 self.where[key] = where  # the learner's own state, now read back from the topic
             return False
-        self._states[key] = shareable(state)  # the decide thread reads it and writes nothing to it
-        self.updated_at[key] = time.time()
+        self._states[key] = shareable(state)  # the decide thread reads it (and takes plans from its handoff)
+        now = self.updated_at[key] = self.clock()
         if where is not None:
             self.where[key] = where
         else:
             self.where.pop(key, None)
         self.evicted.pop(key, None)
+        if self.prepare:  # after publishing: a decision never waits for the new version because of it
+            self.prepared += prepare_plans(state, held, now)
         return True
 
     def evict(self, key: str) -> bool:

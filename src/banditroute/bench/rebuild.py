@@ -8,6 +8,10 @@ last, as the learner makes them): the whole rebuild, the Thompson Monte Carlo in
 (``thompson_probabilities``, ``propensity_samples`` draws of every eligible model) and the first block, and
 prints the medians in µs. Packaged policy defaults (Beta sampler, 4,000 draws; ``--draws`` sets
 ``propensity_samples``), the synthetic catalog of ``bench policy``, no constraints.
+
+Then the same versions published through a :class:`~banditroute.routing.StateView` that prepares each new
+version's plan on the publishing thread (``core.plan.prepare_plans``): the publisher's time per version, and
+what the first decision on the version then pays (``get_plan`` taking the prepared plan, and its first block).
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from banditroute.bench.policy import _warm_state, synthetic_catalog
 from banditroute.core.block import Block
 from banditroute.core.learn import update
 from banditroute.core.models import NO_CONSTRAINTS, Outcome, TaskPolicy
-from banditroute.core.plan import FIRST_BLOCK, build_plan
+from banditroute.core.plan import FIRST_BLOCK, build_plan, get_plan
 from banditroute.core.propensity import eligibility_seed, thompson_probabilities
 from banditroute.core.state import TaskState
+from banditroute.routing import StateView
 
 NOW_S = 1_796_000_000.0
 
@@ -63,6 +68,7 @@ def run_rebuild_bench(models: int = 15, reps: int = 200, draws: int | None = Non
         )
         mc_s.append(time.perf_counter() - start)
     total = [p + b for p, b in zip(plan_s, block_s, strict=True)]
+    prepare_s, taken_s = _prepared(catalog, policy, states)
     return {
         "models": models,
         "reps": reps,
@@ -72,7 +78,25 @@ def run_rebuild_bench(models: int = 15, reps: int = 200, draws: int | None = Non
         "build_plan_us": statistics.median(plan_s) * 1e6,
         "thompson_mc_us": statistics.median(mc_s) * 1e6,
         "first_block_us": statistics.median(block_s) * 1e6,
+        "prepare_us": statistics.median(prepare_s) * 1e6 if prepare_s else float("nan"),
+        "taken_us": statistics.median(taken_s) * 1e6 if taken_s else float("nan"),
     }
+
+
+def _prepared(catalog: Any, policy: TaskPolicy, states: list[TaskState]) -> tuple[list[float], list[float]]:
+    """Per version: the publisher's ``offer`` (preparing the plan) and the first decision's plan and block."""
+    view = StateView(clock=lambda: NOW_S)
+    rng = np.random.default_rng(1)
+    prepare_s, taken_s = [], []
+    for state in states:
+        start = time.perf_counter()
+        view.offer("bench", state)
+        offered = time.perf_counter()
+        plan = get_plan(state, catalog, policy, NO_CONSTRAINTS, NOW_S)
+        Block(plan, rng, FIRST_BLOCK, state.version)
+        taken_s.append(time.perf_counter() - offered)
+        prepare_s.append(offered - start)
+    return prepare_s[1:], taken_s[1:]  # the first version has no predecessor decided on
 
 
 def _at_least(low: int) -> Callable[[str], int]:
@@ -88,7 +112,9 @@ def _at_least(low: int) -> Callable[[str], int]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="The cost of a decision plan rebuilt after one outcome, per catalog size: median µs of the "
-        "rebuild (build_plan and the first block), of its Thompson Monte Carlo and of the first block."
+        "rebuild (build_plan and the first block), of its Thompson Monte Carlo and of the first block; then, with "
+        "each version's plan prepared by its publisher (StateView.offer), the publisher's time and what the first "
+        "decision on the version pays (nan with --reps 1: the first version has no predecessor decided on)."
     )
     parser.add_argument(
         "--models", type=_at_least(1), nargs="+", default=[5, 15], help="catalog sizes, one run each"
@@ -103,7 +129,9 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"models={r['models']} sampler={r['sampler']} draws={r['propensity_samples']} reps={r['reps']}: "
             f"rebuild {r['rebuild_us']:.0f} µs (build_plan {r['build_plan_us']:.0f}, of which the Thompson "
-            f"Monte Carlo ~{r['thompson_mc_us']:.0f}; first block {r['first_block_us']:.0f})"
+            f"Monte Carlo ~{r['thompson_mc_us']:.0f}; first block {r['first_block_us']:.0f}); prepared by the "
+            f"publisher: offer {r['prepare_us']:.0f} µs, then the first decision's plan and block "
+            f"{r['taken_us']:.0f} µs"
         )
 
 

@@ -3,6 +3,11 @@
 A ``Plan`` filters the eligible models (lifecycle, constraints, open circuits, capacity), computes their
 utility moments, the Monte Carlo Thompson probabilities and the guarded target shares, and is cached on the
 state so a single decision only draws from it (see ``banditroute.core.block``).
+
+A plan is a function of the state version, the request shape and the time window it holds for (its Monte
+Carlo is seeded by the version and the eligible set), so it may be built on another thread: whoever publishes
+a new version builds the plans of the shapes the version before was decided with (:func:`prepare_plans`)
+and the first decision on the new version takes them (:func:`get_plan`) instead of building them itself.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from banditroute.core.models import NO_CONSTRAINTS, Choice, Constraints, ModelSp
 from banditroute.core.objective import cost_moments, effective_objective, latency_moments, utility_posterior
 from banditroute.core.propensity import bound_shares, eligibility_seed, thompson_probabilities
 from banditroute.core.sampling import UtilityPosterior
-from banditroute.core.state import CIRCUIT, N_OBS, OPEN_UNTIL, TaskState
+from banditroute.core.state import CIRCUIT, N_OBS, OPEN_UNTIL, PlanHandoff, TaskState
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -27,6 +32,7 @@ POLICY_NAME = "thompson"
 MAX_PLANS_PER_STATE = 256
 MAX_PROBE_TOTAL = 0.5
 FIRST_BLOCK = 8  # decisions pre-drawn the first time a plan is used with an rng
+MAX_SHAPES = 8  # request shapes noted per state version for the next version's plans (PlanHandoff.shapes)
 
 
 @dataclass(eq=False)
@@ -290,14 +296,54 @@ def get_plan(
     key = (id(models), id(policy), constraints, None if blocked is None else blocked.tobytes(), policy_name)
     cache = state.cache
     plan: Plan | None = cache.get(key)
-    if (
-        plan is None
-        or plan.models is not models
-        or plan.policy is not policy
-        or not plan.since_s <= now_s < plan.until_s
-    ):
+    if plan is None or not _holds(plan, models, policy, now_s):
         if len(cache) >= MAX_PLANS_PER_STATE:
             cache.clear()
-        plan = build_plan(state, models, policy, constraints, now_s, blocked, policy_name)
+        handoff = state.handoff
+        plan = None
+        if handoff is not None:
+            plan = handoff.ready.pop(key, None)  # built by the version's publisher: now this thread's alone
+            if plan is not None and not _holds(plan, models, policy, now_s):
+                plan = None
+            if blocked is None:
+                _note_shape(handoff, key, (models, policy, constraints, policy_name))
+        if plan is None:
+            plan = build_plan(state, models, policy, constraints, now_s, blocked, policy_name)
         cache[key] = plan
     return plan
+
+
+def _holds(plan: Plan, models: Sequence[ModelSpec], policy: TaskPolicy, now_s: float) -> bool:
+    """Whether ``plan`` is the plan of these catalog and policy objects at ``now_s``."""
+    return plan.models is models and plan.policy is policy and plan.since_s <= now_s < plan.until_s
+
+
+def _note_shape(handoff: PlanHandoff, key: Any, shape: tuple[Any, ...]) -> None:
+    shapes = handoff.shapes
+    if key not in shapes and len(shapes) < MAX_SHAPES:
+        shapes[key] = shape
+
+
+def prepare_plans(state: TaskState, previous: TaskState | None, now_s: float) -> int:
+    """Build ``state``'s plans for the request shapes ``previous`` (the version it replaces) was decided with
+    and leave them in ``state``'s handoff, where the first decision of each shape takes its plan
+    (:func:`get_plan`); returns how many were built. Equal to the plans that decision would build (same
+    function, same version, catalog and policy objects, taken only for a time inside the window they hold
+    for). Called by the publisher after ``state`` is published, so nothing waits for it: a decision that asks
+    first builds its own plan, as without it. Only shapes without a capacity mask are prepared, and none
+    after a version that no decision asked for a plan (so at most one unused build per version decided on).
+    """
+    if previous is None:
+        return 0
+    old, new = previous.handoff, state.handoff
+    if old is None or new is None or not old.shapes:
+        return 0
+    built = 0
+    for key, (models, policy, constraints, policy_name) in old.shapes.copy().items():
+        if key in new.shapes or key in new.ready:  # a decision asked already, or prepared twice
+            continue
+        plan = build_plan(state, models, policy, constraints, now_s, None, policy_name)
+        if key not in new.shapes:
+            new.ready[key] = plan
+        built += 1
+    return built

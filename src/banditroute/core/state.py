@@ -42,6 +42,7 @@ RESCALE_BELOW = 1e-120
 ROW = struct.Struct(f"={N_COLUMNS}d")  # one stats row of a C-ordered native float64 matrix
 PENDING = "_pending"  # __dict__ key of a not yet materialised stats matrix: (base, {row: values})
 THREAD_CACHE = "_thread_cache"  # __dict__ key of the state's ThreadCache
+HANDOFF = "_plan_handoff"  # __dict__ key of the state's PlanHandoff
 
 
 class ThreadCache(threading.local):
@@ -51,6 +52,22 @@ class ThreadCache(threading.local):
 
     def __init__(self) -> None:
         self.entries: dict[Any, Any] = {}
+
+
+class PlanHandoff:
+    """What threads share of one state version's decision plans (``core.plan``), besides their own caches.
+
+    ``shapes``: the request shapes (plan cache key -> models, policy, constraints, policy name) a thread built
+    or took a plan for on this version, so that whoever publishes the next version can build its plans before
+    a decision asks (``core.plan.prepare_plans``). ``ready``: plans built so for this version, each taken
+    (``dict.pop``) by the one thread that then owns it. Only single dict operations touch either (atomic under
+    the GIL): the one place a decision writes to something another thread reads."""
+
+    __slots__ = ("ready", "shapes")
+
+    def __init__(self) -> None:
+        self.shapes: dict[Any, Any] = {}
+        self.ready: dict[Any, Any] = {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,10 +104,18 @@ class TaskState:
         entries: dict[Any, Any] = holder.entries
         return entries
 
+    @property
+    def handoff(self) -> PlanHandoff | None:
+        """The plans shared between threads for this version (see :class:`PlanHandoff`); None until
+        :func:`shareable` made the state ready for other threads."""
+        handoff: PlanHandoff | None = self.__dict__.get(HANDOFF)
+        return handoff
+
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without the cache (a thread-local holder cannot be pickled, and is rebuilt anyway)."""
         values = dict(self.__dict__)
         values.pop(THREAD_CACHE, None)
+        values.pop(HANDOFF, None)
         return values
 
     # --- derived views (true, discounted values) -------------------------------------------------------
@@ -188,10 +213,12 @@ def materialize(base: FloatArray, rows: Mapping[int, tuple[float, ...]]) -> Floa
 
 def shareable(state: TaskState) -> TaskState:
     """``state`` itself, made ready to be read by other threads without any of them writing to it: its stats
-    matrix materialised and its per-thread cache holder in place. Called before a state is published to the
-    decide thread (the :class:`~banditroute.routing.StateView`, the routing snapshot's prior)."""
+    matrix materialised, its per-thread cache holder and its :class:`PlanHandoff` in place. Called before a
+    state is published to the decide thread (the :class:`~banditroute.routing.StateView`, the routing
+    snapshot's prior)."""
     _ = state.stats
     _ = state.cache
+    state.__dict__.setdefault(HANDOFF, PlanHandoff())
     return state
 
 
@@ -200,6 +227,7 @@ def replace_state(state: TaskState, **changes: Any) -> TaskState:
     values = dict(state.__dict__)
     values.update(changes)
     values.pop(THREAD_CACHE, None)
+    values.pop(HANDOFF, None)
     new = object.__new__(TaskState)
     new.__dict__.update(values)
     return new

@@ -1,0 +1,159 @@
+"""A new state version's plans built by its publisher (``core.plan.prepare_plans``) and taken by the deciding
+thread: the decisions and propensities are the ones the deciding thread would make by building them itself."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from banditroute.core import Constraints, ModelSpec, Outcome, TaskPolicy, TaskState, choose, new_state, update
+from banditroute.core.choose import propensities
+from banditroute.core.plan import get_plan
+from banditroute.core.state import CIRCUIT, OPEN_UNTIL, replace_state
+from banditroute.routing import StateView
+
+from .conftest import catalog
+
+NOW = 1_796_000_000.0
+ALLOW = Constraints(allow=frozenset({"m0", "m1", "m2"}))
+NORMAL = TaskPolicy(sampler="normal")
+
+
+def _versions(models: Sequence[ModelSpec], policy: TaskPolicy, count: int) -> list[TaskState]:
+    """Successive versions of one task type, as the learner makes them; m1's circuit opens at version 6 until
+    2 s later (decisions below move 0.5 s per version: open, then half-open)."""
+    state = new_state(models, policy)
+    for t in range(40):
+        state = update(state, models, policy, Outcome(f"m{t % 4}", quality=float(t % 3 == 0), cost_usd=0.001))
+    out = []
+    for t in range(count):
+        state = update(state, models, policy, Outcome(f"m{t % 4}", quality=float(t % 2), cost_usd=0.002))
+        if t >= 6:
+            stats = state.stats.copy()
+            stats[1, CIRCUIT], stats[1, OPEN_UNTIL] = 1.0, NOW + 3.0 + 2.0
+            state = replace_state(state, stats=stats)
+        out.append(state)
+    return out
+
+
+def _summary(choice: Any) -> tuple[Any, ...]:
+    return (
+        choice.model,
+        choice.fallbacks,
+        choice.propensity,
+        choice.explored,
+        dict(choice.means),
+        dict(choice.filtered),
+        choice.circuit_open,
+        choice.state_version,
+        choice.sampled.to_dict() if choice.sampled else {},
+    )
+
+
+def _run(prepare: bool, publish: Callable[[Callable[[], Any]], Any] = lambda f: f()) -> dict[str, Any]:
+    """Publish each version (on this thread or through ``publish``), then decide on it: plain requests, an
+    allow-list, a pinned model, a second policy with its own rng, and propensities, at a time 0.1 s after."""
+    models = catalog(4)
+    policy = TaskPolicy()
+    clock = [NOW]
+    view = StateView(prepare=prepare, clock=lambda: clock[0])
+    rng, other_rng = np.random.default_rng(11), np.random.default_rng(12)
+    decisions: list[tuple[Any, ...]] = []
+    shares: list[list[float]] = []
+    left: list[int] = []
+    for t, version in enumerate(_versions(models, policy, 14)):
+        clock[0] = NOW + 0.5 * t
+        publish(partial(view.offer, "chat", version))
+        state = view.get("chat")
+        assert state is version
+        now = clock[0] + 0.1
+        for _ in range(3):
+            decisions.append(_summary(choose(state, models, policy, None, rng, now)))
+            decisions.append(_summary(choose(state, models, policy, ALLOW, rng, now)))
+            decisions.append(_summary(choose(state, models, NORMAL, None, other_rng, now)))
+        decisions.append(_summary(choose(state, models, policy, None, rng, now, pinned="m3")))
+        shares.append(propensities(state, models, policy, ["m0", "m2", "m3"], now).tolist())
+        assert state.handoff is not None
+        left.append(len(state.handoff.ready))
+    return {"decisions": decisions, "shares": shares, "prepared": view.prepared, "left": left}
+
+
+def _in_thread(work: Callable[[], Any]) -> Any:
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(work()))
+    thread.start()
+    thread.join(30)
+    return out[0]
+
+
+def test_prepared_plans_give_the_decisions_and_propensities_of_plans_built_on_demand() -> None:
+    built = _run(prepare=False)
+    prepared = _run(prepare=True)
+    assert built["prepared"] == 0
+    # four shapes a version (plain, allow-list, the second policy, the propensities' allow-list) from the second
+    # version on, each taken by the first decision of its shape
+    assert prepared["prepared"] == 4 * 13
+    assert prepared["left"] == [0] * 14
+    assert prepared["decisions"] == built["decisions"]
+    assert prepared["shares"] == built["shares"]
+    models = {d[0] for d in built["decisions"]}
+    assert len(models) >= 3 and any(d[6] for d in built["decisions"])  # varied, and the circuit was open
+
+
+def test_plans_prepared_on_the_publishing_thread_are_taken_by_the_deciding_thread() -> None:
+    built = _run(prepare=False)
+    prepared = _run(prepare=True, publish=_in_thread)  # the learner's thread publishes, this one decides
+    assert prepared["prepared"] == 4 * 13 and prepared["left"] == [0] * 14
+    assert prepared["decisions"] == built["decisions"]
+    assert prepared["shares"] == built["shares"]
+
+
+def test_a_prepared_plan_is_left_for_other_objects_or_an_earlier_time() -> None:
+    models = catalog(4)
+    policy = TaskPolicy()
+    first, second = _versions(models, policy, 2)
+    view = StateView(clock=lambda: NOW + 10.0)
+    view.offer("chat", first)
+    get_plan(first, models, policy, None, NOW + 10.0)  # a decision on the first version notes its shape
+    view.offer("chat", second)
+    assert view.prepared == 1 and second.handoff is not None
+    (ready,) = second.handoff.ready.values()
+    early = get_plan(second, models, policy, None, NOW + 9.0)  # before the time it was prepared at
+    assert early is not ready and early.since_s == NOW + 9.0
+    assert not second.handoff.ready  # taken out, and not kept: this thread built its own for that time
+    assert np.array_equal(early.thompson, ready.thompson)  # the same Monte Carlo either way
+
+    third = update(second, models, policy, Outcome("m0", quality=1.0))
+    view.offer("chat", third)
+    assert third.handoff is not None and len(third.handoff.ready) == 1
+    copy = tuple(models)  # a new snapshot's catalog: equal models, another object
+    assert get_plan(third, list(copy), policy, None, NOW + 11.0) is not next(
+        iter(third.handoff.ready.values())
+    )
+    assert len(third.handoff.ready) == 1  # another shape's key: the prepared plan stays for its own
+
+
+def test_nothing_is_prepared_after_a_version_nobody_decided_on() -> None:
+    models = catalog(4)
+    policy = TaskPolicy()
+    view = StateView(clock=lambda: NOW)
+    for version in _versions(models, policy, 3):
+        view.offer("chat", version)
+    assert view.prepared == 0
+
+
+def test_copies_of_a_state_leave_its_handoff_behind() -> None:
+    models = catalog(4)
+    policy = TaskPolicy()
+    (state,) = _versions(models, policy, 1)
+    view = StateView(clock=lambda: NOW)
+    view.offer("chat", state)
+    get_plan(state, models, policy, None, NOW)
+    assert state.handoff is not None and state.handoff.shapes
+    assert pickle.loads(pickle.dumps(state)).handoff is None
+    assert replace_state(state, budget_offset_usd=1.0).handoff is None
