@@ -145,31 +145,44 @@ class Loop:
         between: Callable[[int], Any] | None = None,
         timeout_s: float = 60.0,
         phases: list[tuple[float, float, float]] | None = None,
+        task_type: str = "chat",
     ) -> list[dict[str, Any]]:
-        """``n`` requests in rounds of ``batch``: send, await decisions, send feedback for each. ``phases``
-        gets each round's seconds spent sending its requests (until acknowledged), waiting for their
-        decisions and sending their feedback."""
+        """``n`` requests of ``task_type`` in rounds of ``batch``: send, await decisions, send feedback for each
+        (:meth:`answer`). ``phases`` gets each round's seconds spent sending its requests (until acknowledged),
+        waiting for their decisions and sending their feedback."""
         out: list[dict[str, Any]] = []
         for start in range(0, n, batch):
             if between is not None:
                 maybe = between(start)
                 if asyncio.iscoroutine(maybe):
                     await maybe
-            reqs = [request() for _ in range(min(batch, n - start))]
-            t0 = time.monotonic()
-            for r in reqs:
-                await self.send("requests", r, r["request_id"])
-            await self.flush()
-            t1 = time.monotonic()
-            decided = await self.await_decisions([r["request_id"] for r in reqs], timeout_s=timeout_s)
-            t2 = time.monotonic()
-            for d in decided:
-                await self.send("feedback", feedback_for(d, rng), d["request_id"])
-            await self.flush()
-            if phases is not None:
-                phases.append((t1 - t0, t2 - t1, time.monotonic() - t2))
-            out.extend(decided)
+            reqs = [request(task_type) for _ in range(min(batch, n - start))]
+            out.extend(await self.answer(reqs, rng, timeout_s=timeout_s, phases=phases))
         return out
+
+    async def answer(
+        self,
+        requests: list[dict[str, Any]],
+        rng: np.random.Generator,
+        *,
+        timeout_s: float = 60.0,
+        phases: list[tuple[float, float, float]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Send ``requests``, await their decisions and send simulated feedback for each; returns the
+        decisions (``phases``: see :meth:`run`)."""
+        t0 = time.monotonic()
+        for r in requests:
+            await self.send("requests", r, r["request_id"])
+        await self.flush()
+        t1 = time.monotonic()
+        decided = await self.await_decisions([r["request_id"] for r in requests], timeout_s=timeout_s)
+        t2 = time.monotonic()
+        for d in decided:
+            await self.send("feedback", feedback_for(d, rng), d["request_id"])
+        await self.flush()
+        if phases is not None:
+            phases.append((t1 - t0, t2 - t1, time.monotonic() - t2))
+        return decided
 
 
 async def read_compacted(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[bytes, bytes]:
@@ -304,12 +317,17 @@ def assert_states_equal(states: dict[str, Any], reference: dict[str, Any]) -> No
         assert dict(state.applied) == dict(ref.applied), key
 
 
+CHAT_PARTITION = 1
+"""The state and outcomes partition of ``chat`` (with 2, 4 or 8 state partitions)."""
+
+
 def learner_outcomes(offsets: range) -> list[Any]:
-    """``chat`` outcomes at these offsets of outcomes partition 0 as the outcomes reader hands them to the learner."""
+    """``chat`` outcomes at these offsets of its outcomes partition as the outcomes reader hands them to the
+    learner (a learner given them must hold that partition: ``learn_reader.assign``)."""
     return [
         SimpleNamespace(
             topic="outcomes",
-            partition=0,
+            partition=CHAT_PARTITION,
             offset=off,
             value=orjson.dumps(
                 {

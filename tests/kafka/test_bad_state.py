@@ -23,7 +23,6 @@ from tests.browser.live import get, get_json, metric_samples
 from tests.kafka.helpers import WorkerProcess, producer, worker_env
 from tests.kafka.router_world import (
     Loop,
-    feedback_for,
     observations,
     read_all,
     read_compacted,
@@ -244,13 +243,7 @@ async def test_a_decision_whose_request_id_holds_a_bad_join_record_does_not_lose
             await loop.run(50, rng, batch=50, timeout_s=90)  # the worker is up and joins
             requests = [request()]
             requests += [request(request_id=collide)] + [request() for _ in range(98)]
-            for r in requests:
-                await loop.send("requests", r, r["request_id"])
-            await loop.flush()
-            decided = await loop.await_decisions([r["request_id"] for r in requests], timeout_s=90)
-            for d in decided:
-                await loop.send("feedback", feedback_for(d, rng), d["request_id"])
-            await loop.flush()
+            await loop.answer(requests, rng, timeout_s=90)
         after = await chat_state(kafka_bootstrap, unique_prefix, 100 + 99)
         assert after is not None and observations(after) == 100 + 99, w.log_tail()
         letters = [

@@ -11,7 +11,9 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from banditroute.kafka.admin import admin_client
 from tests.kafka.helpers import WorkerProcess, worker_env
 from tests.kafka.router_world import (  # noqa: F401 - re-exported for the reliability tests
     assert_states_equal,
@@ -93,3 +95,23 @@ async def wait_until(check: Any, timeout_s: float, interval_s: float = 0.5) -> A
         await asyncio.sleep(interval_s)
         value = await check()
     return value
+
+
+REFUSING = "100"
+"""``max.message.bytes`` below any record the worker writes: every send to the topic fails at once."""
+MESSAGE_BYTES_DEFAULT = "1048588"
+"""The broker's default ``max.message.bytes`` (what a topic takes back to accept writes again)."""
+
+
+async def set_message_bytes(bootstrap: str, topic: str, value: str) -> None:
+    """Set a topic's ``max.message.bytes`` and wait until the broker describes it so."""
+    async with admin_client(bootstrap) as admin:
+        await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": value})]
+        )
+
+        async def applied() -> bool:
+            (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            return any(e[0] == "max.message.bytes" and e[1] == value for e in response.resources[0][4])
+
+        assert await wait_until(applied, 30), f"{topic}: max.message.bytes={value} not applied"

@@ -19,32 +19,22 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from banditroute.agents.pending import Pending
-from banditroute.kafka.admin import admin_client
-from tests.kafka.router_world import Loop, feedback_for, observations, read_all, request, write_config
-from tests.reliability.support import start_worker, wait_learned, wait_until
+from tests.kafka.router_world import Loop, observations, read_all, write_config
+from tests.reliability.support import (
+    MESSAGE_BYTES_DEFAULT,
+    REFUSING,
+    set_message_bytes,
+    start_worker,
+    wait_learned,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(240)]
 
 WARM = 100
 N = 400
-REFUSING = "100"  # bytes: below any join-table entry
-DEFAULT = "1048588"
-
-
-async def _set_message_bytes(bootstrap: str, topic: str, value: str) -> None:
-    async with admin_client(bootstrap) as admin:
-        await admin.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": value})]
-        )
-
-        async def applied() -> bool:
-            (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-            return any(e[0] == "max.message.bytes" and e[1] == value for e in response.resources[0][4])
-
-        assert await wait_until(applied, 30), f"{topic}: max.message.bytes={value} not applied"
 
 
 def _log_lines(path: Path) -> list[dict[str, Any]]:
@@ -102,15 +92,8 @@ async def test_restaged_join_writes_stay_out_of_the_partitions_another_worker_to
     try:
         async with Loop(kafka_bootstrap, prefix) as loop:
             await loop.run(WARM, rng, batch=50, timeout_s=90)
-            await _set_message_bytes(kafka_bootstrap, changelog, REFUSING)
-            requests = [request() for _ in range(N)]
-            for r in requests:
-                await loop.send("requests", r, r["request_id"])
-            await loop.flush()
-            decided = await loop.await_decisions([r["request_id"] for r in requests], timeout_s=60)
-            for d in decided:
-                await loop.send("feedback", feedback_for(d, rng), d["request_id"])
-            await loop.flush()
+            await set_message_bytes(kafka_bootstrap, changelog, REFUSING)
+            await loop.run(N, rng, batch=N, timeout_s=60)
 
         async def quiet_for_a_while() -> bool:
             retries = _next_retries(a_log)
@@ -120,7 +103,7 @@ async def test_restaged_join_writes_stay_out_of_the_partitions_another_worker_to
             f"A's readers did not fail as planned:\n{a.log_tail()}"
         )
         retry_at = min(_next_retries(a_log).values())  # type: ignore[union-attr]
-        await _set_message_bytes(kafka_bootstrap, changelog, DEFAULT)
+        await set_message_bytes(kafka_bootstrap, changelog, MESSAGE_BYTES_DEFAULT)
         b_started = time.time()
         b = start_worker(tmp_path, kafka_bootstrap, prefix, "b", config_dir, **info)
         workers.append(b)
