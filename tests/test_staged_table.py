@@ -150,9 +150,36 @@ def test_writes_outside_the_held_partitions_stay_staged_until_dropped_after_a_re
     # the join holds partitions 0 and 1 (the others moved): only theirs go to the changelog
     assert asyncio.run(view.flush(send, frozenset({0, 1}))) == ["a0", "b1"]
     assert sent == [("a0", 0), ("b1", 1)] and view.staged == {"c2": b"c2", "d3": b"d3"}
-    # the next assignment holds 0-2: partition 3's write is its new owner's to make, dropped here
-    assert view.drop_outside(frozenset({0, 1, 2})) == 1
-    assert view.staged == {"c2": b"c2"}
+    # the next assignment holds 0-2: partition 3's write is its new owner's to make, dropped here (and its entry)
+    assert view.drop_outside(frozenset({0, 1, 2})) == (1, ["d3"])
+    assert view.staged == {"c2": b"c2"} and sorted(view.table.data) == ["a0", "b1", "c2"]
     sent.clear()
     assert asyncio.run(view.flush(send, frozenset({0, 1, 2}))) == ["c2"] and sent == [("c2", 2)]
     assert not view.staged
+
+
+def test_entries_of_partitions_that_moved_leave_faust_s_memory_store_written_or_recovered() -> None:
+    """faust's memory store drops, once a recovery completes, only the entries it recovered of partitions no
+    longer assigned: those the join or the learner wrote stayed until a restart. ``drop_outside`` drops both
+    kinds, taking a recovered entry's partition from faust (an unreadable key's hash says nothing of it)."""
+    from faust.stores.memory import Store
+
+    class _Store(Store):  # faust's memory store, without its service machinery
+        def __init__(self) -> None:
+            self.__post_init__()
+
+    table = _Table()
+    table.data = _Store()  # type: ignore[assignment]
+    store: Any = table.data
+    store.data["r1"] = b"recovered in partition 1"
+    store.data["\x00unreadable key 0102"] = b"recovered in partition 0"
+    store._key_partition.update({"r1": 1, "\x00unreadable key 0102": 0, "gone": 0})  # "gone": deleted since
+    view = StagedTable(table, lambda key: int(key[-1]) if key[-1].isdigit() else 3)
+    for key in ("w0", "w1", "w2"):
+        view[key] = key.encode()  # written here: faust does not know their partitions
+    writes, entries = view.drop_outside(frozenset({0}))
+    assert writes == 2 and sorted(entries) == ["r1", "w1", "w2"]
+    assert sorted(store.data) == ["\x00unreadable key 0102", "w0"] and store._key_partition == {
+        "\x00unreadable key 0102": 0
+    }
+    assert view.staged == {"w0": b"w0"}

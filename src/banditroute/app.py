@@ -371,13 +371,16 @@ class Router(JoinIO):
     async def _learn_records(self, batch: list[Any]) -> None:
         """One batch of the outcomes reader (committed by it once this returns)."""
         records: list[dict[str, Any]] = []
+        partition_of: dict[str, int] = {}  # per task key of the batch, its state partition
         for r in batch:
             try:
                 record = orjson.loads(r.value)
             except (TypeError, orjson.JSONDecodeError):  # the join writes this topic: never fatal
                 await self._bad_outcome(r, DeadLetterReason.MALFORMED_JSON, "not JSON")
                 continue
-            problem = outcome_problem(record)
+            problem = outcome_problem(record) or self._misrouted(
+                record["task_key"], r.partition, partition_of
+            )
             if problem is not None:  # re-read after every restart, it would stop all learning
                 await self._bad_outcome(r, DeadLetterReason.VALIDATION_ERROR, problem)
                 continue
@@ -391,10 +394,24 @@ class Router(JoinIO):
                 await self._bad_state(bad)
             self.learn.undecodable.clear()
         # the new states are acknowledged (with their watermarks) before these outcomes are committed
-        # on failure staged again: the reader restarts in this process, with this memory
-        await flush_acknowledged((self.state_view,), self.learn_outbox.send_to, self.learn_outbox.drain)
+        # on failure staged again: the reader restarts in this process, with this memory. Only the partitions
+        # the reader holds: states staged again for partitions a rebalance moved are dropped, not written
+        # (_let_go_of_states); every state this batch learnt is in them (_misrouted)
+        held = self.learn_reader.partitions
+        await flush_acknowledged((self.state_view,), self.learn_outbox.send_to, self.learn_outbox.drain, held)
         self.counters["learned"] += stats.learned
         self.counters["skipped_redelivered"] += stats.skipped_redelivered
+
+    def _misrouted(self, key: str, partition: int, known: dict[str, int]) -> str | None:
+        """Why an outcome of state ``key`` read from outcomes ``partition`` must not be learnt here, or None.
+        The join writes an outcome to its state's partition; one elsewhere (written by hand) would have its
+        state written by whichever worker holds this partition, alongside the worker that holds the state's."""
+        where = known.get(key)
+        if where is None:
+            where = known[key] = self._partition_of_task(key)
+        if where == partition:
+            return None
+        return f"an outcome of {key!r} belongs in outcomes partition {where} (its state's), not {partition}"
 
     async def _bad_outcome(self, record: Any, reason: DeadLetterReason, error: str) -> None:
         """Dead-letter an outcomes record the learner cannot use (sent and acknowledged with the batch's states)."""
@@ -607,7 +624,15 @@ class Router(JoinIO):
             outcomes = self.outcomes.get_topic_name()
             learnt = frozenset(tp.partition for tp in assignment if tp.topic == outcomes)
             if self.learn_reader.partitions != learnt:
+                releases = self._releases
                 await self.learn_reader.assign(learnt, unless=self._settling)
+                # no await from here until the reader's next batch: it learns only in ``learnt``
+                if (
+                    self.learn_reader.partitions == learnt
+                    and not self._settling()
+                    and self._releases == releases
+                ):
+                    self._let_go_of_states(learnt)
             feedback = self.feedback.get_topic_name()
             owned = frozenset(tp.partition for tp in assignment if tp.topic == feedback)
             synced = self._synced == (owned, self.decider.runs)
@@ -617,6 +642,26 @@ class Router(JoinIO):
                 await self._sync(owned, self._settling)
         except Exception as exc:  # retried at the next interval; never crash the worker for it
             log.warning("decide and join assignment failed: %s", exc)
+
+    def _let_go_of_states(self, learnt: frozenset[int]) -> None:
+        """Drop what the learner's table holds of state partitions outside ``learnt`` (after a rebalance): states
+        staged again after a failed flush, which would otherwise be written, at the learner's next batch, into a
+        partition its new owner writes newer states to (the older one replacing the newer on the compacted
+        topic), and the states in memory (faust's memory store kept those learnt here until a restart). The new
+        owner reads their outcomes again from the committed offset, which never passed an unacknowledged state."""
+        writes, entries = self.state_view.drop_outside(learnt)
+        for key in entries:
+            self.learn.forget_key(key)
+            self.learned_at.pop(key, None)
+        if writes:
+            self.counters["state_writes_dropped_after_rebalance"] += writes
+            log.warning(
+                "%d states staged again after a failed flush dropped: their partitions moved (their new owner "
+                "learns their outcomes again)",
+                writes,
+            )
+        if entries:
+            self.counters["state_entries_dropped_after_rebalance"] += len(entries)
 
     def _announce_ready(self) -> None:
         """Log one "worker ready" line once the decide loop has its partitions and the state is read."""

@@ -121,6 +121,8 @@ class JoinIO:
         self._own: dict[int, deque[tuple[int, int]]] = {}
         self._only_own = False  # the decisions reader's last batch held only this assignment's own decisions
         self._synced: tuple[frozenset[int], int] | None = None
+        self._releases = 0
+        """Revocations so far (``_release``): an assignment read before the last one may be stale."""
         self._drainer: asyncio.Future[None] | None = None
         self._outcome_keys: dict[str, tuple[bytes, int]] = {}  # state key -> (JSON key, outcomes partition)
 
@@ -129,6 +131,7 @@ class JoinIO:
         """Before partitions move: the decide loop hands over what it decided, the readers finish their batches
         (committed), then the join lets go."""
         self._synced = None
+        self._releases += 1  # a _sync under way must not let go of what its assignment did not hold
         try:
             await self.decider.assign(())
             self._handed_all()
@@ -139,6 +142,27 @@ class JoinIO:
         await self.learn_reader.assign(())
         async with self._join_lock:
             self._forget()
+
+    def _let_go_outside(self, owned: frozenset[int]) -> None:
+        """Drop what the join tables hold of partitions outside ``owned``: writes staged again after a failed
+        flush (their new owner joins their decisions and feedback again and writes them itself) and the
+        entries in memory (faust's memory store kept those written here until a restart: a leak, and entries a
+        later assignment of the partition could act on after their new owner had resolved or deleted them)."""
+        writes = entries = 0
+        for view in (self.pending_view, self.early_view):
+            staged, dropped = view.drop_outside(owned)
+            writes += staged
+            entries += len(dropped)
+        if writes:
+            self.counters["join_writes_dropped_after_rebalance"] += writes
+            log.warning(
+                "%d join-table writes staged again after a failed flush dropped: their partitions moved "
+                "(their new owner joins their decisions and feedback again)",
+                writes,
+            )
+        if entries:
+            self.counters["join_entries_dropped_after_rebalance"] += entries
+            log.info("%d join-table entries of partitions that moved dropped from memory", entries)
 
     def _handed_all(self) -> None:
         """The decide loop has handed over everything (it holds no partition): a handoff a failed loop lost
@@ -154,7 +178,9 @@ class JoinIO:
         self.join.forget_held()
 
     async def _sync(self, owned: frozenset[int], settling: Any) -> None:
-        """Take ``owned``: read the decisions from the committed offsets up to date, then decide and join."""
+        """Take ``owned`` (the feedback partitions assigned when called): let go of the join-table entries of the
+        other partitions, read the decisions from the committed offsets up to date, then decide and join."""
+        releases = self._releases
         try:
             await self.decider.assign(())
         except RuntimeError:
@@ -167,17 +193,10 @@ class JoinIO:
         runs = self.decider.runs
         async with self._join_lock:
             self._forget()
-            # only while ``owned`` is still the assignment: a partition dropped here and assigned again would
-            # come back with its local store ahead of its changelog
-            views = () if settling() else (self.pending_view, self.early_view)
-            dropped = sum(view.drop_outside(owned) for view in views)
-            if dropped:
-                self.counters["join_writes_dropped_after_rebalance"] += dropped
-                log.warning(
-                    "%d join-table writes staged again after a failed flush dropped: their partitions moved "
-                    "(their new owner joins their decisions and feedback again)",
-                    dropped,
-                )
+            # only while ``owned`` is still the assignment (no revocation since it was read): a partition
+            # dropped here but kept through the rebalance is not recovered again, so its entries would be lost
+            if not settling() and self._releases == releases:
+                self._let_go_outside(owned)
         await self.decision_reader.assign(owned, unless=settling)
         while not self.decision_reader.caught_up.is_set():
             if settling():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -72,7 +73,7 @@ async def test_a_batch_in_hand_when_the_join_lets_go_does_not_commit_past_its_pe
     io: Any = object.__new__(JoinIO)
     io.join, io.decider, io.counters = _Join(), _Decider(), Counter()
     io.feedback_reader, io.learn_reader = _Reader(), _Reader()
-    io.pending_view = io.early_view = StagedTable(None, lambda _key: 0)  # nothing staged
+    io.pending_view = io.early_view = StagedTable(SimpleNamespace(data={}), lambda _key: 0)  # nothing held
     io._init_join()
     seen: list[int] = []
     in_skip, gate = asyncio.Event(), asyncio.Event()

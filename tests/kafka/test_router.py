@@ -16,6 +16,7 @@ from banditroute.kafka.admin import admin_client
 from tests.kafka.helpers import WorkerProcess, worker_env
 from tests.kafka.router_world import (
     BEST,
+    CHAT_PARTITION,
     Loop,
     assert_states_equal,
     feedback_for,
@@ -121,6 +122,11 @@ async def test_bad_feedback_is_counted_and_not_learned(
                 for raw in (b"not json", orjson.dumps({"model": "budget"})):
                     await loop.producer.send(outcomes, key=b"x", value=raw, partition=partition)
                     bad_outcomes += 1
+            # a well-formed outcome outside its task key's partition (the join writes it there): learnt there, its
+            # state would be written by whoever holds this partition, beside the state partition's owner
+            misrouted = {"task_key": "chat", "model": "balanced", "quality": 1.0, "src": 999, "off": 0}
+            wrong = 1 - CHAT_PARTITION  # 2 state partitions
+            await loop.producer.send(outcomes, key=b'"chat"', value=orjson.dumps(misrouted), partition=wrong)
             await loop.flush()
             good = feedback_for(d1, rng)
             await loop.send("feedback", good, d1["request_id"])
@@ -138,7 +144,9 @@ async def test_bad_feedback_is_counted_and_not_learned(
                 await loop.send("feedback", fb, key)
             await loop.flush()
         expected = sorted(
-            [reason for *_, reason in bad] + ["malformed_json", "validation_error"] * (bad_outcomes // 2)
+            [reason for *_, reason in bad]
+            + ["malformed_json", "validation_error"] * (bad_outcomes // 2)
+            + ["validation_error"]  # the misrouted outcome
         )
         deadline = time.monotonic() + 60
         reasons: list[str] = []

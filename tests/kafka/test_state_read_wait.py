@@ -25,7 +25,7 @@ from banditroute.core import decode_state
 from banditroute.kafka.topics import partition_for
 from banditroute.settings import Settings
 from tests.kafka.helpers import producer
-from tests.kafka.router_world import learner_outcomes, observations, read_all, write_config
+from tests.kafka.router_world import CHAT_PARTITION, learner_outcomes, observations, read_all, write_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
@@ -49,6 +49,7 @@ async def router(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> As
     )
     writer = Router(settings)
     await writer.ensure_topics()
+    await writer.learn_reader.assign([CHAT_PARTITION])  # the batches below are that partition's
     try:
         await writer._learn_records(learner_outcomes(range(3)))  # the learnt state, written by a learner
     finally:
@@ -56,6 +57,7 @@ async def router(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> As
     async with producer(kafka_bootstrap, acks="all") as p:
         await p.send_and_wait(f"{unique_prefix}.state", key=KEY, value=BAD, partition=partition_for(KEY, 2))
     router = Router(settings)
+    await router.learn_reader.assign([CHAT_PARTITION])
     router.task_to_state.data["chat"] = BAD  # as faust's recovery of the table leaves it
     try:
         yield router

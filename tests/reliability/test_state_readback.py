@@ -20,7 +20,14 @@ from banditroute.app import Router
 from banditroute.kafka.local import LocalKafka
 from banditroute.kafka.state_reader import StateReadFailed
 from banditroute.settings import Settings
-from tests.kafka.router_world import MODELS_YAML, learned_states, learner_outcomes, observations, write_config
+from tests.kafka.router_world import (
+    CHAT_PARTITION,
+    MODELS_YAML,
+    learned_states,
+    learner_outcomes,
+    observations,
+    write_config,
+)
 from tests.reliability.support import wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka, pytest.mark.timeout(420)]
@@ -67,6 +74,7 @@ async def test_an_evicted_state_that_cannot_be_read_back_is_not_replaced_by_the_
     )
     router = Router(settings)
     await router.ensure_topics()
+    await router.learn_reader.assign([CHAT_PARTITION])  # the batches below are that partition's
     reading = asyncio.create_task(router.reader.run())
     try:
         await router._learn_records(learner_outcomes(range(3)))

@@ -119,18 +119,37 @@ class StagedTable(MutableMapping[str, bytes]):
         self.staged = kept
         return sent
 
-    def drop_outside(self, owned: Container[int]) -> int:
-        """Drop the staged writes of keys outside the partitions ``owned`` (the join's after a rebalance):
-        whoever owns theirs reads the decisions and feedback again from the committed offsets, which never pass
-        an unacknowledged write, and writes them itself. Returns how many were dropped."""
-        if not self.staged:
-            return 0
-        keys = list(self.staged)
-        partitions = self._partitions(keys)
-        dropped = [key for key, partition in zip(keys, partitions, strict=True) if partition not in owned]
-        for key in dropped:
+    def drop_outside(self, owned: Container[int]) -> tuple[int, list[str]]:
+        """Let go of the keys outside the partitions ``owned`` (the assignment after a rebalance): their staged
+        writes, and their entries in the local store. Whoever owns their partitions reads the inputs again from
+        the committed offsets, which never pass an unacknowledged write, and writes them itself; and should a
+        partition come back here, faust recovers it from its changelog (a partition not kept through a
+        rebalance is read again from the start). faust's memory store drops only the entries it recovered
+        itself (``on_recovery_completed``), not those written here: they stayed until a restart. Returns how
+        many staged writes were dropped and the keys whose entries were."""
+        data = self.table.data
+        outside = self._outside(list(self.staged), owned)
+        for key in outside:
             del self.staged[key]
-        return len(dropped)
+        # faust's memory store knows the partition of each entry it recovered (an unreadable key's among them);
+        # it forgets none deleted since (a deletion here goes to the store's dict): those are forgotten here
+        recovered: dict[Any, int] = getattr(data, "_key_partition", None) or {}
+        written = [key for key in data.keys() if key not in recovered]
+        entries = [key for key, partition in recovered.items() if partition not in owned and key in data]
+        entries += self._outside(written, owned)
+        for key in entries:
+            del data[key]
+        for key in [key for key in recovered if key not in data]:
+            del recovered[key]
+        return len(outside), entries
+
+    def _outside(self, keys: list[str], owned: Container[int]) -> list[str]:
+        """Those of ``keys`` whose changelog partition is not in ``owned``."""
+        if not keys:
+            return []
+        return [
+            key for key, partition in zip(keys, self._partitions(keys), strict=True) if partition not in owned
+        ]
 
     def _partitions(self, keys: list[str]) -> list[int]:
         """The changelog partition of each of ``keys``, hashed together where the table can."""
