@@ -14,6 +14,9 @@ aligns it with the snapshot's model list (:meth:`RoutingSnapshot.state_for`).
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
 import time
 import weakref
 from collections import deque
@@ -27,6 +30,8 @@ from banditroute.core.plan import prepare_plans
 from banditroute.core.pooling import DEFAULT_MAX_STRENGTH
 from banditroute.core.state import shareable
 from banditroute.limits import TENANT_SEPARATOR, Limits
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -142,6 +147,68 @@ class RoutingSnapshot:
         return self.initial if learnt is None else self.aligned(learnt)
 
 
+class PlanPreparer:
+    """A thread that builds new state versions' plans (:func:`~banditroute.core.plan.prepare_plans`) for the
+    decide thread, so neither the publishing thread (the worker's event loop) nor a decision waits for them.
+
+    Started at the first version submitted, it ends after ``IDLE_S`` without one (started again at the next).
+    A version superseded before its turn is skipped: its plans would not be asked for."""
+
+    IDLE_S = 30.0
+
+    def __init__(self, newest: Callable[[str], TaskState | None], clock: Callable[[], float]) -> None:
+        self._newest = newest
+        self._clock = clock
+        self._queue: queue.Queue[tuple[str, TaskState, TaskState]] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.built = 0
+        """Plans built (taken by a decision or not)."""
+        self.failed = 0
+        """Versions whose plans could not be built (the decision then builds its own, and meets the error)."""
+
+    def submit(self, key: str, state: TaskState, previous: TaskState) -> None:
+        """Build ``state``'s plans for the shapes ``previous`` was decided with (``state`` published already)."""
+        with self._lock:
+            self._queue.put((key, state, previous))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="banditroute-plans", daemon=True)
+                self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread is there (it ends after ``IDLE_S`` without work)."""
+        return self._thread is not None
+
+    def wait(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every version submitted so far is prepared or skipped; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            try:
+                key, state, previous = self._queue.get(timeout=self.IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            try:
+                if self._newest(key) is state:
+                    self.built += prepare_plans(state, previous, self._clock())
+            except Exception as exc:  # never let one state stop the thread
+                self.failed += 1
+                log.warning("plans of a new state version not prepared: %s", exc)
+            finally:
+                self._queue.task_done()
+
+
 EVICTED_INDEX_MAX = 100_000
 """Evicted states remembered by their place in the state topic (~150 bytes each); past this none is evicted."""
 
@@ -157,12 +224,10 @@ class StateView:
 
     def __init__(self, prepare: bool = True, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        """The time a state is offered at: its ``updated_at`` and the time its plans are prepared for."""
-        self.prepare = prepare
-        """Build each new version's plans for the request shapes its predecessor was decided with, here on the
-        publishing thread, for the decide thread to take (:func:`~banditroute.core.plan.prepare_plans`)."""
-        self.prepared = 0
-        """Plans built so (taken or not)."""
+        """The time a state is offered at (its ``updated_at``) and its plans are prepared for."""
+        self.preparer = PlanPreparer(self.get, clock) if prepare else None
+        """Builds each new version's plans for the request shapes its predecessor was decided with, on a thread
+        of its own, for the decide thread to take (:func:`~banditroute.core.plan.prepare_plans`)."""
         self._states: dict[str, TaskState] = {}
         self.updated_at: dict[str, float] = {}
         self.where: dict[str, tuple[int, int]] = {}
@@ -179,14 +244,17 @@ class StateView:
                 self.where[key] = where  # the learner's own state, now read back from the topic
             return False
         self._states[key] = shareable(state)  # the decide thread reads it (and takes plans from its handoff)
-        now = self.updated_at[key] = self.clock()
+        self.updated_at[key] = self.clock()
         if where is not None:
             self.where[key] = where
         else:
             self.where.pop(key, None)
         self.evicted.pop(key, None)
-        if self.prepare:  # after publishing: a decision never waits for the new version because of it
-            self.prepared += prepare_plans(state, held, now)
+        preparer = self.preparer
+        if preparer is not None and held is not None:
+            old = held.handoff
+            if old is not None and old.shapes:  # a decision asked for a plan of the version it replaces
+                preparer.submit(key, state, held)
         return True
 
     def evict(self, key: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -55,9 +56,12 @@ def _summary(choice: Any) -> tuple[Any, ...]:
     )
 
 
-def _run(prepare: bool, publish: Callable[[Callable[[], Any]], Any] = lambda f: f()) -> dict[str, Any]:
-    """Publish each version (on this thread or through ``publish``), then decide on it: plain requests, an
-    allow-list, a pinned model, a second policy with its own rng, and propensities, at a time 0.1 s after."""
+def _run(
+    prepare: bool, publish: Callable[[Callable[[], Any]], Any] = lambda f: f(), wait: bool = True
+) -> dict[str, Any]:
+    """Publish each version (on this thread or through ``publish``), wait for its plans to be prepared (unless
+    not ``wait``), then decide on it: plain requests, an allow-list, a pinned model, a second policy with its
+    own rng, and propensities, at a time 0.1 s after."""
     models = catalog(4)
     policy = TaskPolicy()
     clock = [NOW]
@@ -69,6 +73,8 @@ def _run(prepare: bool, publish: Callable[[Callable[[], Any]], Any] = lambda f: 
     for t, version in enumerate(_versions(models, policy, 14)):
         clock[0] = NOW + 0.5 * t
         publish(partial(view.offer, "chat", version))
+        if view.preparer is not None and wait:
+            assert view.preparer.wait()
         state = view.get("chat")
         assert state is version
         now = clock[0] + 0.1
@@ -80,7 +86,8 @@ def _run(prepare: bool, publish: Callable[[Callable[[], Any]], Any] = lambda f: 
         shares.append(propensities(state, models, policy, ["m0", "m2", "m3"], now).tolist())
         assert state.handoff is not None
         left.append(len(state.handoff.ready))
-    return {"decisions": decisions, "shares": shares, "prepared": view.prepared, "left": left}
+    built = 0 if view.preparer is None else view.preparer.built
+    return {"decisions": decisions, "shares": shares, "prepared": built, "left": left}
 
 
 def _in_thread(work: Callable[[], Any]) -> Any:
@@ -105,12 +112,39 @@ def test_prepared_plans_give_the_decisions_and_propensities_of_plans_built_on_de
     assert len(models) >= 3 and any(d[6] for d in built["decisions"])  # varied, and the circuit was open
 
 
-def test_plans_prepared_on_the_publishing_thread_are_taken_by_the_deciding_thread() -> None:
+def test_a_publisher_on_another_thread_changes_nothing() -> None:
     built = _run(prepare=False)
     prepared = _run(prepare=True, publish=_in_thread)  # the learner's thread publishes, this one decides
     assert prepared["prepared"] == 4 * 13 and prepared["left"] == [0] * 14
     assert prepared["decisions"] == built["decisions"]
     assert prepared["shares"] == built["shares"]
+
+
+def test_decisions_that_do_not_wait_for_the_preparer_are_the_same() -> None:
+    built = _run(prepare=False)
+    racing = _run(prepare=True, wait=False)  # each plan taken when ready, else built by the decision
+    assert racing["decisions"] == built["decisions"]
+    assert racing["shares"] == built["shares"]
+
+
+def test_the_preparing_thread_ends_when_idle_and_starts_again() -> None:
+    models = catalog(4)
+    policy = TaskPolicy()
+    first, second, third = _versions(models, policy, 3)
+    view = StateView(clock=lambda: NOW)
+    assert view.preparer is not None
+    view.preparer.IDLE_S = 0.05
+    for older, newer in ((first, second), (second, third)):
+        view.offer("chat", older)
+        get_plan(older, models, policy, None, NOW)
+        view.offer("chat", newer)
+        assert view.preparer.wait()
+        assert newer.handoff is not None and len(newer.handoff.ready) == 1
+        deadline = time.monotonic() + 10.0
+        while view.preparer.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not view.preparer.running
+    assert view.preparer.built == 2
 
 
 def test_a_prepared_plan_is_left_for_other_objects_or_an_earlier_time() -> None:
@@ -121,7 +155,8 @@ def test_a_prepared_plan_is_left_for_other_objects_or_an_earlier_time() -> None:
     view.offer("chat", first)
     get_plan(first, models, policy, None, NOW + 10.0)  # a decision on the first version notes its shape
     view.offer("chat", second)
-    assert view.prepared == 1 and second.handoff is not None
+    assert view.preparer is not None and view.preparer.wait()
+    assert view.preparer.built == 1 and second.handoff is not None
     (ready,) = second.handoff.ready.values()
     early = get_plan(second, models, policy, None, NOW + 9.0)  # before the time it was prepared at
     assert early is not ready and early.since_s == NOW + 9.0
@@ -130,6 +165,7 @@ def test_a_prepared_plan_is_left_for_other_objects_or_an_earlier_time() -> None:
 
     third = update(second, models, policy, Outcome("m0", quality=1.0))
     view.offer("chat", third)
+    assert view.preparer.wait()
     assert third.handoff is not None and len(third.handoff.ready) == 1
     copy = tuple(models)  # a new snapshot's catalog: equal models, another object
     assert get_plan(third, list(copy), policy, None, NOW + 11.0) is not next(
@@ -144,7 +180,7 @@ def test_nothing_is_prepared_after_a_version_nobody_decided_on() -> None:
     view = StateView(clock=lambda: NOW)
     for version in _versions(models, policy, 3):
         view.offer("chat", version)
-    assert view.prepared == 0
+    assert view.preparer is not None and view.preparer.wait() and view.preparer.built == 0
 
 
 def test_copies_of_a_state_leave_its_handoff_behind() -> None:
