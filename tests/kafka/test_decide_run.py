@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
+from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
 from banditroute.agents.decide import DecideLogic, StateView
@@ -23,7 +25,7 @@ from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.kafka import raw_fetch
 from banditroute.kafka.decide_service import SLICE_CHECK_EVERY, DecideService
 from banditroute.kafka.fetch_double import read, record_batch
-from banditroute.kafka.producer_double import AckingProducer
+from banditroute.kafka.producer_double import MAX_BATCH_BYTES, AckingProducer
 
 PARTITIONS = 3
 CLOCK_S = 1_796_000_000.0
@@ -32,16 +34,22 @@ _MS = re.compile(rb'"decision_ms":[^,]+')
 
 
 class _Producer(AckingProducer):
-    """Keeps every record batch's records and every single send (the dead letters)."""
+    """Keeps every record batch's records and every single send (the dead letters); record batches of at most
+    ``batch_bytes``."""
 
-    def __init__(self) -> None:
+    def __init__(self, batch_bytes: int = MAX_BATCH_BYTES) -> None:
         super().__init__()
-        self.batches: list[tuple[str, int, list[tuple[bytes | None, bytes]]]] = []
+        self.batch_bytes = batch_bytes
+        self.batches: list[tuple[str, int, list[tuple[bytes | None, bytes, Any]]]] = []
         self.sent: list[tuple[str, bytes | None, bytes]] = []
 
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(self.batch_bytes, 0)
+
     async def send_batch(self, builder: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
-        records = DefaultRecordBatch(bytearray(builder._build()))
-        self.batches.append((topic, partition, [(r.key, _MS.sub(b"", r.value)) for r in records]))
+        records = list(DefaultRecordBatch(bytearray(builder._build())))
+        assert [r.offset for r in records] == list(range(len(records)))  # offsets in sequence in every batch
+        self.batches.append((topic, partition, [(r.key, _MS.sub(b"", r.value), r.headers) for r in records]))
         return await super().send_batch(builder, topic, partition=partition)
 
     async def send(self, topic: str, *, key: bytes | None, value: bytes, **_kw: Any) -> asyncio.Future[Any]:
@@ -115,7 +123,7 @@ def _poll(rng: random.Random, step: int, per_partition: int) -> dict[tuple[str, 
     return fetched
 
 
-def _service(run: bool, handed: list[Any]) -> tuple[DecideService, _Producer]:
+def _service(run: bool, handed: list[Any], batch_bytes: int) -> tuple[DecideService, _Producer]:
     registry = Registry(RouterConfig.load(PACKAGED_CONFIG))
     logic = DecideLogic(registry, StateView(), np.random.default_rng(7), worker_id="w", clock=lambda: CLOCK_S)
     decide = logic.decide_encoded
@@ -148,13 +156,13 @@ def _service(run: bool, handed: list[Any]) -> tuple[DecideService, _Producer]:
     service._replies = _Replies()  # type: ignore[assignment]
     if not run:  # every record through _handle
         service._run = lambda out, producer, tp, records, i, end: (i, None)  # type: ignore[method-assign]
-    return service, _Producer()
+    return service, _Producer(batch_bytes)
 
 
-async def _steps(run: bool) -> list[Any]:
+async def _steps(run: bool, batch_bytes: int) -> list[Any]:
     raw_fetch.install()
     handed: list[Any] = []  # the decisions handed to the worker (on_decisions)
-    service, producer = _service(run, handed)
+    service, producer = _service(run, handed, batch_bytes)
     rng = random.Random(16)
     seen: list[Any] = []
     for step, per_partition in enumerate([5, SLICE_CHECK_EVERY * 3 + 5, 1, 70]):
@@ -179,12 +187,16 @@ async def _steps(run: bool) -> list[Any]:
     streams: dict[tuple[str, int], list[Any]] = {}
     for topic, partition, records in producer.batches:
         streams.setdefault((topic, partition), []).extend(records)
+    if batch_bytes < MAX_BATCH_BYTES:
+        assert max(len(records) for _t, _p, records in producer.batches) >= 3
+        assert len(producer.batches) > len(streams)  # some batches were full and shipped mid-step
     seen.append((streams, producer.sent, service._replies.sent))  # type: ignore[union-attr]
     return seen
 
 
-async def test_the_run_does_what_one_request_at_a_time_does() -> None:
-    with_run, without = await _steps(True), await _steps(False)
+@pytest.mark.parametrize("batch_bytes", [MAX_BATCH_BYTES, 4096])  # 4 KiB: batches fill within a run
+async def test_the_run_does_what_one_request_at_a_time_does(batch_bytes: int) -> None:
+    with_run, without = await _steps(True, batch_bytes), await _steps(False, batch_bytes)
     assert with_run == without
     streams, sent, replies = with_run[-1]
     reasons = {orjson.loads(v)[0] for _t, _k, v in sent}

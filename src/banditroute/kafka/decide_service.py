@@ -70,7 +70,7 @@ from banditroute.events import DeadLetter, DeadLetterReason, RoutingRequest
 from banditroute.kafka.fast_request import FastRequest, fast_request, shaped_request
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, build_handoff, ignore_handoff
 from banditroute.kafka.low_lane import LOW_LANE_BYTES, LOW_LANE_MAX, LowLane, Parked
-from banditroute.kafka.outbox import NO_HEADERS, Headers, PartitionBatches
+from banditroute.kafka.outbox import NO_HEADERS, Headers, PartitionBatches, record_writer
 from banditroute.kafka.own_thread import OwnThreadLoop
 from banditroute.kafka.raw_fetch import install as install_raw_fetch
 from banditroute.kafka.raw_fetch import raw_records
@@ -721,7 +721,7 @@ class DecideService(OwnThreadLoop):
         joinable: list[Served | None] | None = (
             None  # the partition's, and its record batch: once one is decided
         )
-        builder = None
+        builder = writer = None
         decisions = self._batch_decisions
         shadows = self.shadow_topic is not None
         while i < end:
@@ -747,7 +747,16 @@ class DecideService(OwnThreadLoop):
                 return i, self._place(out, tp, record, request, decided, served)
             if builder is None:
                 builder = out.builder(topic, partition)
-            appended = builder.append(timestamp=None, key=key, value=payload, headers=headers) is not None
+                writer = record_writer(builder)
+            if writer is not None:  # BatchBuilder.append without its wrapper (outbox.record_writer)
+                offset = builder._relative_offset
+                appended = writer.append(offset, None, key, payload, headers) is not None
+                if appended:
+                    builder._relative_offset = offset + 1
+                else:
+                    builder.close()
+            else:
+                appended = builder.append(timestamp=None, key=key, value=payload, headers=headers) is not None
             if follow:
                 if joinable is None:
                     joinable = self._joinable.get(partition)

@@ -26,6 +26,17 @@ Headers = list[tuple[str, bytes]]
 NO_HEADERS: Headers = []
 
 
+def record_writer(builder: Any) -> Any | None:
+    """The record batch writer inside aiokafka's ``BatchBuilder`` (its C ``append(offset, timestamp, key,
+    value, headers)``), for a caller appending many records without the wrapper's two Python calls and keyword
+    arguments per record; None when the wrapper does more than pass the record on (a serializer, or the batch
+    closed). The caller does what the wrapper's ``append`` does around it: passes ``_relative_offset`` and
+    adds one to it after each record taken, and calls ``close()`` when the writer returns None (full)."""
+    if builder._closed or builder._key_serializer is not None or builder._value_serializer is not None:
+        return None
+    return builder._builder
+
+
 class PartitionBatches:
     """Per-(topic, partition) record batches of one poll, submitted with ``send_batch``."""
 
