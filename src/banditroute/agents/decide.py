@@ -9,8 +9,9 @@ JSON-ready dict, built directly rather than through pydantic on this hot path; a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -175,9 +176,7 @@ class _BlockText:
         # candidates (C loops but for the distinct rows)
         ids = list(map(id, block.rows))
         heads = {at: self.head(row) for at, row in dict(zip(ids, block.rows, strict=True)).items()}
-        self.rows = list(
-            map(bytes.__add__, map(heads.__getitem__, ids), _candidates_text(block.z, names, means))
-        )
+        self.rows = _rows_text(list(map(heads.__getitem__, ids)), block.z, names, means)
         """Per row: ``"model":...,"fallbacks":...,"propensity":...,"candidates":[...]``."""
         self.shapes: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, bytes]] = {}
 
@@ -249,26 +248,23 @@ class _BlockText:
 
 _NO_TEXT = object()
 """``Block.memo`` of a block whose decisions are built as dicts."""
-_ROW_END = b"\n"  # between two rows' text while the block's text is written (JSON text holds no raw newline)
 
 
-def _candidates_text(z: Any, names: tuple[str, ...], means: Mapping[str, float]) -> list[bytes]:
-    """``,"candidates":[...]`` of every row of the draws ``z`` (one column per name), written in one pass: the
-    draws' text split into values, which are joined with the text between them and split into rows."""
-    values = (
-        dumps(np.ascontiguousarray(z), option=OPT_SERIALIZE_NUMPY)[2:-2].replace(b"],[", b",").split(b",")
-    )
+def _rows_text(heads: list[bytes], z: Any, names: tuple[str, ...], means: Mapping[str, float]) -> list[bytes]:
+    """Each row's text: its head, then ``,"candidates":[...]`` of its draws in ``z`` (one column per name). The
+    draws are written in one ``dumps`` and split into values; a row is one join of its head, its values and the
+    text between them (the same for every row), taken by ``zip`` from the columns (C loops: no text split
+    into rows afterwards, no copy of a row to put its head in front)."""
+    k = len(names)
+    values = dumps(np.ascontiguousarray(z).ravel(), option=OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
     before = [b'{"model":' + dumps(name) + b',"sampled_utility":' for name in names]
     after = [b',"mean_utility":' + dumps(means[name]) + b"}" for name in names]
-    end = after[-1] + b"]"
-    leads = [end + _ROW_END + b',"candidates":[' + before[0]]
-    leads += [after[j - 1] + b"," + before[j] for j in range(1, len(names))]
-    # each value after its lead, interleaved by slice assignment (C loops; zip and chain made a tuple per value)
-    parts = [b""] * (2 * len(values))
-    parts[0::2] = leads * (len(values) // len(leads))
-    parts[1::2] = values
-    text = b"".join(parts) + end
-    return text.split(_ROW_END)[1:]
+    size = len(heads)
+    columns: list[Iterable[bytes]] = [heads, repeat(b',"candidates":[' + before[0], size)]
+    for j in range(k):
+        columns.append(values[j::k])
+        columns.append(repeat(after[j] + (b"," + before[j + 1] if j + 1 < k else b"]"), size))
+    return list(map(b"".join, zip(*columns, strict=True)))
 
 
 class DecideLogic:
