@@ -3,9 +3,11 @@ without the wrapper, or None where the wrapper does more than pass the record on
 
 from __future__ import annotations
 
+import pytest
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
+from banditroute.kafka import outbox
 from banditroute.kafka.outbox import record_writer
 
 HEADERS = [("banditroute-decider", b"0123456789abcdef")]
@@ -39,3 +41,9 @@ def test_the_writer_appends_what_the_wrapper_appends_until_the_batch_is_full() -
 def test_no_writer_where_the_wrapper_serializes() -> None:
     assert record_writer(BatchBuilder(2048, 0, key_serializer=bytes)) is None
     assert record_writer(BatchBuilder(2048, 0, value_serializer=bytes)) is None
+
+
+def test_no_writer_under_another_aiokafka_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert record_writer(BatchBuilder(2048, 0)) is not None
+    monkeypatch.setattr(outbox, "DIRECT_APPENDS", False)  # what checked() answers for another release
+    assert record_writer(BatchBuilder(2048, 0)) is None

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from banditroute.kafka.aiokafka_release import checked
 from banditroute.kafka.fast_produce import install as install_fast_produce
 
 install_fast_produce()  # every producer of the process: the decide loop's, the join's (kafka/fast_produce.py)
@@ -26,13 +27,22 @@ Headers = list[tuple[str, bytes]]
 NO_HEADERS: Headers = []
 
 
+DIRECT_APPENDS = checked("kafka/outbox.py (record_writer: the decide loop's appends)")
+"""Whether :func:`record_writer` may hand out the writer (it reads the ``BatchBuilder``'s private fields)."""
+
+
 def record_writer(builder: Any) -> Any | None:
     """The record batch writer inside aiokafka's ``BatchBuilder`` (its C ``append(offset, timestamp, key,
     value, headers)``), for a caller appending many records without the wrapper's two Python calls and keyword
     arguments per record; None when the wrapper does more than pass the record on (a serializer, or the batch
-    closed). The caller does what the wrapper's ``append`` does around it: passes ``_relative_offset`` and
+    closed), or under an aiokafka release the fields were not checked against (:data:`DIRECT_APPENDS`). The caller does what the wrapper's ``append`` does around it: passes ``_relative_offset`` and
     adds one to it after each record taken, and calls ``close()`` when the writer returns None (full)."""
-    if builder._closed or builder._key_serializer is not None or builder._value_serializer is not None:
+    if (
+        not DIRECT_APPENDS
+        or builder._closed
+        or builder._key_serializer is not None
+        or builder._value_serializer is not None
+    ):
         return None
     return builder._builder
 
