@@ -25,6 +25,7 @@ from tests.kafka.router_world import Loop, observations, read_all, write_config
 from tests.reliability.support import (
     MESSAGE_BYTES_DEFAULT,
     REFUSING,
+    dead_letters,
     set_message_bytes,
     start_worker,
     wait_learned,
@@ -121,7 +122,12 @@ async def test_restaged_join_writes_stay_out_of_the_partitions_another_worker_to
         sent = WARM + N
         states = await wait_learned(kafka_bootstrap, prefix, sent, timeout_s=90)
         learned = sum(observations(s) for s in states.values())
-        assert learned == sent, f"learned {learned} outcomes for {sent} feedback events"
+        if learned != sent:  # what the workers said, and what was dead-lettered, to tell lost from slow
+            reasons = [d.get("reason") for d in await dead_letters(kafka_bootstrap, prefix)]
+            pytest.fail(
+                f"learned {learned} outcomes for {sent} feedback events; dead letters {reasons}\n"
+                f"A:\n{a.log_tail()}\nB:\n{b.log_tail()}"
+            )
         assert a.alive() and b.alive()
         assert await b_owns() == owned_by_b, "B's partitions moved again"
         stray = []
