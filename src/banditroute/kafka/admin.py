@@ -114,7 +114,7 @@ async def check_message_bytes(
         )
         limits = {name: limit for response in responses for name, limit in _message_bytes(response).items()}
         refused = {  # described with another error than "not there yet" (e.g. not authorised): no waiting
-            name: code
+            name
             for response in responses
             for code, _message, _type, name, *_ in response.resources
             if code not in (0, UnknownTopicOrPartitionError.errno)

@@ -167,9 +167,8 @@ class ReplySender:
             self._fetched_at = now = time.monotonic()
             self.stats["lookups"] += 1
             waiting, self._waiting, self._queued = self._waiting, {}, 0
-            self._in_lookup = sum(
-                map(len, waiting.values())
-            )  # what close() counts as skipped, if it comes now
+            # what close() counts as skipped, if it comes now
+            self._in_lookup = sum(map(len, waiting.values()))
             too_small = await self._limits([t for t in waiting if existing is not None and t in existing])
             for topic, replies in waiting.items():
                 if existing is None:
