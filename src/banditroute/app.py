@@ -351,10 +351,33 @@ class Router(JoinIO):
 
     async def _on_assigned(self, _sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
+        await self._let_go_unassigned(assigned)  # faust's tables have just taken this assignment
         # (the join's deadline index is rebuilt in _follow_assignment, once the tables are recovered)
         self.learn.forget_cache()
         catalog = self.catalog.get_topic_name()  # the one topic faust's agents read (the others are held)
         await self.gaps.seed(self.settings.app_id, [tp for tp in assigned if tp.topic == catalog])
+
+    async def _let_go_unassigned(self, assigned: Any) -> None:
+        """At each assignment, let go of what the learner's and the join's tables hold of partitions neither
+        assigned here nor kept by faust's recovery (``_let_go_of_states``, ``_let_go_outside``; its active
+        changelog partitions: it keeps the last ones through a rebalance it finds stale, and does not read their
+        changelogs again). Should such a partition come back, faust recovers it from its changelog's start, and
+        writes staged for it before it left would overwrite what its owner wrote meanwhile. The drops once the assignment has settled
+        (``_follow_assignment``, ``_sync``) miss a partition that leaves and comes back before this worker sees
+        a settled assignment without it (a second rebalance while the first settles)."""
+        active = self.app.tables.recovery.active_tps  # type: ignore[attr-defined]  # TableManager's
+
+        def held(topic: Any, tables: tuple[Any, ...]) -> frozenset[int]:
+            changelogs = {table.changelog_topic.get_topic_name() for table in tables}
+            name = topic.get_topic_name()
+            return frozenset(tp.partition for tp in assigned if tp.topic == name) | frozenset(
+                tp.partition for tp in active if tp.topic in changelogs
+            )
+
+        self._let_go_of_states(held(self.outcomes, (self.task_to_state,)))  # the learner's reader holds none
+        owned = held(self.feedback, (self.request_to_pending, self.request_to_early_feedback))
+        async with self._join_lock:  # not while a join batch's flush (a handoff's) may stage its writes again
+            self._let_go_outside(owned)
 
     def _partition_of_task(self, key: str) -> int:
         """Where an outcome keyed by this state key lands (JSON key, like the state table's)."""

@@ -1,0 +1,132 @@
+"""A partition that leaves a worker and comes back before the worker looks at a settled assignment (a second
+rebalance while the first settles): the worker writes none of what it had staged for it before it left.
+
+The worker's learner in process on the real broker; faust's part is played as faust plays it: the revocation
+signal (``_on_revoked``), then its recovery taking the assignment's changelog partitions (``active_tps``), then
+the assignment signal. ``_follow_assignment`` never runs in between (faust was still settling), as can happen
+when the second rebalance comes within the first one's recovery. Before the fix, the state of chat that the
+worker had staged after a refused flush was written when chat's partition came back, after the state its
+interim owner had written: the compacted topic went back from 10 outcomes to 6.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+from faust.types import TP
+
+from banditroute.app import Router
+from banditroute.core import decode_state
+from banditroute.kafka.topics import partition_for
+from banditroute.settings import Settings
+from tests.kafka.router_world import read_all, write_config
+from tests.reliability.support import MESSAGE_BYTES_DEFAULT, REFUSING, set_message_bytes
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
+
+STATE_PARTITIONS = {"summarize": 0, "chat": 1}
+
+
+def _outcomes(task_key: str, offsets: range) -> list[Any]:
+    """Outcomes of ``task_key`` at these offsets of its outcomes partition, as the outcomes reader hands them."""
+    return [
+        SimpleNamespace(
+            topic="outcomes",
+            partition=STATE_PARTITIONS[task_key],
+            offset=off,
+            value=orjson.dumps(
+                {
+                    "task_key": task_key,
+                    "model": "balanced",
+                    "quality": 0.8,
+                    "cost_usd": 0.002,
+                    "src": 0,
+                    "off": off,
+                }
+            ),
+        )
+        for off in offsets
+    ]
+
+
+async def _rebalance(router: Router, state_partitions: list[int], request_partitions: list[int]) -> None:
+    """faust moving partitions: revocation, its tables taking the new assignment, then the assignment signal."""
+    await router._release()
+    changelogs = [router.task_to_state, router.request_to_pending, router.request_to_early_feedback]
+    router.app.tables.recovery.active_tps = {  # type: ignore[attr-defined]
+        TP(table.changelog_topic.get_topic_name(), p)
+        for table in changelogs
+        for p in (state_partitions if table is router.task_to_state else request_partitions)
+    }
+    assigned = {TP(router.outcomes.get_topic_name(), p) for p in state_partitions}
+    assigned |= {TP(router.feedback.get_topic_name(), p) for p in request_partitions}
+    await router._on_assigned(router.app, assigned, signal=None)
+
+
+async def _chat_records(bootstrap: str, topic: str) -> list[bytes | None]:
+    """chat's state records on the state topic, in order (None: a tombstone)."""
+    return [r.value for r in await read_all(bootstrap, topic) if r.key == orjson.dumps("chat")]
+
+
+async def _chat_events(bootstrap: str, topic: str) -> list[int | None]:
+    """The outcomes learnt in each record of chat's state on the state topic, in order (None: a tombstone)."""
+    return [None if v is None else decode_state(v).events for v in await _chat_records(bootstrap, topic)]
+
+
+async def test_a_partition_back_before_a_settled_look_gets_no_state_staged_before_it_left(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    assert {k: partition_for(orjson.dumps(k), 2) for k in STATE_PARTITIONS} == STATE_PARTITIONS
+    settings = Settings().model_copy(
+        update={
+            "kafka_bootstrap": kafka_bootstrap,
+            "topic_prefix": unique_prefix,
+            "app_id": unique_prefix,
+            "config_dir": write_config(tmp_path / "config"),
+            "data_dir": tmp_path / "data",
+            "state_partitions": 2,
+        }
+    )
+    state_topic = f"{unique_prefix}.state"
+    a, b = Router(settings), Router(settings)
+    try:
+        await a.ensure_topics()
+        await a.learn_reader.assign([0, 1])
+        await a._learn_records(_outcomes("chat", range(3)) + _outcomes("summarize", range(3)))
+        # the state topic refuses writes: A's next state of chat stays staged (the outcomes are not committed)
+        await set_message_bytes(kafka_bootstrap, state_topic, REFUSING)
+        with pytest.raises(Exception):  # noqa: B017 - the broker's refusal, whichever error aiokafka names it
+            await a._learn_records(_outcomes("chat", range(3, 6)))
+        assert "chat" in a.state_view.staged
+        await set_message_bytes(kafka_bootstrap, state_topic, MESSAGE_BYTES_DEFAULT)
+        # a request id whose join-table write A had staged, in a partition that leaves too
+        rid = next(f"r{i}" for i in range(100) if partition_for(f"r{i}".encode(), 4) == 3)
+        a.pending_view[rid] = b"pending"
+
+        await _rebalance(a, [0], [0, 1])  # chat's partition and request partitions 2, 3 go to B
+        # B's table as faust's recovery of the partition leaves it: A's state of chat on the topic (3 outcomes)
+        b.task_to_state.data["chat"] = (await _chat_records(kafka_bootstrap, state_topic))[-1]
+        await b.learn_reader.assign([1])
+        await b._learn_records(_outcomes("chat", range(3, 10)))  # from the committed offset (3) on
+        assert await _chat_events(kafka_bootstrap, state_topic) == [3, 10]
+
+        await _rebalance(a, [0, 1], [0, 1, 2, 3])  # B leaves before A saw its first assignment settled
+        a.task_to_state.data["chat"] = (await _chat_records(kafka_bootstrap, state_topic))[-1]  # recovered
+        await a.learn_reader.assign([0, 1])
+        await a._learn_records(_outcomes("summarize", range(3, 4)))
+        history = await _chat_events(kafka_bootstrap, state_topic)
+        assert history == [3, 10], (
+            f"A wrote the chat state it had staged before the partition left: {history}"
+        )
+        assert rid not in a.pending_view.staged, "A kept a join write staged before its partition left"
+        assert a.counters["state_writes_dropped_after_rebalance"] == 1
+    finally:
+        for router in (a, b):
+            for outbox in (router.learn_outbox, router.outbox, router.catalog_outbox):
+                with contextlib.suppress(Exception):
+                    await outbox.stop()
