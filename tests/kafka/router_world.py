@@ -21,6 +21,7 @@ from banditroute.client import partitions_of
 from banditroute.config import Registry, RouterConfig
 from banditroute.core import decode_state
 from banditroute.core.state import PRIOR_B
+from banditroute.settings import Settings
 
 MODELS_YAML = """models:
   - {name: premium, cost_per_call_usd: 0.02, latency_ms: 900}
@@ -321,17 +322,31 @@ CHAT_PARTITION = 1
 """The state and outcomes partition of ``chat`` (with 2, 4 or 8 state partitions)."""
 
 
-def learner_outcomes(offsets: range) -> list[Any]:
-    """``chat`` outcomes at these offsets of its outcomes partition as the outcomes reader hands them to the
-    learner (a learner given them must hold that partition: ``learn_reader.assign``)."""
+def learner_settings(bootstrap: str, prefix: str, config_dir: Path, data_dir: Path) -> Settings:
+    """A worker's settings for its learner run in process (``Router._learn_records``): 2 state partitions."""
+    return Settings().model_copy(
+        update={
+            "kafka_bootstrap": bootstrap,
+            "topic_prefix": prefix,
+            "app_id": prefix,
+            "config_dir": config_dir,
+            "data_dir": data_dir,
+            "state_partitions": 2,
+        }
+    )
+
+
+def learner_outcomes(offsets: range, task_key: str = "chat", partition: int = CHAT_PARTITION) -> list[Any]:
+    """Outcomes of ``task_key`` at these offsets of its outcomes ``partition`` as the outcomes reader hands them
+    to the learner (a learner given them must hold that partition: ``learn_reader.assign``)."""
     return [
         SimpleNamespace(
             topic="outcomes",
-            partition=CHAT_PARTITION,
+            partition=partition,
             offset=off,
             value=orjson.dumps(
                 {
-                    "task_key": "chat",
+                    "task_key": task_key,
                     "model": "balanced",
                     "quality": 0.8,
                     "cost_usd": 0.002,

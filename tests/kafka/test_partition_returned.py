@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import orjson
 import pytest
@@ -23,35 +21,18 @@ from faust.types import TP
 from banditroute.app import Router
 from banditroute.core import decode_state
 from banditroute.kafka.topics import partition_for
-from banditroute.settings import Settings
-from tests.kafka.router_world import read_all, write_config
+from tests.kafka.router_world import (
+    CHAT_PARTITION,
+    learner_outcomes,
+    learner_settings,
+    read_all,
+    write_config,
+)
 from tests.reliability.support import MESSAGE_BYTES_DEFAULT, REFUSING, set_message_bytes
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
-STATE_PARTITIONS = {"summarize": 0, "chat": 1}
-
-
-def _outcomes(task_key: str, offsets: range) -> list[Any]:
-    """Outcomes of ``task_key`` at these offsets of its outcomes partition, as the outcomes reader hands them."""
-    return [
-        SimpleNamespace(
-            topic="outcomes",
-            partition=STATE_PARTITIONS[task_key],
-            offset=off,
-            value=orjson.dumps(
-                {
-                    "task_key": task_key,
-                    "model": "balanced",
-                    "quality": 0.8,
-                    "cost_usd": 0.002,
-                    "src": 0,
-                    "off": off,
-                }
-            ),
-        )
-        for off in offsets
-    ]
+SUMMARIZE = ("summarize", 0)  # its task key and state partition (chat's is CHAT_PARTITION, 1)
 
 
 async def _rebalance(router: Router, state_partitions: list[int], request_partitions: list[int]) -> None:
@@ -81,27 +62,19 @@ async def _chat_events(bootstrap: str, topic: str) -> list[int | None]:
 async def test_a_partition_back_before_a_settled_look_gets_no_state_staged_before_it_left(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
-    assert {k: partition_for(orjson.dumps(k), 2) for k in STATE_PARTITIONS} == STATE_PARTITIONS
-    settings = Settings().model_copy(
-        update={
-            "kafka_bootstrap": kafka_bootstrap,
-            "topic_prefix": unique_prefix,
-            "app_id": unique_prefix,
-            "config_dir": write_config(tmp_path / "config"),
-            "data_dir": tmp_path / "data",
-            "state_partitions": 2,
-        }
-    )
+    assert partition_for(orjson.dumps(SUMMARIZE[0]), 2) == SUMMARIZE[1] != CHAT_PARTITION
+    config_dir = write_config(tmp_path / "config")
+    settings = learner_settings(kafka_bootstrap, unique_prefix, config_dir, tmp_path / "data")
     state_topic = f"{unique_prefix}.state"
     a, b = Router(settings), Router(settings)
     try:
         await a.ensure_topics()
         await a.learn_reader.assign([0, 1])
-        await a._learn_records(_outcomes("chat", range(3)) + _outcomes("summarize", range(3)))
+        await a._learn_records(learner_outcomes(range(3)) + learner_outcomes(range(3), *SUMMARIZE))
         # the state topic refuses writes: A's next state of chat stays staged (the outcomes are not committed)
         await set_message_bytes(kafka_bootstrap, state_topic, REFUSING)
         with pytest.raises(Exception):  # noqa: B017 - the broker's refusal, whichever error aiokafka names it
-            await a._learn_records(_outcomes("chat", range(3, 6)))
+            await a._learn_records(learner_outcomes(range(3, 6)))
         assert "chat" in a.state_view.staged
         await set_message_bytes(kafka_bootstrap, state_topic, MESSAGE_BYTES_DEFAULT)
         # a request id whose join-table write A had staged, in a partition that leaves too
@@ -112,13 +85,13 @@ async def test_a_partition_back_before_a_settled_look_gets_no_state_staged_befor
         # B's table as faust's recovery of the partition leaves it: A's state of chat on the topic (3 outcomes)
         b.task_to_state.data["chat"] = (await _chat_records(kafka_bootstrap, state_topic))[-1]
         await b.learn_reader.assign([1])
-        await b._learn_records(_outcomes("chat", range(3, 10)))  # from the committed offset (3) on
+        await b._learn_records(learner_outcomes(range(3, 10)))  # from the committed offset (3) on
         assert await _chat_events(kafka_bootstrap, state_topic) == [3, 10]
 
         await _rebalance(a, [0, 1], [0, 1, 2, 3])  # B leaves before A saw its first assignment settled
         a.task_to_state.data["chat"] = (await _chat_records(kafka_bootstrap, state_topic))[-1]  # recovered
         await a.learn_reader.assign([0, 1])
-        await a._learn_records(_outcomes("summarize", range(3, 4)))
+        await a._learn_records(learner_outcomes(range(3, 4), *SUMMARIZE))
         history = await _chat_events(kafka_bootstrap, state_topic)
         assert history == [3, 10], (
             f"A wrote the chat state it had staged before the partition left: {history}"

@@ -23,9 +23,15 @@ from banditroute import app as app_module
 from banditroute.app import Router
 from banditroute.core import decode_state
 from banditroute.kafka.topics import partition_for
-from banditroute.settings import Settings
 from tests.kafka.helpers import producer
-from tests.kafka.router_world import CHAT_PARTITION, learner_outcomes, observations, read_all, write_config
+from tests.kafka.router_world import (
+    CHAT_PARTITION,
+    learner_outcomes,
+    learner_settings,
+    observations,
+    read_all,
+    write_config,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
@@ -37,15 +43,8 @@ KEY = orjson.dumps("chat")
 async def router(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> AsyncIterator[Router]:
     """A worker's Router whose state topic holds a learnt state of chat (3 outcomes), then a bad record of it,
     which its learner's table holds (recovered); its state reader is not running yet."""
-    settings = Settings().model_copy(
-        update={
-            "kafka_bootstrap": kafka_bootstrap,
-            "topic_prefix": unique_prefix,
-            "app_id": unique_prefix,
-            "config_dir": write_config(tmp_path / "config"),
-            "data_dir": tmp_path / "data",
-            "state_partitions": 2,
-        }
+    settings = learner_settings(
+        kafka_bootstrap, unique_prefix, write_config(tmp_path / "config"), tmp_path / "data"
     )
     writer = Router(settings)
     await writer.ensure_topics()

@@ -19,12 +19,12 @@ import pytest
 from banditroute.app import Router
 from banditroute.kafka.local import LocalKafka
 from banditroute.kafka.state_reader import StateReadFailed
-from banditroute.settings import Settings
 from tests.kafka.router_world import (
     CHAT_PARTITION,
     MODELS_YAML,
     learned_states,
     learner_outcomes,
+    learner_settings,
     observations,
     write_config,
 )
@@ -62,15 +62,11 @@ async def learn_until_done(router: Router, batch: list[Any], tries: int = 30) ->
 async def test_an_evicted_state_that_cannot_be_read_back_is_not_replaced_by_the_prior(
     own_broker: LocalKafka, unique_prefix: str, tmp_path: Path
 ) -> None:
-    settings = Settings().model_copy(
-        update={
-            "kafka_bootstrap": own_broker.bootstrap,
-            "topic_prefix": unique_prefix,
-            "app_id": unique_prefix,
-            "config_dir": write_config(tmp_path / "config", MODELS_YAML, POLICY),
-            "data_dir": tmp_path / "data",
-            "state_partitions": 2,
-        }
+    settings = learner_settings(
+        own_broker.bootstrap,
+        unique_prefix,
+        write_config(tmp_path / "config", MODELS_YAML, POLICY),
+        tmp_path / "data",
     )
     router = Router(settings)
     await router.ensure_topics()
