@@ -132,6 +132,13 @@ async def check_message_bytes(
             )
             break
         await asyncio.sleep(0.2)
+    if refused:
+        log.warning(
+            "max.message.bytes of %s not checked: the broker refused to describe the topics (e.g. not "
+            "authorised; a limit below %d bytes fails the first full batch sent there)",
+            ", ".join(map(repr, sorted(refused))),
+            needed,
+        )
     too_small = {name: limit for name, limit in limits.items() if limit < needed}
     if too_small:
         raise TopicLayoutError(message_bytes_advice(too_small, needed))
