@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,18 @@ class _Web:
         return {} if state is None else {t["key"]: int(t["events"]) for t in state["tasks"]}
 
 
+def two_workers(tmp_path: Path, bootstrap: str, prefix: str) -> tuple[_Web, _Web, Callable[[], str]]:
+    """Workers A and B (web API on, ``POLICY``), and what prints the tail of both logs."""
+    config_dir = write_config(tmp_path / "config", policy=POLICY)
+    a = _Web(tmp_path, bootstrap, prefix, "a", config_dir)
+    b = _Web(tmp_path, bootstrap, prefix, "b", config_dir)
+
+    def logs() -> str:
+        return f"A:\n{a.worker.log_tail(8)}\nB:\n{b.worker.log_tail(8)}"
+
+    return a, b, logs
+
+
 async def _compacted_events(bootstrap: str, prefix: str) -> dict[str, int]:
     raw = await read_compacted(bootstrap, f"{prefix}.state")
     return {orjson.loads(k): decode_state(v).events for k, v in raw.items()}
@@ -111,14 +124,9 @@ async def test_a_partition_moved_to_another_worker_gets_no_older_state_and_leave
     t0 = time.monotonic()
     prefix, rng = unique_prefix, np.random.default_rng(16)
     state_topic = f"{prefix}.state"
-    config_dir = write_config(tmp_path / "config", policy=POLICY)
-    a = _Web(tmp_path, kafka_bootstrap, prefix, "a", config_dir)
-    b = _Web(tmp_path, kafka_bootstrap, prefix, "b", config_dir)
+    a, b, logs = two_workers(tmp_path, kafka_bootstrap, prefix)
     workers = [a.worker, b.worker]
     stopped = False
-
-    def logs() -> str:
-        return f"A:\n{a.worker.log_tail(8)}\nB:\n{b.worker.log_tail(8)}"
 
     async def split() -> tuple[list[int], list[int]] | None:
         """Each worker's outcomes partitions once they hold one each (None until then)."""
@@ -139,7 +147,7 @@ async def test_a_partition_moved_to_another_worker_gets_no_older_state_and_leave
             assert await wait_until(warm, 90), f"warm-up not learnt:\n{logs()}"
 
             # B stalls: A takes every partition. What A is sent then goes only to partitions A held before: B's
-            # readers, stalled but not fenced, would otherwise join it again once continued (see the docs)
+            # readers, stalled, would otherwise meet it again once continued (that case: test_stalled_worker.py)
             a_own = await a.partitions("feedback_reader")
             assert a_own, f"A holds no feedback partition:\n{logs()}"
             b.worker.proc.send_signal(signal.SIGSTOP)
