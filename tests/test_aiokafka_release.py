@@ -9,7 +9,7 @@ import pytest
 from aiokafka.client import AIOKafkaClient
 from aiokafka.consumer import fetcher
 
-from banditroute.kafka import aiokafka_release, backoff, fetch_cycles, raw_fetch
+from banditroute.kafka import aiokafka_release, backoff, fence, fetch_cycles, raw_fetch
 
 OTHER = "0.14.1"
 
@@ -46,3 +46,14 @@ def test_backoff_leaves_another_release_alone(monkeypatch: pytest.MonkeyPatch) -
     assert AIOKafkaClient._metadata_update is original and not backoff.installed()
     assert backoff.install()
     assert AIOKafkaClient._metadata_update is backoff._metadata_update_with_backoff and backoff.installed()
+
+
+def test_the_heartbeat_lease_leaves_another_release_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    patched = GroupCoordinator._send_req
+    monkeypatch.delattr(GroupCoordinator, fence.ANSWERED, raising=False)  # as before any install
+    assert not fence.install(OTHER)
+    assert GroupCoordinator._send_req is patched and not hasattr(GroupCoordinator, fence.ANSWERED)
+    monkeypatch.setattr(GroupCoordinator, fence.ANSWERED, True, raising=False)  # installed: kept
+    assert fence.install(OTHER)

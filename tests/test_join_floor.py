@@ -18,6 +18,7 @@ import pytest
 from banditroute.agents.join import TAG_WORKER, JoinLogic, JoinPolicy
 from banditroute.agents.pending import PendingStore
 from banditroute.join_io import JoinIO
+from banditroute.kafka.fence import Lease
 from banditroute.kafka.staged import StagedTable
 from tests.agents.test_join import decision, feedback
 
@@ -55,6 +56,7 @@ def _join_io() -> Any:
         early_max_s=100,
     )
     io.outbox, io.counters = _Outbox(), Counter()
+    io.lease = Lease(lambda: None, 6.0, io.counters)  # no group: every write goes ahead
     io.decision_reader = SimpleNamespace(partitions=frozenset({0}))  # the join holds partition 0
     io.settings = SimpleNamespace(state_partitions=1)
     io.outcomes = SimpleNamespace(get_topic_name=lambda: "outcomes")

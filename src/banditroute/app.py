@@ -52,6 +52,7 @@ from banditroute.kafka.admin import (
     new_topic,
 )
 from banditroute.kafka.decide_service import DecideService
+from banditroute.kafka.fence import Fenced, Lease
 from banditroute.kafka.gaps import GapFiller
 from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.partition_reader import QUIET_FETCH_WAIT_MS, PartitionReader
@@ -223,6 +224,10 @@ class Router(JoinIO):
             fetch_max_wait_ms=QUIET_FETCH_WAIT_MS,  # how long the broker holds an empty fetch (few a second when idle)
             counters=self.counters,
         )
+        # the join and the learner write and commit as owners only while faust's membership is confirmed
+        self.lease = Lease(
+            self._faust_coordinator, s.session_timeout_s, self.counters, lambda: bool(app.rebalancing)
+        )
         # decisions others publish reach the join through a raw batch loop on faust's assignment; it also
         # rebuilds the pending entries after a restart or a rebalance (kafka/partition_reader.py, join_io.py)
         self.decision_reader = self._reader(
@@ -304,8 +309,17 @@ class Router(JoinIO):
             group_id=f"{s.app_id}.{group}",
             security=s.aiokafka_security(),
             seed_group=s.app_id if seed else None,
+            fence=self.lease.hold,
             **kwargs,
         )
+
+    def _faust_coordinator(self) -> Any | None:
+        """The group coordinator of faust's consumer (its thread's aiokafka consumer), or None before it starts."""
+        consumer = self.app._consumer  # not ``app.consumer``: that would make one
+        try:
+            return consumer._thread._ensure_consumer()._coordinator  # type: ignore[union-attr]
+        except Exception:  # not made or not started (or a faust without that thread): no lease to hold
+            return None
 
     # -- services -----------------------------------------------------------------------------------------
     async def ensure_topics(self, *, create: bool = True) -> int:
@@ -421,9 +435,26 @@ class Router(JoinIO):
         # the reader holds: states staged again for partitions a rebalance moved are dropped, not written
         # (_let_go_of_states); every state this batch learnt is in them (_misrouted)
         held = self.learn_reader.partitions
+        try:
+            await self.lease.hold()
+        except Fenced:
+            self._forget_unwritten(keys)
+            raise
         await flush_acknowledged((self.state_view,), self.learn_outbox.send_to, self.learn_outbox.drain, held)
         self.counters["learned"] += stats.learned
         self.counters["skipped_redelivered"] += stats.skipped_redelivered
+
+    def _forget_unwritten(self, keys: set[str]) -> None:
+        """A batch learnt in memory may not be written (its partitions may have moved: ``Fenced``): its states
+        leave the learner's memory, staged writes and all, and are read back from the state topic before they
+        are learnt again (``_restore_evicted``): the outcomes are read again from the committed offset."""
+        store = self.task_to_state.data
+        for key in keys:
+            self.state_view.staged.pop(key, None)
+            if key in store:
+                del store[key]
+            self.learn.forget_key(key)
+            self.learned_at.pop(key, None)
 
     def _misrouted(self, key: str, partition: int, known: dict[str, int]) -> str | None:
         """Why an outcome of state ``key`` read from outcomes ``partition`` must not be learnt here, or None.

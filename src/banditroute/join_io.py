@@ -40,6 +40,7 @@ from banditroute.events import DeadLetter, DeadLetterReason, Feedback
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.decision_publisher import ORIGIN_HEADER, is_local_origin
 from banditroute.kafka.fast_feedback import fast_feedback
+from banditroute.kafka.fence import Lease
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, skip_own
 from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.partition_reader import PartitionReader, Skip
@@ -96,6 +97,7 @@ class JoinIO:
     decision_reader: PartitionReader
     feedback_reader: PartitionReader
     learn_reader: PartitionReader
+    lease: Lease
     dead_letters: DeadLetterCounter
     counters: Counter[str]
     client_top: TopTaskTypes
@@ -467,9 +469,13 @@ class JoinIO:
         # the join holds: after a rebalance, writes staged again for partitions that moved stay out of the
         # changelog partitions their new owner writes (dropped by _sync; the owner reads their inputs again)
         views, held = (self.pending_view, self.early_view), self.decision_reader.partitions
+        # a worker that lost its partitions without noticing (stalled) writes nothing as their owner: the batch
+        # fails (Fenced) and stays staged, as after a failed send (kafka/fence.py: narrows, does not close)
+        await self.lease.hold()
         await flush_acknowledged(views, self.outbox.send_to, self.outbox.drain, held)
         self.join.acknowledged()  # the commit may pass the decisions resolved so far (a partition not held: the
         # reader commits none of it, and takes it again only through _sync, reading batches that flush first)
+        await self.lease.hold()
         await self._publish(results)
         failures, self._handoff_failures = self._handoff_failures, []
         for partition, offset, served, exc in failures:

@@ -115,6 +115,7 @@ class PartitionReader:
         on_commit: Callable[[dict[int, int]], None] = lambda _c: None,
         skip: Skipper | None = None,
         seed_group: str | None = None,
+        fence: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.handle = handle
         self.bootstrap = bootstrap
@@ -129,6 +130,8 @@ class PartitionReader:
         self.on_commit = on_commit
         self.skip = skip
         self.seed_group = seed_group
+        self.fence = fence
+        """Awaited before every commit: raises if this worker may no longer own its partitions (``kafka/fence.py``)."""
         self.skipped = 0
         """Records not read for the join because ``skip`` said it had them already."""
         self.caught_up = asyncio.Event()
@@ -351,6 +354,8 @@ class PartitionReader:
             offsets[partition] = position if floor is None else min(position, floor)
         self._next_commit = time.monotonic() + STEADY_COMMIT_S
         if offsets and offsets != self._committed:
+            if self.fence is not None:
+                await self.fence()
             await consumer.commit({TopicPartition(self.topic, p): o for p, o in offsets.items()})
             self._committed = offsets
             self.on_commit(offsets)

@@ -1,0 +1,78 @@
+"""The heartbeat lease (``kafka/fence.py``) as pure code: a group member's generation, member id and last
+answered heartbeat are three fields, set here by hand (the real broker's heartbeats: tests/kafka/test_fence.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from banditroute.kafka.fence import ANSWERED, Fenced, Lease
+
+
+class Member:
+    """What the lease reads of aiokafka's GroupCoordinator."""
+
+    def __init__(self, generation: int = 3, member_id: str = "m-1") -> None:
+        self.generation, self.member_id = generation, member_id
+
+    def answered(self, ago_s: float = 0.0) -> None:
+        setattr(self, ANSWERED, (self.generation, self.member_id, time.monotonic() - ago_s))
+
+
+def lease(member: Any, *, giving_up: bool = False) -> Lease:
+    return Lease(lambda: member, 6.0, Counter(), lambda: giving_up)
+
+
+async def test_a_recent_heartbeat_of_this_generation_lets_a_write_go_at_once() -> None:
+    member = Member()
+    member.answered(ago_s=2.9)
+    held = lease(member)
+    await asyncio.wait_for(held.hold(), 0.01)
+    assert held.counters == Counter()
+
+
+async def test_no_group_member_at_all_writes_as_before() -> None:
+    await asyncio.wait_for(lease(None).hold(), 0.01)
+
+
+async def test_a_stale_lease_waits_for_the_next_answered_heartbeat() -> None:
+    member = Member()
+    member.answered(ago_s=3.1)  # older than half the 6 s session
+    held = lease(member)
+    task = asyncio.ensure_future(held.hold())
+    await asyncio.sleep(0.1)
+    assert not task.done()
+    member.answered()
+    await asyncio.wait_for(task, 1)
+    assert held.counters == Counter(lease_waits=1)
+
+
+async def test_a_stale_lease_fails_once_the_generation_moves_on() -> None:
+    member = Member()
+    member.answered(ago_s=30)  # stalled past the session
+    held = lease(member)
+    task = asyncio.ensure_future(held.hold())
+    await asyncio.sleep(0.1)
+    member.generation, member.member_id = -1, ""  # the coordinator did not know the member: reset
+    with pytest.raises(Fenced):
+        await asyncio.wait_for(task, 1)
+    assert held.counters == Counter(lease_waits=1, lease_fenced=1)
+
+
+async def test_an_answer_of_an_earlier_generation_confirms_nothing() -> None:
+    member = Member(generation=4)
+    setattr(member, ANSWERED, (3, member.member_id, time.monotonic()))
+    assert not lease(member).valid(member)
+
+
+@pytest.mark.parametrize(("generation", "giving_up"), [(-1, False), (5, True)])
+async def test_an_unconfirmed_write_fails_at_once_when_no_member_or_while_faust_revokes(
+    generation: int, giving_up: bool
+) -> None:
+    member = Member(generation=generation)
+    with pytest.raises(Fenced):
+        await asyncio.wait_for(lease(member, giving_up=giving_up).hold(), 0.5)
