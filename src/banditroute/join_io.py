@@ -33,7 +33,14 @@ from typing import Any
 
 import orjson
 
-from banditroute.agents.join import TAG_DECISIONS, TAG_WORKER, FeedbackRecord, JoinLogic, JoinResult
+from banditroute.agents.join import (
+    TAG_DECISIONS,
+    TAG_WORKER,
+    FeedbackRecord,
+    JoinLogic,
+    JoinResult,
+    source_partition,
+)
 from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter, unknown_model_check
 from banditroute.config import Registry
 from banditroute.events import DeadLetter, DeadLetterReason, Feedback
@@ -127,6 +134,9 @@ class JoinIO:
         """Revocations so far (``_release``): an assignment read before the last one may be stale."""
         self._drainer: asyncio.Future[None] | None = None
         self._outcome_keys: dict[str, tuple[bytes, int]] = {}  # state key -> (JSON key, outcomes partition)
+        self._unpublished: dict[tuple[int, int], dict[str, Any]] = {}
+        """Outcomes of join batches that failed, by (src, off): published first by the next batch that holds
+        their partition (:meth:`_finish_join`), unless the join lets go of its partitions first (:meth:`_forget`)."""
 
     # -- ownership -------------------------------------------------------------------------------------
     async def _release(self) -> None:
@@ -172,6 +182,10 @@ class JoinIO:
         self._received_seq = max(self._received_seq, self.decider.shipped)
 
     def _forget(self) -> None:
+        if self._unpublished:  # made again as the decisions are read again (new token: redelivered joins); a
+            # partition that moved and came back holds its new owner's resolutions then, and makes none
+            self.counters["join_outcomes_let_go"] += len(self._unpublished)
+            self._unpublished.clear()
         self._handoffs.clear()
         self._own.clear()
         self._handed.clear()
@@ -464,19 +478,49 @@ class JoinIO:
         ran.clear()
 
     async def _finish_join(self, results: list[JoinResult]) -> None:
-        """Join state acknowledged first, then outcomes and dead letters."""
+        """Join state acknowledged first, then outcomes and dead letters. Should that fail, the outcomes are held
+        back and published first by the next call that holds their partitions: a join completed by a handoff
+        (feedback parked first, its parking acknowledged) or by a tick is not made again from a record read
+        again, and once the staged join state is acknowledged the decisions reader commits past its decision
+        (before 2026-12-02 such an outcome was never published: tests/kafka/test_join_flush_failed.py)."""
         # on failure staged again: the reader restarts in this process, with this memory. Only the partitions
         # the join holds: after a rebalance, writes staged again for partitions that moved stay out of the
         # changelog partitions their new owner writes (dropped by _sync; the owner reads their inputs again)
         views, held = (self.pending_view, self.early_view), self.decision_reader.partitions
-        # a worker that lost its partitions without noticing (stalled) writes nothing as their owner: the batch
-        # fails (Fenced) and stays staged, as after a failed send (kafka/fence.py: narrows, does not close)
-        await self.lease.hold()
-        await flush_acknowledged(views, self.outbox.send_to, self.outbox.drain, held)
-        self.join.acknowledged()  # the commit may pass the decisions resolved so far (a partition not held: the
-        # reader commits none of it, and takes it again only through _sync, reading batches that flush first)
-        await self.lease.hold()
-        await self._publish(results)
+        if self._unpublished:
+            results = self._with_held_back(results, held)
+        try:
+            # a worker that lost its partitions without noticing (stalled) writes nothing as their owner: the
+            # batch fails (Fenced) and stays staged, as after a failed send (kafka/fence.py: narrows, does not
+            # close); its outcomes are held back, dropped with the staged writes if a rebalance moved them
+            await self.lease.hold()
+            await flush_acknowledged(views, self.outbox.send_to, self.outbox.drain, held)
+            self.join.acknowledged()  # the commit may pass the decisions resolved so far (a partition not held:
+            # the reader commits none of it, and takes it again only through _sync, reading batches that flush first)
+            await self.lease.hold()
+            await self._publish(results)
+            await self._dead_letter_handoff_failures()
+            await self.outbox.drain()
+        except BaseException:
+            for result in results:  # the same outcome made again later (its feedback read again) goes once
+                for outcome in result.outcomes:
+                    self._unpublished.setdefault((outcome["src"], outcome["off"]), outcome)
+            raise
+
+    def _with_held_back(self, results: list[JoinResult], held: frozenset[int]) -> list[JoinResult]:
+        """The outcomes held back in partitions ``held`` (in watermark order per source), then ``results``, where
+        the same outcomes made again are left out."""
+        unpublished = self._unpublished
+        back = sorted(k for k in unpublished if source_partition(k[0]) in held)
+        if not back:
+            return results
+        first = JoinResult([unpublished.pop(k) for k in back])
+        taken = set(back)
+        for result in results:
+            result.outcomes = [o for o in result.outcomes if (o["src"], o["off"]) not in taken]
+        return [first, *results]
+
+    async def _dead_letter_handoff_failures(self) -> None:
         failures, self._handoff_failures = self._handoff_failures, []
         for partition, offset, served, exc in failures:
             await self._dead_letter(
@@ -488,7 +532,6 @@ class JoinIO:
                 f"the join failed on this decision (handed over in memory; the payload is what the join keeps "
                 f"of it): {type(exc).__name__}: {exc}",
             )
-        await self.outbox.drain()
 
     async def _join_record(self, msg: Any, results: list[JoinResult], worker: bool = False) -> None:
         now = time.time()

@@ -323,7 +323,8 @@ CHAT_PARTITION = 1
 
 
 def learner_settings(bootstrap: str, prefix: str, config_dir: Path, data_dir: Path) -> Settings:
-    """A worker's settings for its learner run in process (``Router._learn_records``): 2 state partitions."""
+    """A worker's settings for parts of it run in process (``Router._learn_records``, the join's batches): 2 state
+    partitions."""
     return Settings().model_copy(
         update={
             "kafka_bootstrap": bootstrap,

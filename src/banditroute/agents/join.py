@@ -51,6 +51,11 @@ def source_id(partition: int, tag: int) -> int:
     return partition * 4 + tag
 
 
+def source_partition(src: int) -> int:
+    """The input partition of watermark key ``src`` (:func:`source_id`): the join's partition of the outcome."""
+    return src // 4
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """Feedback that is counted and dead-lettered, never learned; carries what the dead letter needs."""
@@ -729,4 +734,5 @@ __all__ = [
     "decision_id_for",
     "request_id_of",
     "source_id",
+    "source_partition",
 ]

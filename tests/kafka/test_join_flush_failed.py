@@ -1,0 +1,112 @@
+"""On the real broker: the outcome of a join that a handed-over decision completed (its feedback came first and
+was parked) is published even when that join's flush fails. Nothing reads that feedback or decision again to
+make it anew: the feedback reader committed past the parked feedback, and the decisions reader passes over the
+worker's own decisions (they reach the join in memory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from aiokafka.errors import MessageSizeTooLargeError
+
+from banditroute.app import Router
+from banditroute.kafka.handoff import DECIDER_HEADER, Handoff
+from banditroute.kafka.topics import partition_for
+from banditroute.served import served_fields
+from tests.kafka.helpers import create_topics
+from tests.kafka.router_world import feedback_for, learner_settings, read_all, write_config
+from tests.reliability.support import MESSAGE_BYTES_DEFAULT, REFUSING, set_message_bytes
+
+pytestmark = pytest.mark.kafka
+
+TOKEN = b"assignment-1"
+
+
+class _Decider:
+    """The decide loop's part here: the current assignment's token (its decisions carry it)."""
+
+    token = TOKEN
+    shipped = 1
+    shipped_to: dict[int, int] = {}  # noqa: RUF012 - read only
+
+
+def _record(topic: str, partition: int, offset: int, value: bytes, headers: Any = ()) -> Any:
+    return SimpleNamespace(
+        topic=topic, partition=partition, offset=offset, key=None, value=value, headers=headers
+    )
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["kept", "moved"])
+async def test_an_outcome_whose_join_flush_failed_is_published_by_the_next_flush(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, moved: bool
+) -> None:
+    """``moved``: a rebalance takes the partition before the next flush; the join lets go of the outcome with
+    the staged writes (the partition's new owner joins the decision and its parked feedback again; a partition
+    kept makes it again when its decisions are read again)."""
+    config_dir = write_config(tmp_path / "config")
+    settings = learner_settings(kafka_bootstrap, unique_prefix, config_dir, tmp_path / "data")
+    router: Any = Router(settings)
+    changelogs = [
+        t.changelog_topic.get_topic_name()
+        for t in (router.request_to_pending, router.request_to_early_feedback)
+    ]
+    n = settings.partitions
+    topics = [router.decisions.get_topic_name(), router.feedback.get_topic_name(), *changelogs]
+    await create_topics(kafka_bootstrap, topics, partitions=n)
+    await create_topics(
+        kafka_bootstrap, [router.outcomes.get_topic_name()], partitions=settings.state_partitions
+    )
+    await create_topics(kafka_bootstrap, [router.deadletter.get_topic_name()])
+    router.decider = _Decider()
+    router.decision_reader.partitions = frozenset(range(n))  # the join holds every partition
+    decision = {
+        "request_id": "r1",
+        "decision_id": "d1",
+        "task_type": "chat",
+        "model": "balanced",
+        "propensity": 0.5,
+        "state_version": 0,
+    }
+    partition, offset = partition_for(b"r1", n), 7
+    feedback = orjson.dumps(feedback_for(decision, np.random.default_rng(1)))
+    try:
+        # the feedback is read before its decision is handed over: parked, its parking acknowledged (the
+        # feedback reader commits past it)
+        await router._join_feedback_records(
+            [_record(router.feedback.get_topic_name(), partition, 3, feedback)]
+        )
+        assert router.join.early.get("r1") is not None
+        for changelog in changelogs:
+            await set_message_bytes(kafka_bootstrap, changelog, REFUSING)
+        # the handoff joins it; the join state's flush fails (staged again)
+        router._on_pending(
+            Handoff(TOKEN, [(partition, offset, served_fields(decision))], {partition: offset + 1}, 1)
+        )
+        with pytest.raises(MessageSizeTooLargeError):
+            await router._drainer
+        for changelog in changelogs:
+            await set_message_bytes(kafka_bootstrap, changelog, MESSAGE_BYTES_DEFAULT)
+        if moved:  # as JoinIO._sync after a rebalance
+            owned = frozenset(range(n)) - {partition}
+            router.decision_reader.partitions = owned
+            router._forget()
+            router._let_go_outside(owned)
+            assert router.counters["join_outcomes_let_go"] == 1
+        # the decisions reader, restarted from its committed offset, meets the decision again: its own (handed
+        # over in memory), passed over; its batch flushes the staged join state
+        own = _record(router.decisions.get_topic_name(), partition, offset, b"{}", [(DECIDER_HEADER, TOKEN)])
+        await router._join_decisions([] if moved else [own])
+        if not moved:
+            assert router._join_floor(partition) is None  # its commit now passes the decision: not read again
+        outcomes = [
+            orjson.loads(r.value) for r in await read_all(kafka_bootstrap, router.outcomes.get_topic_name())
+        ]
+        expected = [] if moved else [("r1", partition * 4 + 2, offset)]
+        assert [(o["request_id"], o["src"], o["off"]) for o in outcomes] == expected
+    finally:
+        await router.outbox.stop()
