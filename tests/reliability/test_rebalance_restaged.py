@@ -76,6 +76,33 @@ def _next_retries(path: Path) -> dict[str, float] | None:
     return retries if len(retries) == 2 and all(retries.values()) else None
 
 
+async def _unlearnt(bootstrap: str, prefix: str, states: dict[str, Any]) -> str:
+    """Where the feedback not learnt stopped: no outcome published (the join), or outcomes all above their
+    source's watermark in the learnt states (the learner); (partition, offset, request id) of the first few."""
+    made: dict[str, list[dict[str, Any]]] = {}
+    for record in await read_all(bootstrap, f"{prefix}.outcomes"):
+        outcome = orjson.loads(record.value)
+        made.setdefault(outcome["request_id"], []).append(outcome)
+    applied: dict[int, int] = {}
+    for state in states.values():
+        for src, off in state.applied.items():
+            applied[src] = max(applied.get(src, -1), off)
+    unjoined, unlearnt = [], []
+    for record in await read_all(bootstrap, f"{prefix}.feedback"):
+        if not record.value:  # a tick
+            continue
+        request_id = orjson.loads(record.value)["request_id"]
+        where = (record.partition, record.offset, request_id)
+        if request_id not in made:
+            unjoined.append(where)
+        elif all(applied.get(o["src"], -1) < o["off"] for o in made[request_id]):
+            unlearnt.append(where)
+    return (
+        f"{len(unjoined)} feedback events with no outcome {unjoined[:5]}, {len(unlearnt)} with outcomes not "
+        f"learnt {unlearnt[:5]}"
+    )
+
+
 async def test_restaged_join_writes_stay_out_of_the_partitions_another_worker_took(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
@@ -125,7 +152,8 @@ async def test_restaged_join_writes_stay_out_of_the_partitions_another_worker_to
         if learned != sent:  # what the workers said, and what was dead-lettered, to tell lost from slow
             reasons = [d.get("reason") for d in await dead_letters(kafka_bootstrap, prefix)]
             pytest.fail(
-                f"learned {learned} outcomes for {sent} feedback events; dead letters {reasons}\n"
+                f"learned {learned} outcomes for {sent} feedback events; dead letters {reasons}; "
+                f"{await _unlearnt(kafka_bootstrap, prefix, states)}\n"
                 f"A:\n{a.log_tail()}\nB:\n{b.log_tail()}"
             )
         assert a.alive() and b.alive()
