@@ -271,6 +271,18 @@ class JoinIO:
         self._received_seq = max(self._received_seq, handoff.seq)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.ensure_future(self._drain_handoffs())
+            self._drainer.add_done_callback(self._drained)
+
+    def _drained(self, task: asyncio.Future[None]) -> None:
+        """Log and count a join of handed-over decisions that failed (its flush, or the lease): nobody awaits
+        the task, so its error would otherwise surface only as asyncio's "never retrieved" at collection. What
+        it did not publish is held back for the next flush (``_finish_join``)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.counters["handoff_join_failures"] += 1
+        log.error(
+            "join of handed-over decisions failed; retried by the next flush", exc_info=task.exception()
+        )
 
     async def _drain_handoffs(self) -> None:
         async with self._join_lock:

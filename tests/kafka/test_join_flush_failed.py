@@ -5,6 +5,7 @@ worker's own decisions (they reach the join in memory)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -89,6 +90,8 @@ async def test_an_outcome_whose_join_flush_failed_is_published_by_the_next_flush
         )
         with pytest.raises(MessageSizeTooLargeError):
             await router._drainer
+        await asyncio.sleep(0)  # the task's done callbacks run after its awaiters are woken
+        assert router.counters["handoff_join_failures"] == 1  # logged and counted, not left to the collector
         for changelog in changelogs:
             await set_message_bytes(kafka_bootstrap, changelog, MESSAGE_BYTES_DEFAULT)
         if moved:  # as JoinIO._sync after a rebalance
