@@ -13,10 +13,8 @@ from typing import Any
 import numpy as np
 
 from banditroute.core import Constraints, ModelSpec, Outcome, TaskPolicy, TaskState, choose, new_state, update
-from banditroute.core import plan as plan_module
 from banditroute.core.choose import propensities
-from banditroute.core.models import NO_CONSTRAINTS
-from banditroute.core.plan import build_plan, get_plan
+from banditroute.core.plan import get_plan
 from banditroute.core.state import CIRCUIT, OPEN_UNTIL, replace_state
 from banditroute.routing import StateView
 
@@ -195,42 +193,3 @@ def test_copies_of_a_state_leave_its_handoff_behind() -> None:
     assert state.handoff is not None and state.handoff.shapes
     assert pickle.loads(pickle.dumps(state)).handoff is None
     assert replace_state(state, budget_offset_usd=1.0).handoff is None
-
-
-def _building(samples: int) -> tuple[Any, ...]:
-    """A published version whose plan the view's preparing thread is building now (a slow one: ``samples``
-    Monte Carlo draws of 15 models); returns the view, the catalog, the policy and the version."""
-    models = catalog(15)
-    policy = TaskPolicy(propensity_samples=samples)
-    first, second = _versions(models, policy, 2)
-    view = StateView(clock=lambda: NOW)  # the preparer's time; decisions below ask at NOW + 1
-    view.offer("chat", first)
-    get_plan(first, models, policy, None, NOW)
-    view.offer("chat", second)
-    assert second.handoff is not None
-    deadline = time.monotonic() + 10.0
-    while not second.handoff.building and time.monotonic() < deadline:
-        time.sleep(0.0002)
-    assert second.handoff.building, "the preparing thread never started the plan"
-    return view, models, policy, second
-
-
-def test_a_decision_waits_for_the_plan_being_prepared_instead_of_building_it_again(monkeypatch: Any) -> None:
-    monkeypatch.setattr(plan_module, "PREPARED_WAIT_S", 30.0)  # the slow build below takes ~0.3 s
-    view, models, policy, state = _building(200_000)
-    plan = get_plan(state, models, policy, None, NOW + 1.0)
-    assert plan.since_s == NOW  # the preparer's plan (one built here would hold from NOW + 1)
-    assert view.preparer.wait() and view.preparer.built == 1
-    assert not state.handoff.ready and not state.handoff.building
-    again = build_plan(state, models, policy, NO_CONSTRAINTS, NOW + 1.0)
-    assert np.array_equal(plan.thompson, again.thompson) and np.array_equal(plan.target, again.target)
-
-
-def test_a_decision_that_waited_too_long_builds_its_own_and_none_is_left(monkeypatch: Any) -> None:
-    monkeypatch.setattr(plan_module, "PREPARED_WAIT_S", 0.0)
-    view, models, policy, state = _building(200_000)
-    plan = get_plan(state, models, policy, None, NOW + 1.0)
-    assert plan.since_s == NOW + 1.0  # built here: the wait ran out before the preparer was done
-    assert view.preparer.wait() and view.preparer.built == 1
-    assert not state.handoff.ready  # the preparer saw the shape noted and kept nothing unused
-    assert get_plan(state, models, policy, None, NOW + 1.0) is plan

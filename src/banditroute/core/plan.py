@@ -12,7 +12,6 @@ and the first decision on the new version takes them (:func:`get_plan`) instead 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,10 +33,6 @@ MAX_PLANS_PER_STATE = 256
 MAX_PROBE_TOTAL = 0.5
 FIRST_BLOCK = 8  # decisions pre-drawn the first time a plan is used with an rng
 MAX_SHAPES = 8  # request shapes noted per state version for the next version's plans (PlanHandoff.shapes)
-PREPARED_WAIT_S = 0.02
-"""Longest a decision waits for a plan the version's publisher is building (then it builds its own). A build
-takes ~1 ms for 5 models and 3-10 ms for 15 on the quiet machine, up to ~15 ms (p99) on the loaded one beside a
-flood (docs/benchmarks.md, flood17): waiting for the rest of it costs less than building it a second time."""
 
 
 @dataclass(eq=False)
@@ -307,7 +302,7 @@ def get_plan(
         handoff = state.handoff
         plan = None
         if handoff is not None:
-            plan = _prepared(handoff, key)  # built by the version's publisher: now this thread's alone
+            plan = handoff.ready.pop(key, None)  # built by the version's publisher: now this thread's alone
             if plan is not None and not _holds(plan, models, policy, now_s):
                 plan = None
             if blocked is None:
@@ -323,19 +318,6 @@ def _holds(plan: Plan, models: Sequence[ModelSpec], policy: TaskPolicy, now_s: f
     return plan.models is models and plan.policy is policy and plan.since_s <= now_s < plan.until_s
 
 
-def _prepared(handoff: PlanHandoff, key: Any) -> Plan | None:
-    """Take the plan the publisher prepared for ``key``, waiting up to ``PREPARED_WAIT_S`` for one it is
-    building now; None when there is none (not prepared, not started yet, or the wait ran out). Called before
-    the key is noted in ``handoff.shapes``: the publisher keeps a plan only for a key nobody noted."""
-    plan: Plan | None = handoff.ready.pop(key, None)
-    if plan is None:
-        building = handoff.building.get(key)
-        if building is not None:
-            building.wait(PREPARED_WAIT_S)
-        plan = handoff.ready.pop(key, None)  # also one finished between the two looks
-    return plan
-
-
 def _note_shape(handoff: PlanHandoff, key: Any, shape: tuple[Any, ...]) -> None:
     shapes = handoff.shapes
     if key not in shapes and len(shapes) < MAX_SHAPES:
@@ -347,11 +329,9 @@ def prepare_plans(state: TaskState, previous: TaskState | None, now_s: float) ->
     and leave them in ``state``'s handoff, where the first decision of each shape takes its plan
     (:func:`get_plan`); returns how many were built. Equal to the plans that decision would build (same
     function, same version, catalog and policy objects, taken only for a time inside the window they hold
-    for). Called by the publisher after ``state`` is published, so the publisher waits for nothing: a
-    decision that asks before a plan's build started builds its own, as without it; one that asks during the
-    build waits for it (``PlanHandoff.building``, at most ``PREPARED_WAIT_S``) rather than build it twice. Only
-    shapes without a capacity mask are prepared, and none after a version that no decision asked for a plan
-    (so at most one unused build per version decided on).
+    for). Called by the publisher after ``state`` is published, so nothing waits for it: a decision that asks
+    first builds its own plan, as without it. Only shapes without a capacity mask are prepared, and none
+    after a version that no decision asked for a plan (so at most one unused build per version decided on).
     """
     if previous is None:
         return 0
@@ -362,13 +342,8 @@ def prepare_plans(state: TaskState, previous: TaskState | None, now_s: float) ->
     for key, (models, policy, constraints, policy_name) in old.shapes.copy().items():
         if key in new.shapes or key in new.ready:  # a decision asked already, or prepared twice
             continue
-        done = new.building[key] = threading.Event()
-        try:
-            plan = build_plan(state, models, policy, constraints, now_s, None, policy_name)
-            if key not in new.shapes:
-                new.ready[key] = plan
-        finally:  # in this order: a decision that saw the event finds the plan in ready once it is set
-            new.building.pop(key, None)
-            done.set()
+        plan = build_plan(state, models, policy, constraints, now_s, None, policy_name)
+        if key not in new.shapes:
+            new.ready[key] = plan
         built += 1
     return built

@@ -60,17 +60,14 @@ class PlanHandoff:
     ``shapes``: the request shapes (plan cache key -> models, policy, constraints, policy name) a thread built
     or took a plan for on this version, so that whoever publishes the next version can build its plans before
     a decision asks (``core.plan.prepare_plans``). ``ready``: plans built so for this version, each taken
-    (``dict.pop``) by the one thread that then owns it. ``building``: the keys whose plan the publisher is
-    building now, each with the event it sets once the plan is in ``ready`` (or given up), so a decision that
-    asks meanwhile waits for it rather than build the same plan a second time. Only single dict operations
-    touch these (atomic under the GIL): the one place a decision writes to something another thread reads."""
+    (``dict.pop``) by the one thread that then owns it. Only single dict operations touch either (atomic under
+    the GIL): the one place a decision writes to something another thread reads."""
 
-    __slots__ = ("building", "ready", "shapes")
+    __slots__ = ("ready", "shapes")
 
     def __init__(self) -> None:
         self.shapes: dict[Any, Any] = {}
         self.ready: dict[Any, Any] = {}
-        self.building: dict[Any, threading.Event] = {}
 
 
 @dataclass(frozen=True, eq=False)
