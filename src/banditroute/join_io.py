@@ -493,8 +493,8 @@ class JoinIO:
         """Join state acknowledged first, then outcomes and dead letters. Should that fail, the outcomes are held
         back and published first by the next call that holds their partitions: a join completed by a handoff
         (feedback parked first, its parking acknowledged) or by a tick is not made again from a record read
-        again, and once the staged join state is acknowledged the decisions reader commits past its decision
-        (before 2026-12-02 such an outcome was never published: tests/kafka/test_join_flush_failed.py)."""
+        again (before 2026-12-02 such an outcome was never published: tests/kafka/test_join_flush_failed.py).
+        The decisions reader commits past a decision only once its join state and outcome are acknowledged."""
         # on failure staged again: the reader restarts in this process, with this memory. Only the partitions
         # the join holds: after a rebalance, writes staged again for partitions that moved stay out of the
         # changelog partitions their new owner writes (dropped by _sync; the owner reads their inputs again)
@@ -507,12 +507,15 @@ class JoinIO:
             # close); its outcomes are held back, dropped with the staged writes if a rebalance moved them
             await self.lease.hold()
             await flush_acknowledged(views, self.outbox.send_to, self.outbox.drain, held)
-            self.join.acknowledged()  # the commit may pass the decisions resolved so far (a partition not held:
-            # the reader commits none of it, and takes it again only through _sync, reading batches that flush first)
             await self.lease.hold()
             await self._publish(results)
             await self._dead_letter_handoff_failures()
             await self.outbox.drain()
+            # only now may the commit pass the decisions resolved so far: with their outcomes acknowledged too (a
+            # crash between the two used to lose an outcome completed by a handoff; read again, a resolved decision
+            # re-publishes its stored outcome). A partition not held: the reader commits none of it, and takes it
+            # again only through _sync, reading batches that flush first
+            self.join.acknowledged()
         except BaseException:
             for result in results:  # the same outcome made again later (its feedback read again) goes once
                 for outcome in result.outcomes:

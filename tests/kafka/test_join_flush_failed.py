@@ -113,3 +113,56 @@ async def test_an_outcome_whose_join_flush_failed_is_published_by_the_next_flush
         assert [(o["request_id"], o["src"], o["off"]) for o in outcomes] == expected
     finally:
         await router.outbox.stop()
+
+
+async def test_a_decision_whose_outcome_was_not_acknowledged_holds_the_decisions_commit(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """The join state's flush succeeds, the outcome's send fails: the decisions reader may not commit past the
+    decision until the outcome is acknowledged too (a crash in between would otherwise lose it: the parked
+    feedback is committed past, and a decision read again is what re-publishes a stored outcome)."""
+    config_dir = write_config(tmp_path / "config")
+    settings = learner_settings(kafka_bootstrap, unique_prefix, config_dir, tmp_path / "data")
+    router: Any = Router(settings)
+    changelogs = [
+        t.changelog_topic.get_topic_name()
+        for t in (router.request_to_pending, router.request_to_early_feedback)
+    ]
+    n = settings.partitions
+    await create_topics(
+        kafka_bootstrap, [router.decisions.get_topic_name(), router.feedback.get_topic_name(), *changelogs], n
+    )
+    outcomes_topic = router.outcomes.get_topic_name()
+    await create_topics(kafka_bootstrap, [outcomes_topic], partitions=settings.state_partitions)
+    await create_topics(kafka_bootstrap, [router.deadletter.get_topic_name()])
+    router.decider = _Decider()
+    router.decision_reader.partitions = frozenset(range(n))
+    decision = {
+        "request_id": "r2",
+        "decision_id": "d2",
+        "task_type": "chat",
+        "model": "balanced",
+        "propensity": 0.5,
+        "state_version": 0,
+    }
+    partition, offset = partition_for(b"r2", n), 11
+    feedback = orjson.dumps(feedback_for(decision, np.random.default_rng(2)))
+    try:
+        await router._join_feedback_records(
+            [_record(router.feedback.get_topic_name(), partition, 4, feedback)]
+        )
+        await set_message_bytes(kafka_bootstrap, outcomes_topic, REFUSING)
+        router._on_pending(
+            Handoff(TOKEN, [(partition, offset, served_fields(decision))], {partition: offset + 1}, 1)
+        )
+        with pytest.raises(MessageSizeTooLargeError):
+            await router._drainer
+        assert router._join_floor(partition) == offset  # the commit stays at the decision
+        await set_message_bytes(kafka_bootstrap, outcomes_topic, MESSAGE_BYTES_DEFAULT)
+        own = _record(router.decisions.get_topic_name(), partition, offset, b"{}", [(DECIDER_HEADER, TOKEN)])
+        await router._join_decisions([own])  # the next batch publishes the held outcome, then lets it pass
+        assert router._join_floor(partition) is None
+        outcomes = [orjson.loads(r.value) for r in await read_all(kafka_bootstrap, outcomes_topic)]
+        assert [(o["request_id"], o["off"]) for o in outcomes] == [("r2", offset)]
+    finally:
+        await router.outbox.stop()
