@@ -42,15 +42,11 @@ def _record(topic: str, partition: int, offset: int, value: bytes, headers: Any 
     )
 
 
-@pytest.mark.parametrize("moved", [False, True], ids=["kept", "moved"])
-async def test_an_outcome_whose_join_flush_failed_is_published_by_the_next_flush(
-    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, moved: bool
-) -> None:
-    """``moved``: a rebalance takes the partition before the next flush; the join lets go of the outcome with
-    the staged writes (the partition's new owner joins the decision and its parked feedback again; a partition
-    kept makes it again when its decisions are read again)."""
+async def _join_router(bootstrap: str, prefix: str, tmp_path: Path) -> tuple[Any, list[str]]:
+    """A Router whose join holds every partition (its topics made, the decide loop's token at hand), and the
+    names of its two join changelogs."""
     config_dir = write_config(tmp_path / "config")
-    settings = learner_settings(kafka_bootstrap, unique_prefix, config_dir, tmp_path / "data")
+    settings = learner_settings(bootstrap, prefix, config_dir, tmp_path / "data")
     router: Any = Router(settings)
     changelogs = [
         t.changelog_topic.get_topic_name()
@@ -58,30 +54,51 @@ async def test_an_outcome_whose_join_flush_failed_is_published_by_the_next_flush
     ]
     n = settings.partitions
     topics = [router.decisions.get_topic_name(), router.feedback.get_topic_name(), *changelogs]
-    await create_topics(kafka_bootstrap, topics, partitions=n)
-    await create_topics(
-        kafka_bootstrap, [router.outcomes.get_topic_name()], partitions=settings.state_partitions
-    )
-    await create_topics(kafka_bootstrap, [router.deadletter.get_topic_name()])
+    await create_topics(bootstrap, topics, partitions=n)
+    await create_topics(bootstrap, [router.outcomes.get_topic_name()], partitions=settings.state_partitions)
+    await create_topics(bootstrap, [router.deadletter.get_topic_name()])
     router.decider = _Decider()
     router.decision_reader.partitions = frozenset(range(n))  # the join holds every partition
-    decision = {
-        "request_id": "r1",
-        "decision_id": "d1",
+    return router, changelogs
+
+
+def _decision(request_id: str) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "decision_id": f"d{request_id[1:]}",
         "task_type": "chat",
         "model": "balanced",
         "propensity": 0.5,
         "state_version": 0,
     }
-    partition, offset = partition_for(b"r1", n), 7
-    feedback = orjson.dumps(feedback_for(decision, np.random.default_rng(1)))
+
+
+async def _parked(
+    router: Any, request_id: str, feedback_offset: int, seed: int
+) -> tuple[dict[str, Any], int]:
+    """Feedback for a decision not handed over yet, read by the join: parked, its parking acknowledged (the
+    feedback reader commits past it). Returns the decision and its partition."""
+    decision = _decision(request_id)
+    partition = partition_for(request_id.encode(), router.settings.partitions)
+    feedback = orjson.dumps(feedback_for(decision, np.random.default_rng(seed)))
+    await router._join_feedback_records(
+        [_record(router.feedback.get_topic_name(), partition, feedback_offset, feedback)]
+    )
+    assert router.join.early.get(request_id) is not None
+    return decision, partition
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["kept", "moved"])
+async def test_an_outcome_whose_join_flush_failed_is_published_by_the_next_flush(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, moved: bool
+) -> None:
+    """``moved``: a rebalance takes the partition before the next flush; the join lets go of the outcome with
+    the staged writes (the partition's new owner joins the decision and its parked feedback again; a partition
+    kept makes it again when its decisions are read again)."""
+    router, changelogs = await _join_router(kafka_bootstrap, unique_prefix, tmp_path)
+    n, offset = router.settings.partitions, 7
     try:
-        # the feedback is read before its decision is handed over: parked, its parking acknowledged (the
-        # feedback reader commits past it)
-        await router._join_feedback_records(
-            [_record(router.feedback.get_topic_name(), partition, 3, feedback)]
-        )
-        assert router.join.early.get("r1") is not None
+        decision, partition = await _parked(router, "r1", 3, seed=1)  # the feedback is read first
         for changelog in changelogs:
             await set_message_bytes(kafka_bootstrap, changelog, REFUSING)
         # the handoff joins it; the join state's flush fails (staged again)
@@ -121,36 +138,10 @@ async def test_a_decision_whose_outcome_was_not_acknowledged_holds_the_decisions
     """The join state's flush succeeds, the outcome's send fails: the decisions reader may not commit past the
     decision until the outcome is acknowledged too (a crash in between would otherwise lose it: the parked
     feedback is committed past, and a decision read again is what re-publishes a stored outcome)."""
-    config_dir = write_config(tmp_path / "config")
-    settings = learner_settings(kafka_bootstrap, unique_prefix, config_dir, tmp_path / "data")
-    router: Any = Router(settings)
-    changelogs = [
-        t.changelog_topic.get_topic_name()
-        for t in (router.request_to_pending, router.request_to_early_feedback)
-    ]
-    n = settings.partitions
-    await create_topics(
-        kafka_bootstrap, [router.decisions.get_topic_name(), router.feedback.get_topic_name(), *changelogs], n
-    )
-    outcomes_topic = router.outcomes.get_topic_name()
-    await create_topics(kafka_bootstrap, [outcomes_topic], partitions=settings.state_partitions)
-    await create_topics(kafka_bootstrap, [router.deadletter.get_topic_name()])
-    router.decider = _Decider()
-    router.decision_reader.partitions = frozenset(range(n))
-    decision = {
-        "request_id": "r2",
-        "decision_id": "d2",
-        "task_type": "chat",
-        "model": "balanced",
-        "propensity": 0.5,
-        "state_version": 0,
-    }
-    partition, offset = partition_for(b"r2", n), 11
-    feedback = orjson.dumps(feedback_for(decision, np.random.default_rng(2)))
+    router, _changelogs = await _join_router(kafka_bootstrap, unique_prefix, tmp_path)
+    outcomes_topic, offset = router.outcomes.get_topic_name(), 11
     try:
-        await router._join_feedback_records(
-            [_record(router.feedback.get_topic_name(), partition, 4, feedback)]
-        )
+        decision, partition = await _parked(router, "r2", 4, seed=2)
         await set_message_bytes(kafka_bootstrap, outcomes_topic, REFUSING)
         router._on_pending(
             Handoff(TOKEN, [(partition, offset, served_fields(decision))], {partition: offset + 1}, 1)
