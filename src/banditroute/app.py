@@ -425,6 +425,7 @@ class Router(JoinIO):
         keys = {str(r["task_key"]) for r in records}
         await self._read_state_before_replacing(keys)
         await self._restore_evicted(keys)
+        before = self._memory_of(keys)
         stats = self.learn.apply(records, time.time())
         if self.learn.undecodable:
             for bad in self.learn.undecodable:
@@ -438,23 +439,37 @@ class Router(JoinIO):
         try:
             await self.lease.hold()
         except Fenced:
-            self._forget_unwritten(keys)
+            self._forget_unwritten(before)
             raise
         await flush_acknowledged((self.state_view,), self.learn_outbox.send_to, self.learn_outbox.drain, held)
         self.counters["learned"] += stats.learned
         self.counters["skipped_redelivered"] += stats.skipped_redelivered
 
-    def _forget_unwritten(self, keys: set[str]) -> None:
-        """A batch learnt in memory may not be written (its partitions may have moved: ``Fenced``): its states
-        leave the learner's memory, staged writes and all, and are read back from the state topic before they
-        are learnt again (``_restore_evicted``): the outcomes are read again from the committed offset."""
-        store = self.task_to_state.data
-        for key in keys:
-            self.state_view.staged.pop(key, None)
-            if key in store:
-                del store[key]
+    def _memory_of(self, keys: set[str]) -> tuple[dict[str, bytes | None], dict[str, bytes | None]]:
+        """What the learner holds of ``keys`` before a batch learns them, for :meth:`_forget_unwritten`: the state
+        of each in its table (None: none), and the staged writes of those staged."""
+        store, staged = self.task_to_state.data, self.state_view.staged
+        return {key: store.get(key) for key in keys}, {key: staged[key] for key in keys if key in staged}
+
+    def _forget_unwritten(self, before: tuple[dict[str, bytes | None], dict[str, bytes | None]]) -> None:
+        """A batch learnt in memory may not be written (its partitions may have moved: ``Fenced``): the learner's
+        table and staged writes go back to what they held before it (:meth:`_memory_of`), and the outcomes are
+        read again from the committed offset. Not dropped: read again with no recovery of its partition in
+        between (the membership confirmed again, the partitions kept), a state the table no longer held was
+        learnt from the prior, its place in the topic unknown (the view's cleared by the batch's own learning).
+        Should the partition move, the state goes with it (``_let_go_of_states``)."""
+        store, staged = self.task_to_state.data, self.state_view.staged
+        states, writes = before
+        for key, raw in states.items():
+            if raw is None:
+                store.pop(key, None)
+            else:
+                store[key] = raw
+            if key in writes:
+                staged[key] = writes[key]
+            else:
+                staged.pop(key, None)
             self.learn.forget_key(key)
-            self.learned_at.pop(key, None)
 
     def _misrouted(self, key: str, partition: int, known: dict[str, int]) -> str | None:
         """Why an outcome of state ``key`` read from outcomes ``partition`` must not be learnt here, or None.
