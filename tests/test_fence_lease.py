@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka.consumer.group_coordinator import GroupCoordinator
+from aiokafka.protocol.group import HeartbeatRequest, SyncGroupRequest
 
-from banditroute.kafka.fence import ANSWERED, Fenced, Lease
+from banditroute.kafka.fence import ANSWERED, Fenced, Lease, install
 
 
 class Member:
@@ -76,3 +79,31 @@ async def test_an_unconfirmed_write_fails_at_once_when_no_member_or_while_faust_
     member = Member(generation=generation)
     with pytest.raises(Fenced):
         await asyncio.wait_for(lease(member, giving_up=giving_up).hold(), 0.5)
+
+
+class Coordinator(Member):
+    """What the patched ``GroupCoordinator._send_req`` reads: the coordinator's node and a client that answers
+    every request with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(generation=5)
+        self.coordinator_id = 1
+
+        async def send(_node: int, _request: Any, group: Any = None) -> Any:
+            return SimpleNamespace(error_code=code)
+
+        self._client = SimpleNamespace(send=send)
+
+
+async def test_a_group_sync_answered_with_a_rebalance_confirms_nothing() -> None:
+    """A sync answered REBALANCE_IN_PROGRESS (27) gave the member no assignment in its generation (aiokafka
+    rejoins); a heartbeat answered so still confirms the member (it stays until the rebalance timeout)."""
+    assert install()
+    member = Coordinator(27)
+    await GroupCoordinator._send_req(member, SyncGroupRequest("g", 5, "m-1", "", []))
+    assert ANSWERED not in member.__dict__
+    await GroupCoordinator._send_req(member, HeartbeatRequest("g", 5, "m-1"))
+    assert member.__dict__[ANSWERED][:2] == (5, "m-1")
+    synced = Coordinator(0)
+    await GroupCoordinator._send_req(synced, SyncGroupRequest("g", 5, "m-1", "", []))
+    assert synced.__dict__[ANSWERED][:2] == (5, "m-1")
