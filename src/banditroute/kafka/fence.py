@@ -39,7 +39,8 @@ ANSWERED = "_banditroute_answered"
 """The coordinator's attribute where the patched ``_send_req`` keeps (generation, member id, monotonic send time)
 of the last heartbeat answered without error or with ``REBALANCE_IN_PROGRESS``, or group sync answered without
 error (the first word of a new generation: no write waits for its first heartbeat)."""
-STILL_MEMBER = (0, 27)  # NoError, RebalanceInProgress
+STILL_MEMBER = (0, 27)  # NoError, RebalanceInProgress: a heartbeat's answers that confirm the member
+SYNCED = (0,)  # a group sync's: one refused (27) gave this member no assignment in its generation
 
 
 class Fenced(RuntimeError):
@@ -60,7 +61,8 @@ def install(version: str = aiokafka.__version__) -> bool:
             return await send(self, request)
         sent, generation, member = time.monotonic(), request._generation_id, request._member_id
         response = await send(self, request)
-        if getattr(response, "error_code", None) in STILL_MEMBER:
+        confirming = STILL_MEMBER if isinstance(request, HeartbeatRequest) else SYNCED
+        if getattr(response, "error_code", None) in confirming:
             setattr(self, ANSWERED, (generation, member, sent))
         return response
 
