@@ -457,7 +457,9 @@ class Router(JoinIO):
         read again from the committed offset. Not dropped: read again with no recovery of its partition in
         between (the membership confirmed again, the partitions kept), a state the table no longer held was
         learnt from the prior, its place in the topic unknown (the view's cleared by the batch's own learning).
-        Should the partition move, the state goes with it (``_let_go_of_states``)."""
+        Should the partition move, the state goes with it (``_let_go_of_states``). Left open: a write staged
+        before the batch (a failed flush) stays staged, as any such write of a worker stalled until its partition
+        came back without it seeing the move (docs/guarantees.md)."""
         store, staged = self.task_to_state.data, self.state_view.staged
         states, writes = before
         for key, raw in states.items():
