@@ -1,5 +1,6 @@
 """A partition that leaves a worker and comes back before the worker looks at a settled assignment (a second
-rebalance while the first settles): the worker writes none of what it had staged for it before it left.
+rebalance while the first settles), or while the worker is stalled past its session timeout: the worker writes
+none of what it had staged for it before it left.
 
 The worker's learner in process on the real broker; faust's part is played as faust plays it: the revocation
 signal (``_on_revoked``), then its recovery taking the assignment's changelog partitions (``active_tps``), then
@@ -12,6 +13,7 @@ interim owner had written: the compacted topic went back from 10 outcomes to 6.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -59,9 +61,17 @@ async def _chat_events(bootstrap: str, topic: str) -> list[int | None]:
     return [None if v is None else decode_state(v).events for v in await _chat_records(bootstrap, topic)]
 
 
-async def test_a_partition_back_before_a_settled_look_gets_no_state_staged_before_it_left(
+async def _recover_chat(router: Router, bootstrap: str, topic: str) -> None:
+    """chat in a worker's table as faust's recovery of its partition leaves it: its last state on the topic."""
+    router.task_to_state.data["chat"] = (await _chat_records(bootstrap, topic))[-1]
+
+
+@pytest.fixture
+async def workers(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
-) -> None:
+) -> AsyncIterator[tuple[Router, Router, str]]:
+    """Workers A and B, and the state topic; A has learnt 3 outcomes of chat and summarize each, then staged its
+    next state of chat (6 outcomes) while the state topic refused writes (the outcomes are not committed)."""
     assert partition_for(orjson.dumps(SUMMARIZE[0]), 2) == SUMMARIZE[1] != CHAT_PARTITION
     config_dir = write_config(tmp_path / "config")
     settings = learner_settings(kafka_bootstrap, unique_prefix, config_dir, tmp_path / "data")
@@ -71,35 +81,62 @@ async def test_a_partition_back_before_a_settled_look_gets_no_state_staged_befor
         await a.ensure_topics()
         await a.learn_reader.assign([0, 1])
         await a._learn_records(learner_outcomes(range(3)) + learner_outcomes(range(3), *SUMMARIZE))
-        # the state topic refuses writes: A's next state of chat stays staged (the outcomes are not committed)
         await set_message_bytes(kafka_bootstrap, state_topic, REFUSING)
         with pytest.raises(Exception):  # noqa: B017 - the broker's refusal, whichever error aiokafka names it
             await a._learn_records(learner_outcomes(range(3, 6)))
         assert "chat" in a.state_view.staged
         await set_message_bytes(kafka_bootstrap, state_topic, MESSAGE_BYTES_DEFAULT)
-        # a request id whose join-table write A had staged, in a partition that leaves too
-        rid = next(f"r{i}" for i in range(100) if partition_for(f"r{i}".encode(), 4) == 3)
-        a.pending_view[rid] = b"pending"
-
-        await _rebalance(a, [0], [0, 1])  # chat's partition and request partitions 2, 3 go to B
-        # B's table as faust's recovery of the partition leaves it: A's state of chat on the topic (3 outcomes)
-        b.task_to_state.data["chat"] = (await _chat_records(kafka_bootstrap, state_topic))[-1]
-        await b.learn_reader.assign([1])
-        await b._learn_records(learner_outcomes(range(3, 10)))  # from the committed offset (3) on
-        assert await _chat_events(kafka_bootstrap, state_topic) == [3, 10]
-
-        await _rebalance(a, [0, 1], [0, 1, 2, 3])  # B leaves before A saw its first assignment settled
-        a.task_to_state.data["chat"] = (await _chat_records(kafka_bootstrap, state_topic))[-1]  # recovered
-        await a.learn_reader.assign([0, 1])
-        await a._learn_records(learner_outcomes(range(3, 4), *SUMMARIZE))
-        history = await _chat_events(kafka_bootstrap, state_topic)
-        assert history == [3, 10], (
-            f"A wrote the chat state it had staged before the partition left: {history}"
-        )
-        assert rid not in a.pending_view.staged, "A kept a join write staged before its partition left"
-        assert a.counters["state_writes_dropped_after_rebalance"] == 1
+        yield a, b, state_topic
     finally:
         for router in (a, b):
             for outbox in (router.learn_outbox, router.outbox, router.catalog_outbox):
                 with contextlib.suppress(Exception):
                     await outbox.stop()
+
+
+async def _b_learns_chat_on(b: Router, bootstrap: str, topic: str) -> None:
+    """B, chat's partition's interim owner, learns chat on from A's state on the topic (3 outcomes) to 10."""
+    await _recover_chat(b, bootstrap, topic)
+    await b.learn_reader.assign([1])
+    await b._learn_records(learner_outcomes(range(3, 10)))  # from the committed offset (3) on
+    assert await _chat_events(bootstrap, topic) == [3, 10]
+
+
+async def test_a_partition_back_before_a_settled_look_gets_no_state_staged_before_it_left(
+    kafka_bootstrap: str, workers: tuple[Router, Router, str]
+) -> None:
+    a, b, state_topic = workers
+    # a request id whose join-table write A had staged, in a partition that leaves too
+    rid = next(f"r{i}" for i in range(100) if partition_for(f"r{i}".encode(), 4) == 3)
+    a.pending_view[rid] = b"pending"
+
+    await _rebalance(a, [0], [0, 1])  # chat's partition and request partitions 2, 3 go to B
+    await _b_learns_chat_on(b, kafka_bootstrap, state_topic)
+
+    await _rebalance(a, [0, 1], [0, 1, 2, 3])  # B leaves before A saw its first assignment settled
+    await _recover_chat(a, kafka_bootstrap, state_topic)
+    await a.learn_reader.assign([0, 1])
+    await a._learn_records(learner_outcomes(range(3, 4), *SUMMARIZE))
+    history = await _chat_events(kafka_bootstrap, state_topic)
+    assert history == [3, 10], f"A wrote the chat state it had staged before the partition left: {history}"
+    assert rid not in a.pending_view.staged, "A kept a join write staged before its partition left"
+    assert a.counters["state_writes_dropped_after_rebalance"] == 1
+
+
+async def test_a_partition_given_back_to_a_stalled_worker_gets_no_state_staged_before_the_stall(
+    kafka_bootstrap: str, workers: tuple[Router, Router, str]
+) -> None:
+    """A stalls past its session timeout: B holds chat's partition meanwhile and learns it on, and A, continued,
+    rejoins and is given its partitions back without ever seeing an assignment without chat's. faust's recovery
+    of the partition (read on from where A's last one ended) leaves B's state of chat in A's table; A's next
+    flush must not write the state it had staged before the stall over it. Before: the compacted topic went back
+    from 10 outcomes to 6 (B's 4 outcomes past A's, committed by B, lost)."""
+    a, b, state_topic = workers
+    await _b_learns_chat_on(b, kafka_bootstrap, state_topic)
+    await _rebalance(a, [0, 1], [0, 1, 2, 3])  # revoked and assigned again: the same partitions
+    assert "chat" in a.state_view.staged  # no assignment dropped it
+    await _recover_chat(a, kafka_bootstrap, state_topic)
+    await a.learn_reader.assign([0, 1])
+    await a._learn_records(learner_outcomes(range(3, 4), *SUMMARIZE))
+    history = await _chat_events(kafka_bootstrap, state_topic)
+    assert history == [3, 10], f"A wrote the chat state it had staged before the stall: {history}"
