@@ -183,3 +183,31 @@ def test_entries_of_partitions_that_moved_leave_faust_s_memory_store_written_or_
         "\x00unreadable key 0102": 0
     }
     assert view.staged == {"w0": b"w0"}
+
+
+def test_writes_staged_before_a_recovery_read_newer_records_of_their_keys_are_let_go() -> None:
+    """faust's memory store, recovering a partition, replaces what the view staged for a key the changelog has a
+    newer record of (or deletes it): ``drop_replaced`` lets those staged writes go, and keeps the others,
+    tombstones included."""
+    from types import SimpleNamespace
+
+    from faust.stores.memory import Store
+
+    class _Store(Store):  # faust's memory store, without its service machinery
+        def __init__(self) -> None:
+            self.__post_init__()
+
+    table = _Table()
+    table.data = _Store()  # type: ignore[assignment]
+    view = StagedTable(table, lambda _key: 0)
+    for key in ("kept", "replaced", "deleted", "gone"):
+        view[key] = b"staged"
+    del view["gone"]  # a tombstone staged
+    recovered = [("replaced", b"newer"), ("deleted", None)]
+    events = [
+        SimpleNamespace(key=k, value=v, message=SimpleNamespace(value=v, partition=0)) for k, v in recovered
+    ]
+    table.data.apply_changelog_batch(events, lambda k: k, lambda v: v)  # type: ignore[attr-defined]
+    assert sorted(view.drop_replaced()) == ["deleted", "replaced"]
+    assert view.staged == {"kept": b"staged", "gone": None} and view["replaced"] == b"newer"
+    assert view.drop_replaced() == []

@@ -441,9 +441,24 @@ class Router(JoinIO):
         except Fenced:
             self._forget_unwritten(before)
             raise
+        self._drop_replaced()
         await flush_acknowledged((self.state_view,), self.learn_outbox.send_to, self.learn_outbox.drain, held)
         self.counters["learned"] += stats.learned
         self.counters["skipped_redelivered"] += stats.skipped_redelivered
+
+    def _drop_replaced(self) -> None:
+        """Let go of the states staged before faust's recovery read newer ones into the learner's table (a stalled
+        worker given its partition back, without seeing it move, over what the interim owner learnt meanwhile):
+        their outcomes were not committed, and are learnt again, if at all, from the recovered states."""
+        replaced = self.state_view.drop_replaced()
+        if replaced:
+            self.counters["state_writes_replaced"] += len(replaced)
+            log.warning(
+                "%d states staged again after a failed flush dropped: faust's recovery read newer ones of them "
+                "(e.g. %r) from the state topic",
+                len(replaced),
+                replaced[0],
+            )
 
     def _memory_of(self, keys: set[str]) -> tuple[dict[str, bytes | None], dict[str, bytes | None]]:
         """What the learner holds of ``keys`` before a batch learns them, for :meth:`_forget_unwritten`: the state
@@ -457,9 +472,9 @@ class Router(JoinIO):
         read again from the committed offset. Not dropped: read again with no recovery of its partition in
         between (the membership confirmed again, the partitions kept), a state the table no longer held was
         learnt from the prior, its place in the topic unknown (the view's cleared by the batch's own learning).
-        Should the partition move, the state goes with it (``_let_go_of_states``). Left open: a write staged
-        before the batch (a failed flush) stays staged, as any such write of a worker stalled until its partition
-        came back without it seeing the move (docs/guarantees.md)."""
+        Should the partition move, the state goes with it (``_let_go_of_states``); should it come back without
+        this worker seeing it move (stalled), a write staged before the batch goes if faust's recovery read a
+        newer state of its key (``_drop_replaced``)."""
         store, staged = self.task_to_state.data, self.state_view.staged
         states, writes = before
         for key, raw in states.items():

@@ -140,3 +140,4 @@ async def test_a_partition_given_back_to_a_stalled_worker_gets_no_state_staged_b
     await a._learn_records(learner_outcomes(range(3, 4), *SUMMARIZE))
     history = await _chat_events(kafka_bootstrap, state_topic)
     assert history == [3, 10], f"A wrote the chat state it had staged before the stall: {history}"
+    assert a.counters["state_writes_replaced"] == 1
