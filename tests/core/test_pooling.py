@@ -228,3 +228,72 @@ def test_traffic_half_shrinks_each_pooled_strength_as_its_task_types_own_traffic
             assert (c - 1) / (c + d - 2) == pytest.approx((a - 1) / (a + b - 2))
     assert _strength(decayed["x"]["a"]) > _strength(decayed["y"]["a"]) > 0.0
     assert pooled_priors(states, traffic_half=0.0) == pooled_priors(states)
+
+
+def test_dl_shared_lends_every_models_between_task_spread_to_a_model_whose_own_looks_like_none() -> None:
+    """Models b and c differ by 0.2 between task types (tau² clearly > 0); model a agrees with itself in x and
+    z and was barely tried in y, where it is 0.2 better. dl sees little of a's tau² and gives y a prior worth over 100
+    calls centred on a's mean elsewhere (0.5); dl_shared moderates a's tau² towards the common one, and a's
+    prior in y is weak enough for 20 calls of its own to move its mean most of the way."""
+    states = {
+        "x": _state3({"a": 100, "b": 60, "c": 140}),
+        "y": _state3_thin_a(),
+        "z": _state3({"a": 100, "b": 60, "c": 140}),
+    }
+    plain = pooled_priors(states, max_strength=200.0)
+    shared = pooled_priors(states, max_strength=200.0, tau2_method="dl_shared")
+    assert _strength(plain["y"]["a"]) > 100.0, plain["y"]["a"]
+    assert _strength(shared["y"]["a"]) < 40.0, shared["y"]["a"]
+    a, b = shared["y"]["a"]
+    assert (a - 1) / (a + b - 2) == pytest.approx(0.5, abs=0.01)  # the centre is unchanged
+
+
+def _state3_thin_a() -> TaskState:
+    """Task type y: b and c 0.2 better than elsewhere (200 calls each), a tried 20 times at 0.7."""
+    models = (*MODELS, ModelSpec("c", 0.003))
+    outcomes = [Outcome("a", quality=1.0, cost_usd=0.001)] * 14 + [
+        Outcome("a", quality=0.0, cost_usd=0.001)
+    ] * 6
+    for name, good in (("b", 100), ("c", 180)):
+        outcomes += [Outcome(name, quality=1.0, cost_usd=0.001)] * good
+        outcomes += [Outcome(name, quality=0.0, cost_usd=0.001)] * (200 - good)
+    return update_many(new_state(models, POLICY), models, POLICY, outcomes)
+
+
+def test_dl_shared_is_each_models_tau2_moderated_towards_the_common_one_by_degrees_of_freedom() -> None:
+    """(df tau²_own + d0 tau²_common) / (df + d0), checked against the strengths of dl (own) for a model
+    whose own estimate is above the common one; shared_df 0 gives dl's strengths back."""
+    states = {
+        "x": _state3({"a": 190, "b": 60, "c": 140}),
+        "y": _state3({"a": 20, "b": 62, "c": 138}),
+        "z": _state3({"a": 100, "b": 58, "c": 142}),
+    }
+    dl = pooled_priors(states, max_strength=1e9)
+    none = pooled_priors(states, max_strength=1e9, tau2_method="dl_shared", shared_df=0.0)
+    for t in states:
+        for m in ("a", "b", "c"):
+            assert none[t][m] == pytest.approx(dl[t][m])
+    shared = pooled_priors(states, max_strength=1e9, tau2_method="dl_shared", shared_df=4.0)
+    # a disagrees with itself: its own tau² is above the common one, which b and c pull down -> stronger prior
+    assert _strength(shared["x"]["a"]) > _strength(dl["x"]["a"])
+    # b and c agree with themselves: the common tau² (a's spread) weakens their priors, which dl caps
+    for m in ("b", "c"):
+        assert _strength(shared["x"][m]) < _strength(dl["x"][m])
+
+
+def test_dl_conflict_weakens_a_prior_only_where_the_task_types_own_evidence_disagrees_with_it() -> None:
+    """a was tried 20 times in y at 0.7 against a centre of 0.5: the pair's excess variance, (0.2)² less
+    both sampling variances, bounds a's tau² in y from below; x and z, agreeing with the centre, keep dl's."""
+    states = {
+        "x": _state3({"a": 100, "b": 60, "c": 140}),
+        "y": _state3_thin_a(),
+        "z": _state3({"a": 100, "b": 60, "c": 140}),
+    }
+    dl = pooled_priors(states, max_strength=200.0)
+    conflict = pooled_priors(states, max_strength=200.0, tau2_method="dl_conflict")
+    centre = 200.5 / 401.0
+    excess = (0.7 - centre) ** 2 - 0.21 / 20 - centre * (1 - centre) / 401.0
+    assert _strength(conflict["y"]["a"]) == pytest.approx(centre * (1 - centre) / excess - 1.0, rel=1e-6)
+    assert _strength(conflict["y"]["a"]) < _strength(dl["y"]["a"]) / 3
+    for t in ("x", "z"):
+        assert _strength(conflict[t]["a"]) == pytest.approx(_strength(dl[t]["a"]))

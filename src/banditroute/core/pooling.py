@@ -28,12 +28,18 @@ FloatArray = npt.NDArray[np.float64]
 DEFAULT_MAX_STRENGTH = 200.0  # chosen by the evaluation suite; see README "Defaults and why"
 MIN_WITHIN_VAR = 1e-4
 TAU_GRID_POINTS = 64
-TAU2_METHODS = ("dl", "posterior", "dl_k", "dl_offset")
+TAU2_METHODS = ("dl", "posterior", "dl_k", "dl_offset", "dl_shared", "dl_conflict", "dl_shared_conflict")
 """How ``tau²`` is estimated: ``dl`` the DerSimonian-Laird point estimate; ``posterior`` its posterior mean
 under a uniform prior on ``tau`` (wide when few task types hold evidence); ``dl_k`` DerSimonian-Laird with the
 strength scaled by ``(k - 1) / (k + 1)``, ``k`` the task types holding evidence for the model; ``dl_offset``
 DerSimonian-Laird on means less each task type's offset (:func:`task_offsets`), and each prior's mean moved by
-its task type's offset: a task type easier or harder for every model does not bias the others' priors."""
+its task type's offset: a task type easier or harder for every model does not bias the others' priors;
+``dl_shared`` each model's DerSimonian-Laird ``tau²`` moderated towards one estimate over all models of the
+group, weighted by degrees of freedom (``k - 1`` for the model, ``shared_df`` for the common one), as limma
+moderates per-gene variances: with three task types a model's own ``tau²`` rests on two degrees of freedom and
+is often 0, while the task types' spread over every model is well estimated."""
+SHARED_TAU2_DF = 4.0
+"""``dl_shared``'s prior degrees of freedom for the common ``tau²`` (set a priori, limma's typical range)."""
 DEFAULT_TAU2_METHOD = "dl"
 DEFAULT_TRAFFIC_HALF = 0.0
 """Off (the default): a candidate, ``traffic_half`` of :func:`pooled_table`, scales each task type's pooled
@@ -73,16 +79,52 @@ def _group_sums(group: npt.NDArray[np.intp], n_groups: int) -> ColumnSums:
 def _between_task_variance(
     means: FloatArray, sampling_var: FloatArray, seen: FloatArray, colsum: ColumnSums
 ) -> FloatArray:
+    q, denom, k = _dl_moments(means, sampling_var, seen, colsum)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau2 = np.where((k >= 2) & (denom > 0), (q - (k - 1)) / denom, 0.0)
+    return np.maximum(tau2, 0.0)
+
+
+def _shared_between_task_variance(
+    means: FloatArray, sampling_var: FloatArray, seen: FloatArray, colsum: ColumnSums, shared_df: float
+) -> FloatArray:
+    """(tasks, models): each model's DerSimonian-Laird ``tau²`` moderated towards the common one of its row's
+    group, ``(df tau²_model + shared_df tau²_common) / (df + shared_df)``, ``df = k - 1``. The common estimate
+    is the method of moments over every model with at least two task types holding evidence, ``sum(Q - df) /
+    sum(denominator)`` (one ``tau²`` for all models); a model with fewer than two gets it whole."""
+    q, denom, k = _dl_moments(means, sampling_var, seen, colsum)
+    usable = (k >= 2) & (denom > 0)
+    df = np.where(usable, k - 1.0, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        own = np.maximum(np.where(usable, (q - df) / np.where(usable, denom, 1.0), 0.0), 0.0)
+    excess = np.where(usable, q - df, 0.0).sum(axis=-1, keepdims=True)
+    total = np.where(usable, denom, 0.0).sum(axis=-1, keepdims=True)
+    common = np.maximum(np.where(total > 0, excess / np.where(total > 0, total, 1.0), 0.0), 0.0)
+    return (df * own + shared_df * common) / (df + shared_df)
+
+
+def _conflict_tau2(
+    mean: FloatArray, sampling_var: FloatArray, seen: FloatArray, centre: FloatArray, other_n: FloatArray
+) -> FloatArray:
+    """(tasks, models): the between-task variance one task type's own evidence shows against its pooled
+    centre, the method of moments on that one pair: ``(mean - centre)² - var(mean) - var(centre)``, at least 0
+    (0 where the task type holds no evidence for the model)."""
+    centre_var = centre * (1.0 - centre) / (other_n + 1.0)
+    excess = (mean - centre) ** 2 - sampling_var - centre_var
+    return np.where(seen > 0, np.maximum(excess, 0.0), 0.0)
+
+
+def _dl_moments(
+    means: FloatArray, sampling_var: FloatArray, seen: FloatArray, colsum: ColumnSums
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """DerSimonian-Laird's Q, its denominator and the task types holding evidence, per column of each group."""
     w = seen / np.maximum(sampling_var, 1e-12)
     total = colsum(w)
     safe = np.where(total > 0, total, 1.0)
     centre = colsum(w * means) / safe
     q = colsum(w * (means - centre) ** 2)
     denom = total - colsum(w * w) / safe
-    k = colsum(seen)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tau2 = np.where((k >= 2) & (denom > 0), (q - (k - 1)) / denom, 0.0)
-    return np.maximum(tau2, 0.0)
+    return q, denom, colsum(seen)
 
 
 def task_offsets(n: FloatArray, mean: FloatArray, other_n: FloatArray, other_mean: FloatArray) -> FloatArray:
@@ -197,12 +239,14 @@ def pooled_table(
     group_of: Callable[[str], str] | None = None,
     tau2_method: str = DEFAULT_TAU2_METHOD,
     traffic_half: float = DEFAULT_TRAFFIC_HALF,
+    shared_df: float = SHARED_TAU2_DF,
 ) -> PooledTable:
     """The pooled pseudo-observations of every task type in ``states`` (see :func:`pooled_priors`). With
     ``group_of`` (state key -> group), each task type pools only with the task types of its own group, as if
     each group were pooled on its own (one numpy pass for all groups). ``tau2_method``: see
     :data:`TAU2_METHODS`. ``traffic_half`` ``h`` > 0 scales each task type's strength by ``h / (h + n)``, ``n``
-    the observations it holds over all models (see :data:`DEFAULT_TRAFFIC_HALF`); 0 leaves it unscaled."""
+    the observations it holds over all models (see :data:`DEFAULT_TRAFFIC_HALF`); 0 leaves it unscaled.
+    ``shared_df``: ``dl_shared``'s weight of the common ``tau²`` (:data:`SHARED_TAU2_DF`)."""
     if tau2_method not in TAU2_METHODS:
         raise ValueError(f"unknown tau2_method {tau2_method!r}; known: {', '.join(TAU2_METHODS)}")
     colsum: ColumnSums = _all_rows
@@ -230,10 +274,14 @@ def pooled_table(
         offset = task_offsets(n_seen, mean, other_n, other_s / np.maximum(other_n, 1.0))
     if tau2_method == "posterior":
         tau2 = _posterior_tau2(mean, within / safe_n, seen, group, n_groups)
+    elif tau2_method in ("dl_shared", "dl_shared_conflict"):
+        tau2 = _shared_between_task_variance(mean, within / safe_n, seen, colsum, shared_df)
     else:
         tau2 = _between_task_variance(mean - offset, within / safe_n, seen, colsum)
     tau2 = np.maximum(tau2, min_tau2)
     centre = (other_s + 0.5) / (other_n + 1.0)
+    if tau2_method in ("dl_conflict", "dl_shared_conflict"):
+        tau2 = np.maximum(tau2, _conflict_tau2(mean, within / safe_n, seen, centre, other_n))
     if tau2_method == "dl_offset":
         centre = np.clip(centre + offset, 0.01, 0.99)
     spread = centre * (1.0 - centre)
@@ -259,6 +307,7 @@ def pooled_priors(
     min_tau2: float = 0.0,
     tau2_method: str = DEFAULT_TAU2_METHOD,
     traffic_half: float = DEFAULT_TRAFFIC_HALF,
+    shared_df: float = SHARED_TAU2_DF,
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Per task type, per model: a Beta quality prior ``base + pooled pseudo-observations``.
 
@@ -272,6 +321,7 @@ def pooled_priors(
         min_tau2=min_tau2,
         tau2_method=tau2_method,
         traffic_half=traffic_half,
+        shared_df=shared_df,
     )
     out: dict[str, dict[str, tuple[float, float]]] = {}
     for t, state in states.items():

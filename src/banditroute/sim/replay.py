@@ -33,7 +33,13 @@ from banditroute.core import (
     update_many,
 )
 from banditroute.core.budget import BudgetShares, allocate_budget, budget_shares, share_budget
-from banditroute.core.pooling import DEFAULT_MAX_STRENGTH, DEFAULT_TAU2_METHOD, pooled_priors, with_priors
+from banditroute.core.pooling import (
+    DEFAULT_MAX_STRENGTH,
+    DEFAULT_TAU2_METHOD,
+    SHARED_TAU2_DF,
+    pooled_priors,
+    with_priors,
+)
 from banditroute.core.state import replace_state
 from banditroute.sim.priors import FittedPriors
 from banditroute.sim.table import OutcomeTable, parse_mix
@@ -67,6 +73,7 @@ class RouterSetup:
     # "fixed": the pre-0.2 fixed-strength pool
     pooling: str = "eb"
     pool_traffic_half: float = 0.0  # core.pooling.pooled_table's traffic_half (a candidate); 0 = off
+    pool_shared_df: float = SHARED_TAU2_DF  # core.pooling.pooled_table's shared_df (the dl_shared method's)
     shared_budget: bool = True  # one budget over all task types (as the budget oracle), not one per type
     # a shared budget's split over task types: "sampled" (the budget oracle's split on a posterior draw, the
     # default), "mean" (on posterior means) or "slack" (the same mean cost everywhere); see core.budget
@@ -97,6 +104,7 @@ def default_setup(
     propensity_samples: int = 64,
     pooling: str = "eb",
     pool_traffic_half: float = 0.0,
+    pool_shared_df: float = SHARED_TAU2_DF,
     pool_robust_weight: float = 1.0,
     shared_budget: bool = True,
     budget_split: str = "sampled",
@@ -137,6 +145,7 @@ def default_setup(
         pooled_prior_strength=pooled_prior_strength,
         pooling=pooling,
         pool_traffic_half=pool_traffic_half,
+        pool_shared_df=pool_shared_df,
         shared_budget=shared_budget,
         budget_split=budget_split,
         budget_split_every=budget_split_every,
@@ -302,6 +311,7 @@ def pool(states: dict[str, TaskState], setup: RouterSetup) -> dict[str, TaskStat
         max_strength=setup.pooled_prior_strength,
         tau2_method=method,
         traffic_half=setup.pool_traffic_half,
+        shared_df=setup.pool_shared_df,
     )
     return {t: with_priors(s, priors[t]) for t, s in states.items()}
 

@@ -71,6 +71,18 @@ VARIANTS: dict[str, Variant] = {
     "thompson_pool_dl": Variant("thompson_pool_dl", "thompson", setup={"pooling": "eb:dl"}),
     # pooled priors corrected for task types that are easier or harder for every model (family members)
     "thompson_pool_offset": Variant("thompson_pool_offset", "thompson", setup={"pooling": "eb:dl_offset"}),
+    # each model's tau² moderated towards the common tau² of all models (core.pooling "dl_shared")
+    "thompson_pool_shared": Variant("thompson_pool_shared", "thompson", setup={"pooling": "eb:dl_shared"}),
+    "thompson_pool_shared10": Variant(
+        "thompson_pool_shared10", "thompson", setup={"pooling": "eb:dl_shared", "pool_shared_df": 10.0}
+    ),
+    # tau² at least what the task type's own evidence shows against its pooled centre (core.pooling "dl_conflict")
+    "thompson_pool_conflict": Variant(
+        "thompson_pool_conflict", "thompson", setup={"pooling": "eb:dl_conflict"}
+    ),
+    "thompson_pool_shared_conflict": Variant(
+        "thompson_pool_shared_conflict", "thompson", setup={"pooling": "eb:dl_shared_conflict"}
+    ),
     # pooled strength scaled by h / (h + the task type's own observations), h fixed a priori (issue #13)
     "thompson_pool_decay500": Variant(
         "thompson_pool_decay500", "thompson", setup={"pool_traffic_half": 500.0}
