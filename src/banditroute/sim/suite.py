@@ -73,6 +73,9 @@ VARIANTS: dict[str, Variant] = {
     "thompson_pool_offset": Variant("thompson_pool_offset", "thompson", setup={"pooling": "eb:dl_offset"}),
     # each model's tau² moderated towards the common tau² of all models (core.pooling "dl_shared")
     "thompson_pool_shared": Variant("thompson_pool_shared", "thompson", setup={"pooling": "eb:dl_shared"}),
+    "thompson_pool_shared2": Variant(
+        "thompson_pool_shared2", "thompson", setup={"pooling": "eb:dl_shared", "pool_shared_df": 2.0}
+    ),
     "thompson_pool_shared10": Variant(
         "thompson_pool_shared10", "thompson", setup={"pooling": "eb:dl_shared", "pool_shared_df": 10.0}
     ),
