@@ -17,6 +17,7 @@ import pytest
 
 from banditroute.agents.join import TAG_WORKER, JoinLogic, JoinPolicy
 from banditroute.agents.pending import PendingStore
+from banditroute.codec import DeadLetterCounter
 from banditroute.join_io import JoinIO
 from banditroute.kafka.fence import Lease
 from banditroute.kafka.staged import StagedTable
@@ -40,6 +41,12 @@ class _Outbox:
     async def send_to(self, topic: str, key: bytes, _value: bytes | None, _partition: int) -> None:
         self.sent.append((topic, key))
 
+    async def send(self, topic: str, key: bytes, _value: bytes | None) -> asyncio.Future[None]:
+        self.sent.append((topic, key))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
     async def drain(self) -> None:
         if self.failing:
             raise asyncio.CancelledError
@@ -60,6 +67,9 @@ def _join_io() -> Any:
     io.decision_reader = SimpleNamespace(partitions=frozenset({0}))  # the join holds partition 0
     io.settings = SimpleNamespace(state_partitions=1)
     io.outcomes = SimpleNamespace(get_topic_name=lambda: "outcomes")
+    io.feedback = SimpleNamespace(get_topic_name=lambda: "feedback")
+    io.deadletter = SimpleNamespace(get_topic_name=lambda: "deadletter")
+    io.dead_letters = DeadLetterCounter()
     io._init_join()
     return io
 

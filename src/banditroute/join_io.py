@@ -28,7 +28,8 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -39,8 +40,10 @@ from banditroute.agents.join import (
     FeedbackRecord,
     JoinLogic,
     JoinResult,
+    Pending,
     source_partition,
 )
+from banditroute.agents.pending import EXPIRED
 from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter, unknown_model_check
 from banditroute.config import Registry
 from banditroute.events import DeadLetter, DeadLetterReason, Feedback
@@ -69,6 +72,21 @@ MAX_OWN_RANGES = 4096
 """Own record batches remembered per partition for the reader to seek past (older ones are just read)."""
 OUTCOME_KEYS_KEPT = 4096
 """State keys whose encoded key and outcomes partition the join keeps (all of them are dropped past that)."""
+LETTERED_KEPT = 4096
+"""Sources of dead letters acknowledged by a join batch that failed, kept so the same letter made again is not
+sent again (all of them are dropped past that: a letter then goes twice, as after a crash)."""
+
+LetterKey = tuple[str, int, int]
+"""Where a dead letter's record was read (topic, partition, offset): one record, one dead letter."""
+
+
+def letter_key(letter: DeadLetter) -> LetterKey:
+    return (letter.source_topic, letter.source_partition, letter.source_offset)
+
+
+def acknowledged(future: asyncio.Future[Any]) -> bool:
+    """Whether a send's acknowledgement came back without error."""
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 def header(headers: Any, name: str) -> bytes | None:
@@ -137,6 +155,14 @@ class JoinIO:
         self._unpublished: dict[tuple[int, int], dict[str, Any]] = {}
         """Outcomes of join batches that failed, by (src, off): published first by the next batch that holds
         their partition (:meth:`_finish_join`), unless the join lets go of its partitions first (:meth:`_forget`)."""
+        self._letters: list[DeadLetter] = []
+        """Dead letters of the join batch under way, sent once its join state is acknowledged (:meth:`_finish_join`)."""
+        self._held_letters: dict[LetterKey, DeadLetter] = {}
+        """Dead letters of join batches that failed, not acknowledged: sent first by the next batch that holds their
+        partition, whatever the rebalances, unless their partition moves (:meth:`_let_go_outside`)."""
+        self._lettered: set[LetterKey] = set()
+        """Sources of dead letters acknowledged by join batches that failed: the same letter made again (its record
+        read again) is not sent again."""
 
     # -- ownership -------------------------------------------------------------------------------------
     async def _release(self) -> None:
@@ -165,6 +191,15 @@ class JoinIO:
             staged, dropped = view.drop_outside(owned)
             writes += staged
             entries += len(dropped)
+        # dead letters held back of partitions that moved: their new owner makes them again (it reads their records
+        # again from the committed offsets, with the join state acknowledged before: the parked feedback a tick
+        # dead-letters is still in the changelog, its removal having been staged here only)
+        letters = [key for key in self._held_letters if key[1] not in owned]
+        for key in letters:
+            del self._held_letters[key]
+        if letters:
+            self.counters["join_dead_letters_let_go"] += len(letters)
+        self._lettered = {key for key in self._lettered if key[1] in owned}
         if writes:
             self.counters["join_writes_dropped_after_rebalance"] += writes
             log.warning(
@@ -185,6 +220,7 @@ class JoinIO:
         if self._unpublished:  # made again as the decisions are read again (new token: redelivered joins); a
             # partition that moved and came back holds its new owner's resolutions then, and makes none
             self.counters["join_outcomes_let_go"] += len(self._unpublished)
+            self._unexpire(o["request_id"] for o in self._unpublished.values() if o["kind"] == "timeout")
             self._unpublished.clear()
         self._handoffs.clear()
         self._own.clear()
@@ -192,6 +228,19 @@ class JoinIO:
         self._ahead.clear()
         self._deferred_ticks.clear()
         self.join.forget_held()
+
+    def _unexpire(self, request_ids: Iterable[str]) -> None:
+        """Delete the expiries whose default reward is let go unpublished: read again (the commit has not passed a
+        decision whose resolution is unacknowledged), such a decision waits anew and a later tick expires it again.
+        Kept, its entry would say expired, and nothing would make the reward again (the tick read again finds it
+        resolved, the decision read again a duplicate): lost, until 2026-12-03. A partition that moved drops the
+        staged deletion with its other writes (:meth:`_let_go_outside`); its new owner reads the decision again."""
+        pending = self.join.pending
+        for request_id in request_ids:
+            raw = pending.get(request_id)
+            if raw is not None and Pending.decode(raw, request_id).status == EXPIRED:  # not joined late since
+                del pending[request_id]
+                self.counters["join_expiries_undone"] += 1
 
     async def _sync(self, owned: frozenset[int], settling: Any) -> None:
         """Take ``owned`` (the feedback partitions assigned when called): let go of the join-table entries of the
@@ -494,6 +543,9 @@ class JoinIO:
         back and published first by the next call that holds their partitions: a join completed by a handoff
         (feedback parked first, its parking acknowledged) or by a tick is not made again from a record read
         again (before 2026-12-02 such an outcome was never published: tests/kafka/test_join_flush_failed.py).
+        So are the dead letters not acknowledged (before 2026-12-03 a tick's ``unknown_request`` for parked
+        feedback was lost, and a letter sent before the flush failed went again with its record read again:
+        tests/kafka/test_join_letters_held.py); those acknowledged are not sent again when made again.
         The decisions reader commits past a decision only once its join state and outcome are acknowledged."""
         # on failure staged again: the reader restarts in this process, with this memory. Only the partitions
         # the join holds: after a rebalance, writes staged again for partitions that moved stay out of the
@@ -501,6 +553,8 @@ class JoinIO:
         views, held = (self.pending_view, self.early_view), self.decision_reader.partitions
         if self._unpublished:
             results = self._with_held_back(results, held)
+        letters = self._batch_letters(results, held)
+        acks: list[asyncio.Future[Any]] = []
         try:
             # a worker that lost its partitions without noticing (stalled) writes nothing as their owner: the
             # batch fails (Fenced) and stays staged, as after a failed send (kafka/fence.py: narrows, does not
@@ -508,8 +562,14 @@ class JoinIO:
             await self.lease.hold()
             await flush_acknowledged(views, self.outbox.send_to, self.outbox.drain, held)
             await self.lease.hold()
+            if (
+                letters
+            ):  # acknowledged on their own (rare): an outcome refused after them leaves none in doubt
+                topic, send = self.deadletter.get_topic_name(), self.outbox.send
+                for letter in letters:
+                    acks.append(await send(topic, letter.source_topic.encode(), encode(letter)))
+                await self.outbox.drain()
             await self._publish(results)
-            await self._dead_letter_handoff_failures()
             await self.outbox.drain()
             # only now may the commit pass the decisions resolved so far: with their outcomes acknowledged too (a
             # crash between the two used to lose an outcome completed by a handoff; read again, a resolved decision
@@ -520,7 +580,65 @@ class JoinIO:
             for result in results:  # the same outcome made again later (its feedback read again) goes once
                 for outcome in result.outcomes:
                     self._unpublished.setdefault((outcome["src"], outcome["off"]), outcome)
+            self._hold_letters(letters, acks)
             raise
+        for letter in letters:
+            self.dead_letters.record(letter.reason)
+
+    def _batch_letters(self, results: list[JoinResult], held: frozenset[int]) -> list[DeadLetter]:
+        """The dead letters a batch sends: those held back in partitions ``held``, then the batch's own (its
+        rejections, its handed-over decisions the join failed on, those made as its records were read), each
+        record's once: one made again (its record read again, after a failure) goes only if none was acknowledged."""
+        made, self._letters = self._letters, []
+        rejections = [rej for result in results for rej in result.rejections]
+        if rejections:
+            now, topic = datetime.now(UTC), self.feedback.get_topic_name()
+            for rej in rejections:
+                made.append(
+                    make_dead_letter(rej.raw, topic, rej.partition, rej.offset, rej.reason, rej.error, now)
+                )
+        failures, self._handoff_failures = self._handoff_failures, []
+        for partition, offset, served, exc in failures:
+            made.append(
+                make_dead_letter(
+                    orjson.dumps(served),  # what the join keeps of the decision (the record is not at hand)
+                    self.decisions.get_topic_name(),
+                    partition,
+                    offset,
+                    DeadLetterReason.INTERNAL_ERROR,
+                    f"the join failed on this decision (handed over in memory; the payload is what the join "
+                    f"keeps of it): {type(exc).__name__}: {exc}",
+                    datetime.now(UTC),
+                )
+            )
+        if not self._held_letters and not self._lettered:
+            return made
+        back = sorted(key for key in self._held_letters if key[1] in held)
+        letters = [self._held_letters.pop(key) for key in back]
+        seen, lettered = set(back), self._lettered
+        for letter in made:
+            key = letter_key(letter)
+            if key in seen:
+                continue  # held back already: that one goes (the first reason given stands)
+            if key in lettered:
+                lettered.discard(key)  # acknowledged by a batch that failed
+                continue
+            seen.add(key)
+            letters.append(letter)
+        return letters
+
+    def _hold_letters(self, letters: list[DeadLetter], acks: list[asyncio.Future[Any]]) -> None:
+        """After a failed batch: its dead letters acknowledged are remembered (counted as sent), the others held
+        back for the next batch that holds their partition."""
+        for i, letter in enumerate(letters):
+            key = letter_key(letter)
+            if i < len(acks) and acknowledged(acks[i]):
+                if len(self._lettered) >= LETTERED_KEPT:
+                    self._lettered.clear()
+                self._lettered.add(key)
+                self.dead_letters.record(letter.reason)
+            else:
+                self._held_letters.setdefault(key, letter)
 
     def _with_held_back(self, results: list[JoinResult], held: frozenset[int]) -> list[JoinResult]:
         """The outcomes held back in partitions ``held`` (in watermark order per source), then ``results``, where
@@ -534,19 +652,6 @@ class JoinIO:
         for result in results:
             result.outcomes = [o for o in result.outcomes if (o["src"], o["off"]) not in taken]
         return [first, *results]
-
-    async def _dead_letter_handoff_failures(self) -> None:
-        failures, self._handoff_failures = self._handoff_failures, []
-        for partition, offset, served, exc in failures:
-            await self._dead_letter(
-                orjson.dumps(served),  # what the join keeps of the decision (the record is not at hand)
-                self.decisions.get_topic_name(),
-                partition,
-                offset,
-                DeadLetterReason.INTERNAL_ERROR,
-                f"the join failed on this decision (handed over in memory; the payload is what the join keeps "
-                f"of it): {type(exc).__name__}: {exc}",
-            )
 
     async def _join_record(self, msg: Any, results: list[JoinResult], worker: bool = False) -> None:
         now = time.time()
@@ -611,8 +716,7 @@ class JoinIO:
             checks=(unknown_model_check(lambda: self.registry.model_names),),
         )
         if isinstance(checked, DeadLetter):
-            self.dead_letters.record(checked.reason)
-            await self.outbox.send(self.deadletter.get_topic_name(), msg.topic.encode(), encode(checked))
+            self._letters.append(checked)  # sent with the batch's, once its join state is acknowledged
             return
         fields = checked.model_dump(mode="json", exclude_none=True)
         result = self.join.on_feedback(
@@ -636,18 +740,13 @@ class JoinIO:
                     key = orjson.dumps(task_key)
                     known = keys[task_key] = (key, partition_for(key, partitions))
                 await send(topic, known[0], orjson.dumps(outcome), known[1])
-            for rej in result.rejections:
-                await self._dead_letter(
-                    rej.raw, self.feedback.get_topic_name(), rej.partition, rej.offset, rej.reason, rej.error
-                )
             counts.update(result.counters)
         self.counters.update(counts)
 
     async def _dead_letter(
         self, raw: bytes | None, topic: str, partition: int, offset: int, reason: str, error: str
     ) -> None:
-        from datetime import UTC, datetime
-
-        letter = make_dead_letter(raw, topic, partition, offset, reason, error, datetime.now(UTC))
-        self.dead_letters.record(letter.reason)
-        await self.outbox.send(self.deadletter.get_topic_name(), topic.encode(), encode(letter))
+        """A dead letter of the batch under way: sent with the batch's, once its join state is acknowledged."""
+        self._letters.append(
+            make_dead_letter(raw, topic, partition, offset, reason, error, datetime.now(UTC))
+        )

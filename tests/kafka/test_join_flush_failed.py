@@ -1,11 +1,13 @@
 """On the real broker: the outcome of a join that a handed-over decision completed (its feedback came first and
 was parked) is published even when that join's flush fails. Nothing reads that feedback or decision again to
 make it anew: the feedback reader committed past the parked feedback, and the decisions reader passes over the
-worker's own decisions (they reach the join in memory)."""
+worker's own decisions (they reach the join in memory). So are the dead letters of a batch whose flush fails
+(once each), and a default reward let go at a rebalance is made again."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,11 +18,12 @@ import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
 from banditroute.app import Router
+from banditroute.join_io import TICK_HEADER
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff
 from banditroute.kafka.topics import partition_for
 from banditroute.served import served_fields
 from tests.kafka.helpers import create_topics
-from tests.kafka.router_world import feedback_for, learner_settings, read_all, write_config
+from tests.kafka.router_world import POLICY_YAML, feedback_for, learner_settings, read_all, write_config
 from tests.reliability.support import MESSAGE_BYTES_DEFAULT, REFUSING, set_message_bytes
 
 pytestmark = pytest.mark.kafka
@@ -42,10 +45,12 @@ def _record(topic: str, partition: int, offset: int, value: bytes, headers: Any 
     )
 
 
-async def _join_router(bootstrap: str, prefix: str, tmp_path: Path) -> tuple[Any, list[str]]:
+async def _join_router(
+    bootstrap: str, prefix: str, tmp_path: Path, policy: str = POLICY_YAML
+) -> tuple[Any, list[str]]:
     """A Router whose join holds every partition (its topics made, the decide loop's token at hand), and the
     names of its two join changelogs."""
-    config_dir = write_config(tmp_path / "config")
+    config_dir = write_config(tmp_path / "config", policy=policy)
     settings = learner_settings(bootstrap, prefix, config_dir, tmp_path / "data")
     router: Any = Router(settings)
     changelogs = [
@@ -155,5 +160,136 @@ async def test_a_decision_whose_outcome_was_not_acknowledged_holds_the_decisions
         assert router._join_floor(partition) is None
         outcomes = [orjson.loads(r.value) for r in await read_all(kafka_bootstrap, outcomes_topic)]
         assert [(o["request_id"], o["off"]) for o in outcomes] == [("r2", offset)]
+    finally:
+        await router.outbox.stop()
+
+
+async def _refusing(bootstrap: str, topics: list[str], refuse: bool) -> None:
+    for topic in topics:
+        await set_message_bytes(bootstrap, topic, REFUSING if refuse else MESSAGE_BYTES_DEFAULT)
+
+
+def _tick(topic: str, partition: int, offset: int) -> Any:
+    return _record(topic, partition, offset, b"", [(TICK_HEADER, str(time.time()).encode())])
+
+
+async def _dead_letters(bootstrap: str, router: Any) -> list[tuple[str, str, int, int]]:
+    letters = [orjson.loads(r.value) for r in await read_all(bootstrap, router.deadletter.get_topic_name())]
+    return [(d["reason"], d["source_topic"], d["source_partition"], d["source_offset"]) for d in letters]
+
+
+async def test_a_ticks_dead_letter_whose_join_flush_failed_is_sent_by_the_next_flush(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """Feedback for a request never decided is parked (the feedback reader commits past it); a later tick in its
+    decisions partition dead-letters it as ``unknown_request`` while the join changelogs refuse. Read again, the
+    tick finds nothing parked (gone in memory): only the letter held back is left to send (none before)."""
+    router, changelogs = await _join_router(kafka_bootstrap, unique_prefix, tmp_path)
+    router.join.clock_margin_s = 0.0  # the tick right after the parking proves no decision comes
+    try:
+        request_id = "r3" + "0" * 64  # its tombstone's record batch is over the changelogs' 100 bytes
+        _decision_of_r3, partition = await _parked(router, request_id, 3, seed=3)
+        await asyncio.sleep(0.01)
+        tick = _tick(router.decisions.get_topic_name(), partition, 20)
+        await _refusing(kafka_bootstrap, changelogs, True)
+        with pytest.raises(MessageSizeTooLargeError):
+            await router._join_decisions([tick])
+        await _refusing(kafka_bootstrap, changelogs, False)
+        await router._join_decisions([tick])  # the decisions reader, restarted, reads the tick again
+        assert await _dead_letters(kafka_bootstrap, router) == [
+            ("unknown_request", router.feedback.get_topic_name(), partition, 3)
+        ]
+    finally:
+        await router.outbox.stop()
+
+
+async def test_a_dead_letter_of_a_batch_whose_flush_failed_goes_once(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """A feedback batch with a record that does not read as feedback and one parked (a join-table write) fails
+    its flush; read again, the batch dead-letters that record once in all (twice before: its letter left before
+    the flush, then again with the batch read again)."""
+    router, changelogs = await _join_router(kafka_bootstrap, unique_prefix, tmp_path)
+    topic = router.feedback.get_topic_name()
+    try:
+        decision = _decision("r4")
+        partition = partition_for(b"r4", router.settings.partitions)
+        fine = orjson.dumps(feedback_for(decision, np.random.default_rng(4)))
+        batch = [_record(topic, partition, 5, b"not feedback"), _record(topic, partition, 6, fine)]
+        await _refusing(kafka_bootstrap, changelogs, True)
+        with pytest.raises(MessageSizeTooLargeError):
+            await router._join_feedback_records(batch)
+        await _refusing(kafka_bootstrap, changelogs, False)
+        await router._join_feedback_records(batch)  # the feedback reader, restarted, reads the batch again
+        assert router.join.early.get("r4") is not None
+        assert [(reason, off) for reason, _, _, off in await _dead_letters(kafka_bootstrap, router)] == [
+            ("malformed_json", 5)
+        ]
+    finally:
+        await router.outbox.stop()
+
+
+DEFAULT_REWARD_POLICY = """defaults:
+  lam: 10.0
+  half_life: null
+  join: {wait_s: 0.01, on_timeout: default_reward, default_reward: 0.25}
+"""
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["kept", "moved"])
+async def test_a_default_reward_let_go_at_a_rebalance_is_made_again(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, moved: bool
+) -> None:
+    """A tick expires a handed-over decision (``on_timeout: default_reward``) while the join changelogs refuse:
+    its default reward is held back, then let go at a rebalance. ``kept``: the decision read again waits anew,
+    and a later tick makes the reward (before, its entry stayed expired: nothing made it again). ``moved``: the
+    decisions reader's commit stays at the decision and nothing of its expiry is left to write, so its new owner,
+    reading the decision again, finds it waiting."""
+    router, changelogs = await _join_router(kafka_bootstrap, unique_prefix, tmp_path, DEFAULT_REWARD_POLICY)
+    router.join.clock_margin_s = 0.0
+    feedback, offset, n = router.feedback.get_topic_name(), 13, router.settings.partitions
+    try:
+        decision = _decision("r5")
+        partition = partition_for(b"r5", n)
+        router._on_pending(
+            Handoff(TOKEN, [(partition, offset, served_fields(decision))], {partition: offset + 1}, 1)
+        )
+        await router._drainer  # held in memory
+        await asyncio.sleep(0.05)
+        await _refusing(kafka_bootstrap, changelogs, True)
+        with pytest.raises(MessageSizeTooLargeError):
+            await router._join_feedback_records([_tick(feedback, partition, 8)])
+        await _refusing(kafka_bootstrap, changelogs, False)
+        assert router._join_floor(partition) == offset  # what the decisions reader commits as it lets go
+        owned = frozenset(range(n)) - ({partition} if moved else set())
+        router.decision_reader.partitions = owned  # as JoinIO._release, then _sync
+        router._forget()
+        router._let_go_outside(owned)
+        assert router.counters["join_outcomes_let_go"] == 1
+        if moved:
+            assert "r5" not in router.pending_view.staged  # no expiry written for the new owner to find
+            assert router.join.pending.get("r5") is None
+        else:
+            router.decider.token = b"assignment-2"
+            router.join.rebuild_index(router._partition_of_request)
+            record = orjson.dumps({**decision, "worker_id": "w"})
+            await router._join_decisions(
+                [
+                    _record(
+                        router.decisions.get_topic_name(),
+                        partition,
+                        offset,
+                        record,
+                        [(DECIDER_HEADER, TOKEN)],
+                    )
+                ]
+            )
+            await asyncio.sleep(0.05)
+            await router._join_feedback_records([_tick(feedback, partition, 9)])
+        outcomes = [
+            orjson.loads(r.value) for r in await read_all(kafka_bootstrap, router.outcomes.get_topic_name())
+        ]
+        expected = [] if moved else [("r5", "timeout", 0.25, partition * 4 + 1, 9)]
+        assert [(o["request_id"], o["kind"], o["quality"], o["src"], o["off"]) for o in outcomes] == expected
     finally:
         await router.outbox.stop()

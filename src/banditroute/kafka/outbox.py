@@ -168,13 +168,16 @@ class Outbox:
         value: bytes | None,
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
+    ) -> asyncio.Future[Any]:
+        """Hand one record to the producer; returns its acknowledgement (also awaited by :meth:`drain`)."""
         producer = await self._ensure()
-        self._pending.append(
-            await producer.send(topic, value=value, key=key, partition=partition, headers=headers)
+        future: asyncio.Future[Any] = await producer.send(
+            topic, value=value, key=key, partition=partition, headers=headers
         )
+        self._pending.append(future)
         if len(self._pending) >= PRUNE_PENDING_AT:
             self._prune()
+        return future
 
     def _prune(self) -> None:
         """Drop the acknowledgements already in; raises the error of a send that failed."""
