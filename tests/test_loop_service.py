@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
+import pytest
+
+from banditroute.kafka.fence import Fenced
 from banditroute.services import HEALTHY_S, MAX_BACKOFF_S, LoopService, restart_backoff
 
 
@@ -36,3 +40,38 @@ async def test_supervisor_restarts_a_failing_loop_and_counts_it() -> None:
     # close failures double the wait; the one after a 98-second run starts from the shortest again
     assert waits == [0.5, 1.0, 0.5, 1.0]
     assert counters["reader_restarts"] == 4 and runs == 5 and stopped == [True]
+
+
+async def test_a_fenced_loop_restarts_with_a_warning_and_an_unexpected_failure_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reader fenced while its worker stalled (kafka/fence.py) restarts as designed: one warning line with the
+    reason and how many so far, no traceback (it logged an error with one before). Any other failure keeps its
+    error and traceback."""
+    failures: list[Exception] = [
+        Fenced("group membership not confirmed (generation 3, now -1)"),
+        Fenced("group membership not confirmed (generation 3, now 4)"),
+        RuntimeError("broker gone"),
+    ]
+
+    async def run() -> None:
+        if failures:
+            raise failures.pop(0)
+
+    async def no_sleep(_seconds: float) -> None:
+        pass
+
+    counters: Counter[str] = Counter()
+    service = LoopService("feedback_reader", run, lambda: None, counters, expected=(Fenced,))
+    service.restart_sleep = no_sleep
+    with caplog.at_level(logging.INFO, logger="banditroute.worker"):
+        await service._supervise()
+    rows = [(r.levelno, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert [(level, traceback) for level, _, traceback in rows] == [
+        (logging.WARNING, False),
+        (logging.WARNING, False),
+        (logging.ERROR, True),
+    ]
+    assert "generation 3, now 4" in rows[1][1] and "feedback_reader_fenced 2 so far" in rows[1][1]
+    assert rows[2][1].startswith("feedback_reader loop failed; restarting in ")
+    assert counters["feedback_reader_fenced"] == 2 and counters["feedback_reader_restarts"] == 3

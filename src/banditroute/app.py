@@ -262,7 +262,9 @@ class Router(JoinIO):
             ("feedback_reader", self.feedback_reader),
             ("learn_reader", self.learn_reader),
         ):
-            app.service(LoopService(name, loop.run, loop.stop, self.counters))  # type: ignore[arg-type]  # instances work too
+            # a reader fenced while stalled (kafka/fence.py) restarts as designed: a warning, not an error's traceback
+            service = LoopService(name, loop.run, loop.stop, self.counters, expected=(Fenced,))
+            app.service(service)  # type: ignore[arg-type]  # instances work too
         app.closers += [self.outbox.stop, self.learn_outbox.stop, self.catalog_outbox.stop, self.gaps.stop]
         app.task(self._announce_config)
         if s.web_enabled:

@@ -50,7 +50,7 @@ from banditroute.events import DeadLetter, DeadLetterReason, Feedback
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.decision_publisher import ORIGIN_HEADER, is_local_origin
 from banditroute.kafka.fast_feedback import fast_feedback
-from banditroute.kafka.fence import Lease
+from banditroute.kafka.fence import Fenced, Lease
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, skip_own
 from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.partition_reader import PartitionReader, Skip
@@ -329,9 +329,11 @@ class JoinIO:
         if task.cancelled() or task.exception() is None:
             return
         self.counters["handoff_join_failures"] += 1
-        log.error(
-            "join of handed-over decisions failed; retried by the next flush", exc_info=task.exception()
-        )
+        exc = task.exception()
+        if isinstance(exc, Fenced):  # stalled past its lease (kafka/fence.py): as designed, no traceback
+            log.warning("join of handed-over decisions failed (Fenced: %s); retried by the next flush", exc)
+            return
+        log.error("join of handed-over decisions failed; retried by the next flush", exc_info=exc)
 
     async def _drain_handoffs(self) -> None:
         async with self._join_lock:

@@ -37,10 +37,14 @@ class LoopService(mode.Service):
         run: Callable[[], Awaitable[None]],
         stop: Callable[[], None],
         counters: Counter[str],
+        expected: tuple[type[Exception], ...] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.loop_name = name
+        self.expected = expected
+        """Failures that are part of the worker's operation (``Fenced``: its partitions may have moved while it
+        stalled): logged at warning with their reason, no traceback, and counted as ``<name>_<error>`` too."""
         self._run = run
         self._stop = stop
         self.counters = counters
@@ -67,9 +71,22 @@ class LoopService(mode.Service):
                     return
                 except asyncio.CancelledError:
                     raise
-                except Exception:
+                except Exception as exc:
                     backoff = restart_backoff(next_backoff, self.clock() - started)
-                    log.exception("%s loop failed; restarting in %.1f s", self.loop_name, backoff)
+                    if isinstance(exc, self.expected):
+                        counter = f"{self.loop_name}_{type(exc).__name__.lower()}"
+                        self.counters[counter] += 1
+                        log.warning(
+                            "%s loop failed (%s: %s; %s %d so far); restarting in %.1f s",
+                            self.loop_name,
+                            type(exc).__name__,
+                            exc,
+                            counter,
+                            self.counters[counter],
+                            backoff,
+                        )
+                    else:
+                        log.exception("%s loop failed; restarting in %.1f s", self.loop_name, backoff)
                     self.counters[f"{self.loop_name}_restarts"] += 1
                     await self.restart_sleep(backoff)
                     next_backoff = min(backoff * 2, MAX_BACKOFF_S)
