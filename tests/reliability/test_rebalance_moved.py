@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,36 @@ def two_workers(tmp_path: Path, bootstrap: str, prefix: str) -> tuple[_Web, _Web
     return a, b, logs
 
 
+class Stall:
+    """Stops (SIGSTOP) and continues (SIGCONT) a worker, and knows whether it is stopped."""
+
+    def __init__(self, worker: WorkerProcess) -> None:
+        self.worker = worker
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.worker.proc.send_signal(signal.SIGSTOP)
+        self.stopped = True
+
+    def cont(self) -> None:
+        self.worker.proc.send_signal(signal.SIGCONT)
+        self.stopped = False
+
+
+@contextmanager
+def running(a: _Web, b: _Web, logs: Callable[[], str]) -> Iterator[Stall]:
+    """Workers A and B for the block, which may stall B (the :class:`Stall` given); then B is continued if it is
+    still stopped, both are stopped, and both must exit 0 (unless the block failed: its error is the one told)."""
+    stall = Stall(b.worker)
+    try:
+        yield stall
+    finally:
+        if stall.stopped:
+            stall.cont()
+        codes = [w.terminate() for w in (a.worker, b.worker)]
+    assert codes == [0, 0], f"{codes}:\n{logs()}"
+
+
 async def _compacted_events(bootstrap: str, prefix: str) -> dict[str, int]:
     raw = await read_compacted(bootstrap, f"{prefix}.state")
     return {orjson.loads(k): decode_state(v).events for k, v in raw.items()}
@@ -125,8 +156,6 @@ async def test_a_partition_moved_to_another_worker_gets_no_older_state_and_leave
     prefix, rng = unique_prefix, np.random.default_rng(16)
     state_topic = f"{prefix}.state"
     a, b, logs = two_workers(tmp_path, kafka_bootstrap, prefix)
-    workers = [a.worker, b.worker]
-    stopped = False
 
     async def split() -> tuple[list[int], list[int]] | None:
         """Each worker's outcomes partitions once they hold one each (None until then)."""
@@ -135,7 +164,7 @@ async def test_a_partition_moved_to_another_worker_gets_no_older_state_and_leave
             return None
         return held[0], held[1]
 
-    try:
+    with running(a, b, logs) as stall:
         assert await wait_until(split, 180), f"A and B never held one state partition each:\n{logs()}"
         async with Loop(kafka_bootstrap, prefix) as loop:
             for task_type in TYPES:
@@ -150,8 +179,7 @@ async def test_a_partition_moved_to_another_worker_gets_no_older_state_and_leave
             # readers, stalled, would otherwise meet it again once continued (that case: test_stalled_worker.py)
             a_own = await a.partitions("feedback_reader")
             assert a_own, f"A holds no feedback partition:\n{logs()}"
-            b.worker.proc.send_signal(signal.SIGSTOP)
-            stopped = True
+            stall.stop()
 
             async def a_holds_all() -> bool:
                 return await a.partitions("learn_reader") == [0, 1] and await a.partitions(
@@ -171,8 +199,7 @@ async def test_a_partition_moved_to_another_worker_gets_no_older_state_and_leave
             assert await wait_until(a_learnt_in_memory, 90), f"A did not learn in memory:\n{logs()}"
 
             # B comes back and takes one state partition from A, which still has its state staged
-            b.worker.proc.send_signal(signal.SIGCONT)
-            stopped = False
+            stall.cont()
             held = await wait_until(split, 180)
             assert held, f"A and B did not split the partitions again:\n{logs()}"
             (moved,) = held[1]
@@ -220,11 +247,6 @@ async def test_a_partition_moved_to_another_worker_gets_no_older_state_and_leave
         a_stats = await a.get("/api/stats")
         assert a_stats["counters"].get("state_writes_dropped_after_rebalance", 0) >= 1, a_stats["counters"]
         assert a.worker.alive() and b.worker.alive(), logs()
-    finally:
-        if stopped:
-            b.worker.proc.send_signal(signal.SIGCONT)
-        codes = [w.terminate() for w in workers]
-    assert codes == [0, 0], f"{codes}:\n{logs()}"
 
 
 async def test_the_join_entries_of_partitions_given_up_leave_memory(

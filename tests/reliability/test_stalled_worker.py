@@ -12,7 +12,6 @@ fencing of the join and the learner (2026-12-02), B joined the feedback it read 
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 
 from tests.kafka.router_world import Loop
 from tests.reliability.support import wait_until
-from tests.reliability.test_rebalance_moved import _compacted_events, _request_in, two_workers
+from tests.reliability.test_rebalance_moved import _compacted_events, _request_in, running, two_workers
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 
@@ -37,8 +36,6 @@ async def test_a_worker_stalled_past_its_session_learns_no_outcome_twice(
     t0 = time.monotonic()
     prefix, rng = unique_prefix, np.random.default_rng(1717)
     a, b, logs = two_workers(tmp_path, kafka_bootstrap, prefix)
-    workers = [a.worker, b.worker]
-    stopped = False
 
     async def split() -> list[int] | None:
         """B's feedback partitions once each worker holds half of them (None until then)."""
@@ -47,7 +44,7 @@ async def test_a_worker_stalled_past_its_session_learns_no_outcome_twice(
             return None
         return held[1]
 
-    try:
+    with running(a, b, logs) as stall:
         b_own = await wait_until(split, 180)
         assert b_own, f"A and B never held two feedback partitions each:\n{logs()}"
         async with Loop(kafka_bootstrap, prefix) as loop:
@@ -60,8 +57,7 @@ async def test_a_worker_stalled_past_its_session_learns_no_outcome_twice(
 
             assert await wait_until(learnt, 90), f"warm-up not learnt:\n{logs()}"
 
-            b.worker.proc.send_signal(signal.SIGSTOP)
-            stopped = True
+            stall.stop()
 
             async def a_holds_all() -> bool:
                 return await a.partitions("feedback_reader") == [0, 1, 2, 3]
@@ -75,8 +71,7 @@ async def test_a_worker_stalled_past_its_session_learns_no_outcome_twice(
                 f"{await _compacted_events(kafka_bootstrap, prefix)}:\n{logs()}"
             )
 
-            b.worker.proc.send_signal(signal.SIGCONT)
-            stopped = False
+            stall.cont()
             for task_type in TYPES:  # at once: B's readers still hold its old partitions
                 await loop.answer(
                     [_request_in(b_own, task_type) for _ in range(CONTINUED)], rng, timeout_s=90
@@ -102,8 +97,3 @@ async def test_a_worker_stalled_past_its_session_learns_no_outcome_twice(
         # the scenario: B, continued, went to write as the owner of its old partitions (and waited)
         assert held.get("lease_waits", 0) >= 1, b_counters
         assert a.worker.alive() and b.worker.alive(), logs()
-    finally:
-        if stopped:
-            b.worker.proc.send_signal(signal.SIGCONT)
-        codes = [w.terminate() for w in workers]
-    assert codes == [0, 0], f"{codes}:\n{logs()}"
