@@ -211,3 +211,40 @@ def test_writes_staged_before_a_recovery_read_newer_records_of_their_keys_are_le
     assert sorted(view.drop_replaced()) == ["deleted", "replaced"]
     assert view.staged == {"kept": b"staged", "gone": None} and view["replaced"] == b"newer"
     assert view.drop_replaced() == []
+
+
+def test_a_views_writes_are_sent_only_once_the_earlier_views_are_acknowledged() -> None:
+    """The join flushes its table, then the early-feedback table: the removal of parked feedback (a tombstone in
+    the second) must not reach its changelog while the entry that joined it (in the first) is refused. Before,
+    both views went in one drain, and the second's writes landed whatever became of the first's."""
+    pending, early = StagedTable(_Table(), lambda _key: 0), StagedTable(_Table(), lambda _key: 0)
+    pending["r1"] = b"joined"
+    early.table.data["r1"] = b"parked"
+    del early["r1"]
+    sent: list[tuple[Any, ...]] = []
+    acknowledged: list[tuple[Any, ...]] = []
+    refusing = True
+
+    async def send(topic: str, key: bytes, value: bytes | None, partition: int) -> None:
+        sent.append((orjson.loads(key), value))
+
+    async def drain() -> None:  # as Kafka does: each changelog takes or refuses its own records
+        batch, sent[:] = list(sent), []
+        refused = [r for r in batch if refusing and r[1] == b"joined"]
+        acknowledged.extend(r for r in batch if r not in refused)
+        if refused:
+            raise RuntimeError("the join table's changelog refuses")
+
+    async def main() -> None:
+        nonlocal refusing
+        try:
+            await flush_acknowledged((pending, early), send, drain)
+        except RuntimeError:
+            pass
+        assert acknowledged == []  # the tombstone did not go with the refused write
+        assert pending.staged == {"r1": b"joined"} and early.staged == {"r1": None}
+        refusing = False
+        await flush_acknowledged((pending, early), send, drain)
+
+    asyncio.run(main())
+    assert acknowledged == [("r1", b"joined"), ("r1", None)]

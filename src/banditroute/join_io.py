@@ -158,8 +158,9 @@ class JoinIO:
         self._letters: list[DeadLetter] = []
         """Dead letters of the join batch under way, sent once its join state is acknowledged (:meth:`_finish_join`)."""
         self._held_letters: dict[LetterKey, DeadLetter] = {}
-        """Dead letters of join batches that failed, not acknowledged: sent first by the next batch that holds their
-        partition, whatever the rebalances, unless their partition moves (:meth:`_let_go_outside`)."""
+        """Dead letters of join batches that failed, not acknowledged: sent first by the next batch, whatever its
+        partitions and the rebalances since (a letter goes at least once: a new owner may make it again, or may
+        not, the parked feedback of a tick's ``unknown_request`` being gone from the changelog already)."""
         self._lettered: set[LetterKey] = set()
         """Sources of dead letters acknowledged by join batches that failed: the same letter made again (its record
         read again) is not sent again."""
@@ -191,15 +192,6 @@ class JoinIO:
             staged, dropped = view.drop_outside(owned)
             writes += staged
             entries += len(dropped)
-        # dead letters held back of partitions that moved: their new owner makes them again (it reads their records
-        # again from the committed offsets, with the join state acknowledged before: the parked feedback a tick
-        # dead-letters is still in the changelog, its removal having been staged here only)
-        letters = [key for key in self._held_letters if key[1] not in owned]
-        for key in letters:
-            del self._held_letters[key]
-        if letters:
-            self.counters["join_dead_letters_let_go"] += len(letters)
-        self._lettered = {key for key in self._lettered if key[1] in owned}
         if writes:
             self.counters["join_writes_dropped_after_rebalance"] += writes
             log.warning(
@@ -545,9 +537,10 @@ class JoinIO:
         back and published first by the next call that holds their partitions: a join completed by a handoff
         (feedback parked first, its parking acknowledged) or by a tick is not made again from a record read
         again (before 2026-12-02 such an outcome was never published: tests/kafka/test_join_flush_failed.py).
-        So are the dead letters not acknowledged (before 2026-12-03 a tick's ``unknown_request`` for parked
-        feedback was lost, and a letter sent before the flush failed went again with its record read again:
-        tests/kafka/test_join_letters_held.py); those acknowledged are not sent again when made again.
+        So are the dead letters not acknowledged, sent by the next call whatever its partitions (before 2026-12-03
+        a tick's ``unknown_request`` for parked feedback was lost, and a letter sent before the flush failed went
+        again with its record read again: the same test file); those acknowledged are not sent again when made
+        again.
         The decisions reader commits past a decision only once its join state and outcome are acknowledged."""
         # on failure staged again: the reader restarts in this process, with this memory. Only the partitions
         # the join holds: after a rebalance, writes staged again for partitions that moved stay out of the
@@ -555,7 +548,7 @@ class JoinIO:
         views, held = (self.pending_view, self.early_view), self.decision_reader.partitions
         if self._unpublished:
             results = self._with_held_back(results, held)
-        letters = self._batch_letters(results, held)
+        letters = self._batch_letters(results)
         acks: list[asyncio.Future[Any]] = []
         try:
             # a worker that lost its partitions without noticing (stalled) writes nothing as their owner: the
@@ -587,8 +580,8 @@ class JoinIO:
         for letter in letters:
             self.dead_letters.record(letter.reason)
 
-    def _batch_letters(self, results: list[JoinResult], held: frozenset[int]) -> list[DeadLetter]:
-        """The dead letters a batch sends: those held back in partitions ``held``, then the batch's own (its
+    def _batch_letters(self, results: list[JoinResult]) -> list[DeadLetter]:
+        """The dead letters a batch sends: those held back, then the batch's own (its
         rejections, its handed-over decisions the join failed on, those made as its records were read), each
         record's once: one made again (its record read again, after a failure) goes only if none was acknowledged."""
         made, self._letters = self._letters, []
@@ -615,9 +608,9 @@ class JoinIO:
             )
         if not self._held_letters and not self._lettered:
             return made
-        back = sorted(key for key in self._held_letters if key[1] in held)
-        letters = [self._held_letters.pop(key) for key in back]
-        seen, lettered = set(back), self._lettered
+        letters = list(self._held_letters.values())
+        seen, lettered = set(self._held_letters), self._lettered
+        self._held_letters = {}
         for letter in made:
             key = letter_key(letter)
             if key in seen:
@@ -631,7 +624,7 @@ class JoinIO:
 
     def _hold_letters(self, letters: list[DeadLetter], acks: list[asyncio.Future[Any]]) -> None:
         """After a failed batch: its dead letters acknowledged are remembered (counted as sent), the others held
-        back for the next batch that holds their partition."""
+        back for the next batch."""
         for i, letter in enumerate(letters):
             key = letter_key(letter)
             if i < len(acks) and acknowledged(acks[i]):

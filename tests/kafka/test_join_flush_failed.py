@@ -293,3 +293,31 @@ async def test_a_default_reward_let_go_at_a_rebalance_is_made_again(
         assert [(o["request_id"], o["kind"], o["quality"], o["src"], o["off"]) for o in outcomes] == expected
     finally:
         await router.outbox.stop()
+
+
+async def test_parked_feedback_stays_on_its_changelog_while_the_join_that_takes_it_is_refused(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """Only the join table's changelog refuses (test_rebalance_restaged's staging): a handoff joins parked
+    feedback, and the flush fails. The feedback must stay parked on the early-feedback changelog until the joined
+    entry is on the join table's: a new owner recovers one or the other, and joins the feedback (the feedback
+    reader committed past it). Before, the removal landed in the same flush the join table refused: 167 of 500
+    outcomes lost in one run of test_rebalance_restaged (A's outcomes let go as the partitions moved)."""
+    router, changelogs = await _join_router(kafka_bootstrap, unique_prefix, tmp_path)
+    pending_changelog, early_changelog = changelogs
+    offset = 17
+    try:
+        decision, partition = await _parked(router, "r6", 2, seed=6)
+        await _refusing(kafka_bootstrap, [pending_changelog], True)
+        router._on_pending(
+            Handoff(TOKEN, [(partition, offset, served_fields(decision))], {partition: offset + 1}, 1)
+        )
+        with pytest.raises(MessageSizeTooLargeError):
+            await router._drainer
+        await _refusing(kafka_bootstrap, [pending_changelog], False)
+        early = [
+            (orjson.loads(r.key), r.value is None) for r in await read_all(kafka_bootstrap, early_changelog)
+        ]
+        assert early == [("r6", False)]  # parked, and not removed
+    finally:
+        await router.outbox.stop()

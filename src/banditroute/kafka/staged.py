@@ -187,15 +187,19 @@ async def flush_acknowledged(
     drain: Callable[[], Awaitable[Any]],
     held: Container[int] | None = None,
 ) -> None:
-    """Flush ``views`` (their writes in partitions ``held``, see :meth:`StagedTable.flush`) into an outbox
-    (``send``) and wait until it is acknowledged (``drain``). If either fails, every write handed over is staged
-    again (:meth:`StagedTable.restage`) before the error goes on."""
-    flushed: list[tuple[StagedTable, list[str]]] = []
-    try:
-        for view in views:
-            flushed.append((view, await view.flush(send, held)))
-        await drain()
-    except BaseException:
-        for view, keys in flushed:
+    """Flush ``views`` in order (their writes in partitions ``held``, see :meth:`StagedTable.flush`) into an outbox
+    (``send``) and wait until it is acknowledged (``drain``), one view after the other: a view's writes are sent
+    only once the earlier views' are acknowledged, since a later view's write may undo what only an earlier one's
+    makes good (the join's: the removal of parked feedback from the early-feedback table must not reach its
+    changelog before the entry that joined it reaches the join table's; before 2026-12-03, with the join table's
+    changelog refusing, it did, and a new owner recovering both found neither: the feedback, committed past, was
+    never joined again). If a flush or its acknowledgement fails, that view's writes handed over are staged again
+    (:meth:`StagedTable.restage`), the later views' stay staged, and the error goes on."""
+    for view in views:
+        keys: list[str] = []
+        try:
+            keys = await view.flush(send, held)
+            await drain()
+        except BaseException:
             view.restage(keys)
-        raise
+            raise
