@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,10 +40,8 @@ from banditroute.agents.join import (
     FeedbackRecord,
     JoinLogic,
     JoinResult,
-    Pending,
     source_partition,
 )
-from banditroute.agents.pending import EXPIRED
 from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dead_letter, unknown_model_check
 from banditroute.config import Registry
 from banditroute.events import DeadLetter, DeadLetterReason, Feedback
@@ -209,10 +207,10 @@ class JoinIO:
         self._received_seq = max(self._received_seq, self.decider.shipped)
 
     def _forget(self) -> None:
-        if self._unpublished:  # made again as the decisions are read again (new token: redelivered joins); a
-            # partition that moved and came back holds its new owner's resolutions then, and makes none
+        if self._unpublished:  # made again as the decisions are read again (new token: redelivered joins), a
+            # default reward as its tick is (JoinLogic.on_tick); a partition that moved and came back holds its new
+            # owner's resolutions then, and makes none
             self.counters["join_outcomes_let_go"] += len(self._unpublished)
-            self._unexpire(o["request_id"] for o in self._unpublished.values() if o["kind"] == "timeout")
             self._unpublished.clear()
         self._handoffs.clear()
         self._own.clear()
@@ -220,19 +218,6 @@ class JoinIO:
         self._ahead.clear()
         self._deferred_ticks.clear()
         self.join.forget_held()
-
-    def _unexpire(self, request_ids: Iterable[str]) -> None:
-        """Delete the expiries whose default reward is let go unpublished: read again (the commit has not passed a
-        decision whose resolution is unacknowledged), such a decision waits anew and a later tick expires it again.
-        Kept, its entry would say expired, and nothing would make the reward again (the tick read again finds it
-        resolved, the decision read again a duplicate): lost, until 2026-12-03. A partition that moved drops the
-        staged deletion with its other writes (:meth:`_let_go_outside`); its new owner reads the decision again."""
-        pending = self.join.pending
-        for request_id in request_ids:
-            raw = pending.get(request_id)
-            if raw is not None and Pending.decode(raw, request_id).status == EXPIRED:  # not joined late since
-                del pending[request_id]
-                self.counters["join_expiries_undone"] += 1
 
     async def _sync(self, owned: frozenset[int], settling: Any) -> None:
         """Take ``owned`` (the feedback partitions assigned when called): let go of the join-table entries of the
@@ -557,9 +542,8 @@ class JoinIO:
             await self.lease.hold()
             await flush_acknowledged(views, self.outbox.send_to, self.outbox.drain, held)
             await self.lease.hold()
-            if (
-                letters
-            ):  # acknowledged on their own (rare): an outcome refused after them leaves none in doubt
+            # dead letters (rare) acknowledged on their own: an outcome refused after them leaves none in doubt
+            if letters:
                 topic, send = self.deadletter.get_topic_name(), self.outbox.send
                 for letter in letters:
                     acks.append(await send(topic, letter.source_topic.encode(), encode(letter)))
@@ -581,9 +565,9 @@ class JoinIO:
             self.dead_letters.record(letter.reason)
 
     def _batch_letters(self, results: list[JoinResult]) -> list[DeadLetter]:
-        """The dead letters a batch sends: those held back, then the batch's own (its
-        rejections, its handed-over decisions the join failed on, those made as its records were read), each
-        record's once: one made again (its record read again, after a failure) goes only if none was acknowledged."""
+        """The dead letters a batch sends: those held back, then the batch's own (its rejections, its handed-over
+        decisions the join failed on, those made as its records were read), each record's once: one made again (its
+        record read again, after a failure) goes only if none was acknowledged."""
         made, self._letters = self._letters, []
         rejections = [rej for result in results for rej in result.rejections]
         if rejections:

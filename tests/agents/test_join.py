@@ -16,6 +16,7 @@ from banditroute.agents.join import (
     request_id_of,
     source_id,
 )
+from banditroute.agents.pending import PendingStore
 
 
 def decision(request_id: str, model: str = "m1", fallbacks: tuple[str, ...] = ("m2",)) -> dict[str, Any]:
@@ -136,6 +137,26 @@ def test_timeout_applies_the_configured_default(on_timeout: str, emitted: int) -
     assert len(result.outcomes) == emitted
     if emitted:
         assert result.outcomes[0]["quality"] == 0.25 and result.outcomes[0]["kind"] == "timeout"
+
+
+def test_a_default_reward_is_published_again_by_its_tick_read_after_a_restart() -> None:
+    """A worker crashes after a default reward's expiry is acknowledged and before the reward is (the feedback
+    reader commits past neither). Restarted, the join recovers the entry, expired, reads the decision again (a
+    duplicate) and then the tick: the reward goes again, at its position. Before, nothing made it again."""
+    policy = JoinPolicy(wait_s=10, on_timeout="default_reward", default_reward=0.25, keep_joined_s=50)
+    durable: dict[str, bytes] = {}  # the join table's changelog: resolved entries only
+    join = JoinLogic(PendingStore(durable), {}, lambda _t: policy)
+    join.on_decision(decision("r1"), 0, 0, 0)
+    join.on_decision(decision("r2"), 0, 1, 5)
+    (reward,) = join.on_tick(0, 51, sent_at_s=11).outcomes
+    restarted = JoinLogic(PendingStore(dict(durable)), {}, lambda _t: policy)
+    restarted.on_decision(decision("r2"), 0, 1, 12)  # read again from the commit: still waiting
+    assert restarted.on_decision(decision("r1"), 0, 0, 12).counters == {"duplicate_decisions": 1}
+    restarted.rebuild_index(lambda _k: 0)
+    replay = restarted.on_tick(0, 51, sent_at_s=11)
+    assert replay.outcomes == [reward] and replay.counters == {"redelivered_timeout": 1}
+    later = restarted.on_tick(0, 60, sent_at_s=40)  # once; the other decision times out at its own tick
+    assert [(o["request_id"], o["off"]) for o in later.outcomes] == [("r2", 60)]
 
 
 @pytest.mark.parametrize("learn_late, learned", [(False, 0), (True, 1)])

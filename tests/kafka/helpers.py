@@ -77,9 +77,11 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float = 60.0, inter
 class WorkerProcess:
     """``banditroute worker`` in a subprocess, for tests that kill and restart it."""
 
-    def __init__(self, env: dict[str, str], log_path: str) -> None:
+    def __init__(self, env: dict[str, str], log_path: str, argv: list[str] | None = None) -> None:
         self.env = env
         self.log_path = log_path
+        self.argv = argv
+        """The command (default: ``python -m banditroute worker``)."""
         self.proc: Any = None
 
     def start(self) -> WorkerProcess:
@@ -89,7 +91,7 @@ class WorkerProcess:
 
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "banditroute", "worker"],
+                self.argv or [sys.executable, "-m", "banditroute", "worker"],
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,

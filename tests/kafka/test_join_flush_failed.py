@@ -241,8 +241,9 @@ async def test_a_default_reward_let_go_at_a_rebalance_is_made_again(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, moved: bool
 ) -> None:
     """A tick expires a handed-over decision (``on_timeout: default_reward``) while the join changelogs refuse:
-    its default reward is held back, then let go at a rebalance. ``kept``: the decision read again waits anew,
-    and a later tick makes the reward (before, its entry stayed expired: nothing made it again). ``moved``: the
+    its default reward is held back, then let go at a rebalance. ``kept``: the decision read again is a duplicate
+    (its entry says expired), and the tick read again (the feedback reader never committed past it) publishes
+    the reward its entry keeps, at the tick's position, once (before, nothing made it again). ``moved``: the
     decisions reader's commit stays at the decision and nothing of its expiry is left to write, so its new owner,
     reading the decision again, finds it waiting."""
     router, changelogs = await _join_router(kafka_bootstrap, unique_prefix, tmp_path, DEFAULT_REWARD_POLICY)
@@ -256,9 +257,10 @@ async def test_a_default_reward_let_go_at_a_rebalance_is_made_again(
         )
         await router._drainer  # held in memory
         await asyncio.sleep(0.05)
+        tick = _tick(feedback, partition, 8)
         await _refusing(kafka_bootstrap, changelogs, True)
         with pytest.raises(MessageSizeTooLargeError):
-            await router._join_feedback_records([_tick(feedback, partition, 8)])
+            await router._join_feedback_records([tick])
         await _refusing(kafka_bootstrap, changelogs, False)
         assert router._join_floor(partition) == offset  # what the decisions reader commits as it lets go
         owned = frozenset(range(n)) - ({partition} if moved else set())
@@ -284,12 +286,13 @@ async def test_a_default_reward_let_go_at_a_rebalance_is_made_again(
                     )
                 ]
             )
+            await router._join_feedback_records([tick])  # read again from the feedback reader's commit
             await asyncio.sleep(0.05)
             await router._join_feedback_records([_tick(feedback, partition, 9)])
         outcomes = [
             orjson.loads(r.value) for r in await read_all(kafka_bootstrap, router.outcomes.get_topic_name())
         ]
-        expected = [] if moved else [("r5", "timeout", 0.25, partition * 4 + 1, 9)]
+        expected = [] if moved else [("r5", "timeout", 0.25, partition * 4 + 1, 8)]
         assert [(o["request_id"], o["kind"], o["quality"], o["src"], o["off"]) for o in outcomes] == expected
     finally:
         await router.outbox.stop()

@@ -3,7 +3,11 @@ written, after a rebalance, into changelog partitions the other worker owns by t
 
 Worker A joins feedback while the join table's changelog refuses every write (``max.message.bytes`` lowered to
 less than one entry): its flushes fail and their writes are staged again in memory (``StagedTable.restage``).
-Worker B starts and takes half the partitions; then the changelog takes writes again. B joins the feedback of its
+Worker B starts and takes half the partitions; then the changelog takes writes again. B's start-up check of the
+changelog's ``max.message.bytes`` must pass, so the changelog takes writes while B checks, and only then: B is
+built beforehand (``held_worker.py``: its imports took 5-24 s under load, longer than A's readers wait before
+they try again, and A then wrote what it had staged before the rebalance), and the changelog refuses again from
+B's check until A has let go of its partitions. B joins the feedback of its
 partitions itself (A never committed it). A record on one of B's partitions whose outcome was joined before B
 started (``at_s``) is one of A's: written into B's partition after B took it, where it overwrites B's entry for
 the next recovery.
@@ -11,7 +15,9 @@ the next recovery.
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,9 @@ import orjson
 import pytest
 
 from banditroute.agents.pending import Pending
+from tests.kafka.helpers import WorkerProcess, worker_env
 from tests.kafka.router_world import Loop, observations, read_all, write_config
+from tests.reliability.held_worker import HELD
 from tests.reliability.support import (
     MESSAGE_BYTES_DEFAULT,
     REFUSING,
@@ -48,6 +56,20 @@ def _log_lines(path: Path) -> list[dict[str, Any]]:
         if isinstance(entry, dict):
             lines.append(entry)
     return lines
+
+
+def _says(path: Path, text: str) -> bool:
+    """Whether the log at ``path`` has ``text`` (the file may not be there yet)."""
+    return path.exists() and text in path.read_text(errors="replace")
+
+
+async def _a_dropped(path: Path) -> bool:
+    """Whether worker A logged that it dropped join-table writes staged for partitions that moved."""
+    return any("join-table writes staged again" in e.get("message", "") for e in _log_lines(path))
+
+
+def _go(path: Path) -> None:
+    path.touch()
 
 
 def _at(entry: dict[str, Any]) -> float:
@@ -107,8 +129,9 @@ async def test_restaged_join_writes_stay_out_of_the_partitions_another_worker_to
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
     """A's readers fail at every try while the changelog refuses; once both wait 10 s before the next, the
-    changelog takes writes again and B starts (its start-up check of max.message.bytes passes): the rebalance
-    takes partitions from A before A tries again, so A's staged writes are still staged when it lets go."""
+    changelog takes writes again and B, built already, starts; once B's start-up check of max.message.bytes has
+    passed, the changelog refuses again until A has let go: A's staged writes are still staged when it lets go,
+    however long B takes to join."""
     t0 = time.monotonic()
     prefix, rng = unique_prefix, np.random.default_rng(7)
     config_dir = write_config(tmp_path / "config")
@@ -116,7 +139,21 @@ async def test_restaged_join_writes_stay_out_of_the_partitions_another_worker_to
     info = {"BANDITROUTE_LOG_LEVEL": "info"}
     a = start_worker(tmp_path, kafka_bootstrap, prefix, "a", config_dir, **info)
     a_log = Path(a.log_path)
-    workers = [a]
+    go = tmp_path / "b.go"
+    b = WorkerProcess(
+        worker_env(kafka_bootstrap, prefix, str(config_dir), str(tmp_path / "data-b"), **info),
+        str(tmp_path / "b.log"),
+        [sys.executable, str(Path(__file__).with_name("held_worker.py")), str(go)],
+    ).start()
+    b_log = Path(b.log_path)
+    workers = [a, b]
+
+    def b_says(text: str) -> Callable[[], Awaitable[bool]]:
+        async def said() -> bool:
+            return _says(b_log, text)
+
+        return said
+
     try:
         async with Loop(kafka_bootstrap, prefix) as loop:
             await loop.run(WARM, rng, batch=50, timeout_s=90)
@@ -131,16 +168,32 @@ async def test_restaged_join_writes_stay_out_of_the_partitions_another_worker_to
             f"A's readers did not fail as planned:\n{a.log_tail()}"
         )
         retry_at = min(_next_retries(a_log).values())  # type: ignore[union-attr]
+        assert await wait_until(b_says(HELD), 120), f"B was not built:\n{b.log_tail()}"
         await set_message_bytes(kafka_bootstrap, changelog, MESSAGE_BYTES_DEFAULT)
         b_started = time.time()
-        b = start_worker(tmp_path, kafka_bootstrap, prefix, "b", config_dir, **info)
-        workers.append(b)
+        _go(go)
+        # faust starts once B's check of the topics has passed: from then the changelog refuses again, whenever
+        # A's readers try next, until A has let go of its partitions
+        assert await wait_until(b_says("[^Worker]: Starting..."), 60), f"B did not start:\n{b.log_tail()}"
+        await set_message_bytes(kafka_bootstrap, changelog, REFUSING)
+        checked = time.time()
+        assert checked < retry_at, (
+            f"A's readers tried again {checked - retry_at:.1f} s before B had checked the topics: "
+            f"the changelog took A's writes (B checked {checked - b_started:.1f} s after it was let go)"
+        )
+
+        async def a_let_go() -> bool:
+            return any(not p and at > b_started for at, p in _assignments(a_log, feedback))
+
+        assert await wait_until(a_let_go, 60), f"A did not let go of its partitions:\n{a.log_tail()}"
+        await wait_until(lambda: _a_dropped(a_log), 30)  # at its assignment (checked below)
+        await set_message_bytes(kafka_bootstrap, changelog, MESSAGE_BYTES_DEFAULT)
 
         async def b_owns() -> list[int] | None:
             taken = [p for _at, p in _assignments(Path(b.log_path), feedback) if p]
             return taken[-1] if taken else None
 
-        owned_by_b = await wait_until(b_owns, 60)
+        owned_by_b = await wait_until(b_owns, 90)
         assert owned_by_b and len(owned_by_b) < 4, f"B took {owned_by_b}:\n{b.log_tail()}"
         released = [at for at, p in _assignments(a_log, feedback) if not p and at > b_started]
         assert released, f"A did not let go of its partitions:\n{a.log_tail()}"
@@ -166,13 +219,12 @@ async def test_restaged_join_writes_stay_out_of_the_partitions_another_worker_to
             if entry.outcome is not None and entry.outcome["at_s"] < b_started:
                 stray.append(orjson.loads(record.key))
         print(
-            f"\nA let go {let_go - b_started:.1f} s after B started, its readers' next try at "
-            f"{retry_at - b_started:.1f} s; B owns {owned_by_b}; {len(stray)} of A's writes on them; "
-            f"{time.monotonic() - t0:.1f} s"
+            f"\nB checked the topics {checked - b_started:.1f} s after it was let go, A let go "
+            f"{let_go - b_started:.1f} s after, its readers' next try at {retry_at - b_started:.1f} s; B owns "
+            f"{owned_by_b}; {len(stray)} of A's writes on them; {time.monotonic() - t0:.1f} s"
         )
         assert stray == [], f"{len(stray)} entries A joined were written to B's partitions {owned_by_b}"
-        dropped = [e for e in _log_lines(a_log) if "join-table writes staged again" in e.get("message", "")]
-        assert dropped, "A never dropped the writes it had staged for B's partitions (nothing was staged?)"
+        assert await _a_dropped(a_log), "A never dropped the writes it had staged for B's partitions"
     finally:
         codes = [w.terminate() for w in workers]
     assert codes == [0, 0], codes

@@ -559,11 +559,15 @@ class JoinLogic:
         self._deadlines = {}
         for k, v in list(self.pending.items()):
             try:
-                deadline = Pending.decode(v, k).deadline_s
+                entry = Pending.decode(v, k)
             except Exception:  # anything written there by someone else: no index entry
                 bad.append(k)
                 continue
-            heapq.heappush(self._deadlines.setdefault(partition_of(k), []), (deadline, k))
+            heap = self._deadlines.setdefault(partition_of(k), [])
+            heapq.heappush(heap, (entry.deadline_s, k))
+            if entry.status == EXPIRED and entry.outcome is not None and entry.outcome["kind"] == "timeout":
+                # due again at the tick that expired it, should that tick be read again (see on_tick)
+                heapq.heappush(heap, (entry.outcome["at_s"], k))
         self._early_deadlines = {}
         for k, v in list(self.early.items()):
             try:
@@ -595,6 +599,16 @@ class JoinLogic:
             if raw is None:
                 continue
             entry = Pending.decode(raw, request_id)
+            if (
+                entry.status == EXPIRED
+                and entry.outcome
+                and (entry.joined_src, entry.joined_off) == (src, offset)
+            ):
+                # This very tick expired it before a restart (rebuild_index): publish its default reward again,
+                # at its position, in order with the outcomes of the feedback read again before it
+                result.outcomes.append(entry.outcome)
+                result.count("redelivered_timeout")
+                continue
             if entry.deadline_s > now_s:
                 continue  # a later deadline was pushed for it
             if entry.status == PENDING:
@@ -602,9 +616,13 @@ class JoinLogic:
                 result.count("reward_timeouts")
                 if policy.on_timeout == "default_reward":
                     default = {"model": entry.model, "quality": policy.default_reward}
-                    result.outcomes.append(
-                        self._outcome(request_id, entry, default, src, offset, "timeout", now_s)
-                    )
+                    outcome = self._outcome(request_id, entry, default, src, offset, "timeout", now_s)
+                    result.outcomes.append(outcome)
+                    # kept with the expiry, and the tick's position: read again after a restart or a rebalance
+                    # (the feedback reader commits past the tick only once the reward is acknowledged), the tick
+                    # publishes it again; nothing else would (the decision read again finds it expired)
+                    entry.outcome = outcome
+                    entry.joined_src, entry.joined_off = src, offset
                 entry.status = EXPIRED
                 self._capped_waiting.discard(request_id)
                 entry.deadline_s = now_s + policy.keep_joined_s
