@@ -1,6 +1,7 @@
 """``banditroute worker`` in two steps, for a test that must time the second: the imports and the Router (most of a
 worker's start-up, 5-24 s under load), then, once the file named by its one argument exists, the rest as
-``banditroute worker`` runs it (the check of the topics, then faust). Prints :data:`HELD` in between.
+``banditroute worker`` runs it (the check of the topics, then faust). Prints :data:`HELD` in between, and
+:data:`CHECKED` once the check of the topics has passed.
 
 Run as a script (``python held_worker.py GO_FILE``), with the worker's environment."""
 
@@ -9,14 +10,17 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HELD = "held worker built: waiting for its go file"
+CHECKED = "held worker: the topics are checked"
 
 
 def main(go: Path) -> None:
     from banditroute.app import Router
     from banditroute.cli.worker_cmd import prepare_data_dir, run_worker
     from banditroute.config import config_dir_of
+    from banditroute.core.summary import load_special
     from banditroute.logs import limit_repeated_kafka_logs, quiet_retried_kafka_errors
     from banditroute.settings import Settings
 
@@ -25,6 +29,15 @@ def main(go: Path) -> None:
     settings = settings.model_copy(update={"config_dir": config_dir})
     prepare_data_dir(settings.data_dir)
     router = Router(settings)
+    load_special()  # run_worker imports it on a thread as it checks the topics: done here, it does not slow that
+    check = router.ensure_topics
+
+    async def ensure_topics(**kwargs: Any) -> int:
+        present = await check(**kwargs)
+        print(CHECKED, flush=True)
+        return present
+
+    router.ensure_topics = ensure_topics  # type: ignore[method-assign]
     print(HELD, flush=True)
     while not go.exists():
         time.sleep(0.02)
