@@ -159,6 +159,24 @@ def test_a_default_reward_is_published_again_by_its_tick_read_after_a_restart() 
     assert [(o["request_id"], o["off"]) for o in later.outcomes] == [("r2", 60)]
 
 
+def test_feedback_left_parked_by_a_join_whose_removal_was_not_written_is_not_dead_lettered() -> None:
+    """The join table's write of a join is acknowledged before the early-feedback table's removal of the parked
+    feedback it joined is sent; a worker that stops in between (or whose partition moves) leaves both on the
+    changelogs. Its decision read again removes that parking; before, a tick dead-lettered the feedback, learnt
+    already, as ``unknown_request``."""
+    join = make()
+    join.on_feedback(feedback("r1", offset=4), now_s=1)  # parked: its decision comes after it
+    parked = join.early["r1"]
+    (outcome,) = join.on_decision(decision("r1"), 0, 9, now_s=2).outcomes
+    join.early["r1"] = parked  # recovered from the changelog: the removal never reached it
+    again = join.on_decision(decision("r1"), 0, 9, now_s=3)
+    assert again.outcomes == [outcome]
+    assert join.on_decisions_tick(0, sent_at_s=50).rejections == []
+    assert again.counters.get("stale_parking_removed") == 1
+    join.on_feedback(feedback("r2", offset=5), now_s=51)  # feedback for another request parks as before
+    assert [r.reason for r in join.on_decisions_tick(0, sent_at_s=60).rejections] == ["unknown_request"]
+
+
 @pytest.mark.parametrize("learn_late, learned", [(False, 0), (True, 1)])
 def test_late_feedback_is_counted_and_learned_only_if_configured(learn_late: bool, learned: int) -> None:
     join = make(JoinPolicy(wait_s=10, learn_late=learn_late, keep_joined_s=5))

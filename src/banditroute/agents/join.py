@@ -337,6 +337,8 @@ class JoinLogic:
         src = source_id(partition, tag)
         if held is not None:
             entry = Pending.decode(held, request_id)
+            if entry.status == JOINED and request_id in self.early:
+                self._drop_stale_parking(request_id, entry, result)
             if (entry.joined_src, entry.joined_off) == (src, offset) and entry.outcome:
                 # This very decision record completed a join before a crash: publish that outcome again
                 # (same position, so the learner skips it if it was learnt already).
@@ -356,6 +358,15 @@ class JoinLogic:
             self._store(request_id, entry, partition)
             if capped:
                 self._track_capped(partition, request_id, result)
+
+    def _drop_stale_parking(self, request_id: str, entry: Pending, result: JoinResult) -> None:
+        """Remove feedback still parked for a request whose entry joined that very record: the removal was staged
+        with the join, but the join table is written first (kafka/staged.py ``flush_acknowledged``), and the worker
+        stopped, or the partition moved, in between. Left, a tick would dead-letter it as ``unknown_request``."""
+        parked = orjson.loads(self.early[request_id])
+        if (parked.get("p"), parked.get("o")) == (entry.fb_part, entry.fb_off):
+            del self.early[request_id]
+            result.count("stale_parking_removed")
 
     def _store(self, request_id: str, entry: Pending, partition: int, *, again: bool = False) -> None:
         """Write ``entry`` (``again``: a resolved entry resolved anew, a late join of an expired decision)."""
