@@ -19,8 +19,10 @@ from aiokafka import AIOKafkaProducer
 
 from banditroute.kafka.aiokafka_release import checked
 from banditroute.kafka.fast_produce import install as install_fast_produce
+from banditroute.kafka.fast_send import install as install_fast_send
 
 install_fast_produce()  # every producer of the process: the decide loop's, the join's (kafka/fast_produce.py)
+install_fast_send()  # every connection's requests written without two whole copies (kafka/fast_send.py)
 
 Headers = list[tuple[str, bytes]]
 """Kafka record headers: (name, value) pairs (aiokafka's record builder wants a list)."""

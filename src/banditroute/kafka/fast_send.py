@@ -1,0 +1,110 @@
+"""Write a Kafka request to the socket without first copying it whole twice (aiokafka's ``AIOKafkaConnection.send``).
+
+aiokafka 0.14 sends a request as ``size + (header.encode() + request.encode())``: two concatenations, each a new
+``bytes`` as long as the request. A produce request of the decide loop carries every record batch of a step
+(hundreds of KB), so each of those copies is a fresh block above the worker's mmap threshold (``memory.py``):
+mapped, zero-filled page by page on first touch, copied into and unmapped again (a TLB shootdown on the other
+core). With :mod:`~banditroute.kafka.fast_produce`'s join that was three whole copies per produce request;
+``perf record -e cpu-clock --call-graph dwarf`` of a worker drain (e2e19) put ``bytes_concat`` at 6 % of the
+decide thread's CPU, most of it page faults, and page faults at ~10 % in all.
+
+:func:`install` replaces ``AIOKafkaConnection.send`` with the same steps (the same checks, correlation id, header,
+error handling, log line, response future) that write the same bytes in order: the size, the header and the
+request's small parts joined into one ``bytes``, and each large part (a record batch of ``LARGE`` bytes or
+more, :func:`~banditroute.kafka.fast_produce.produce_parts`) handed to the transport as a ``memoryview`` of the
+batch itself: sent from there, and only what the socket does not take at once is copied (into the transport's
+buffer, as before). Other requests are written as one ``bytes`` (one copy instead of two). Only under the
+aiokafka release it was checked against (:mod:`~banditroute.kafka.aiokafka_release`).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+import aiokafka
+import aiokafka.errors as errors
+from aiokafka import conn
+
+from banditroute.kafka.aiokafka_release import checked
+from banditroute.kafka.fast_produce import encode_produce, produce_parts
+
+LARGE = 16 * 1024
+"""A request part at least this long is written as itself (a view), not joined with its neighbours."""
+_SIZE = struct.Struct(">i").pack
+_THEIRS = conn.AIOKafkaConnection.send
+
+
+def chunks(head: bytes, parts: Iterable[Any]) -> list[Any]:
+    """What to write for a request whose encoding is ``head`` then ``parts`` in order: the 4-byte size, then runs
+    of small parts joined into one ``bytes`` each, and every part of ``LARGE`` bytes or more as a ``memoryview``
+    of itself. Their concatenation is aiokafka's ``size + head + b"".join(parts)``."""
+    parts = list(parts)
+    total = len(head) + sum(map(len, parts))
+    out: list[Any] = []
+    run: list[Any] = [_SIZE(total), head]
+    for part in parts:
+        if len(part) >= LARGE:
+            out.append(b"".join(run))
+            out.append(memoryview(part))
+            run = []
+        else:
+            run.append(part)
+    if run:
+        out.append(b"".join(run))
+    return out
+
+
+def _send(self: Any, request: Any, expect_response: bool = True) -> Any:
+    """``AIOKafkaConnection.send`` writing :func:`chunks` (aiokafka 0.14's steps otherwise)."""
+    if self._writer is None:
+        raise errors.KafkaConnectionError(f"No connection to broker at {self._host}:{self._port}")
+
+    request_struct = request.prepare(self._versions)
+
+    correlation_id = self._next_correlation_id()
+    header = request_struct.build_request_header(correlation_id=correlation_id, client_id=self._client_id)
+    if type(request_struct).encode is encode_produce:
+        parts = produce_parts(request_struct)
+    else:
+        parts = [request_struct.encode()]
+    try:
+        write = self._writer.write
+        for chunk in chunks(header.encode(), parts):
+            write(chunk)
+    except OSError as err:
+        self.close(reason=conn.CloseReason.CONNECTION_BROKEN)
+        raise errors.KafkaConnectionError(f"Connection at {self._host}:{self._port} broken: {err}") from err
+
+    conn.log.debug(
+        "Request to %s:%d %d: %s",
+        self._host,
+        self._port,
+        correlation_id,
+        request_struct,
+    )
+
+    if not expect_response:
+        return self._writer.drain()
+    fut = self._loop.create_future()
+    self._requests.append(
+        (correlation_id, request_struct, fut),
+    )
+    return conn.wait_for(fut, self._request_timeout)
+
+
+def install(aiokafka_version: str = aiokafka.__version__) -> bool:
+    """Send every connection's requests with :func:`_send` (idempotent); False, leaving aiokafka's own, under a
+    release other than the checked one."""
+    if not checked("kafka/fast_send.py (requests written without whole copies)", aiokafka_version):
+        return False
+    conn.AIOKafkaConnection.send = _send
+    return True
+
+
+def installed() -> bool:
+    return conn.AIOKafkaConnection.send is _send
+
+
+__all__ = ["LARGE", "chunks", "install", "installed"]
