@@ -1,7 +1,7 @@
 """The aiokafka release banditroute's patches of its private code were checked against.
 
-``raw_fetch``, ``fetch_cycles`` and ``backoff`` replace or wrap private parts of aiokafka (its fetcher's record
-generator, ``FetchResult.getall``, the client's ``_metadata_update``); ``outbox.record_writer`` reads a
+``raw_fetch``, ``fetch_cycles``, ``backoff`` and ``fast_send`` replace or wrap private parts of aiokafka (its
+fetcher's record generator, ``FetchResult.getall``, the client's ``_metadata_update``, the connection's ``send``); ``outbox.record_writer`` reads a
 ``BatchBuilder``'s private fields. The package allows any 0.14.x; under a release other than :data:`CHECKED`
 each of them keeps aiokafka's own code, with a warning, rather than break every fetch, refresh or append on a
 renamed field. ``tests/test_aiokafka_release.py`` fails on an upgrade until the patches are
