@@ -208,7 +208,9 @@ def test_replaced_states_leave_no_cyclic_garbage() -> None:
                 choose(state, MODELS, policy, None, rng, 10.0)
             state = update(state, MODELS, policy, Outcome("m2", quality=1.0, cost_usd=0.001, at_s=1e3 + t))
         gc.collect()
-        left = sorted({type(o).__name__ for o in gc.garbage})
+        # only the policy core's own objects: another test's thread still ending (a Condition, a Queue) can leave
+        # cycles of its own in this window; a replaced plan or block in a cycle shows up by its own type
+        left = sorted({type(o).__name__ for o in gc.garbage if type(o).__module__.startswith("banditroute.")})
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
