@@ -60,7 +60,8 @@ def test_census_sorts_garbage_by_age_and_spells_cycles() -> None:
     finally:
         gc.enable()
         timer.uninstall()
-    assert report["old"] == 6 and report["types"][f"{__name__}.Node"][0] == 6
+    # the total may hold another test's ending thread's cycles too; the Nodes are counted exactly
+    assert report["old"] >= 6 and report["types"][f"{__name__}.Node"][0] == 6
     assert report["types"][f"{__name__}.Node"][1] >= 6 * 10_000 // 1024  # what they hold, in KiB
     assert [f"{__name__}.Node.other", f"{__name__}.Node.other"] in report["cycles"]
     # the generators' cycles are freed by their finalizer during the collection: seen as vanished
