@@ -203,12 +203,18 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def wait_idle(
-    pid: int, *, below: float = 0.15, window_s: float = 0.5, timeout_s: float = 60.0
+    pid: int,
+    *,
+    below: float = 0.15,
+    window_s: float = 0.5,
+    timeout_s: float = 60.0,
+    strict: bool = False,
 ) -> float:
     """Wait until ``pid`` uses less than ``below`` of a core over ``window_s``; return the time waited.
 
     After a drain the worker still joins the decisions it published (the join agent lags the decide loop), so
-    latency is measured only once that backlog is done.
+    latency is measured only once that backlog is done. Past ``timeout_s`` it returns the time waited, or raises
+    :class:`RuntimeError` when ``strict``.
     """
     start = time.perf_counter()
     last = cpu_seconds(pid)
@@ -218,6 +224,8 @@ async def wait_idle(
         if now - last < below * window_s:
             return time.perf_counter() - start
         last = now
+    if strict:
+        raise RuntimeError(f"process {pid} was not idle within {timeout_s:.0f} s")
     return time.perf_counter() - start
 
 

@@ -48,6 +48,7 @@ from banditroute.bench.common import (
     delete_topics,
     machine,
     new_prefix,
+    wait_idle,
 )
 from banditroute.bench.e2e import Collector, prefill_from
 
@@ -167,18 +168,6 @@ async def _started(proc: subprocess.Popen[bytes], log_path: Path, collector: Col
         await asyncio.sleep(0.005)
 
 
-async def _idle(pid: int, below: float, window_s: float, timeout_s: float) -> float:
-    """Wait until ``pid`` uses less than ``below`` of a core over ``window_s``; the time waited."""
-    start, last = time.perf_counter(), cpu_seconds(pid)
-    while time.perf_counter() - start < timeout_s:
-        await asyncio.sleep(window_s)
-        now = cpu_seconds(pid)
-        if now - last < below * window_s:
-            return time.perf_counter() - start
-        last = now
-    raise RuntimeError(f"the worker was not idle within {timeout_s:.0f} s")
-
-
 async def native(bootstrap: str, requests: int, idle_s: float) -> dict[str, Any]:
     """The native drain (see the module docstring)."""
     prefix = new_prefix("cost")
@@ -195,7 +184,7 @@ async def native(bootstrap: str, requests: int, idle_s: float) -> dict[str, Any]
         before, t0 = thread_times(worker.pid), time.perf_counter()
         await collector.wait_count(requests, START_TIMEOUT_S, worker.alive)
         decided = time.perf_counter()
-        await _idle(worker.pid, 0.15, 0.5, 60.0)
+        await wait_idle(worker.pid, strict=True)
         after, t1 = thread_times(worker.pid), time.perf_counter()
         await asyncio.sleep(idle_s)
         idle, t2 = thread_times(worker.pid), time.perf_counter()
@@ -254,7 +243,7 @@ async def callgrind(
                 raise RuntimeError("the worker did not get ready:\n" + _log_tail(log_path))
             await asyncio.sleep(1.0)
         # valgrind keeps a third of a core busy even idle (the JIT): idle is below that over 2 s
-        await _idle(proc.pid, 0.35, 2.0, 600)
+        await wait_idle(proc.pid, below=0.35, window_s=2.0, timeout_s=600, strict=True)
         _control(proc.pid, "-i", "on")
         _control(proc.pid, "-z")
         t0, c0 = time.perf_counter(), cpu_seconds(proc.pid)
@@ -266,7 +255,7 @@ async def callgrind(
         t1 = time.perf_counter()
         await prefill_from(bootstrap, requests_topic, requests, "fill", 1)
         await collector.wait_count(requests, 3600, lambda: proc.poll() is None)
-        await _idle(proc.pid, idle_cores + 0.1, 2.0, 1800)
+        await wait_idle(proc.pid, below=idle_cores + 0.1, window_s=2.0, timeout_s=1800, strict=True)
         _control(proc.pid, "-d", "drain")
         drain_wall = time.perf_counter() - t1
     finally:
