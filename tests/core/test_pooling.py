@@ -235,17 +235,22 @@ def test_dl_shared_lends_every_models_between_task_spread_to_a_model_whose_own_l
     z and was barely tried in y, where it is 0.2 better. dl sees little of a's tau² and gives y a prior worth over 100
     calls centred on a's mean elsewhere (0.5); dl_shared moderates a's tau² towards the common one, and a's
     prior in y is weak enough for 20 calls of its own to move its mean most of the way."""
-    states = {
-        "x": _state3({"a": 100, "b": 60, "c": 140}),
-        "y": _state3_thin_a(),
-        "z": _state3({"a": 100, "b": 60, "c": 140}),
-    }
+    states = _thin_a_in_y()
     plain = pooled_priors(states, max_strength=200.0)
     shared = pooled_priors(states, max_strength=200.0, tau2_method="dl_shared")
     assert _strength(plain["y"]["a"]) > 100.0, plain["y"]["a"]
     assert _strength(shared["y"]["a"]) < 40.0, shared["y"]["a"]
     a, b = shared["y"]["a"]
     assert (a - 1) / (a + b - 2) == pytest.approx(0.5, abs=0.01)  # the centre is unchanged
+
+
+def _thin_a_in_y() -> dict[str, TaskState]:
+    """x and z agree (a 0.5, b 0.3, c 0.7, 200 calls each); in y, a was tried 20 times at 0.7."""
+    return {
+        "x": _state3({"a": 100, "b": 60, "c": 140}),
+        "y": _state3_thin_a(),
+        "z": _state3({"a": 100, "b": 60, "c": 140}),
+    }
 
 
 def _state3_thin_a() -> TaskState:
@@ -284,11 +289,7 @@ def test_dl_shared_is_each_models_tau2_moderated_towards_the_common_one_by_degre
 def test_dl_conflict_weakens_a_prior_only_where_the_task_types_own_evidence_disagrees_with_it() -> None:
     """a was tried 20 times in y at 0.7 against a centre of 0.5: the pair's excess variance, (0.2)² less
     both sampling variances, bounds a's tau² in y from below; x and z, agreeing with the centre, keep dl's."""
-    states = {
-        "x": _state3({"a": 100, "b": 60, "c": 140}),
-        "y": _state3_thin_a(),
-        "z": _state3({"a": 100, "b": 60, "c": 140}),
-    }
+    states = _thin_a_in_y()
     dl = pooled_priors(states, max_strength=200.0)
     conflict = pooled_priors(states, max_strength=200.0, tau2_method="dl_conflict")
     centre = 200.5 / 401.0
