@@ -3,6 +3,12 @@
 Used by the decide loop (:class:`~banditroute.kafka.decide_service.DecideService`): a decision never waits
 behind the faust agents' long coroutine steps in the worker's main loop; Python's GIL switch interval bounds the
 wait instead. What the rest of the worker must see is handed back with :meth:`OwnThreadLoop.call_home`.
+
+Handing back costs a wake-up of the caller's loop: ``call_soon_threadsafe`` writes to the loop's self-pipe every
+time, and the write wakes the caller's thread, which then takes the GIL from this one. The decide loop hands back
+twice per step (the step's decisions for the dashboard, then its handoff to the join once acknowledged), so
+``call_home`` keeps a mailbox: a callback posted while an earlier one still waits for the caller's loop joins it,
+and the loop runs them in one go, in order, without another write or wake-up.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +32,12 @@ class OwnThreadLoop:
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop :meth:`_run_loop` runs on
         self._home: asyncio.AbstractEventLoop | None = None  # the caller's loop (callbacks run there)
         self._stop_requested = False
+        self._mail: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        """Callbacks for the caller's loop not run yet (:meth:`call_home`), oldest first."""
+        self._mail_posted = False
+        """Whether a :meth:`_read_mail` is scheduled on the caller's loop that has not started reading yet."""
+        self.home_posts = 0
+        """Wake-ups of the caller's loop so far (``call_soon_threadsafe`` calls of :meth:`call_home`)."""
 
     async def _run_loop(self) -> None:
         raise NotImplementedError
@@ -46,13 +59,40 @@ class OwnThreadLoop:
             return None
 
     def call_home(self, callback: Callable[..., Any], *args: Any) -> None:
-        """Run ``callback(*args)`` on the caller's loop (at once when that is this loop)."""
+        """Run ``callback(*args)`` on the caller's loop (at once when that is this loop), after every callback
+        handed back before it. Only this object's own thread hands back (one writer of the mailbox)."""
         home = self._home
         if home is None or home is self._loop:
             callback(*args)
-        else:
-            with contextlib.suppress(RuntimeError):  # the caller's loop is closing
-                home.call_soon_threadsafe(callback, *args)
+            return
+        self._mail.append((callback, args))  # before the flag is read: see _read_mail
+        if self._mail_posted:
+            return  # the read already scheduled has not started: it takes this one too
+        self._mail_posted = True
+        self.home_posts += 1
+        try:
+            home.call_soon_threadsafe(self._read_mail, home)
+        except RuntimeError:  # the caller's loop is closing: nobody left to run them
+            self._mail_posted = False
+            self._mail.clear()
+
+    def _read_mail(self, home: asyncio.AbstractEventLoop) -> None:
+        """On the caller's loop: run every callback in the mailbox, oldest first. The flag is cleared before
+        the first is taken, so a callback appended after that schedules a read of its own, and one appended
+        before it is taken here; one that raises is reported as the loop reports a failing callback, and the
+        others still run."""
+        self._mail_posted = False
+        mail = self._mail
+        while mail:
+            callback, args = mail.popleft()
+            try:
+                callback(*args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                home.call_exception_handler(
+                    {"message": f"Exception in callback {callback!r}", "exception": exc}
+                )
 
     async def run(self) -> None:
         """Run the loop until :meth:`stop`; on its own thread when ``own_thread`` (the default)."""

@@ -1,0 +1,119 @@
+"""kafka/own_thread.py's ``call_home``: callbacks handed back from the loop's own thread run on the caller's loop in
+the order they were handed, one that raises is reported and does not stop the others, and callbacks handed back
+while an earlier one still waits for the caller's loop share its wake-up (no ``call_soon_threadsafe`` each)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from banditroute.kafka.own_thread import OwnThreadLoop
+
+
+class _Handing(OwnThreadLoop):
+    """Hands back what ``plan`` says from its own thread, then stops."""
+
+    def __init__(self, plan: Callable[[OwnThreadLoop], None]) -> None:
+        super().__init__(own_thread=True)
+        self.plan = plan
+        self.thread_ids: set[int] = set()
+
+    async def _run_loop(self) -> None:
+        self.thread_ids.add(threading.get_ident())
+        self.plan(self)
+
+
+def _run_home(service: _Handing) -> tuple[int, list[dict[str, Any]], int]:
+    """Run ``service`` from a caller's loop whose ``call_soon_threadsafe`` is counted; returns the count, the
+    contexts the loop's exception handler got and the caller's thread id."""
+    posts = 0
+    reported: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        nonlocal posts
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        plain = loop.call_soon_threadsafe
+
+        def counted(callback: Any, *args: Any, **kwargs: Any) -> Any:
+            nonlocal posts
+            posts += 1
+            return plain(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        await service.run()
+        for _ in range(20):  # callbacks handed back just before the loop stopped
+            await asyncio.sleep(0.01)
+
+    caller = threading.get_ident()
+    asyncio.run(main())
+    return posts, reported, caller
+
+
+def test_in_order_on_the_callers_loop_and_one_wake_up_while_the_caller_is_busy() -> None:
+    ran: list[tuple[int, int]] = []
+    released = threading.Event()
+
+    def blocking() -> None:  # the caller's loop is busy until every later callback is handed back
+        assert released.wait(10.0)
+
+    def plan(loop: OwnThreadLoop) -> None:
+        loop.call_home(blocking)
+        for i in range(100):
+            loop.call_home(lambda i=i: ran.append((i, threading.get_ident())))
+        released.set()
+
+    service = _Handing(plan)
+    posts, reported, caller = _run_home(service)
+    assert [i for i, _ in ran] == list(range(100))
+    assert {tid for _, tid in ran} == {caller}
+    assert caller not in service.thread_ids
+    assert not reported
+    # the blocking callback's wake-up, one for the first callback after it (its read had started), then the
+    # finishing call of run(): not one per callback (101 before)
+    assert posts <= 4
+
+
+def test_a_failing_callback_is_reported_and_the_others_run() -> None:
+    ran: list[int] = []
+    released = threading.Event()
+
+    def blocking() -> None:
+        assert released.wait(10.0)
+
+    def fail() -> None:
+        raise ValueError("boom")
+
+    def plan(loop: OwnThreadLoop) -> None:
+        loop.call_home(blocking)
+        loop.call_home(ran.append, 1)
+        loop.call_home(fail)
+        loop.call_home(ran.append, 2)
+        released.set()
+
+    _posts, reported, _caller = _run_home(_Handing(plan))
+    assert ran == [1, 2]
+    assert len(reported) == 1
+    assert isinstance(reported[0]["exception"], ValueError)
+
+
+def test_handed_back_after_a_read_started_gets_a_read_of_its_own() -> None:
+    ran: list[str] = []
+    inside = threading.Event()
+    go_on = threading.Event()
+
+    def first() -> None:  # runs on the caller's loop while the own thread hands back the second
+        ran.append("first")
+        inside.set()
+        assert go_on.wait(10.0)
+
+    def plan(loop: OwnThreadLoop) -> None:
+        loop.call_home(first)
+        assert inside.wait(10.0)
+        loop.call_home(ran.append, "second")  # the first read has started: this one must not be lost
+        go_on.set()
+
+    _run_home(_Handing(plan))
+    assert ran == ["first", "second"]
