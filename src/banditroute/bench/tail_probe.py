@@ -131,6 +131,7 @@ try:
             rows.append((t, int(tid), int(run), int(wait), int(slices)))
         time.sleep(period)
 finally:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the loop may have ended by itself: finish the file
     with open(out + ".tmp", "w") as f:
         json.dump(rows, f)
     os.replace(out + ".tmp", out)
