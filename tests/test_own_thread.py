@@ -117,3 +117,15 @@ def test_handed_back_after_a_read_started_gets_a_read_of_its_own() -> None:
 
     _run_home(_Handing(plan))
     assert ran == ["first", "second"]
+
+
+def test_a_new_callers_loop_gets_its_own_reads() -> None:
+    ran: list[int] = []
+    service = _Handing(lambda loop: loop.call_home(ran.append, 1))
+    # as if the earlier caller's loop had closed with a read scheduled: that read never runs
+    service._home = asyncio.new_event_loop()
+    service._home.close()
+    service._mail_posted = True
+    service._mail.append((ran.append, 0))
+    _run_home(service)
+    assert ran == [1]

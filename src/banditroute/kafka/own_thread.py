@@ -96,7 +96,13 @@ class OwnThreadLoop:
 
     async def run(self) -> None:
         """Run the loop until :meth:`stop`; on its own thread when ``own_thread`` (the default)."""
-        self._home = asyncio.get_running_loop()
+        home_now = asyncio.get_running_loop()
+        if self._home is not None and self._home is not home_now:
+            # a read scheduled on an earlier caller's loop runs only there (never, once it is closed): callbacks
+            # for it are dropped, as call_soon_threadsafe dropped them, and the mailbox starts afresh
+            self._mail.clear()
+            self._mail_posted = False
+        self._home = home_now
         self._stop_requested = False
         if not self.own_thread:
             self._loop = self._home
