@@ -34,12 +34,16 @@ def _level() -> tuple[dict[str, Any], dict[str, Any], list[list[float]]]:
             for k, n in enumerate([10, 20, 40, 80])
         ],
         "acks": [[START + 0.1, START + 0.104]],
+        "tids": {"decide": 1, "main": 2},
     }
-    sched: list[list[float]] = []
-    for k in range(11):  # the decide thread: half a core, a quarter runnable; another thread a tenth
-        t = START + k / 10
+    sched: list[list[float]] = [[START - 10.0, 3, 0, 0, 0]]
+    for k in range(
+        11
+    ):  # the decide thread: half a core, a quarter runnable; the main thread a tenth; another
+        t = START + k / 10  # thread with more CPU over the run (start-up) than either, none in the level
         sched.append([t, 1, k * 50e6, k * 25e6, k * 10])
         sched.append([t, 2, k * 10e6, 0, k])
+        sched.append([t, 3, 9e9, 0, 5])
     return trace, worker, sched
 
 
@@ -60,7 +64,7 @@ def test_collections_and_steps_inside_the_level_only() -> None:
     assert out["acknowledged_ms"]["p50"] == pytest.approx(4.0, abs=0.01)
 
 
-def test_thread_shares_from_schedstat() -> None:
+def test_thread_shares_from_schedstat_by_the_workers_thread_ids() -> None:
     out = summarize_level(*_level())
     assert out["decide_thread"]["cpu_pct"] == pytest.approx(50.0, abs=0.5)
     assert out["decide_thread"]["run_queue_wait_pct"] == pytest.approx(25.0, abs=0.5)

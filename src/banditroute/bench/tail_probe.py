@@ -56,6 +56,7 @@ except OSError:
 if _dir and b"banditroute" in _cmd and b"worker" in _cmd:
     import gc, json, threading, time
     _gc, _steps, _acks, _calls, _t = [], [], [], [0, 0], [0.0, 0.0]
+    _tids = {"main": threading.get_native_id()}  # the worker's main thread imports this
 
     def _collected(phase, info):
         if phase == "start":
@@ -69,7 +70,7 @@ if _dir and b"banditroute" in _cmd and b"worker" in _cmd:
         path = os.path.join(_dir, "worker-%d.json" % os.getpid())
         while True:
             time.sleep(1.0)
-            record = {"gc": list(_gc), "steps": list(_steps), "acks": list(_acks), "calls": list(_calls)}
+            record = {"gc": list(_gc), "steps": list(_steps), "acks": list(_acks), "calls": list(_calls), "tids": _tids}
             with open(path + ".tmp", "w") as f:
                 json.dump(record, f)
             os.replace(path + ".tmp", path)
@@ -80,6 +81,7 @@ if _dir and b"banditroute" in _cmd and b"worker" in _cmd:
     _step0, _enqueue0, _home0 = _ds.DecideService._step, _ds.DecideService._enqueue, _ds.OwnThreadLoop.call_home
 
     async def _step(self, batch, *args, **kwargs):
+        _tids["decide"] = threading.get_native_id()
         t0, c0 = time.time(), time.thread_time()
         n = sum(len(r) for r in batch.values())
         result = await _step0(self, batch, *args, **kwargs)
@@ -138,13 +140,12 @@ finally:
 """
 
 
-def _threads(rows: list[list[float]]) -> list[np.ndarray]:
-    """Per thread (most CPU first): rows of (time, on-CPU ns, run-queue ns, switches)."""
+def _threads(rows: list[list[float]]) -> dict[int, np.ndarray]:
+    """Per thread id: rows of (time, on-CPU ns, run-queue ns, switches)."""
     by: dict[int, list[tuple[float, ...]]] = {}
     for t, tid, run, wait, switches in rows:
         by.setdefault(int(tid), []).append((t, run, wait, switches))
-    arrays = [np.array(r, dtype=float) for r in by.values() if len(r) > 1]
-    return sorted(arrays, key=lambda a: -(a[-1, 1] - a[0, 1]))
+    return {tid: np.array(r, dtype=float) for tid, r in by.items() if len(r) > 1}
 
 
 def _thread_share(a: np.ndarray, t0: float, t1: float, requests: int) -> dict[str, float]:
@@ -224,8 +225,9 @@ def summarize_level(
             "p99": round(float(np.percentile(ack_ms, 99)), 2),
         }
     threads = _threads(sched)
-    for name, a in zip(("decide_thread", "main_thread"), threads, strict=False):
-        out[name] = _thread_share(a, t0, t1, len(rows))
+    for name, tid in worker.get("tids", {}).items():  # the decide and the main thread, as the worker saw them
+        if tid in threads:
+            out[f"{name}_thread"] = _thread_share(threads[tid], t0, t1, len(rows))
     return out
 
 
