@@ -22,6 +22,7 @@ from banditroute.settings import Settings
 
 log = logging.getLogger("banditroute.worker")
 
+FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
 HEALTHY_S = 30.0
 """A loop that ran this long before it failed is restarted after the shortest backoff again: the backoff
@@ -62,7 +63,7 @@ class LoopService(mode.Service):
         self._stop()
 
     async def _supervise(self) -> None:
-        backoff = next_backoff = 0.5
+        next_backoff = FIRST_BACKOFF_S
         try:
             while True:
                 started = self.clock()
@@ -72,8 +73,12 @@ class LoopService(mode.Service):
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    backoff = restart_backoff(next_backoff, self.clock() - started)
                     if isinstance(exc, self.expected):
+                        # not a fault of the loop (Fenced: its worker rejoins the group after a stall): restarted
+                        # after the shortest wait, the backoff not grown; a doubled one (up to MAX_BACKOFF_S) held
+                        # the reader's restart, and the join's resync waiting for it (the decide loop without
+                        # partitions), for up to 10 s after the group had taken the worker back
+                        backoff = FIRST_BACKOFF_S
                         counter = f"{self.loop_name}_{type(exc).__name__.lower()}"
                         self.counters[counter] += 1
                         log.warning(
@@ -86,15 +91,16 @@ class LoopService(mode.Service):
                             backoff,
                         )
                     else:
+                        backoff = restart_backoff(next_backoff, self.clock() - started)
+                        next_backoff = min(backoff * 2, MAX_BACKOFF_S)
                         log.exception("%s loop failed; restarting in %.1f s", self.loop_name, backoff)
                     self.counters[f"{self.loop_name}_restarts"] += 1
                     await self.restart_sleep(backoff)
-                    next_backoff = min(backoff * 2, MAX_BACKOFF_S)
         finally:
             self._stop()
 
 
-def restart_backoff(planned_s: float, ran_s: float, first_s: float = 0.5) -> float:
+def restart_backoff(planned_s: float, ran_s: float, first_s: float = FIRST_BACKOFF_S) -> float:
     """How long to wait before restarting a loop that failed after running ``ran_s``: ``planned_s`` (doubled
     after each failure, up to ``MAX_BACKOFF_S``) unless it had run ``HEALTHY_S`` (then ``first_s`` again: one
     failure an hour must not cost every later failure the longest wait)."""
