@@ -4,6 +4,7 @@ answered heartbeat are three fields, set here by hand (the real broker's heartbe
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from types import SimpleNamespace
@@ -12,7 +13,9 @@ from typing import Any
 import pytest
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.protocol.group import HeartbeatRequest, SyncGroupRequest
+from faust.exceptions import ConsumerNotStarted
 
+from banditroute.app import Router
 from banditroute.kafka.fence import ANSWERED, Fenced, Lease, install
 
 
@@ -107,3 +110,58 @@ async def test_a_group_sync_answered_with_a_rebalance_confirms_nothing() -> None
     synced = Coordinator(0)
     await GroupCoordinator._send_req(synced, SyncGroupRequest("g", 5, "m-1", "", []))
     assert synced.__dict__[ANSWERED][:2] == (5, "m-1")
+
+
+async def test_no_answer_within_the_session_timeout_fences_a_write() -> None:
+    """The member keeps its generation and id, but no heartbeat is answered (the coordinator unreachable, or this
+    worker's heartbeats held up): a write waits at most the session timeout (twice the lease), then fails."""
+    member = Member()
+    member.answered(ago_s=30)
+    held = Lease(
+        lambda: member, 0.2, Counter()
+    )  # a 0.2 s session: the lease is 0.1 s, the wait at most 0.2 s
+    started = time.monotonic()
+    with pytest.raises(Fenced):
+        await asyncio.wait_for(held.hold(), 5)
+    assert time.monotonic() - started >= 0.2
+    assert held.counters == Counter(lease_waits=1, lease_fenced=1)
+
+
+class _NotStarted:
+    def _ensure_consumer(self) -> Any:
+        raise ConsumerNotStarted("Consumer thread not yet started")
+
+
+class _Started:
+    def __init__(self, coordinator: Any) -> None:
+        self.coordinator = coordinator
+
+    def _ensure_consumer(self) -> Any:
+        return SimpleNamespace(_coordinator=self.coordinator)
+
+
+def _faust_coordinator(consumer: Any, counters: Counter[str]) -> Any:
+    """``Router._faust_coordinator`` of an app whose faust consumer is ``consumer``."""
+    return Router._faust_coordinator(
+        SimpleNamespace(app=SimpleNamespace(_consumer=consumer), counters=counters)
+    )  # type: ignore[arg-type]
+
+
+def test_the_lease_finds_fausts_coordinator_and_says_so_when_it_cannot(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No consumer made or its thread not started: no lease yet, quietly. A consumer not laid out as checked (a
+    faust upgrade): the lease holds nothing, said once as an error and counted. Before, every exception gave
+    None without a word."""
+    counters: Counter[str] = Counter()
+    member = Member()
+    assert _faust_coordinator(SimpleNamespace(_thread=_Started(member)), counters) is member
+    with caplog.at_level(logging.INFO, logger="banditroute"):
+        assert _faust_coordinator(None, counters) is None
+        assert _faust_coordinator(SimpleNamespace(_thread=_NotStarted()), counters) is None
+        assert counters == Counter() and not caplog.records
+        for _ in range(2):
+            assert _faust_coordinator(SimpleNamespace(_thread=object()), counters) is None
+    assert counters == Counter(lease_unavailable=2)
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]
+    assert "holds nothing" in caplog.records[0].getMessage()

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from faust.exceptions import ConsumerNotStarted
 
 from banditroute import memory, memory_probe
 from banditroute.agents.budget_split import BudgetSplit
@@ -316,11 +317,25 @@ class Router(JoinIO):
         )
 
     def _faust_coordinator(self) -> Any | None:
-        """The group coordinator of faust's consumer (its thread's aiokafka consumer), or None before it starts."""
+        """The group coordinator of faust's consumer (its thread's aiokafka consumer), or None before it is made
+        or started. Any other failure to reach it (a faust whose consumer is not laid out as checked) is logged as
+        an error once and counted (``lease_unavailable``), and None returned: the worker writes unfenced, as under
+        an aiokafka release the lease's patch was not checked against. Until review20 every exception gave None
+        silently, so a faust upgrade could turn the lease off with no word."""
         consumer = self.app._consumer  # not ``app.consumer``: that would make one
+        if consumer is None:
+            return None  # not made yet
         try:
-            return consumer._thread._ensure_consumer()._coordinator  # type: ignore[union-attr]
-        except Exception:  # not made or not started (or a faust without that thread): no lease to hold
+            return consumer._thread._ensure_consumer()._coordinator  # type: ignore[attr-defined]
+        except ConsumerNotStarted:  # its thread not started yet: no lease to hold
+            return None
+        except Exception:
+            if not self.counters["lease_unavailable"]:
+                log.exception(
+                    "faust's group coordinator cannot be reached: the lease (kafka/fence.py) holds nothing, the "
+                    "join and the learner write without it"
+                )
+            self.counters["lease_unavailable"] += 1
             return None
 
     # -- services -----------------------------------------------------------------------------------------
