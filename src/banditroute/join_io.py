@@ -201,6 +201,25 @@ class JoinIO:
             self.counters["join_entries_dropped_after_rebalance"] += entries
             log.info("%d join-table entries of partitions that moved dropped from memory", entries)
 
+    def _drop_replaced_writes(self) -> None:
+        """Let go of the join-table writes staged after a failed flush whose keys faust's recovery has since read
+        newer records of (``StagedTable.drop_replaced``): a worker stalled past its session timeout, given its
+        partitions back without seeing them move, holds in its tables what their interim owner wrote meanwhile,
+        and its next flush wrote its own older writes over it (e.g. feedback parked again on the early-feedback
+        changelog after its interim owner had joined it and removed it: recovered later, a tick dead-letters learnt
+        feedback as ``unknown_request``). Called once the recovery is done (``_sync``), before any reader of the
+        assignment reads: the inputs of the writes dropped are read again from the committed offsets, which never
+        pass an unacknowledged write, and joined against what the tables now hold."""
+        keys = [key for view in (self.pending_view, self.early_view) for key in view.drop_replaced()]
+        if keys:
+            self.counters["join_writes_replaced"] += len(keys)
+            log.warning(
+                "%d join-table writes staged again after a failed flush dropped: faust's recovery read newer "
+                "records of them (e.g. %r) from the changelogs",
+                len(keys),
+                keys[0],
+            )
+
     def _handed_all(self) -> None:
         """The decide loop has handed over everything (it holds no partition): a handoff a failed loop lost
         no longer counts as one that may still come (the decisions reader waits for those, ``_skip_own``)."""
@@ -235,6 +254,7 @@ class JoinIO:
         runs = self.decider.runs
         async with self._join_lock:
             self._forget()
+            self._drop_replaced_writes()  # faust's recovery is done: what it read over the staged writes stands
             # only while ``owned`` is still the assignment (no revocation since it was read): a partition
             # dropped here but kept through the rebalance is not recovered again, so its entries would be lost
             if not settling() and self._releases == releases:

@@ -324,3 +324,72 @@ async def test_parked_feedback_stays_on_its_changelog_while_the_join_that_takes_
         assert early == [("r6", False)]  # parked, and not removed
     finally:
         await router.outbox.stop()
+
+
+class _Loop(_Decider):
+    """The decide loop as ``JoinIO._sync`` drives it."""
+
+    runs = 1
+
+    async def assign(self, _partitions: Any) -> None:
+        pass
+
+
+async def test_a_stalled_worker_given_its_partition_back_writes_no_parking_over_its_interim_owners_join(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """A parks feedback while the changelogs refuse (its parking staged again) and stalls past its session
+    timeout; B, the partition's interim owner, reads the feedback again, parks it, joins it with its decision
+    (removing the parking: a tombstone) and publishes the outcome. A is given the partition back without seeing
+    it move: faust's recovery leaves B's records in A's tables (no parking), and A's resync (``_sync``) must let
+    go of the parking it had staged. Before, A's next flush wrote it after B's tombstone: the learnt feedback
+    parked again on the changelog, for a later owner's tick to dead-letter as ``unknown_request``."""
+    a, changelogs = await _join_router(kafka_bootstrap, unique_prefix, tmp_path)
+    early_changelog = changelogs[1]
+    b: Any = Router(a.settings)
+    b.decider, b.decision_reader.partitions = _Decider(), a.decision_reader.partitions
+    feedback, n, offset = a.feedback.get_topic_name(), a.settings.partitions, 19
+    try:
+        decision = _decision("r7")
+        partition = partition_for(b"r7", n)
+        record = _record(
+            feedback, partition, 5, orjson.dumps(feedback_for(decision, np.random.default_rng(7)))
+        )
+        await _refusing(kafka_bootstrap, changelogs, True)
+        with pytest.raises(MessageSizeTooLargeError):
+            await a._join_feedback_records([record])
+        await _refusing(kafka_bootstrap, changelogs, False)
+        assert "r7" in a.early_view.staged  # A stalls here
+
+        await b._join_feedback_records([record])  # B reads it again from the committed offset: parked
+        b._on_pending(
+            Handoff(TOKEN, [(partition, offset, served_fields(decision))], {partition: offset + 1}, 1)
+        )
+        await b._drainer  # joined: the parking removed
+        early = [
+            (orjson.loads(r.key), r.value is None) for r in await read_all(kafka_bootstrap, early_changelog)
+        ]
+        assert early == [("r7", False), ("r7", True)]
+
+        # A continued: revoked and given the same partitions; faust's recovery reads B's records into its tables
+        a.decider = _Loop()
+        for changelog, table in zip(
+            changelogs, (a.request_to_pending, a.request_to_early_feedback), strict=True
+        ):
+            for r in await read_all(kafka_bootstrap, changelog):
+                if r.value is None:
+                    table.data.pop(orjson.loads(r.key), None)
+                else:
+                    table.data[orjson.loads(r.key)] = r.value
+        await a._release()
+        await a._sync(frozenset(range(n)), lambda: True)  # settling: its readers are not assigned here
+        a.decision_reader.partitions = frozenset(range(n))  # as _sync assigns them once faust has settled
+        await a._join_feedback_records([])  # its next batch flushes
+        early = [
+            (orjson.loads(r.key), r.value is None) for r in await read_all(kafka_bootstrap, early_changelog)
+        ]
+        assert early[-1] == ("r7", True), f"A parked learnt feedback again after B's join removed it: {early}"
+        assert a.counters["join_writes_replaced"] == 1
+    finally:
+        for router in (a, b):
+            await router.outbox.stop()

@@ -148,8 +148,9 @@ class StagedTable(MutableMapping[str, bytes]):
         by something other than this view, i.e. faust's recovery reading the changelog on, over writes staged
         before it (e.g. a worker stalled past its session timeout, given its partition back without seeing it
         move: the records its interim owner wrote meanwhile). Returns their keys. Only for a table whose inputs
-        are read again until its staged writes are acknowledged (the learner's): they are made again from what
-        the store holds, instead of a staged write replacing newer records on the changelog."""
+        are read again until its staged writes are acknowledged (the learner's; the join's, called once faust's
+        recovery is done): they are made again from what the store holds, instead of a staged write replacing newer
+        records on the changelog."""
         data = self.table.data
         replaced = [key for key, value in self.staged.items() if data.get(key) is not value]
         for key in replaced:
