@@ -426,17 +426,18 @@ class Router(JoinIO):
         """One batch of the outcomes reader (committed by it once this returns)."""
         records: list[dict[str, Any]] = []
         partition_of: dict[str, int] = {}  # per task key of the batch, its state partition
+        letters: list[DeadLetter] = []  # sent under the lease, with the batch's states (_send_learn_letters)
         for r in batch:
             try:
                 record = orjson.loads(r.value)
             except (TypeError, orjson.JSONDecodeError):  # the join writes this topic: never fatal
-                await self._bad_outcome(r, DeadLetterReason.MALFORMED_JSON, "not JSON")
+                letters.append(self._bad_outcome(r, DeadLetterReason.MALFORMED_JSON, "not JSON"))
                 continue
             problem = outcome_problem(record) or self._misrouted(
                 record["task_key"], r.partition, partition_of
             )
             if problem is not None:  # re-read after every restart, it would stop all learning
-                await self._bad_outcome(r, DeadLetterReason.VALIDATION_ERROR, problem)
+                letters.append(self._bad_outcome(r, DeadLetterReason.VALIDATION_ERROR, problem))
                 continue
             records.append(record)
         keys = {str(r["task_key"]) for r in records}
@@ -445,8 +446,7 @@ class Router(JoinIO):
         before = self._memory_of(keys)
         stats = self.learn.apply(records, time.time())
         if self.learn.undecodable:
-            for bad in self.learn.undecodable:
-                await self._bad_state(bad)
+            letters += [self._bad_state(bad) for bad in self.learn.undecodable]
             self.learn.undecodable.clear()
         # the new states are acknowledged (with their watermarks) before these outcomes are committed
         # on failure staged again: the reader restarts in this process, with this memory. Only the partitions
@@ -459,6 +459,7 @@ class Router(JoinIO):
             self._forget_unwritten(before)
             raise
         self._drop_replaced()
+        await self._send_learn_letters(letters)
         await flush_acknowledged((self.state_view,), self.learn_outbox.send_to, self.learn_outbox.drain, held)
         self.counters["learned"] += stats.learned
         self.counters["skipped_redelivered"] += stats.skipped_redelivered
@@ -516,8 +517,18 @@ class Router(JoinIO):
             return None
         return f"an outcome of {key!r} belongs in outcomes partition {where} (its state's), not {partition}"
 
-    async def _bad_outcome(self, record: Any, reason: DeadLetterReason, error: str) -> None:
-        """Dead-letter an outcomes record the learner cannot use (sent and acknowledged with the batch's states)."""
+    async def _send_learn_letters(self, letters: list[DeadLetter]) -> None:
+        """Send a learner batch's dead letters once its lease is held, right before its states (acknowledged by the
+        same drain). Until review20 each was sent as it was made, before the lease: a batch the lease refused sent
+        them anyway, and its outcomes, read again (here or by the partition's new owner), sent them again; so did a
+        batch that failed before its write (a state not read back in time)."""
+        topic, send = self.deadletter.get_topic_name(), self.learn_outbox.send
+        for letter in letters:
+            self.dead_letters.record(letter.reason)
+            await send(topic, letter.source_topic.encode(), encode(letter))
+
+    def _bad_outcome(self, record: Any, reason: DeadLetterReason, error: str) -> DeadLetter:
+        """The dead letter of an outcomes record the learner cannot use (:meth:`_send_learn_letters`)."""
         self.counters["bad_outcomes"] += 1
         log.error(
             "outcome record not learnt: %s",
@@ -533,8 +544,7 @@ class Router(JoinIO):
             f"outcome record not learnt: {error}",
             datetime.now(UTC),
         )
-        self.dead_letters.record(letter.reason)
-        await self.learn_outbox.send(self.deadletter.get_topic_name(), record.topic.encode(), encode(letter))
+        return letter
 
     async def _read_state_before_replacing(self, keys: set[str]) -> None:
         """Before the learner replaces a state that does not decode with the key's last good one, let the state
@@ -566,8 +576,8 @@ class Router(JoinIO):
             if state is not None and view.get(key) is None:  # else compaction left only the bad record
                 view.offer(key, state, where)
 
-    async def _bad_state(self, bad: Undecodable) -> None:
-        """Dead-letter a state the learner could not decode (sent and acknowledged with the batch's states)."""
+    def _bad_state(self, bad: Undecodable) -> DeadLetter:
+        """The dead letter of a state the learner could not decode (:meth:`_send_learn_letters`)."""
         self.counters["bad_states_replaced"] += 1
         where = self.reader.undecodable.get(bad.key)
         partition, offset = where or (self._partition_of_task(bad.key), 0)
@@ -585,10 +595,7 @@ class Router(JoinIO):
             error,
             datetime.now(UTC),
         )
-        self.dead_letters.record(letter.reason)
-        await self.learn_outbox.send(
-            self.deadletter.get_topic_name(), letter.source_topic.encode(), encode(letter)
-        )
+        return letter
 
     async def _restore_evicted(self, keys: set[str]) -> None:
         """Put evicted states back into the learner's table (from the state topic, without a changelog write)

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -88,6 +89,39 @@ async def test_a_learner_batch_refused_by_the_lease_is_learnt_again_from_the_sta
         history = [decode_state(r.value).events for r in records]
         assert history == [3, 6], f"chat's states on the topic learnt {history} outcomes"
         assert dict(decode_state(records[-1].value).applied) == {0: 5}
+    finally:
+        with contextlib.suppress(Exception):
+            await member.stop()
+        for outbox in (router.learn_outbox, router.outbox, router.catalog_outbox):
+            with contextlib.suppress(Exception):
+                await outbox.stop()
+
+
+async def test_a_learner_batch_refused_by_the_lease_sends_none_of_its_dead_letters(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """A batch with an outcome record that is not JSON is refused by the lease (the member left the group), then
+    read again and learnt: its dead letter goes once. Before, the learner sent it as it was made, before the
+    lease: the refused batch's went too, and the batch read again sent a second one."""
+    config_dir = write_config(tmp_path / "config")
+    settings = learner_settings(kafka_bootstrap, unique_prefix, config_dir, tmp_path / "data")
+    router = Router(settings)
+    member = await _member(kafka_bootstrap, unique_prefix)
+    router.lease = Lease(lambda: member._coordinator, 6.0, router.counters)
+    batch = learner_outcomes(range(3))
+    batch[1].value = b"not json"
+    try:
+        await router.ensure_topics()
+        await router.learn_reader.assign([0, 1])
+        await member.stop()  # leaves the group: no longer a member
+        with pytest.raises(Fenced):
+            await router._learn_records(batch)
+        router.lease = Lease(lambda: None, 6.0, router.counters)  # a member again (no group: writes go ahead)
+        await router._learn_records(batch)  # read again from the committed offset
+        letters = await read_all(kafka_bootstrap, router.deadletter.get_topic_name())
+        sources = [(d["reason"], d["source_offset"]) for d in (orjson.loads(r.value) for r in letters)]
+        assert sources == [("malformed_json", 1)], f"dead letters sent: {sources}"
+        assert router.dead_letters.get("malformed_json") == 1
     finally:
         with contextlib.suppress(Exception):
             await member.stop()
