@@ -101,15 +101,13 @@ def _next_retries(path: Path) -> dict[str, float] | None:
 
 async def _unlearnt(bootstrap: str, prefix: str, states: dict[str, Any]) -> str:
     """Where the feedback not learnt stopped: no outcome published (the join), or outcomes all above their
-    source's watermark in the learnt states (the learner); (partition, offset, request id) of the first few."""
+    source's watermark in their own task type's learnt state (the learner: the watermarks are per state, so
+    another task type's further mark says nothing of it); (partition, offset, request id) of the first few."""
     made: dict[str, list[dict[str, Any]]] = {}
     for record in await read_all(bootstrap, f"{prefix}.outcomes"):
         outcome = orjson.loads(record.value)
         made.setdefault(outcome["request_id"], []).append(outcome)
-    applied: dict[int, int] = {}
-    for state in states.values():
-        for src, off in state.applied.items():
-            applied[src] = max(applied.get(src, -1), off)
+    applied = {key: dict(state.applied) for key, state in states.items()}  # per task key: source -> watermark
     unjoined, unlearnt = [], []
     for record in await read_all(bootstrap, f"{prefix}.feedback"):
         if not record.value:  # a tick
@@ -118,7 +116,7 @@ async def _unlearnt(bootstrap: str, prefix: str, states: dict[str, Any]) -> str:
         where = (record.partition, record.offset, request_id)
         if request_id not in made:
             unjoined.append(where)
-        elif all(applied.get(o["src"], -1) < o["off"] for o in made[request_id]):
+        elif all(applied.get(o["task_key"], {}).get(o["src"], -1) < o["off"] for o in made[request_id]):
             unlearnt.append(where)
     return (
         f"{len(unjoined)} feedback events with no outcome {unjoined[:5]}, {len(unlearnt)} with outcomes not "
