@@ -538,7 +538,7 @@ class JoinIO:
         ran.clear()
 
     async def _finish_join(self, results: list[JoinResult]) -> None:
-        """Join state acknowledged first, then outcomes and dead letters. Should that fail, the outcomes are held
+        """Dead letters acknowledged first, then join state, then outcomes. Should that fail, the outcomes are held
         back and published first by the next call that holds their partitions: a join completed by a handoff
         (feedback parked first, its parking acknowledged) or by a tick is not made again from a record read
         again (before 2026-12-02 such an outcome was never published: tests/kafka/test_join_flush_failed.py).
@@ -560,14 +560,19 @@ class JoinIO:
             # batch fails (Fenced) and stays staged, as after a failed send (kafka/fence.py: narrows, does not
             # close); its outcomes are held back, dropped with the staged writes if a rebalance moved them
             await self.lease.hold()
-            await flush_acknowledged(views, self.outbox.send_to, self.outbox.drain, held)
-            await self.lease.hold()
-            # dead letters (rare) acknowledged on their own: an outcome refused after them leaves none in doubt
+            # dead letters (rare) first, acknowledged on their own: a join write that undoes what a letter reports
+            # (a tick's removal of the feedback it dead-letters as unknown_request) never lands without it; a crash
+            # in between makes it again from its record read again (until review20 they went after the join
+            # state, and a crash before their acknowledgement lost such a letter: the removal recovered, the tick
+            # read again found nothing). A letter acknowledged by a batch that then fails is not sent again
+            # (_hold_letters); an outcome refused after them leaves none in doubt
             if letters:
                 topic, send = self.deadletter.get_topic_name(), self.outbox.send
                 for letter in letters:
                     acks.append(await send(topic, letter.source_topic.encode(), encode(letter)))
                 await self.outbox.drain()
+            await flush_acknowledged(views, self.outbox.send_to, self.outbox.drain, held)
+            await self.lease.hold()
             await self._publish(results)
             await self.outbox.drain()
             # only now may the commit pass the decisions resolved so far: with their outcomes acknowledged too (a

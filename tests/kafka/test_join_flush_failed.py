@@ -182,8 +182,9 @@ async def test_a_ticks_dead_letter_whose_join_flush_failed_is_sent_by_the_next_f
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
     """Feedback for a request never decided is parked (the feedback reader commits past it); a later tick in its
-    decisions partition dead-letters it as ``unknown_request`` while the join changelogs refuse. Read again, the
-    tick finds nothing parked (gone in memory): only the letter held back is left to send (none before)."""
+    decisions partition dead-letters it as ``unknown_request`` while the join changelogs refuse. The letter goes
+    before the join state (acknowledged on its own, remembered); read again, the tick finds nothing parked (gone in
+    memory): one letter in all (none before 2026-12-03, when it was sent after the join state and not held back)."""
     router, changelogs = await _join_router(kafka_bootstrap, unique_prefix, tmp_path)
     router.join.clock_margin_s = 0.0  # the tick right after the parking proves no decision comes
     try:
@@ -326,6 +327,58 @@ async def test_parked_feedback_stays_on_its_changelog_while_the_join_that_takes_
         await router.outbox.stop()
 
 
+async def _recover(bootstrap: str, router: Any, changelogs: list[str]) -> None:
+    """faust's recovery of the join tables: their changelogs' records, in order, into the tables' stores."""
+    tables = (router.request_to_pending, router.request_to_early_feedback)
+    for changelog, table in zip(changelogs, tables, strict=True):
+        for r in await read_all(bootstrap, changelog):
+            if r.value is None:
+                table.data.pop(orjson.loads(r.key), None)
+            else:
+                table.data[orjson.loads(r.key)] = r.value
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["held", "crash"])
+async def test_a_ticks_dead_letter_refused_is_sent_once_and_not_lost_at_a_crash(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, crash: bool
+) -> None:
+    """A tick dead-letters parked feedback as ``unknown_request`` while the dead-letter topic refuses. ``held``:
+    the tick read again (never committed) sends the letter held back, once. ``crash``: the worker crashes (the
+    letter held back in its memory is gone) and restarts: the tick read again must find the parking on the
+    changelog and make the letter again. Before review20 the removal of the parking was written and acknowledged
+    before the letter was sent: recovered without it, the tick read again found nothing to dead-letter, and the
+    letter was lost."""
+    router, changelogs = await _join_router(kafka_bootstrap, unique_prefix, tmp_path)
+    router.join.clock_margin_s = 0.0
+    deadletter = router.deadletter.get_topic_name()
+    restarted: Any = None
+    try:
+        request_id = "r8" + "0" * 64  # its tombstone's record batch is over the changelogs' 100 bytes
+        _decision_of_r8, partition = await _parked(router, request_id, 3, seed=8)
+        await asyncio.sleep(0.01)
+        tick = _tick(router.decisions.get_topic_name(), partition, 21)
+        await _refusing(kafka_bootstrap, [deadletter], True)
+        with pytest.raises(MessageSizeTooLargeError):
+            await router._join_decisions([tick])
+        await _refusing(kafka_bootstrap, [deadletter], False)
+        if crash:
+            await router.outbox.stop()
+            restarted = Router(router.settings)
+            restarted.decider = _Decider()
+            restarted.decision_reader.partitions = router.decision_reader.partitions
+            restarted.join.clock_margin_s = 0.0
+            await _recover(kafka_bootstrap, restarted, changelogs)
+            restarted.join.rebuild_index(restarted._partition_of_request)
+        await (restarted or router)._join_decisions([tick])  # read again from the committed offset
+        assert await _dead_letters(kafka_bootstrap, router) == [
+            ("unknown_request", router.feedback.get_topic_name(), partition, 3)
+        ], "the tick's dead letter was lost with the worker's memory"
+    finally:
+        for r in (router, restarted):
+            if r is not None:
+                await r.outbox.stop()
+
+
 class _Loop(_Decider):
     """The decide loop as ``JoinIO._sync`` drives it."""
 
@@ -373,14 +426,7 @@ async def test_a_stalled_worker_given_its_partition_back_writes_no_parking_over_
 
         # A continued: revoked and given the same partitions; faust's recovery reads B's records into its tables
         a.decider = _Loop()
-        for changelog, table in zip(
-            changelogs, (a.request_to_pending, a.request_to_early_feedback), strict=True
-        ):
-            for r in await read_all(kafka_bootstrap, changelog):
-                if r.value is None:
-                    table.data.pop(orjson.loads(r.key), None)
-                else:
-                    table.data[orjson.loads(r.key)] = r.value
+        await _recover(kafka_bootstrap, a, changelogs)
         await a._release()
         await a._sync(frozenset(range(n)), lambda: True)  # settling: its readers are not assigned here
         a.decision_reader.partitions = frozenset(range(n))  # as _sync assigns them once faust has settled
