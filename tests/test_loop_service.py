@@ -77,12 +77,11 @@ async def test_a_fenced_loop_restarts_with_a_warning_and_an_unexpected_failure_w
     assert counters["feedback_reader_fenced"] == 2 and counters["feedback_reader_restarts"] == 3
 
 
-async def test_a_fenced_loop_restarts_after_the_shortest_wait_without_growing_the_backoff() -> None:
-    """Fenced is the worker rejoining the group after a stall, not a fault of the loop: each restart comes after
-    the shortest wait. Before, the waits doubled ([0.5, 1, 2, 4, 8]): the reader, and the join's resync waiting
-    for the decisions reader to catch up (the decide loop holding no partition meanwhile), restarted up to 10 s
-    after the group had taken the worker back. An unexpected failure after them still starts from the shortest
-    wait and doubles."""
+async def test_a_fenced_loop_restarts_within_two_seconds_and_apart_from_other_failures() -> None:
+    """Fenced is the worker rejoining the group after a stall, not a fault of the loop: its restarts wait at most
+    EXPECTED_MAX_BACKOFF_S (2 s). Before, the waits doubled to 10 s ([0.5, 1, 2, 4, 8]): the reader, and the
+    join's resync waiting for the decisions reader to catch up (the decide loop holding no partition meanwhile),
+    restarted up to 10 s after the group had taken the worker back. Other failures keep their own backoff."""
     waits: list[float] = []
 
     async def no_sleep(seconds: float) -> None:
@@ -99,5 +98,5 @@ async def test_a_fenced_loop_restarts_after_the_shortest_wait_without_growing_th
     service = LoopService("decision_reader", run, lambda: None, counters, expected=(Fenced,))
     service.clock, service.restart_sleep = lambda: 0.0, no_sleep  # every run fails at once
     await service._supervise()
-    assert waits == [0.5] * 5 + [0.5, 0.5, 1.0]
+    assert waits == [0.5, 1.0, 2.0, 2.0, 2.0] + [0.5, 2.0, 1.0]
     assert counters["decision_reader_fenced"] == 6 and counters["decision_reader_restarts"] == 8

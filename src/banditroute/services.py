@@ -24,6 +24,10 @@ log = logging.getLogger("banditroute.worker")
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
+EXPECTED_MAX_BACKOFF_S = 2.0
+"""The longest wait before restarting a loop after an expected failure (``LoopService.expected``): short, since
+the loop is needed as soon as the cause passes, yet not a restart (a new consumer) every half second while it
+lasts."""
 HEALTHY_S = 30.0
 """A loop that ran this long before it failed is restarted after the shortest backoff again: the backoff
 grows only over failures that follow each other closely."""
@@ -63,7 +67,7 @@ class LoopService(mode.Service):
         self._stop()
 
     async def _supervise(self) -> None:
-        next_backoff = FIRST_BACKOFF_S
+        next_backoff = next_expected = FIRST_BACKOFF_S
         try:
             while True:
                 started = self.clock()
@@ -74,11 +78,12 @@ class LoopService(mode.Service):
                     raise
                 except Exception as exc:
                     if isinstance(exc, self.expected):
-                        # not a fault of the loop (Fenced: its worker rejoins the group after a stall): restarted
-                        # after the shortest wait, the backoff not grown; a doubled one (up to MAX_BACKOFF_S) held
-                        # the reader's restart, and the join's resync waiting for it (the decide loop without
+                        # not a fault of the loop (Fenced: its worker rejoins the group after a stall): a backoff
+                        # of its own, at most EXPECTED_MAX_BACKOFF_S; the common one (up to MAX_BACKOFF_S) held the
+                        # reader's restart, and the join's resync waiting for it (the decide loop without
                         # partitions), for up to 10 s after the group had taken the worker back
-                        backoff = FIRST_BACKOFF_S
+                        backoff = restart_backoff(next_expected, self.clock() - started)
+                        next_expected = min(backoff * 2, EXPECTED_MAX_BACKOFF_S)
                         counter = f"{self.loop_name}_{type(exc).__name__.lower()}"
                         self.counters[counter] += 1
                         log.warning(
