@@ -125,4 +125,5 @@ def test_produce_parts_are_the_encoding_with_batches_uncopied() -> None:
 def test_install_leaves_another_release_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(conn.AIOKafkaConnection, "send", fast_send._THEIRS)
     assert not fast_send.install("0.14.1") and not fast_send.installed()
+    assert not fast_send.install(python=(3, 12)) and not fast_send.installed()
     assert fast_send.install() and fast_send.install() and fast_send.installed()

@@ -14,12 +14,17 @@ request's small parts joined into one ``bytes``, and each large part (a record b
 more, :func:`~banditroute.kafka.fast_produce.produce_parts`) handed to the transport as a ``memoryview`` of the
 batch itself: sent from there, and only what the socket does not take at once is copied (into the transport's
 buffer, as before). Other requests are written as one ``bytes`` (one copy instead of two). Only under the
-aiokafka release it was checked against (:mod:`~banditroute.kafka.aiokafka_release`).
+aiokafka release it was checked against (:mod:`~banditroute.kafka.aiokafka_release`), and only on Python 3.11:
+its selector transport copies what a send does not take at once, while from 3.12 on it keeps the view until
+written, which holds the batch's buffer exported meanwhile (safe while nothing touches a built batch, but not
+checked there).
 """
 
 from __future__ import annotations
 
+import logging
 import struct
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,6 +35,10 @@ from aiokafka import conn
 from banditroute.kafka.aiokafka_release import checked
 from banditroute.kafka.fast_produce import encode_produce, produce_parts
 
+log = logging.getLogger("banditroute.kafka")
+
+CHECKED_PYTHON = (3, 11)
+"""The Python (major, minor) whose asyncio transport the views were checked against."""
 LARGE = 16 * 1024
 """A request part at least this long is written as itself (a view), not joined with its neighbours."""
 _SIZE = struct.Struct(">i").pack
@@ -94,10 +103,21 @@ def _send(self: Any, request: Any, expect_response: bool = True) -> Any:
     return conn.wait_for(fut, self._request_timeout)
 
 
-def install(aiokafka_version: str = aiokafka.__version__) -> bool:
+def install(
+    aiokafka_version: str = aiokafka.__version__, python: tuple[int, int] = sys.version_info[:2]
+) -> bool:
     """Send every connection's requests with :func:`_send` (idempotent); False, leaving aiokafka's own, under a
-    release other than the checked one."""
+    release other than the checked one or another Python than :data:`CHECKED_PYTHON`."""
     if not checked("kafka/fast_send.py (requests written without whole copies)", aiokafka_version):
+        return False
+    if tuple(python) != CHECKED_PYTHON:
+        log.warning(
+            "Python %d.%d, not %d.%d: kafka/fast_send.py keeps aiokafka's own send (its transport's handling of"
+            " views is checked on %d.%d only)",
+            *python,
+            *CHECKED_PYTHON,
+            *CHECKED_PYTHON,
+        )
         return False
     conn.AIOKafkaConnection.send = _send
     return True
@@ -107,4 +127,4 @@ def installed() -> bool:
     return conn.AIOKafkaConnection.send is _send
 
 
-__all__ = ["LARGE", "chunks", "install", "installed"]
+__all__ = ["CHECKED_PYTHON", "LARGE", "chunks", "install", "installed"]
