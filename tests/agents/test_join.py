@@ -187,6 +187,24 @@ def test_late_feedback_is_counted_and_learned_only_if_configured(learn_late: boo
     assert len(result.outcomes) == learned
 
 
+@pytest.mark.parametrize("learn_late", [False, True])
+def test_late_feedback_after_a_default_reward_is_never_learnt_too(learn_late: bool) -> None:
+    """The default reward stood in for the outcome at the deadline; learning the late one as well would learn
+    the decision twice (it did with learn_late). The entry stays as its expiry left it: read again after a
+    restart, the expiry's tick still publishes the default reward."""
+    policy = JoinPolicy(wait_s=10, on_timeout="default_reward", learn_late=learn_late, keep_joined_s=50)
+    durable: dict[str, bytes] = {}
+    join = JoinLogic(PendingStore(durable), {}, lambda _t: policy)
+    join.on_decision(decision("r1"), 0, 0, 0)
+    (default,) = join.on_tick(0, 50, sent_at_s=11).outcomes
+    result = join.on_feedback(feedback("r1", offset=51), now_s=12)
+    assert result.outcomes == []
+    assert [r.reason for r in result.rejections] == ["late_feedback"]
+    restarted = JoinLogic(PendingStore(dict(durable)), {}, lambda _t: policy)
+    restarted.rebuild_index(lambda _k: 0)
+    assert restarted.on_tick(0, 50, sent_at_s=11).outcomes == [default]
+
+
 def test_entries_are_dropped_after_keep_window_and_table_stays_bounded() -> None:
     join = make()
     for i in range(100):

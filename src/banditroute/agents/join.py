@@ -511,6 +511,18 @@ class JoinLogic:
             return
         late = entry.status == EXPIRED
         policy = self.join_policy(entry.task_type)
+        if late and entry.outcome is not None and entry.outcome.get("kind") == "timeout":
+            # its default reward was learnt at the deadline: learning this one too would learn the decision
+            # twice, so it is never learnt (whatever learn_late says); the entry stays as the expiry left it,
+            # so its tick still publishes the default reward again if read again
+            self._reject(
+                result,
+                fb,
+                "late_feedback",
+                f"feedback for {request_id!r} arrived after the {policy.wait_s:g} s reward window, "
+                "whose default reward was learnt",
+            )
+            return
         entry.status = JOINED
         self._capped_waiting.discard(request_id)
         entry.joined_src, entry.joined_off = src, offset
