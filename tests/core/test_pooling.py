@@ -298,3 +298,50 @@ def test_dl_conflict_weakens_a_prior_only_where_the_task_types_own_evidence_disa
     assert _strength(conflict["y"]["a"]) < _strength(dl["y"]["a"]) / 3
     for t in ("x", "z"):
         assert _strength(conflict[t]["a"]) == pytest.approx(_strength(dl[t]["a"]))
+
+
+def test_posterior_shared_pools_fully_where_every_model_agrees_even_with_three_task_types() -> None:
+    """The half-Cauchy prior's scale is the spread every model shows between task types, about 0 here: the
+    posterior of tau² stays near 0 and the prior is as strong as the point estimate's, where the uniform
+    prior's posterior (``posterior``) leaves it weak."""
+    for k in (3, 10):
+        states = _agreeing(k)
+        shared = pooled_priors(states, max_strength=200.0, tau2_method="posterior_shared")
+        uniform = pooled_priors(states, max_strength=200.0, tau2_method="posterior")
+        for m in ("a", "b"):
+            assert _strength(shared["t0"][m]) == pytest.approx(200.0), shared
+    assert _strength(uniform["t0"]["a"]) == pytest.approx(200.0)  # ten task types: both concentrate
+    three = pooled_priors(_agreeing(3), max_strength=200.0, tau2_method="posterior")
+    assert _strength(three["t0"]["a"]) < 50.0, three
+
+
+def test_posterior_shared_weakens_a_prior_a_point_estimate_of_0_makes_strong_when_other_models_spread() -> (
+    None
+):
+    """_thin_a_in_y: b and c move by 0.2 between task types, a's own three means hardly tell (20 calls in y).
+    DL's tau² for a is 0 and its prior in y is worth over 100 calls; under the half-Cauchy prior with the
+    group's common spread as scale, a's tau² is not 0 and its prior in y is weak; the centre is unchanged."""
+    states = _thin_a_in_y()
+    dl = pooled_priors(states, max_strength=200.0)
+    shared = pooled_priors(states, max_strength=200.0, tau2_method="posterior_shared")
+    assert _strength(dl["y"]["a"]) > 100.0, dl["y"]["a"]
+    assert _strength(shared["y"]["a"]) < 40.0, shared["y"]["a"]
+    a, b = shared["y"]["a"]
+    assert (a - 1) / (a + b - 2) == pytest.approx(0.5, abs=0.01)
+
+
+def test_dl_offset_shared_centres_a_thin_models_prior_on_its_task_types_offset() -> None:
+    """_thin_a_in_y: y is 0.2 better for b and c, and a was 0.7 in its 20 calls there. dl centres a's prior in
+    y on its mean elsewhere (0.5); dl_offset_shared moves it by y's offset (+0.2, from b and c) and, the models
+    agreeing once the offsets are out, keeps it strong."""
+    states = _thin_a_in_y()
+    dl = pooled_priors(states, max_strength=200.0)
+    moved = pooled_priors(states, max_strength=200.0, tau2_method="dl_offset_shared")
+    a, b = dl["y"]["a"]
+    assert (a - 1) / (a + b - 2) == pytest.approx(0.5, abs=0.01)
+    a, b = moved["y"]["a"]
+    assert (a - 1) / (a + b - 2) == pytest.approx(0.7, abs=0.01)
+    assert _strength(moved["y"]["a"]) > 100.0, moved["y"]["a"]
+    # without offsets it is dl_shared
+    same = {t: _state3({"a": 100, "b": 60, "c": 140}) for t in ("x", "y", "z")}
+    assert pooled_priors(same, tau2_method="dl_offset_shared") == pooled_priors(same, tau2_method="dl_shared")

@@ -28,7 +28,17 @@ FloatArray = npt.NDArray[np.float64]
 DEFAULT_MAX_STRENGTH = 200.0  # chosen by the evaluation suite; see README "Defaults and why"
 MIN_WITHIN_VAR = 1e-4
 TAU_GRID_POINTS = 64
-TAU2_METHODS = ("dl", "posterior", "dl_k", "dl_offset", "dl_shared", "dl_conflict", "dl_shared_conflict")
+TAU2_METHODS = (
+    "dl",
+    "posterior",
+    "dl_k",
+    "dl_offset",
+    "dl_shared",
+    "dl_conflict",
+    "dl_shared_conflict",
+    "posterior_shared",
+    "dl_offset_shared",
+)
 """How ``tau²`` is estimated: ``dl`` the DerSimonian-Laird point estimate; ``posterior`` its posterior mean
 under a uniform prior on ``tau`` (wide when few task types hold evidence); ``dl_k`` DerSimonian-Laird with the
 strength scaled by ``(k - 1) / (k + 1)``, ``k`` the task types holding evidence for the model; ``dl_offset``
@@ -37,7 +47,16 @@ its task type's offset: a task type easier or harder for every model does not bi
 ``dl_shared`` each model's DerSimonian-Laird ``tau²`` moderated towards one estimate over all models of the
 group, weighted by degrees of freedom (``k - 1`` for the model, ``shared_df`` for the common one), as limma
 moderates per-gene variances: with three task types a model's own ``tau²`` rests on two degrees of freedom and
-is often 0, while the task types' spread over every model is well estimated."""
+is often 0, while the task types' spread over every model is well estimated; ``posterior_shared`` the posterior
+mean of each model's ``tau²`` under a half-Cauchy prior on ``tau`` (Gelman 2006's advice for few groups) whose
+scale is the common ``tau`` of the group's models (``dl_shared``'s common estimate): never 0 from three task types
+when the other models move between them, about 0 when none does, and the model's own evidence as task types
+grow; ``dl_offset_shared`` the two-way model: each task type's offset for every model (``dl_offset``) taken out
+of the means and added to the centres, and the interaction left moderated towards its common value
+(``dl_shared``)."""
+MIN_SHARED_SCALE2 = 1e-6
+"""``posterior_shared``'s floor on the half-Cauchy scale² (quality units²: 0.001 of quality), where no model of
+the group moves between its task types."""
 SHARED_TAU2_DF = 4.0
 """``dl_shared``'s prior degrees of freedom for the common ``tau²`` (set a priori, limma's typical range)."""
 DEFAULT_TAU2_METHOD = "dl"
@@ -97,10 +116,16 @@ def _shared_between_task_variance(
     df = np.where(usable, k - 1.0, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         own = np.maximum(np.where(usable, (q - df) / np.where(usable, denom, 1.0), 0.0), 0.0)
-    excess = np.where(usable, q - df, 0.0).sum(axis=-1, keepdims=True)
+    return (df * own + shared_df * _common_tau2(q, denom, k)) / (df + shared_df)
+
+
+def _common_tau2(q: FloatArray, denom: FloatArray, k: FloatArray) -> FloatArray:
+    """One method-of-moments ``tau²`` over every model (last axis) with at least two task types holding
+    evidence, ``sum(Q - (k - 1)) / sum(denominator)``, at least 0; the last axis kept (size 1)."""
+    usable = (k >= 2) & (denom > 0)
+    excess = np.where(usable, q - (k - 1.0), 0.0).sum(axis=-1, keepdims=True)
     total = np.where(usable, denom, 0.0).sum(axis=-1, keepdims=True)
-    common = np.maximum(np.where(total > 0, excess / np.where(total > 0, total, 1.0), 0.0), 0.0)
-    return (df * own + shared_df * common) / (df + shared_df)
+    return np.maximum(np.where(total > 0, excess / np.where(total > 0, total, 1.0), 0.0), 0.0)
 
 
 def _conflict_tau2(
@@ -148,7 +173,12 @@ def _tau_grid(points: int = TAU_GRID_POINTS) -> tuple[FloatArray, FloatArray]:
 
 
 def _posterior_tau2(
-    means: FloatArray, sampling_var: FloatArray, seen: FloatArray, group: npt.NDArray[np.intp], n_groups: int
+    means: FloatArray,
+    sampling_var: FloatArray,
+    seen: FloatArray,
+    group: npt.NDArray[np.intp],
+    n_groups: int,
+    scale2: FloatArray | None = None,
 ) -> FloatArray:
     """Posterior mean of ``tau²`` per column of each group of rows (``group``: each row's group index), under
     a uniform prior on ``tau`` in ``[0, sqrt(m (1 - m))]`` (``m`` the group's mean for the model: no
@@ -158,6 +188,9 @@ def _posterior_tau2(
     One task type with evidence says nothing of ``tau``: the posterior is the prior (mean ``m (1 - m) / 3``);
     two that agree leave it wide (mean about ``m (1 - m) / (2 log(sqrt(m (1 - m) / v)))``, ``v`` their
     sampling variance); from about five on it concentrates where the data put it, as the point estimate does.
+
+    ``scale2`` (groups,): a half-Cauchy prior on ``tau`` with scale ``sqrt(scale2)`` instead (still truncated at
+    ``sqrt(m (1 - m))``), density ``1 / (1 + tau² / scale2)``.
     """
     u, prior = _tau_grid()
     tasks, models = means.shape
@@ -179,7 +212,10 @@ def _posterior_tau2(
     # sum of w (y - centre)² over the group, centre = sum(w y) / sum(w)
     q = sums(wy * means[:, None, :]) - sums(wy) ** 2 / safe
     loglik = -0.5 * (sums(seen[:, None, :] * np.log(var)) + np.log(safe) + np.maximum(q, 0.0))
-    post = np.exp(loglik - loglik.max(axis=1, keepdims=True)) * prior[None, :, None]
+    weight = prior[None, :, None]
+    if scale2 is not None:
+        weight = weight / (1.0 + tau2 / scale2[:, None, None])
+    post = np.exp(loglik - loglik.max(axis=1, keepdims=True)) * weight
     post_tau2 = (post * tau2).sum(axis=1) / post.sum(axis=1)  # (groups, models)
     return np.where(n_seen >= 1, post_tau2, 0.0)[group]
 
@@ -270,19 +306,27 @@ def pooled_table(
     other_n = colsum(n_seen) - n_seen
     other_s = colsum(s_seen) - s_seen
     offset = np.zeros_like(mean)
-    if tau2_method == "dl_offset":
+    if tau2_method in ("dl_offset", "dl_offset_shared"):
         offset = task_offsets(n_seen, mean, other_n, other_s / np.maximum(other_n, 1.0))
     if tau2_method == "posterior":
         tau2 = _posterior_tau2(mean, within / safe_n, seen, group, n_groups)
+    elif tau2_method == "posterior_shared":
+        common = _common_tau2(*_dl_moments(mean, within / safe_n, seen, colsum))
+        scale2 = np.zeros(n_groups)
+        scale2[group] = np.broadcast_to(common, n.shape)[:, 0]  # every row of a group holds its group's value
+        scale2 = np.maximum(scale2, MIN_SHARED_SCALE2)
+        tau2 = _posterior_tau2(mean, within / safe_n, seen, group, n_groups, scale2)
     elif tau2_method in ("dl_shared", "dl_shared_conflict"):
         tau2 = _shared_between_task_variance(mean, within / safe_n, seen, colsum, shared_df)
+    elif tau2_method == "dl_offset_shared":
+        tau2 = _shared_between_task_variance(mean - offset, within / safe_n, seen, colsum, shared_df)
     else:
         tau2 = _between_task_variance(mean - offset, within / safe_n, seen, colsum)
     tau2 = np.maximum(tau2, min_tau2)
     centre = (other_s + 0.5) / (other_n + 1.0)
     if tau2_method in ("dl_conflict", "dl_shared_conflict"):
         tau2 = np.maximum(tau2, _conflict_tau2(mean, within / safe_n, seen, centre, other_n))
-    if tau2_method == "dl_offset":
+    if tau2_method in ("dl_offset", "dl_offset_shared"):
         centre = np.clip(centre + offset, 0.01, 0.99)
     spread = centre * (1.0 - centre)
     with np.errstate(divide="ignore"):

@@ -79,6 +79,14 @@ VARIANTS: dict[str, Variant] = {
     "thompson_pool_shared10": Variant(
         "thompson_pool_shared10", "thompson", setup={"pooling": "eb:dl_shared", "pool_shared_df": 10.0}
     ),
+    # each model's tau² its posterior mean under a half-Cauchy prior scaled by the common tau (learn20)
+    "thompson_pool_posterior_shared": Variant(
+        "thompson_pool_posterior_shared", "thompson", setup={"pooling": "eb:posterior_shared"}
+    ),
+    # task types' offsets out of the means and into the centres, the interaction moderated (learn20)
+    "thompson_pool_offset_shared": Variant(
+        "thompson_pool_offset_shared", "thompson", setup={"pooling": "eb:dl_offset_shared"}
+    ),
     # tau² at least what the task type's own evidence shows against its pooled centre (core.pooling "dl_conflict")
     "thompson_pool_conflict": Variant(
         "thompson_pool_conflict", "thompson", setup={"pooling": "eb:dl_conflict"}
