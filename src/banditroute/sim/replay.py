@@ -73,7 +73,7 @@ class RouterSetup:
     # "fixed": the pre-0.2 fixed-strength pool
     pooling: str = "eb"
     pool_traffic_half: float = 0.0  # core.pooling.pooled_table's traffic_half (a candidate); 0 = off
-    pool_shared_df: float = SHARED_TAU2_DF  # core.pooling.pooled_table's shared_df (the dl_shared method's)
+    pool_shared_df: float = SHARED_TAU2_DF  # pooled_table's shared_df (dl_shared, dl_offset_shared)
     shared_budget: bool = True  # one budget over all task types (as the budget oracle), not one per type
     # a shared budget's split over task types: "sampled" (the budget oracle's split on a posterior draw, the
     # default), "mean" (on posterior means) or "slack" (the same mean cost everywhere); see core.budget
