@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -62,6 +63,25 @@ async def test_answered_heartbeats_keep_a_group_members_lease(
         await consumer.stop()
 
 
+@contextlib.asynccontextmanager
+async def _learner_and_member(
+    bootstrap: str, prefix: str, tmp_path: Path
+) -> AsyncIterator[tuple[Router, AIOKafkaConsumer]]:
+    """A learner whose lease asks a member of a group of its own (:func:`_member`); stopped with it after."""
+    config_dir = write_config(tmp_path / "config")
+    router = Router(learner_settings(bootstrap, prefix, config_dir, tmp_path / "data"))
+    member = await _member(bootstrap, prefix)
+    router.lease = Lease(lambda: member._coordinator, 6.0, router.counters)
+    try:
+        yield router, member
+    finally:
+        with contextlib.suppress(Exception):
+            await member.stop()
+        for outbox in (router.learn_outbox, router.outbox, router.catalog_outbox):
+            with contextlib.suppress(Exception):
+                await outbox.stop()
+
+
 async def test_a_learner_batch_refused_by_the_lease_is_learnt_again_from_the_state_written(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
@@ -70,12 +90,7 @@ async def test_a_learner_batch_refused_by_the_lease_is_learnt_again_from_the_sta
     state on the topic (3 outcomes), not from the prior. Before: the batch's states left the learner's memory
     and were looked for at the view's place of them, which the batch's own learning had just cleared: chat went
     back from 3 outcomes to the 3 of the batch read again."""
-    config_dir = write_config(tmp_path / "config")
-    settings = learner_settings(kafka_bootstrap, unique_prefix, config_dir, tmp_path / "data")
-    router = Router(settings)
-    member = await _member(kafka_bootstrap, unique_prefix)
-    router.lease = Lease(lambda: member._coordinator, 6.0, router.counters)
-    try:
+    async with _learner_and_member(kafka_bootstrap, unique_prefix, tmp_path) as (router, member):
         await router.ensure_topics()
         await router.learn_reader.assign([0, 1])
         await router._learn_records(learner_outcomes(range(3)))  # written under the lease
@@ -89,12 +104,6 @@ async def test_a_learner_batch_refused_by_the_lease_is_learnt_again_from_the_sta
         history = [decode_state(r.value).events for r in records]
         assert history == [3, 6], f"chat's states on the topic learnt {history} outcomes"
         assert dict(decode_state(records[-1].value).applied) == {0: 5}
-    finally:
-        with contextlib.suppress(Exception):
-            await member.stop()
-        for outbox in (router.learn_outbox, router.outbox, router.catalog_outbox):
-            with contextlib.suppress(Exception):
-                await outbox.stop()
 
 
 async def test_a_learner_batch_refused_by_the_lease_sends_none_of_its_dead_letters(
@@ -103,14 +112,9 @@ async def test_a_learner_batch_refused_by_the_lease_sends_none_of_its_dead_lette
     """A batch with an outcome record that is not JSON is refused by the lease (the member left the group), then
     read again and learnt: its dead letter goes once. Before, the learner sent it as it was made, before the
     lease: the refused batch's went too, and the batch read again sent a second one."""
-    config_dir = write_config(tmp_path / "config")
-    settings = learner_settings(kafka_bootstrap, unique_prefix, config_dir, tmp_path / "data")
-    router = Router(settings)
-    member = await _member(kafka_bootstrap, unique_prefix)
-    router.lease = Lease(lambda: member._coordinator, 6.0, router.counters)
-    batch = learner_outcomes(range(3))
-    batch[1].value = b"not json"
-    try:
+    async with _learner_and_member(kafka_bootstrap, unique_prefix, tmp_path) as (router, member):
+        batch = learner_outcomes(range(3))
+        batch[1].value = b"not json"
         await router.ensure_topics()
         await router.learn_reader.assign([0, 1])
         await member.stop()  # leaves the group: no longer a member
@@ -122,9 +126,3 @@ async def test_a_learner_batch_refused_by_the_lease_sends_none_of_its_dead_lette
         sources = [(d["reason"], d["source_offset"]) for d in (orjson.loads(r.value) for r in letters)]
         assert sources == [("malformed_json", 1)], f"dead letters sent: {sources}"
         assert router.dead_letters.get("malformed_json") == 1
-    finally:
-        with contextlib.suppress(Exception):
-            await member.stop()
-        for outbox in (router.learn_outbox, router.outbox, router.catalog_outbox):
-            with contextlib.suppress(Exception):
-                await outbox.stop()
