@@ -70,7 +70,7 @@ from banditroute.served import Decided
 from banditroute.services import LoopService, make_app
 from banditroute.settings import Settings
 from banditroute.topics import DEFAULT_TOPICS, WRITTEN_IN_BATCHES, layout
-from banditroute.web.top import TopTaskTypes
+from banditroute.web.top import NAMED_CLIENTS, TopTaskTypes
 
 log = logging.getLogger("banditroute.worker")
 
@@ -111,10 +111,11 @@ class Router(JoinIO):
         self.decisions_by_model: Counter[tuple[str, str]] = Counter()
         """Decisions by (task type label, model): named task types only, the rest under ``other`` (web/top.py)."""
         self.top = TopTaskTypes()
-        self.client_top = TopTaskTypes()
+        self.client_top = TopTaskTypes(NAMED_CLIENTS)
         self.local_decisions: Counter[tuple[str, str]] = Counter()
         """Local-mode clients' decisions joined here, by (client id label, model): the 20 busiest clients by
-        name, the rest under ``other`` (web/top.py)."""
+        name, the rest under ``other`` (web/top.py); a model not in the catalog under ``other`` too
+        (``join_io.local_counted``)."""
         self._configure_top()
         self.capped: Counter[str] = Counter({cap: 0 for cap in CAPS})
         """Requests a cap applied to, by cap (policy.yaml ``limits``)."""

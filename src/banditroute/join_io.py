@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,10 +54,11 @@ from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.partition_reader import PartitionReader, Skip
 from banditroute.kafka.staged import StagedTable, flush_acknowledged
 from banditroute.kafka.topics import partition_for, partitions_for
+from banditroute.messages import is_identifier
 from banditroute.served import Served, served_by_router
 from banditroute.services import WorkerApp
 from banditroute.settings import Settings
-from banditroute.web.top import TopTaskTypes
+from banditroute.web.top import OTHER, TopTaskTypes
 
 log = logging.getLogger("banditroute.worker")
 
@@ -104,6 +105,20 @@ def tick_time(headers: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return 0.0
+
+
+def local_counted(decision: dict[str, Any], models: Container[str]) -> tuple[str, str]:
+    """The (client id, model) a local-mode client's decision is counted under (``local_decisions``: a counter,
+    a ``banditroute_local_decisions_total`` series and a dashboard entry per pair): its own, but ``other`` for a
+    client id that is no identifier (the events' rule for ``worker_id``) and for a model not in the catalog
+    (``"None"``: no model). Any process that writes the decisions topic names both; until review21 each new
+    model name was a new pair kept for good (a few thousand made-up names made as many Prometheus series), and a
+    client id was kept whatever its length. Raises where the decision has no ``worker_id`` or ``model``."""
+    client, model = str(decision["worker_id"]), decision["model"]
+    return (
+        client if is_identifier(client) else OTHER,
+        model if type(model) is str and model in models else "None" if model is None else OTHER,
+    )
 
 
 class JoinIO:
@@ -457,11 +472,12 @@ class JoinIO:
         async with self._join_lock:
             results: list[JoinResult] = []
             self._take_handoffs(results)
-            token, topic, loads, served_of = (
+            token, topic, loads, served_of, models = (
                 self.decider.token,
                 self.decisions.get_topic_name(),
                 orjson.loads,
                 self._served_of,
+                self.registry.model_names,
             )
             now = time.time()  # a deadline is at most the batch's work early
             run: list[tuple[int, int, Served]] = []
@@ -489,7 +505,7 @@ class JoinIO:
                 if not tick and origin is None and record.topic == topic:
                     try:
                         decision = loads(record.value)
-                        client = (str(decision["worker_id"]), str(decision["model"])) if local else None
+                        client = local_counted(decision, models) if local else None
                         served = served_of(decision)
                     except Exception:  # _join_record reads it again, and dead-letters it
                         pass
@@ -675,7 +691,7 @@ class JoinIO:
                 decision = orjson.loads(msg.value)
                 if is_local_origin(msg.headers):  # a local-mode client's decision (worker_id = its client id)
                     self.client_top.count(
-                        self.local_decisions, str(decision["worker_id"]), str(decision["model"]), now
+                        self.local_decisions, *local_counted(decision, self.registry.model_names), now
                     )
                 decision["task_key"] = decision.get("state_key") or self.registry.state_key(
                     decision.get("tenant"), decision["task_type"]

@@ -35,6 +35,8 @@ class Record(NamedTuple):
 
 
 class _Registry:
+    model_names = frozenset({"m1", "m2"})
+
     def join_policy(self, task_type: str) -> JoinPolicy:
         if task_type == "boom":
             raise LookupError("no join policy for 'boom'")
@@ -184,3 +186,45 @@ def test_runs_leave_the_join_where_the_per_record_path_does(monkeypatch: pytest.
     assert batched._ahead == single._ahead == {0: (19, 19)}
     assert batched._only_own is False
     assert batched.counters["own_decisions_read"] == 1
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_local_decision_counts_stay_bounded_whatever_names_the_decisions_carry(
+    monkeypatch: pytest.MonkeyPatch, batched: bool
+) -> None:
+    """Any process that writes the decisions topic names the client id and the model of a local decision: made-up
+    models and over-long client ids are counted under ``other``, so the counters (one Prometheus series each) stay
+    within (named clients + 1) x (catalog models + None + other). Before review21: one pair per model name."""
+    monkeypatch.setattr("banditroute.join_io.time.time", lambda: 100.0)
+    io = join_io([])
+    flood = [
+        Record(
+            TOPIC,
+            0,
+            100 + i,
+            orjson.dumps(decision(f"f{i}", worker_id=f"client-{i % 3}", model=f"made-up-{i}")),
+            LOCAL,
+        )
+        for i in range(2_000)
+    ]
+    flood += [
+        Record(TOPIC, 1, 100 + i, orjson.dumps(decision(f"g{i}", worker_id="x" * 200 + str(i))), LOCAL)
+        for i in range(50)
+    ]
+    flood.append(
+        Record(TOPIC, 1, 500, orjson.dumps(decision("known", worker_id="client-0", model="m2")), LOCAL)
+    )
+    if batched:
+        asyncio.run(io._join_decisions(flood))
+    else:
+        asyncio.run(per_record(io, flood))
+
+    assert io.local_decisions == Counter(
+        {
+            ("client-0", "other"): 667,
+            ("client-1", "other"): 667,
+            ("client-2", "other"): 666,
+            ("client-0", "m2"): 1,
+            ("other", "m1"): 50,
+        }
+    )

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from banditroute.core.state import N_OBS, Q_N, Q_SUM, replace_state
+from banditroute.join_io import local_counted
 from banditroute.limits import SHARED_KEY
 from banditroute.web.history import History
 from banditroute.web.metrics import RouterMetrics, series_bound
 from banditroute.web.snapshot import state_json
-from banditroute.web.top import OTHER, TopTaskTypes
+from banditroute.web.top import NAMED_CLIENTS, OTHER, TopTaskTypes
 from tests.web.test_builders import fake_router, samples
 
 
@@ -80,6 +81,7 @@ def test_metrics_history_and_state_stay_bounded_under_a_task_type_flood(tmp_path
     limits = router.registry.snapshot.limits
     router.top = TopTaskTypes(limits.metrics_task_types, pinned=router.registry.snapshot.routes)
     router.decisions_by_model = Counter()
+    router.client_top, router.local_decisions = TopTaskTypes(NAMED_CLIENTS), Counter()
     history = History(points=5)
     metrics = RouterMetrics(router, history)
     base = router.view.get("chat")
@@ -89,6 +91,12 @@ def test_metrics_history_and_state_stay_bounded_under_a_task_type_flood(tmp_path
         now = i * 0.05  # 150 s: several ranking windows
         router.top.count(router.decisions_by_model, task_type, "balanced", now)
         router.top.count(router.decisions_by_model, "chat", "premium", now)
+        # local-mode decisions (join_io) naming a new client and a made-up model each, and the catalog's
+        for model in (f"made-up-{i}", "premium", None):
+            local = {"worker_id": f"client-{i}", "model": model}
+            router.client_top.count(
+                router.local_decisions, *local_counted(local, router.registry.model_names), now
+            )
         metrics.observe_decision({"task_type": task_type, "decision_ms": 0.1})
         if i % 20 == 0:
             history.sample(router, now)
@@ -106,6 +114,10 @@ def test_metrics_history_and_state_stay_bounded_under_a_task_type_flood(tmp_path
     found = samples(text)
     task_labels = {s.labels["task_type"] for s in found["banditroute_decisions_total"]}
     assert "chat" in task_labels and OTHER in task_labels and len(task_labels) <= named + 1
+    clients = {s.labels["client"] for s in found["banditroute_local_decisions_total"]}
+    assert OTHER in clients and len(clients) <= NAMED_CLIENTS + 1
+    local_models = {s.labels["model"] for s in found["banditroute_local_decisions_total"]}
+    assert local_models == {OTHER, "premium", "None"}
     latency = {s.labels["task_type"] for s in found["banditroute_decision_latency_seconds_count"]}
     assert len(latency) <= named + 1
     keys = {s.labels["task_key"] for s in found["banditroute_state_version"]}

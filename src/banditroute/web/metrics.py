@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from banditroute.web.snapshot import JOIN_COUNTERS, model_rows, task_states
-from banditroute.web.top import OTHER
+from banditroute.web.top import NAMED_CLIENTS, OTHER
 
 CIRCUIT_STATES = ("closed", "open", "half_open")
 CANARY_STATES = ("ramping", "graduated")
@@ -26,10 +26,12 @@ FIXED_SERIES = 100
 
 def series_bound(named_task_types: int, state_keys: int, models: int) -> int:
     """The most sample lines ``/metrics`` can have: per-task families count the named task types plus
-    ``other``; posterior families at most ``limits.metrics_state_keys`` state keys (see web/top.py)."""
+    ``other``; posterior families at most ``limits.metrics_state_keys`` state keys (see web/top.py); local-mode
+    decisions the named clients plus ``other`` by the models plus ``None`` and ``other`` (join_io.local_counted)."""
     labels = named_task_types + 1
     return (
         labels * (models + 1)  # banditroute_decisions_total, "<none>" included
+        + (NAMED_CLIENTS + 1) * (models + 2)  # banditroute_local_decisions_total (since review21)
         + labels * (len(LATENCY_BUCKETS) + 4)  # the latency histogram: buckets, +Inf, count, sum, created
         + state_keys * models * 11  # 5 posterior gauges, 3 circuit states, 2 canary states, traffic share
         + state_keys * 6  # spend, budgets, mean cost, dual, version

@@ -21,6 +21,8 @@ from itertools import chain
 OTHER = "other"
 """The label of every task type without a name of its own (a task type called ``other`` shares it)."""
 CANDIDATES_PER_NAME = 10
+NAMED_CLIENTS = 20
+"""Local-mode clients named in the worker's local-decision counts (``Router.client_top``); the rest: ``other``."""
 
 
 class TopTaskTypes:
