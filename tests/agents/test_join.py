@@ -187,6 +187,21 @@ def test_late_feedback_is_counted_and_learned_only_if_configured(learn_late: boo
     assert len(result.outcomes) == learned
 
 
+def test_late_feedback_read_again_is_dead_lettered_as_late_again() -> None:
+    """A late feedback record not learnt (learn_late off), read again after a restart or a failed batch, gets the
+    same dead letter as the first time; before review21 it was dead-lettered again as duplicate_feedback."""
+    join = make(JoinPolicy(wait_s=10, keep_joined_s=50))
+    join.on_decision(decision("r1"), 0, 0, 0)
+    join.on_tick(0, 50, sent_at_s=11)
+    first = join.on_feedback(feedback("r1", offset=51), now_s=12)
+    again = join.on_feedback(feedback("r1", offset=51), now_s=13)
+    assert [r.reason for r in first.rejections] == [r.reason for r in again.rejections] == ["late_feedback"]
+    assert [r.error for r in again.rejections] == [r.error for r in first.rejections]
+    assert first.outcomes == again.outcomes == []
+    other = join.on_feedback(feedback("r1", offset=52, key="k2"), now_s=14)  # another record: a duplicate
+    assert [r.reason for r in other.rejections] == ["duplicate_feedback"]
+
+
 @pytest.mark.parametrize("learn_late", [False, True])
 def test_late_feedback_after_a_default_reward_is_never_learnt_too(learn_late: bool) -> None:
     """The default reward stood in for the outcome at the deadline; learning the late one as well would learn

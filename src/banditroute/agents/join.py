@@ -493,6 +493,17 @@ class JoinLogic:
                 result.outcomes.append(entry.outcome)
                 result.count("redelivered_feedback")
                 return
+            if (entry.fb_part, entry.fb_off) == (fb.partition, fb.offset):
+                # the very late feedback record that was not learnt (learn_late off), read again: the same dead
+                # letter as the first time (until review21: duplicate_feedback, "already joined")
+                self._reject(
+                    result,
+                    fb,
+                    "late_feedback",
+                    f"feedback for {request_id!r} arrived after the "
+                    f"{self.join_policy(entry.task_type).wait_s:g} s reward window",
+                )
+                return
             self._reject(
                 result,
                 fb,
