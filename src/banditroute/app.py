@@ -43,7 +43,7 @@ from banditroute.codec import DeadLetterCounter, decode_record, encode, make_dea
 from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core import TaskState
 from banditroute.events import DeadLetter, DeadLetterReason, ModelCatalogEvent
-from banditroute.join_io import TICK_HEADER, JoinIO
+from banditroute.join_io import TICK_HEADER, JoinIO, LetterKey, acknowledged, letter_key
 from banditroute.kafka import backoff, faust_fetch, faust_hold, faust_start, fetch_cycles, state_keys
 from banditroute.kafka.admin import (
     admin_client,
@@ -213,6 +213,8 @@ class Router(JoinIO):
         self.gaps = GapFiller(s.kafka_bootstrap, s.aiokafka_security(), self.counters)
         self.outbox = Outbox(s.kafka_bootstrap, s.aiokafka_security())  # the join's
         self.learn_outbox = Outbox(s.kafka_bootstrap, s.aiokafka_security())
+        self._learn_letters_held: dict[LetterKey, DeadLetter] = {}
+        """Dead letters of learner batches that failed, not acknowledged: sent first by the next batch."""
         self.catalog_outbox = Outbox(s.kafka_bootstrap, s.aiokafka_security())
         self.reader = StateReader(
             self.view,
@@ -460,8 +462,18 @@ class Router(JoinIO):
             self._forget_unwritten(before)
             raise
         self._drop_replaced()
-        await self._send_learn_letters(letters)
-        await flush_acknowledged((self.state_view,), self.learn_outbox.send_to, self.learn_outbox.drain, held)
+        letters = self._with_held_letters(letters)
+        acks: list[asyncio.Future[Any]] = []
+        try:
+            await self._send_learn_letters(letters, acks)
+            await flush_acknowledged(
+                (self.state_view,), self.learn_outbox.send_to, self.learn_outbox.drain, held
+            )
+        except BaseException:
+            self._hold_learn_letters(letters, acks)
+            raise
+        for letter in letters:
+            self.dead_letters.record(letter.reason)
         self.counters["learned"] += stats.learned
         self.counters["skipped_redelivered"] += stats.skipped_redelivered
 
@@ -518,15 +530,33 @@ class Router(JoinIO):
             return None
         return f"an outcome of {key!r} belongs in outcomes partition {where} (its state's), not {partition}"
 
-    async def _send_learn_letters(self, letters: list[DeadLetter]) -> None:
+    async def _send_learn_letters(self, letters: list[DeadLetter], acks: list[asyncio.Future[Any]]) -> None:
         """Send a learner batch's dead letters once its lease is held, right before its states (acknowledged by the
-        same drain). Until review20 each was sent as it was made, before the lease: a batch the lease refused sent
-        them anyway, and its outcomes, read again (here or by the partition's new owner), sent them again; so did a
-        batch that failed before its write (a state not read back in time)."""
+        same drain); their acknowledgements go to ``acks``. Until review20 each was sent as it was made, before the
+        lease: a batch the lease refused sent them anyway, and its outcomes, read again (here or by the partition's
+        new owner), sent them again; so did a batch that failed before its write (a state not read back in time)."""
         topic, send = self.deadletter.get_topic_name(), self.learn_outbox.send
         for letter in letters:
-            self.dead_letters.record(letter.reason)
-            await send(topic, letter.source_topic.encode(), encode(letter))
+            acks.append(await send(topic, letter.source_topic.encode(), encode(letter)))
+
+    def _with_held_letters(self, letters: list[DeadLetter]) -> list[DeadLetter]:
+        """The dead letters of failed learner batches not acknowledged, then ``letters`` (one made again from its
+        record read again goes once)."""
+        held, self._learn_letters_held = self._learn_letters_held, {}
+        if not held:
+            return letters
+        return [*held.values(), *(letter for letter in letters if letter_key(letter) not in held)]
+
+    def _hold_learn_letters(self, letters: list[DeadLetter], acks: list[asyncio.Future[Any]]) -> None:
+        """After a learner batch failed once its letters were made: those acknowledged are counted, the others held
+        for the next batch. A state that does not decode is replaced in memory by the batch that finds it, so the
+        outcomes read again make its letter no more (they are skipped by the watermarks in memory): until review21
+        such a letter not acknowledged was lost. A letter of an outcome record is made again as well: it goes once."""
+        for i, letter in enumerate(letters):
+            if i < len(acks) and acknowledged(acks[i]):
+                self.dead_letters.record(letter.reason)
+            else:
+                self._learn_letters_held.setdefault(letter_key(letter), letter)
 
     def _bad_outcome(self, record: Any, reason: DeadLetterReason, error: str) -> DeadLetter:
         """The dead letter of an outcomes record the learner cannot use (:meth:`_send_learn_letters`)."""
