@@ -66,6 +66,15 @@ def _noted(decision: RoutingDecision, rule: str) -> RoutingDecision:
     return decision.model_copy(update={"reasons": reasons})
 
 
+def error_text(exc: BaseException) -> str:
+    """An error as ``Type: message``, the type named once: aiokafka's errors start their message with it already
+    (until review21 a client that could not connect said ``KafkaConnectionError: KafkaConnectionError: ...``)."""
+    name, text = type(exc).__name__, str(exc)
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
 class RouterClient:
     """Async client of a banditroute deployment. Use as ``async with RouterClient() as client:``.
 
@@ -176,7 +185,7 @@ class RouterClient:
         try:
             await asyncio.wait_for(self._connect(), self.start_timeout_s)
         except Exception as exc:  # includes TimeoutError and aiokafka's KafkaConnectionError
-            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            why = error_text(exc)
             self.degraded = f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {why}"
             log.warning("banditroute client degraded: %s", self.degraded)
             await self._teardown()
@@ -380,7 +389,7 @@ class RouterClient:
                 return self._fallback(request, "closed", "client closed while waiting")
             raise
         except Exception as exc:  # KafkaError from send: broker trouble
-            return self._fallback(request, "send_failed", f"{type(exc).__name__}: {exc}")
+            return self._fallback(request, "send_failed", error_text(exc))
         finally:
             self._pending.pop(rid, None)
 
