@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+	@echo "installed in $(VENV): 'source $(BIN)/activate' puts the banditroute command on PATH (or run $(BIN)/banditroute)"
 
 setup: $(STAMP)
 
