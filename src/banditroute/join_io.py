@@ -169,7 +169,7 @@ class JoinIO:
         """Outcomes of join batches that failed, by (src, off): published first by the next batch that holds
         their partition (:meth:`_finish_join`), unless the join lets go of its partitions first (:meth:`_forget`)."""
         self._letters: list[DeadLetter] = []
-        """Dead letters of the join batch under way, sent once its join state is acknowledged (:meth:`_finish_join`)."""
+        """Dead letters of the join batch under way, sent, acknowledged, before its join state (:meth:`_finish_join`)."""
         self._held_letters: dict[LetterKey, DeadLetter] = {}
         """Dead letters of join batches that failed, not acknowledged: sent first by the next batch, whatever its
         partitions and the rebalances since (a letter goes at least once: a new owner may make it again, or may
@@ -736,7 +736,7 @@ class JoinIO:
             checks=(unknown_model_check(lambda: self.registry.model_names),),
         )
         if isinstance(checked, DeadLetter):
-            self._letters.append(checked)  # sent with the batch's, once its join state is acknowledged
+            self._letters.append(checked)  # sent with the batch's, before its join state
             return
         fields = checked.model_dump(mode="json", exclude_none=True)
         result = self.join.on_feedback(
@@ -766,7 +766,7 @@ class JoinIO:
     async def _dead_letter(
         self, raw: bytes | None, topic: str, partition: int, offset: int, reason: str, error: str
     ) -> None:
-        """A dead letter of the batch under way: sent with the batch's, once its join state is acknowledged."""
+        """A dead letter of the batch under way: sent with the batch's, before its join state."""
         self._letters.append(
             make_dead_letter(raw, topic, partition, offset, reason, error, datetime.now(UTC))
         )
