@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from banditroute.core import ModelSpec, Outcome, TaskPolicy, TaskState, new_state, update_many
-from banditroute.core.pooling import TAU2_METHODS, pooled_priors, pooled_table, with_priors
+from banditroute.core.pooling import (
+    SAMPLED_METHODS,
+    TAU2_METHODS,
+    _posterior_tau2,
+    pooled_priors,
+    pooled_table,
+    with_priors,
+)
 from banditroute.core.state import Q_SUM, replace_state
 
 MODELS = (ModelSpec("a", 0.001), ModelSpec("b", 0.002))
@@ -135,7 +143,7 @@ def test_every_method_barely_pools_disagreeing_task_types(method: str) -> None:
         "y": _state({"a": 20, "b": 190}),
         "z": _state({"a": 100, "b": 100}),
     }
-    priors = pooled_priors(states, max_strength=200.0, tau2_method=method)
+    priors = pooled_priors(states, max_strength=200.0, tau2_method=method, rng=np.random.default_rng(0))
     for t in states:
         for m in ("a", "b"):
             assert _strength(priors[t][m]) < 5.0, priors
@@ -156,7 +164,7 @@ def test_dl_k_scales_the_strength_by_the_task_types_holding_evidence() -> None:
         assert _strength(priors["t0"]["a"]) == pytest.approx(100.0 * (k - 1) / (k + 1))
 
 
-@pytest.mark.parametrize("method", TAU2_METHODS)
+@pytest.mark.parametrize("method", [m for m in TAU2_METHODS if m not in SAMPLED_METHODS])
 def test_grouped_pooling_is_each_group_pooled_on_its_own_for_every_method(method: str) -> None:
     groups = {
         "x": {"x1": _state({"a": 150, "b": 50}), "x2": _state({"a": 140, "b": 60}), "x3": _state({"a": 10})},
@@ -334,3 +342,77 @@ def test_dl_offset_shared_centres_a_thin_models_prior_on_its_task_types_offset()
     # without offsets it is dl_shared
     same = {t: _state3({"a": 100, "b": 60, "c": 140}) for t in ("x", "y", "z")}
     assert pooled_priors(same, tau2_method="dl_offset_shared") == pooled_priors(same, tau2_method="dl_shared")
+
+
+def _strengths(states: dict[str, TaskState], task: str, model: str, method: str, draws: int) -> list[float]:
+    rng = np.random.default_rng(7)
+    return [
+        _strength(pooled_priors(states, max_strength=200.0, tau2_method=method, rng=rng)[task][model])
+        for _ in range(draws)
+    ]
+
+
+@pytest.mark.parametrize("method", SAMPLED_METHODS)
+def test_a_sampled_method_needs_an_rng_and_is_repeatable_with_one(method: str) -> None:
+    states = _thin_a_in_y()
+    with pytest.raises(ValueError, match="rng"):
+        pooled_table(states, tau2_method=method)
+    first = pooled_table(states, tau2_method=method, rng=np.random.default_rng(3))
+    again = pooled_table(states, tau2_method=method, rng=np.random.default_rng(3))
+    assert np.array_equal(first.prior_a, again.prior_a) and np.array_equal(first.prior_b, again.prior_b)
+
+
+def test_the_draws_of_tau2_are_the_posterior_whose_mean_posterior_shared_takes() -> None:
+    """The inverse transform at evenly spread uniforms averages to the grid posterior's mean (the same grid,
+    likelihood and half-Cauchy prior), for every model of a group with three task types."""
+    rng = np.random.default_rng(0)
+    means = rng.uniform(0.2, 0.8, (3, 5))
+    sampling_var = np.full((3, 5), 0.002)
+    seen = np.ones((3, 5))
+    group = np.zeros(3, dtype=np.intp)
+    scale2 = np.array([0.004])
+    mean = _posterior_tau2(means, sampling_var, seen, group, 1, scale2)[0]
+    points = 4000
+    draws = [
+        _posterior_tau2(means, sampling_var, seen, group, 1, scale2, np.full((1, 5), (i + 0.5) / points))[0]
+        for i in range(points)
+    ]
+    assert np.mean(draws, axis=0) == pytest.approx(mean, rel=0.02)
+    assert len({float(d[0]) for d in draws}) > 20  # draws, not one value
+
+
+def test_sampled_shared_widens_a_locked_out_prior_in_some_draws_and_keeps_dls_strength_on_average() -> None:
+    """_thin_a_in_y: DL's prior for a in y is worth 145 calls (tau² = 0 from a's own three means); posterior_shared's
+    posterior mean makes it 22 in every decision. Drawing tau² from that posterior instead gives a wide prior
+    (< 40 calls) in a good share of draws, the cap (200) in about a third, and about DL's strength on average."""
+    states = _thin_a_in_y()
+    dl = _strength(pooled_priors(states, max_strength=200.0)["y"]["a"])
+    drawn = np.array(_strengths(states, "y", "a", "sampled_shared", 300))
+    assert dl > 100.0
+    assert 0.2 < np.mean(drawn < 40.0) < 0.6, np.mean(drawn < 40.0)
+    assert np.mean(drawn > 199.0) > 0.15
+    assert 0.5 * dl < drawn.mean() < 1.2 * dl, (drawn.mean(), dl)
+
+
+def test_sampled_shared_pools_fully_in_every_draw_where_every_model_agrees() -> None:
+    """The half-Cauchy scale is about 0 when no model moves between task types: every draw is at the cap, even
+    with three task types, where the draws under the uniform prior on tau (``sampled``) are often weak."""
+    for k in (3, 10):
+        drawn = _strengths(_agreeing(k), "t0", "a", "sampled_shared", 100)
+        assert min(drawn) > 150.0 and np.median(drawn) == pytest.approx(200.0), drawn
+    uniform = np.array(_strengths(_agreeing(3), "t0", "a", "sampled", 100))
+    assert np.mean(uniform < 40.0) > 0.1
+
+
+def test_sampled_shared_draws_within_each_group() -> None:
+    """Groups pooled in one table: a group whose models agree keeps the cap in every draw, a group whose models
+    disagree stays weak in every draw (the draws are of each group's own posterior)."""
+    states = {**{f"x{i}": _state({"a": 150, "b": 100}) for i in range(3)}}
+    states |= {"y1": _state({"a": 190, "b": 20}), "y2": _state({"a": 20, "b": 190}), "y3": _state({"a": 100})}
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        table = pooled_table(states, group_of=lambda key: key[0], tau2_method="sampled_shared", rng=rng)
+        x, y = table.row("x0", ("a", "b")), table.row("y1", ("a", "b"))
+        assert x is not None and y is not None
+        assert min(_strength(x["a"]), _strength(x["b"])) > 150.0, x
+        assert max(_strength(y["a"]), _strength(y["b"])) < 10.0, y

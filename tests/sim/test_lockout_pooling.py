@@ -16,6 +16,9 @@ CASES = [
     # m03 is task2's specialist: task0 and task1 agree on its weakness (no offset explains it: dl_offset_shared
     # gives m03 35 % of task2 here, not asserted)
     ("posterior_shared", "family:1", 5.0, 5, "m03"),
+    # learn21: tau² drawn from posterior_shared's posterior each time the priors are pooled (m07 94 %, m03 70 %)
+    ("sampled_shared", "family:2", 50.0, 0, "m07"),
+    ("sampled_shared", "family:1", 5.0, 5, "m03"),
 ]
 
 
@@ -36,3 +39,18 @@ def test_a_model_the_pooled_prior_locks_out_is_found(
 def test_the_suite_names_the_candidates() -> None:
     assert VARIANTS["thompson_pool_posterior_shared"].setup == {"pooling": "eb:posterior_shared"}
     assert VARIANTS["thompson_pool_offset_shared"].setup == {"pooling": "eb:dl_offset_shared"}
+    assert VARIANTS["thompson_pool_sampled_shared"].setup == {"pooling": "eb:sampled_shared"}
+    assert VARIANTS["thompson_pool_sampled"].setup == {"pooling": "eb:sampled"}
+
+
+def test_a_replay_that_draws_tau2_is_repeatable_for_a_seed() -> None:
+    """The pooling draws come from a generator of the replay's seed: the same seed replays the same decisions,
+    and they are not DL's."""
+    table = load_source("synthetic:family:2")
+    runs = []
+    for pooling in ("eb:dl", "eb:sampled_shared", "eb:sampled_shared"):
+        setup = default_setup(table, 20.0, pooling=pooling)
+        result = replay(table, lam=20.0, requests=3_000, seed=1, policies=["thompson"], setup=setup)
+        runs.append(result.runs[0].chosen)
+    assert (runs[1] == runs[2]).all()
+    assert not (runs[0] == runs[1]).all()

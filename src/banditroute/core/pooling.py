@@ -38,6 +38,8 @@ TAU2_METHODS = (
     "dl_shared_conflict",
     "posterior_shared",
     "dl_offset_shared",
+    "sampled_shared",
+    "sampled",
 )
 """How ``tau²`` is estimated: ``dl`` the DerSimonian-Laird point estimate; ``posterior`` its posterior mean
 under a uniform prior on ``tau`` (wide when few task types hold evidence); ``dl_k`` DerSimonian-Laird with the
@@ -53,7 +55,13 @@ scale is the common ``tau`` of the group's models (``dl_shared``'s common estima
 when the other models move between them, about 0 when none does, and the model's own evidence as task types
 grow; ``dl_offset_shared`` the two-way model: each task type's offset for every model (``dl_offset``) taken out
 of the means and added to the centres, and the interaction left moderated towards its common value
-(``dl_shared``)."""
+(``dl_shared``); ``sampled_shared`` a Thompson draw of each model's ``tau²`` from the posterior
+``posterior_shared`` takes the mean of (one draw per model and group each time the table is computed, from the
+``rng`` passed in): the prior is as strong as the draw says, so in the fraction of draws where ``tau²`` is large a
+model the point estimate would lock out gets a wide prior and is tried, while in most draws the prior is about
+as strong as the point estimate's; ``sampled`` the same draw under ``posterior``'s uniform prior on ``tau``."""
+SAMPLED_METHODS = ("sampled_shared", "sampled")
+"""The methods that draw ``tau²`` (they need an ``rng``)."""
 MIN_SHARED_SCALE2 = 1e-6
 """``posterior_shared``'s floor on the half-Cauchy scale² (quality units²: 0.001 of quality), where no model of
 the group moves between its task types."""
@@ -179,6 +187,7 @@ def _posterior_tau2(
     group: npt.NDArray[np.intp],
     n_groups: int,
     scale2: FloatArray | None = None,
+    draw: FloatArray | None = None,
 ) -> FloatArray:
     """Posterior mean of ``tau²`` per column of each group of rows (``group``: each row's group index), under
     a uniform prior on ``tau`` in ``[0, sqrt(m (1 - m))]`` (``m`` the group's mean for the model: no
@@ -191,6 +200,10 @@ def _posterior_tau2(
 
     ``scale2`` (groups,): a half-Cauchy prior on ``tau`` with scale ``sqrt(scale2)`` instead (still truncated at
     ``sqrt(m (1 - m))``), density ``1 / (1 + tau² / scale2)``.
+
+    ``draw`` (groups, models) of uniforms in [0, 1): a draw of ``tau²`` from the posterior instead of its mean,
+    the grid point where the posterior's cumulative mass first reaches ``draw`` (inverse transform; the grid's
+    points are about 25 % apart in ``tau²``).
     """
     u, prior = _tau_grid()
     tasks, models = means.shape
@@ -216,7 +229,13 @@ def _posterior_tau2(
     if scale2 is not None:
         weight = weight / (1.0 + tau2 / scale2[:, None, None])
     post = np.exp(loglik - loglik.max(axis=1, keepdims=True)) * weight
-    post_tau2 = (post * tau2).sum(axis=1) / post.sum(axis=1)  # (groups, models)
+    if draw is None:
+        post_tau2 = (post * tau2).sum(axis=1) / post.sum(axis=1)  # (groups, models)
+    else:
+        mass = np.cumsum(post, axis=1)
+        target = draw[:, None, :] * mass[:, -1:, :]
+        index = np.minimum((mass <= target).sum(axis=1), len(u) - 1)  # first point whose mass passes the draw
+        post_tau2 = np.take_along_axis(tau2, index[:, None, :], axis=1)[:, 0, :]
     return np.where(n_seen >= 1, post_tau2, 0.0)[group]
 
 
@@ -276,15 +295,19 @@ def pooled_table(
     tau2_method: str = DEFAULT_TAU2_METHOD,
     traffic_half: float = DEFAULT_TRAFFIC_HALF,
     shared_df: float = SHARED_TAU2_DF,
+    rng: np.random.Generator | None = None,
 ) -> PooledTable:
     """The pooled pseudo-observations of every task type in ``states`` (see :func:`pooled_priors`). With
     ``group_of`` (state key -> group), each task type pools only with the task types of its own group, as if
     each group were pooled on its own (one numpy pass for all groups). ``tau2_method``: see
     :data:`TAU2_METHODS`. ``traffic_half`` ``h`` > 0 scales each task type's strength by ``h / (h + n)``, ``n``
     the observations it holds over all models (see :data:`DEFAULT_TRAFFIC_HALF`); 0 leaves it unscaled.
-    ``shared_df``: ``dl_shared``'s weight of the common ``tau²`` (:data:`SHARED_TAU2_DF`)."""
+    ``shared_df``: ``dl_shared``'s weight of the common ``tau²`` (:data:`SHARED_TAU2_DF`). ``rng``: where the
+    methods of :data:`SAMPLED_METHODS` draw from (required by them, unused by the others)."""
     if tau2_method not in TAU2_METHODS:
         raise ValueError(f"unknown tau2_method {tau2_method!r}; known: {', '.join(TAU2_METHODS)}")
+    if tau2_method in SAMPLED_METHODS and rng is None:
+        raise ValueError(f"tau2_method {tau2_method!r} draws tau²: pass an rng")
     colsum: ColumnSums = _all_rows
     group, n_groups = np.zeros(len(states), dtype=np.intp), 1
     if group_of is not None:
@@ -308,14 +331,18 @@ def pooled_table(
     offset = np.zeros_like(mean)
     if tau2_method in ("dl_offset", "dl_offset_shared"):
         offset = task_offsets(n_seen, mean, other_n, other_s / np.maximum(other_n, 1.0))
-    if tau2_method == "posterior":
-        tau2 = _posterior_tau2(mean, within / safe_n, seen, group, n_groups)
-    elif tau2_method == "posterior_shared":
+    draw = None
+    if tau2_method in SAMPLED_METHODS:
+        assert rng is not None
+        draw = rng.random((n_groups, n.shape[1]))
+    if tau2_method in ("posterior", "sampled"):
+        tau2 = _posterior_tau2(mean, within / safe_n, seen, group, n_groups, draw=draw)
+    elif tau2_method in ("posterior_shared", "sampled_shared"):
         common = _common_tau2(*_dl_moments(mean, within / safe_n, seen, colsum))
         scale2 = np.zeros(n_groups)
         scale2[group] = np.broadcast_to(common, n.shape)[:, 0]  # every row of a group holds its group's value
         scale2 = np.maximum(scale2, MIN_SHARED_SCALE2)
-        tau2 = _posterior_tau2(mean, within / safe_n, seen, group, n_groups, scale2)
+        tau2 = _posterior_tau2(mean, within / safe_n, seen, group, n_groups, scale2, draw)
     elif tau2_method in ("dl_shared", "dl_shared_conflict"):
         tau2 = _shared_between_task_variance(mean, within / safe_n, seen, colsum, shared_df)
     elif tau2_method == "dl_offset_shared":
@@ -352,12 +379,13 @@ def pooled_priors(
     tau2_method: str = DEFAULT_TAU2_METHOD,
     traffic_half: float = DEFAULT_TRAFFIC_HALF,
     shared_df: float = SHARED_TAU2_DF,
+    rng: np.random.Generator | None = None,
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Per task type, per model: a Beta quality prior ``base + pooled pseudo-observations``.
 
     ``base`` is, per task type, each model's own prior (the catalog's ``quality_prior``; default Beta(1, 1)).
     Models a task type's state does not know are skipped. ``min_tau2`` floors the between-task variance (less
-    pooling); ``tau2_method``: see :data:`TAU2_METHODS`; ``traffic_half``: see :func:`pooled_table`.
+    pooling); ``tau2_method``: see :data:`TAU2_METHODS`; ``traffic_half``, ``rng``: see :func:`pooled_table`.
     """
     table = pooled_table(
         states,
@@ -366,6 +394,7 @@ def pooled_priors(
         tau2_method=tau2_method,
         traffic_half=traffic_half,
         shared_df=shared_df,
+        rng=rng,
     )
     out: dict[str, dict[str, tuple[float, float]]] = {}
     for t, state in states.items():

@@ -296,8 +296,11 @@ def fixed_pooled_priors(
     return {n: (float(x), float(y)) for n, x, y in zip(names, alpha, beta, strict=True)}
 
 
-def pool(states: dict[str, TaskState], setup: RouterSetup) -> dict[str, TaskState]:
-    """The states with their quality priors pooled over task types as ``setup`` says (unchanged when off)."""
+def pool(
+    states: dict[str, TaskState], setup: RouterSetup, rng: np.random.Generator | None = None
+) -> dict[str, TaskState]:
+    """The states with their quality priors pooled over task types as ``setup`` says (unchanged when off).
+    ``rng``: what the pooling methods that draw ``tau²`` draw from (core.pooling.SAMPLED_METHODS)."""
     if setup.pooled_prior_strength <= 0 or len(states) < 2:
         return states
     if setup.pooling == "fixed":
@@ -312,6 +315,7 @@ def pool(states: dict[str, TaskState], setup: RouterSetup) -> dict[str, TaskStat
         tau2_method=method,
         traffic_half=setup.pool_traffic_half,
         shared_df=setup.pool_shared_df,
+        rng=rng,
     )
     return {t: with_priors(s, priors[t]) for t, s in states.items()}
 
@@ -344,6 +348,7 @@ def _run_policy(
     n = len(stream.task)
     rng = np.random.default_rng([seed, 2, sum(name.encode())])
     split_rng = np.random.default_rng([seed, 3, sum(name.encode())])
+    pool_rng = np.random.default_rng([seed, 4, sum(name.encode())])  # read only by pooling that draws tau²
     tasks = stream.task_types
     states = {t: new_state(setup.models[t], setup.policies[t]) for t in tasks}
     chosen = np.empty(n, dtype=np.intp)
@@ -387,7 +392,7 @@ def _run_policy(
             ]
             states[t] = update_many(state, models, tp, feedback)
         if pooled:
-            states = pool(states, setup)
+            states = pool(states, setup, pool_rng)
         if setup.shared_budget:
             draws = split_rng if setup.budget_split == "sampled" else None
             if setup.budget_split == "slack":

@@ -87,6 +87,11 @@ VARIANTS: dict[str, Variant] = {
     "thompson_pool_offset_shared": Variant(
         "thompson_pool_offset_shared", "thompson", setup={"pooling": "eb:dl_offset_shared"}
     ),
+    # each model's tau² drawn from posterior_shared's posterior each time the priors are pooled (learn21)
+    "thompson_pool_sampled_shared": Variant(
+        "thompson_pool_sampled_shared", "thompson", setup={"pooling": "eb:sampled_shared"}
+    ),
+    "thompson_pool_sampled": Variant("thompson_pool_sampled", "thompson", setup={"pooling": "eb:sampled"}),
     # tau² at least what the task type's own evidence shows against its pooled centre (core.pooling "dl_conflict")
     "thompson_pool_conflict": Variant(
         "thompson_pool_conflict", "thompson", setup={"pooling": "eb:dl_conflict"}
