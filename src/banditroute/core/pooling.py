@@ -40,6 +40,7 @@ TAU2_METHODS = (
     "dl_offset_shared",
     "sampled_shared",
     "sampled",
+    "sampled_thin",
 )
 """How ``tau²`` is estimated: ``dl`` the DerSimonian-Laird point estimate; ``posterior`` its posterior mean
 under a uniform prior on ``tau`` (wide when few task types hold evidence); ``dl_k`` DerSimonian-Laird with the
@@ -59,8 +60,10 @@ of the means and added to the centres, and the interaction left moderated toward
 ``posterior_shared`` takes the mean of (one draw per model and group each time the table is computed, from the
 ``rng`` passed in): the prior is as strong as the draw says, so in the fraction of draws where ``tau²`` is large a
 model the point estimate would lock out gets a wide prior and is tried, while in most draws the prior is about
-as strong as the point estimate's; ``sampled`` the same draw under ``posterior``'s uniform prior on ``tau``."""
-SAMPLED_METHODS = ("sampled_shared", "sampled")
+as strong as the point estimate's; ``sampled`` the same draw under ``posterior``'s uniform prior on ``tau``;
+``sampled_thin`` ``sampled_shared``'s draw only where the pooled prior outweighs the task type's own evidence for
+the model (its observations fewer than DerSimonian-Laird's strength: where a lock-out can happen), DL elsewhere."""
+SAMPLED_METHODS = ("sampled_shared", "sampled", "sampled_thin")
 """The methods that draw ``tau²`` (they need an ``rng``)."""
 MIN_SHARED_SCALE2 = 1e-6
 """``posterior_shared``'s floor on the half-Cauchy scale² (quality units²: 0.001 of quality), where no model of
@@ -337,7 +340,7 @@ def pooled_table(
         draw = rng.random((n_groups, n.shape[1]))
     if tau2_method in ("posterior", "sampled"):
         tau2 = _posterior_tau2(mean, within / safe_n, seen, group, n_groups, draw=draw)
-    elif tau2_method in ("posterior_shared", "sampled_shared"):
+    elif tau2_method in ("posterior_shared", "sampled_shared", "sampled_thin"):
         common = _common_tau2(*_dl_moments(mean, within / safe_n, seen, colsum))
         scale2 = np.zeros(n_groups)
         scale2[group] = np.broadcast_to(common, n.shape)[:, 0]  # every row of a group holds its group's value
@@ -356,18 +359,27 @@ def pooled_table(
     if tau2_method in ("dl_offset", "dl_offset_shared"):
         centre = np.clip(centre + offset, 0.01, 0.99)
     spread = centre * (1.0 - centre)
-    with np.errstate(divide="ignore"):
-        strength = np.where(tau2 > 0, spread / np.where(tau2 > 0, tau2, 1.0) - 1.0, max_strength)
+    strength = _raw_strength(spread, tau2, max_strength)
     if tau2_method == "dl_k":
         k = np.broadcast_to(colsum(seen), n.shape)
         strength = strength * (k - 1.0) / (k + 1.0)
-    strength = np.clip(strength, 0.0, max_strength)
-    strength = np.minimum(strength, other_n)
+    strength = np.minimum(np.clip(strength, 0.0, max_strength), other_n)
+    if tau2_method == "sampled_thin":
+        dl_tau2 = np.maximum(_between_task_variance(mean, within / safe_n, seen, colsum), min_tau2)
+        dl = np.minimum(np.clip(_raw_strength(spread, dl_tau2, max_strength), 0.0, max_strength), other_n)
+        strength = np.where(n_seen < dl, strength, dl)
     if traffic_half > 0:
         own = n_seen.sum(axis=1, keepdims=True)
         strength = strength * (traffic_half / (traffic_half + own))
     tasks = {t: i for i, t in enumerate(states)}
     return PooledTable(tasks, col, strength * centre, strength * (1.0 - centre))
+
+
+def _raw_strength(spread: FloatArray, tau2: FloatArray, max_strength: float) -> FloatArray:
+    """Pseudo-observations of a Beta whose variance is ``tau²`` (``spread`` = m (1 - m)); ``max_strength`` where
+    ``tau²`` is 0 (not yet clipped)."""
+    with np.errstate(divide="ignore"):
+        return np.where(tau2 > 0, spread / np.where(tau2 > 0, tau2, 1.0) - 1.0, max_strength)  # type: ignore[no-any-return]
 
 
 def pooled_priors(

@@ -92,6 +92,10 @@ VARIANTS: dict[str, Variant] = {
         "thompson_pool_sampled_shared", "thompson", setup={"pooling": "eb:sampled_shared"}
     ),
     "thompson_pool_sampled": Variant("thompson_pool_sampled", "thompson", setup={"pooling": "eb:sampled"}),
+    # sampled_shared's draw only where the pooled prior outweighs the task type's own evidence, DL elsewhere
+    "thompson_pool_sampled_thin": Variant(
+        "thompson_pool_sampled_thin", "thompson", setup={"pooling": "eb:sampled_thin"}
+    ),
     # tau² at least what the task type's own evidence shows against its pooled centre (core.pooling "dl_conflict")
     "thompson_pool_conflict": Variant(
         "thompson_pool_conflict", "thompson", setup={"pooling": "eb:dl_conflict"}
