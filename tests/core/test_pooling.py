@@ -416,3 +416,21 @@ def test_sampled_shared_draws_within_each_group() -> None:
         assert x is not None and y is not None
         assert min(_strength(x["a"]), _strength(x["b"])) > 150.0, x
         assert max(_strength(y["a"]), _strength(y["b"])) < 10.0, y
+
+
+def test_sampled_thin_draws_only_where_the_pooled_prior_outweighs_the_task_types_own_evidence() -> None:
+    """_thin_a_in_y: a was tried 20 times in y, where DL's prior is worth 145 calls: its prior there is drawn
+    (sometimes wide, sometimes at the cap); everywhere else each model's own 200 calls outweigh DL's prior, which
+    is kept exactly in every draw."""
+    states = _thin_a_in_y()
+    dl = pooled_priors(states, max_strength=200.0)
+    rng = np.random.default_rng(5)
+    drawn = []
+    for _ in range(200):
+        thin = pooled_priors(states, max_strength=200.0, tau2_method="sampled_thin", rng=rng)
+        drawn.append(_strength(thin["y"]["a"]))
+        for t in states:
+            for m in ("a", "b", "c"):
+                if (t, m) != ("y", "a"):
+                    assert thin[t][m] == dl[t][m]
+    assert np.mean(np.array(drawn) < 40.0) > 0.2 and max(drawn) > 150.0, drawn

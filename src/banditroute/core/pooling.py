@@ -379,7 +379,7 @@ def _raw_strength(spread: FloatArray, tau2: FloatArray, max_strength: float) -> 
     """Pseudo-observations of a Beta whose variance is ``tau²`` (``spread`` = m (1 - m)); ``max_strength`` where
     ``tau²`` is 0 (not yet clipped)."""
     with np.errstate(divide="ignore"):
-        return np.where(tau2 > 0, spread / np.where(tau2 > 0, tau2, 1.0) - 1.0, max_strength)  # type: ignore[no-any-return]
+        return np.where(tau2 > 0, spread / np.where(tau2 > 0, tau2, 1.0) - 1.0, max_strength)
 
 
 def pooled_priors(
