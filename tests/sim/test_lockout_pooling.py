@@ -1,5 +1,5 @@
-"""learn20's candidates for the pooled prior's lock-out with three task types (core.pooling
-"posterior_shared", "dl_offset_shared") in a replay: the models DerSimonian-Laird's prior locks out of a task type
+"""learn20's and learn21's candidates for the pooled prior's lock-out with three task types (core.pooling
+"posterior_shared", "dl_offset_shared", "sampled_shared") in a replay: the models DerSimonian-Laird's prior locks out of a task type
 in gen14's worst seeds are found."""
 
 from __future__ import annotations
