@@ -129,3 +129,53 @@ def test_a_new_callers_loop_gets_its_own_reads() -> None:
     service._mail.append((ran.append, 0))
     _run_home(service)
     assert ran == [1]
+
+
+def test_handed_back_later_waits_for_the_next_wake_up_and_keeps_its_order() -> None:
+    ran: list[int] = []
+    counts: dict[str, int] = {}
+
+    def plan(loop: OwnThreadLoop) -> None:
+        for i in range(50):
+            loop.call_home_later(ran.append, i)
+        counts["after_later"] = loop.home_posts
+        loop.call_home(ran.append, 50)  # takes the 50 handed back before it, in order
+        counts["after_call"] = loop.home_posts
+
+    posts, reported, _caller = _run_home(_Handing(plan))
+    assert ran == list(range(51))
+    assert counts == {"after_later": 0, "after_call": 1}
+    assert not reported
+    assert posts <= 2  # the one read, then run()'s finishing call (50 before: one each)
+
+
+def test_post_home_delivers_what_was_handed_back_later() -> None:
+    ran: list[int] = []
+    counts: dict[str, int] = {}
+
+    def plan(loop: OwnThreadLoop) -> None:
+        loop.post_home()  # nothing waits: no wake-up
+        counts["empty"] = loop.home_posts
+        loop.call_home_later(ran.append, 1)
+        loop.call_home_later(ran.append, 2)
+        loop.post_home()
+        loop.post_home()  # the read scheduled has not started: no second one
+        counts["posted"] = loop.home_posts
+
+    _run_home(_Handing(plan))
+    assert ran == [1, 2]
+    assert counts == {"empty": 0, "posted": 1}
+
+
+def test_handed_back_later_on_the_callers_own_loop_runs_at_once() -> None:
+    ran: list[int] = []
+
+    class _Here(_Handing):
+        async def _run_loop(self) -> None:
+            self.call_home_later(ran.append, 1)
+            ran.append(2)
+
+    service = _Here(lambda _loop: None)
+    service.own_thread = False
+    asyncio.run(service.run())
+    assert ran == [1, 2]

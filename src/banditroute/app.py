@@ -201,6 +201,7 @@ class Router(JoinIO):
             dead_letters=self.dead_letters,
             on_decisions=self._on_decisions,
             session_timeout_s=s.session_timeout_s,
+            commit_interval_ms=s.decide_commit_interval_ms,
             follow=True,  # the partitions of faust's feedback assignment (join_io.py)
             on_pending=self._on_pending,
             priority_lane=True,  # new and capped task types wait behind established ones (kafka/low_lane.py)

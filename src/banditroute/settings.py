@@ -12,6 +12,10 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DECIDE_COMMIT_INTERVAL_MS = 50
+"""The worker's default least time between two commits of the decide loop (``decide_commit_interval_ms``;
+chosen by measurement: docs/benchmarks.md, "commit21")."""
+
 
 class Settings(BaseSettings):
     """Runtime settings. Defaults are safe for one machine: everything binds to 127.0.0.1."""
@@ -56,6 +60,16 @@ class Settings(BaseSettings):
         65_536, ge=256, le=1_048_576, description="Larger events are dead-lettered."
     )
     snapshot_interval_ms: int = Field(50, ge=0, le=60_000, description="Least time between state snapshots.")
+    decide_commit_interval_ms: int = Field(
+        DECIDE_COMMIT_INTERVAL_MS,
+        ge=0,
+        le=1_000,
+        description=(
+            "Least time between two commits of the decide loop's request offsets (acknowledged decisions are "
+            "handed to the join with the commit that covers them; a crash re-decides at most this much more). "
+            "0: a commit per round of acknowledged steps."
+        ),
+    )
     session_timeout_s: float = Field(
         10.0,
         ge=3.0,

@@ -20,8 +20,8 @@ depend on the machine being quiet:
 The summary (``DIR/summary.json`` and stdout), per level: latency p50/p99 and, for the slowest 1 %, the mean
 time before and after the decision and the share of them sent in the level's first second; collections by
 generation; the decide and main threads' CPU and run-queue wait in % of the level's wall time and switches per
-request; steps per second, records per step and a least-squares fit of a step's decide-thread CPU
-(``fixed_us + per_record_us`` x records). The sampler and the recorders cost some CPU themselves: compare
+request; steps (and the decide loop's commits) per second, records per step and a least-squares fit of a step's
+decide-thread CPU (``fixed_us + per_record_us`` x records). The sampler and the recorders cost some CPU themselves: compare
 versions with the same recorders on, alternated.
 """
 
@@ -85,7 +85,7 @@ if _dir and b"banditroute" in _cmd and b"worker" in _cmd:
         t0, c0 = time.time(), time.thread_time()
         n = sum(len(r) for r in batch.values())
         result = await _step0(self, batch, *args, **kwargs)
-        _steps.append((t0, time.time(), n, time.thread_time() - c0))
+        _steps.append((t0, time.time(), n, time.thread_time() - c0, getattr(self, "commits", -1)))
         return result
 
     async def _enqueue(queue, committer, item):
@@ -217,6 +217,9 @@ def summarize_level(
             "cpu_fixed_us": round(float(fit[0]), 1),
             "cpu_per_record_us": round(float(fit[1]), 2),
         }
+        if steps.shape[1] > 4 and steps[0, 4] >= 0:  # the decide loop's commits so far, at each step
+            span = max(steps[-1, 0] - steps[0, 0], 1e-3)
+            out["steps"]["commits_per_s"] = round(float(steps[-1, 4] - steps[0, 4]) / span, 1)
     acks = np.array([a for a in worker.get("acks", []) if t0 <= a[0] <= t1], dtype=float)
     if len(acks):
         ack_ms = (acks[:, 1] - acks[:, 0]) * 1e3

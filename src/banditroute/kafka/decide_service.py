@@ -159,6 +159,7 @@ class DecideService(OwnThreadLoop):
         priority_lane: bool = False,
         reply_refused: Callable[[str], bool] = lambda topic: False,
         spill_topic: str | None = None,
+        commit_interval_ms: int = 0,
     ) -> None:
         if priority_lane and not follow:
             raise ValueError(
@@ -181,6 +182,10 @@ class DecideService(OwnThreadLoop):
         self.max_batch = max_batch
         self.linger_ms = linger_ms
         self.session_timeout_s = session_timeout_s
+        self.commit_interval_s = commit_interval_ms / 1000
+        """Least time between two commits of the acknowledged steps (0: a commit per committer round)."""
+        self.commits = 0
+        """Commits of the requests' offsets so far (every run)."""
         super().__init__(own_thread)
         self.duplicates = DuplicateIdCheck("request_id", capacity=100_000)
         self._replies: ReplySender | None = None
@@ -283,7 +288,8 @@ class DecideService(OwnThreadLoop):
             return
         decisions, letters = self._batch_decisions, self._batch_letters
         self._batch_decisions, self._batch_letters = [], []
-        self.call_home(self._deliver, decisions, letters)
+        # no wake-up of the caller's loop per step: they go with the next commit's handoff (``post_home``)
+        self.call_home_later(self._deliver, decisions, letters)
 
     async def _run_loop(self) -> None:
         # a (re)start re-reads from the committed offsets: those requests must be decided, not called duplicates
@@ -411,6 +417,7 @@ class DecideService(OwnThreadLoop):
                 committer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await committer
+            self.post_home()  # decisions callbacks of steps no commit covered (a failed run)
             try:
                 await replies.close()
                 await producer.flush()
@@ -572,8 +579,8 @@ class DecideService(OwnThreadLoop):
             if self.follow
             else None
         )
+        self._flush_callbacks()  # before the step is queued: the commit that covers it delivers them
         await self._enqueue(pending, committer, (futures, offsets, handoff))
-        self._flush_callbacks()
 
     def _announce(self, topic: str, partition: int) -> None:
         """Before a batch of this step goes to the producer (``follow``): count the step, note the partition."""
@@ -598,36 +605,67 @@ class DecideService(OwnThreadLoop):
             raise RuntimeError("decide committer stopped")
 
     async def _commit_in_order(self, consumer: AIOKafkaConsumer, pending: asyncio.Queue[Any]) -> None:
-        """Per step, in order: wait for its sends' acknowledgements, commit its offsets, hand it over. The steps
-        waiting when the committer comes round share one commit (the last step's offset of each partition: a
-        step's offsets never go back), so the commit round trip is paid once per round, not once per step."""
+        """Per step, in order: wait for its sends' acknowledgements, then commit its offsets and hand it over.
+        Acknowledged steps are held until ``commit_interval_s`` has passed since the last commit (0: commit each
+        round), then share one commit (the last step's offset of each partition: a step's offsets never go
+        back), so the commit round trip is paid once per interval, not once per step. A barrier, the end (None)
+        and a failed send commit what is acknowledged at once."""
+        interval = self.commit_interval_s
+        loop = asyncio.get_running_loop()
+        offsets: dict[TopicPartition, int] = {}  # acknowledged, not committed yet
+        handoffs: list[Any] = []
+        due = 0.0  # when the steps held must be committed (loop time)
         while True:
-            items = [await pending.get()]
+            if handoffs and interval > 0:
+                try:
+                    async with asyncio.timeout_at(due):
+                        item = await pending.get()  # a cancelled get loses no item (asyncio.Queue)
+                except TimeoutError:
+                    await self._commit_held(consumer, offsets, handoffs)
+                    continue
+            else:
+                item = await pending.get()
+            items = [item]
             while _is_step(items[-1]) and not pending.empty():
                 items.append(pending.get_nowait())
             steps = items if _is_step(items[-1]) else items[:-1]
             if steps:
-                await self._settle(consumer, steps)
+                if not handoffs:
+                    due = loop.time() + interval
+                try:
+                    await self._settle(offsets, handoffs, steps)
+                except Exception:
+                    await self._commit_held(consumer, offsets, handoffs)  # the steps acknowledged before it
+                    raise
             last = items[-1]
+            if handoffs and (not _is_step(last) or interval <= 0 or loop.time() >= due):
+                await self._commit_held(consumer, offsets, handoffs)
             if last is None:
                 return
             if isinstance(last, asyncio.Future):  # a barrier: everything before it is done
                 if not last.done():
                     last.set_result(None)
 
-    async def _settle(self, consumer: AIOKafkaConsumer, steps: list[Any]) -> None:
-        offsets: dict[TopicPartition, int] = {}
-        handoffs: list[Any] = []
-        try:
-            for futures, step_offsets, handoff in steps:
-                if futures:
-                    await asyncio.gather(*futures)
-                offsets.update(step_offsets)
-                handoffs.append(handoff)
-        except Exception:
-            await self._commit_and_hand_over(consumer, offsets, handoffs)  # the steps acknowledged before it
-            raise
-        await self._commit_and_hand_over(consumer, offsets, handoffs)
+    @staticmethod
+    async def _settle(offsets: dict[TopicPartition, int], handoffs: list[Any], steps: list[Any]) -> None:
+        """Wait for each step's acknowledgements in order; add the acknowledged ones to ``offsets`` and
+        ``handoffs`` (a step that failed, and every one after it, is not added)."""
+        for futures, step_offsets, handoff in steps:
+            if futures:
+                await asyncio.gather(*futures)
+            offsets.update(step_offsets)
+            handoffs.append(handoff)
+
+    async def _commit_held(
+        self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], handoffs: list[Any]
+    ) -> None:
+        """Commit and hand over the acknowledged steps held (``offsets``, ``handoffs``: emptied)."""
+        held, steps = dict(offsets), list(handoffs)
+        offsets.clear()
+        handoffs.clear()
+        self.commits += 1
+        await self._commit_and_hand_over(consumer, held, steps)
+        self.post_home()  # the steps' decisions callbacks (``_flush_callbacks``), when no handoff took them
 
     async def _commit_and_hand_over(
         self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], handoffs: list[Any]
@@ -639,9 +677,19 @@ class DecideService(OwnThreadLoop):
             await asyncio.gather(spill.commit(spilled), *([consumer.commit(main)] if main else []))
         elif offsets:  # steps that found nothing to do commit nothing
             await consumer.commit(offsets)
+        built = [build_handoff(*handoff) for handoff in handoffs if handoff is not None]
+        if built:  # one wake-up of the caller's loop per commit, whatever the steps it covers
+            self.call_home(self._hand_over, built)
+
+    def _hand_over(self, handoffs: list[Handoff]) -> None:
+        """Run on the caller's loop: each step's handoff, in order (one that raises is reported, as by
+        ``call_home``, and the others still go)."""
+        on_pending = self.on_pending
         for handoff in handoffs:
-            if handoff is not None:
-                self.call_home(self.on_pending, build_handoff(*handoff))
+            try:
+                on_pending(handoff)
+            except Exception:
+                log.exception("handing decisions over to the join failed")
 
     def _decode(self, tp: TopicPartition, record: Any) -> Request | DeadLetter:
         """The common request shape without pydantic (:mod:`~banditroute.kafka.fast_request`, which only

@@ -76,6 +76,28 @@ class OwnThreadLoop:
             self._mail_posted = False
             self._mail.clear()
 
+    def call_home_later(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Like :meth:`call_home`, without waking the caller's loop: the callback runs with the next one handed
+        back, or at the next :meth:`post_home` (the caller must make one of them come)."""
+        home = self._home
+        if home is None or home is self._loop:
+            callback(*args)
+            return
+        self._mail.append((callback, args))
+
+    def post_home(self) -> None:
+        """Wake the caller's loop for the callbacks handed back with :meth:`call_home_later`, if any wait."""
+        home = self._home
+        if not self._mail or self._mail_posted or home is None or home is self._loop:
+            return
+        self._mail_posted = True
+        self.home_posts += 1
+        try:
+            home.call_soon_threadsafe(self._read_mail, home)
+        except RuntimeError:  # the caller's loop is closing: nobody left to run them
+            self._mail_posted = False
+            self._mail.clear()
+
     def _read_mail(self, home: asyncio.AbstractEventLoop) -> None:
         """On the caller's loop: run every callback in the mailbox, oldest first. The flag is cleared before
         the first is taken, so a callback appended after that schedules a read of its own, and one appended
