@@ -127,3 +127,59 @@ def test_install_leaves_another_release_alone(monkeypatch: pytest.MonkeyPatch) -
     assert not fast_send.install("0.14.1") and not fast_send.installed()
     assert not fast_send.install(python=(3, 12)) and not fast_send.installed()
     assert fast_send.install() and fast_send.install() and fast_send.installed()
+
+
+def test_a_response_is_awaited_with_one_timer_and_times_out_as_aiokafkas() -> None:
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        # answered in time: its result, and no timer left behind
+        fut: asyncio.Future[Any] = loop.create_future()
+        loop.call_later(0.01, fut.set_result, "response")
+        scheduled = len(loop._scheduled)  # type: ignore[attr-defined]
+        assert await fast_send.response(loop, fut, 5.0) == "response"
+        assert sum(not h.cancelled() for h in loop._scheduled) <= scheduled - 1  # type: ignore[attr-defined]
+        # not answered in time: asyncio.TimeoutError (what AIOKafkaClient.send catches), the future cancelled
+        late: asyncio.Future[Any] = loop.create_future()
+        with pytest.raises(asyncio.TimeoutError):
+            await fast_send.response(loop, late, 0.02)
+        assert late.cancelled()
+        # a failed response: its error; no timeout
+        failed: asyncio.Future[Any] = loop.create_future()
+        failed.set_exception(ConnectionError("gone"))
+        with pytest.raises(ConnectionError):
+            await fast_send.response(loop, failed, 5.0)
+        # the caller cancelled: CancelledError, not a timeout, and the future cancelled with it
+        waiting: asyncio.Future[Any] = loop.create_future()
+        task = asyncio.ensure_future(fast_send.response(loop, waiting, 5.0))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert waiting.cancelled()
+        # no timeout: waits as long as it takes
+        slow: asyncio.Future[Any] = loop.create_future()
+        loop.call_later(0.05, slow.set_result, 1)
+        assert await fast_send.response(loop, slow, None) == 1
+
+    asyncio.run(run())
+
+
+def test_a_request_waits_without_looking_up_the_running_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    looks = 0
+    plain = asyncio.get_running_loop
+
+    def counted() -> asyncio.AbstractEventLoop:
+        nonlocal looks
+        looks += 1
+        return plain()
+
+    async def run() -> None:
+        connection = _connection(asyncio.get_running_loop())
+        monkeypatch.setattr(asyncio, "get_running_loop", counted)
+        waiter = fast_send._send(connection, MetadataRequest(["a"]))
+        _cid, _struct, fut = connection._requests[0]
+        fut.set_result("metadata")
+        assert await waiter == "metadata"
+
+    asyncio.run(run())
+    assert looks == 0

@@ -19,7 +19,11 @@ Hot-path choices (measured with py-spy on the real broker, see the README, Bench
   sends are acknowledged, while batch *k+1* is decided. At most ``MAX_IN_FLIGHT`` batches wait in its queue; the
   committer takes every batch waiting at once and commits them with one request (``_commit_in_order``), so the
   loop does not wait on one commit round trip per batch (while it settles them, as many more may queue: at
-  most 2 x ``MAX_IN_FLIGHT`` + 1 polls are uncommitted).
+  most 2 x ``MAX_IN_FLIGHT`` + 1 polls are uncommitted). With ``commit_interval_ms`` (the worker's
+  ``decide_commit_interval_ms``, 50 ms) it holds acknowledged batches until that long after the first of them and
+  commits them at once (a commit costs ~300 µs of CPU), so a crash re-decides up to one interval more; each batch
+  is still handed to the join with the commit that covers it (docs/guarantees.md, "The decide loop's commit
+  interval"), and the batches' decisions callbacks go home with it (one wake-up of the worker's loop per commit).
 * a long step ships what it has decided every ``SHIP_SLICE_S`` and lets the loop run (the sender, the
   committer, the fetcher), so the first decisions of a large poll do not wait for the last.
 * the loop runs on its own thread with its own event loop (``own_thread``), so a decision never waits behind
