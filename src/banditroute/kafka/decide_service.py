@@ -610,7 +610,7 @@ class DecideService(OwnThreadLoop):
 
     async def _commit_in_order(self, consumer: AIOKafkaConsumer, pending: asyncio.Queue[Any]) -> None:
         """Per step, in order: wait for its sends' acknowledgements, then commit its offsets and hand it over.
-        Acknowledged steps are held until ``commit_interval_s`` has passed since the last commit (0: commit each
+        Acknowledged steps are held until ``commit_interval_s`` after the first of them was taken (0: commit each
         round), then share one commit (the last step's offset of each partition: a step's offsets never go
         back), so the commit round trip is paid once per interval, not once per step. A barrier, the end (None)
         and a failed send commit what is acknowledged at once."""
