@@ -16,12 +16,13 @@ import heapq
 from collections import deque
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
-from itertools import compress, groupby, repeat
+from itertools import compress, groupby
 from operator import itemgetter
 from typing import Any
 
 import orjson
 
+from banditroute.agents.deadlines import Deadlines
 from banditroute.agents.pending import (
     EXPIRED,
     JOINED,
@@ -149,7 +150,7 @@ class JoinLogic:
         self.join_policy = join_policy
         self.early_max_s = early_max_s
         self.clock_margin_s = clock_margin_s
-        self._deadlines: dict[int, list[tuple[float, str]]] = {}
+        self._deadlines: dict[int, Deadlines] = {}
         self._early_deadlines: dict[int, list[tuple[float, str]]] = {}
         self._hold = getattr(pending, "hold", None)  # a PendingStore keeps fresh entries in memory only
         self._hold_many: Callable[[list[str], list[bytes]], None] | None = getattr(pending, "hold_many", None)
@@ -196,7 +197,7 @@ class JoinLogic:
             # handoff holds runs of one partition)
             last = -1
             window: OffsetWindow | None = None
-            heap: list[tuple[float, str]] = []
+            heap = Deadlines()
             for i, (partition, offset, served) in enumerate(decisions):  # noqa: B007 - i: the except
                 request_id = served[0]
                 if in_pending(request_id) or in_early(request_id):  # the usual decision is in neither
@@ -219,14 +220,14 @@ class JoinLogic:
                         window = self.unresolved[partition] = OffsetWindow()
                     known = self._deadlines.get(partition)
                     if known is None:
-                        known = self._deadlines[partition] = []
+                        known = self._deadlines[partition] = Deadlines()
                     heap = known
                 window.add(offset)
                 if hold is not None:
                     hold(request_id, value)
                 else:
                     self.pending[request_id] = value
-                heapq.heappush(heap, (deadline[1], request_id))
+                heap.push(deadline[1], request_id)
                 if served[10]:  # capped
                     self._track_capped(partition, request_id, result)
         except Exception:
@@ -270,14 +271,15 @@ class JoinLogic:
         deadlines = (
             None if len(deadline_s) == 1 else list(map(deadline_s.__getitem__, map(_TASK_TYPE, served)))
         )
-        start = 0
+        start, n = 0, len(offsets)
         for partition, run in groupby(map(_FIRST, decisions)):  # a handoff holds runs of one partition
             end = start + len(list(run))
-            heap_rows = zip(  # noqa: B905 - a repeat() has no end
-                repeat(first) if deadlines is None else deadlines[start:end], request_ids[start:end]
-            )
+            whole = not start and end == n
             self._hold_run(
-                partition, offsets[start:end] if start or end < len(offsets) else offsets, heap_rows
+                partition,
+                offsets if whole else offsets[start:end],
+                request_ids if whole else request_ids[start:end],
+                first if deadlines is None else deadlines[start:end],
             )
             start = end
         if capped_ids:
@@ -310,16 +312,23 @@ class JoinLogic:
                 return False
         return True
 
-    def _hold_run(self, partition: int, offsets: list[int], heap_rows: Iterable[tuple[float, str]]) -> None:
-        """A run of fresh decisions of one partition (held already): their offsets and deadlines."""
+    def _hold_run(
+        self, partition: int, offsets: list[int], request_ids: list[str], deadline_s: float | list[float]
+    ) -> None:
+        """A run of fresh decisions of one partition (held already): their offsets and deadlines (one for the
+        run, or each decision's): one deadline index entry per deadline of the run."""
         window = self.unresolved.get(partition)
         if window is None:
             window = self.unresolved[partition] = OffsetWindow()
         window.add_many(offsets)
         heap = self._deadlines.get(partition)
         if heap is None:
-            heap = self._deadlines[partition] = []
-        deque(map(heapq.heappush, repeat(heap), heap_rows), maxlen=0)
+            heap = self._deadlines[partition] = Deadlines()
+        if not isinstance(deadline_s, list):
+            heap.push_run(deadline_s, request_ids)
+            return
+        for due in dict.fromkeys(deadline_s):  # each distinct deadline, in the order first met
+            heap.push_run(due, list(compress(request_ids, map(due.__eq__, deadline_s))))
 
     def _decision_slow(
         self,
@@ -381,7 +390,10 @@ class JoinLogic:
         else:
             self._resolved(entry, partition, again)
             self.pending[request_id] = value
-        heapq.heappush(self._deadlines.setdefault(partition, []), (entry.deadline_s, request_id))
+        deadlines = self._deadlines.get(partition)
+        if deadlines is None:
+            deadlines = self._deadlines[partition] = Deadlines()
+        deadlines.push(entry.deadline_s, request_id)
 
     def _resolved(self, entry: Pending, partition: int, again: bool = False) -> None:
         if entry.dec_off < 0:
@@ -597,11 +609,14 @@ class JoinLogic:
             except Exception:  # anything written there by someone else: no index entry
                 bad.append(k)
                 continue
-            heap = self._deadlines.setdefault(partition_of(k), [])
-            heapq.heappush(heap, (entry.deadline_s, k))
+            partition = partition_of(k)
+            heap = self._deadlines.get(partition)
+            if heap is None:
+                heap = self._deadlines[partition] = Deadlines()
+            heap.push(entry.deadline_s, k)
             if entry.status == EXPIRED and entry.outcome is not None and entry.outcome["kind"] == "timeout":
                 # due again at the tick that expired it, should that tick be read again (see on_tick)
-                heapq.heappush(heap, (entry.outcome["at_s"], k))
+                heap.push(entry.outcome["at_s"], k)
         self._early_deadlines = {}
         for k, v in list(self.early.items()):
             try:
@@ -626,9 +641,10 @@ class JoinLogic:
         result = JoinResult()
         src = source_id(partition, TAG_FEEDBACK)
         self._give_up(partition, result)
-        heap = self._deadlines.get(partition, [])
-        while heap and heap[0][0] <= now_s:
-            _, request_id = heapq.heappop(heap)
+        heap = self._deadlines.get(partition)
+        if heap is None:
+            heap = Deadlines()
+        while (request_id := heap.pop_due(now_s)) is not None:
             raw = self.pending.get(request_id)
             if raw is None:
                 continue
@@ -665,7 +681,7 @@ class JoinLogic:
             kept_from = self.committed.get(partition, -1 if self.keep_uncommitted else None)
             if kept_from is not None and entry.dec_off >= kept_from:
                 # a restart would read this decision again: keep its resolution until the commit passes it
-                heapq.heappush(heap, (now_s + KEEP_RETRY_S, request_id))
+                heap.push(now_s + KEEP_RETRY_S, request_id)
                 continue
             del self.pending[request_id]
             result.count("expired_entries")
@@ -730,9 +746,7 @@ class JoinLogic:
         heap = self._deadlines.get(partition)
         if heap is None or stale < COMPACT_MIN or stale * 2 < len(heap):
             return
-        pending = self.pending
-        heap[:] = [item for item in heap if item[1] in pending]
-        heapq.heapify(heap)
+        heap.keep(contains_of(self.pending))
         self._given_up[partition] = 0
 
     def on_decisions_tick(self, partition: int, sent_at_s: float) -> JoinResult:
