@@ -24,8 +24,9 @@ import os
 import socket
 import time
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from operator import itemgetter
+from operator import countOf, itemgetter
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,8 @@ that is shorter)."""
 
 
 _TYPE_AND_MODEL = itemgetter(0, 1)  # of a Decided: (task type, model)
+_TYPE = itemgetter(0)
+_MODEL = itemgetter(1)
 _CAP = itemgetter(2)
 _TEXT = itemgetter(4)
 
@@ -853,7 +856,15 @@ class Router(JoinIO):
         # one count per (task type, model) of the batch, not per decision (py-spy: ~5 % of the event loop)
         # (the pairs, the caps and the texts taken by C-level iterators: no Python step per decision, but
         # one per pair, and a flood's decisions are a pair each)
-        pairs = Counter(map(_TYPE_AND_MODEL, batch)).items()
+        # the usual batch is of one task type: its models counted (a str key, a one-item getter) and paired with
+        # it after, the same pairs in the same order as the pairs counted (callgrind: ~1,640 -> ~1,000 instructions
+        # per decision for the whole count)
+        task_type = batch[0][0] if batch else None
+        pairs: Iterable[tuple[tuple[str, str | None], int]]
+        if task_type is not None and countOf(map(_TYPE, batch), task_type) == len(batch):
+            pairs = [((task_type, model), n) for model, n in Counter(map(_MODEL, batch)).items()]
+        else:
+            pairs = Counter(map(_TYPE_AND_MODEL, batch)).items()
         self.top.count_many(self.decisions_by_model, pairs, time.time())
         self.capped.update(filter(None, map(_CAP, batch)))
         recent = self.recent_decisions
