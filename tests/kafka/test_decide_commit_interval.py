@@ -10,21 +10,19 @@ held loses only their commit, so the next run decides them again (as after a cra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.client import build_request
-from banditroute.codec import DeadLetterCounter, encode
-from banditroute.config import Registry, RouterConfig
+from banditroute.codec import encode
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.handoff import Handoff
 from tests.kafka.helpers import create_topics, producer
-from tests.kafka.test_priority_lane import MODELS, PARTITIONS, committed, decisions, start
+from tests.kafka.test_priority_lane import PARTITIONS, committed, decide_loop, decisions, start
 
 pytestmark = pytest.mark.kafka
 
@@ -44,17 +42,11 @@ class TimedCommits(DecideService):
 def _service(
     tmp_path: Path, prefix: str, bootstrap: str, interval_ms: int, own_thread: bool, **kwargs: Any
 ) -> TimedCommits:
-    (tmp_path / "models.yaml").write_text(MODELS)
-    return TimedCommits(
-        DecideLogic(Registry(RouterConfig.load(tmp_path)), StateView(), np.random.default_rng(3)),
-        bootstrap=bootstrap,
-        requests_topic=f"{prefix}.requests",
-        decisions_topic=f"{prefix}.decisions",
-        deadletter_topic=f"{prefix}.deadletter",
-        group_id=f"{prefix}.decide",
-        security={},
-        max_payload_bytes=65536,
-        dead_letters=DeadLetterCounter(),
+    return decide_loop(
+        tmp_path,
+        prefix,
+        bootstrap,
+        TimedCommits,
         own_thread=own_thread,
         follow=True,
         commit_interval_ms=interval_ms,
@@ -142,18 +134,34 @@ async def test_steps_share_a_commit_per_interval_and_are_handed_over_with_it(
     assert await committed(kafka_bootstrap, unique_prefix) == _per_partition(sent)
 
 
+async def _decided_not_committed(
+    tmp_path: Path, prefix: str, bootstrap: str, ids: list[str]
+) -> tuple[TimedCommits, asyncio.Task[None], list[Handoff], list[Any]]:
+    """A running loop whose commit interval (60 s) does not pass in a test, once it has decided ``ids`` and its
+    sends are acknowledged: its steps held, neither committed nor handed over. Returns the loop, its task, the
+    handoffs list and the requests' record metadata."""
+    await _topics(bootstrap, prefix)
+    handoffs: list[Handoff] = []
+    service = _service(tmp_path, prefix, bootstrap, 60_000, own_thread=False, on_pending=handoffs.append)
+    task = await start(service)
+    try:
+        sent = await _send(bootstrap, prefix, ids)
+        await _until(lambda: service.decided == len(ids) and service._producer_idle(), task, "not decided")
+    except BaseException:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+    return service, task, handoffs, sent
+
+
 async def test_an_assignment_and_a_stop_commit_what_is_acknowledged_at_once(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
-    await _topics(kafka_bootstrap, unique_prefix)
-    handoffs: list[Handoff] = []
-    service = _service(
-        tmp_path, unique_prefix, kafka_bootstrap, 60_000, own_thread=False, on_pending=handoffs.append
+    service, task, handoffs, first = await _decided_not_committed(
+        tmp_path, unique_prefix, kafka_bootstrap, [f"a-{i}" for i in range(200)]
     )
-    task = await start(service)
     try:
-        first = await _send(kafka_bootstrap, unique_prefix, [f"a-{i}" for i in range(200)])
-        await _until(lambda: service.decided == 200 and service._producer_idle(), task, "not decided")
         await asyncio.sleep(0.3)  # the committer has seen every acknowledgement
         # acknowledged, yet neither committed nor handed over: the interval has not passed
         assert handoffs == []
@@ -173,14 +181,9 @@ async def test_an_assignment_and_a_stop_commit_what_is_acknowledged_at_once(
 async def test_a_loop_that_dies_with_steps_held_has_them_decided_again(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
-    await _topics(kafka_bootstrap, unique_prefix)
-    handoffs: list[Handoff] = []
-    service = _service(
-        tmp_path, unique_prefix, kafka_bootstrap, 60_000, own_thread=False, on_pending=handoffs.append
+    _held, task, handoffs, sent = await _decided_not_committed(
+        tmp_path, unique_prefix, kafka_bootstrap, [f"r-{i}" for i in range(150)]
     )
-    task = await start(service)
-    sent = await _send(kafka_bootstrap, unique_prefix, [f"r-{i}" for i in range(150)])
-    await _until(lambda: service.decided == 150 and service._producer_idle(), task, "not decided")
     task.cancel()  # no graceful stop: the held steps' commit is lost, as at a crash
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -11,36 +11,20 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
-from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.client import build_request
-from banditroute.codec import DeadLetterCounter, encode
-from banditroute.config import Registry, RouterConfig
+from banditroute.codec import encode
 from banditroute.kafka import decide_service
-from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.handoff import Handoff
 from tests.kafka.helpers import create_topics, producer
-from tests.kafka.test_priority_lane import MODELS, PARTITIONS, committed, start
+from tests.kafka.test_decide_commit_interval import TimedCommits
+from tests.kafka.test_priority_lane import PARTITIONS, committed, decide_loop, start
 
 pytestmark = pytest.mark.kafka
 
 REQUESTS = 4000
-
-
-class CountingCommits(DecideService):
-    """The production loop; records how many steps each commit covered."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.steps_per_commit: list[int] = []
-
-    async def _commit_and_hand_over(self, consumer: Any, offsets: Any, handoffs: list[Any]) -> None:
-        self.steps_per_commit.append(len(handoffs))
-        await super()._commit_and_hand_over(consumer, offsets, handoffs)
 
 
 async def test_a_backlog_is_shipped_in_slices_and_handed_over_in_order(
@@ -65,19 +49,12 @@ async def test_a_backlog_is_shipped_in_slices_and_handed_over_in_order(
             )
         sent = await asyncio.gather(*futures)
     per_partition = {p: sum(1 for m in sent if m.partition == p) for p in range(PARTITIONS)}
-    (tmp_path / "models.yaml").write_text(MODELS)
     handoffs: list[Handoff] = []
-    service = CountingCommits(
-        DecideLogic(Registry(RouterConfig.load(tmp_path)), StateView(), np.random.default_rng(3)),
-        bootstrap=kafka_bootstrap,
-        requests_topic=f"{unique_prefix}.requests",
-        decisions_topic=f"{unique_prefix}.decisions",
-        deadletter_topic=f"{unique_prefix}.deadletter",
-        group_id=f"{unique_prefix}.decide",
-        security={},
-        max_payload_bytes=65536,
-        dead_letters=DeadLetterCounter(),
-        own_thread=False,
+    service = decide_loop(
+        tmp_path,
+        unique_prefix,
+        kafka_bootstrap,
+        TimedCommits,
         follow=True,
         on_pending=handoffs.append,
         max_batch=500,
@@ -94,7 +71,8 @@ async def test_a_backlog_is_shipped_in_slices_and_handed_over_in_order(
     # every step once, in order
     seqs = [h.seq for h in handoffs]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-    assert sum(service.steps_per_commit) == len(handoffs) and min(service.steps_per_commit) >= 1
+    steps_per_commit = [n for _at, n in service.commit_log]
+    assert sum(steps_per_commit) == len(handoffs) and min(steps_per_commit) >= 1
     # the record batches follow each other in each partition, and every decision sits where its batch says
     ends: dict[int, int] = {}
     for handoff in handoffs:

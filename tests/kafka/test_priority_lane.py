@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -33,6 +33,8 @@ from tests.kafka.router_world import read_all
 pytestmark = pytest.mark.kafka
 
 PARTITIONS = 4
+S = TypeVar("S", bound=DecideService)
+
 MODELS = "models:\n  - {name: small, cost_per_call_usd: 0.001}\n  - {name: large, cost_per_call_usd: 0.01}\n"
 POLICY = "task_types:\n  chat: {}\nlimits: {max_task_types: 10}\n"
 JUNK = 3000
@@ -48,18 +50,23 @@ class SlowOnJunk(DecideLogic):
         return super().decide_encoded(request)
 
 
-def service_for(
+def decide_loop(
     tmp_path: Path,
     prefix: str,
     bootstrap: str,
-    logic_type: type[DecideLogic],
-    spill_topic: str | None = None,
-) -> DecideService:
+    service_type: type[S],
+    logic_type: type[DecideLogic] = DecideLogic,
+    policy: str | None = None,
+    **kwargs: Any,
+) -> S:
+    """A decide loop on ``prefix``'s requests, decisions and dead-letter topics with ``MODELS`` (and ``policy``),
+    not on a thread of its own unless ``own_thread`` is given; ``kwargs`` go to the service."""
     (tmp_path / "models.yaml").write_text(MODELS)
-    (tmp_path / "policy.yaml").write_text(POLICY)
-    registry = Registry(RouterConfig.load(tmp_path))
-    return DecideService(
-        logic_type(registry, StateView(), np.random.default_rng(3)),
+    if policy is not None:
+        (tmp_path / "policy.yaml").write_text(policy)
+    kwargs.setdefault("own_thread", False)
+    return service_type(
+        logic_type(Registry(RouterConfig.load(tmp_path)), StateView(), np.random.default_rng(3)),
         bootstrap=bootstrap,
         requests_topic=f"{prefix}.requests",
         decisions_topic=f"{prefix}.decisions",
@@ -68,7 +75,24 @@ def service_for(
         security={},
         max_payload_bytes=65536,
         dead_letters=DeadLetterCounter(),
-        own_thread=False,
+        **kwargs,
+    )
+
+
+def service_for(
+    tmp_path: Path,
+    prefix: str,
+    bootstrap: str,
+    logic_type: type[DecideLogic],
+    spill_topic: str | None = None,
+) -> DecideService:
+    return decide_loop(
+        tmp_path,
+        prefix,
+        bootstrap,
+        DecideService,
+        logic_type,
+        policy=POLICY,
         follow=True,
         priority_lane=True,
         spill_topic=spill_topic,
