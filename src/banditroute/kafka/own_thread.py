@@ -66,15 +66,7 @@ class OwnThreadLoop:
             callback(*args)
             return
         self._mail.append((callback, args))  # before the flag is read: see _read_mail
-        if self._mail_posted:
-            return  # the read already scheduled has not started: it takes this one too
-        self._mail_posted = True
-        self.home_posts += 1
-        try:
-            home.call_soon_threadsafe(self._read_mail, home)
-        except RuntimeError:  # the caller's loop is closing: nobody left to run them
-            self._mail_posted = False
-            self._mail.clear()
+        self._post(home)
 
     def call_home_later(self, callback: Callable[..., Any], *args: Any) -> None:
         """Like :meth:`call_home`, without waking the caller's loop: the callback runs with the next one handed
@@ -88,7 +80,13 @@ class OwnThreadLoop:
     def post_home(self) -> None:
         """Wake the caller's loop for the callbacks handed back with :meth:`call_home_later`, if any wait."""
         home = self._home
-        if not self._mail or self._mail_posted or home is None or home is self._loop:
+        if self._mail and home is not None and home is not self._loop:
+            self._post(home)
+
+    def _post(self, home: asyncio.AbstractEventLoop) -> None:
+        """Schedule a read of the mailbox on ``home``, unless one scheduled has not started yet (it takes what
+        the mailbox holds now too)."""
+        if self._mail_posted:
             return
         self._mail_posted = True
         self.home_posts += 1
