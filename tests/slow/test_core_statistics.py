@@ -6,17 +6,24 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from banditroute.core import ModelSpec, Outcome, TaskPolicy, choose, new_state, update
+from banditroute.core import ModelSpec, Outcome, TaskPolicy, choose, new_state, update_many
 
 pytestmark = pytest.mark.slow
 
 
-def simulate(models, policy, quality, cost, n, seed, change_at=None, new_quality=None):  # type: ignore[no-untyped-def]
-    """Run n decide/learn rounds with Bernoulli quality; returns chosen indices."""
+def simulate(  # type: ignore[no-untyped-def]
+    models, policy, quality, cost, n, seed, change_at=None, new_quality=None, learn_every=1
+):
+    """Run n decide/learn rounds with Bernoulli quality; returns chosen indices.
+
+    Outcomes are learnt in blocks of ``learn_every`` decisions, as a worker learns a batch of feedback at a time
+    (each new state version costs a propensity plan of a few milliseconds; blocks keep the slow layer short).
+    """
     rng = np.random.default_rng(seed)
     state = new_state(models, policy)
     chosen = np.empty(n, dtype=int)
     q = np.array(quality, dtype=float)
+    block: list[Outcome] = []
     for t in range(n):
         if change_at is not None and t == change_at:
             q = np.array(new_quality, dtype=float)
@@ -31,7 +38,10 @@ def simulate(models, policy, quality, cost, n, seed, change_at=None, new_quality
             latency_ms=500.0,
             at_s=float(t),
         )
-        state = update(state, models, policy, outcome)
+        block.append(outcome)
+        if len(block) == learn_every:
+            state = update_many(state, models, policy, block)
+            block = []
     return chosen
 
 
@@ -47,10 +57,13 @@ def test_best_utility_model_dominates_after_2000_decisions() -> None:
     policy = TaskPolicy(lam=10.0)
     utility = quality - policy.lam * cost
     assert np.argmax(utility) == 7 and np.sort(utility)[-2] < utility[7] - 0.05
-    # One run's share after 2000 decisions has a spread of ~0.05 around ~0.87 (40 seeds), with the odd run
-    # stuck longer on a runner-up; the mean over three independent runs is the robust statistic.
+    # Learning in blocks of 10, one run's share after 2000 decisions was 0.805-0.934 over seeds 1-20 (mean 0.88),
+    # with the odd run stuck longer on a runner-up; the mean over three independent runs is the robust statistic.
     shares = [
-        np.mean(simulate(catalog(quality, cost), policy, quality, cost, 3000, seed=seed)[2000:] == 7)
+        np.mean(
+            simulate(catalog(quality, cost), policy, quality, cost, 3000, seed=seed, learn_every=10)[2000:]
+            == 7
+        )
         for seed in (1, 2, 3)
     ]
     assert np.mean(shares) >= 0.8, shares
@@ -77,7 +90,8 @@ def test_budget_mode_holds_mean_cost_and_matches_best_fixed_mixture() -> None:
     budget = 0.006
     models = catalog(quality, cost)
     policy = TaskPolicy(objective="budget", budget_mean_cost_usd=budget)
-    chosen = simulate(models, policy, quality, cost, 10_000, seed=5)
+    # Learning in blocks of 10 over seeds 1-10: cost within 0.2 % of the budget, quality 0.003-0.015 below the LP's.
+    chosen = simulate(models, policy, quality, cost, 10_000, seed=5, learn_every=10)
     realised_cost = cost[chosen].mean()
     realised_quality = quality[chosen].mean()
     best = linprog(-quality, A_ub=[cost], b_ub=[budget], A_eq=[np.ones(4)], b_eq=[1.0], bounds=[(0, 1)] * 4)
