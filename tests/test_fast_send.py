@@ -183,3 +183,30 @@ def test_a_request_waits_without_looking_up_the_running_loop(monkeypatch: pytest
 
     asyncio.run(run())
     assert looks == 0
+
+
+@pytest.mark.parametrize("waiter", ["fast_send", "aiokafka"])
+def test_a_caller_cancelled_as_the_timer_fires_is_cancelled_not_timed_out(waiter: str) -> None:
+    """The timer and a cancellation of the caller in the same turn of the loop (the response future cancelled by
+    the timer, then the task cancelled before it resumes): the caller's cancellation wins, as under aiokafka's
+    ``wait_for`` (``asyncio.Timeout`` on 3.11 counts the cancellations); a timeout instead would swallow it, and
+    ``AIOKafkaClient.send`` turns a timeout into ``RequestTimedOutError``, which its callers retry."""
+    from aiokafka.util import wait_for
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        task: asyncio.Task[Any] | None = None
+
+        def cancel_caller(_fut: Any) -> None:  # added to fut before the task awaits it: runs before it wakes
+            assert task is not None
+            task.cancel()
+
+        fut.add_done_callback(cancel_caller)
+        waiting = fast_send.response(loop, fut, 0.01) if waiter == "fast_send" else wait_for(fut, 0.01)
+        task = asyncio.ensure_future(waiting)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+
+    asyncio.run(run())
