@@ -138,3 +138,28 @@ def test_keep_drops_ids_and_the_index_equals_one_pushed_id_by_id() -> None:
     while (request_id := runs.pop_due(10.0)) is not None:
         order.append(request_id)
     assert sorted(order) == sorted(r for _, r in singles.scheduled())
+
+
+def test_the_count_of_ids_follows_every_push_take_and_keep() -> None:
+    """``len`` is a count kept as ids come and go (review22: it walked the heap, and the join's compaction asks at
+    every capped decision given up); it equals the ids scheduled after any sequence of pushes, takes and keeps.
+    An equivalence: passes on the walk too."""
+    rng = random.Random(43)
+    for _ in range(100):
+        index = Deadlines()
+        names = iter(range(10**6))
+        for _step in range(rng.randint(1, 120)):
+            op = rng.random()
+            if op < 0.3:
+                index.push(float(rng.randint(0, 9)), f"s{next(names)}")
+            elif op < 0.6:
+                ids = [f"r{next(names)}" for _ in range(rng.choice([0, 1, 2, 5, 40]))]
+                index.push_run(float(rng.randint(0, 9)), ids)
+            elif op < 0.9:
+                now = float(rng.randint(0, 9))
+                for _take in range(rng.randint(1, 30)):
+                    if index.pop_due(now) is None:
+                        break
+            else:
+                index.keep(lambda _request_id: rng.random() < 0.5)
+            assert len(index) == sum(1 for _ in index.scheduled())
