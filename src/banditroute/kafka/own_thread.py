@@ -5,10 +5,12 @@ behind the faust agents' long coroutine steps in the worker's main loop; Python'
 wait instead. What the rest of the worker must see is handed back with :meth:`OwnThreadLoop.call_home`.
 
 Handing back costs a wake-up of the caller's loop: ``call_soon_threadsafe`` writes to the loop's self-pipe every
-time, and the write wakes the caller's thread, which then takes the GIL from this one. The decide loop hands back
-twice per step (the step's decisions for the dashboard, then its handoff to the join once acknowledged), so
-``call_home`` keeps a mailbox: a callback posted while an earlier one still waits for the caller's loop joins it,
-and the loop runs them in one go, in order, without another write or wake-up.
+time, and the write wakes the caller's thread, which then takes the GIL from this one. So ``call_home`` keeps a
+mailbox: a callback posted while an earlier one still waits for the caller's loop joins it, and the loop runs
+them in one go, in order, without another write or wake-up; and :meth:`OwnThreadLoop.call_home_later` posts one
+without a wake-up at all, to run with the next one handed back or at :meth:`OwnThreadLoop.post_home`. The decide
+loop hands back each step's decisions (for the dashboard) that way, and the steps' handoffs to the join with one
+``call_home`` per commit (since commit21: before, twice per step).
 """
 
 from __future__ import annotations
