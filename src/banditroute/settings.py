@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DECIDE_COMMIT_INTERVAL_MS = 50
-"""The worker's default least time between two commits of the decide loop (``decide_commit_interval_ms``;
+"""The worker's default hold on acknowledged steps before the decide loop commits them (``decide_commit_interval_ms``;
 chosen by measurement: docs/benchmarks.md, "commit21")."""
 
 
@@ -65,9 +65,10 @@ class Settings(BaseSettings):
         ge=0,
         le=1_000,
         description=(
-            "Least time between two commits of the decide loop's request offsets (acknowledged decisions are "
-            "handed to the join with the commit that covers them; a crash re-decides at most this much more). "
-            "0: a commit per round of acknowledged steps."
+            "How long the decide loop holds acknowledged steps to commit their request offsets together "
+            "(an assignment, a stop and a failed send commit at once; held steps also wait for the round being "
+            "acknowledged). Decisions are handed to the join with the commit that covers them; a crash re-decides "
+            "what was decided since the last commit. 0: a commit per round of acknowledged steps."
         ),
     )
     session_timeout_s: float = Field(
