@@ -65,7 +65,7 @@ from banditroute.kafka.staged import StagedTable, flush_acknowledged
 from banditroute.kafka.state_keys import STATE_KEY_CODEC
 from banditroute.kafka.state_reader import StateReader, StateReadFailed
 from banditroute.kafka.topics import partition_for
-from banditroute.limits import CAPS
+from banditroute.limits import CAP_RATE, CAPS
 from banditroute.routing import TENANT_SEPARATOR
 from banditroute.served import Decided
 from banditroute.services import LoopService, make_app
@@ -122,6 +122,9 @@ class Router(JoinIO):
         self._configure_top()
         self.capped: Counter[str] = Counter({cap: 0 for cap in CAPS})
         """Requests a cap applied to, by cap (policy.yaml ``limits``)."""
+        self.foreign_capped: Counter[str] = Counter({cap: 0 for cap in CAPS if cap != CAP_RATE})
+        """Decisions read from the decisions topic (not this worker's) a cap applied to, by cap: learnt into
+        ``~shared`` or the task type's state, or dead-lettered (``unknown_task_type``); ``join_io._foreign_served``."""
         self.recent_decisions: list[dict[str, Any] | bytes] = []
         """The newest decisions (their JSON text as published; the dashboard decodes the ones it shows)."""
         self.learned_at: dict[str, float] = {}
@@ -702,6 +705,7 @@ class Router(JoinIO):
             if idle_s is None or now < self._next_evict:
                 return
             self._next_evict = now + min(EVICT_INTERVAL_S, idle_s / 4)
+            self.foreign_keys.evict_idle(idle_s, now)
             cutoff = now - idle_s
             admission = self.decide_logic.admission
             evicted = 0

@@ -54,6 +54,7 @@ from banditroute.kafka.outbox import Outbox
 from banditroute.kafka.partition_reader import PartitionReader, Skip
 from banditroute.kafka.staged import StagedTable, flush_acknowledged
 from banditroute.kafka.topics import partition_for, partitions_for
+from banditroute.limits import Admission, ForeignKeys
 from banditroute.messages import is_identifier
 from banditroute.served import Served, served_by_router
 from banditroute.services import WorkerApp
@@ -107,6 +108,17 @@ def tick_time(headers: Any) -> float | None:
         return 0.0
 
 
+class Refused(Exception):
+    """A decision read from the topic that the join does not take: dead-lettered with ``reason`` and ``error``
+    (``cap``: the cap on client-named keys that refused it, counted in ``foreign_capped``, or None)."""
+
+    def __init__(self, reason: DeadLetterReason, error: str, cap: str | None = None) -> None:
+        super().__init__(error)
+        self.reason = reason
+        self.error = error
+        self.cap = cap
+
+
 def local_counted(decision: dict[str, Any], models: Container[str]) -> tuple[str, str]:
     """The (client id, model) a local-mode client's decision is counted under (``local_decisions``: a counter,
     a ``banditroute_local_decisions_total`` series and a dashboard entry per pair): its own, but ``other`` for a
@@ -140,6 +152,7 @@ class JoinIO:
     counters: Counter[str]
     client_top: TopTaskTypes
     local_decisions: Counter[tuple[str, str]]
+    foreign_capped: Counter[str]
     feedback: Any
     decisions: Any
     outcomes: Any
@@ -177,6 +190,9 @@ class JoinIO:
         self._lettered: set[LetterKey] = set()
         """Sources of dead letters acknowledged by join batches that failed: the same letter made again (its record
         read again) is not sent again."""
+        self.foreign_keys = ForeignKeys()
+        """The state keys of decisions read from the topic, admitted against this worker's limits
+        (:meth:`_foreign_served`)."""
 
     # -- ownership -------------------------------------------------------------------------------------
     async def _release(self) -> None:
@@ -472,12 +488,13 @@ class JoinIO:
         async with self._join_lock:
             results: list[JoinResult] = []
             self._take_handoffs(results)
-            token, topic, loads, served_of, models = (
+            token, topic, loads, served_of, models, max_bytes = (
                 self.decider.token,
                 self.decisions.get_topic_name(),
                 orjson.loads,
-                self._served_of,
+                self._foreign_served,
                 self.registry.model_names,
+                self.settings.max_payload_bytes,
             )
             now = time.time()  # a deadline is at most the batch's work early
             run: list[tuple[int, int, Served]] = []
@@ -504,9 +521,11 @@ class JoinIO:
                     continue
                 if not tick and origin is None and record.topic == topic:
                     try:
+                        if len(record.value) > max_bytes:
+                            raise ValueError  # dead-lettered as too large by _join_record
                         decision = loads(record.value)
                         client = local_counted(decision, models) if local else None
-                        served = served_of(decision)
+                        served = served_of(decision, now)
                     except Exception:  # _join_record reads it again, and dead-letters it
                         pass
                     else:
@@ -526,15 +545,41 @@ class JoinIO:
                 self.counters["own_decisions_read"] += own
             await self._finish_join(results)
 
-    def _served_of(self, decision: Any) -> Served | None:
-        """What :meth:`_join_record` would join of a decision read from the topic (None: it serves no model);
-        raises where it would fail (it then reads the record itself)."""
+    def _foreign_served(self, decision: Any, now: float) -> Served | None:
+        """What the join keeps of a decision read from the topic (None: it serves no model), with the state key it
+        learns into admitted against this worker's limits (:class:`banditroute.limits.ForeignKeys`: its own key
+        within the caps a request meets here, ``~shared`` or the task type's state past them, marked capped);
+        raises :class:`Refused` where no request could have named its key, or a request of its task type would
+        be rejected (``reject_unknown_task_types``), and anything else where the join fails on it (the callers
+        dead-letter it, with its reason)."""
         if type(decision) is not dict:
             raise TypeError(f"a decision is a JSON object, not {type(decision).__name__}")
-        decision["task_key"] = decision.get("state_key") or self.registry.state_key(
-            decision.get("tenant"), decision["task_type"]
+        served = served_by_router(decision)  # as JoinLogic.on_decision
+        if served is None:  # nothing to learn from it: no state for it either
+            return None
+        snapshot, decide_logic = self.registry.snapshot, getattr(self, "decide_logic", None)
+        decided: Admission | None = getattr(decide_logic, "admission", None)
+        verdict = self.foreign_keys.check(
+            snapshot.limits,
+            snapshot.routes,
+            snapshot.is_per_tenant,
+            decided,
+            decision.get("task_type"),
+            decision.get("tenant"),
+            decision.get("state_key"),
+            now,
         )
-        return served_by_router(decision)  # as JoinLogic.on_decision
+        if verdict.reject is not None:
+            raise Refused(
+                DeadLetterReason.VALIDATION_ERROR, f"decision not joined: {verdict.reject}", verdict.capped
+            )
+        if verdict.capped is not None:
+            self.foreign_capped[verdict.capped] += 1
+        capped = served[10] or verdict.shared or verdict.capped is not None
+        if verdict.key == served[2] and capped == served[10]:
+            return served
+        s = served
+        return (s[0], s[1], verdict.key, s[3], s[4], s[5], s[6], s[7], s[8], s[9], capped)
 
     async def _join_run(
         self, run: list[tuple[int, int, Served]], ran: list[Any], now: float, results: list[JoinResult]
@@ -688,18 +733,33 @@ class JoinIO:
                 else:
                     results.append(self.join.on_decisions_tick(msg.partition, sent_at))
             elif decisions:
+                size, most = len(msg.value), self.settings.max_payload_bytes
+                if (
+                    size > most
+                ):  # held for the wait window: bounded as a request is (before review22 it was not)
+                    raise Refused(
+                        DeadLetterReason.PAYLOAD_TOO_LARGE,
+                        f"decision is {size} bytes; at most {most} are allowed (max_payload_bytes)",
+                    )
                 decision = orjson.loads(msg.value)
                 if is_local_origin(msg.headers):  # a local-mode client's decision (worker_id = its client id)
                     self.client_top.count(
                         self.local_decisions, *local_counted(decision, self.registry.model_names), now
                     )
-                decision["task_key"] = decision.get("state_key") or self.registry.state_key(
-                    decision.get("tenant"), decision["task_type"]
-                )
-                tag = TAG_WORKER if worker else TAG_DECISIONS
-                results.append(self.join.on_decision(decision, msg.partition, msg.offset, now, tag))
+                served = self._foreign_served(decision, now)
+                result = JoinResult()
+                if served is not None:  # else nothing served by the router: nothing to learn
+                    tag = TAG_WORKER if worker else TAG_DECISIONS
+                    self.join.on_served([(msg.partition, msg.offset, served)], now, tag, result)
+                results.append(result)
             else:
                 await self._join_one_feedback(msg, now, results)
+        except Refused as refused:
+            if refused.cap is not None:
+                self.foreign_capped[refused.cap] += 1
+            await self._dead_letter(
+                msg.value, msg.topic, msg.partition, msg.offset, refused.reason, refused.error
+            )
         except Exception as exc:  # never let one record stop the join; the bug is kept with its input
             await self._join_failed(msg, exc)
 

@@ -21,9 +21,11 @@ caller still needs an answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+
+from banditroute.messages import is_identifier
 
 TENANT_SEPARATOR = "|"
 """Separates tenant and task type in per-tenant state keys (never valid inside either name); re-exported by
@@ -262,6 +264,147 @@ class Admission:
         }
 
 
+_SHARED = Verdict(SHARED_KEY, shared=True)
+"""A decision capped where it was made (it names ``~shared``)."""
+_SHARED_CAPPED = Verdict(SHARED_KEY, CAP_TASK_TYPES, shared=True)
+"""A decision whose task type :class:`ForeignKeys` capped."""
+
+
+class ForeignKeys:
+    """The state keys named by decisions this worker did not make, admitted against its ``limits`` as a request of
+    the same task type and tenant would be (a worker's join takes them from the ``decisions`` topic: a local-mode
+    client's, another worker's read again after a rebalance, anything with write access to the topic).
+
+    A decision names its ``state_key``; without the check the learner created a state for whatever it named, one
+    per record if a process wanted (docs/guarantees.md, "What the caps do not bound"). Here a decision's key must
+    be one a request could have had: its task type, ``tenant|task type`` or ``~shared`` (task type and tenant
+    identifiers), and it gets its own state only within the caps a request meets on this worker:
+
+    * a listed task type (``task_types``, ``allowed_task_types``), or one the decide loop holds (``decided``, read
+      only: it is another thread's), keeps its key; any other task type is held here while the task types held
+      here and by the decide loop together are fewer than ``max_task_types`` (so none once the decide loop is at
+      its cap). Past that the decision learns into ``~shared``, as a capped request would (``capped``
+      ``max_task_types``); with ``reject_unknown_task_types`` it is refused (``reject``: a worker rejects such a
+      request, and learns nothing of it);
+    * a per-tenant key ``tenant|task type`` likewise within ``max_tenants_per_task_type`` tenants of its task type
+      (the decide loop's and those held here together); past that the decision learns into the task type's state;
+    * ``~shared`` is taken as it is (one key).
+
+    The rate limit (``tenant_requests_per_s``) is not applied: the decision was made already, and no state grows
+    with a rate. Held task types and tenants with no decision for ``idle_evict_s`` give their slot back
+    (:meth:`evict_idle`). Used from one thread (the worker's loop, the join's)."""
+
+    def __init__(self) -> None:
+        self.held = Admission()
+        """Task types and tenants holding state of their own because of decisions read here."""
+        self._names: set[str] = set()
+        """Task types and tenants found to be identifiers (they repeat: checked once each, at most 4,096 kept)."""
+        self._verdicts: dict[str, Verdict] = {}
+        """One verdict object per key a decision keeps (every decision's path; at most 4,096 kept)."""
+
+    def _identifier(self, value: object) -> bool:
+        names = self._names
+        if type(value) is not str:
+            return False
+        if value in names:
+            return True
+        if not is_identifier(value):
+            return False
+        if len(names) >= MAX_PLAIN_VERDICTS:
+            names.clear()
+        names.add(value)
+        return True
+
+    def _kept(self, key: str) -> Verdict:
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            if len(self._verdicts) >= MAX_PLAIN_VERDICTS:
+                self._verdicts.clear()
+            verdict = self._verdicts[key] = Verdict(key)
+        return verdict
+
+    def check(
+        self,
+        limits: Limits,
+        configured: Mapping[str, Any],
+        per_tenant: Callable[[str], bool],
+        decided: Admission | None,
+        task_type: object,
+        tenant: object,
+        state_key: object,
+        now_s: float,
+    ) -> Verdict:
+        """The key a decision of ``task_type`` and ``tenant`` naming ``state_key`` learns into (``per_tenant``: the
+        snapshot's rule, for a decision that names no key; ``decided``: the decide loop's slots, or None).
+        ``capped`` names the cap applied here; ``reject`` says why the decision is refused (``capped`` is
+        ``unknown_task_type`` where a request would have been rejected, None where no request could name it)."""
+        if not self._identifier(task_type):
+            return Verdict("", reject=f"task_type {_clip(task_type)} is no identifier")
+        assert isinstance(task_type, str)
+        if tenant is not None and not self._identifier(tenant):
+            return Verdict("", reject=f"tenant {_clip(tenant)} is no identifier")
+        if not state_key:  # decisions from before state_key: the snapshot's key, as the join always took
+            own_tenant = bool(tenant) and per_tenant(task_type)
+        elif state_key == SHARED_KEY:
+            return _SHARED
+        elif state_key == task_type:
+            own_tenant = False
+        elif tenant and state_key == f"{tenant}{TENANT_SEPARATOR}{task_type}":
+            own_tenant = True
+        else:
+            return Verdict(
+                "",
+                reject=f"state_key {_clip(state_key)} is none of the keys a decision of task type {task_type!r} "
+                f"(tenant {tenant!r}) can name: the task type, tenant|task type or {SHARED_KEY!r}",
+            )
+        mine = self.held
+        if not limits.lists(configured, task_type):
+            held = mine.task_types
+            if task_type in held:
+                held[task_type] = now_s
+            elif decided is None or task_type not in decided.task_types:
+                if limits.reject_unknown_task_types:
+                    return Verdict(
+                        "",
+                        CAP_UNKNOWN,
+                        reject=f"unknown_task_type: {task_type!r} is not listed in policy.yaml (task_types or "
+                        "limits.allowed_task_types); a worker rejects such a request",
+                    )
+                if len(held) + (0 if decided is None else len(decided.task_types)) >= limits.max_task_types:
+                    return _SHARED_CAPPED
+                held[task_type] = now_s
+        if not own_tenant:
+            return self._kept(task_type)
+        assert isinstance(tenant, str)
+        key = state_key if type(state_key) is str and state_key else f"{tenant}{TENANT_SEPARATOR}{task_type}"
+        theirs = None if decided is None else decided.tenants.get(task_type)
+        if theirs is not None and tenant in theirs:
+            return self._kept(key)
+        tenants = mine.tenants.get(task_type)
+        if tenants is None:
+            tenants = mine.tenants[task_type] = {}
+        if tenant in tenants or len(tenants) + len(theirs or ()) < limits.max_tenants_per_task_type:
+            tenants[tenant] = now_s
+            return self._kept(key)
+        if not tenants:
+            del mine.tenants[task_type]
+        return Verdict(task_type, CAP_TENANTS)
+
+    def evict_idle(self, idle_s: float, now_s: float) -> None:
+        """Let go of task types and tenants no decision named here for ``idle_s``."""
+        self.held.evict_idle(idle_s, now_s)
+
+    def counts(self) -> dict[str, int]:
+        held = self.held.counts()
+        return {"task_types_held": held["task_types_held"], "tenant_states_held": held["tenant_states_held"]}
+
+
+def _clip(value: object, limit: int = 80) -> str:
+    """``repr`` of a name from a record, at most ``limit`` characters of it (an error message is kept short)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 __all__ = [
     "CAPS",
     "CAP_RATE",
@@ -270,6 +413,7 @@ __all__ = [
     "CAP_UNKNOWN",
     "SHARED_KEY",
     "Admission",
+    "ForeignKeys",
     "Limits",
     "Verdict",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import orjson
@@ -19,6 +20,7 @@ from banditroute.agents.pending import PendingStore
 from banditroute.join_io import TICK_HEADER, JoinIO, header
 from banditroute.kafka.decision_publisher import ORIGIN_HEADER
 from banditroute.kafka.handoff import DECIDER_HEADER
+from banditroute.limits import Limits
 from banditroute.web.top import TopTaskTypes
 
 TOPIC = "t.decisions"
@@ -34,8 +36,20 @@ class Record(NamedTuple):
     headers: tuple[tuple[str, bytes], ...]
 
 
+class _Snapshot:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.routes: dict[str, Any] = {}
+
+    def is_per_tenant(self, task_type: str) -> bool:
+        return True
+
+
 class _Registry:
     model_names = frozenset({"m1", "m2"})
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.snapshot = _Snapshot(limits or Limits())
 
     def join_policy(self, task_type: str) -> JoinPolicy:
         if task_type == "boom":
@@ -110,11 +124,13 @@ def the_batch() -> list[Record]:
     return out
 
 
-def join_io(published: list[Any]) -> Any:
+def join_io(published: list[Any], limits: Limits | None = None, max_payload_bytes: int = 65_536) -> Any:
     io: Any = object.__new__(JoinIO)
-    io.registry, io.decisions, io.decider = _Registry(), _Topic(), _Decider()
+    io.registry, io.decisions, io.decider = _Registry(limits), _Topic(), _Decider()
+    io.settings = SimpleNamespace(max_payload_bytes=max_payload_bytes)
     io.join = JoinLogic(PendingStore({}), {}, io.registry.join_policy, max_capped=lambda: 100)
     io.client_top, io.local_decisions, io.counters = TopTaskTypes(), Counter(), Counter()
+    io.foreign_capped = Counter()
     io._init_join()
     feedback = {"request_id": "early", "model": "m1", "quality": 0.9}
     io.join.on_feedback(FeedbackRecord(feedback, orjson.dumps(feedback), 0, 40), now_s=99.0)

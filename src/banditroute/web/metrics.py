@@ -113,6 +113,16 @@ class RouterCollector:
         for cap, n in sorted(dict(getattr(r, "capped", {})).items()):
             capped.add_metric([cap], n)
         yield capped
+        foreign = CounterMetricFamily(
+            "banditroute_capped_foreign_decisions",
+            "Decisions read from the decisions topic (a local-mode client's, anything that writes the topic) a "
+            "cap on client-named keys applied to, by cap: learnt into ~shared or the task type's state, or "
+            "dead-lettered (unknown_task_type).",
+            labels=["cap"],
+        )
+        for cap, n in sorted(dict(getattr(r, "foreign_capped", {})).items()):
+            foreign.add_metric([cap], n)
+        yield foreign
         admission = getattr(getattr(r, "decide_logic", None), "admission", None)
         if admission is not None:
             held = admission.counts()

@@ -184,6 +184,7 @@ def stats_json(router: Any, lag: dict[str, Any] | None = None, now_s: float | No
         "learned": int(counters.get("learned", 0)),
         "dead_letters": router.dead_letters.snapshot(),
         "capped": dict(getattr(router, "capped", {})),
+        "foreign_capped": dict(getattr(router, "foreign_capped", {})),
         "readers": {
             name: _reader(reader)
             for name in ("decision_reader", "feedback_reader", "learn_reader")
