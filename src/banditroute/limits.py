@@ -399,6 +399,19 @@ class ForeignKeys:
         return {"task_types_held": held["task_types_held"], "tenant_states_held": held["tenant_states_held"]}
 
 
+def is_state_key(key: object) -> bool:
+    """Whether ``key`` is a state key a request can have: a task type, ``tenant|task type`` (identifiers, so at
+    most 257 characters) or ``~shared``."""
+    if type(key) is not str:
+        return False
+    if key == SHARED_KEY:
+        return True
+    tenant, separated, task_type = key.partition(TENANT_SEPARATOR)
+    if not separated:
+        return is_identifier(key)
+    return is_identifier(tenant) and is_identifier(task_type)
+
+
 def _clip(value: object, limit: int = 80) -> str:
     """``repr`` of a name from a record, at most ``limit`` characters of it (an error message is kept short)."""
     text = repr(value)
@@ -416,4 +429,5 @@ __all__ = [
     "ForeignKeys",
     "Limits",
     "Verdict",
+    "is_state_key",
 ]

@@ -24,8 +24,13 @@ GOOD: dict[str, Any] = {
 }
 
 
+KEY_FORM = "task_key must be a task type, tenant|task type or ~shared (task type and tenant identifiers)"
+
+
 def test_an_outcome_the_join_writes_is_accepted() -> None:
     assert outcome_problem(GOOD) is None
+    for key in ("acme|chat", "~shared", "t" * 128, f"{'n' * 128}|{'t' * 128}"):
+        assert outcome_problem({**GOOD, "task_key": key}) is None
     assert outcome_problem({**GOOD, "error": "timeout", "quality": None}) is None
 
 
@@ -34,6 +39,11 @@ def test_an_outcome_the_join_writes_is_accepted() -> None:
     [
         ({"task_key": None}, "task_key must be a string"),
         ({"model": 3}, "model must be a string"),
+        ({"task_key": "t" * 5000}, KEY_FORM),  # before review22 learnt: a state with a 5,000-character key
+        ({"task_key": "a|b|chat"}, KEY_FORM),
+        ({"task_key": "|chat"}, KEY_FORM),
+        ({"task_key": "~other"}, KEY_FORM),
+        ({"task_key": ""}, KEY_FORM),
         ({"src": "0"}, "src must be an integer"),
         ({"off": True}, "off must be an integer"),
         ({"quality": "high"}, "quality must be a number or null"),

@@ -18,6 +18,7 @@ from banditroute.agents.budget_split import BudgetSplit
 from banditroute.agents.prior_pool import PriorPool
 from banditroute.config import Registry
 from banditroute.core import ModelSpec, Outcome, TaskState, decode_state, encode_state, update
+from banditroute.limits import is_state_key
 from banditroute.routing import task_type_of
 
 
@@ -49,6 +50,8 @@ def outcome_problem(record: Any) -> str | None:
     for name in ("task_key", "model"):
         if not isinstance(record.get(name), str):
             return f"{name} must be a string"
+    if not is_state_key(record["task_key"]):  # each would be a state of its own, its key as long as it came
+        return "task_key must be a task type, tenant|task type or ~shared (task type and tenant identifiers)"
     for name in ("src", "off"):
         value = record.get(name)
         if not isinstance(value, int) or isinstance(value, bool):
