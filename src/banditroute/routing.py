@@ -229,6 +229,8 @@ class StateView:
         """Builds each new version's plans for the request shapes its predecessor was decided with, on a thread
         of its own, for the decide thread to take (:func:`~banditroute.core.plan.prepare_plans`)."""
         self._states: dict[str, TaskState] = {}
+        self.lookup: Callable[[str], TaskState | None] = self._states.get
+        """:meth:`get` as the dict's own method (no Python call: the decide thread's check per request)."""
         self.updated_at: dict[str, float] = {}
         self.where: dict[str, tuple[int, int]] = {}
         self.evicted: dict[str, tuple[int, int]] = {}

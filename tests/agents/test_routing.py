@@ -232,3 +232,29 @@ def test_a_state_older_than_the_catalog_is_aligned_once_per_snapshot(tmp_path: P
         return out
 
     assert decide(learnt) == decide(sync_models(learnt, snapshot.models))
+
+
+def test_the_view_lookup_answers_as_get_through_offers_evictions_and_drops() -> None:
+    from banditroute.config import PACKAGED_CONFIG
+    from banditroute.core.state import new_state, replace_state
+
+    registry = Registry(RouterConfig.load(PACKAGED_CONFIG))
+    models = registry.snapshot.models
+    view = StateView(prepare=False)
+    seen: list[tuple[Any, Any]] = []
+
+    def both(key: str) -> None:
+        seen.append((view.lookup(key), view.get(key)))
+
+    state = new_state(models)
+    assert view.offer("a", state, where=(0, 1))
+    both("a")
+    assert view.offer("a", replace_state(state, version=state.version + 1), where=(0, 2))
+    both("a")
+    assert view.evict("a")
+    both("a")
+    assert view.offer("b", state)
+    view.drop("b")
+    both("b")
+    assert [lookup is got for lookup, got in seen] == [True] * 4
+    assert [lookup is None for lookup, _ in seen] == [False, False, True, True]

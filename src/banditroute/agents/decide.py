@@ -372,7 +372,7 @@ class DecideLogic:
         plain = not request.metadata and type(request) in _PLAIN_REQUESTS
         if plain:
             known = self._prepared.get((task_type, request.tenant))
-            if known is not None and known[0] is snapshot and self.states.get(known[1]) is known[2]:
+            if known is not None and known[0] is snapshot and self.states.lookup(known[1]) is known[2]:
                 for times, name in known[3]:
                     times[name] = now_s
                 return known[4]

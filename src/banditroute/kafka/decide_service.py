@@ -82,6 +82,7 @@ from banditroute.kafka.replies import ReplySender
 from banditroute.kafka.spill import LANE_WITH_SPILL, SPILL_CHUNK, SPILL_SHARE, task_type_of
 from banditroute.kafka.stopping import stop_all
 from banditroute.kafka.topics import partition_for
+from banditroute.limits import Admission
 from banditroute.served import Decided, Served
 
 log = logging.getLogger("banditroute.decide")
@@ -127,6 +128,10 @@ class Decider(Protocol):
     """What the loop needs of the decide logic (:class:`banditroute.agents.decide.DecideLogic`)."""
 
     registry: Registry
+    admission: Admission
+    """Read by the loop's run for :meth:`is_established_type`'s first answer (its held task types)."""
+    shadow: dict[str, Any] | None
+    """The last decision's shadow decision, if any (:meth:`take_shadow`; the loop's run takes it itself)."""
 
     def decide_encoded(self, request: Request) -> tuple[Decided, Served | None]: ...
 
@@ -761,8 +766,8 @@ class DecideService(OwnThreadLoop):
             return i, None  # each request's task type decides whether it is spilled: _handle
         logic = self.logic
         decide = logic.decide_encoded
-        take_shadow = logic.take_shadow
         established = logic.is_established_type if self.priority_lane else None
+        admission = logic.admission
         check = self.duplicates.check
         max_bytes = self.max_payload_bytes
         partition = tp.partition
@@ -784,7 +789,11 @@ class DecideService(OwnThreadLoop):
             request = shaped_request(raw)
             if request is None:
                 break
-            if established is not None and not established(request.task_type):
+            if (
+                established is not None
+                and request.task_type not in admission.task_types  # is_established_type's first answer
+                and not established(request.task_type)
+            ):
                 break
             if check(request.request_id) is not None:
                 break  # a duplicate: _handle checks it again (no side effect) and writes its dead letter
@@ -815,7 +824,9 @@ class DecideService(OwnThreadLoop):
                     if joinable is None:
                         joinable = self._joinable[partition] = []
                 joinable.append(served)
-            shadow = take_shadow()
+            shadow = logic.shadow  # take_shadow(), inlined
+            if shadow is not None:
+                logic.shadow = None
             if not appended or (shadow is not None and shadows) or request.reply_to:
                 return i, self._finish(
                     out, partition, key, payload, headers, appended, shadow, request.reply_to, decided
