@@ -152,6 +152,8 @@ _SHORT_GIVEN = {
     for reply_to in (False, True)
 }
 """The fields a short text gives, by whether it has a tenant and a reply topic."""
+_SHORT_GIVEN_ONLY = _SHORT_GIVEN[(False, False)]
+"""The fields of a short text with neither (the usual one: no look-up by a key made per request)."""
 
 
 def fast_request(raw: bytes, max_bytes: int) -> FastRequest | None:
@@ -172,7 +174,11 @@ def shaped_request(raw: bytes) -> FastRequest | None:
         if match is None:
             return None
         request_id, task_type, created, tenant, reply_to = match.groups()
-        given = _SHORT_GIVEN[(tenant is not None, reply_to is not None)]
+        given = (
+            _SHORT_GIVEN_ONLY
+            if tenant is None and reply_to is None
+            else _SHORT_GIVEN[(tenant is not None, reply_to is not None)]
+        )
     elif raw.startswith(_SDK_HEAD):
         match = _SDK_TEXT.fullmatch(raw, _SDK_AT)
         if match is None:
@@ -192,15 +198,18 @@ def shaped_request(raw: bytes) -> FastRequest | None:
         task = _name(task_type)
     if tenant is not None:
         tenant = _NAMES.get(tenant) or _name(tenant)
-    return FastRequest(
-        request_id.decode(),
-        task,
-        tenant,
-        None if reply_to is None else reply_to.decode(),
-        created_at if created_at.tzinfo is UTC else created_at.astimezone(UTC),
-        given,
-        request_id,
-    )
+    request = _new_request(FastRequest)  # FastRequest(...) without the call into __init__
+    request.request_id = request_id.decode()
+    request.task_type = task
+    request.tenant = tenant
+    request.reply_to = None if reply_to is None else reply_to.decode()
+    request.rid = request_id
+    request._created = created_at if created_at.tzinfo is UTC else created_at.astimezone(UTC)
+    request._given = given
+    return request
+
+
+_new_request = object.__new__
 
 
 _NAMES: dict[bytes, str] = {}
