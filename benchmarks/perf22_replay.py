@@ -6,7 +6,8 @@ records' reading, validation, deciding, the record batches, the step's handoff b
 step and the priority lane emptied unmeasured, then N steps inside ``operator.call`` so that ``valgrind
 --tool=callgrind --toggle-collect=_operator_call`` counts only them. Per request: (Collected(N=20) -
 Collected(N=4)) / 16,000 (``benchmarks/perf22_replay.sh SRC TAG``: N = 4 and 20, address space layout
-randomisation off).
+randomisation off). Runs of one tree still differ by a few hundred instructions per request (59,876 / 60,042 /
+62,023 for main 3a95b22; the cause was not found): take several runs of each side and compare medians.
 """
 
 import asyncio, operator, sys, time
