@@ -736,7 +736,7 @@ class JoinIO:
                 size, most = len(msg.value), self.settings.max_payload_bytes
                 if (
                     size > most
-                ):  # held for the wait window: bounded as a request is (before review22 it was not)
+                ):  # held for the wait window: bounded as a request is (before bounds22 it was not)
                     raise Refused(
                         DeadLetterReason.PAYLOAD_TOO_LARGE,
                         f"decision is {size} bytes; at most {most} are allowed (max_payload_bytes)",

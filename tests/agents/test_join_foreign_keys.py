@@ -4,10 +4,10 @@ write access to the topic) are held to the worker's own bounds before they are j
 * the state key a decision names is admitted against the worker's ``limits`` as a request of the same task type
   and tenant would be (``limits.ForeignKeys``): past ``max_task_types`` it learns into ``~shared``, past
   ``max_tenants_per_task_type`` into its task type's state, marked capped either way; with
-  ``reject_unknown_task_types`` it is dead-lettered, as is a key no request could have had. Before review22 the
+  ``reject_unknown_task_types`` it is dead-lettered, as is a key no request could have had. Before bounds22 the
   join took the key as named, and each new one became a state (docs/guarantees.md, "What the caps do not bound");
 * a decision larger than ``max_payload_bytes`` is dead-lettered as ``payload_too_large`` with its payload (before
-  review22 it was joined, and held for the wait window whatever its size).
+  bounds22 it was joined, and held for the wait window whatever its size).
 
 Both paths of the decisions reader are checked: the runs of ``_join_decisions`` and ``_join_record``."""
 
@@ -25,6 +25,12 @@ from banditroute.limits import SHARED_KEY, Admission, Limits
 from tests.agents.test_join_decisions_batch import LOCAL, TOPIC, Record, decision, join_io, per_record
 
 PATHS = ["batched", "per_record"]
+
+
+@pytest.fixture(autouse=True)
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The join's wall clock at 100 s, so the slots' idle times are known."""
+    monkeypatch.setattr("banditroute.join_io.time.time", lambda: 100.0)
 
 
 def run(io: Any, records: list[Record], path: str) -> None:
@@ -51,10 +57,7 @@ def letters(published: list[Any]) -> list[tuple[int, str, str]]:
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_task_types_past_the_cap_learn_into_the_shared_state(
-    monkeypatch: pytest.MonkeyPatch, path: str
-) -> None:
-    monkeypatch.setattr("banditroute.join_io.time.time", lambda: 100.0)
+def test_task_types_past_the_cap_learn_into_the_shared_state(path: str) -> None:
     published: list[Any] = []
     io = join_io(published, Limits(max_task_types=3))
     flood = [decision(f"r{i}", task_type=f"t{i}", state_key=f"t{i}") for i in range(40)]
@@ -71,10 +74,7 @@ def test_task_types_past_the_cap_learn_into_the_shared_state(
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_tenants_past_the_cap_learn_into_their_task_types_state(
-    monkeypatch: pytest.MonkeyPatch, path: str
-) -> None:
-    monkeypatch.setattr("banditroute.join_io.time.time", lambda: 100.0)
+def test_tenants_past_the_cap_learn_into_their_task_types_state(path: str) -> None:
     io = join_io([], Limits(max_tenants_per_task_type=2))
     flood = [decision(f"r{i}", tenant=f"n{i}", state_key=f"n{i}|chat") for i in range(10)]
     flood.append(decision("no-key", tenant="n1", state_key=None))  # the snapshot's key: per tenant here
@@ -89,8 +89,7 @@ def test_tenants_past_the_cap_learn_into_their_task_types_state(
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_keys_no_request_could_have_are_dead_lettered(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
-    monkeypatch.setattr("banditroute.join_io.time.time", lambda: 100.0)
+def test_keys_no_request_could_have_are_dead_lettered(path: str) -> None:
     published: list[Any] = []
     io = join_io(published)
     bad = [
@@ -114,10 +113,7 @@ def test_keys_no_request_could_have_are_dead_lettered(monkeypatch: pytest.Monkey
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_unknown_task_types_are_dead_lettered_when_requests_of_them_are_rejected(
-    monkeypatch: pytest.MonkeyPatch, path: str
-) -> None:
-    monkeypatch.setattr("banditroute.join_io.time.time", lambda: 100.0)
+def test_unknown_task_types_are_dead_lettered_when_requests_of_them_are_rejected(path: str) -> None:
     published: list[Any] = []
     io = join_io(published, Limits(reject_unknown_task_types=True, allowed_task_types=frozenset({"chat"})))
     run(io, records([decision("listed"), decision("unknown", task_type="code", state_key="code")]), path)
@@ -129,10 +125,9 @@ def test_unknown_task_types_are_dead_lettered_when_requests_of_them_are_rejected
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_well_behaved_local_decisions_learn_as_they_name(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+def test_well_behaved_local_decisions_learn_as_they_name(path: str) -> None:
     """Within the caps every key a local-mode client's decide logic names stands: its own task types and tenants,
     ``~shared`` (capped by the client), and a task type's key for a tenant the client capped."""
-    monkeypatch.setattr("banditroute.join_io.time.time", lambda: 100.0)
     io = join_io([], Limits(max_task_types=5, max_tenants_per_task_type=5))
     local = [
         decision("plain"),
@@ -156,10 +151,9 @@ def test_well_behaved_local_decisions_learn_as_they_name(monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_the_decide_loops_slots_count_against_the_cap(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+def test_the_decide_loops_slots_count_against_the_cap(path: str) -> None:
     """A task type the decide loop holds keeps its key (no new state); a new one is admitted only while the decide
     loop's task types and the join's together are within ``max_task_types``, as a request's would be."""
-    monkeypatch.setattr("banditroute.join_io.time.time", lambda: 100.0)
     io = join_io([], Limits(max_task_types=3))
     decided = Admission()
     decided.task_types.update({"a": 1.0, "b": 1.0})
@@ -177,10 +171,7 @@ def test_the_decide_loops_slots_count_against_the_cap(monkeypatch: pytest.Monkey
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_decision_larger_than_max_payload_bytes_is_dead_lettered_with_its_payload(
-    monkeypatch: pytest.MonkeyPatch, path: str
-) -> None:
-    monkeypatch.setattr("banditroute.join_io.time.time", lambda: 100.0)
+def test_a_decision_larger_than_max_payload_bytes_is_dead_lettered_with_its_payload(path: str) -> None:
     published: list[Any] = []
     io = join_io(published, max_payload_bytes=4096)
     big = decision("big", candidates=[{"model": "m1", "note": "x" * 8000}])
@@ -195,7 +186,7 @@ def test_a_decision_larger_than_max_payload_bytes_is_dead_lettered_with_its_payl
 
 
 def test_slots_held_for_decisions_are_let_go_when_idle() -> None:
-    from banditroute.limits import ForeignKeys  # the others run (and fail) on the code before review22 too
+    from banditroute.limits import ForeignKeys  # the others run (and fail) on the code before bounds22 too
 
     keys, limits = ForeignKeys(), Limits(max_task_types=1, max_tenants_per_task_type=1)
 

@@ -39,7 +39,7 @@ def test_an_outcome_the_join_writes_is_accepted() -> None:
     [
         ({"task_key": None}, "task_key must be a string"),
         ({"model": 3}, "model must be a string"),
-        ({"task_key": "t" * 5000}, KEY_FORM),  # before review22 learnt: a state with a 5,000-character key
+        ({"task_key": "t" * 5000}, KEY_FORM),  # before bounds22 learnt: a state with a 5,000-character key
         ({"task_key": "a|b|chat"}, KEY_FORM),
         ({"task_key": "|chat"}, KEY_FORM),
         ({"task_key": "~other"}, KEY_FORM),
