@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from banditroute.messages import is_identifier
+from banditroute.messages import is_identifier, known_identifier
 
 TENANT_SEPARATOR = "|"
 """Separates tenant and task type in per-tenant state keys (never valid inside either name); re-exported by
@@ -297,23 +297,8 @@ class ForeignKeys:
     def __init__(self) -> None:
         self.held = Admission()
         """Task types and tenants holding state of their own because of decisions read here."""
-        self._names: set[str] = set()
-        """Task types and tenants found to be identifiers (they repeat: checked once each, at most 4,096 kept)."""
         self._verdicts: dict[str, Verdict] = {}
         """One verdict object per key a decision keeps (every decision's path; at most 4,096 kept)."""
-
-    def _identifier(self, value: object) -> bool:
-        names = self._names
-        if type(value) is not str:
-            return False
-        if value in names:
-            return True
-        if not is_identifier(value):
-            return False
-        if len(names) >= MAX_PLAIN_VERDICTS:
-            names.clear()
-        names.add(value)
-        return True
 
     def _kept(self, key: str) -> Verdict:
         verdict = self._verdicts.get(key)
@@ -338,10 +323,10 @@ class ForeignKeys:
         snapshot's rule, for a decision that names no key; ``decided``: the decide loop's slots, or None).
         ``capped`` names the cap applied here; ``reject`` says why the decision is refused (``capped`` is
         ``unknown_task_type`` where a request would have been rejected, None where no request could name it)."""
-        if not self._identifier(task_type):
+        if not known_identifier(task_type):
             return Verdict("", reject=f"task_type {_clip(task_type)} is no identifier")
         assert isinstance(task_type, str)
-        if tenant is not None and not self._identifier(tenant):
+        if tenant is not None and not known_identifier(tenant):
             return Verdict("", reject=f"tenant {_clip(tenant)} is no identifier")
         if not state_key:  # decisions from before state_key: the snapshot's key, as the join always took
             own_tenant = bool(tenant) and per_tenant(task_type)

@@ -182,8 +182,9 @@ def is_identifier(value: object) -> TypeGuard[str]:
     return type(value) is str and len(value) <= 128 and _IDENTIFIER.fullmatch(value) is not None
 
 
-def _known_identifier(value: object) -> bool:
-    """:func:`is_identifier`, remembered for the values that repeat (task types, tenants)."""
+def known_identifier(value: object) -> bool:
+    """:func:`is_identifier`, remembered for the values that repeat (task types, tenants); one cache for every
+    caller and thread (a set's add, clear and membership each hold the GIL; a value cleared is checked again)."""
     if type(value) is not str:
         return False
     if value in _KNOWN_IDENTIFIERS:
@@ -252,8 +253,8 @@ def plain_call(
     """The :class:`PlainRequest` of these arguments (a new request id unless one is given) when each is what
     :class:`RoutingRequest` accepts unchanged, else None (then pydantic decides: :func:`build_request`)."""
     if (
-        _known_identifier(task_type)
-        and (tenant is None or _known_identifier(tenant))
+        known_identifier(task_type)
+        and (tenant is None or known_identifier(tenant))
         and (not request_id or is_identifier(request_id))
     ):
         plain = {} if not metadata else _plain_metadata(metadata)

@@ -27,8 +27,7 @@ from typing import Any
 import orjson
 
 from banditroute.events import SCHEMA_VERSION, Constraints, RoutingRequest
-from banditroute.messages import PlainRequest, is_identifier, plain_request
-from banditroute.messages import _known_identifier as known_identifier
+from banditroute.messages import PlainRequest, is_identifier, known_identifier, plain_request
 
 _SIMPLE = frozenset({"schema_version", "request_id", "task_type", "created_at", "tenant", "reply_to"})
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
