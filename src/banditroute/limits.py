@@ -282,8 +282,8 @@ class ForeignKeys:
 
     * a listed task type (``task_types``, ``allowed_task_types``), or one the decide loop holds (``decided``, read
       only: it is another thread's), keeps its key; any other task type is held here while the task types held
-      here and by the decide loop together are fewer than ``max_task_types`` (so none once the decide loop is at
-      its cap). Past that the decision learns into ``~shared``, as a capped request would (``capped``
+      here and by the decide loop together are fewer than ``max_task_types`` (one both hold counted once:
+      :meth:`_room`; so none once the decide loop is at its cap). Past that the decision learns into ``~shared``, as a capped request would (``capped``
       ``max_task_types``); with ``reject_unknown_task_types`` it is refused (``reject``: a worker rejects such a
       request, and learns nothing of it);
     * a per-tenant key ``tenant|task type`` likewise within ``max_tenants_per_task_type`` tenants of its task type
@@ -299,6 +299,8 @@ class ForeignKeys:
         """Task types and tenants holding state of their own because of decisions read here."""
         self._verdicts: dict[str, Verdict] = {}
         """One verdict object per key a decision keeps (every decision's path; at most 4,096 kept)."""
+        self._full: dict[str, tuple[tuple[int, int], float]] = {}
+        """Where :meth:`_room` last found no room: the sizes it saw, and until when that stands."""
 
     def _kept(self, key: str) -> Verdict:
         verdict = self._verdicts.get(key)
@@ -355,7 +357,8 @@ class ForeignKeys:
                         reject=f"unknown_task_type: {task_type!r} is not listed in policy.yaml (task_types or "
                         "limits.allowed_task_types); a worker rejects such a request",
                     )
-                if len(held) + (0 if decided is None else len(decided.task_types)) >= limits.max_task_types:
+                theirs_types = None if decided is None else decided.task_types
+                if not self._room("", held, theirs_types, limits.max_task_types, now_s):
                     return _SHARED_CAPPED
                 held[task_type] = now_s
         if not own_tenant:
@@ -368,12 +371,37 @@ class ForeignKeys:
         tenants = mine.tenants.get(task_type)
         if tenants is None:
             tenants = mine.tenants[task_type] = {}
-        if tenant in tenants or len(tenants) + len(theirs or ()) < limits.max_tenants_per_task_type:
+        if tenant in tenants or self._room(
+            task_type, tenants, theirs, limits.max_tenants_per_task_type, now_s
+        ):
             tenants[tenant] = now_s
             return self._kept(key)
         if not tenants:
             del mine.tenants[task_type]
         return Verdict(task_type, CAP_TENANTS)
+
+    def _room(
+        self, scope: str, mine: dict[str, float], theirs: dict[str, float] | None, cap: int, now_s: float
+    ) -> bool:
+        """Whether ``mine`` (names held here) and ``theirs`` (the decide loop's, or None) hold fewer than ``cap``
+        names together, a name both hold counted once: it is one state (a local-mode client's task type that
+        requests to this worker name too). ``theirs`` is another thread's and only read (its ``len`` and
+        membership). The names both hold are looked for only when the plain sum reaches ``cap``, and a look that
+        found no room stands for a second while neither size changes (``scope``: the task types, "", or the
+        tenants of one task type), so decisions past a cap do not each walk ``mine``."""
+        total = len(mine) + (len(theirs) if theirs else 0)
+        if total < cap or not theirs or not mine:
+            return total < cap
+        sizes = (len(mine), len(theirs))
+        full = self._full.get(scope)
+        if full is not None and full[0] == sizes and now_s < full[1]:
+            return False
+        if len(theirs) + sum(1 for name in mine if name not in theirs) < cap:
+            return True
+        if len(self._full) >= MAX_PLAIN_VERDICTS:
+            self._full.clear()
+        self._full[scope] = (sizes, now_s + 1.0)
+        return False
 
     def evict_idle(self, idle_s: float, now_s: float) -> None:
         """Let go of task types and tenants no decision named here for ``idle_s``."""

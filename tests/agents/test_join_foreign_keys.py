@@ -202,3 +202,66 @@ def test_slots_held_for_decisions_are_let_go_when_idle() -> None:
     assert keys.counts() == {"task_types_held": 0, "tenant_states_held": 0}
     assert check("b", None, "b", 20.0) == "b"
     assert check("a", "y", "y|a", 20.0) == SHARED_KEY  # "b" holds the one slot now
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_task_type_held_by_both_the_join_and_the_decide_loop_takes_one_slot(path: str) -> None:
+    """A task type a local-mode client named first (held by the join) and then requested of this worker too (held
+    by the decide loop) is one state: a new task type is still admitted while the two hold fewer than
+    ``max_task_types`` together, as a request of it would be (review23: each was counted once per holder, and a
+    well-behaved local decision learnt into ``~shared`` while the worker's cap had room)."""
+    io = join_io([], Limits(max_task_types=3))
+    decided = Admission()
+    io.decide_logic = type("DecideLogic", (), {"admission": decided})()
+    run(
+        io,
+        records(
+            [decision("r-a", task_type="a", state_key="a"), decision("r-b", task_type="b", state_key="b")]
+        ),
+        path,
+    )
+    decided.task_types.update({"a": 1.0, "b": 1.0})  # then requests of them reach this worker's decide loop
+    run(io, records([decision("r-c", task_type="c", state_key="c")], first=200), path)
+
+    assert held(io)["r-c"] == ("c", False)
+    assert io.foreign_capped == Counter()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_tenant_held_by_both_the_join_and_the_decide_loop_takes_one_slot(path: str) -> None:
+    """As for task types: a tenant of a task type held by the join and by the decide loop counts once against
+    ``max_tenants_per_task_type``."""
+    io = join_io([], Limits(max_tenants_per_task_type=3))
+    decided = Admission()
+    io.decide_logic = type("DecideLogic", (), {"admission": decided})()
+    first = [decision(f"r-{n}", tenant=n, state_key=f"{n}|chat") for n in ("x", "y")]
+    run(io, records(first), path)
+    decided.tenants["chat"] = {"x": 1.0, "y": 1.0}
+    run(io, records([decision("r-z", tenant="z", state_key="z|chat")], first=200), path)
+
+    assert held(io)["r-z"] == ("z|chat", False)
+    assert io.foreign_capped == Counter()
+
+
+def test_a_full_cap_is_looked_at_again_when_a_size_changes_or_after_a_second() -> None:
+    """``ForeignKeys._room`` walks the join's names only when the plain sum reaches the cap, and keeps a "no room"
+    answer for a second while neither side's size changes (a flood past the cap does not walk per decision)."""
+    from banditroute.limits import ForeignKeys
+
+    keys, limits, decided = ForeignKeys(), Limits(max_task_types=3), Admission()
+
+    def check(task_type: str, now: float) -> str:
+        return keys.check(limits, {}, lambda _t: False, decided, task_type, None, task_type, now).key
+
+    assert check("a", 0.0) == "a"
+    decided.task_types.update({"a": 0.0, "b": 0.0})
+    assert check("c", 0.0) == "c"  # a, b, c: "a" is one state
+    assert check("d", 0.0) == SHARED_KEY
+    del decided.task_types["b"]
+    decided.task_types["c"] = 0.0  # same sizes, two names now held by both: a, c
+    assert check("d", 0.5) == SHARED_KEY  # the answer of 0.0 stands for a second
+    assert check("d", 1.0) == "d"
+    del decided.task_types["c"]
+    assert check("e", 1.0) == SHARED_KEY  # a, c, d
+    del keys.held.task_types["c"]
+    assert check("e", 1.0) == "e"  # a size changed: looked at again at once
