@@ -18,14 +18,18 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/banditroute demo
 
-test: setup
+test: lint types
 	@(command -v chromium && command -v jq) >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium jq >/dev/null)
-	$(BIN)/ruff format --check src tests
-	$(BIN)/ruff check src tests
-	$(BIN)/mypy
-	$(BIN)/lint-imports
 	$(BIN)/banditroute contracts --check
 	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests
+	$(BIN)/lint-imports
+
+types: setup
+	$(BIN)/mypy
 
 unit: setup
 	$(BIN)/python -m pytest -q -m "not kafka and not slow and not reliability and not browser"
