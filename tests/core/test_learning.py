@@ -137,3 +137,35 @@ def test_change_detector_cuts_stale_evidence() -> None:
     state = update_many(state, models, policy, [Outcome("m0", quality=0.2)] * 40)
     assert state.alpha[0] + state.beta[0] < before / 5
     assert state.alpha[0] / (state.alpha[0] + state.beta[0]) < 0.5
+
+
+def _cuts(policy: TaskPolicy, quality: float, n: int, seed: int) -> int:
+    """Times the change detector cut one model's evidence over ``n`` stationary Bernoulli outcomes."""
+    models = catalog(1)
+    rng = np.random.default_rng(seed)
+    state = new_state(models, policy)
+    cuts, before = 0, 0.0
+    for block in (rng.random((n // 25, 25)) < quality).astype(float):
+        state = update_many(state, models, policy, [Outcome("m0", quality=q) for q in block])
+        evidence = float(state.alpha[0] + state.beta[0])
+        cuts += evidence < 0.5 * before  # a cut leaves 25 observations; the half-life alone never halves it
+        before = evidence
+    return cuts
+
+
+def test_bernoulli_change_test_cuts_stale_evidence() -> None:
+    models = catalog(1)
+    policy = TaskPolicy(change_test="bernoulli")
+    state = update_many(new_state(models, policy), models, policy, [Outcome("m0", quality=0.9)] * 500)
+    before = state.alpha[0] + state.beta[0]
+    state = update_many(state, models, policy, [Outcome("m0", quality=0.2)] * 40)
+    assert state.alpha[0] + state.beta[0] < before / 5
+    assert state.alpha[0] / (state.alpha[0] + state.beta[0]) < 0.5
+
+
+def test_bernoulli_change_test_raises_fewer_false_alarms_on_a_stationary_good_model() -> None:
+    # Quality 0.98: the normal test's 4 standard errors ignore the skew of few failures among 25 (seeds 0-19 of
+    # 100,000 outcomes: 20-36 cuts with the normal test, 0-6 with the Bernoulli (Chernoff) test).
+    normal = _cuts(TaskPolicy(), 0.98, 100_000, seed=3)
+    bernoulli = _cuts(TaskPolicy(change_test="bernoulli"), 0.98, 100_000, seed=3)
+    assert bernoulli <= 10 < 15 <= normal, (bernoulli, normal)

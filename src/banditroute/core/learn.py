@@ -78,15 +78,16 @@ def _decay(half_life: float | None) -> float:
     return 1.0 if half_life is None else 0.5 ** (1.0 / half_life)
 
 
-_Consts = tuple[float, float, float, float, float, float, float, float, bool, float]
+_Consts = tuple[float, float, float, float, float, float, float, float, bool, float, float]
 
 
 def _constants(policy: TaskPolicy) -> _Consts:
     """What an update derives from ``policy``, computed once per policy object (policies are immutable).
 
     ``(decay, window, detect, circuit_keep, circuit_mass, circuit_consecutive, circuit_rate, cooldown_s,
-    budgeted, ewma_rate)``: ``window`` is 0 when change detection is off, and ``detect`` is
-    ``change_threshold**2 * rate / (2 - rate)`` (the detector compares squares, no square root). Cached
+    budgeted, ewma_rate, kl_scale)``: ``window`` is 0 when change detection is off, ``detect`` is
+    ``change_threshold**2 * rate / (2 - rate)`` (the detector compares squares, no square root) and
+    ``kl_scale`` the Bernoulli test's ``(2 - rate) / rate * 2 / change_threshold**2`` (0: the normal test). Cached
     on the policy object itself (not a dataclass field: ``replace``, equality and ``asdict`` ignore it).
     """
     try:
@@ -106,9 +107,21 @@ def _constants(policy: TaskPolicy) -> _Consts:
         policy.circuit_cooldown_s,
         policy.budget_mean_cost_usd is not None or policy.budget_usd_per_min is not None,
         rate,
+        # the Bernoulli test: window's effective observations (2 - rate) / rate times threshold² / 2; 0 = normal
+        (2.0 - rate) / rate * 2.0 / policy.change_threshold**2
+        if window and policy.change_test == "bernoulli"
+        else 0.0,
     )
     object.__setattr__(policy, "_learn_constants", consts)  # a derived cache, not a field (frozen dataclass)
     return consts
+
+
+def _bernoulli_kl(fast: float, mean: float) -> float:
+    """KL(Bernoulli(fast) || Bernoulli(mean)), both clipped to [1e-6, 1 - 1e-6]: the Chernoff exponent of an
+    average of outcomes in [0, 1] being ``fast`` when their mean is ``mean``."""
+    f = min(max(fast, 1e-6), 1.0 - 1e-6)
+    m = min(max(mean, 1e-6), 1.0 - 1e-6)
+    return f * math.log(f / m) + (1.0 - f) * math.log((1.0 - f) / (1.0 - m))
 
 
 def pacing_cost_scale(state: TaskState, policy: TaskPolicy) -> float:
@@ -143,6 +156,39 @@ if _ROW_FIELDS != tuple(range(N_COLUMNS)):  # pragma: no cover - guards an edit 
     raise ImportError("learn._observe is out of sync with the TaskState column layout")
 
 
+def _detect_bernoulli(
+    quality: float,
+    inv: float,
+    scale: float,
+    q_sum: float,
+    q_n: float,
+    q_sq: float,
+    fast: float,
+    fast_n: float,
+    consts: _Consts,
+) -> tuple[float, float, float, float, float]:
+    """The change detector with ``change_test="bernoulli"``: ``(q_sum, q_n, q_sq, fast, fast_n)`` after one
+    quality (already added to the sums).
+
+    Fires where the normal test does *and* the Chernoff bound of outcomes in [0, 1] does: the EWMA's effective
+    observations ``(2 - r) / r`` times KL(Bernoulli(EWMA) || Bernoulli(mean)) above ``threshold**2 / 2``. Until
+    the detector may fire the EWMA is the mean, so it starts from there rather than from one outcome (a first
+    outcome of 0 or 1 still weighs 0.96**24 = 0.38 of the EWMA 24 outcomes later; the standard error assumes none).
+    """
+    window, detect, kl_scale = consts[1], consts[2], consts[10]
+    if q_n * scale <= 2.0 * window:
+        return q_sum, q_n, q_sq, q_sum / q_n, 0.0
+    fast += consts[9] * (quality - fast)
+    fast_n += 1.0
+    if fast_n >= window:
+        mean = q_sum / q_n
+        spread = q_sq / q_n - mean * mean
+        gap = fast - mean
+        if gap * gap > detect * max(spread, 0.01) and _bernoulli_kl(fast, mean) * kl_scale > 1.0:
+            return fast * window * inv, window * inv, q_sq * (window * inv / q_n), fast, 0.0
+    return q_sum, q_n, q_sq, fast, fast_n
+
+
 def _observe(
     row: tuple[float, ...], consts: _Consts, outcome: Outcome, scale: float
 ) -> tuple[tuple[float, ...], float | None]:
@@ -156,7 +202,7 @@ def _observe(
         pa, pb, q_sum, q_n, q_sq, c_n, c_sum, c_sq, l_n, l_sum,
         l_sq, err, ok, n_obs, consec, circuit, open_until, last_at, fast, fast_n,
     ) = row  # fmt: skip
-    _, window, detect, keep, min_mass, max_consec, max_rate, cooldown, _, rate = consts
+    _, window, detect, keep, min_mass, max_consec, max_rate, cooldown, _, rate, kl_scale = consts
     inv = 1.0 / scale
     paced = None
     quality = outcome.quality
@@ -169,7 +215,11 @@ def _observe(
         q_sum += quality * inv
         q_n += inv
         q_sq += quality * quality * inv
-        if window:
+        if kl_scale:  # the Bernoulli test (a candidate), out of line: the default's path stays as it was
+            q_sum, q_n, q_sq, fast, fast_n = _detect_bernoulli(
+                quality, inv, scale, q_sum, q_n, q_sq, fast, fast_n, consts
+            )
+        elif window:
             # Cut a model's quality evidence when its recent EWMA is far from the posterior (abrupt change).
             fast = quality if fast_n == 0 else fast + rate * (quality - fast)
             fast_n += 1.0

@@ -122,6 +122,27 @@ VARIANTS: dict[str, Variant] = {
     ),
     "thompson_pool50": Variant("thompson_pool50", "thompson", setup={"pooled_prior_strength": 50.0}),
     "thompson_pool1000": Variant("thompson_pool1000", "thompson", setup={"pooled_prior_strength": 1000.0}),
+    # the worker's discounting (half-life 2000 events) and change detector, which the suite's stationary replays
+    # otherwise leave off: the default detector (window 25, 4 standard errors), others, and the detector off
+    "thompson_drift": Variant("thompson_drift", "thompson", setup={"half_life": 2000.0}),
+    "thompson_drift_t5": Variant(
+        "thompson_drift_t5", "thompson", setup={"half_life": 2000.0}, task_policy={"change_threshold": 5.0}
+    ),
+    "thompson_drift_t6": Variant(
+        "thompson_drift_t6", "thompson", setup={"half_life": 2000.0}, task_policy={"change_threshold": 6.0}
+    ),
+    "thompson_drift_w50": Variant(
+        "thompson_drift_w50", "thompson", setup={"half_life": 2000.0}, task_policy={"change_window": 50}
+    ),
+    "thompson_drift_bernoulli": Variant(
+        "thompson_drift_bernoulli",
+        "thompson",
+        setup={"half_life": 2000.0},
+        task_policy={"change_test": "bernoulli"},
+    ),
+    "thompson_drift_off": Variant(
+        "thompson_drift_off", "thompson", setup={"half_life": 2000.0}, task_policy={"change_window": None}
+    ),
     "thompson_naive": Variant("thompson_naive", "thompson_naive"),
     "thompson_top_two": Variant("thompson_top_two", "thompson_top_two"),
     "epsilon_greedy": Variant("epsilon_greedy", "epsilon_greedy"),
