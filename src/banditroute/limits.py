@@ -283,9 +283,9 @@ class ForeignKeys:
     * a listed task type (``task_types``, ``allowed_task_types``), or one the decide loop holds (``decided``, read
       only: it is another thread's), keeps its key; any other task type is held here while the task types held
       here and by the decide loop together are fewer than ``max_task_types`` (one both hold counted once:
-      :meth:`_room`; so none once the decide loop is at its cap). Past that the decision learns into ``~shared``, as a capped request would (``capped``
-      ``max_task_types``); with ``reject_unknown_task_types`` it is refused (``reject``: a worker rejects such a
-      request, and learns nothing of it);
+      :meth:`_room`; so none once the decide loop is at its cap). Past that the decision learns into ``~shared``,
+      as a capped request would (``capped`` ``max_task_types``); with ``reject_unknown_task_types`` it is refused
+      (``reject``: a worker rejects such a request, and learns nothing of it);
     * a per-tenant key ``tenant|task type`` likewise within ``max_tenants_per_task_type`` tenants of its task type
       (the decide loop's and those held here together); past that the decision learns into the task type's state;
     * ``~shared`` is taken as it is (one key).
