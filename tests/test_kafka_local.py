@@ -71,3 +71,28 @@ def test_down_reaps_a_broker_whose_main_thread_exited_first(
     assert child.poll() is None  # ... but the process still runs
     assert broker.down(timeout_s=10) == f"stopped (pid {child.pid})"
     assert child.returncode is not None and child.pid not in local._CHILDREN
+
+
+def test_a_fetch_that_waited_for_another_finds_its_jars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The suite's workers (pytest -n 2) each start a broker: a fetch waits while another holds the lock, then
+    takes the jars that one fetched instead of deleting them to fetch again (there is no Maven here)."""
+    import fcntl
+    import threading
+
+    broker = LocalKafka(1, home=tmp_path, data_dir=tmp_path / "data")
+    monkeypatch.setattr("banditroute.kafka.local.shutil.which", lambda _name: None)
+    with pytest.raises(BrokerError, match="Maven"):
+        broker.fetch()  # nothing fetched, nobody fetching: this one would have to fetch
+    got: list[Path] = []
+    with open(broker.lib_dir.parent / ".fetch.lock", "wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process fetching
+        waiter = threading.Thread(target=lambda: got.append(broker.fetch()))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and not got  # waits for the lock
+        broker.lib_dir.mkdir(parents=True)
+        (broker.lib_dir / ".complete").write_text("done")
+    waiter.join(10)
+    assert got == [broker.lib_dir]

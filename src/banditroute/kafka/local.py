@@ -8,6 +8,7 @@ its data folder. Everything here is synchronous and small on purpose: it is tool
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import shutil
 import signal
@@ -150,10 +151,22 @@ class LocalKafka:
 
     # -- fetching ----------------------------------------------------------------------------------------
     def fetch(self) -> Path:
-        """Fetch the broker's jars with Maven into the cache (once per version)."""
+        """Fetch the broker's jars with Maven into the cache (once per version).
+
+        Processes that start brokers at the same time (the test suite's workers, each with its broker) fetch one
+        after another: the first fetches, the others wait on a lock and find the jars there."""
         marker = self.lib_dir / ".complete"
         if marker.exists():
             return self.lib_dir
+        work = self.lib_dir.parent
+        work.mkdir(parents=True, exist_ok=True)
+        with open(work / ".fetch.lock", "wb") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            if marker.exists():  # fetched by another process while this one waited
+                return self.lib_dir
+            return self._fetch(marker)
+
+    def _fetch(self, marker: Path) -> Path:
         mvn = shutil.which("mvn")
         if mvn is None:
             raise BrokerError(
@@ -162,7 +175,6 @@ class LocalKafka:
             )
         self._java()  # fail early with a clear message
         work = self.lib_dir.parent
-        work.mkdir(parents=True, exist_ok=True)
         (work / "pom.xml").write_text(
             _POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION), encoding="utf-8"
         )
