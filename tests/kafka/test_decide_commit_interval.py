@@ -198,4 +198,7 @@ async def test_a_loop_that_dies_with_steps_held_has_them_decided_again(
         await task
     assert await committed(kafka_bootstrap, unique_prefix) == _per_partition(sent)
     records = await decisions(kafka_bootstrap, unique_prefix)
-    assert len(records) == 300 and len({r.key for r in records}) == 150
+    # Every request decided again on the topic, beside what the killed loop published: not necessarily all 150
+    # of its decisions, since under load a send of the killed loop can fail (its loop learns of it only at the
+    # next commit, 60 s on) and "idle" counts a failed send as done (trim24: 182 records, 7 of 12 runs at load 7).
+    assert len({r.key for r in records}) == 150 and 150 <= len(records) <= 300
