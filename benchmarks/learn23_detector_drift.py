@@ -8,13 +8,19 @@ import numpy as np
 from banditroute.sim.scenario import Scenario, SyntheticWorld
 from banditroute.sim.simulator import simulate_in_process
 
+# learn23's candidates around the worker's earlier default (half-life 2000, the normal test), and lead24's
+# half-lives with the Bernoulli test ("hl20000" is the default since lead24)
+_OLD = {"half_life": 2000.0, "change_test": "normal"}
 CANDIDATES = {
-    "default": {},
-    "t5": {"change_threshold": 5.0},
-    "t6": {"change_threshold": 6.0},
-    "w50": {"change_window": 50},
-    "bernoulli": {"change_test": "bernoulli"},
-    "off": {"change_window": None},
+    "default": _OLD,
+    "t5": {**_OLD, "change_threshold": 5.0},
+    "t6": {**_OLD, "change_threshold": 6.0},
+    "w50": {**_OLD, "change_window": 50},
+    "bernoulli": {**_OLD, "change_test": "bernoulli"},
+    "off": {**_OLD, "change_window": None},
+    "hl5000": {"half_life": 5000.0, "change_test": "bernoulli"},
+    "hl20000": {"half_life": 20000.0, "change_test": "bernoulli"},
+    "hl_inf": {"half_life": 1e9, "change_test": "bernoulli"},
 }
 WORLDS = {
     "default": ("config/scenarios/default.yaml", 10000),

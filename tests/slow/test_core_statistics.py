@@ -73,7 +73,7 @@ def test_traffic_moves_within_500_decisions_after_an_abrupt_change() -> None:
     quality = [0.85, 0.7, 0.6, 0.5, 0.4]
     cost = [0.002] * 5
     after = [0.55, 0.7, 0.6, 0.5, 0.4]  # the best drops by 0.3; m1 is the new best
-    policy = TaskPolicy()  # default half-life 2000; the change detector does the fast part
+    policy = TaskPolicy()  # default half-life 20,000; the change detector does the fast part
     change, window = 2000, 100
     chosen = simulate(
         catalog(quality, cost), policy, quality, cost, change + 500, 3, change_at=change, new_quality=after

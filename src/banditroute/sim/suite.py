@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from banditroute.core.budget import best_mix
+from banditroute.core.models import TaskPolicy
 from banditroute.sim import family
 from banditroute.sim.priors import FittedPriors, fit_priors
 from banditroute.sim.replay import ReplayResult, RouterSetup, default_setup, replay
@@ -46,6 +47,9 @@ class Variant:
     task_policy: Mapping[str, Any] = field(default_factory=dict)  # fields of TaskPolicy to replace
 
 
+_WORKER = TaskPolicy()
+_NORMAL = {"change_test": "normal"}
+_BERNOULLI = {"change_test": "bernoulli"}
 VARIANTS: dict[str, Variant] = {
     "thompson": Variant("thompson", "thompson"),
     "thompson_v0": Variant(
@@ -122,26 +126,45 @@ VARIANTS: dict[str, Variant] = {
     ),
     "thompson_pool50": Variant("thompson_pool50", "thompson", setup={"pooled_prior_strength": 50.0}),
     "thompson_pool1000": Variant("thompson_pool1000", "thompson", setup={"pooled_prior_strength": 1000.0}),
-    # the worker's discounting (half-life 2000 events) and change detector, which the suite's stationary replays
-    # otherwise leave off: the default detector (window 25, 4 standard errors), others, and the detector off
-    "thompson_drift": Variant("thompson_drift", "thompson", setup={"half_life": 2000.0}),
+    # the worker's learning as it ships: TaskPolicy's defaults for the half-life and the change detector, which the
+    # suite's stationary `thompson` leaves off (half_life null)
+    "thompson_worker": Variant("thompson_worker", "thompson", setup={"half_life": _WORKER.half_life}),
+    # the worker's earlier settings (half-life 2000 events, the normal change test) and detector candidates
+    # around them (learn23); the half-life candidates that lead24 compared with the Bernoulli test
+    "thompson_drift": Variant("thompson_drift", "thompson", setup={"half_life": 2000.0}, task_policy=_NORMAL),
     "thompson_drift_t5": Variant(
-        "thompson_drift_t5", "thompson", setup={"half_life": 2000.0}, task_policy={"change_threshold": 5.0}
-    ),
-    "thompson_drift_t6": Variant(
-        "thompson_drift_t6", "thompson", setup={"half_life": 2000.0}, task_policy={"change_threshold": 6.0}
-    ),
-    "thompson_drift_w50": Variant(
-        "thompson_drift_w50", "thompson", setup={"half_life": 2000.0}, task_policy={"change_window": 50}
-    ),
-    "thompson_drift_bernoulli": Variant(
-        "thompson_drift_bernoulli",
+        "thompson_drift_t5",
         "thompson",
         setup={"half_life": 2000.0},
-        task_policy={"change_test": "bernoulli"},
+        task_policy={**_NORMAL, "change_threshold": 5.0},
+    ),
+    "thompson_drift_t6": Variant(
+        "thompson_drift_t6",
+        "thompson",
+        setup={"half_life": 2000.0},
+        task_policy={**_NORMAL, "change_threshold": 6.0},
+    ),
+    "thompson_drift_w50": Variant(
+        "thompson_drift_w50",
+        "thompson",
+        setup={"half_life": 2000.0},
+        task_policy={**_NORMAL, "change_window": 50},
+    ),
+    "thompson_drift_bernoulli": Variant(
+        "thompson_drift_bernoulli", "thompson", setup={"half_life": 2000.0}, task_policy=_BERNOULLI
     ),
     "thompson_drift_off": Variant(
         "thompson_drift_off", "thompson", setup={"half_life": 2000.0}, task_policy={"change_window": None}
+    ),
+    "thompson_hl5000": Variant(
+        "thompson_hl5000", "thompson", setup={"half_life": 5000.0}, task_policy=_BERNOULLI
+    ),
+    "thompson_hl20000": Variant(
+        "thompson_hl20000", "thompson", setup={"half_life": 20000.0}, task_policy=_BERNOULLI
+    ),
+    # no decay, the detector alone (a half-life so long that its discount is below float precision per event)
+    "thompson_hl_inf": Variant(
+        "thompson_hl_inf", "thompson", setup={"half_life": 1e9}, task_policy=_BERNOULLI
     ),
     "thompson_naive": Variant("thompson_naive", "thompson_naive"),
     "thompson_top_two": Variant("thompson_top_two", "thompson_top_two"),
