@@ -21,7 +21,7 @@ demo: setup
 test: lint types
 	@(command -v chromium && command -v jq) >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium jq >/dev/null)
 	$(BIN)/banditroute contracts --check
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 lint: setup
 	$(BIN)/ruff format --check src tests
