@@ -18,6 +18,9 @@ C = {
     "hl5000": {"half_life": 5000.0, "change_test": "bernoulli"},
     "hl20000": {"half_life": 20000.0, "change_test": "bernoulli"},
     "hl_inf": {"half_life": 1e9, "change_test": "bernoulli"},
+    # lead25: the default's learning with Thompson draws of 0.8 / 0.7 times the posterior sd
+    "explore80": {"half_life": 20000.0, "change_test": "bernoulli", "exploration": 0.8},
+    "explore70": {"half_life": 20000.0, "change_test": "bernoulli", "exploration": 0.7},
 }
 sc = Scenario.load(Path(__file__).with_name("lead24_upward_drift.yaml"))
 n, seeds = int(sys.argv[1]), int(sys.argv[2])

@@ -21,6 +21,9 @@ CANDIDATES = {
     "hl5000": {"half_life": 5000.0, "change_test": "bernoulli"},
     "hl20000": {"half_life": 20000.0, "change_test": "bernoulli"},
     "hl_inf": {"half_life": 1e9, "change_test": "bernoulli"},
+    # lead25: the default's learning with Thompson draws of 0.8 / 0.7 times the posterior sd
+    "explore80": {"half_life": 20000.0, "change_test": "bernoulli", "exploration": 0.8},
+    "explore70": {"half_life": 20000.0, "change_test": "bernoulli", "exploration": 0.7},
 }
 WORLDS = {
     "default": ("config/scenarios/default.yaml", 10000),

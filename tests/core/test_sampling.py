@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from banditroute.core import ModelSpec, Outcome, TaskPolicy, new_state, update_many
+from banditroute.core import ModelSpec, Outcome, TaskPolicy, TaskState, new_state, update_many
 from banditroute.core.objective import effective_budget, utility_posterior
 from banditroute.core.sampling import knapsack_mix
 
@@ -83,3 +83,35 @@ def test_policy_yaml_names_sampler_and_pacing() -> None:
         TaskPolicy.from_mapping({"sampler": "fancy"})
     with pytest.raises(ValueError, match="pacing_horizon must be > 0"):
         TaskPolicy.from_mapping({"pacing_horizon": 0})
+
+
+def _trained(policy: TaskPolicy) -> tuple[list[ModelSpec], TaskState]:
+    models = [ModelSpec("a", 0.001), ModelSpec("b", 0.002)]
+    outcomes = [Outcome("a", quality=1.0, cost_usd=0.001)] * 30 + [
+        Outcome("a", quality=0.0, cost_usd=0.001)
+    ] * 10
+    return models, update_many(new_state(models, policy), models, policy, outcomes)
+
+
+@pytest.mark.parametrize("sampler", ["beta", "normal", "clipped"])
+def test_exploration_scales_the_spread_of_the_draws_and_keeps_their_mean(sampler: str) -> None:
+    full = TaskPolicy(sampler=sampler, lam=0.0)
+    models, state = _trained(full)
+    wide = utility_posterior(state, full, "utility", 0.0, 0.0).draw(np.random.default_rng(3), 40000)
+    narrow_policy = TaskPolicy(sampler=sampler, lam=0.0, exploration=0.5)
+    narrow = utility_posterior(state, narrow_policy, "utility", 0.0, 0.0).draw(
+        np.random.default_rng(3), 40000
+    )
+    # model a, Beta(31, 11): sd 0.067 from the posterior, about half of it at 0.5 (the Beta's concentration x 4;
+    # its sd shrinks by sqrt((n + 1) / (4 n + 1)) with n = 42: 0.504)
+    assert wide[:, 0].std() == pytest.approx(0.0671, abs=0.005)
+    assert narrow[:, 0].std() == pytest.approx(0.5 * wide[:, 0].std(), rel=0.08)
+    assert narrow[:, 0].mean() == pytest.approx(wide[:, 0].mean(), abs=0.005)
+
+
+def test_exploration_is_validated_from_config() -> None:
+    assert TaskPolicy.from_mapping({"exploration": 0.7}).exploration == 0.7
+    assert TaskPolicy().exploration == TaskPolicy.from_mapping({}).exploration
+    for bad in (0.0, -1.0, 5.0, "wide", True):
+        with pytest.raises(ValueError, match="exploration must"):
+            TaskPolicy.from_mapping({"exploration": bad})

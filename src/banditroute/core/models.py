@@ -186,6 +186,10 @@ class TaskPolicy:
 
     ``pooled_prior_weight`` < 1 (a candidate; 1, the default, is off) takes a pooled quality prior as a robust
     mixture: that weight on the pooled prior, the rest on the catalog's ``quality_prior`` (``core.robust``).
+
+    ``exploration`` scales the spread of the Thompson draws: each model's utility is drawn with that multiple of
+    its posterior standard deviation (the Beta sampler's concentration divided by its square). 1 draws from the
+    posterior itself; below 1 explores less.
     """
 
     objective: str = "utility"
@@ -220,6 +224,7 @@ class TaskPolicy:
     when_none_eligible: str = "cheapest"
     propensity_samples: int = 4000
     pooled_prior_weight: float = 1.0
+    exploration: float = 1.0
 
     __hash__ = object.__hash__  # identity hash: the share maps are dicts; policies are cached by identity
 
@@ -279,6 +284,8 @@ class TaskPolicy:
                 kwargs[key] = int(_number(kind, key, value))
             elif key == "change_window":
                 kwargs[key] = None if value is None else int(_number(kind, key, value, low=2.0))
+            elif key == "exploration":
+                kwargs[key] = _number(kind, key, value, low=0.05, high=4.0)
             elif key in ("circuit_window", "propensity_samples"):
                 kwargs[key] = int(_number(kind, key, value, low=1.0))
             else:

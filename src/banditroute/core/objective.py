@@ -119,19 +119,29 @@ def utility_posterior(
     sampler = policy.sampler
     if sampler == "beta" and policy.reward != "beta":
         sampler = "clipped"
+    alpha, beta = state.alpha, state.beta
+    vague_alpha = None if mixture is None else mixture[0]
+    vague_beta = None if mixture is None else mixture[1]
+    scale = policy.exploration
+    if scale != 1.0:  # draws with scale x the posterior sd: a Beta's concentration divided by scale²
+        sd = sd * scale
+        concentration = 1.0 / (scale * scale)
+        alpha, beta = alpha * concentration, beta * concentration
+        if vague_alpha is not None and vague_beta is not None:
+            vague_alpha, vague_beta = vague_alpha * concentration, vague_beta * concentration
     return UtilityPosterior(
         sampler=sampler,
         mean=q_mean - penalty,
         sd=sd,
         low=-penalty,
         high=1.0 - penalty,
-        alpha=state.alpha,
-        beta=state.beta,
+        alpha=alpha,
+        beta=beta,
         penalty=penalty,
         cost=c_mean if knapsack else None,
         budget=effective_budget(state, policy) if knapsack else 0.0,
-        vague_alpha=None if mixture is None else mixture[0],
-        vague_beta=None if mixture is None else mixture[1],
+        vague_alpha=vague_alpha,
+        vague_beta=vague_beta,
         pooled_weight=None if mixture is None else mixture[2],
     )
 

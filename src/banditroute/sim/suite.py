@@ -166,6 +166,19 @@ VARIANTS: dict[str, Variant] = {
     "thompson_hl_inf": Variant(
         "thompson_hl_inf", "thompson", setup={"half_life": 1e9}, task_policy=_BERNOULLI
     ),
+    # the worker's settings with Thompson draws of 0.8 and 0.7 times the posterior sd (lead25)
+    "thompson_explore80": Variant(
+        "thompson_explore80",
+        "thompson",
+        setup={"half_life": _WORKER.half_life},
+        task_policy={"exploration": 0.8},
+    ),
+    "thompson_explore70": Variant(
+        "thompson_explore70",
+        "thompson",
+        setup={"half_life": _WORKER.half_life},
+        task_policy={"exploration": 0.7},
+    ),
     "thompson_naive": Variant("thompson_naive", "thompson_naive"),
     "thompson_top_two": Variant("thompson_top_two", "thompson_top_two"),
     "epsilon_greedy": Variant("epsilon_greedy", "epsilon_greedy"),
