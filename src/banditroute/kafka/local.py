@@ -164,9 +164,10 @@ class LocalKafka:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
             if marker.exists():  # fetched by another process while this one waited
                 return self.lib_dir
-            return self._fetch(marker)
+            return self._fetch(work, marker)
 
-    def _fetch(self, marker: Path) -> Path:
+    def _fetch(self, work: Path, marker: Path) -> Path:
+        """Fetch under the lock: write the pom into ``work`` and copy the jars into ``lib_dir``."""
         mvn = shutil.which("mvn")
         if mvn is None:
             raise BrokerError(
@@ -174,7 +175,6 @@ class LocalKafka:
                 "Kafka broker can be fetched from Maven Central."
             )
         self._java()  # fail early with a clear message
-        work = self.lib_dir.parent
         (work / "pom.xml").write_text(
             _POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION), encoding="utf-8"
         )
