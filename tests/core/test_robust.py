@@ -94,7 +94,7 @@ def test_the_sampler_draws_each_component_with_its_posterior_weight() -> None:
 
 def _state_with_pooled_prior(weight: float) -> tuple[TaskPolicy, object]:
     models = (ModelSpec("a", 0.001, 100.0), ModelSpec("b", 0.001, 100.0))
-    policy = TaskPolicy(lam=0.0, pooled_prior_weight=weight)
+    policy = TaskPolicy(lam=0.0, pooled_prior_weight=weight, exploration=1.0)  # the posterior's own spread
     state = new_state(models, policy)
     stats = state.stats.copy()
     stats[:, Q_SUM], stats[:, Q_N] = [60.0, 36.0], [100.0, 40.0]  # own evidence 0.6 and 0.9

@@ -41,7 +41,7 @@ def test_knapsack_mix_with_nothing_affordable_takes_the_cheapest() -> None:
 
 def test_beta_sampler_draws_the_posterior() -> None:
     models = [ModelSpec("a", 0.001), ModelSpec("b", 0.002)]
-    policy = TaskPolicy(sampler="beta", lam=0.0)
+    policy = TaskPolicy(sampler="beta", lam=0.0, exploration=1.0)  # the posterior itself
     state = new_state(models, policy)
     outcomes = [Outcome("a", quality=1.0, cost_usd=0.001)] * 30 + [
         Outcome("a", quality=0.0, cost_usd=0.001)
@@ -95,7 +95,7 @@ def _trained(policy: TaskPolicy) -> tuple[list[ModelSpec], TaskState]:
 
 @pytest.mark.parametrize("sampler", ["beta", "normal", "clipped"])
 def test_exploration_scales_the_spread_of_the_draws_and_keeps_their_mean(sampler: str) -> None:
-    full = TaskPolicy(sampler=sampler, lam=0.0)
+    full = TaskPolicy(sampler=sampler, lam=0.0, exploration=1.0)
     models, state = _trained(full)
     wide = utility_posterior(state, full, "utility", 0.0, 0.0).draw(np.random.default_rng(3), 40000)
     narrow_policy = TaskPolicy(sampler=sampler, lam=0.0, exploration=0.5)

@@ -12,7 +12,7 @@ def test_a_model_the_pooled_prior_locks_out_is_found_under_the_robust_mixture() 
     table = load_source("synthetic:family:2")
     shares = {}
     for weight in (1.0, 0.8):
-        setup = default_setup(table, 50.0, pool_robust_weight=weight)
+        setup = default_setup(table, 50.0, pool_robust_weight=weight, exploration=1.0)  # as measured
         result = replay(table, lam=50.0, requests=20_000, seed=0, policies=["thompson"], setup=setup)
         shares[weight] = result.summary(result.runs[0])["traffic_share"]["task2"]["m07"]
     assert shares[1.0] < 0.1, "the pooled prior no longer locks m07 out here: this case tests nothing"

@@ -189,7 +189,9 @@ class TaskPolicy:
 
     ``exploration`` scales the spread of the Thompson draws: each model's utility is drawn with that multiple of
     its posterior standard deviation (the Beta sampler's concentration divided by its square). 1 draws from the
-    posterior itself; below 1 explores less.
+    posterior itself; below 1 explores less. The default, 0.8, was chosen by the evaluation suite over every
+    dataset (README "Learning"): it raised mean ``captured`` with the worst seed unchanged; 0.7 raised the mean
+    more but lowered the worst seed, and both find a model that improves where it is not chosen less often.
     """
 
     objective: str = "utility"
@@ -224,7 +226,7 @@ class TaskPolicy:
     when_none_eligible: str = "cheapest"
     propensity_samples: int = 4000
     pooled_prior_weight: float = 1.0
-    exploration: float = 1.0
+    exploration: float = 0.8
 
     __hash__ = object.__hash__  # identity hash: the share maps are dicts; policies are cached by identity
 

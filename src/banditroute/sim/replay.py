@@ -110,6 +110,7 @@ def default_setup(
     budget_split: str = "sampled",
     budget_split_every: int = 1,
     priors: FittedPriors | None = None,
+    exploration: float | None = None,
 ) -> RouterSetup:
     """The router configuration used by ``replay``: catalog prices from the data, λ from the objective,
     no discounting (recorded outcomes are stationary), and empirical-Bayes quality priors pooled over task
@@ -119,7 +120,8 @@ def default_setup(
     The defaults are chosen by the evaluation suite (``banditroute evaluate-policy``) over every dataset.
     ``priors`` (``banditroute priors fit``) set each task type's starting quality prior per model.
     ``pool_robust_weight`` < 1 (a candidate) makes each pooled prior a robust mixture with that weight on the
-    pooled part and the rest on the catalog's prior (``TaskPolicy.pooled_prior_weight``, ``core.robust``)."""
+    pooled part and the rest on the catalog's prior (``TaskPolicy.pooled_prior_weight``, ``core.robust``).
+    ``exploration`` replaces ``TaskPolicy``'s default spread of the Thompson draws (1.0: the posterior's own)."""
     models = catalog_from_table(table)
     per_task = {t: models for t in table.task_types}
     if priors is not None:
@@ -138,6 +140,7 @@ def default_setup(
         new_model_floor=0.0,
         propensity_samples=propensity_samples,
         pooled_prior_weight=pool_robust_weight,
+        **({} if exploration is None else {"exploration": exploration}),
     )
     return RouterSetup(
         models=per_task,
