@@ -140,7 +140,7 @@ def default_setup(
         new_model_floor=0.0,
         propensity_samples=propensity_samples,
         pooled_prior_weight=pool_robust_weight,
-        **({} if exploration is None else {"exploration": exploration}),
+        exploration=TaskPolicy.exploration if exploration is None else exploration,
     )
     return RouterSetup(
         models=per_task,
