@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,15 @@ from click.testing import CliRunner
 from banditroute.cli import main
 from banditroute.sim.priors import FittedPriors, fit_priors
 from banditroute.sim.replay import default_setup, one_pass_stream, replay
-from banditroute.sim.suite import budget_levels, budget_oracle, evaluate, split_tasks
+from banditroute.sim.suite import (
+    VARIANTS,
+    Cell,
+    budget_levels,
+    budget_oracle,
+    evaluate,
+    run_seed,
+    split_tasks,
+)
 from banditroute.sim.suite_report import markdown_table
 from banditroute.sim.synthetic import SPECS, generate
 from banditroute.sim.table import OutcomeTable, TaskOutcomes, load_outcomes
@@ -129,6 +138,33 @@ def test_suite_reports_every_cell_and_the_naive_comparison() -> None:
     assert table[2].startswith("| synthetic_disagree λ=20 | ") and len(table) == 5
 
 
+def test_first_seed_replays_the_seeds_after_it() -> None:
+    """A default chosen on seeds 0..n-1 is checked on fresh ones: first_seed=1 replays seed 1, not seed 0."""
+    source = {"synthetic_disagree": "synthetic:synthetic_disagree"}
+    kw: dict[str, Any] = dict(
+        lams=(20.0,), seeds=1, requests=1000, variants=("thompson", "thompson_naive"),
+        budget_fractions=(), one_pass=False, priors=False, jobs=1,
+    )  # fmt: skip
+    fresh = evaluate(source, first_seed=1, **kw)
+    assert fresh.settings["first_seed"] == 1
+    variants = [VARIANTS["thompson"], VARIANTS["thompson_naive"]]
+    by_seed = [
+        run_seed(
+            source["synthetic_disagree"],
+            Cell("synthetic_disagree", "utility", 20.0),
+            seed,
+            variants,
+            1000,
+            50,
+        )
+        for seed in (0, 1)
+    ]
+    assert by_seed[0]["thompson"]["captured"] != by_seed[1]["thompson"]["captured"]
+    assert fresh.cells[0]["policies"]["thompson"]["captured"]["mean"] == by_seed[1]["thompson"]["captured"]
+    with pytest.raises(ValueError, match="first_seed"):
+        evaluate(source, first_seed=-1, **kw)
+
+
 def test_evaluate_policy_and_priors_commands(tmp_path: Path) -> None:
     runner = CliRunner()
     out = runner.invoke(
@@ -138,11 +174,12 @@ def test_evaluate_policy_and_priors_commands(tmp_path: Path) -> None:
             "--synthetic", "synthetic_disagree",
             "--lam", "20", "--seeds", "2", "--requests", "1000", "--no-budget", "--no-one-pass",
             "--policy", "thompson", "--policy", "thompson_naive", "--jobs", "1", "--format", "json",
-            "--out", str(tmp_path / "suite"),
+            "--out", str(tmp_path / "suite"), "--first-seed", "3",
         ],
     )  # fmt: skip
     assert out.exit_code == 0, out.output
     report = json.loads(out.output)
+    assert report["settings"]["first_seed"] == 3 and report["settings"]["seeds"] == 2
     assert report["cells"][0]["label"] == "synthetic_disagree λ=20"
     assert (tmp_path / "suite" / "suite.json").exists()
     assert any(p.endswith(".png") for p in report["plots"])

@@ -54,6 +54,13 @@ def _fmt(figures: dict[str, Any], key: str, pct: bool = False) -> str:
     help="Utility = quality - lam * cost_usd. Repeatable.",
 )
 @click.option("--seeds", type=click.IntRange(1), default=10, show_default=True)
+@click.option(
+    "--first-seed",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Replay seeds FIRST_SEED .. FIRST_SEED + SEEDS - 1: check a choice made on seeds 0..n-1 on fresh ones.",
+)
 @click.option("--requests", type=click.IntRange(1), default=20000, show_default=True)
 @click.option(
     "--delay",
@@ -109,6 +116,7 @@ def evaluate_policy(
     no_synthetic: bool,
     lams: tuple[float, ...],
     seeds: int,
+    first_seed: int,
     requests: int,
     delay: int,
     policies: tuple[str, ...],
@@ -141,6 +149,7 @@ def evaluate_policy(
             budgets_usd=() if no_budget else budgets_usd,
             one_pass=not no_one_pass,
             jobs=jobs,
+            first_seed=first_seed,
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
