@@ -21,6 +21,9 @@ C = {
     # lead25: the default's learning with Thompson draws of 0.8 / 0.7 times the posterior sd
     "explore80": {"half_life": 20000.0, "change_test": "bernoulli", "exploration": 0.8},
     "explore70": {"half_life": 20000.0, "change_test": "bernoulli", "exploration": 0.7},
+    # lead26: 0.6, and the previous default pinned ("hl20000" follows the default exploration, 0.8 since lead25)
+    "explore60": {"half_life": 20000.0, "change_test": "bernoulli", "exploration": 0.6},
+    "explore100": {"half_life": 20000.0, "change_test": "bernoulli", "exploration": 1.0},
 }
 sc = Scenario.load(Path(__file__).with_name("lead24_upward_drift.yaml"))
 n, seeds = int(sys.argv[1]), int(sys.argv[2])
