@@ -3,7 +3,7 @@ against the stationary replay, the earlier default and the naive sampler, over e
 
     python benchmarks/lead24_half_life_suite.py SEEDS OUT.json [VARIANT,...] [FIRST_SEED]
 
-lead25 chose the Thompson draws' spread with it on seeds 0-5; lead26 checked that choice on seeds 6-17
+lead25 chose the Thompson draws' spread with it on seeds 0-5; lead28 checked that choice on seeds 6-17
 (FIRST_SEED 6).
 """
 
