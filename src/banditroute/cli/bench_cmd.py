@@ -33,6 +33,8 @@ def emit(result: dict[str, Any], fmt: str, title: str) -> None:
         for key, value in data.items():
             if isinstance(value, dict):
                 rows(f"{prefix}{key}.", value)
+            elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                rows(f"{prefix}{key}.", {str(i): v for i, v in enumerate(value)})
             elif isinstance(value, float):
                 table.add_row(prefix + key, f"{value:,.2f}")
             else:
@@ -230,6 +232,14 @@ def _run(coro: Any) -> dict[str, Any]:
     show_default=True,
     help="Processes producing the pre-filled requests, so the driver is not the limit on a larger machine.",
 )
+@click.option(
+    "--repeat",
+    type=click.IntRange(1, 50),
+    default=1,
+    show_default=True,
+    help="Run the whole comparison this many times in a row and report the medians, their range and in how "
+    "many runs each target held (one run's rates move by a factor of two on a 2-core machine).",
+)
 def e2e(
     fmt: str,
     bootstrap: str | None,
@@ -238,11 +248,12 @@ def e2e(
     workers: str,
     partitions: int,
     driver_procs: int,
+    repeat: int,
 ) -> None:
     """The worker on the broker: sustained decisions/s and CPU per request vs a raw relay, latency added over
     the relay at the same rates (1,000/s, 5,000/s, half the worker's sustained rate), and with --workers the
     rate of several worker processes."""
-    from banditroute.bench.e2e import run_e2e_bench
+    from banditroute.bench.e2e import run_e2e_repeated
 
     try:
         counts = tuple(int(n) for n in workers.split(",") if n.strip())
@@ -252,8 +263,9 @@ def e2e(
         ) from None
     if any(n < 1 or n > partitions for n in counts):
         raise click.BadParameter(f"each count must be 1..{partitions} (--partitions)", param_hint="--workers")
-    result = run_e2e_bench(
+    result = run_e2e_repeated(
         _bootstrap(bootstrap),
+        repeat=repeat,
         requests=requests,
         seconds=seconds,
         workers=counts,
