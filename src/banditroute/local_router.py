@@ -304,7 +304,8 @@ class LocalRouter:
                 await asyncio.sleep(RESTARTS_AFTER_S)
 
     async def stop(self, timeout_s: float) -> None:
-        """Publish what is queued (bounded), stop following; :meth:`decide_now` answers ``closed`` from now."""
+        """Publish what is queued (bounded), stop following and preparing plans; :meth:`decide_now` answers
+        ``closed`` from now."""
         with self.lock:
             self._closed = True
         await self.publisher.stop(timeout_s)
@@ -317,6 +318,7 @@ class LocalRouter:
                 with contextlib.suppress(BaseException):
                     await self._follower
             self._follower = None
+        self.view.close(timeout_s)  # its plans' thread would otherwise idle on, holding the view, for 30 s
 
     # -- deciding -----------------------------------------------------------------------------------------
     def keeps(self, key: str) -> bool:

@@ -159,7 +159,7 @@ class PlanPreparer:
     def __init__(self, newest: Callable[[str], TaskState | None], clock: Callable[[], float]) -> None:
         self._newest = newest
         self._clock = clock
-        self._queue: queue.Queue[tuple[str, TaskState, TaskState]] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, TaskState, TaskState] | None] = queue.Queue()  # None: stop()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.built = 0
@@ -189,16 +189,33 @@ class PlanPreparer:
             time.sleep(0.001)
         return True
 
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        """End the thread now rather than ``IDLE_S`` later, once the versions queued are done, and wait up to
+        ``timeout_s`` for it; True when no thread is left. A later :meth:`submit` starts one again."""
+        with self._lock:
+            thread = self._thread
+            if thread is None:
+                return True
+            self._queue.put(None)
+        thread.join(timeout_s)
+        return not thread.is_alive()
+
     def _run(self) -> None:
         while True:
             try:
-                key, state, previous = self._queue.get(timeout=self.IDLE_S)
+                job = self._queue.get(timeout=self.IDLE_S)
             except queue.Empty:
+                job = None
+            else:
+                if job is None:
+                    self._queue.task_done()
+            if job is None:  # idle for IDLE_S, or stop(): end unless a version was submitted since
                 with self._lock:
                     if self._queue.empty():
                         self._thread = None
                         return
                 continue
+            key, state, previous = job
             try:
                 if self._newest(key) is state:
                     self.built += prepare_plans(state, previous, self._clock())
@@ -225,10 +242,12 @@ class StateView:
     def __init__(self, prepare: bool = True, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         """The time a state is offered at (its ``updated_at``) and its plans are prepared for."""
-        self.preparer = PlanPreparer(self.get, clock) if prepare else None
+        self._states: dict[str, TaskState] = {}
+        # the dict's get, not this view's: a preparer holding the view would make the two a reference cycle,
+        # and a dropped view (its states, plans, blocks) cyclic garbage once the preparer's idle thread ends
+        self.preparer = PlanPreparer(self._states.get, clock) if prepare else None
         """Builds each new version's plans for the request shapes its predecessor was decided with, on a thread
         of its own, for the decide thread to take (:func:`~banditroute.core.plan.prepare_plans`)."""
-        self._states: dict[str, TaskState] = {}
         self.lookup: Callable[[str], TaskState | None] = self._states.get
         """:meth:`get` as the dict's own method (no Python call: the decide thread's check per request)."""
         self.updated_at: dict[str, float] = {}
@@ -238,6 +257,11 @@ class StateView:
 
     def get(self, key: str) -> TaskState | None:
         return self._states.get(key)
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        """Stop the plans' thread (:meth:`PlanPreparer.stop`) rather than leave it idle for ``IDLE_S``; True
+        when none is left running."""
+        return self.preparer is None or self.preparer.stop(timeout_s)
 
     def offer(self, key: str, state: TaskState, where: tuple[int, int] | None = None) -> bool:
         held = self._states.get(key)

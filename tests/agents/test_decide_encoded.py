@@ -4,6 +4,7 @@ against DecideLogic.decide (the dict, then orjson): the same event for the same 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,20 @@ RULES = """rules:
   - {name: eu-no-premium, tenants: [eu], deny: [premium]}
 """
 NOW_S = 1.7e9
+
+
+@pytest.fixture
+def views() -> Iterator[Callable[[], StateView]]:
+    """New state views; their plans' threads stopped when the test ends (left alone, each would idle on for
+    30 s into later tests, and free its view then)."""
+    made: list[StateView] = []
+
+    def view() -> StateView:
+        made.append(StateView())
+        return made[-1]
+
+    yield view
+    assert all(v.close() for v in made)
 
 
 def registry(folder: Path, policy: str) -> Registry:
@@ -110,13 +125,15 @@ def run(logic: DecideLogic, batch: list[RoutingRequest], encoded: bool) -> list[
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
-def test_encoded_decisions_equal_the_dict_path(tmp_path: Path, policy: str) -> None:
+def test_encoded_decisions_equal_the_dict_path(
+    tmp_path: Path, policy: str, views: Callable[[], StateView]
+) -> None:
     batch = requests(600, seed=len(policy))
     clock = lambda: NOW_S  # noqa: E731 - one fixed time for both paths
 
     def logic(name: str) -> DecideLogic:
         return DecideLogic(
-            registry(tmp_path / name, POLICIES[policy]), StateView(), np.random.default_rng(5), "w-1", clock
+            registry(tmp_path / name, POLICIES[policy]), views(), np.random.default_rng(5), "w-1", clock
         )
 
     by_dict = run(logic("dict"), batch, encoded=False)
@@ -202,7 +219,9 @@ def test_the_millisecond_clock_writes_what_datetime_writes() -> None:
 
 
 @pytest.mark.parametrize("policy", ["per_tenant", "capped", "tenant_caps"])
-def test_kept_answers_decide_as_fresh_ones(tmp_path: Path, policy: str) -> None:
+def test_kept_answers_decide_as_fresh_ones(
+    tmp_path: Path, policy: str, views: Callable[[], StateView]
+) -> None:
     """The decide logic keeps its prepared answer for requests without metadata or filters: through learnt
     states, idle evictions, caps, per-tenant slots and a configuration change, a logic given such requests
     (kept answers) decides as one given the same requests as models (never kept), and its admission slots
@@ -217,7 +236,7 @@ def test_kept_answers_decide_as_fresh_ones(tmp_path: Path, policy: str) -> None:
     logics = [
         DecideLogic(
             registry(tmp_path / name, policies[policy]),
-            StateView(),
+            views(),
             np.random.default_rng(8),
             "w",
             lambda: now[0],

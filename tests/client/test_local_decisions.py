@@ -73,6 +73,7 @@ def decide_many(count: int) -> list[dict[str, Any]]:
         if decision["model"] is not None and i % 3 == 0:  # learn, so states and their versions move
             outcome = {"model": decision["model"], "quality": rng.random(), "cost_usd": 0.001}
             learner.apply([{**outcome, "task_key": decision["state_key"], "src": 0, "off": i}], 1.7e9)
+    assert view.close()  # its plans' thread, not left idle for 30 s into later tests
     return made
 
 

@@ -87,6 +87,7 @@ def _run(
         assert state.handoff is not None
         left.append(len(state.handoff.ready))
     built = 0 if view.preparer is None else view.preparer.built
+    assert view.close()
     return {"decisions": decisions, "shares": shares, "prepared": built, "left": left}
 
 
@@ -172,6 +173,29 @@ def test_a_prepared_plan_is_left_for_other_objects_or_an_earlier_time() -> None:
         iter(third.handoff.ready.values())
     )
     assert len(third.handoff.ready) == 1  # another shape's key: the prepared plan stays for its own
+    assert view.close()
+
+
+def test_stop_ends_the_preparing_thread_at_once_and_a_new_version_starts_it_again() -> None:
+    models = catalog(4)
+    policy = TaskPolicy()
+    first, second, third = _versions(models, policy, 3)
+    view = StateView(clock=lambda: NOW)
+    assert view.preparer is not None
+    assert view.close()  # no thread yet
+    view.offer("chat", first)
+    get_plan(first, models, policy, None, NOW)
+    view.offer("chat", second)
+    assert view.preparer.running
+    start = time.monotonic()
+    assert view.close(timeout_s=10.0)
+    assert not view.preparer.running and time.monotonic() - start < 5.0  # not IDLE_S (30 s) later
+    assert view.preparer.built == 1 and view.preparer.wait(0.0)  # the version queued was prepared first
+    get_plan(second, models, policy, None, NOW)
+    view.offer("chat", third)
+    assert view.preparer.running and view.preparer.wait()
+    assert view.preparer.built == 2 and third.handoff is not None and len(third.handoff.ready) == 1
+    assert view.close() and not view.preparer.running
 
 
 def test_nothing_is_prepared_after_a_version_nobody_decided_on() -> None:

@@ -56,7 +56,10 @@ async def test_dropped_fetches_leave_no_cyclic_garbage(kafka_bootstrap: str, uni
     finally:
         await consumer.stop()
     assert read >= READS  # every read found records (the fetch was dropped with more in it)
-    per_read = sum(freed.values()) / READS
-    # before the fix, each dropped fetch left ~8 objects (the PartitionRecords, its generator, a record batch, a
-    # record, the records list...) and the fetch response buffer they hold
-    assert per_read < 1.0, freed.most_common(10)
+    # only aiokafka's objects count: the collection also frees what other threads of this process dropped in
+    # the meantime (a state view's plans and blocks, when an earlier test's plans thread ended during it)
+    fetched = {name: n for name, n in freed.items() if name.startswith(("aiokafka.", "kafka."))}
+    per_read = sum(fetched.values()) / READS
+    # before the fix, each dropped fetch left ~8 objects (the PartitionRecords, its generator, a record, the
+    # records list...) and the fetch response buffer they hold: 4 of them aiokafka's (~4.0 per read)
+    assert per_read < 1.0, (fetched, freed.most_common(10))
