@@ -318,7 +318,8 @@ class LocalRouter:
                 with contextlib.suppress(BaseException):
                     await self._follower
             self._follower = None
-        self.view.close(timeout_s)  # its plans' thread would otherwise idle on, holding the view, for 30 s
+        # its plans' thread would otherwise idle on for 30 s; joined off the loop, which must not block
+        await asyncio.to_thread(self.view.close, timeout_s)
 
     # -- deciding -----------------------------------------------------------------------------------------
     def keeps(self, key: str) -> bool:
