@@ -31,6 +31,8 @@ def _run(
             half: {"p50": 3.0, "p99": half_p99},
         },
         "added_ms_half_sustained_rate": half,
+        "latency_at_ms": {"1000": {"p50": 11.0, "p99": 20.0 + p99_1000}},
+        "relay_latency_at_ms": {"1000": {"p50": 10.0, "p99": 20.0}},
         "workers": {"1": router},
         "workers_detail": {"1": {"per_s": router}},
         "method": {"partitions": 4},
@@ -66,6 +68,11 @@ def test_medians_ranges_and_targets_met_per_run() -> None:
         "of": 3,
     }
     assert out["runs"] == [run_summary(r) for r in RUNS]  # in the order run
+    assert [run["latency_at_ms"]["1000"]["p99"] for run in out["runs"]] == [
+        22.0,
+        17.0,
+        31.0,
+    ]  # raw levels kept
     assert out["workers"] == {"1": 40_000.0}  # the first run's: the only one that measures them
 
 
@@ -114,5 +121,6 @@ def test_the_command_runs_twice_on_the_broker_and_reports_the_summary(kafka_boot
     half = result["added_ms_half_sustained_rate"]
     assert set(result["added_ms"]) == {"1000", "5000", half}
     assert all(set(level) == {"p50", "p99"} for level in result["added_ms"].values())
+    assert all(set(run["latency_at_ms"]) == set(run["added_ms"]) for run in result["runs"])  # the raw levels
     rates = sorted(run["router_per_s"] for run in result["runs"])  # a 300-request drain may time none: 0
     assert result["router_per_s"] == pytest.approx((rates[0] + rates[1]) / 2)

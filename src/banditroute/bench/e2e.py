@@ -428,6 +428,9 @@ def run_summary(result: dict[str, Any]) -> dict[str, Any]:
     out["relay_cpu_us_per_request"] = result["relay"]["cpu_us_per_request"]
     out["added_ms"] = result["added_ms"]
     out["added_ms_half_sustained_rate"] = result["added_ms_half_sustained_rate"]
+    # the raw levels behind added_ms: each side's p50/p95/p99, rates achieved, losses and CPU per request
+    out["latency_at_ms"] = result["latency_at_ms"]
+    out["relay_latency_at_ms"] = result["relay_latency_at_ms"]
     return out
 
 
@@ -443,7 +446,7 @@ def summarise_runs(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Repeated :func:`run_e2e_bench` results as one: the median of each figure (``ratio``, ``cpu_ratio``, the
     rates, and ``added_ms`` at 1,000/s, 5,000/s and at half the sustained rate, which each run sets from its own
     rate: keyed by half the median sustained rate), ``spread`` (min and max of each), ``runs`` (each run's
-    figures, in order) and ``met`` (in how many runs each of issue #16's targets held). ``workers`` and the
+    figures and raw latency levels, in order) and ``met`` (in how many runs each of issue #16's targets held). ``workers`` and the
     machine come from the first run, the only one that measures them."""
     if not results:
         raise ValueError("no runs to summarise")
