@@ -446,8 +446,8 @@ def summarise_runs(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Repeated :func:`run_e2e_bench` results as one: the median of each figure (``ratio``, ``cpu_ratio``, the
     rates, and ``added_ms`` at 1,000/s, 5,000/s and at half the sustained rate, which each run sets from its own
     rate: keyed by half the median sustained rate), ``spread`` (min and max of each), ``runs`` (each run's
-    figures and raw latency levels, in order) and ``met`` (in how many runs each of issue #16's targets held). ``workers`` and the
-    machine come from the first run, the only one that measures them."""
+    figures and raw latency levels, in order) and ``met`` (in how many runs each of issue #16's targets held).
+    ``workers`` and the machine come from the first run, the only one that measures them."""
     if not results:
         raise ValueError("no runs to summarise")
     runs = [run_summary(r) for r in results]
