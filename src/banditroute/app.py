@@ -208,6 +208,7 @@ class Router(JoinIO):
             on_decisions=self._on_decisions,
             session_timeout_s=s.session_timeout_s,
             commit_interval_ms=s.decide_commit_interval_ms,
+            fetch_linger_ms=s.decide_fetch_linger_ms,
             follow=True,  # the partitions of faust's feedback assignment (join_io.py)
             on_pending=self._on_pending,
             priority_lane=True,  # new and capped task types wait behind established ones (kafka/low_lane.py)

@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DECIDE_COMMIT_INTERVAL_MS = 50
 """The worker's default hold on acknowledged steps before the decide loop commits them (``decide_commit_interval_ms``;
 chosen by measurement: docs/benchmarks.md, "commit21")."""
+DECIDE_FETCH_LINGER_MS = 5.0
+"""The worker's default wait at the broker for more requests while they arrive faster than one per linger
+(``decide_fetch_linger_ms``; chosen by measurement: docs/benchmarks.md, "lead30")."""
 
 
 class Settings(BaseSettings):
@@ -69,6 +72,16 @@ class Settings(BaseSettings):
             "(an assignment, a stop and a failed send commit at once; held steps also wait for the round being "
             "acknowledged). Decisions are handed to the join with the commit that covers them; a crash re-decides "
             "what was decided since the last commit. 0: a commit per round of acknowledged steps."
+        ),
+    )
+    decide_fetch_linger_ms: float = Field(
+        DECIDE_FETCH_LINGER_MS,
+        ge=0,
+        le=50,
+        description=(
+            "While requests arrive faster than one per this many ms, the decide loop's fetches wait this long "
+            "at the broker for more (fewer, larger steps: less CPU per request at paced rates, up to this much "
+            "more latency there). Sparse and idle streams are fetched as before. 0: never wait."
         ),
     )
     session_timeout_s: float = Field(
