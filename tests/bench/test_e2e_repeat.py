@@ -11,7 +11,12 @@ from banditroute.bench.e2e import run_summary, summarise_runs
 
 
 def _run(
-    ratio: float, router: float, cpu: tuple[float, float], half_p99: float, p99_1000: float
+    ratio: float,
+    router: float,
+    cpu: tuple[float, float],
+    half_p99: float,
+    p99_1000: float,
+    paced_cpu: tuple[float, float, float] = (0.5, 0.5, 0.5),
 ) -> dict[str, Any]:
     """The keys of one ``run_e2e_bench`` result that the summary reads (its half-sustained level keyed by the
     run's own rate, as the bench does)."""
@@ -31,6 +36,7 @@ def _run(
             half: {"p50": 3.0, "p99": half_p99},
         },
         "added_ms_half_sustained_rate": half,
+        "cpu_ratio_at": dict(zip(("1000", "5000", half), paced_cpu, strict=True)),
         "latency_at_ms": {"1000": {"p50": 11.0, "p99": 20.0 + p99_1000}},
         "relay_latency_at_ms": {"1000": {"p50": 10.0, "p99": 20.0}},
         "workers": {"1": router},
@@ -41,9 +47,9 @@ def _run(
 
 
 RUNS = [
-    _run(0.40, 40_000.0, (4.0, 16.0), 30.0, 2.0),
-    _run(0.55, 60_000.0, (4.0, 12.0), 8.0, -3.0),
-    _run(0.50, 50_000.0, (5.0, 15.0), 12.0, 11.0),
+    _run(0.40, 40_000.0, (4.0, 16.0), 30.0, 2.0, (0.30, 0.40, 0.45)),
+    _run(0.55, 60_000.0, (4.0, 12.0), 8.0, -3.0, (0.60, 0.55, 0.50)),
+    _run(0.50, 50_000.0, (5.0, 15.0), 12.0, 11.0, (0.65, 0.35, 0.40)),
 ]
 
 
@@ -65,8 +71,14 @@ def test_medians_ranges_and_targets_met_per_run() -> None:
         "added p99 <= 10 ms at 1000/s": 2,
         "added p99 <= 10 ms at 5000/s": 3,
         "added p99 <= 10 ms at half sustained": 1,
+        "cpu_ratio >= 0.5 at 1000/s": 2,
+        "cpu_ratio >= 0.5 at 5000/s": 1,
+        "cpu_ratio >= 0.5 at half sustained": 1,
         "of": 3,
     }
+    # the CPU ratio at each paced rate, the half-sustained level again under half the median rate
+    assert out["cpu_ratio_at"] == pytest.approx({"1000": 0.60, "5000": 0.40, "25000": 0.45})
+    assert out["spread"]["cpu_ratio_at"]["1000"] == {"min": 0.30, "max": 0.65}
     assert out["runs"] == [run_summary(r) for r in RUNS]  # in the order run
     assert [run["latency_at_ms"]["1000"]["p99"] for run in out["runs"]] == [
         22.0,
@@ -122,5 +134,7 @@ def test_the_command_runs_twice_on_the_broker_and_reports_the_summary(kafka_boot
     assert set(result["added_ms"]) == {"1000", "5000", half}
     assert all(set(level) == {"p50", "p99"} for level in result["added_ms"].values())
     assert all(set(run["latency_at_ms"]) == set(run["added_ms"]) for run in result["runs"])  # the raw levels
+    assert set(result["cpu_ratio_at"]) <= {"1000", "5000", half}
+    assert all(ratio > 0 for ratio in result["cpu_ratio_at"].values())
     rates = sorted(run["router_per_s"] for run in result["runs"])  # a 300-request drain may time none: 0
     assert result["router_per_s"] == pytest.approx((rates[0] + rates[1]) / 2)

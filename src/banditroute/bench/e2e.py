@@ -28,7 +28,8 @@ requests from that many processes (the consuming side of the driver stays one pr
 The bench driver, the worker and the broker share the machine; the driver's CPU use is part of what it costs.
 On a shared machine wall-clock rates move with the other load, so the CPU time the process spent per request
 (``cpu_us_per_request``, from ``/proc/<pid>/stat``, first decision to idle) is reported too; ``cpu_ratio`` is
-relay CPU per request / router CPU per request, the machine-independent form of ``ratio``.
+relay CPU per request / router CPU per request, the machine-independent form of ``ratio``, and ``cpu_ratio_at``
+is the same at each paced rate of ``added_ms`` (each process's CPU over the level).
 
 One run's figures move a lot on a small shared machine (a 30,000-request drain lasts under a second):
 :func:`run_e2e_repeated` (``bench e2e --repeat N``) runs the comparison N times in a row and reports medians,
@@ -321,6 +322,15 @@ def _added(router: dict[str, Any], relay: dict[str, Any]) -> dict[str, dict[str,
     }
 
 
+def _cpu_ratio_at(router: dict[str, Any], relay: dict[str, Any]) -> dict[str, float]:
+    """Relay over router CPU per request at each paced rate both were measured at (``cpu_ratio``'s form)."""
+    return {
+        rate: relay[rate]["cpu_us_per_request"] / router[rate]["cpu_us_per_request"]
+        for rate in router
+        if rate in relay and router[rate].get("cpu_us_per_request") and relay[rate].get("cpu_us_per_request")
+    }
+
+
 async def run_e2e_bench(
     bootstrap: str,
     *,
@@ -381,6 +391,7 @@ async def run_e2e_bench(
         else float("nan"),
         "added_ms": _added(router["latency_at_ms"], relay["latency_at_ms"]),
         "added_ms_half_sustained_rate": half,
+        "cpu_ratio_at": _cpu_ratio_at(router["latency_at_ms"], relay["latency_at_ms"]),
         "workers": {n: r["per_s"] for n, r in scaled.items()},
         "workers_detail": scaled,
         "latency_at_ms": router["latency_at_ms"],
@@ -407,6 +418,7 @@ async def run_e2e_bench(
             "added_ms": "router minus relay p50/p99 at the same absolute rates (1000/s, 5000/s, half the "
             "router's sustained rate), each side alone on the machine in turn",
             "cpu_ratio": "relay CPU per request / router CPU per request (drain); 0.5 = twice the relay's",
+            "cpu_ratio_at": "the same at each paced rate of added_ms (each process's CPU over the level)",
             "workers": f"n worker processes on {worker_partitions} partitions; once every worker is ready the "
             "driver produces the requests as fast as it can; decisions/s between the 20% and 90% marks of the "
             "decisions' own timestamps",
@@ -428,17 +440,19 @@ def run_summary(result: dict[str, Any]) -> dict[str, Any]:
     out["relay_cpu_us_per_request"] = result["relay"]["cpu_us_per_request"]
     out["added_ms"] = result["added_ms"]
     out["added_ms_half_sustained_rate"] = result["added_ms_half_sustained_rate"]
+    out["cpu_ratio_at"] = result["cpu_ratio_at"]
     # the raw levels behind added_ms: each side's p50/p95/p99, rates achieved, losses and CPU per request
     out["latency_at_ms"] = result["latency_at_ms"]
     out["relay_latency_at_ms"] = result["relay_latency_at_ms"]
     return out
 
 
-def _added_levels(run: dict[str, Any]) -> dict[str, dict[str, float] | None]:
-    """One run's added latency at 1,000/s, 5,000/s and half its own sustained rate (None: not measured)."""
-    added = run["added_ms"]
-    levels = {str(int(rate)): added.get(str(int(rate))) for rate in FIXED_RATES}
-    levels["half"] = added.get(run["added_ms_half_sustained_rate"])
+def _levels(run: dict[str, Any], key: str) -> dict[str, Any]:
+    """One run's ``key`` (``added_ms`` or ``cpu_ratio_at``) at 1,000/s, 5,000/s and half its own sustained
+    rate (None: not measured)."""
+    at = run[key]
+    levels = {str(int(rate)): at.get(str(int(rate))) for rate in FIXED_RATES}
+    levels["half"] = at.get(run["added_ms_half_sustained_rate"])
     return levels
 
 
@@ -454,25 +468,31 @@ def summarise_runs(results: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {key: float(np.median([r[key] for r in runs])) for key in SUMMARY_KEYS}
     out["spread"] = {key: _range([r[key] for r in runs]) for key in SUMMARY_KEYS}
     half = str(round(out["router_per_s"] / 2))
-    per_run = [_added_levels(r) for r in runs]
     added: dict[str, dict[str, float]] = {}
     added_spread: dict[str, dict[str, dict[str, float]]] = {}
     met: dict[str, int] = {
         "ratio >= 0.5": sum(r["ratio"] >= 0.5 for r in runs),
         "cpu_ratio >= 0.5": sum(r["cpu_ratio"] >= 0.5 for r in runs),
     }
-    for name in per_run[0]:
-        levels = [level for run in per_run if (level := run[name]) is not None]
-        if not levels:
-            continue
+    for name, levels in _by_level([_levels(r, "added_ms") for r in runs]).items():
         label = half if name == "half" else name
         added[label] = {q: float(np.median([level[q] for level in levels])) for q in ("p50", "p99")}
         added_spread[label] = {q: _range([level[q] for level in levels]) for q in ("p50", "p99")}
         where = "half sustained" if name == "half" else f"{name}/s"
         met[f"added p99 <= 10 ms at {where}"] = sum(level["p99"] <= 10.0 for level in levels)
+    cpu_at: dict[str, float] = {}
+    cpu_at_spread: dict[str, dict[str, float]] = {}
+    for name, ratios in _by_level([_levels(r, "cpu_ratio_at") for r in runs]).items():
+        label = half if name == "half" else name
+        cpu_at[label] = float(np.median(ratios))
+        cpu_at_spread[label] = _range(ratios)
+        where = "half sustained" if name == "half" else f"{name}/s"
+        met[f"cpu_ratio >= 0.5 at {where}"] = sum(ratio >= 0.5 for ratio in ratios)
     out["added_ms"] = added
     out["added_ms_half_sustained_rate"] = half
+    out["cpu_ratio_at"] = cpu_at
     out["spread"]["added_ms"] = added_spread
+    out["spread"]["cpu_ratio_at"] = cpu_at_spread
     out["met"] = {**met, "of": len(runs)}
     out["runs"] = runs
     out["workers"] = results[0]["workers"]
@@ -483,6 +503,12 @@ def summarise_runs(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
     out["machine"] = results[0]["machine"]
     return out
+
+
+def _by_level(per_run: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Each level's values over the runs that measured it (levels none measured are left out)."""
+    levels = {name: [run[name] for run in per_run if run[name] is not None] for name in per_run[0]}
+    return {name: values for name, values in levels.items() if values}
 
 
 def _range(values: list[float]) -> dict[str, float]:

@@ -251,8 +251,8 @@ def e2e(
     repeat: int,
 ) -> None:
     """The worker on the broker: sustained decisions/s and CPU per request vs a raw relay, latency added over
-    the relay at the same rates (1,000/s, 5,000/s, half the worker's sustained rate), and with --workers the
-    rate of several worker processes."""
+    the relay and CPU per request against it at the same rates (1,000/s, 5,000/s, half the worker's sustained
+    rate), and with --workers the rate of several worker processes."""
     from banditroute.bench.e2e import run_e2e_repeated
 
     try:
