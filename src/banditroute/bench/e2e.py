@@ -474,19 +474,15 @@ def summarise_runs(results: list[dict[str, Any]]) -> dict[str, Any]:
         "ratio >= 0.5": sum(r["ratio"] >= 0.5 for r in runs),
         "cpu_ratio >= 0.5": sum(r["cpu_ratio"] >= 0.5 for r in runs),
     }
-    for name, levels in _by_level([_levels(r, "added_ms") for r in runs]).items():
-        label = half if name == "half" else name
+    for label, where, levels in _by_level([_levels(r, "added_ms") for r in runs], half):
         added[label] = {q: float(np.median([level[q] for level in levels])) for q in ("p50", "p99")}
         added_spread[label] = {q: _range([level[q] for level in levels]) for q in ("p50", "p99")}
-        where = "half sustained" if name == "half" else f"{name}/s"
         met[f"added p99 <= 10 ms at {where}"] = sum(level["p99"] <= 10.0 for level in levels)
     cpu_at: dict[str, float] = {}
     cpu_at_spread: dict[str, dict[str, float]] = {}
-    for name, ratios in _by_level([_levels(r, "cpu_ratio_at") for r in runs]).items():
-        label = half if name == "half" else name
+    for label, where, ratios in _by_level([_levels(r, "cpu_ratio_at") for r in runs], half):
         cpu_at[label] = float(np.median(ratios))
         cpu_at_spread[label] = _range(ratios)
-        where = "half sustained" if name == "half" else f"{name}/s"
         met[f"cpu_ratio >= 0.5 at {where}"] = sum(ratio >= 0.5 for ratio in ratios)
     out["added_ms"] = added
     out["added_ms_half_sustained_rate"] = half
@@ -505,10 +501,21 @@ def summarise_runs(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _by_level(per_run: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Each level's values over the runs that measured it (levels none measured are left out)."""
-    levels = {name: [run[name] for run in per_run if run[name] is not None] for name in per_run[0]}
-    return {name: values for name, values in levels.items() if values}
+def _by_level(per_run: list[dict[str, Any]], half: str) -> list[tuple[str, str, list[Any]]]:
+    """Each level's values over the runs that measured it (levels none measured are left out), with its key in
+    the summary (the half-sustained level under ``half``) and its name in ``met``."""
+    out = []
+    for name in per_run[0]:
+        values = [run[name] for run in per_run if run[name] is not None]
+        if values:
+            out.append(
+                (
+                    half if name == "half" else name,
+                    "half sustained" if name == "half" else f"{name}/s",
+                    values,
+                )
+            )
+    return out
 
 
 def _range(values: list[float]) -> dict[str, float]:
