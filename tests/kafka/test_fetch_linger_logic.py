@@ -3,7 +3,10 @@ holds the two settings aiokafka reads for each fetch request)."""
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
+
+import pytest
 
 from banditroute.kafka.fetch_linger import LINGER_MIN_BYTES, FetchLinger
 
@@ -60,3 +63,14 @@ def test_a_fractional_linger_waits_at_least_a_millisecond_at_the_broker() -> Non
     linger.polled(True, 1.0)
     linger.polled(True, 1.0002)
     assert linger.lingering and fetcher._fetch_max_wait_ms == 1 and linger.poll_timeout_ms(200) == 1
+
+
+def test_a_consumer_without_aiokafka_0_14_s_fetch_settings_decides_without_lingering(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="banditroute.decide"):
+        linger = FetchLinger(SimpleNamespace(_fetcher=SimpleNamespace()), 5)
+    assert "fetch linger is off" in caplog.text
+    for i in range(10):
+        linger.polled(True, 1 + i * 0.001)
+    assert not linger.lingering and linger.switches == 0 and linger.poll_timeout_ms(200) == 200

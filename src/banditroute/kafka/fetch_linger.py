@@ -19,7 +19,10 @@ aiokafka builds each fetch request from its fetcher's ``_fetch_min_bytes`` and `
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+log = logging.getLogger("banditroute.decide")
 
 LINGER_MIN_BYTES = 64 * 1024
 """What a lingering fetch waits for at most, besides time: ~200 requests of ~300 bytes. Below ~40,000 requests/s
@@ -30,9 +33,19 @@ class FetchLinger:
     """Switches a consumer's fetches between aiokafka's settings and a short linger, by what its polls return."""
 
     def __init__(self, consumer: Any, linger_ms: float) -> None:
-        fetcher = consumer._fetcher
+        fetcher: Any = getattr(consumer, "_fetcher", None)
         self._fetcher = fetcher
-        self._plain = (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms)
+        try:
+            self._plain = (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms)
+        except AttributeError:
+            # an aiokafka other than the 0.14 this is written for: decide without lingering
+            if linger_ms > 0:
+                log.warning(
+                    "the decide loop's fetch linger is off: this aiokafka's consumer has no fetch settings "
+                    "to change (written for aiokafka 0.14)"
+                )
+            linger_ms = 0
+            self._plain = (1, 0)
         self._linger = (LINGER_MIN_BYTES, max(1, round(linger_ms)))
         self.linger_s = linger_ms / 1000
         self.lingering = False
