@@ -1,5 +1,5 @@
-"""The CLI's log filters for aiokafka: retried offset lookups lowered to DEBUG, repeated warnings and errors
-held back to one per interval."""
+"""The CLI's log filters for aiokafka: retried offset lookups and clients' deleted reply topics lowered to DEBUG,
+repeated warnings and errors held back to one per interval."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError, Un
 
 from banditroute.logs import (
     AIOKAFKA_LOGGERS,
+    DeletedReplyTopics,
     RepeatLimit,
     RetriedKafkaErrors,
     limit_repeated_kafka_logs,
+    quiet_kafka_logs,
     quiet_retried_kafka_errors,
 )
 
@@ -231,3 +233,44 @@ def test_the_filters_can_be_shared_by_threads() -> None:
     finally:
         sys.setswitchinterval(interval)
     assert failures == []
+
+
+CLUSTER = "aiokafka.cluster"
+MISSING = "Topic %s not found in cluster metadata"
+
+
+@pytest.fixture
+def cluster_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    logger = logging.getLogger(CLUSTER)
+    before = list(logger.filters)
+    quiet_kafka_logs()
+    quiet_kafka_logs()  # installs once
+    assert sum(isinstance(f, DeletedReplyTopics) for f in logger.filters) == 1
+    assert sum(isinstance(f, RepeatLimit) for f in logger.filters) == 1
+    caplog.set_level(logging.INFO, logger=CLUSTER)
+    yield caplog
+    logger.filters[:] = before
+
+
+def test_a_client_s_deleted_reply_topic_is_not_an_error(cluster_log: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger(CLUSTER)
+    log.error(MISSING, "banditroute.replies.c28ae4c7abe6402eb82185eab489db88")  # as the worker logged it
+    log.error(MISSING, "acme.prod.replies.0123456789abcdef0123456789abcdef")
+    assert cluster_log.records == []  # DEBUG, and the logger is at INFO
+    cluster_log.set_level(logging.DEBUG, logger=CLUSTER)
+    log.error(MISSING, "banditroute.replies.aef5b5bbf352416d933bf50c18f08437")
+    assert [r.levelname for r in cluster_log.records] == ["DEBUG"]
+
+
+def test_any_other_missing_topic_is_still_an_error(cluster_log: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger(CLUSTER)
+    log.error(MISSING, "banditroute.requests")
+    log.error(MISSING, "my-service-replies")  # a reply topic the user named: theirs to look at
+    log.error(MISSING, "banditroute.replies.not-a-client-uuid")
+    log.error("Unexpected error: %s", "banditroute.replies.aef5b5bbf352416d933bf50c18f08437")
+    assert [(r.levelname, r.args) for r in cluster_log.records] == [
+        ("ERROR", ("banditroute.requests",)),
+        ("ERROR", ("my-service-replies",)),
+        ("ERROR", ("banditroute.replies.not-a-client-uuid",)),
+        ("ERROR", ("banditroute.replies.aef5b5bbf352416d933bf50c18f08437",)),
+    ]

@@ -107,6 +107,37 @@ def quiet_retried_kafka_errors() -> None:
         logger.addFilter(RetriedKafkaErrors())
 
 
+CLIENT_REPLY_TOPIC = re.compile(r".+\.replies\.[0-9a-f]{32}")
+"""A remote client's own reply topic, ``<prefix>.replies.<client-uuid>`` (:class:`~banditroute.RouterClient`)."""
+
+
+class DeletedReplyTopics(logging.Filter):
+    """Log aiokafka's "Topic %s not found in cluster metadata" at DEBUG instead of ERROR for a remote client's own
+    reply topic (:data:`CLIENT_REPLY_TOPIC`). A client deletes it when it closes, and the worker's producer asks
+    for it at each metadata refresh until it drops the name (``kafka/replies.py``: after ``IDLE_S`` without a
+    reply), so every ``banditroute route`` used to leave error lines in the worker's log for two minutes that
+    meant nothing to fix. Any other topic passes, a reply topic the user named too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not (
+            record.msg == "Topic %s not found in cluster metadata"
+            and isinstance(args, tuple)
+            and len(args) == 1
+            and CLIENT_REPLY_TOPIC.fullmatch(str(args[0]))
+        ):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_deleted_reply_topics() -> None:
+    """Install :class:`DeletedReplyTopics` on aiokafka's cluster metadata logger (once)."""
+    logger = logging.getLogger("aiokafka.cluster")
+    if not any(isinstance(f, DeletedReplyTopics) for f in logger.filters):
+        logger.addFilter(DeletedReplyTopics())
+
+
 REPEAT_EVERY_S = 10.0
 """At most one record of the same text per logger passes in this long (:class:`RepeatLimit`)."""
 REPEAT_KEPT = 1000
@@ -192,3 +223,11 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
         },
         "root": {"level": level, "handlers": ["stderr"]},
     }
+
+
+def quiet_kafka_logs() -> None:
+    """The ``banditroute`` command's filters on aiokafka's loggers: retried offset lookups and clients' deleted
+    reply topics at DEBUG, repeated warnings and errors held back (each installed once)."""
+    quiet_retried_kafka_errors()
+    quiet_deleted_reply_topics()
+    limit_repeated_kafka_logs()

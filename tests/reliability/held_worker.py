@@ -21,7 +21,7 @@ def main(go: Path) -> None:
     from banditroute.cli.worker_cmd import prepare_data_dir, run_worker
     from banditroute.config import config_dir_of
     from banditroute.core.summary import load_special
-    from banditroute.logs import limit_repeated_kafka_logs, quiet_retried_kafka_errors
+    from banditroute.logs import quiet_kafka_logs
     from banditroute.settings import Settings
 
     settings = Settings()
@@ -41,8 +41,7 @@ def main(go: Path) -> None:
     print(HELD, flush=True)
     while not go.exists():
         time.sleep(0.02)
-    quiet_retried_kafka_errors()  # as the `banditroute` command group does
-    limit_repeated_kafka_logs()
+    quiet_kafka_logs()  # as the `banditroute` command group does
     run_worker(router)
 
 

@@ -84,10 +84,9 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="banditroute")
 def main() -> None:
     """banditroute: adaptive, cost-aware routing of requests to AI models over Kafka."""
-    from banditroute.logs import limit_repeated_kafka_logs, quiet_retried_kafka_errors
+    from banditroute.logs import quiet_kafka_logs
 
-    quiet_retried_kafka_errors()
-    limit_repeated_kafka_logs()
+    quiet_kafka_logs()
 
 
 __all__ = ["main"]
