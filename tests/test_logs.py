@@ -4,6 +4,7 @@ repeated warnings and errors held back to one per interval."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError, UnknownTopicOrPartitionError
@@ -21,16 +22,24 @@ from banditroute.logs import (
 FETCHER = "aiokafka.consumer.fetcher"
 
 
-@pytest.fixture
-def fetcher_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    logger = logging.getLogger(FETCHER)
+def _installed(
+    caplog: pytest.LogCaptureFixture, name: str, install: Callable[[], None], kinds: tuple[type, ...]
+) -> Iterator[pytest.LogCaptureFixture]:
+    """``caplog`` at INFO on the logger ``name`` with ``install``'s filters, each of ``kinds`` once (installed
+    twice); the logger's filters as they were afterwards."""
+    logger = logging.getLogger(name)
     before = list(logger.filters)
-    quiet_retried_kafka_errors()
-    quiet_retried_kafka_errors()  # installs once
-    assert sum(isinstance(f, RetriedKafkaErrors) for f in logger.filters) == 1
-    caplog.set_level(logging.INFO, logger=FETCHER)
+    install()
+    install()  # installs once
+    assert all(sum(isinstance(f, kind) for f in logger.filters) == 1 for kind in kinds)
+    caplog.set_level(logging.INFO, logger=name)
     yield caplog
     logger.filters[:] = before
+
+
+@pytest.fixture
+def fetcher_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    yield from _installed(caplog, FETCHER, quiet_retried_kafka_errors, (RetriedKafkaErrors,))
 
 
 def test_retried_offset_lookups_are_not_errors(fetcher_log: pytest.LogCaptureFixture) -> None:
@@ -240,16 +249,8 @@ MISSING = "Topic %s not found in cluster metadata"
 
 
 @pytest.fixture
-def cluster_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    logger = logging.getLogger(CLUSTER)
-    before = list(logger.filters)
-    quiet_kafka_logs()
-    quiet_kafka_logs()  # installs once
-    assert sum(isinstance(f, DeletedReplyTopics) for f in logger.filters) == 1
-    assert sum(isinstance(f, RepeatLimit) for f in logger.filters) == 1
-    caplog.set_level(logging.INFO, logger=CLUSTER)
-    yield caplog
-    logger.filters[:] = before
+def cluster_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    yield from _installed(caplog, CLUSTER, quiet_kafka_logs, (DeletedReplyTopics, RepeatLimit))
 
 
 def test_a_client_s_deleted_reply_topic_is_not_an_error(cluster_log: pytest.LogCaptureFixture) -> None:

@@ -96,15 +96,25 @@ class RetriedKafkaErrors(logging.Filter):
             record.msg = "offset lookups still fail after %.0f s of retries (node %s): %s"
             record.args = (now - first, args[0], text)
             return True
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return _as_debug(record)
+
+
+def _as_debug(record: logging.LogRecord) -> bool:
+    """A filter's answer for a record it lowers to DEBUG: passed only where its logger shows DEBUG."""
+    record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+    return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _install_once(name: str, kind: type[logging.Filter]) -> None:
+    """Add a ``kind()`` filter to the logger ``name`` unless it has one."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, kind) for f in logger.filters):
+        logger.addFilter(kind())
 
 
 def quiet_retried_kafka_errors() -> None:
     """Install ``RetriedKafkaErrors`` on aiokafka's fetcher logger (once)."""
-    logger = logging.getLogger("aiokafka.consumer.fetcher")
-    if not any(isinstance(f, RetriedKafkaErrors) for f in logger.filters):
-        logger.addFilter(RetriedKafkaErrors())
+    _install_once("aiokafka.consumer.fetcher", RetriedKafkaErrors)
 
 
 CLIENT_REPLY_TOPIC = re.compile(r".+\.replies\.[0-9a-f]{32}")
@@ -127,15 +137,12 @@ class DeletedReplyTopics(logging.Filter):
             and CLIENT_REPLY_TOPIC.fullmatch(str(args[0]))
         ):
             return True
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return _as_debug(record)
 
 
 def quiet_deleted_reply_topics() -> None:
     """Install :class:`DeletedReplyTopics` on aiokafka's cluster metadata logger (once)."""
-    logger = logging.getLogger("aiokafka.cluster")
-    if not any(isinstance(f, DeletedReplyTopics) for f in logger.filters):
-        logger.addFilter(DeletedReplyTopics())
+    _install_once("aiokafka.cluster", DeletedReplyTopics)
 
 
 REPEAT_EVERY_S = 10.0
@@ -200,9 +207,7 @@ class RepeatLimit(logging.Filter):
 def limit_repeated_kafka_logs() -> None:
     """Install :class:`RepeatLimit` on aiokafka's loggers (once each)."""
     for name in AIOKAFKA_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RepeatLimit) for f in logger.filters):
-            logger.addFilter(RepeatLimit())
+        _install_once(name, RepeatLimit)
 
 
 def json_handler(level: int = logging.INFO) -> logging.Handler:
