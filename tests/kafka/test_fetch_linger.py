@@ -34,15 +34,16 @@ class CountedSteps(DecideService):
         self.steps: list[tuple[float, int, int]] = []
 
     async def _step(self, batch: Any, *args: Any, **kwargs: Any) -> None:
-        if batch and self._consumer is not None:
-            fetcher = self._consumer._fetcher
-            self.steps.append((time.monotonic(), fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms))
+        if batch:
+            self.steps.append((time.monotonic(), *_settings(self)))
         await super()._step(batch, *args, **kwargs)
 
 
 def _settings(service: DecideService) -> tuple[int, int]:
+    """The consumer's fetch settings now: ``fetch_min_bytes`` and ``fetch_max_wait_ms`` (the loop must be running)."""
     assert service._consumer is not None
-    return service._consumer._fetcher._fetch_min_bytes, service._consumer._fetcher._fetch_max_wait_ms
+    fetcher = service._consumer._fetcher
+    return fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms
 
 
 async def _paced(bootstrap: str, prefix: str, ids: list[str], gap_s: float) -> float:
