@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from banditroute.kafka.aiokafka_release import checked
 from banditroute.kafka.fast_produce import install as install_fast_produce
 from banditroute.kafka.fast_send import install as install_fast_send
+from banditroute.kafka.native_batch import adopt
 
 install_fast_produce()  # every producer of the process: the decide loop's, the join's (kafka/fast_produce.py)
 install_fast_send()  # every connection's requests written without two whole copies (kafka/fast_send.py)
@@ -72,7 +73,7 @@ class PartitionBatches:
         partition. It stays the partition's batch until :meth:`add` ships it full or :meth:`submit`."""
         builder = self.builders.get((topic, partition))
         if builder is None:
-            builder = self.builders[(topic, partition)] = self.producer.create_batch()
+            builder = self.builders[(topic, partition)] = adopt(self.producer.create_batch(), self.producer)
         return builder
 
     def try_append(
@@ -102,7 +103,7 @@ class PartitionBatches:
         # full: ship it and start another; a record too large for an empty batch goes alone via send()
         if builder.record_count():
             await self._ship(topic, partition, builder)
-            builder = self.builders[slot] = self.producer.create_batch()
+            builder = self.builders[slot] = adopt(self.producer.create_batch(), self.producer)
         if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             del self.builders[slot]
             if self.before_ship is not None:

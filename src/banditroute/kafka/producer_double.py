@@ -1,9 +1,11 @@
 """A producer without a broker, for measuring the decide loop in process (``banditroute.bench.decide_path``):
-record batches are aiokafka's own, built (checksum included) when submitted and acknowledged at once."""
+record batches are made as the worker makes them (``kafka/native_batch.adopt``), built (checksum included) when
+submitted and acknowledged at once."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -22,6 +24,9 @@ class AckingProducer:
     built and acknowledged at once, with consecutive offsets per partition."""
 
     def __init__(self) -> None:
+        # what kafka/native_batch.adopt reads of aiokafka's producer: an uncompressed, non-idempotent one
+        self._message_accumulator = SimpleNamespace(_batch_size=MAX_BATCH_BYTES, _compression_type=0)
+        self._txn_manager = None
         self.next: dict[tuple[str, int], int] = {}
         self.records = 0
         """Records acknowledged so far."""

@@ -1,0 +1,172 @@
+"""The C record batch writer (``_native.c``) against aiokafka's builder: the same bytes for the same
+records, the same answer when a batch is full, a TypeError for bad arguments (no broker)."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any
+
+import google_crc32c
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+
+from banditroute import native
+from banditroute.kafka import native_batch
+from banditroute.kafka.outbox import PartitionBatches
+
+_native = pytest.importorskip("banditroute._native", reason="the C extension was not built (no compiler)")
+
+Args = tuple[int, int, int, int, int, int, int]
+
+
+def pair(batch_size: int = 512 * 1024, transactional: int = 0) -> tuple[Any, Any]:
+    args: Args = (2, 0, transactional, -1, -1, 0, batch_size)
+    return DefaultRecordBatchBuilder(*args), _native.Builder(*args)
+
+
+def blob(rng: random.Random, most: int) -> Any:
+    """None, or bytes / bytearray / memoryview of a random length up to ``most``."""
+    kind = rng.randrange(5)
+    if kind == 0:
+        return None
+    data = rng.randbytes(rng.randrange(most + 1))
+    return (bytes, bytes, bytearray, memoryview)[kind - 1](data)
+
+
+def headers(rng: random.Random) -> list[tuple[str, bytes | None]]:
+    return [
+        (rng.choice(["banditroute-origin", "h", "ünïcode", ""]), rng.choice([None, b"", rng.randbytes(40)]))
+        for _ in range(rng.choice([0, 0, 1, 3]))
+    ]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_same_bytes_as_aiokafkas_builder(seed: int) -> None:
+    rng = random.Random(seed)
+    batch_size = rng.choice([200, 4096, 512 * 1024])
+    theirs, ours = pair(batch_size, transactional=seed % 2)
+    base = 1_796_000_000_000 + rng.randrange(10**6)
+    full_at = None
+    for offset in range(rng.randrange(1, 400)):
+        # timestamps that go back and forth, varints of one to several bytes (offsets, deltas, lengths)
+        ts = base + rng.choice([0, 1, -5, 70, 9000, -(10**6), 2**40])
+        record = (offset, ts, blob(rng, 64), blob(rng, rng.choice([10, 200, 3000])), headers(rng))
+        a, b = theirs.append(*record), ours.append(*record)
+        assert (a is None) == (b is None), offset
+        if a is None:
+            full_at = offset
+            break
+        assert b is True
+        assert theirs.size() == ours.size()
+    if seed % 3 == 0:
+        theirs.set_producer_state(12345, 7, 99)
+        ours.set_producer_state(12345, 7, 99)
+    built = ours.build()
+    assert type(built) is bytearray
+    assert built == theirs.build()
+    if batch_size == 200:
+        assert full_at is not None  # the size bound was met, at the same record both ways
+    parsed = DefaultRecordBatch(bytes(built))
+    assert parsed.validate_crc()
+
+
+def test_keyword_arguments_as_aiokafkas_wrapper_passes_them() -> None:
+    theirs, ours = pair()
+    for builder in (theirs, ours):
+        builder.append(0, 1_000, key=b"k", value=b"v", headers=[])
+        builder.append(1, timestamp=1_001, key=None, value=b"w", headers=[("a", b"b")])
+    assert ours.build() == theirs.build()
+
+
+def test_a_record_too_large_is_taken_first_and_refused_after() -> None:
+    theirs, ours = pair(batch_size=100)
+    big = b"x" * 500
+    for builder in (theirs, ours):
+        assert builder.append(0, 5, b"k", big, []) is not None  # the first record always goes in
+        assert builder.append(1, 5, b"k", b"small", []) is None
+    assert ours.build() == theirs.build()
+
+
+def test_no_timestamp_is_now_in_milliseconds() -> None:
+    _theirs, ours = pair()
+    before = int(time.time() * 1000)
+    ours.append(0, None, b"k", b"v", [])
+    after = int(time.time() * 1000)
+    (record,) = list(DefaultRecordBatch(bytes(ours.build())))
+    assert before <= record.timestamp <= after
+
+
+@pytest.mark.parametrize(
+    ("call", "aiokafka_too"),
+    [
+        # a float offset or timestamp: aiokafka's C builder truncates it, its pure-Python one and ours refuse it
+        (lambda b: b.append(1.0, 5, b"k", b"v", []), False),
+        (lambda b: b.append(0, 5.5, b"k", b"v", []), False),
+        (lambda b: b.append(0, 5, "k", b"v", []), True),  # key not bytes
+        (lambda b: b.append(0, 5, b"k", 7, []), True),  # value not bytes
+        (lambda b: b.append(0, 5, b"k", b"v", [(b"name", b"v")]), True),  # header name not str
+        (lambda b: b.append(0, 5, b"k", b"v", [("name", "text")]), True),  # header value not bytes
+        (lambda b: b.append(0, 5, b"k", b"v", None), True),  # headers not a sequence
+    ],
+)
+def test_bad_arguments_raise_a_type_error_and_write_nothing(call: Any, aiokafka_too: bool) -> None:
+    theirs, ours = pair()
+    with pytest.raises(TypeError):
+        call(ours)
+    if aiokafka_too:
+        with pytest.raises(TypeError):
+            call(theirs)
+        # nothing half-written either way: both still take a record and build the same bytes
+        for builder in (theirs, ours):
+            builder.append(0, 5, b"k", b"v", [])
+        assert ours.build() == theirs.build()
+    else:
+        ours.append(0, 5, b"k", b"v", [])
+        assert len(list(DefaultRecordBatch(bytes(ours.build())))) == 1
+
+
+def test_builds_once_and_writes_nothing_after() -> None:
+    _theirs, ours = pair()
+    ours.append(0, 5, b"k", b"v", [])
+    ours.build()
+    with pytest.raises(RuntimeError):
+        ours.build()
+    with pytest.raises(RuntimeError):
+        ours.append(1, 5, b"k", b"v", [])
+
+
+def test_refuses_what_it_does_not_write() -> None:
+    with pytest.raises(ValueError, match="uncompressed"):
+        _native.Builder(2, 1, 0, -1, -1, 0, 1024)  # gzip
+    with pytest.raises(ValueError, match="magic 2"):
+        _native.Builder(1, 0, 0, -1, -1, 0, 1024)
+
+
+def test_crc32c_is_castagnolis() -> None:
+    assert _native.crc32c(b"123456789") == 0xE3069283  # the standard check value
+    data = os.urandom(100_003)
+    for cut in (0, 1, 7, 8, 9, 4096, 100_003):
+        assert _native.crc32c(data[:cut]) == google_crc32c.value(data[:cut])
+
+
+async def test_partition_batches_take_the_c_writer_only_where_it_is_equivalent() -> None:
+    plain = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9")  # never started: batches need no broker
+    gzip = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", compression_type="gzip")
+    idempotent = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", enable_idempotence=True)
+    expected = (_native.Builder, DefaultRecordBatchBuilder, DefaultRecordBatchBuilder)
+    for producer, kind in zip((plain, gzip, idempotent), expected, strict=True):
+        out = PartitionBatches(producer)
+        assert out.try_append("t", 0, b"k", b"v")
+        assert type(out.builders[("t", 0)]._builder) is kind
+
+
+def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(native.DISABLE_ENV, "0")
+    assert native.loaded() is None
+    assert not native_batch.available()
+    monkeypatch.setenv(native.DISABLE_ENV, "1")
+    assert native.loaded() is _native
+    assert native_batch.available()
