@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from banditroute import native
 from banditroute.events import (
     MAX_MESSAGE_CHARS,
     MAX_ORIGINAL_BYTES,
@@ -318,10 +319,15 @@ class DuplicateIdCheck:
         self._generation = capacity // 2
         size = 1 << max(3, (2 * self._generation - 1).bit_length())  # at most half full
         self._mask = size - 1
-        self._current = array("q", bytes(8 * size))
-        self._previous = array("q", bytes(8 * size))
         self._count = 0
         self._previous_count = 0
+        extension = native.loaded()
+        self._table: Any = None if extension is None else extension.IdTable(size, self._generation)
+        """The same two tables in C (``_native.c``: one call per check), when the extension is there."""
+        self._seen: Callable[[str], bool] | None = None if self._table is None else self._table.seen
+        empty = bytes(8 * size) if self._table is None else b""
+        self._current = array("q", empty)
+        self._previous = array("q", empty)
 
     def __call__(self, event: WireEvent) -> DecodeError | None:
         value = getattr(event, self.field, None)
@@ -331,6 +337,11 @@ class DuplicateIdCheck:
 
     def check(self, value: str) -> DecodeError | None:
         """:meth:`__call__` for the field's value itself (the decide loop's request path has it at hand)."""
+        seen = self._seen
+        if seen is not None:
+            if seen(value):
+                return DecodeError(self.reason, f"{self.field} {value!r} was already received")
+            return None
         digest = hash(value) or 1  # 0 marks an empty slot
         mask = self._mask
         start = digest & mask
@@ -357,6 +368,8 @@ class DuplicateIdCheck:
 
     def __len__(self) -> int:
         """How many values are remembered now."""
+        if self._table is not None:
+            return len(self._table)
         return self._count + self._previous_count
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from banditroute import native
 from banditroute.codec import (
     DeadLetterCounter,
     DecodeError,
@@ -208,7 +209,9 @@ def test_duplicate_check_of_a_value_is_the_check_of_its_event() -> None:
     assert len(by_event) == len(by_value)
 
 
-def test_duplicate_check_window_and_memory_bound() -> None:
+@pytest.mark.parametrize("extension", ["1", "0"], ids=["c", "python"])
+def test_duplicate_check_window_and_memory_bound(extension: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(native.DISABLE_ENV, extension)  # the C tables (when built) and the Python ones
     dup = DuplicateIdCheck(capacity=1000)
     ids = [f"req-{i}" for i in range(10_000)]
     for i, rid in enumerate(ids):
@@ -221,3 +224,23 @@ def test_duplicate_check_window_and_memory_bound() -> None:
     assert dup(_replace(EX["RoutingRequest"], request_id=ids[0])) is None  # long gone: not a duplicate
     with pytest.raises(ValueError):
         DuplicateIdCheck(capacity=1)
+
+
+def test_duplicate_check_in_c_answers_as_the_python_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("banditroute._native", reason="the C extension was not built (no compiler)")
+    monkeypatch.setenv(native.DISABLE_ENV, "0")
+    python = DuplicateIdCheck(capacity=64)
+    monkeypatch.setenv(native.DISABLE_ENV, "1")
+    c = DuplicateIdCheck(capacity=64)
+    assert python._table is None and c._table is not None
+    rng = random.Random(31)
+    caught = 0
+    for _ in range(20_000):
+        rid = f"r{rng.randrange(300)}"  # repeats within and beyond the window, through many generation swaps
+        a, b = python.check(rid), c.check(rid)
+        assert (a is None) == (b is None)
+        if a is not None and b is not None:
+            assert (a.reason, a.error) == (b.reason, b.error)
+            caught += 1
+        assert len(python) == len(c)
+    assert 1_000 < caught < 19_000  # both answers occur
