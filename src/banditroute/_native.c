@@ -222,8 +222,11 @@ static int bytes_of(PyObject *obj, const char *what, Py_buffer *view, int *held)
     return -1;
 }
 
+static const char *append_names[] = {"offset", "timestamp", "key", "value", "headers"};
+static PyObject *append_interned[5]; /* the same names as interned strings: a caller's keywords are these objects */
+
 static PyObject *Builder_append(Builder *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *names[] = {"offset", "timestamp", "key", "value", "headers"};
+    const char **names = append_names;
     PyObject *given[5] = {NULL, NULL, NULL, NULL, NULL};
     if (nargs > 5) {
         PyErr_SetString(PyExc_TypeError, "append() takes at most 5 arguments");
@@ -236,7 +239,7 @@ static PyObject *Builder_append(Builder *self, PyObject *const *args, Py_ssize_t
             PyObject *name = PyTuple_GET_ITEM(kwnames, k);
             int found = 0;
             for (int i = 0; i < 5; i++) {
-                if (PyUnicode_CompareWithASCIIString(name, names[i]) == 0) {
+                if (name == append_interned[i] || PyUnicode_CompareWithASCIIString(name, names[i]) == 0) {
                     if (given[i] != NULL) {
                         PyErr_Format(PyExc_TypeError, "append() got multiple values for '%s'", names[i]);
                         return NULL;
@@ -740,6 +743,10 @@ PyMODINIT_FUNC PyInit__native(void) {
     use_hw_crc = __builtin_cpu_supports("sse4.2") ? 1 : 0;
 #endif
     if (PyType_Ready(&BuilderType) < 0 || PyType_Ready(&IdTableType) < 0) return NULL;
+    for (int i = 0; i < 5; i++) {
+        append_interned[i] = PyUnicode_InternFromString(append_names[i]);
+        if (append_interned[i] == NULL) return NULL;
+    }
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     Py_INCREF(&BuilderType);
