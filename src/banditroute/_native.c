@@ -179,10 +179,10 @@ static int Builder_init(Builder *self, PyObject *args, PyObject *kwds) {
     Py_CLEAR(self->array);
     self->buf = NULL;
     self->len = self->cap = 0;
+    self->batch_size = batch_size;
     if (grow(self, HEADER_SIZE) < 0) return -1;
     memset(self->buf, 0, HEADER_SIZE);
     self->len = HEADER_SIZE;
-    self->batch_size = batch_size;
     self->has_ts = 0;
     self->first_ts = self->max_ts = 0;
     self->last_offset = 0;
@@ -659,6 +659,12 @@ static int text_args(PyObject *const *args, Py_ssize_t nargs, const char *name, 
     *at = PyLong_AsSsize_t(args[1]);
     if (*at == -1 && PyErr_Occurred()) return -1;
     if (*at < 0) *at = 0;
+    if (PyBytes_CheckExact(args[0])) { /* the usual text: its bytes read in place, nothing to release */
+        view->obj = NULL;
+        view->buf = PyBytes_AS_STRING(args[0]);
+        view->len = PyBytes_GET_SIZE(args[0]);
+        return 0;
+    }
     return PyObject_GetBuffer(args[0], view, PyBUF_SIMPLE);
 }
 
@@ -677,7 +683,7 @@ static PyObject *match_text(PyObject *const *args, Py_ssize_t nargs, const char 
         out = Py_None;
         Py_INCREF(out);
     }
-    PyBuffer_Release(&view);
+    if (view.obj != NULL) PyBuffer_Release(&view);
     return out;
 }
 
