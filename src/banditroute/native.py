@@ -29,4 +29,14 @@ def loaded() -> ModuleType | None:
     return _module
 
 
-__all__ = ["DISABLE_ENV", "loaded"]
+def describe() -> str:
+    """Whether the extension runs, and why not, in one line (``banditroute worker --check``)."""
+    if _module is None:
+        return "not built (no C compiler at install): the Python fallbacks run"
+    if loaded() is None:
+        return f"built, switched off ({DISABLE_ENV}=0): the Python fallbacks run"
+    crc = "the CPU's CRC32 instruction" if _module.HARDWARE_CRC else "a table (no SSE 4.2 here)"
+    return f"on (record batches, duplicate-id check and request text in C; checksums by {crc})"
+
+
+__all__ = ["DISABLE_ENV", "describe", "loaded"]

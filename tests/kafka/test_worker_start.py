@@ -71,6 +71,7 @@ def test_worker_starts_in_an_empty_folder_and_a_stopped_one_is_reported_with_its
     check = _cli(env, tmp_path, "worker", "--check")
     assert check.returncode == 0, check.stderr
     assert "packaged defaults" in check.stdout and check.stdout.rstrip().endswith("ok")
+    assert "native extension: " in check.stdout
 
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as log:

@@ -78,6 +78,7 @@ def prepare_data_dir(path: Path) -> None:
 
 def run_check(router: Any, packaged: bool) -> None:
     """Print what the worker would use and whether Kafka answers with a compatible topic layout."""
+    from banditroute import native
     from banditroute.kafka.admin import TopicError
 
     settings = router.settings
@@ -85,6 +86,7 @@ def run_check(router: Any, packaged: bool) -> None:
     where = " (the packaged defaults: no ./config here; `banditroute init` writes one)" if packaged else ""
     click.echo(f"config: {settings.config_dir}{where} ({len(models)} models: {', '.join(models)})")
     click.echo(f"data folder: {settings.data_dir} (writable)")
+    click.echo(f"native extension: {native.describe()}")
     try:
         present = asyncio.run(asyncio.wait_for(router.ensure_topics(create=False), 10.0))
     except TopicError as exc:
