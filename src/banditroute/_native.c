@@ -44,11 +44,8 @@ static void crc_init(void) {
 static uint32_t crc_soft(uint32_t crc, const unsigned char *p, size_t n) {
     crc = ~crc;
     while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        v = __builtin_bswap64(v);
-#endif
+        uint64_t v = 0; /* the next 8 bytes, little-endian whatever the CPU's order */
+        for (int b = 7; b >= 0; b--) v = (v << 8) | p[b];
         v ^= crc;
         crc = crc_table[7][v & 0xFF] ^ crc_table[6][(v >> 8) & 0xFF] ^ crc_table[5][(v >> 16) & 0xFF] ^
               crc_table[4][(v >> 24) & 0xFF] ^ crc_table[3][(v >> 32) & 0xFF] ^ crc_table[2][(v >> 40) & 0xFF] ^
@@ -132,15 +129,19 @@ typedef struct {
     int32_t num_records;
     int transactional;
     int64_t producer_id;
-    int64_t producer_epoch;
-    int64_t base_sequence;
+    int64_t producer_epoch; /* an int16 on the wire */
+    int64_t base_sequence;  /* an int32 on the wire */
     int built;
 } Builder;
 
 static int grow(Builder *self, Py_ssize_t need) {
     if (self->len + need <= self->cap) return 0;
+    if (need > PY_SSIZE_T_MAX / 2 - self->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
     Py_ssize_t cap = self->cap ? self->cap : 1024;
-    while (cap < self->len + need) cap *= 2;
+    while (cap < self->len + need) cap *= 2; /* no overflow: len + need <= PY_SSIZE_T_MAX / 2 */
     if (self->array == NULL) {
         self->array = PyByteArray_FromStringAndSize(NULL, cap);
         if (self->array == NULL) return -1;
@@ -155,17 +156,18 @@ static int grow(Builder *self, Py_ssize_t need) {
 static int64_t now_ms(void) {
     /* time.time() * 1000 as an int, as aiokafka's builder stamps a record given no timestamp */
     struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
+    timespec_get(&t, TIME_UTC); /* C11; the wall clock time.time() reads */
     return (int64_t)(((double)t.tv_sec + (double)t.tv_nsec * 1e-9) * 1000.0);
 }
 
 static int Builder_init(Builder *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"magic", "compression_type", "is_transactional", "producer_id",
                              "producer_epoch", "base_sequence", "batch_size", NULL};
-    int magic, compression, transactional;
-    long long producer_id, producer_epoch, base_sequence;
+    int magic, compression, transactional, base_sequence;
+    long long producer_id;
+    short producer_epoch;
     Py_ssize_t batch_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iipLLLn", kwlist, &magic, &compression, &transactional,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iipLhin", kwlist, &magic, &compression, &transactional,
                                      &producer_id, &producer_epoch, &base_sequence, &batch_size))
         return -1;
     if (magic != 2) {
@@ -266,7 +268,7 @@ static PyObject *Builder_append(Builder *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     if (!PyLong_CheckExact(given[0])) {
-        PyErr_SetObject(PyExc_TypeError, given[0]);
+        PyErr_Format(PyExc_TypeError, "offset must be an int, not %R", given[0]);
         return NULL;
     }
     int64_t offset = PyLong_AsLongLong(given[0]);
@@ -278,11 +280,15 @@ static PyObject *Builder_append(Builder *self, PyObject *const *args, Py_ssize_t
         ts = PyLong_AsLongLong(given[1]);
         if (ts == -1 && PyErr_Occurred()) return NULL;
     } else {
-        PyErr_SetObject(PyExc_TypeError, given[1]);
+        PyErr_Format(PyExc_TypeError, "timestamp must be an int or None, not %R", given[1]);
         return NULL;
     }
     PyObject *headers = given[4];
-    PyObject *seq = PySequence_Fast(headers, "headers must be a sequence");
+    if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers)) { /* nothing in append runs Python code */
+        PyErr_Format(PyExc_TypeError, "headers must be a list or tuple, not %R", (PyObject *)Py_TYPE(headers));
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(headers, "headers must be a list or tuple");
     if (seq == NULL) return NULL;
     Py_ssize_t nh = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
@@ -293,7 +299,7 @@ static PyObject *Builder_append(Builder *self, PyObject *const *args, Py_ssize_t
     if (bytes_of(given[3], "value", &value, &value_held) < 0) goto done_key;
 
     int first = !self->has_ts;
-    int64_t delta = first ? 0 : ts - self->first_ts;
+    int64_t delta = first ? 0 : (int64_t)((uint64_t)ts - (uint64_t)self->first_ts); /* wraps as aiokafka's */
     /* the record's body: attributes, timestamp delta, offset delta, key, value, headers */
     Py_ssize_t body = 1 + varint_size(delta) + varint_size(offset);
     body += key.len < 0 ? 1 : varint_size(key.len) + key.len;
@@ -319,7 +325,8 @@ static PyObject *Builder_append(Builder *self, PyObject *const *args, Py_ssize_t
         }
     }
     Py_ssize_t required = body + varint_size(body);
-    if (required + self->len > self->batch_size && !first) {
+    /* aiokafka's C builder: any record but offset 0 is refused once the batch would reach its size bound */
+    if (offset != 0 && self->len + required >= self->batch_size) {
         result = Py_None;
         Py_INCREF(result);
         goto done_value;
@@ -394,8 +401,8 @@ static PyObject *Builder_build(Builder *self, PyObject *Py_UNUSED(ignored)) {
     h[16] = 2;                                                         /* magic */
     put_be(h + 21, (uint64_t)(self->transactional ? TRANSACTIONAL_MASK : 0), 2); /* attributes */
     put_be(h + 23, (uint64_t)self->last_offset, 4);                    /* last offset delta */
-    put_be(h + 27, (uint64_t)self->first_ts, 8);
-    put_be(h + 35, (uint64_t)self->max_ts, 8);
+    put_be(h + 27, (uint64_t)(self->has_ts ? self->first_ts : -1), 8); /* -1: no record (as aiokafka's) */
+    put_be(h + 35, (uint64_t)(self->has_ts ? self->max_ts : -1), 8);
     put_be(h + 43, (uint64_t)self->producer_id, 8);
     put_be(h + 51, (uint64_t)self->producer_epoch, 2);
     put_be(h + 53, (uint64_t)self->base_sequence, 4);
@@ -415,8 +422,10 @@ static PyObject *Builder_size(Builder *self, PyObject *Py_UNUSED(ignored)) {
 }
 
 static PyObject *Builder_set_producer_state(Builder *self, PyObject *args) {
-    long long producer_id, producer_epoch, base_sequence;
-    if (!PyArg_ParseTuple(args, "LLL", &producer_id, &producer_epoch, &base_sequence)) return NULL;
+    long long producer_id;
+    short producer_epoch;
+    int base_sequence;
+    if (!PyArg_ParseTuple(args, "Lhi", &producer_id, &producer_epoch, &base_sequence)) return NULL;
     self->producer_id = producer_id;
     self->producer_epoch = producer_epoch;
     self->base_sequence = base_sequence;
@@ -462,7 +471,7 @@ typedef struct {
 } IdTable;
 
 static int64_t *table_new(Py_ssize_t size) {
-    int64_t *table = PyMem_Malloc((size_t)size * sizeof(int64_t));
+    int64_t *table = PyMem_New(int64_t, (size_t)size); /* NULL if the size in bytes would overflow */
     if (table == NULL) return NULL;
     volatile int64_t *touch = table;
     for (Py_ssize_t i = 0; i < size; i++) touch[i] = 0;
@@ -473,18 +482,21 @@ static int IdTable_init(IdTable *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"size", "generation", NULL};
     Py_ssize_t size, generation;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "nn", kwlist, &size, &generation)) return -1;
-    if (size < 8 || (size & (size - 1)) != 0 || generation < 1 || 2 * generation > size) {
+    if (size < 8 || (size & (size - 1)) != 0 || generation < 1 || generation > size / 2) {
         PyErr_SetString(PyExc_ValueError, "size is a power of two >= 8 and at least twice the generation");
+        return -1;
+    }
+    int64_t *current = table_new(size), *previous = table_new(size);
+    if (current == NULL || previous == NULL) { /* the table as it was, untouched */
+        PyMem_Free(current);
+        PyMem_Free(previous);
+        PyErr_NoMemory();
         return -1;
     }
     PyMem_Free(self->current);
     PyMem_Free(self->previous);
-    self->current = table_new(size);
-    self->previous = table_new(size);
-    if (self->current == NULL || self->previous == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    self->current = current;
+    self->previous = previous;
     self->size = size;
     self->generation = generation;
     self->count = self->previous_count = 0;

@@ -81,6 +81,19 @@ def test_keyword_arguments_as_aiokafkas_wrapper_passes_them() -> None:
     assert ours.build() == theirs.build()
 
 
+def test_a_batch_filled_to_its_bound_exactly_is_full_as_in_aiokafka() -> None:
+    theirs, ours = pair(batch_size=79)  # the header (61) and one 9-byte record, twice, reach 79
+    for builder in (theirs, ours):
+        assert builder.append(0, 100, b"k", b"v", []) is not None
+        assert builder.append(1, 100, b"k", b"v", []) is None
+    assert ours.build() == theirs.build()
+
+
+def test_an_empty_batch_is_written_as_aiokafka_writes_it() -> None:
+    theirs, ours = pair()
+    assert ours.build() == theirs.build()
+
+
 def test_a_record_too_large_is_taken_first_and_refused_after() -> None:
     theirs, ours = pair(batch_size=100)
     big = b"x" * 500
@@ -110,6 +123,7 @@ def test_no_timestamp_is_now_in_milliseconds() -> None:
         (lambda b: b.append(0, 5, b"k", b"v", [(b"name", b"v")]), True),  # header name not str
         (lambda b: b.append(0, 5, b"k", b"v", [("name", "text")]), True),  # header value not bytes
         (lambda b: b.append(0, 5, b"k", b"v", None), True),  # headers not a sequence
+        (lambda b: b.append(0, 5, b"k", b"v", (h for h in [("a", b"b")])), True),  # nor a list or tuple
     ],
 )
 def test_bad_arguments_raise_a_type_error_and_write_nothing(call: Any, aiokafka_too: bool) -> None:
@@ -139,10 +153,31 @@ def test_builds_once_and_writes_nothing_after() -> None:
 
 
 def test_refuses_what_it_does_not_write() -> None:
+    with pytest.raises(OverflowError):
+        _native.Builder(2, 0, 0, -1, 2**15, 0, 1024)  # a producer epoch is an int16
+    with pytest.raises(OverflowError):
+        _native.Builder(2, 0, 0, -1, -1, 0, 1024).set_producer_state(1, 0, 2**31)  # a sequence an int32
     with pytest.raises(ValueError, match="uncompressed"):
         _native.Builder(2, 1, 0, -1, -1, 0, 1024)  # gzip
     with pytest.raises(ValueError, match="magic 2"):
         _native.Builder(1, 0, 0, -1, -1, 0, 1024)
+
+
+@pytest.mark.parametrize(
+    ("size", "generation"),
+    [(2**61, 1), (8, 2**62), (8, 5), (12, 2), (4, 1), (8, 0), (-8, 1)],
+)
+def test_id_tables_refuse_sizes_they_cannot_hold(size: int, generation: int) -> None:
+    with pytest.raises((ValueError, MemoryError, OverflowError)):
+        _native.IdTable(size, generation)
+
+
+def test_an_id_table_that_fails_to_start_again_keeps_working() -> None:
+    table = _native.IdTable(8, 4)
+    assert table.seen("a") is False
+    with pytest.raises(ValueError):
+        table.__init__(8, 5)  # type: ignore[misc]
+    assert table.seen("a") is True and len(table) == 1
 
 
 def test_crc32c_is_castagnolis() -> None:
