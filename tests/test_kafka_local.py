@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from banditroute.kafka import local
 from banditroute.kafka.local import BrokerError, LocalKafka
 
 
@@ -96,3 +97,9 @@ def test_a_fetch_that_waited_for_another_finds_its_jars(
         (broker.lib_dir / ".complete").write_text("done")
     waiter.join(10)
     assert got == [broker.lib_dir]
+
+
+def test_the_controller_port_is_never_the_listener_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    ports = iter([9400, 9400, 9401])  # the listener's port comes back free first, as it once did
+    monkeypatch.setattr(local, "free_port", lambda: next(ports))
+    assert local.other_free_port(9400) == 9401

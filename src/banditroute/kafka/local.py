@@ -88,6 +88,15 @@ def free_port() -> int:
         return port
 
 
+def other_free_port(taken: int) -> int:
+    """:func:`free_port`, but never ``taken`` (a port chosen earlier is free again until its owner binds it: a
+    broker's controller port once came out equal to its listener port, and the broker refused to start)."""
+    port = free_port()
+    while port == taken:
+        port = free_port()
+    return port
+
+
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 """Brokers started by this process, until they are seen gone (reaped through their Popen, which then knows)."""
 
@@ -251,7 +260,7 @@ class LocalKafka:
     def _format(self, libs: Path) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2, encoding="utf-8")
-        controller_port = free_port()
+        controller_port = other_free_port(self.port)
         self.props_file.write_text(self._properties(controller_port), encoding="utf-8")
         cluster_id = "-"
         while cluster_id.startswith("-"):  # the storage tool would read a leading '-' as an option
