@@ -14,7 +14,8 @@ sorted keys, as ``codec.encode`` writes it) and the shortest one (the four requi
 order, then perhaps ``tenant`` and ``reply_to``). The text's constant head is compared as bytes and one regular
 expression per text matches the rest of the record, with only JSON strings that need no escaping (identifiers,
 topics and timestamps have no such characters), so a match reads exactly as ``orjson`` would read it; any
-other text takes the parsed path (:func:`parsed_request`).
+other text takes the parsed path (:func:`parsed_request`). With the optional C extension
+(:mod:`banditroute.native`) the same groups are matched in C (``_short_groups``, ``_sdk_groups``).
 """
 
 from __future__ import annotations
