@@ -1,7 +1,8 @@
 """The optional C extension (``_native.c``, built at install when there is a C compiler; issue #16).
 
-It holds two pieces of the decide loop's work per request that cost far less in C than in Python: a Kafka
-record batch writer (``kafka/native_batch.py``) and the duplicate-id check's tables (``codec.DuplicateIdCheck``).
+It holds three pieces of the decide loop's work per request that cost far less in C than in Python: a Kafka
+record batch writer (``kafka/native_batch.py``), the duplicate-id check's tables (``codec.DuplicateIdCheck``) and
+the match of the common request texts (``kafka/fast_request.py``).
 Each has the Python (or aiokafka) code it replaces as its fallback, and tests hold the two to the same results.
 Installed without a compiler, or with ``BANDITROUTE_NATIVE=0`` in the environment, only the fallbacks run.
 """

@@ -32,8 +32,6 @@ def available() -> bool:
 ENABLED = available()
 """Decided once at import (the environment of the process)."""
 Builder: Any = getattr(native.loaded(), "Builder", None)
-HARDWARE_CRC: bool = bool(getattr(native.loaded(), "HARDWARE_CRC", 0))
-"""Whether the checksum is taken with the CPU's CRC32 instruction (else a sliced table, still in C)."""
 
 
 def adopt(batch: Any, producer: Any) -> Any:
@@ -48,4 +46,4 @@ def adopt(batch: Any, producer: Any) -> Any:
     return batch
 
 
-__all__ = ["ENABLED", "HARDWARE_CRC", "adopt", "available"]
+__all__ = ["ENABLED", "adopt", "available"]
