@@ -248,6 +248,7 @@ class TopicTail:
             start_at="beginning",
             fetch_max_wait_ms=5,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            raw=True,  # a record batch's own records: no ConsumerRecord per record (the driver's CPU)
         )
         self._task: asyncio.Task[None] | None = None
 

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from banditroute.kafka.raw_fetch import install as install_raw_fetch
+from banditroute.kafka.raw_fetch import raw_records
 from banditroute.kafka.topics import partitions_of
 
 
@@ -31,7 +33,14 @@ class TopicReader:
         start_at: Literal["end", "beginning"] = "end",
         fetch_max_wait_ms: int = 20,
         max_partition_fetch_bytes: int = 1024 * 1024,
+        raw: bool = False,
     ) -> None:
+        """``raw``: :meth:`fetch` returns each record batch's own records (aiokafka's C ``DefaultRecord``:
+        ``offset``, ``key``, ``value``, ``timestamp``, ``headers``; no ``topic`` or ``partition``) instead of a
+        ``ConsumerRecord`` made per record (:mod:`~banditroute.kafka.raw_fetch`; under an aiokafka release it
+        was not checked against, aiokafka's own records, which have the same fields)."""
+        if raw:
+            install_raw_fetch()
         self.topic = topic
         self.start_at = start_at
         self._options: dict[str, Any] = {
@@ -41,6 +50,7 @@ class TopicReader:
             "auto_offset_reset": "earliest" if start_at == "beginning" else "latest",
             "fetch_max_wait_ms": fetch_max_wait_ms,
             "max_partition_fetch_bytes": max_partition_fetch_bytes,
+            **({"value_deserializer": raw_records} if raw else {}),
             **dict(security or {}),
         }
         self._consumer: Any = None
