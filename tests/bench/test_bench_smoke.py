@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,11 @@ def test_all_quick_writes_results(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert set(e2e["latency_ms"]) == {"50"}
     half = str(round(e2e["router_per_s"] / 2))
     assert set(e2e["added_ms"]) == {"1000", "5000", half} == set(e2e["relay_latency_at_ms"])
+    cores = os.cpu_count() or 1
     for level in [*e2e["latency_ms"].values(), *e2e["latency_at_ms"].values()]:
         assert {"p50", "p95", "p99", "target_per_s", "lost"} <= set(level)
+        # the level's CPU budget: the driver's share of the machine's work, within the machine's cores
+        assert 0.0 < level["driver_cores"] <= level["machine_busy_cores"] + 0.1 <= cores + 0.2
     assert all(set(added) == {"p50", "p99"} for added in e2e["added_ms"].values())
     assert set(e2e["workers"]) == {"1"} and e2e["workers"]["1"] > 0
     fresh = results["freshness"]

@@ -202,6 +202,21 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU time all cores spent on work so far (user, nice, system, irq and softirq of ``/proc/stat``: every
+    process, the kernel's network stack included; not idle, I/O wait or time stolen by the hypervisor); None
+    where unavailable."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+        if fields[0] != "cpu":
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, fields[1:8])
+        return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 async def wait_idle(
     pid: int,
     *,

@@ -57,6 +57,7 @@ from banditroute.bench.common import (
     create_topics,
     delete_topics,
     machine,
+    machine_busy_seconds,
     new_prefix,
     percentiles,
     sleep_until,
@@ -192,6 +193,7 @@ async def paced(
     collector.latencies.clear()
     trace_dir = os.environ.get(TRACE_ENV)
     collector.trace = [] if trace_dir else None
+    driver_before, busy_before = time.process_time(), machine_busy_seconds()
     start = time.perf_counter()
     wall_minus_perf = time.time() - start
     end = start + seconds
@@ -236,6 +238,8 @@ async def paced(
         await asyncio.sleep(0.05)
     lost = len(collector.sent)
     collector.sent.clear()
+    wall = time.perf_counter() - start
+    busy_after = machine_busy_seconds()
     if trace_dir and collector.trace is not None:
         _write_trace(trace_dir, collector, tag, wall_minus_perf + start, start)
     result: dict[str, Any] = percentiles(collector.latencies)
@@ -245,6 +249,12 @@ async def paced(
             "achieved_send_per_s": sent / seconds,
             "measured": measured,
             "lost": lost,
+            # the level's CPU budget (sending and the wait for the last decisions, in cores): this driver
+            # process, and the whole machine (the rest is the process under test, the broker and anything else)
+            "driver_cores": (time.process_time() - driver_before) / wall,
+            "machine_busy_cores": (
+                None if busy_before is None or busy_after is None else (busy_after - busy_before) / wall
+            ),
         }
     )
     return result
@@ -440,6 +450,9 @@ async def run_e2e_bench(
             "router's sustained rate), each side alone on the machine in turn",
             "cpu_ratio": "relay CPU per request / router CPU per request (drain); 0.5 = twice the relay's",
             "cpu_ratio_at": "the same at each paced rate of added_ms (each process's CPU over the level)",
+            "driver_cores": "per level: the bench driver's own CPU over the level, in cores",
+            "machine_busy_cores": "per level: every core's work over the level (/proc/stat), in cores; less "
+            "the driver's and the measured process's (cpu_us_per_request x achieved_send_per_s), the broker's",
             "workers": f"n worker processes on {worker_partitions} partitions; once every worker is ready the "
             "driver produces the requests as fast as it can; decisions/s between the 20% and 90% marks of the "
             "decisions' own timestamps",
