@@ -91,8 +91,10 @@ def test_all_quick_writes_results(kafka_bootstrap: str, tmp_path: Path) -> None:
     cores = os.cpu_count() or 1
     for level in [*e2e["latency_ms"].values(), *e2e["latency_at_ms"].values()]:
         assert {"p50", "p95", "p99", "target_per_s", "lost"} <= set(level)
-        # the level's CPU budget: the driver's share of the machine's work, within the machine's cores
+        # the level's CPU budget: the driver's and the worker's shares of the machine's work, within its cores
+        assert level["machine_busy_cores"] is not None, "no /proc/stat: the level's CPU budget is unknown"
         assert 0.0 < level["driver_cores"] <= level["machine_busy_cores"] + 0.1 <= cores + 0.2
+        assert 0.0 < level["process_cores"] <= level["machine_busy_cores"] + 0.1
     assert all(set(added) == {"p50", "p99"} for added in e2e["added_ms"].values())
     assert set(e2e["workers"]) == {"1"} and e2e["workers"]["1"] > 0
     fresh = results["freshness"]

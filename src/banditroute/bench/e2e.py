@@ -64,7 +64,6 @@ from banditroute.bench.common import (
     wait_idle,
 )
 from banditroute.kafka.load_producer import load_producer
-from banditroute.kafka.topics import murmur2_many
 
 LOADS = (25, 50, 90)
 RELAY_FACTOR = 3
@@ -184,12 +183,10 @@ async def paced(
 ) -> dict[str, Any]:
     """Open-loop load: send at ``rate``/s for ``seconds``; measure requests sent after the warm-up.
 
-    Every millisecond the requests owed so far go out as one record batch per partition (the default
-    partitioner's choice for each key: as ``send()`` would place them), built with the producer's own
-    ``create_batch`` and ``send_batch``. A request's latency starts when it is appended to its batch, as it
-    started at ``send()`` before (which appends to the producer's open batch). The driver spends ~8 % less
-    CPU per request than with one ``send()`` each (five alternated pairs at 20,000/s, where the driver, the
-    process under test and the broker share two cores)."""
+    One ``send()`` per request: it appends to the producer's open batch and does not wait for the batch
+    before it (``create_batch``/``send_batch`` per tick was tried: ~8 % less driver CPU, but ``send_batch``
+    waits while the partition's previous batch is queued, so a slow round trip would hold the loop and stamp
+    the requests due meanwhile late, hiding their wait)."""
     collector.latencies.clear()
     trace_dir = os.environ.get(TRACE_ENV)
     collector.trace = [] if trace_dir else None
@@ -202,7 +199,6 @@ async def paced(
     measured = 0
     tick = 0.001
     next_tick = start
-    partitions = len(await producer.partitions_for(topic))
     stamps = collector.sent
     while True:
         now = time.perf_counter()
@@ -212,25 +208,14 @@ async def paced(
         if owed > 0:
             created = datetime.now(UTC).isoformat()
             measure = now >= measure_from
-            rids = [f"{tag}-{n}" for n in range(sent, sent + owed)]
-            keys = [rid.encode() for rid in rids]
-            batches: dict[int, Any] = {}
-            for rid, key, hashed in zip(rids, keys, murmur2_many(keys), strict=True):
-                value = _request(rid, created)
-                partition = (hashed & 0x7FFFFFFF) % partitions  # the default partitioner's choice
-                batch = batches.get(partition)
-                if batch is None:
-                    batch = batches[partition] = producer.create_batch()
+            for _ in range(owed):
+                rid = f"{tag}-{sent}"
+                key = rid.encode()
                 if measure:
                     stamps[key] = time.perf_counter()
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                    await producer.send_batch(batch, topic, partition=partition)
-                    batch = batches[partition] = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)  # a bench request fits an empty batch
-            for partition, batch in batches.items():
-                await producer.send_batch(batch, topic, partition=partition)
-            sent += owed
-            measured += owed if measure else 0
+                    measured += 1
+                await producer.send(topic, key=key, value=_request(rid, created))
+                sent += 1
         next_tick += tick
         await sleep_until(next_tick)
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -250,7 +235,9 @@ async def paced(
             "measured": measured,
             "lost": lost,
             # the level's CPU budget (sending and the wait for the last decisions, in cores): this driver
-            # process, and the whole machine (the rest is the process under test, the broker and anything else)
+            # process and the whole machine (less the driver and the process under test, ``process_cores``: the
+            # broker and anything else)
+            "wall_s": wall,
             "driver_cores": (time.process_time() - driver_before) / wall,
             "machine_busy_cores": (
                 None if busy_before is None or busy_after is None else (busy_after - busy_before) / wall
@@ -258,6 +245,13 @@ async def paced(
         }
     )
     return result
+
+
+def _level_cpu(level: dict[str, Any], cpu_s: float, seconds: float) -> None:
+    """The measured process's CPU over a paced level (``cpu_s``): per request sent, and in cores over the level's
+    wall time (``wall_s``: sending and the wait for the last decisions, as ``driver_cores``)."""
+    level["cpu_us_per_request"] = cpu_s / max(level["achieved_send_per_s"] * seconds, 1) * 1e6
+    level["process_cores"] = cpu_s / level["wall_s"]
 
 
 async def measure_side(
@@ -318,17 +312,13 @@ async def measure_side(
             level = await paced(
                 producer, collector, requests_topic, sustained * load / 100.0, seconds, f"l{load}"
             )
-            level["cpu_us_per_request"] = (
-                (cpu_seconds(proc.pid) - cpu_before) / max(level["achieved_send_per_s"] * seconds, 1) * 1e6
-            )
+            _level_cpu(level, cpu_seconds(proc.pid) - cpu_before, seconds)
             out["latency_ms"][str(load)] = level
         out["latency_at_ms"] = {}
         for rate in rates(sustained) if callable(rates) else rates:
             cpu_before = cpu_seconds(proc.pid)
             level = await paced(producer, collector, requests_topic, rate, seconds, f"r{int(rate)}")
-            level["cpu_us_per_request"] = (
-                (cpu_seconds(proc.pid) - cpu_before) / max(level["achieved_send_per_s"] * seconds, 1) * 1e6
-            )
+            _level_cpu(level, cpu_seconds(proc.pid) - cpu_before, seconds)
             out["latency_at_ms"][str(int(rate))] = level
         out["worker_log_tail"] = proc.log_tail(600) if kind == "router" and not proc.alive() else None
         return out
@@ -450,9 +440,10 @@ async def run_e2e_bench(
             "router's sustained rate), each side alone on the machine in turn",
             "cpu_ratio": "relay CPU per request / router CPU per request (drain); 0.5 = twice the relay's",
             "cpu_ratio_at": "the same at each paced rate of added_ms (each process's CPU over the level)",
-            "driver_cores": "per level: the bench driver's own CPU over the level, in cores",
-            "machine_busy_cores": "per level: every core's work over the level (/proc/stat), in cores; less "
-            "the driver's and the measured process's (cpu_us_per_request x achieved_send_per_s), the broker's",
+            "driver_cores": "per level: the bench driver's own CPU over the level (wall_s), in cores",
+            "process_cores": "per level: the measured process's CPU over the same wall time, in cores",
+            "machine_busy_cores": "per level: every core's work over the same wall time (/proc/stat), in cores; "
+            "less driver_cores and process_cores: the broker's and anything else's",
             "workers": f"n worker processes on {worker_partitions} partitions; once every worker is ready the "
             "driver produces the requests as fast as it can; decisions/s between the 20% and 90% marks of the "
             "decisions' own timestamps",
