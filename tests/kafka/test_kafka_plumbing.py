@@ -64,6 +64,31 @@ async def test_topic_reader_from_the_end_sees_only_newer_records_and_from_the_be
         await TopicReader(kafka_bootstrap, f"{unique_prefix}.nosuch").start()
 
 
+async def test_topic_reader_raw_hands_over_the_record_batches_own_records(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    topic = f"{unique_prefix}.decisions"
+    await ensure_topics(kafka_bootstrap, None, [new_topic(topic, 2)])
+    keys = [f"k{i}" for i in range(12)]
+    await _send(kafka_bootstrap, topic, keys)
+    reader = await TopicReader(kafka_bootstrap, topic, start_at="beginning", raw=True).start()
+    try:
+        got: dict[bytes, tuple[bytes, int]] = {}
+        for _ in range(100):
+            for records in (await reader.fetch(timeout_ms=100)).values():
+                for record in records:
+                    assert not hasattr(record, "topic")  # the batch's own record, not a ConsumerRecord
+                    got[record.key] = (record.value, record.timestamp)
+            if len(got) >= len(keys):
+                break
+    finally:
+        await reader.stop()
+    assert sorted(got) == sorted(key.encode() for key in keys)
+    for key, (value, timestamp) in got.items():
+        assert orjson.loads(value) == {"k": key.decode()}
+        assert timestamp > 1_600_000_000_000  # milliseconds since the epoch
+
+
 async def test_lag_probe_counts_what_a_group_has_not_committed(
     kafka_bootstrap: str, unique_prefix: str
 ) -> None:

@@ -37,8 +37,8 @@ class TopicReader:
     ) -> None:
         """``raw``: :meth:`fetch` returns each record batch's own records (aiokafka's C ``DefaultRecord``:
         ``offset``, ``key``, ``value``, ``timestamp``, ``headers``; no ``topic`` or ``partition``) instead of a
-        ``ConsumerRecord`` made per record (:mod:`~banditroute.kafka.raw_fetch`; under an aiokafka release it
-        was not checked against, aiokafka's own records, which have the same fields)."""
+        ``ConsumerRecord`` made per record (:mod:`~banditroute.kafka.raw_fetch`). Under an aiokafka release it
+        was not checked against, aiokafka's own ``ConsumerRecord`` objects, which have those fields too."""
         if raw:
             install_raw_fetch()
         self.topic = topic
