@@ -103,8 +103,16 @@ MESSAGE_BYTES_DEFAULT = "1048588"
 """The broker's default ``max.message.bytes`` (what a topic takes back to accept writes again)."""
 
 
+LOG_CONFIG_GRACE_S = 0.5
+"""Time given the partitions' logs to take a topic config the broker already describes. Under KRaft the
+description and the logs' own config (what a produce is checked against) are updated by different metadata
+publishers, so the first can lead the second: a send right after the description changed was once still refused
+(test_join_flush_failed, lead32's fresh clone), and nothing outside the broker shows when the logs caught up."""
+
+
 async def set_message_bytes(bootstrap: str, topic: str, value: str) -> None:
-    """Set a topic's ``max.message.bytes`` and wait until the broker describes it so."""
+    """Set a topic's ``max.message.bytes``, wait until the broker describes it so, then give its partitions' logs
+    :data:`LOG_CONFIG_GRACE_S` to apply it."""
     async with admin_client(bootstrap) as admin:
         await admin.alter_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": value})]
@@ -115,3 +123,4 @@ async def set_message_bytes(bootstrap: str, topic: str, value: str) -> None:
             return any(e[0] == "max.message.bytes" and e[1] == value for e in response.resources[0][4])
 
         assert await wait_until(applied, 30), f"{topic}: max.message.bytes={value} not applied"
+    await asyncio.sleep(LOG_CONFIG_GRACE_S)
