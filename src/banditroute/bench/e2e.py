@@ -199,7 +199,6 @@ async def paced(
     measured = 0
     tick = 0.001
     next_tick = start
-    stamps = collector.sent
     while True:
         now = time.perf_counter()
         if now >= end:
@@ -212,7 +211,7 @@ async def paced(
                 rid = f"{tag}-{sent}"
                 key = rid.encode()
                 if measure:
-                    stamps[key] = time.perf_counter()
+                    collector.sent[key] = time.perf_counter()
                     measured += 1
                 await producer.send(topic, key=key, value=_request(rid, created))
                 sent += 1
