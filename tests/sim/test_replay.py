@@ -34,6 +34,16 @@ def test_replay_is_deterministic_and_consistent() -> None:
     assert cheapest["traffic_share"]["gsm8k"]["small-model"] == 1.0
 
 
+def test_draw_seed_moves_the_draws_and_keeps_the_stream() -> None:
+    table = load_outcomes()
+    base = replay(table, requests=2000, seed=5, policies=["thompson"])
+    same = replay(table, requests=2000, seed=5, policies=["thompson"], draw_seed=5)
+    apart = replay(table, requests=2000, seed=5, policies=["thompson"], draw_seed=6)
+    assert same.to_json() == base.to_json()
+    assert (apart.stream.task == base.stream.task).all() and (apart.stream.prompt == base.stream.prompt).all()
+    assert (apart.runs[0].chosen != base.runs[0].chosen).any()
+
+
 def test_mix_and_budget() -> None:
     table = load_outcomes()
     assert parse_mix("gsm8k=1,mt-bench=3", table.task_types)["mt-bench"] == 0.75

@@ -1,5 +1,6 @@
 """``replay --through-kafka``: the recorded outcomes through a real worker on the real broker capture what the
-in-process replay captures with a comparable feedback delay, within the in-process replay's seed noise."""
+in-process replay captures on the same request stream with a comparable feedback delay, within the noise of the
+in-process sampler's own draws."""
 
 from __future__ import annotations
 
@@ -27,9 +28,13 @@ from banditroute.sim.worker_process import worker_process
 pytestmark = pytest.mark.kafka
 
 REQUESTS, SEED, DELAY, LAM = 3000, 0, 100, 20.0
+STREAM_SEED = 1
+"""The capture test's request stream: one on which learning shows on the shipped two-model example (in process,
+``captured_expected`` +0.64 +/- 0.10 over 20 draw seeds against uniform's -0.06; on stream 0 +0.17 +/- 0.28
+against -0.10, too close to tell a worker that learns from one that does not)."""
 
 
-def _in_process(seed: int, policy: str = "thompson") -> float:
+def _in_process(seed: int, policy: str = "thompson", draw_seed: int | None = None) -> float:
     table = load_outcomes()
     setup = default_setup(table, LAM)  # the worker pools quality priors over task types with the same cap
     result = replay(
@@ -40,8 +45,9 @@ def _in_process(seed: int, policy: str = "thompson") -> float:
         policies=[policy],
         delay=comparable_delay(DELAY),
         setup=setup,
+        draw_seed=draw_seed,
     )
-    captured = result.summary(result.runs[0])["captured"]
+    captured = result.summary(result.runs[0])["captured_expected"]
     assert captured is not None
     return float(captured)
 
@@ -49,7 +55,7 @@ def _in_process(seed: int, policy: str = "thompson") -> float:
 def test_through_kafka_captures_what_the_in_process_replay_captures(kafka_bootstrap: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANDITROUTE_")}
     env["BANDITROUTE_KAFKA_BOOTSTRAP"] = kafka_bootstrap
-    argv = ["replay", "--through-kafka", "--requests", str(REQUESTS), "--seed", str(SEED)]
+    argv = ["replay", "--through-kafka", "--requests", str(REQUESTS), "--seed", str(STREAM_SEED)]
     argv += ["--delay", str(DELAY), "--objective-lambda", str(LAM), "--format", "json"]
     done = subprocess.run(
         [sys.executable, "-m", "banditroute", *argv],
@@ -64,18 +70,20 @@ def test_through_kafka_captures_what_the_in_process_replay_captures(kafka_bootst
     assert report["requests"] == REQUESTS and report["through_kafka"]["comparable_delay"] == DELAY
     (run,) = report["policies"]
     assert run["name"] == "thompson_kafka"
-    through_kafka = run["captured"]
+    through_kafka = run["captured_expected"]  # the chosen models' mean utilities: no prompt-draw noise
 
-    noise = [_in_process(seed) for seed in range(10)]
+    # The reference is the same request stream with the sampler's draws apart: on 3,000 requests the stream
+    # moves `captured` far more than the draws do (CI once saw -0.95 through Kafka against whole replays of
+    # seeds 0-9, +0.51 +/- 0.49, while stream 0's own draws reach -0.92). Through Kafka on stream 1, six runs:
+    # +0.64 to +0.82.
+    noise = [_in_process(STREAM_SEED, draw_seed=k) for k in range(20)]
     mean, sd = float(np.mean(noise)), float(np.std(noise, ddof=1))
-    same_seed = _in_process(SEED)
     report_line = (
-        f"captured through Kafka {through_kafka:+.2f}; in process {same_seed:+.2f} (seed {SEED}), "
-        f"seeds 0-9 {mean:+.2f} ± {sd:.2f}"
+        f"captured_expected through Kafka {through_kafka:+.2f}; in process on the same stream (seed {STREAM_SEED}), "
+        f"draw seeds 0-19 {mean:+.2f} ± {sd:.2f} ({min(noise):+.2f} to {max(noise):+.2f})"
     )
     print(report_line)
-    assert abs(through_kafka - mean) <= 3 * sd, report_line
-    assert abs(through_kafka - same_seed) <= 3 * sd, report_line
+    assert abs(through_kafka - mean) <= 3.5 * sd, report_line
 
 
 BUDGET_REQUESTS, BUDGET_FRACTION = 3000, 0.25

@@ -435,11 +435,14 @@ def replay(
     delay: int = 50,
     setup: RouterSetup | None = None,
     one_pass: bool = False,
+    draw_seed: int | None = None,
 ) -> ReplayResult:
     """Replay ``requests`` sampled requests through each named policy (deterministic for a seed).
 
     ``one_pass`` replays every prompt of the table exactly once in a seeded random order instead (``requests``
-    and ``mix`` are then ignored): a short horizon without repeats, as production traffic is."""
+    and ``mix`` are then ignored): a short horizon without repeats, as production traffic is. ``draw_seed`` seeds
+    the policies' draws apart from the request stream (default ``seed``): runs that differ only in it show the
+    sampler's own noise on one stream."""
     if requests < 1:
         raise ValueError("requests must be >= 1")
     if delay < 1:
@@ -455,7 +458,9 @@ def replay(
         )
     setup = setup or default_setup(table, lam, budget)
     runs = [
-        _run_policy(name, instance, table, stream, setup, lam, delay, seed)
+        _run_policy(
+            name, instance, table, stream, setup, lam, delay, seed if draw_seed is None else draw_seed
+        )
         for name, instance in instances.items()
     ]
     q, c = table.mean_quality(), table.mean_cost()
