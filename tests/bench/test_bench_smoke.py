@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,28 @@ async def test_decide_path_decides_every_request_and_hands_each_to_the_join() ->
     decisions = [RoutingDecision.model_validate_json(value) for value in values]
     assert {d.request_id for d in decisions} == set(path.pending.held)
     assert sum(path.dashboard.decisions_by_model.values()) == n
+
+
+async def test_canned_decide_answers_with_the_first_decision_and_each_request_s_own_join_entry() -> None:
+    from banditroute.bench.decide_path import PARTITIONS, CannedDecide, DecidePath, request_batch
+
+    path = DecidePath()
+    await path.warm_up(request_batch("p.requests", 0, 20))
+    logic = path.service.logic
+    canned = CannedDecide(logic)
+    logic.decide_encoded = canned  # type: ignore[method-assign]
+    before = Counter(path.dashboard.decisions_by_model)
+    await path.step(request_batch("p.requests", 1, 20))
+    assert canned.first is not None
+    first_decided, first_served = canned.first
+    assert first_served is not None
+    assert path.producer.records == 2 * 20 * PARTITIONS == len(path.pending.held)
+    step_ids = {f"r{p}-{20 + i}" for p in range(PARTITIONS) for i in range(20)}
+    assert step_ids <= set(path.pending.held)  # every request's own entry reached the join
+    # each answer after the first repeats the first's summary: the step's count is all on its model
+    counted = Counter(path.dashboard.decisions_by_model)
+    counted.subtract(before)
+    assert +counted == {(first_decided[0], first_decided[1]): 20 * PARTITIONS}
 
 
 def test_rebuild_command_prints_a_line_per_catalog_size_and_refuses_no_repetitions(

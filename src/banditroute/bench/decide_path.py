@@ -12,6 +12,11 @@ instructions per request (``valgrind --tool=callgrind``, the difference of two s
 instructions whatever the machine's load. ``--cpu`` prints the thread's CPU time per request instead (median
 of rounds). Packaged config, empty state view (priors), task type ``bench``, seed 1; malloc and the garbage
 collector set up as the worker sets them.
+
+``--canned-decide`` answers every request after the first with the first's decision (its summary, text and join
+entry, with the request's own ids in the join entry): the decide path without the decide step's work, an upper
+bound of what a faster decide step (the policy core's draws, the decision's text) can take off the rest of the
+path (reading, checks, record batches, the join).
 """
 
 from __future__ import annotations
@@ -37,13 +42,13 @@ from banditroute.codec import DeadLetterCounter
 from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.gc_tuning import tune_for_worker
 from banditroute.kafka import decide_service, fetch_cycles
-from banditroute.kafka.decide_service import DecideService
+from banditroute.kafka.decide_service import Decider, DecideService
 from banditroute.kafka.fetch_double import Fetched, read, record_batch
 from banditroute.kafka.handoff import build_handoff
 from banditroute.kafka.producer_double import AckingProducer
 from banditroute.kafka.staged import StagedTable
 from banditroute.limits import CAPS
-from banditroute.served import Decided
+from banditroute.served import Decided, Served
 from banditroute.web.top import TopTaskTypes
 
 PARTITIONS = 4
@@ -69,6 +74,26 @@ def request_batch(topic: str, step: int, per_partition: int) -> Fetched:
             records.append((rid.encode(), value))
         fetched[(topic, partition)] = (base, record_batch(base, records, int(CLOCK_S * 1000)))
     return fetched
+
+
+class CannedDecide:
+    """A decide step that answers each request with the first request's decision (``--canned-decide``): the
+    summary and the text are the first's, the join entry the first's with the request's own ids."""
+
+    def __init__(self, logic: Decider) -> None:
+        self.decide = logic.decide_encoded  # the real step, bound before the logic's is replaced
+        self.first: tuple[Decided, Served | None] | None = None
+
+    def __call__(self, request: Any) -> tuple[Decided, Served | None]:
+        first = self.first
+        if first is None:
+            first = self.first = self.decide(request)
+            return first
+        decided, served = first
+        if served is None:
+            return first
+        request_id = request.request_id
+        return decided, (request_id, "d:" + request_id, *served[2:])
 
 
 class DecidePath:
@@ -137,7 +162,9 @@ class DecidePath:
         await committer
 
 
-async def run(steps: int, per_partition: int, cpu: bool, rounds: int, made: int) -> None:
+async def run(
+    steps: int, per_partition: int, cpu: bool, rounds: int, made: int, canned_decide: bool = False
+) -> None:
     # the arguments first: nothing process-wide is changed for a run that is refused
     if per_partition * PARTITIONS > MAX_POLL:  # a poll the worker never reads whole
         raise SystemExit(
@@ -159,6 +186,8 @@ async def run(steps: int, per_partition: int, cpu: bool, rounds: int, made: int)
     batches = [request_batch("p.requests", s, per_partition) for s in range(made)]
     await path.warm_up(batches[0])
     await path.step(batches[1])
+    if canned_decide:  # the decide loop reads the bound method from its logic at every step
+        path.service.logic.decide_encoded = CannedDecide(path.service.logic)  # type: ignore[method-assign]
     tune_for_worker()  # as the worker, once ready
     if not cpu:
         for batch in batches[2 : 2 + steps]:
@@ -194,8 +223,13 @@ def main() -> None:
         default=22,
         help="polls of request records made (>= steps + 2; with --cpu, >= steps x rounds + 2)",
     )
+    parser.add_argument(
+        "--canned-decide",
+        action="store_true",
+        help="answer every request with the first's decision: the path without the decide step's work",
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.steps, args.per_partition, args.cpu, args.rounds, args.made))
+    asyncio.run(run(args.steps, args.per_partition, args.cpu, args.rounds, args.made, args.canned_decide))
 
 
 if __name__ == "__main__":
