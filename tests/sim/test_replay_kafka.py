@@ -74,8 +74,8 @@ def test_through_kafka_captures_what_the_in_process_replay_captures(kafka_bootst
 
     # The reference is the same request stream with the sampler's draws apart: on 3,000 requests the stream
     # moves `captured` far more than the draws do (CI once saw -0.95 through Kafka against whole replays of
-    # seeds 0-9, +0.51 +/- 0.49, while stream 0's own draws reach -0.92). Through Kafka on stream 1, six runs:
-    # +0.64 to +0.82.
+    # seeds 0-9, +0.51 +/- 0.49, while stream 0's own draws reach -0.92). Through Kafka on stream 1, eleven
+    # runs: +0.55 to +0.82.
     noise = [_in_process(STREAM_SEED, draw_seed=k) for k in range(20)]
     mean, sd = float(np.mean(noise)), float(np.std(noise, ddof=1))
     report_line = (
