@@ -220,6 +220,18 @@ async def test_canned_decide_answers_with_the_first_decision_and_each_request_s_
     assert +counted == {(first_decided[0], first_decided[1]): 20 * PARTITIONS}
 
 
+def test_canned_decide_refuses_a_first_decision_without_a_join_entry() -> None:
+    from banditroute.bench.decide_path import CannedDecide
+
+    class Refusing:  # a decide step whose first answer serves no model (a rejection)
+        def decide_encoded(self, request: Any) -> tuple[Any, None]:
+            return ("bench", None, "requests", 0.0, b"{}"), None
+
+    canned = CannedDecide(Refusing())  # type: ignore[arg-type]
+    with pytest.raises(SystemExit, match="served no model"):
+        canned(object())  # type: ignore[arg-type]
+
+
 def test_rebuild_command_prints_a_line_per_catalog_size_and_refuses_no_repetitions(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -39,9 +39,12 @@ def test_draw_seed_moves_the_draws_and_keeps_the_stream() -> None:
     base = replay(table, requests=2000, seed=5, policies=["thompson"])
     same = replay(table, requests=2000, seed=5, policies=["thompson"], draw_seed=5)
     apart = replay(table, requests=2000, seed=5, policies=["thompson"], draw_seed=6)
-    assert same.to_json() == base.to_json()
+    assert same.to_json() == {**base.to_json(), "draw_seed": 5}  # the same draws, the seed given recorded
     assert (apart.stream.task == base.stream.task).all() and (apart.stream.prompt == base.stream.prompt).all()
     assert (apart.runs[0].chosen != base.runs[0].chosen).any()
+    assert (
+        "draw_seed" not in base.to_json() and apart.to_json()["draw_seed"] == 6
+    )  # the run can be made again
 
 
 def test_mix_and_budget() -> None:

@@ -30,8 +30,8 @@ pytestmark = pytest.mark.kafka
 REQUESTS, SEED, DELAY, LAM = 3000, 0, 100, 20.0
 STREAM_SEED = 1
 """The capture test's request stream: one on which learning shows on the shipped two-model example (in process,
-``captured_expected`` +0.64 +/- 0.10 over 20 draw seeds against uniform's -0.06; on stream 0 +0.17 +/- 0.28
-against -0.10, too close to tell a worker that learns from one that does not)."""
+over 20 draw seeds, ``captured_expected`` +0.64 +/- 0.10 against uniform's -0.09 +/- 0.02; on stream 0
++0.17 +/- 0.28 against -0.07, too close to tell a worker that learns from one that does not)."""
 
 
 def _in_process(seed: int, policy: str = "thompson", draw_seed: int | None = None) -> float:

@@ -14,9 +14,10 @@ of rounds). Packaged config, empty state view (priors), task type ``bench``, see
 collector set up as the worker sets them.
 
 ``--canned-decide`` answers every request after the first with the first's decision (its summary, text and join
-entry, with the request's own ids in the join entry): the decide path without the decide step's work, an upper
-bound of what a faster decide step (the policy core's draws, the decision's text) can take off the rest of the
-path (reading, checks, record batches, the join).
+entry, with the request's own ids in the join entry): the decide path without the decide step's work. It
+estimates the most a faster decide step (the policy core's draws, the decision's text) could save, while
+reading, checks, record batches and the join stay; not a strict bound: the canned answer still costs a call
+and a tuple, and leaves the rest of the path warmer caches.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from banditroute.codec import DeadLetterCounter
 from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.gc_tuning import tune_for_worker
 from banditroute.kafka import decide_service, fetch_cycles
-from banditroute.kafka.decide_service import Decider, DecideService
+from banditroute.kafka.decide_service import Decider, DecideService, Request
 from banditroute.kafka.fetch_double import Fetched, read, record_batch
 from banditroute.kafka.handoff import build_handoff
 from banditroute.kafka.producer_double import AckingProducer
@@ -84,14 +85,15 @@ class CannedDecide:
         self.decide = logic.decide_encoded  # the real step, bound before the logic's is replaced
         self.first: tuple[Decided, Served | None] | None = None
 
-    def __call__(self, request: Any) -> tuple[Decided, Served | None]:
+    def __call__(self, request: Request) -> tuple[Decided, Served | None]:
         first = self.first
         if first is None:
             first = self.first = self.decide(request)
+            if first[1] is None:  # every later request would skip the join: the figure would leave it out
+                raise SystemExit("--canned-decide: the first request served no model (no join entry to copy)")
             return first
         decided, served = first
-        if served is None:
-            return first
+        assert served is not None  # checked at the first
         request_id = request.request_id
         return decided, (request_id, "d:" + request_id, *served[2:])
 

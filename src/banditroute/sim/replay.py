@@ -475,4 +475,5 @@ def replay(
         task_cost=c,
         seed=seed,
         source=table.source,
+        extra={} if draw_seed is None else {"draw_seed": draw_seed},
     )
