@@ -1,6 +1,7 @@
 """``replay --through-kafka``: the recorded outcomes through a real worker on the real broker capture what the
 in-process replay captures on the same request stream with a comparable feedback delay, within the noise of the
-in-process sampler's own draws."""
+in-process sampler's own draws (wide enough that a worker learning with several times the delay passes; one that
+does not learn fails)."""
 
 from __future__ import annotations
 
