@@ -223,7 +223,7 @@ async def paced(
     lost = len(collector.sent)
     collector.sent.clear()
     wall = time.perf_counter() - start
-    busy_after = machine_busy_seconds()
+    driver_s, busy_after = time.process_time() - driver_before, machine_busy_seconds()
     if trace_dir and collector.trace is not None:
         _write_trace(trace_dir, collector, tag, wall_minus_perf + start, start)
     result: dict[str, Any] = percentiles(collector.latencies)
@@ -237,7 +237,7 @@ async def paced(
             # process and the whole machine (less the driver and the process under test, ``process_cores``: the
             # broker and anything else)
             "wall_s": wall,
-            "driver_cores": (time.process_time() - driver_before) / wall,
+            "driver_cores": driver_s / wall,
             "machine_busy_cores": (
                 None if busy_before is None or busy_after is None else (busy_after - busy_before) / wall
             ),
