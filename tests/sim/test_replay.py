@@ -3,12 +3,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from banditroute.cli import main
 from banditroute.sim.replay import replay
-from banditroute.sim.table import example_path, load_outcomes, parse_mix
+from banditroute.sim.synthetic import SyntheticSpec, generate
+from banditroute.sim.table import example_path, load_outcomes, parse_mix, write_outcomes
 
 
 def test_example_is_small_and_loads() -> None:
@@ -56,6 +58,20 @@ def test_mix_and_budget() -> None:
     assert set(r["policies"][0]["traffic_share"]) == {"gsm8k"}
     spend = replay(table, requests=4000, seed=1, policies=["thompson"], budget=0.002).to_json()
     assert spend["policies"][0]["mean_cost_usd"] < 0.004
+
+
+def test_written_outcomes_read_back_to_the_same_table(tmp_path: Path) -> None:
+    for table in (
+        load_outcomes(),
+        generate(SyntheticSpec("t", models=3, task_types=2, prompts_per_task=40, seed=3)),
+    ):
+        back = load_outcomes(write_outcomes(table, tmp_path / "o.csv"))
+        assert back.models == table.models and back.task_types == table.task_types
+        for name, outcomes in table.tasks.items():
+            got = back.tasks[name]
+            assert got.prompts == outcomes.prompts
+            assert (got.quality == outcomes.quality).all() and (got.cost == outcomes.cost).all()
+            assert np.array_equal(got.latency, outcomes.latency, equal_nan=True)
 
 
 def test_bad_csv_names_the_line(tmp_path: Path) -> None:

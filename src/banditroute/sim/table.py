@@ -153,6 +153,30 @@ def load_outcomes(path: str | Path | None = None) -> OutcomeTable:
     return OutcomeTable(models=names, tasks=tasks, source=str(file))
 
 
+def write_outcomes(table: OutcomeTable, path: str | Path) -> Path:
+    """Write ``table`` as an outcomes CSV that :func:`load_outcomes` reads back to the same table (numbers as
+    Python's shortest exact text; a latency not recorded as an empty field)."""
+    file = Path(path)
+    with file.open("w", newline="", encoding="utf-8") as handle:
+        out = csv.writer(handle)
+        out.writerow([*REQUIRED_COLUMNS, "latency_ms"])
+        for task, outcomes in table.tasks.items():
+            for p, prompt in enumerate(outcomes.prompts):
+                for j, model in enumerate(table.models):
+                    latency = float(outcomes.latency[p, j])
+                    out.writerow(
+                        [
+                            task,
+                            prompt,
+                            model,
+                            repr(float(outcomes.quality[p, j])),
+                            repr(float(outcomes.cost[p, j])),
+                            "" if math.isnan(latency) else repr(latency),
+                        ]
+                    )
+    return file
+
+
 def parse_mix(text: str | Mapping[str, float], task_types: tuple[str, ...]) -> dict[str, float]:
     """``"gsm8k=0.3,mmlu-stem=0.7"`` (or a mapping) -> normalised shares over known task types."""
     if isinstance(text, str):
