@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,6 +105,25 @@ def test_cli_replay_json_and_plots(tmp_path: Path) -> None:
     assert [p["name"] for p in report["policies"]] == ["thompson", "cheapest"]
     assert {"oracle", "best_single_model"} <= set(report)
     assert all(Path(p).exists() for p in report["plots"]) and len(report["plots"]) == 4
+
+
+def test_cli_replay_draw_seed_and_what_through_kafka_refuses() -> None:
+    def run(*argv: str) -> Any:
+        return CliRunner().invoke(main, ["replay", "--requests", "1500", "--policy", "thompson", *argv])
+
+    base = json.loads(run("--seed", "2", "--format", "json").output)
+    apart = run("--seed", "2", "--draw-seed", "9", "--format", "json")
+    assert apart.exit_code == 0, apart.output
+    report = json.loads(apart.output)
+    assert report["draw_seed"] == 9 and "draw_seed" not in base
+    assert report["policies"][0]["traffic_share"] != base["policies"][0]["traffic_share"]  # other draws
+
+    # options the run through a worker cannot honour are refused before anything starts, not ignored
+    refused = CliRunner().invoke(
+        main, ["replay", "--through-kafka", "--one-pass", "--draw-seed", "3", "--policy", "uniform"]
+    )
+    assert refused.exit_code == 2
+    assert "--policy, --one-pass, --draw-seed cannot be used with --through-kafka" in refused.output
 
 
 def test_a_split_every_few_blocks_spends_the_budget_as_a_split_every_block() -> None:

@@ -34,7 +34,16 @@ from banditroute.sim.replay import DEFAULT_POLICIES
     help="Mean cost per request budget (USD) over all task types: the router maximises quality under it.",
 )
 @click.option("--requests", "n", type=click.IntRange(1), default=20000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the request stream (and of the draws)."
+)
+@click.option(
+    "--draw-seed",
+    type=int,
+    default=None,
+    help="Seed the policies' draws apart from the request stream: the same requests, other draws (in process "
+    "only). Default: --seed.",
+)
 @click.option(
     "--policy",
     "policies",
@@ -87,6 +96,7 @@ def replay(
     budget: float | None,
     n: int,
     seed: int,
+    draw_seed: int | None,
     policies: tuple[str, ...],
     mix: str | None,
     delay: int,
@@ -103,6 +113,22 @@ def replay(
     from banditroute.sim.replay import replay as run_replay
     from banditroute.sim.table import load_outcomes
 
+    if through_kafka:
+        ignored = [
+            name
+            for name, given in (
+                ("--policy", bool(policies) and set(policies) != {"thompson"}),
+                ("--priors", priors_file is not None),
+                ("--one-pass", one_pass),
+                ("--draw-seed", draw_seed is not None),
+            )
+            if given
+        ]
+        if ignored:
+            raise click.UsageError(
+                f"{', '.join(ignored)} cannot be used with --through-kafka (it runs the worker's Thompson sampler "
+                "on the catalog's priors, its draws seeded by --seed)"
+            )
     try:
         table = load_outcomes(data)
         if through_kafka:
@@ -136,6 +162,7 @@ def replay(
                 delay=delay,
                 setup=setup,
                 one_pass=one_pass,
+                draw_seed=draw_seed,
             )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
