@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +78,6 @@ async def test_dashboard_renders_live_data(kafka_bootstrap: str, unique_prefix: 
     from playwright.async_api import async_playwright
 
     require_chromium()
-    started = time.monotonic()
     ARTIFACTS.mkdir(exist_ok=True)
     worker, port = start_web_worker(tmp_path, kafka_bootstrap, unique_prefix)
     url = f"http://127.0.0.1:{port}/"
@@ -149,4 +147,3 @@ async def test_dashboard_renders_live_data(kafka_bootstrap: str, unique_prefix: 
     assert not errors, errors
     assert all(r.startswith(url) for r in requests), [r for r in requests if not r.startswith(url)]  # no CDN
     assert code == 0, f"worker exited with {code}; see {tmp_path / 'worker.log'}"
-    assert time.monotonic() - started < 90
