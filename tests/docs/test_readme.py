@@ -3,8 +3,10 @@
 They run in a fresh empty folder, with the ``banditroute`` command of this environment on ``PATH`` and no
 ``BANDITROUTE_*`` variable other than those the README sets, against the worker the README starts (``banditroute
 worker &``), on the suite's real broker. Two things differ from a user's machine, both because the machine is
-shared: the README's bootstrap address ``127.0.0.1:9092`` is replaced by the suite's broker, and the worker's
-web server gets a free port instead of 6066 (``BANDITROUTE_WEB_PORT``). With an external broker
+shared: the README's bootstrap address ``127.0.0.1:9092`` is replaced by the suite's broker, the worker's
+web server gets a free port instead of 6066 (``BANDITROUTE_WEB_PORT``), and the client's 2 s timeout before it
+falls back to its default route becomes 30 s (the test asserts that the worker answered; on a machine that also
+runs the rest of the suite, 2 s would measure the machine's load, not the README). With an external broker
 (``KAFKA_BOOTSTRAP_SERVERS``) the blocks also get a fresh topic prefix, since the default one may be in use.
 Blocks and lines the README marks ``# not run by tests/docs: <reason>`` are skipped (see ``readme.py``).
 """
@@ -27,6 +29,7 @@ from banditroute.kafka.local import free_port
 from tests.docs.readme import CODE, Block, describe, readme_blocks
 
 README_BOOTSTRAP = "127.0.0.1:9092"
+README_CLIENT_TIMEOUT, SUITE_CLIENT_TIMEOUT = "timeout_s=2.0", "timeout_s=30.0"
 USAGE = (
     "banditroute worker &",
     "RouterClient(",
@@ -77,6 +80,7 @@ class Session:
     def run(self, block: Block, n: int) -> subprocess.CompletedProcess[str]:
         out, err = self.folder / f".block{n}.out", self.folder / f".block{n}.err"
         text = block.runnable.replace(README_BOOTSTRAP, self.bootstrap)
+        text = text.replace(README_CLIENT_TIMEOUT, SUITE_CLIENT_TIMEOUT)
         env_file, pids = self.folder / f".block{n}.env", self.folder / f".block{n}.pids"
         if block.lang == "python":
             script = self.folder / f".block{n}.py"
