@@ -40,6 +40,13 @@ def counters(port: int) -> dict[str, Any]:
         return data
 
 
+def state_events(port: int) -> dict[str, int]:
+    """Outcomes learnt per state key, as the worker's ``/api/state`` shows them (a task type decided but without
+    a learnt state shows its prior: 0)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=10) as resp:  # noqa: S310
+        return {task["key"]: task["events"] for task in orjson.loads(resp.read())["tasks"]}
+
+
 async def test_idle_states_are_evicted_and_read_back_and_forget_is_for_good(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
@@ -78,7 +85,11 @@ async def test_idle_states_are_evicted_and_read_back_and_forget_is_for_good(
             done = run_cli(["state", "forget", "chat", "--yes"], env)
             assert done.returncode == 0, done.stderr
             assert "chat" not in await learned_states(kafka_bootstrap, prefix)
-            await asyncio.sleep(2.0)  # the worker reads the tombstone and drops the state
+
+            async def dropped() -> bool:  # the worker has read the tombstone and let go of the state
+                return (await asyncio.to_thread(state_events, port)).get("chat", 0) == 0
+
+            assert await wait_until(dropped, 60), "the worker still holds the forgotten state"
             await loop.run(20, rng, batch=20, timeout_s=90)
             assert await wait_until(lambda: chat_has(20), 60), "a forgotten state came back"
     finally:

@@ -8,6 +8,7 @@ are behind (a stopped worker process keeps its group membership until its sessio
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,7 +101,11 @@ def test_worker_starts_in_an_empty_folder_and_a_stopped_one_is_reported_with_its
         finally:
             worker.send_signal(signal.SIGCONT)
         assert stalled.returncode == 3, stalled.stderr
-        assert "workers are running but did not answer within 2 s (lag 1)" in stalled.stderr
+        # lag 1: the stalled request; 2 if the worker was stopped before it committed the first one (its
+        # commit follows the decision by a produce acknowledgement and up to 50 ms)
+        assert re.search(r"workers are running but did not answer within 2 s \(lag [12]\)", stalled.stderr), (
+            stalled.stderr
+        )
     finally:
         worker.terminate()
         worker.wait(timeout=30)
