@@ -125,7 +125,8 @@ async def test_a_sparse_stream_keeps_the_consumer_s_own_fetches(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
     ids = [f"sparse-{i}" for i in range(12)]
-    service, _, settings_after = await _run(tmp_path, unique_prefix, kafka_bootstrap, ids, 0.15)
+    # 16 lingers apart: only a stall of the test's process longer than ~0.4 s would put two in one step
+    service, _, settings_after = await _run(tmp_path, unique_prefix, kafka_bootstrap, ids, 0.4)
     assert service.linger is not None and service.linger.switches == 0
     assert len(service.steps) == len(ids)  # one step per request: none waited for another
     assert (
