@@ -11,7 +11,14 @@ from click.testing import CliRunner
 from banditroute.cli import main
 from banditroute.sim.replay import replay
 from banditroute.sim.synthetic import SyntheticSpec, generate
-from banditroute.sim.table import example_path, load_outcomes, parse_mix, write_outcomes
+from banditroute.sim.table import (
+    OutcomeTable,
+    TaskOutcomes,
+    example_path,
+    load_outcomes,
+    parse_mix,
+    write_outcomes,
+)
 
 
 def test_example_is_small_and_loads() -> None:
@@ -73,6 +80,27 @@ def test_written_outcomes_read_back_to_the_same_table(tmp_path: Path) -> None:
             assert got.prompts == outcomes.prompts
             assert (got.quality == outcomes.quality).all() and (got.cost == outcomes.cost).all()
             assert np.array_equal(got.latency, outcomes.latency, equal_nan=True)
+    # models in another order: read back sorted, each model's outcomes under its name
+    table = load_outcomes()
+    backwards = OutcomeTable(
+        models=table.models[::-1],
+        tasks={
+            t: TaskOutcomes(
+                o.prompts, o.quality[:, ::-1].copy(), o.cost[:, ::-1].copy(), o.latency[:, ::-1].copy()
+            )
+            for t, o in table.tasks.items()
+        },
+    )
+    back = load_outcomes(write_outcomes(backwards, tmp_path / "backwards.csv"))
+    assert back.models == table.models
+    assert all((back.tasks[t].quality == table.tasks[t].quality).all() for t in table.task_types)
+    bad = OutcomeTable(
+        models=("m",),
+        tasks={"t": TaskOutcomes(("p",), np.array([[np.nan]]), np.zeros((1, 1)), np.zeros((1, 1)))},
+    )
+    with pytest.raises(ValueError, match="must be finite"):
+        write_outcomes(bad, tmp_path / "bad.csv")
+    assert not (tmp_path / "bad.csv").exists()
 
 
 def test_bad_csv_names_the_line(tmp_path: Path) -> None:

@@ -154,8 +154,13 @@ def load_outcomes(path: str | Path | None = None) -> OutcomeTable:
 
 
 def write_outcomes(table: OutcomeTable, path: str | Path) -> Path:
-    """Write ``table`` as an outcomes CSV that :func:`load_outcomes` reads back to the same table (numbers as
-    Python's shortest exact text; a latency not recorded as an empty field)."""
+    """Write ``table`` as an outcomes CSV: numbers as Python's shortest exact text, a latency not recorded as an
+    empty field. :func:`load_outcomes` reads back the same outcomes, with task types, prompt ids and models in
+    sorted order (the same table when they were sorted already). Raises ``ValueError`` for a quality or cost
+    that is not finite (which :func:`load_outcomes` would refuse), before writing anything."""
+    for task, outcomes in table.tasks.items():
+        if not (np.isfinite(outcomes.quality).all() and np.isfinite(outcomes.cost).all()):
+            raise ValueError(f"task type {task!r}: every quality and cost must be finite")
     file = Path(path)
     with file.open("w", newline="", encoding="utf-8") as handle:
         out = csv.writer(handle)
