@@ -79,7 +79,7 @@ class StateReader:
         ``fetch_max_wait_ms``: how long the broker holds a fetch of topics without new records (records are
         answered at once; a longer wait only means fewer empty fetches while the topics are quiet).
         ``counters``: where records that cannot be used are counted (``bad_state_records``,
-        ``bad_catalog_records``, ``bad_config_records``)."""
+        ``bad_catalog_records``, ``bad_config_records``), and the tombstones read (``states_forgotten``)."""
         self.view = view
         self.registry = registry
         self.bootstrap = bootstrap
@@ -365,6 +365,7 @@ class StateReader:
                     self.undecodable.pop(key, None)
                     self.view.drop(key)
                     self.on_forget(key)
+                    self.counters["states_forgotten"] += 1
                     return
                 where = (record.partition, record.offset)
                 if self.keep is not None and not self.keep(key) and self.view.get(key) is None:
