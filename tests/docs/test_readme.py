@@ -175,6 +175,9 @@ def test_readme_blocks_run_in_order(kafka_bootstrap: str, tmp_path: Path) -> Non
             ]
             assert not complaints, f"README.md:{block.line} complained: {complaints}"
             if "decision.is_default_route)" in block.text:  # the worker answered, not the default route
+                assert README_CLIENT_TIMEOUT in block.text, (
+                    "the suite's longer client timeout no longer applies"
+                )
                 assert done.stdout.split()[-1] == "False", done.stdout
     finally:
         problems = session.stop()

@@ -46,7 +46,7 @@ def refused(host: str, port: int) -> bool:
         return True
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)  # the sum of its waits: start-up, traffic, learning, /metrics
 async def test_metrics_and_api_of_a_live_worker(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:

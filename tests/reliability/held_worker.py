@@ -38,6 +38,7 @@ def main(check_file: Path, go: Path) -> None:
     load_special()  # run_worker imports it on a thread as it checks the topics: done here
     print(HELD, flush=True)
     _wait_for(check_file)
+    quiet_kafka_logs()  # as the `banditroute` command group does, before the check
     present = asyncio.run(asyncio.wait_for(router.ensure_topics(), 60.0))
     print(CHECKED, flush=True)
 
@@ -46,7 +47,6 @@ def main(check_file: Path, go: Path) -> None:
 
     router.ensure_topics = checked  # type: ignore[method-assign]
     _wait_for(go)
-    quiet_kafka_logs()  # as the `banditroute` command group does
     run_worker(router)
 
 
