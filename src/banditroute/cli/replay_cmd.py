@@ -114,7 +114,7 @@ def replay(
     from banditroute.sim.table import load_outcomes
 
     if through_kafka:
-        ignored = [
+        refused = [
             name
             for name, given in (
                 ("--policy", bool(policies) and set(policies) != {"thompson"}),
@@ -124,9 +124,9 @@ def replay(
             )
             if given
         ]
-        if ignored:
+        if refused:
             raise click.UsageError(
-                f"{', '.join(ignored)} cannot be used with --through-kafka (it runs the worker's Thompson sampler "
+                f"{', '.join(refused)} cannot be used with --through-kafka (it runs the worker's Thompson sampler "
                 "on the catalog's priors, its draws seeded by --seed)"
             )
     try:
