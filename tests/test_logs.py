@@ -7,12 +7,19 @@ import logging
 from collections.abc import Callable, Iterator
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError, UnknownTopicOrPartitionError
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    GroupCoordinatorNotAvailableError,
+    KafkaConnectionError,
+    NotLeaderForPartitionError,
+    UnknownTopicOrPartitionError,
+)
 
 from banditroute.logs import (
     AIOKAFKA_LOGGERS,
     DeletedReplyTopics,
     RepeatLimit,
+    RetriedCoordinatorLookups,
     RetriedKafkaErrors,
     limit_repeated_kafka_logs,
     quiet_kafka_logs,
@@ -20,6 +27,7 @@ from banditroute.logs import (
 )
 
 FETCHER = "aiokafka.consumer.fetcher"
+COORDINATOR = "aiokafka.consumer.group_coordinator"
 
 
 def _installed(
@@ -63,6 +71,31 @@ def test_other_errors_pass(fetcher_log: pytest.LogCaptureFixture) -> None:
         ("ERROR", "Failed fetch offsets"),
         ("ERROR", "Unexpected error in "),
     ]
+
+
+def test_retried_coordinator_lookups_are_not_errors_until_they_last(caplog: pytest.LogCaptureFixture) -> None:
+    """A worker started right after its broker: aiokafka's group coordinator logs "Group Coordinator Request
+    failed" at ERROR while ``__consumer_offsets`` is made, and retries. At DEBUG; one that lasts a minute is one
+    WARNING; another error of the same message (not retried by aiokafka) still passes as an ERROR."""
+    for _ in _installed(caplog, COORDINATOR, quiet_retried_kafka_errors, (RetriedCoordinatorLookups,)):
+        log = logging.getLogger(COORDINATOR)
+        log.error("Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError())
+        assert caplog.records == []
+        log.error("Group Coordinator Request failed: %s", GroupAuthorizationFailedError())
+        assert [r.levelname for r in caplog.records] == ["ERROR"]
+    clock, logger = Clock(), logging.getLogger("tests.coordinator")
+    quiet = RetriedCoordinatorLookups(lasting_s=60.0, clock=clock)
+    logger.addFilter(quiet)
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="tests.coordinator")
+    try:
+        for _ in range(130):  # every 0.5 s for 65 s
+            logger.error("Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError())
+            clock.now += 0.5
+    finally:
+        logger.removeFilter(quiet)
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "group coordinator lookup still fails after 60 s" in caplog.records[0].getMessage()
 
 
 class Clock:

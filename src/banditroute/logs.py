@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,39 +47,79 @@ RETRIED_OFFSET_ERRORS = frozenset(
 )
 """Errors aiokafka's fetcher logs at ERROR when it looks up a partition's offsets, then retries by itself: a topic
 created a moment ago (the demo, a fresh worker) has no leader ready yet."""
+RETRIED_COORDINATOR_ERRORS = frozenset(
+    {"GroupCoordinatorNotAvailableError", "NotCoordinatorForGroupError", "GroupLoadInProgressError"}
+)
+"""Errors aiokafka's group coordinator logs at ERROR when it looks up a group's coordinator, then retries by
+itself: on a broker started a moment ago the first group waits for ``__consumer_offsets`` to be made."""
 
+
+@dataclass(frozen=True)
+class RetriedLog:
+    """An aiokafka ERROR record for an error aiokafka then retries by itself: its format string, the index of
+    the error in its arguments, the errors retried, and the WARNING's format (the seconds, then its
+    arguments) once one has lasted."""
+
+    msg: str
+    arity: int
+    error_at: int
+    errors: frozenset[str]
+    lasting: str
+
+
+OFFSET_LOOKUPS = RetriedLog(
+    "Failed fetch offsets from %s: %s",
+    2,
+    1,
+    RETRIED_OFFSET_ERRORS,
+    "offset lookups still fail after %.0f s of retries (node %s): %s",
+)
+COORDINATOR_LOOKUPS = RetriedLog(
+    "Group Coordinator Request failed: %s",
+    1,
+    0,
+    RETRIED_COORDINATOR_ERRORS,
+    "the group coordinator lookup still fails after %.0f s of retries: %s",
+)
 
 LASTING_S = 60.0
-"""A retried offset lookup error that keeps coming for this long is no longer a topic being made: it is logged."""
+"""A retried error that keeps coming for this long is no longer a topic being made: it is logged."""
 LASTING_KEPT = 1000
 """Distinct errors (each names its partition) whose first occurrence :class:`RetriedKafkaErrors` remembers."""
 
 
 class RetriedKafkaErrors(logging.Filter):
-    """Log aiokafka's retried offset lookups (``RETRIED_OFFSET_ERRORS``) at DEBUG instead of ERROR: the first
-    run of ``banditroute demo`` printed two such lines that meant nothing to fix. One that lasts (the same error
-    for the same partition, again and again for ``lasting_s``, no gap as long) is logged once at WARNING with
-    that partition, then again at DEBUG until it stops. Any other error passes."""
+    """Log aiokafka's retried offset lookups (``RETRIED_OFFSET_ERRORS``; with ``kind``, another
+    :class:`RetriedLog`) at DEBUG instead of ERROR: the first run of ``banditroute demo`` printed two such lines
+    that meant nothing to fix. One that lasts (the same error text, for the same partition, again and again for
+    ``lasting_s``, no gap as long) is logged once at WARNING, then again at DEBUG until it stops. Any other error
+    passes."""
 
-    def __init__(self, lasting_s: float = LASTING_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        lasting_s: float = LASTING_S,
+        clock: Callable[[], float] = time.monotonic,
+        kind: RetriedLog = OFFSET_LOOKUPS,
+    ) -> None:
         super().__init__()
         self.lasting_s = lasting_s
         self.clock = clock
+        self.kind = kind
         self._seen: dict[str, tuple[float, float, bool]] = {}
         """Error text -> (first, last occurrence of this run of it, logged at WARNING)."""
         self._lock = threading.Lock()
         """aiokafka logs from every thread with a client (the decide loop has its own): filters run there."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
+        args, kind = record.args, self.kind
         if not (
-            record.msg == "Failed fetch offsets from %s: %s"
+            record.msg == kind.msg
             and isinstance(args, tuple)
-            and len(args) == 2
-            and type(args[1]).__name__ in RETRIED_OFFSET_ERRORS
+            and len(args) == kind.arity
+            and type(args[kind.error_at]).__name__ in kind.errors
         ):
             return True
-        text, now = str(args[1]), self.clock()
+        text, now = str(args[kind.error_at]), self.clock()
         with self._lock:
             first, last, told = self._seen.pop(text, (now, now, False))
             if now - last > self.lasting_s:  # it had stopped: a new run
@@ -93,10 +134,18 @@ class RetriedKafkaErrors(logging.Filter):
                 del self._seen[next(iter(self._seen))]
         if tell:
             record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg = "offset lookups still fail after %.0f s of retries (node %s): %s"
-            record.args = (now - first, args[0], text)
+            record.msg = kind.lasting
+            record.args = (now - first, *args)
             return True
         return _as_debug(record)
+
+
+class RetriedCoordinatorLookups(RetriedKafkaErrors):
+    """:class:`RetriedKafkaErrors` for aiokafka's retried group coordinator lookups (:data:`COORDINATOR_LOOKUPS`):
+    a worker started right after its broker logged one such ERROR line, which meant nothing to fix."""
+
+    def __init__(self, lasting_s: float = LASTING_S, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(lasting_s, clock, COORDINATOR_LOOKUPS)
 
 
 def _as_debug(record: logging.LogRecord) -> bool:
@@ -113,8 +162,10 @@ def _install_once(name: str, kind: type[logging.Filter]) -> None:
 
 
 def quiet_retried_kafka_errors() -> None:
-    """Install ``RetriedKafkaErrors`` on aiokafka's fetcher logger (once)."""
+    """Install ``RetriedKafkaErrors`` on aiokafka's fetcher logger and ``RetriedCoordinatorLookups`` on its group
+    coordinator's (once each)."""
     _install_once("aiokafka.consumer.fetcher", RetriedKafkaErrors)
+    _install_once("aiokafka.consumer.group_coordinator", RetriedCoordinatorLookups)
 
 
 CLIENT_REPLY_TOPIC = re.compile(r".+\.replies\.[0-9a-f]{32}")
