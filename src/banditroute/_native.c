@@ -733,6 +733,429 @@ static PyObject *sdk_groups(PyObject *Py_UNUSED(module), PyObject *const *args, 
     return match_text(args, nargs, "sdk_groups", sdk_text);
 }
 
+/* ---- lane: the decide loop's common request decided in C (kafka/decide_service.py, agents/decide.py) ----
+ *
+ * DecideService._run's loop for the requests that DecideLogic.decide_encoded answers from its kept answer with
+ * the hot block's next row (DecideLogic.lane_parts): the request's text matched as shaped_request matches it,
+ * the duplicate check, the row's decision written as _encode_row writes it, appended to the partition's record
+ * batch, and the join's entry and the summary kept, with no Python frame per request. It takes a request only
+ * when every condition under which the Python code would do exactly that holds, checked before anything is
+ * changed, and stops at the first other record (untouched: the Python loop takes it). It holds the GIL
+ * throughout and runs no Python code, so the snapshot, the learnt state and the kept answer that lane_parts
+ * checked stay as they were for the whole call.
+ */
+
+static PyObject *s_value, *s_key, *s_pos, *s_size, *s_since_s, *s_until_s, *s_ms, *s_text, *s_json, *s_second,
+    *s_prefix, *s_relative_offset, *s_append;
+
+static inline int leap_year(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+static inline int two(const unsigned char *p) { return (p[0] - '0') * 10 + (p[1] - '0'); }
+
+/* whether a text match_time accepted (dddd-dd-ddTdd:dd:dd...) is a date and time datetime.fromisoformat takes
+   (it refuses year 0, month 13, February 30, hour 24, second 60, ...) */
+static int valid_time(const unsigned char *p) {
+    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int year = two(p) * 100 + two(p + 2), month = two(p + 5), day = two(p + 8);
+    if (year < 1 || month < 1 || month > 12 || day < 1) return 0;
+    if (day > days[month - 1] + (month == 2 && leap_year(year))) return 0;
+    return two(p + 11) <= 23 && two(p + 14) <= 59 && two(p + 17) <= 59;
+}
+
+static PyObject *valid_time_py(PyObject *Py_UNUSED(module), PyObject *arg) {
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "valid_time(text): text is bytes");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    return PyBool_FromLong(match_time(p, n) == n && valid_time(p));
+}
+
+/* IdTable.seen for a hash: 1 if seen, else 0 (and remembered) */
+static int id_seen(IdTable *self, Py_hash_t hash) {
+    int64_t digest = hash ? (int64_t)hash : 1;
+    size_t mask = (size_t)self->size - 1;
+    size_t start = (size_t)digest & mask;
+    size_t i = start;
+    int64_t held;
+    while ((held = self->previous[i]) != 0) {
+        if (held == digest) return 1;
+        i = (i + 1) & mask;
+    }
+    i = start;
+    while ((held = self->current[i]) != 0) {
+        if (held == digest) return 1;
+        i = (i + 1) & mask;
+    }
+    self->current[i] = digest;
+    if (++self->count >= self->generation) {
+        int64_t *older = self->previous;
+        self->previous = self->current;
+        memset(older, 0, (size_t)self->size * sizeof(int64_t));
+        self->current = older;
+        self->previous_count = self->count;
+        self->count = 0;
+    }
+    return 0;
+}
+
+static inline int64_t clock_ns(clockid_t id) {
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* time.time() as Python computes it from the same clock */
+static inline double time_s(void) {
+    int64_t ns = clock_ns(CLOCK_REALTIME);
+    return ns % 1000000000LL == 0 ? (double)(ns / 1000000000LL) : (double)ns / 1e9;
+}
+
+static int double_attr(PyObject *obj, PyObject *name, double *out) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) return -1;
+    *out = PyFloat_AsDouble(v);
+    Py_DECREF(v);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int ssize_attr(PyObject *obj, PyObject *name, Py_ssize_t *out) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) return -1;
+    *out = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int ssize_set(PyObject *obj, PyObject *name, Py_ssize_t value) {
+    PyObject *v = PyLong_FromSsize_t(value);
+    if (v == NULL) return -1;
+    int rc = PyObject_SetAttr(obj, name, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+static inline int same_text(const unsigned char *p, const Py_ssize_t *span, PyObject *name) {
+    if (name == Py_None) return span[0] < 0;
+    Py_ssize_t len = PyBytes_GET_SIZE(name);
+    return span[0] >= 0 && span[1] - span[0] == len && memcmp(p + span[0], PyBytes_AS_STRING(name), (size_t)len) == 0;
+}
+
+static PyObject *ascii_of(const unsigned char *p, Py_ssize_t len, const char *prefix, Py_ssize_t plen) {
+    PyObject *out = PyUnicode_New(plen + len, 127);
+    if (out == NULL) return NULL;
+    Py_UCS1 *d = PyUnicode_1BYTE_DATA(out);
+    memcpy(d, prefix, (size_t)plen);
+    memcpy(d + plen, p, (size_t)len);
+    return out;
+}
+
+#define SHORT_HEAD "{\"schema_version\":1,\"request_id\":\""
+#define SDK_HEAD                                                                                                    \
+    "{\"candidates\":null,\"constraints\":{\"capabilities\":[],\"max_cost_usd\":null,\"max_latency_ms\":null},"     \
+    "\"created_at\":"
+#define HEAD_LEN(h) ((Py_ssize_t)(sizeof(h) - 1))
+
+typedef struct {
+    PyObject *task_type, *tenant, *block, *texts, *shape, *clock, *served_const, *decided_const, *stamps;
+    double next_evict;
+} LaneParts;
+
+typedef struct {
+    PyObject *ids, *writer, *builder, *headers, *joinable, *decisions;
+    Py_ssize_t max_bytes, limit;
+} LaneIO;
+
+static PyObject *lane(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyList_CheckExact(args[0]) || !PyTuple_CheckExact(args[3]) || PyTuple_GET_SIZE(args[3]) != 10 ||
+        !PyTuple_CheckExact(args[4]) || PyTuple_GET_SIZE(args[4]) != 8) {
+        PyErr_SetString(PyExc_TypeError, "lane(records: list, i, end, parts: 10-tuple, io: 8-tuple)");
+        return NULL;
+    }
+    PyObject *records = args[0];
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]), end = PyLong_AsSsize_t(args[2]);
+    if ((i == -1 || end == -1) && PyErr_Occurred()) return NULL;
+    if (end > PyList_GET_SIZE(records)) end = PyList_GET_SIZE(records);
+    LaneParts lp;
+    PyObject *const *pt = &PyTuple_GET_ITEM(args[3], 0);
+    lp.task_type = pt[0];
+    lp.tenant = pt[1];
+    lp.block = pt[2];
+    lp.texts = pt[3];
+    lp.shape = pt[4];
+    lp.clock = pt[5];
+    lp.next_evict = PyFloat_AsDouble(pt[6]);
+    lp.served_const = pt[7];
+    lp.decided_const = pt[8];
+    lp.stamps = pt[9];
+    LaneIO io;
+    PyObject *const *it = &PyTuple_GET_ITEM(args[4], 0);
+    io.ids = it[0];
+    io.writer = it[1];
+    io.builder = it[2];
+    io.headers = it[3];
+    io.joinable = it[4];
+    io.decisions = it[5];
+    io.max_bytes = PyLong_AsSsize_t(it[6]);
+    io.limit = PyLong_AsSsize_t(it[7]);
+    if (PyErr_Occurred()) return NULL;
+    if (!PyBytes_CheckExact(lp.task_type) || (lp.tenant != Py_None && !PyBytes_CheckExact(lp.tenant)) ||
+        !PyList_CheckExact(lp.texts) || !PyTuple_CheckExact(lp.shape) || PyTuple_GET_SIZE(lp.shape) != 4 ||
+        !PyTuple_CheckExact(lp.served_const) || PyTuple_GET_SIZE(lp.served_const) != 6 ||
+        !PyTuple_CheckExact(lp.decided_const) || PyTuple_GET_SIZE(lp.decided_const) != 2 || !PyList_CheckExact(lp.stamps) ||
+        !PyObject_TypeCheck(io.ids, &IdTableType) || ((IdTable *)io.ids)->current == NULL ||
+        (io.joinable != Py_None && !PyList_CheckExact(io.joinable)) || !PyList_CheckExact(io.decisions)) {
+        PyErr_SetString(PyExc_TypeError, "lane: parts or io of the wrong types");
+        return NULL;
+    }
+    for (int k = 0; k < 4; k++)
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(lp.shape, k))) {
+            PyErr_SetString(PyExc_TypeError, "lane: the shape's texts are bytes");
+            return NULL;
+        }
+    PyObject *rows = PyObject_GetAttrString(lp.block, "rows");
+    if (rows == NULL) return NULL;
+    Py_ssize_t pos, size, clock_ms, clock_second, offset;
+    double since_s, until_s;
+    PyObject *prefix = NULL, *clock_json = NULL, *result = NULL, *full = Py_None;
+    Py_INCREF(full);
+    Py_ssize_t taken = 0, start_pos = 0, start_offset = 0;
+    double now_s = 0.0;
+    if (!PyList_CheckExact(rows) || ssize_attr(lp.block, s_pos, &pos) < 0 || ssize_attr(lp.block, s_size, &size) < 0 ||
+        double_attr(lp.block, s_since_s, &since_s) < 0 || double_attr(lp.block, s_until_s, &until_s) < 0 ||
+        ssize_attr(lp.clock, s_ms, &clock_ms) < 0 || ssize_attr(lp.clock, s_second, &clock_second) < 0 ||
+        ssize_attr(io.builder, s_relative_offset, &offset) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "lane: block.rows is a list");
+        Py_DECREF(rows);
+        Py_DECREF(full);
+        return NULL;
+    }
+    if (size > PyList_GET_SIZE(rows)) size = PyList_GET_SIZE(rows);
+    if (size > PyList_GET_SIZE(lp.texts)) size = PyList_GET_SIZE(lp.texts);
+    start_pos = pos;
+    start_offset = offset;
+    prefix = PyObject_GetAttr(lp.clock, s_prefix);
+    clock_json = PyObject_GetAttr(lp.clock, s_json);
+    if (prefix == NULL || clock_json == NULL || !PyUnicode_Check(prefix) || !PyBytes_CheckExact(clock_json)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "lane: the clock's _prefix is str and json bytes");
+        goto done;
+    }
+    PyObject *const *shape = &PyTuple_GET_ITEM(lp.shape, 0);
+    PyObject *const *sc = &PyTuple_GET_ITEM(lp.served_const, 0); /* key, task_type, tenant, state_version,
+                                                                      policy_name, capped (bool) */
+    PyObject *task_type_str = PyTuple_GET_ITEM(lp.decided_const, 0), *capped = PyTuple_GET_ITEM(lp.decided_const, 1);
+    int native_writer = PyObject_TypeCheck(io.writer, &BuilderType);
+    while (i < end && taken < io.limit) {
+        PyObject *record = PyList_GET_ITEM(records, i);
+        /* the record: the common request's text of the hot task type and tenant, keyed by its request id */
+        PyObject *value = PyObject_GetAttr(record, s_value);
+        if (value == NULL) goto done;
+        if (!PyBytes_CheckExact(value) || PyBytes_GET_SIZE(value) == 0 || PyBytes_GET_SIZE(value) > io.max_bytes) {
+            Py_DECREF(value);
+            break;
+        }
+        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(value);
+        Py_ssize_t n = PyBytes_GET_SIZE(value);
+        Py_ssize_t spans[10] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+        const Py_ssize_t *rid, *tt, *created, *tenant, *reply;
+        int shaped = 0;
+        if (n >= HEAD_LEN(SHORT_HEAD) && memcmp(p, SHORT_HEAD, HEAD_LEN(SHORT_HEAD)) == 0) {
+            shaped = short_text(p, n, HEAD_LEN(SHORT_HEAD), spans);
+            rid = spans, tt = spans + 2, created = spans + 4, tenant = spans + 6, reply = spans + 8;
+        } else if (n >= HEAD_LEN(SDK_HEAD) && memcmp(p, SDK_HEAD, HEAD_LEN(SDK_HEAD)) == 0) {
+            shaped = sdk_text(p, n, HEAD_LEN(SDK_HEAD), spans);
+            created = spans, reply = spans + 2, rid = spans + 4, tt = spans + 6, tenant = spans + 8;
+        }
+        if (!shaped || reply[0] >= 0 || !valid_time(p + created[0]) || !same_text(p, tt, lp.task_type) ||
+            !same_text(p, tenant, lp.tenant)) {
+            Py_DECREF(value);
+            break;
+        }
+        PyObject *key = PyObject_GetAttr(record, s_key);
+        if (key == NULL) {
+            Py_DECREF(value);
+            goto done;
+        }
+        Py_ssize_t rid_len = rid[1] - rid[0];
+        if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != rid_len ||
+            memcmp(PyBytes_AS_STRING(key), p + rid[0], (size_t)rid_len) != 0) {
+            Py_DECREF(key);
+            Py_DECREF(value);
+            break; /* another partition's (the Python loop places it) */
+        }
+        /* the kept answer and its block row: as decide_encoded checks them */
+        int64_t t0 = clock_ns(CLOCK_MONOTONIC);
+        double now = time_s();
+        Py_ssize_t ms_now = (Py_ssize_t)(now * 1000.0);
+        if (now >= lp.next_evict || pos >= size || !(since_s <= now && now < until_s) ||
+            (ms_now != clock_ms && ms_now / 1000 != clock_second)) {
+            Py_DECREF(key);
+            Py_DECREF(value);
+            break; /* an eviction, a new block or a new second of the clock: the Python path */
+        }
+        PyObject *request_id = ascii_of(p + rid[0], rid_len, "", 0);
+        if (request_id == NULL) {
+            Py_DECREF(key);
+            Py_DECREF(value);
+            goto done;
+        }
+        Py_hash_t hash = PyObject_Hash(request_id);
+        if (id_seen((IdTable *)io.ids, hash)) { /* a duplicate: the Python loop writes its dead letter */
+            Py_DECREF(request_id);
+            Py_DECREF(key);
+            Py_DECREF(value);
+            break;
+        }
+        /* taken: from here on the request is decided (or the call fails) */
+        i++;
+        now_s = now;
+        if (ms_now != clock_ms) { /* _MillisecondClock.iso within its second */
+            PyObject *text = PyUnicode_FromFormat("%U.%03dZ", prefix, (int)(ms_now % 1000));
+            const char *utf8 = text == NULL ? NULL : PyUnicode_AsUTF8(text);
+            PyObject *json = utf8 == NULL ? NULL : PyBytes_FromFormat("\"%s\"", utf8);
+            PyObject *ms_obj = json == NULL ? NULL : PyLong_FromSsize_t(ms_now);
+            int failed = ms_obj == NULL || PyObject_SetAttr(lp.clock, s_text, text) < 0 ||
+                         PyObject_SetAttr(lp.clock, s_json, json) < 0 || PyObject_SetAttr(lp.clock, s_ms, ms_obj) < 0;
+            Py_XDECREF(text);
+            Py_XDECREF(ms_obj);
+            if (failed) {
+                Py_XDECREF(json);
+                Py_DECREF(request_id);
+                Py_DECREF(key);
+                Py_DECREF(value);
+                goto done;
+            }
+            Py_SETREF(clock_json, json);
+            clock_ms = ms_now;
+        }
+        PyObject *row = PyList_GET_ITEM(rows, pos);
+        PyObject *row_text = PyList_GET_ITEM(lp.texts, pos);
+        pos++;
+        int explored = -1;
+        if (PyTuple_CheckExact(row) && PyTuple_GET_SIZE(row) == 4 && PyBytes_CheckExact(row_text))
+            explored = PyObject_IsTrue(PyTuple_GET_ITEM(row, 3));
+        if (explored < 0) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "lane: a block row is (model, fallbacks, propensity, explored) with its text");
+            Py_DECREF(request_id);
+            Py_DECREF(key);
+            Py_DECREF(value);
+            goto done;
+        }
+        PyObject *decision_id = ascii_of(p + rid[0], rid_len, "d:", 2);
+        double ms = (double)(clock_ns(CLOCK_MONOTONIC) - t0) / 1e6;
+        char *ms_text = PyOS_double_to_string(ms, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        PyObject *payload = NULL, *ms_obj = NULL, *decided = NULL, *served = NULL;
+        if (decision_id != NULL && ms_text != NULL) {
+            static const char h1[] = "{\"schema_version\":1,\"decision_id\":\"d:", h2[] = "\",\"request_id\":\"",
+                              h3[] = ",\"decision_ms\":";
+            const char *flag = explored ? "true" : "false";
+            Py_ssize_t ms_len = (Py_ssize_t)strlen(ms_text), flag_len = explored ? 4 : 5;
+            Py_ssize_t parts_len[] = {HEAD_LEN(h1), rid_len, HEAD_LEN(h2), rid_len, PyBytes_GET_SIZE(shape[0]),
+                                      PyBytes_GET_SIZE(row_text), PyBytes_GET_SIZE(shape[1]), flag_len,
+                                      PyBytes_GET_SIZE(shape[2]), PyBytes_GET_SIZE(clock_json), HEAD_LEN(h3), ms_len,
+                                      PyBytes_GET_SIZE(shape[3])};
+            const char *parts_at[] = {h1, (const char *)p + rid[0], h2, (const char *)p + rid[0],
+                                      PyBytes_AS_STRING(shape[0]), PyBytes_AS_STRING(row_text),
+                                      PyBytes_AS_STRING(shape[1]), flag, PyBytes_AS_STRING(shape[2]),
+                                      PyBytes_AS_STRING(clock_json), h3, ms_text, PyBytes_AS_STRING(shape[3])};
+            Py_ssize_t total = 0;
+            for (int k = 0; k < 13; k++) total += parts_len[k];
+            payload = PyBytes_FromStringAndSize(NULL, total);
+            if (payload != NULL) {
+                char *d = PyBytes_AS_STRING(payload);
+                for (int k = 0; k < 13; k++) {
+                    memcpy(d, parts_at[k], (size_t)parts_len[k]);
+                    d += parts_len[k];
+                }
+            }
+        }
+        PyMem_Free(ms_text);
+        Py_DECREF(value);
+        if (payload != NULL) ms_obj = PyFloat_FromDouble(ms);
+        if (ms_obj != NULL) {
+            PyObject *model = PyTuple_GET_ITEM(row, 0);
+            decided = PyTuple_Pack(5, task_type_str, model, capped, ms_obj, payload);
+            served = decided == NULL ? NULL
+                                     : PyTuple_Pack(11, request_id, decision_id, sc[0], sc[1], sc[2], model,
+                                                    PyTuple_GET_ITEM(row, 1), PyTuple_GET_ITEM(row, 2), sc[3], sc[4],
+                                                    sc[5]);
+        }
+        Py_XDECREF(ms_obj);
+        Py_DECREF(request_id);
+        Py_XDECREF(decision_id);
+        if (served == NULL) {
+            Py_XDECREF(decided);
+            Py_XDECREF(payload);
+            Py_DECREF(key);
+            goto done;
+        }
+        /* appended to the partition's record batch, as _run appends it */
+        PyObject *offset_obj = PyLong_FromSsize_t(offset);
+        PyObject *appended = NULL;
+        if (offset_obj != NULL) {
+            PyObject *call[6] = {io.writer, offset_obj, Py_None, key, payload, io.headers};
+            appended = native_writer ? Builder_append((Builder *)io.writer, call + 1, 5, NULL)
+                                     : PyObject_VectorcallMethod(s_append, call, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            Py_DECREF(offset_obj);
+        }
+        Py_DECREF(payload);
+        int joined = appended == NULL ? -1 : (io.joinable == Py_None ? 0 : PyList_Append(io.joinable, served));
+        Py_DECREF(served);
+        if (joined < 0) {
+            Py_XDECREF(appended);
+            Py_DECREF(decided);
+            Py_DECREF(key);
+            goto done;
+        }
+        if (appended == Py_None) { /* the batch is full: the Python loop ships it (_finish) */
+            Py_DECREF(appended);
+            Py_SETREF(full, PyTuple_Pack(2, key, decided));
+            Py_DECREF(decided);
+            Py_DECREF(key);
+            if (full == NULL) goto done;
+            break;
+        }
+        Py_DECREF(appended);
+        Py_DECREF(key);
+        offset++;
+        int kept = PyList_Append(io.decisions, decided);
+        Py_DECREF(decided);
+        if (kept < 0) goto done;
+        taken++;
+    }
+    result = Py_BuildValue("(nnO)", i, taken, full);
+done:
+    /* what the requests taken changed, written back whatever happened after them */
+    if (pos != start_pos || offset != start_offset) {
+        PyObject *exc_type, *exc, *exc_tb;
+        PyErr_Fetch(&exc_type, &exc, &exc_tb);
+        int failed = ssize_set(lp.block, s_pos, pos) < 0 || ssize_set(io.builder, s_relative_offset, offset) < 0;
+        if (!failed) {
+            PyObject *now_obj = PyFloat_FromDouble(now_s);
+            Py_ssize_t count = now_obj == NULL ? -1 : PyList_GET_SIZE(lp.stamps);
+            failed = count < 0;
+            for (Py_ssize_t k = 0; k < count && !failed; k++) { /* Admission.check's stamps (the last time) */
+                PyObject *stamp = PyList_GET_ITEM(lp.stamps, k);
+                failed = !PyTuple_Check(stamp) || PyTuple_GET_SIZE(stamp) != 2 ||
+                         PyObject_SetItem(PyTuple_GET_ITEM(stamp, 0), PyTuple_GET_ITEM(stamp, 1), now_obj) < 0;
+            }
+            Py_XDECREF(now_obj);
+        }
+        if (exc_type != NULL) {
+            PyErr_Restore(exc_type, exc, exc_tb);
+        } else if (failed) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "lane: stamps are (dict, name) pairs");
+            Py_CLEAR(result);
+        }
+    }
+    Py_DECREF(rows);
+    Py_XDECREF(prefix);
+    Py_XDECREF(clock_json);
+    Py_DECREF(full);
+    return result;
+}
+
 static PyObject *crc32c_py(PyObject *Py_UNUSED(module), PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
@@ -746,6 +1169,9 @@ static PyMethodDef module_methods[] = {
      "short_groups(raw, at): fast_request._SHORT_TEXT.fullmatch(raw, at).groups(), or None."},
     {"sdk_groups", (PyCFunction)(void (*)(void))sdk_groups, METH_FASTCALL,
      "sdk_groups(raw, at): fast_request._SDK_TEXT.fullmatch(raw, at).groups(), or None."},
+    {"lane", (PyCFunction)(void (*)(void))lane, METH_FASTCALL,
+     "lane(records, i, end, parts, io): the decide loop's common requests of the kept hot answer, decided in C."},
+    {"valid_time", valid_time_py, METH_O, "valid_time(text): whether a UTC_TIME text is a date datetime takes."},
     {"crc32c", crc32c_py, METH_O, "CRC-32C of a bytes-like object (as Kafka checksums a record batch)."},
     {NULL, NULL, 0, NULL},
 };
@@ -764,6 +1190,16 @@ PyMODINIT_FUNC PyInit__native(void) {
     for (int i = 0; i < 5; i++) {
         append_interned[i] = PyUnicode_InternFromString(append_names[i]);
         if (append_interned[i] == NULL) return NULL;
+    }
+    struct {
+        PyObject **slot;
+        const char *name;
+    } names[] = {{&s_value, "value"}, {&s_key, "key"}, {&s_pos, "pos"}, {&s_size, "size"}, {&s_since_s, "since_s"},
+                 {&s_until_s, "until_s"}, {&s_ms, "ms"}, {&s_text, "text"}, {&s_json, "json"}, {&s_second, "_second"},
+                 {&s_prefix, "_prefix"}, {&s_relative_offset, "_relative_offset"}, {&s_append, "append"}};
+    for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+        *names[k].slot = PyUnicode_InternFromString(names[k].name);
+        if (*names[k].slot == NULL) return NULL;
     }
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;

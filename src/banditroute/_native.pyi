@@ -1,6 +1,7 @@
 """Type stubs of the optional C extension (``_native.c``)."""
 
 from collections.abc import Sequence
+from typing import Any
 
 HARDWARE_CRC: int
 
@@ -36,3 +37,7 @@ class IdTable:
 
 def short_groups(raw: bytes | bytearray | memoryview, at: int, /) -> tuple[bytes | None, ...] | None: ...
 def sdk_groups(raw: bytes | bytearray | memoryview, at: int, /) -> tuple[bytes | None, ...] | None: ...
+def valid_time(text: bytes, /) -> bool: ...
+def lane(
+    records: list[Any], i: int, end: int, parts: tuple[Any, ...], io: tuple[Any, ...], /
+) -> tuple[int, int, tuple[bytes, tuple[Any, ...]] | None]: ...

@@ -323,10 +323,11 @@ class DuplicateIdCheck:
         self._count = 0
         self._previous_count = 0
         extension = native.loaded()
-        self._table: Any = None if extension is None else extension.IdTable(size, self._generation)
-        """The same two tables in C (``_native.c``: one call per check), when the extension is there."""
-        self._seen: Callable[[str], bool] | None = None if self._table is None else self._table.seen
-        empty = bytes(8 * size) if self._table is None else b""
+        self.table: Any = None if extension is None else extension.IdTable(size, self._generation)
+        """The same two tables in C (``_native.c``: one call per check), when the extension is there (the
+        decide loop's C lane checks its requests in them directly)."""
+        self._seen: Callable[[str], bool] | None = None if self.table is None else self.table.seen
+        empty = bytes(8 * size) if self.table is None else b""
         self._current = array("q", empty)
         self._previous = array("q", empty)
 
@@ -369,8 +370,8 @@ class DuplicateIdCheck:
 
     def __len__(self) -> int:
         """How many values are remembered now."""
-        if self._table is not None:
-            return len(self._table)
+        if self.table is not None:
+            return len(self.table)
         return self._count + self._previous_count
 
 

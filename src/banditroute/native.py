@@ -2,8 +2,11 @@
 
 It holds three pieces of the decide loop's work per request that cost far less in C than in Python: a Kafka
 record batch writer (``kafka/native_batch.py``), the duplicate-id check's tables (``codec.DuplicateIdCheck``) and
-the match of the common request texts (``kafka/fast_request.py``).
-Each has the Python (or aiokafka) code it replaces as its fallback, and tests hold the two to the same results.
+the match of the common request texts (``kafka/fast_request.py``); and the decide loop's run over the common
+requests of its kept hot answer (``lane``: ``DecideService._run`` and ``DecideLogic.lane_parts``), which puts
+those together with the decision's text, the record append and the join's entry, with no Python frame per
+request. Each has the Python (or aiokafka) code it replaces as its fallback, and tests hold the two to the same
+results.
 Installed without a compiler, or with ``BANDITROUTE_NATIVE=0`` in the environment, only the fallbacks run.
 """
 
@@ -37,7 +40,10 @@ def describe() -> str:
     if loaded() is None:
         return f"built, switched off ({DISABLE_ENV}=0): the Python fallbacks run"
     crc = "the CPU's CRC32 instruction" if _module.HARDWARE_CRC else "a table (no SSE 4.2 here)"
-    return f"on (record batches, duplicate-id check and request text in C; checksums by {crc})"
+    return (
+        "on (record batches, duplicate-id check, request text and the decide loop's common requests in C; "
+        f"checksums by {crc})"
+    )
 
 
 __all__ = ["DISABLE_ENV", "describe", "loaded"]

@@ -232,7 +232,7 @@ def test_duplicate_check_in_c_answers_as_the_python_one(monkeypatch: pytest.Monk
     python = DuplicateIdCheck(capacity=64)
     monkeypatch.setenv(native.DISABLE_ENV, "1")
     c = DuplicateIdCheck(capacity=64)
-    assert python._table is None and c._table is not None
+    assert python.table is None and c.table is not None
     rng = random.Random(31)
     caught = 0
     for _ in range(20_000):

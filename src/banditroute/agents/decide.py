@@ -138,6 +138,10 @@ _Prepared = tuple[RoutingSnapshot, str, TaskState | None, list[tuple[dict[str, f
 :meth:`Admission.check` stamps with the time, the answer)."""
 
 
+_Hot = tuple[_Ready, Block, "_BlockText", tuple[bytes, bytes, bytes, bytes], str, str | None]
+""":attr:`DecideLogic._hot`: (answer, block, block text, request shape text, task type, tenant)."""
+
+
 def _summarised(decision: dict[str, Any]) -> tuple[Decided, Served | None]:
     """:meth:`DecideLogic.decide_encoded`'s answer for a decision built as a dict."""
     model = decision["model"]
@@ -304,10 +308,11 @@ class DecideLogic:
         ]
         self._plain_rules = ((), {})
         self._prepared: dict[tuple[str, str | None], _Prepared] = {}
-        self._hot: tuple[_Ready, Block, _BlockText, tuple[bytes, bytes, bytes, bytes]] | None = None
-        """The last prepared answer that took a block row, its block, the block's text and the request shape's
-        text: the next request of that answer takes the block's next row without asking the core's caches
-        (:func:`hot_block`'s checks, on the same objects), while the block has rows and its plan holds."""
+        self._hot: _Hot | None = None
+        """The last prepared answer that took a block row, its block, the block's text, the request shape's
+        text and the request's task type and tenant: the next request of that answer takes the block's next row
+        without asking the core's caches (:func:`hot_block`'s checks, on the same objects), while the block has
+        rows and its plan holds."""
 
     def decide(self, request: Request) -> dict[str, Any]:
         """One decision, read from one routing snapshot and one learnt state (both immutable)."""
@@ -352,12 +357,54 @@ class DecideLogic:
                         snapshot.config_version,
                         self.worker_id,
                     )
-                    self._hot = (ready, source, text, shape)
+                    self._hot = (ready, source, text, shape, request.task_type, request.tenant)
                     return self._encode_row(request, key, source, text, shape, capped, now_s, t0)
                 choice = source.take()
             else:
                 choice = source.fixed
         return _summarised(self._decide_dict(request, ready, choice, now_s, t0))
+
+    def lane_parts(self) -> tuple[Any, ...] | None:
+        """The kept hot answer as ``_native.lane`` reads it (the decide loop's common requests decided in C,
+        :meth:`~banditroute.kafka.decide_service.DecideService._run`), or None when the next request of its
+        task type and tenant might be answered otherwise than by :meth:`decide_encoded` from its block's next
+        row: no hot answer, its kept answer no longer what :meth:`_prepare` returns (another snapshot, another
+        learnt state), a block without rows or another rng, another clock than ``time.time`` (the lane reads
+        the system clock), :attr:`keep_row`, or :meth:`decide_encoded` replaced. The lane checks the rest
+        per request (the eviction time, the block's rows and time window, the clock's second)."""
+        hot = self._hot
+        if (
+            hot is None
+            or self.clock is not time.time
+            or self.keep_row
+            or "decide_encoded" in self.__dict__
+            or type(self).decide_encoded is not DecideLogic.decide_encoded
+        ):
+            return None
+        ready, block, text, shape, task_type, tenant = hot
+        known = self._prepared.get((task_type, tenant))
+        if (
+            known is None
+            or known[4] is not ready
+            or ready[0] is not self.registry.snapshot
+            or self.states.lookup(known[1]) is not known[2]
+            or block.rng is not self.rng
+            or block.pos >= block.size
+        ):
+            return None
+        capped = ready[7]
+        return (
+            task_type.encode(),
+            None if tenant is None else tenant.encode(),
+            block,
+            text.rows,
+            shape,
+            self._clock,
+            self._next_evict,
+            (ready[1], task_type, tenant, text.state_version, text.policy_name, capped is not None),
+            (task_type, capped),
+            known[3],
+        )
 
     def _prepare(self, request: Request, now_s: float) -> Verdict | _Ready:
         """Admission, state, constraints and rules of a request: a rejecting :class:`Verdict`, or what to

@@ -7,8 +7,9 @@ through aiokafka's fetch path as the worker's consumer reads a fetch response (`
 step (``_step``: validation, deciding, appending to record batches, the step's handoff) against a producer double
 that acknowledges each record batch at once; the handoff then goes to the join (``JoinLogic.on_served``, as
 ``JoinIO._take_handoffs`` calls it) and the step's decisions to the dashboard's count (``Router._on_decisions``).
-No broker, and no work that depends on time: the decide clock is fixed and the step sizes are set, so the
-instructions per request (``valgrind --tool=callgrind``, the difference of two step counts) repeat to a few
+No broker, and little work that depends on time: the step sizes are set and the decide clock is the system
+clock (the worker's: the decide loop's C lane reads it), whose only other work is a new millisecond's text, so
+the instructions per request (``valgrind --tool=callgrind``, the difference of two step counts) repeat to a few
 instructions whatever the machine's load. ``--cpu`` prints the thread's CPU time per request instead (median
 of rounds). Packaged config, empty state view (priors), task type ``bench``, seed 1; malloc and the garbage
 collector set up as the worker sets them.
@@ -18,6 +19,9 @@ entry, with the request's own ids in the join entry): the decide path without th
 estimates the most a faster decide step (the policy core's draws, the decision's text) could save, while
 reading, checks, record batches and the join stay; not a strict bound: the canned answer still costs a call
 and a tuple, and leaves the rest of the path warmer caches.
+
+``--python-loop`` decides every request in the decide loop's Python loop (no C lane, ``_native.lane``): the
+same decisions, for comparing the two in one run.
 """
 
 from __future__ import annotations
@@ -101,11 +105,9 @@ class CannedDecide:
 class DecidePath:
     """A worker's decide loop, join and dashboard count, wired without Kafka."""
 
-    def __init__(self) -> None:
+    def __init__(self, python_loop: bool = False) -> None:
         registry = Registry(RouterConfig.load(PACKAGED_CONFIG))
-        logic = DecideLogic(
-            registry, StateView(), np.random.default_rng(1), worker_id="w", clock=lambda: CLOCK_S
-        )
+        logic = DecideLogic(registry, StateView(), np.random.default_rng(1), worker_id="w")
         self.dashboard = SimpleNamespace(
             top=TopTaskTypes(),
             decisions_by_model=Counter(),
@@ -132,6 +134,8 @@ class DecidePath:
         service.token = b"0123456789abcdef"
         service._headers = [("banditroute-decider", service.token)]
         service.assigned = frozenset(range(PARTITIONS))
+        if python_loop:
+            service.native_lane = None
         self.pending = PendingStore(StagedTable(SimpleNamespace(data={}), lambda _key: 0))
         self.join = JoinLogic(self.pending, {}, registry.join_policy)
         self.producer = AckingProducer()
@@ -165,7 +169,13 @@ class DecidePath:
 
 
 async def run(
-    steps: int, per_partition: int, cpu: bool, rounds: int, made: int, canned_decide: bool = False
+    steps: int,
+    per_partition: int,
+    cpu: bool,
+    rounds: int,
+    made: int,
+    canned_decide: bool = False,
+    python_loop: bool = False,
 ) -> None:
     # the arguments first: nothing process-wide is changed for a run that is refused
     if per_partition * PARTITIONS > MAX_POLL:  # a poll the worker never reads whole
@@ -184,7 +194,7 @@ async def run(
     memory.limit_arenas()  # as the worker (Router) does
     memory.fix_mmap_threshold()
     fetch_cycles.install()  # as the worker (Router) does
-    path = DecidePath()
+    path = DecidePath(python_loop)
     batches = [request_batch("p.requests", s, per_partition) for s in range(made)]
     await path.warm_up(batches[0])
     await path.step(batches[1])
@@ -230,8 +240,23 @@ def main() -> None:
         action="store_true",
         help="answer every request with the first's decision: the path without the decide step's work",
     )
+    parser.add_argument(
+        "--python-loop",
+        action="store_true",
+        help="decide every request in the decide loop's Python loop (without its C lane)",
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.steps, args.per_partition, args.cpu, args.rounds, args.made, args.canned_decide))
+    asyncio.run(
+        run(
+            args.steps,
+            args.per_partition,
+            args.cpu,
+            args.rounds,
+            args.made,
+            args.canned_decide,
+            args.python_loop,
+        )
+    )
 
 
 if __name__ == "__main__":

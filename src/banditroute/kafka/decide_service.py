@@ -46,7 +46,10 @@ Hot-path choices (measured with py-spy on the real broker, see the README, Bench
   (:func:`banditroute.codec.decode_record`), so dead letters keep their reasons.
 * a poll's common requests are decided in runs (``_run``: one loop per partition, up to each look at the clock,
   with the loop's lookups made once per run) and any other request one at a time (``_handle``), which does the
-  same for a common one (``tests/kafka/test_decide_run.py``).
+  same for a common one (``tests/kafka/test_decide_run.py``). With the C extension, a run's requests of the
+  decide logic's kept hot answer (one task type and tenant, a block row at hand: :meth:`DecideLogic.lane_parts`)
+  are decided by the same loop in C (``_native.lane``), and the Python loop takes every other record
+  (``tests/kafka/test_native_lane.py`` holds the two to the same decisions).
 * the consumers read a record batch at a time (:mod:`banditroute.kafka.raw_fetch`): a polled record is the
   record batch's own (``offset``, ``key``, ``value``), its topic and partition those it was polled under.
 """
@@ -65,6 +68,7 @@ from typing import Any, Protocol
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from banditroute import native
 from banditroute.codec import (
     DeadLetterCounter,
     DecodeError,
@@ -117,6 +121,12 @@ that long (more under CPU contention); the next slice comes once the slice's sen
 LANE_SHARE = 10
 """Parked requests decided in every step, oldest first, whatever else waits: the lane's guaranteed share (its
 requests also hold their partitions' commits back)."""
+NATIVE_RECORDS = 256
+"""Most requests one call of the C loop (``_native.lane``) decides: it holds the GIL while it runs (~1 µs a
+request), so the main thread waits at most a few hundred microseconds for it."""
+NATIVE_WAIT = 8
+"""Records the Python loop takes alone after the C loop took none (another task type or tenant than the hot
+answer's in between: traffic of several task types does not pay for a call that takes nothing per record)."""
 BUSY_POLL_MS = 5
 """While low-priority work waits but the producer still has decisions unacknowledged, the loop polls for
 requests with this timeout instead of taking a step: a step then would queue a second record batch behind
@@ -143,6 +153,9 @@ class Decider(Protocol):
     def is_established_type(self, task_type: str) -> bool: ...
 
     def take_shadow(self) -> dict[str, Any] | None: ...
+
+    def lane_parts(self) -> tuple[Any, ...] | None:
+        """The kept hot answer as the C loop reads it, or None (:meth:`DecideLogic.lane_parts`)."""
 
 
 class DecideService(OwnThreadLoop):
@@ -207,6 +220,11 @@ class DecideService(OwnThreadLoop):
         """The current run's fetch linger (:mod:`~banditroute.kafka.fetch_linger`; None before a run starts)."""
         super().__init__(own_thread)
         self.duplicates = DuplicateIdCheck("request_id", capacity=100_000)
+        self.native_lane: Callable[..., tuple[int, int, Any]] | None = getattr(native.loaded(), "lane", None)
+        """:meth:`_run`'s loop in C for the kept hot answer's requests (``_native.lane``), or None: every request
+        through the Python loop (no extension, ``BANDITROUTE_NATIVE=0``, or a test's reference)."""
+        self.native_decided = 0
+        """Requests the C loop decided so far (every run; a part of :attr:`decided`)."""
         self._replies: ReplySender | None = None
         self._replies_skipped_before = 0
         self.decided = 0
@@ -796,7 +814,43 @@ class DecideService(OwnThreadLoop):
         builder = writer = None
         decisions = self._batch_decisions
         shadows = self.shadow_topic is not None
+        fused = self.native_lane if own else None
+        ids = self.duplicates.table
+        wait = 0
         while i < end:
+            if fused is not None and ids is not None:
+                if wait:
+                    wait -= 1
+                elif (parts := logic.lane_parts()) is not None and (
+                    established is None or parts[8][0] in admission.task_types or established(parts[8][0])
+                ):
+                    if builder is None:
+                        builder = out.builder(topic, partition)
+                        writer = record_writer(builder)
+                    if writer is None:
+                        fused = None  # aiokafka's wrapper appends: the Python loop
+                    else:
+                        held = joinable
+                        if follow and held is None:
+                            held = self._joinable.get(partition)
+                            if held is None:
+                                held = []
+                        io = (ids, writer, builder, headers, held, decisions, max_bytes, NATIVE_RECORDS)
+                        i, taken, full = fused(records, i, end, parts, io)
+                        if held is not joinable and held:
+                            joinable = self._joinable[partition] = held
+                        self.decided += taken
+                        self.native_decided += taken
+                        if full is not None:  # the last one taken did not fit its record batch
+                            builder.close()
+                            key, decided = full
+                            return i, self._finish(
+                                out, partition, key, decided[4], headers, False, None, None, decided
+                            )
+                        if not taken:
+                            wait = NATIVE_WAIT
+                        if i >= end:
+                            break
             record = records[i]
             raw = record.value
             if not raw or len(raw) > max_bytes:
