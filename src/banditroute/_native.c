@@ -740,13 +740,18 @@ static PyObject *sdk_groups(PyObject *Py_UNUSED(module), PyObject *const *args, 
  * the duplicate check, the row's decision written as _encode_row writes it, appended to the partition's record
  * batch, and the join's entry and the summary kept, with no Python frame per request. It takes a request only
  * when every condition under which the Python code would do exactly that holds, checked before anything is
- * changed, and stops at the first other record (untouched: the Python loop takes it). It holds the GIL
- * throughout and runs no Python code, so the snapshot, the learnt state and the kept answer that lane_parts
- * checked stay as they were for the whole call.
+ * changed, and stops at the first other record (untouched: the Python loop takes it). It runs no Python code:
+ * the writer must be the C Builder, the stamps plain dicts, the rows and texts of the exact types (checked
+ * before the first request), and the cyclic garbage collector is off for the call (on Python 3.11 a tuple's
+ * allocation may start a collection, whose finalizers could run Python code and let another thread swap the
+ * learnt state). So the GIL is held throughout, and the snapshot, the learnt state and the kept answer that
+ * lane_parts checked stay as they were for the whole call (at most NATIVE_RECORDS requests). An error raised
+ * after a request was taken (only a failed allocation) leaves the requests before it appended, as the Python
+ * loop's own append would.
  */
 
 static PyObject *s_value, *s_key, *s_pos, *s_size, *s_since_s, *s_until_s, *s_ms, *s_text, *s_json, *s_second,
-    *s_prefix, *s_relative_offset, *s_append;
+    *s_prefix, *s_relative_offset;
 
 static inline int leap_year(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
 
@@ -810,6 +815,29 @@ static inline int64_t clock_ns(clockid_t id) {
 static inline double time_s(void) {
     int64_t ns = clock_ns(CLOCK_REALTIME);
     return ns % 1000000000LL == 0 ? (double)(ns / 1000000000LL) : (double)ns / 1e9;
+}
+
+/* ns nanoseconds as milliseconds in decimal (``12.345678``, trailing zeros dropped, at least one decimal): the
+   duration exactly as measured, without a shortest-repr float formatter (~2,500 instructions a call) */
+static void ms_decimal(int64_t ns, char *out) {
+    char digits[24];
+    int n = 0;
+    int64_t whole = ns / 1000000, frac = ns % 1000000;
+    do {
+        digits[n++] = (char)('0' + whole % 10);
+        whole /= 10;
+    } while (whole);
+    while (n) *out++ = digits[--n];
+    *out++ = '.';
+    char f[6];
+    for (int k = 5; k >= 0; k--) {
+        f[k] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    int last = 5;
+    while (last > 0 && f[last] == '0') last--;
+    for (int k = 0; k <= last; k++) *out++ = f[k];
+    *out = '\0';
 }
 
 static int double_attr(PyObject *obj, PyObject *name, double *out) {
@@ -922,6 +950,7 @@ static PyObject *lane(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
     Py_INCREF(full);
     Py_ssize_t taken = 0, start_pos = 0, start_offset = 0;
     double now_s = 0.0;
+    int collecting = 0; /* whether the collector was on (turned off for the loop) */
     if (!PyList_CheckExact(rows) || ssize_attr(lp.block, s_pos, &pos) < 0 || ssize_attr(lp.block, s_size, &size) < 0 ||
         double_attr(lp.block, s_since_s, &since_s) < 0 || double_attr(lp.block, s_until_s, &until_s) < 0 ||
         ssize_attr(lp.clock, s_ms, &clock_ms) < 0 || ssize_attr(lp.clock, s_second, &clock_second) < 0 ||
@@ -933,6 +962,22 @@ static PyObject *lane(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
     }
     if (size > PyList_GET_SIZE(rows)) size = PyList_GET_SIZE(rows);
     if (size > PyList_GET_SIZE(lp.texts)) size = PyList_GET_SIZE(lp.texts);
+    if (pos < 0 || i < 0) size = pos; /* nothing taken */
+    for (Py_ssize_t k = pos; k < size; k++) { /* the rows of the plain form only: stop before any other */
+        PyObject *row = PyList_GET_ITEM(rows, k);
+        if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) != 4 || !PyBool_Check(PyTuple_GET_ITEM(row, 3)) ||
+            !PyBytes_CheckExact(PyList_GET_ITEM(lp.texts, k))) {
+            size = k;
+            break;
+        }
+    }
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(lp.stamps); k++) {
+        PyObject *stamp = PyList_GET_ITEM(lp.stamps, k);
+        if (!PyTuple_CheckExact(stamp) || PyTuple_GET_SIZE(stamp) != 2 || !PyDict_CheckExact(PyTuple_GET_ITEM(stamp, 0)) ||
+            !PyUnicode_CheckExact(PyTuple_GET_ITEM(stamp, 1)))
+            size = pos;
+    }
+    if (!PyObject_TypeCheck(io.writer, &BuilderType)) size = pos; /* its append may be Python code */
     start_pos = pos;
     start_offset = offset;
     prefix = PyObject_GetAttr(lp.clock, s_prefix);
@@ -945,8 +990,8 @@ static PyObject *lane(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
     PyObject *const *sc = &PyTuple_GET_ITEM(lp.served_const, 0); /* key, task_type, tenant, state_version,
                                                                       policy_name, capped (bool) */
     PyObject *task_type_str = PyTuple_GET_ITEM(lp.decided_const, 0), *capped = PyTuple_GET_ITEM(lp.decided_const, 1);
-    int native_writer = PyObject_TypeCheck(io.writer, &BuilderType);
-    while (i < end && taken < io.limit) {
+    collecting = PyGC_Disable();
+    while (i < end && taken < io.limit && pos < size) {
         PyObject *record = PyList_GET_ITEM(records, i);
         /* the record: the common request's text of the hot task type and tenant, keyed by its request id */
         PyObject *value = PyObject_GetAttr(record, s_value);
@@ -988,7 +1033,7 @@ static PyObject *lane(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
         int64_t t0 = clock_ns(CLOCK_MONOTONIC);
         double now = time_s();
         Py_ssize_t ms_now = (Py_ssize_t)(now * 1000.0);
-        if (now >= lp.next_evict || pos >= size || !(since_s <= now && now < until_s) ||
+        if (now >= lp.next_evict || !(since_s <= now && now < until_s) ||
             (ms_now != clock_ms && ms_now / 1000 != clock_second)) {
             Py_DECREF(key);
             Py_DECREF(value);
@@ -1000,7 +1045,7 @@ static PyObject *lane(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
             Py_DECREF(value);
             goto done;
         }
-        Py_hash_t hash = PyObject_Hash(request_id);
+        Py_hash_t hash = PyObject_Hash(request_id); /* an exact str's: it cannot fail */
         if (id_seen((IdTable *)io.ids, hash)) { /* a duplicate: the Python loop writes its dead letter */
             Py_DECREF(request_id);
             Py_DECREF(key);
@@ -1032,21 +1077,16 @@ static PyObject *lane(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
         PyObject *row = PyList_GET_ITEM(rows, pos);
         PyObject *row_text = PyList_GET_ITEM(lp.texts, pos);
         pos++;
-        int explored = -1;
-        if (PyTuple_CheckExact(row) && PyTuple_GET_SIZE(row) == 4 && PyBytes_CheckExact(row_text))
-            explored = PyObject_IsTrue(PyTuple_GET_ITEM(row, 3));
-        if (explored < 0) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "lane: a block row is (model, fallbacks, propensity, explored) with its text");
-            Py_DECREF(request_id);
-            Py_DECREF(key);
-            Py_DECREF(value);
-            goto done;
-        }
+        int explored = PyTuple_GET_ITEM(row, 3) == Py_True; /* checked above: a bool */
         PyObject *decision_id = ascii_of(p + rid[0], rid_len, "d:", 2);
-        double ms = (double)(clock_ns(CLOCK_MONOTONIC) - t0) / 1e6;
-        char *ms_text = PyOS_double_to_string(ms, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        int64_t ns = clock_ns(CLOCK_MONOTONIC) - t0;
+        if (ns < 0) ns = 0;
+        double ms = (double)ns / 1e6; /* the text's own value: both the nearest double to ns / 10**6 */
+        char ms_buf[32];
+        char *ms_text = ms_buf;
+        ms_decimal(ns, ms_buf);
         PyObject *payload = NULL, *ms_obj = NULL, *decided = NULL, *served = NULL;
-        if (decision_id != NULL && ms_text != NULL) {
+        if (decision_id != NULL) {
             static const char h1[] = "{\"schema_version\":1,\"decision_id\":\"d:", h2[] = "\",\"request_id\":\"",
                               h3[] = ",\"decision_ms\":";
             const char *flag = explored ? "true" : "false";
@@ -1070,7 +1110,6 @@ static PyObject *lane(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
                 }
             }
         }
-        PyMem_Free(ms_text);
         Py_DECREF(value);
         if (payload != NULL) ms_obj = PyFloat_FromDouble(ms);
         if (ms_obj != NULL) {
@@ -1095,8 +1134,7 @@ static PyObject *lane(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
         PyObject *appended = NULL;
         if (offset_obj != NULL) {
             PyObject *call[6] = {io.writer, offset_obj, Py_None, key, payload, io.headers};
-            appended = native_writer ? Builder_append((Builder *)io.writer, call + 1, 5, NULL)
-                                     : PyObject_VectorcallMethod(s_append, call, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            appended = Builder_append((Builder *)io.writer, call + 1, 5, NULL);
             Py_DECREF(offset_obj);
         }
         Py_DECREF(payload);
@@ -1126,6 +1164,7 @@ static PyObject *lane(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
     }
     result = Py_BuildValue("(nnO)", i, taken, full);
 done:
+    if (collecting == 1) PyGC_Enable();
     /* what the requests taken changed, written back whatever happened after them */
     if (pos != start_pos || offset != start_offset) {
         PyObject *exc_type, *exc, *exc_tb;
@@ -1136,9 +1175,8 @@ done:
             Py_ssize_t count = now_obj == NULL ? -1 : PyList_GET_SIZE(lp.stamps);
             failed = count < 0;
             for (Py_ssize_t k = 0; k < count && !failed; k++) { /* Admission.check's stamps (the last time) */
-                PyObject *stamp = PyList_GET_ITEM(lp.stamps, k);
-                failed = !PyTuple_Check(stamp) || PyTuple_GET_SIZE(stamp) != 2 ||
-                         PyObject_SetItem(PyTuple_GET_ITEM(stamp, 0), PyTuple_GET_ITEM(stamp, 1), now_obj) < 0;
+                PyObject *stamp = PyList_GET_ITEM(lp.stamps, k); /* checked above: (dict, str) */
+                failed = PyDict_SetItem(PyTuple_GET_ITEM(stamp, 0), PyTuple_GET_ITEM(stamp, 1), now_obj) < 0;
             }
             Py_XDECREF(now_obj);
         }
@@ -1152,7 +1190,7 @@ done:
     Py_DECREF(rows);
     Py_XDECREF(prefix);
     Py_XDECREF(clock_json);
-    Py_DECREF(full);
+    Py_XDECREF(full);
     return result;
 }
 
@@ -1196,7 +1234,7 @@ PyMODINIT_FUNC PyInit__native(void) {
         const char *name;
     } names[] = {{&s_value, "value"}, {&s_key, "key"}, {&s_pos, "pos"}, {&s_size, "size"}, {&s_since_s, "since_s"},
                  {&s_until_s, "until_s"}, {&s_ms, "ms"}, {&s_text, "text"}, {&s_json, "json"}, {&s_second, "_second"},
-                 {&s_prefix, "_prefix"}, {&s_relative_offset, "_relative_offset"}, {&s_append, "append"}};
+                 {&s_prefix, "_prefix"}, {&s_relative_offset, "_relative_offset"}};
     for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
         *names[k].slot = PyUnicode_InternFromString(names[k].name);
         if (*names[k].slot == NULL) return NULL;

@@ -9,6 +9,7 @@ clock). No broker (as ``test_decide_run``)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import re
 import time
@@ -23,6 +24,7 @@ from banditroute import native
 from banditroute.agents.decide import DecideLogic, StateView
 from banditroute.codec import DeadLetterCounter
 from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
+from banditroute.core.state import replace_state
 from banditroute.kafka import raw_fetch
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.fetch_double import read, record_batch
@@ -38,8 +40,9 @@ CREATED = "2026-11-30T00:00:00.000000+00:00"
 _TIMES = re.compile(rb'"decided_at":"[^"]*"|"decision_ms":[^,]+')
 
 
-def _value(rng: random.Random, rid: str) -> bytes:
-    """Mostly the hot answer's request (summarise, no tenant), and now and then each kind that leaves the lane."""
+def _value(rng: random.Random, rid: str, tenant: str | None) -> bytes:
+    """Mostly the hot answer's request (summarise, of ``tenant``), and now and then each kind that leaves the
+    lane."""
     kind = rng.random()
     short: dict[str, Any] = {
         "schema_version": 1,
@@ -47,6 +50,8 @@ def _value(rng: random.Random, rid: str) -> bytes:
         "task_type": "summarise",
         "created_at": CREATED,
     }
+    if tenant is not None:
+        short["tenant"] = tenant
     if kind < 0.70:
         return orjson.dumps(short)
     if kind < 0.74:
@@ -54,7 +59,7 @@ def _value(rng: random.Random, rid: str) -> bytes:
     elif kind < 0.76:
         short["task_type"] = "newtype"  # parked in the priority lane until it holds state
     elif kind < 0.79:
-        short["tenant"] = "acme"
+        short["tenant"] = "globex" if tenant else "acme"
     elif kind < 0.81:
         short["reply_to"] = "replies.x"
     elif kind < 0.83:
@@ -78,7 +83,7 @@ def _value(rng: random.Random, rid: str) -> bytes:
                 "request_id": rid,
                 "schema_version": 1,
                 "task_type": "summarise",
-                "tenant": rng.choice([None, None, "acme"]),
+                "tenant": rng.choice([tenant, tenant, "globex"]),
             }
         )
     else:  # valid, but only the JSON path reads it
@@ -88,7 +93,9 @@ def _value(rng: random.Random, rid: str) -> bytes:
     return orjson.dumps(short)
 
 
-def _poll(rng: random.Random, step: int, per_partition: int) -> dict[tuple[str, int], tuple[int, bytes]]:
+def _poll(
+    rng: random.Random, step: int, per_partition: int, tenant: str | None
+) -> dict[tuple[str, int], tuple[int, bytes]]:
     fetched = {}
     for partition in range(PARTITIONS):
         base = step * per_partition
@@ -98,7 +105,7 @@ def _poll(rng: random.Random, step: int, per_partition: int) -> dict[tuple[str, 
             if rng.random() < 0.03 and i:
                 rid = f"r{partition}-{base + i - 1}"  # a duplicate of the one before
             key = rid.encode() if rng.random() < 0.97 else b"other-key"
-            records.append((key, _value(rng, rid)))
+            records.append((key, _value(rng, rid, tenant)))
         fetched[("p.requests", partition)] = (base, record_batch(base, records, 1_796_000_000_000))
     return fetched
 
@@ -107,7 +114,8 @@ def _service(
     fused: bool, handed: list[Any], batch_bytes: int
 ) -> tuple[DecideService, _Producer, DecideLogic]:
     registry = Registry(RouterConfig.load(PACKAGED_CONFIG))
-    logic = DecideLogic(registry, StateView(), np.random.default_rng(11), worker_id="w")  # the system clock
+    view = StateView(prepare=False)
+    logic = DecideLogic(registry, view, np.random.default_rng(11), worker_id="w")  # the system clock
     service = DecideService(
         logic,
         bootstrap="in-process",
@@ -139,10 +147,16 @@ async def _steps(fused: bool, batch_bytes: int) -> tuple[list[Any], DecideServic
     service, producer, logic = _service(fused, handed, batch_bytes)
     rng = random.Random(35)
     seen: list[Any] = []
-    for step, per_partition in enumerate([3, 600, 1, 900, 40]):
+    steps = [(3, None), (600, None), (1, None), (900, None), (40, None), (500, "acme"), (300, "acme")]
+    for step, (per_partition, tenant) in enumerate(steps):
         queue: asyncio.Queue[Any] = asyncio.Queue()
         committer: asyncio.Task[None] = asyncio.ensure_future(asyncio.sleep(0))
-        batch = read(_poll(rng, step, per_partition), raw_fetch.raw_records)
+        if step == 3:  # a learnt state replaces the prior between two polls: the kept answer is made again
+            state = logic.registry.snapshot.state_for(None)
+            assert logic.states.offer("summarise", replace_state(state, version=state.version + 1))
+        if step == 4:  # an eviction due within the poll (the lane stops there; the Python loop evicts)
+            logic._next_evict = time.time() + 0.002
+        batch = read(_poll(rng, step, per_partition, tenant), raw_fetch.raw_records)
         if fused and per_partition > 100:  # the step crosses a second of the clock (the lane stops there)
             await asyncio.sleep(-time.time() % 1.0 - 0.002 if -time.time() % 1.0 > 0.002 else 0.0)
         before = time.time()
@@ -165,6 +179,8 @@ async def _steps(fused: bool, batch_bytes: int) -> tuple[list[Any], DecideServic
                 len(service.lane),
                 service.decided,
                 len(service.duplicates),
+                sorted(logic.admission.task_types),
+                sorted((t, sorted(tenants)) for t, tenants in logic.admission.tenants.items()),
             )
         )
     streams: dict[tuple[str, int], list[Any]] = {}
@@ -175,16 +191,25 @@ async def _steps(fused: bool, batch_bytes: int) -> tuple[list[Any], DecideServic
     seen.append((streams, producer.sent, service._replies.sent))  # type: ignore[union-attr]
     assert logic._hot is not None
     seen.append(logic._hot[1].pos)  # the hot block's rows taken
+    # the duplicate tables hold the same ids: every request id of every poll, asked again
+    seen.append(
+        [service.duplicates.check(f"r{p}-{n}") is None for p in range(PARTITIONS) for n in range(4000)]
+    )
     return seen, service
 
 
 @pytest.mark.parametrize("batch_bytes", [MAX_BATCH_BYTES, 4096])  # 4 KiB: batches fill within the lane
 async def test_the_c_lane_decides_what_the_python_loop_decides(batch_bytes: int) -> None:
+    gc.collect()
+    assert gc.isenabled()
     (fused, service), (python, reference) = await _steps(True, batch_bytes), await _steps(False, batch_bytes)
+    assert gc.isenabled()  # the lane turns the collector off only for its own call
     assert fused == python
     assert reference.native_decided == 0
     assert service.native_decided > 0.3 * service.decided  # the lane took many (30 % of records leave it)
-    streams, sent, replies = fused[-2]
+    streams, sent, replies = fused[-3]
+    tenants = [b'"tenant":"acme"' in value for records in streams.values() for _k, value, _h in records]
+    assert sum(tenants) > 800  # the last two polls' hot answer is a tenant's
     reasons = {orjson.loads(v)[0] for _t, _k, v in sent}
     assert {"duplicate_id", "malformed_json", "validation_error"} <= reasons  # invalid dates among them
     assert replies and sum(map(len, streams.values())) > 2000

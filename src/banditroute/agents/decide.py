@@ -271,6 +271,11 @@ def _rows_text(heads: list[bytes], z: Any, names: tuple[str, ...], means: Mappin
     return list(map(b"".join, zip(*columns, strict=True)))
 
 
+_PLAIN_STEPS = frozenset({"decide_encoded", "_prepare", "_encode_row"})
+"""The steps of :meth:`DecideLogic.decide_encoded` that the C lane stands in for (:meth:`DecideLogic.lane_parts`):
+replaced on an instance or a subclass, the lane is off."""
+
+
 class DecideLogic:
     """Request in, decision dict out."""
 
@@ -370,15 +375,20 @@ class DecideLogic:
         task type and tenant might be answered otherwise than by :meth:`decide_encoded` from its block's next
         row: no hot answer, its kept answer no longer what :meth:`_prepare` returns (another snapshot, another
         learnt state), a block without rows or another rng, another clock than ``time.time`` (the lane reads
-        the system clock), :attr:`keep_row`, or :meth:`decide_encoded` replaced. The lane checks the rest
-        per request (the eviction time, the block's rows and time window, the clock's second)."""
+        the system clock), :attr:`keep_row`, a shadow decision not yet taken, or the decide steps replaced
+        (:meth:`decide_encoded`, :meth:`_prepare`, :meth:`_encode_row`). The lane checks the rest per request
+        (the eviction time, the block's rows and time window, the clock's second)."""
         hot = self._hot
         if (
             hot is None
             or self.clock is not time.time
             or self.keep_row
-            or "decide_encoded" in self.__dict__
-            or type(self).decide_encoded is not DecideLogic.decide_encoded
+            or self.shadow is not None
+            or not _PLAIN_STEPS.isdisjoint(self.__dict__)
+            or (
+                type(self) not in _PLAIN_CLASSES
+                and any(getattr(type(self), name) is not getattr(DecideLogic, name) for name in _PLAIN_STEPS)
+            )
         ):
             return None
         ready, block, text, shape, task_type, tenant = hot
@@ -690,3 +700,7 @@ class DecideLogic:
             "shadow": False,
             "state_key": key,
         }
+
+
+_PLAIN_CLASSES = frozenset({DecideLogic})
+"""Classes known to keep :data:`_PLAIN_STEPS` as :class:`DecideLogic` has them (no look-up per call)."""

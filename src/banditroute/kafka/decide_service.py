@@ -83,6 +83,7 @@ from banditroute.kafka.fast_request import FastRequest, fast_request, shaped_req
 from banditroute.kafka.fetch_linger import FetchLinger
 from banditroute.kafka.handoff import DECIDER_HEADER, Handoff, build_handoff, ignore_handoff
 from banditroute.kafka.low_lane import LOW_LANE_BYTES, LOW_LANE_MAX, LowLane, Parked
+from banditroute.kafka.native_batch import Builder as NativeBuilder
 from banditroute.kafka.outbox import NO_HEADERS, Headers, PartitionBatches, record_writer
 from banditroute.kafka.own_thread import OwnThreadLoop
 from banditroute.kafka.raw_fetch import install as install_raw_fetch
@@ -827,8 +828,8 @@ class DecideService(OwnThreadLoop):
                     if builder is None:
                         builder = out.builder(topic, partition)
                         writer = record_writer(builder)
-                    if writer is None:
-                        fused = None  # aiokafka's wrapper appends: the Python loop
+                    if type(writer) is not NativeBuilder:
+                        fused = None  # aiokafka's writer or wrapper appends: the Python loop
                     else:
                         held = joinable
                         if follow and held is None:
@@ -836,9 +837,11 @@ class DecideService(OwnThreadLoop):
                             if held is None:
                                 held = []
                         io = (ids, writer, builder, headers, held, decisions, max_bytes, NATIVE_RECORDS)
-                        i, taken, full = fused(records, i, end, parts, io)
-                        if held is not joinable and held:
-                            joinable = self._joinable[partition] = held
+                        try:
+                            i, taken, full = fused(records, i, end, parts, io)
+                        finally:  # the join's entries of what it appended, even if it raised after them
+                            if held is not joinable and held:
+                                joinable = self._joinable[partition] = held
                         self.decided += taken
                         self.native_decided += taken
                         if full is not None:  # the last one taken did not fit its record batch
