@@ -1194,6 +1194,95 @@ done:
     return result;
 }
 
+/* ---- rows_text: a block's rows' text (agents/decide.py, _rows_text) ----
+ *
+ * rows_text(heads, values, first, mids, last): row i is heads[i] + first + v[i*k] + mids[0] + v[i*k+1] + ... +
+ * mids[k-2] + v[i*k+k-1] + last, where values is the comma-separated text of the block's draws (orjson's, its
+ * brackets stripped) and k = len(mids) + 1; the same bytes as the Python code's split and joins, without a bytes
+ * object per value. ValueError when values does not hold len(heads) * k of them (the caller's Python path then).
+ */
+static PyObject *rows_text(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyList_CheckExact(args[0]) || !PyBytes_CheckExact(args[1]) || !PyBytes_CheckExact(args[2]) ||
+        !PyList_CheckExact(args[3]) || !PyBytes_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "rows_text(heads: list, values: bytes, first: bytes, mids: list, last: bytes)");
+        return NULL;
+    }
+    PyObject *heads = args[0], *mids = args[3];
+    Py_ssize_t size = PyList_GET_SIZE(heads), k = PyList_GET_SIZE(mids) + 1;
+    for (Py_ssize_t i = 0; i < size; i++)
+        if (!PyBytes_CheckExact(PyList_GET_ITEM(heads, i))) {
+            PyErr_SetString(PyExc_TypeError, "rows_text: heads are bytes");
+            return NULL;
+        }
+    for (Py_ssize_t j = 0; j + 1 < k; j++)
+        if (!PyBytes_CheckExact(PyList_GET_ITEM(mids, j))) {
+            PyErr_SetString(PyExc_TypeError, "rows_text: mids are bytes");
+            return NULL;
+        }
+    const char *v = PyBytes_AS_STRING(args[1]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[1]);
+    /* the values' boundaries: size * k of them, comma-separated */
+    Py_ssize_t count = size * k;
+    if (size > 0 && k > PY_SSIZE_T_MAX / size / 2) return PyErr_NoMemory();
+    Py_ssize_t *starts = PyMem_New(Py_ssize_t, (size_t)count + 1);
+    if (starts == NULL) return PyErr_NoMemory();
+    Py_ssize_t found = 0;
+    if (count > 0) {
+        starts[found++] = 0;
+        for (Py_ssize_t at = 0; at < n; at++)
+            if (v[at] == ',') {
+                if (found == count) {
+                    found = count + 1; /* too many */
+                    break;
+                }
+                starts[found++] = at + 1;
+            }
+    } else if (n > 0) {
+        found = 1;
+    }
+    if (found != count) {
+        PyMem_Free(starts);
+        PyErr_SetString(PyExc_ValueError, "rows_text: values does not hold len(heads) * k of them");
+        return NULL;
+    }
+    starts[count] = n + 1; /* the value m ends at starts[m + 1] - 1 */
+    PyObject *out = PyList_New(size);
+    if (out == NULL) {
+        PyMem_Free(starts);
+        return NULL;
+    }
+    Py_ssize_t first_len = PyBytes_GET_SIZE(args[2]), last_len = PyBytes_GET_SIZE(args[4]), mids_len = 0;
+    for (Py_ssize_t j = 0; j + 1 < k; j++) mids_len += PyBytes_GET_SIZE(PyList_GET_ITEM(mids, j));
+    for (Py_ssize_t i = 0; i < size; i++) {
+        PyObject *head = PyList_GET_ITEM(heads, i);
+        Py_ssize_t m = i * k;
+        Py_ssize_t values_len = (starts[m + k] - 1) - starts[m] - (k - 1); /* the commas between are not written */
+        Py_ssize_t total = PyBytes_GET_SIZE(head) + first_len + values_len + mids_len + last_len;
+        PyObject *row = PyBytes_FromStringAndSize(NULL, total);
+        if (row == NULL) {
+            Py_DECREF(out);
+            PyMem_Free(starts);
+            return NULL;
+        }
+        char *d = PyBytes_AS_STRING(row);
+        memcpy(d, PyBytes_AS_STRING(head), (size_t)PyBytes_GET_SIZE(head));
+        d += PyBytes_GET_SIZE(head);
+        memcpy(d, PyBytes_AS_STRING(args[2]), (size_t)first_len);
+        d += first_len;
+        for (Py_ssize_t j = 0; j < k; j++) {
+            Py_ssize_t from = starts[m + j], len = starts[m + j + 1] - 1 - from;
+            memcpy(d, v + from, (size_t)len);
+            d += len;
+            PyObject *joint = j + 1 < k ? PyList_GET_ITEM(mids, j) : args[4];
+            memcpy(d, PyBytes_AS_STRING(joint), (size_t)PyBytes_GET_SIZE(joint));
+            d += PyBytes_GET_SIZE(joint);
+        }
+        PyList_SET_ITEM(out, i, row);
+    }
+    PyMem_Free(starts);
+    return out;
+}
+
 static PyObject *crc32c_py(PyObject *Py_UNUSED(module), PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
@@ -1209,6 +1298,8 @@ static PyMethodDef module_methods[] = {
      "sdk_groups(raw, at): fast_request._SDK_TEXT.fullmatch(raw, at).groups(), or None."},
     {"lane", (PyCFunction)(void (*)(void))lane, METH_FASTCALL,
      "lane(records, i, end, parts, io): the decide loop's common requests of the kept hot answer, decided in C."},
+    {"rows_text", (PyCFunction)(void (*)(void))rows_text, METH_FASTCALL,
+     "rows_text(heads, values, first, mids, last): a block's rows' text (agents/decide.py, _rows_text)."},
     {"valid_time", valid_time_py, METH_O, "valid_time(text): whether a UTC_TIME text is a date datetime takes."},
     {"crc32c", crc32c_py, METH_O, "CRC-32C of a bytes-like object (as Kafka checksums a record batch)."},
     {NULL, NULL, 0, NULL},

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from orjson import OPT_SERIALIZE_NUMPY, dumps
 
+from banditroute import native
 from banditroute.agents.pending import decision_id_for
 from banditroute.config import Registry
 from banditroute.core import Choice, Constraints, ModelSpec, TaskPolicy, TaskState, apply_rules, choose
@@ -260,9 +261,13 @@ def _rows_text(heads: list[bytes], z: Any, names: tuple[str, ...], means: Mappin
     text between them (the same for every row), taken by ``zip`` from the columns (C loops: no text split
     into rows afterwards, no copy of a row to put its head in front)."""
     k = len(names)
-    values = dumps(np.ascontiguousarray(z).ravel(), option=OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+    text = dumps(np.ascontiguousarray(z).ravel(), option=OPT_SERIALIZE_NUMPY)[1:-1]
     before = [b'{"model":' + dumps(name) + b',"sampled_utility":' for name in names]
     after = [b',"mean_utility":' + dumps(means[name]) + b"}" for name in names]
+    if _NATIVE_ROWS is not None and k:  # the same joins in C, without a bytes object per value
+        mids = [after[j] + b"," + before[j + 1] for j in range(k - 1)]
+        return _NATIVE_ROWS(heads, text, b',"candidates":[' + before[0], mids, after[k - 1] + b"]")
+    values = text.split(b",")
     size = len(heads)
     columns: list[Iterable[bytes]] = [heads, repeat(b',"candidates":[' + before[0], size)]
     for j in range(k):
@@ -271,6 +276,8 @@ def _rows_text(heads: list[bytes], z: Any, names: tuple[str, ...], means: Mappin
     return list(map(b"".join, zip(*columns, strict=True)))
 
 
+_NATIVE_ROWS: Callable[..., list[bytes]] | None = getattr(native.loaded(), "rows_text", None)
+""":func:`_rows_text`'s joins in C (``_native.rows_text``), when the extension is there."""
 _PLAIN_STEPS = frozenset({"decide_encoded", "_prepare", "_encode_row"})
 """The steps of :meth:`DecideLogic.decide_encoded` that the C lane stands in for (:meth:`DecideLogic.lane_parts`):
 replaced on an instance or a subclass, the lane is off."""
