@@ -320,6 +320,8 @@ class DecideLogic:
         ]
         self._plain_rules = ((), {})
         self._prepared: dict[tuple[str, str | None], _Prepared] = {}
+        self._lane: tuple[_Hot, float, tuple[Any, ...]] | None = None
+        """:meth:`lane_parts`' last answer, for the hot answer and eviction time it was made for."""
         self._hot: _Hot | None = None
         """The last prepared answer that took a block row, its block, the block's text, the request shape's
         text and the request's task type and tenant: the next request of that answer takes the block's next row
@@ -409,8 +411,11 @@ class DecideLogic:
             or block.pos >= block.size
         ):
             return None
+        kept = self._lane
+        if kept is not None and kept[0] is hot and kept[1] == self._next_evict:
+            return kept[2]  # the same hot answer (the decide loop asks once per slice of its run)
         capped = ready[7]
-        return (
+        parts = (
             task_type.encode(),
             None if tenant is None else tenant.encode(),
             block,
@@ -422,6 +427,8 @@ class DecideLogic:
             (task_type, capped),
             known[3],
         )
+        self._lane = (hot, self._next_evict, parts)
+        return parts
 
     def _prepare(self, request: Request, now_s: float) -> Verdict | _Ready:
         """Admission, state, constraints and rules of a request: a rejecting :class:`Verdict`, or what to
