@@ -1199,7 +1199,8 @@ done:
  * rows_text(heads, values, first, mids, last): row i is heads[i] + first + v[i*k] + mids[0] + v[i*k+1] + ... +
  * mids[k-2] + v[i*k+k-1] + last, where values is the comma-separated text of the block's draws (orjson's, its
  * brackets stripped) and k = len(mids) + 1; the same bytes as the Python code's split and joins, without a bytes
- * object per value. ValueError when values does not hold len(heads) * k of them (the caller's Python path then).
+ * object per value. ValueError when values does not hold len(heads) * k of them (where the Python code's strict
+ * zip raises too).
  */
 static PyObject *rows_text(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5 || !PyList_CheckExact(args[0]) || !PyBytes_CheckExact(args[1]) || !PyBytes_CheckExact(args[2]) ||
@@ -1222,8 +1223,14 @@ static PyObject *rows_text(PyObject *Py_UNUSED(module), PyObject *const *args, P
     const char *v = PyBytes_AS_STRING(args[1]);
     Py_ssize_t n = PyBytes_GET_SIZE(args[1]);
     /* the values' boundaries: size * k of them, comma-separated */
-    Py_ssize_t count = size * k;
-    if (size > 0 && k > PY_SSIZE_T_MAX / size / 2) return PyErr_NoMemory();
+    if (size > 0 && k > (n + 1) / size) { /* more values than the text can hold (commas + 1 <= n + 1): refused
+                                               before any size is computed */
+        PyErr_SetString(PyExc_ValueError, "rows_text: values does not hold len(heads) * k of them");
+        return NULL;
+    }
+    Py_ssize_t count = size * k; /* <= n + 1: no overflow */
+    Py_ssize_t first_len = PyBytes_GET_SIZE(args[2]), last_len = PyBytes_GET_SIZE(args[4]), mids_len = 0;
+    for (Py_ssize_t j = 0; j + 1 < k; j++) mids_len += PyBytes_GET_SIZE(PyList_GET_ITEM(mids, j));
     Py_ssize_t *starts = PyMem_New(Py_ssize_t, (size_t)count + 1);
     if (starts == NULL) return PyErr_NoMemory();
     Py_ssize_t found = 0;
@@ -1251,8 +1258,6 @@ static PyObject *rows_text(PyObject *Py_UNUSED(module), PyObject *const *args, P
         PyMem_Free(starts);
         return NULL;
     }
-    Py_ssize_t first_len = PyBytes_GET_SIZE(args[2]), last_len = PyBytes_GET_SIZE(args[4]), mids_len = 0;
-    for (Py_ssize_t j = 0; j + 1 < k; j++) mids_len += PyBytes_GET_SIZE(PyList_GET_ITEM(mids, j));
     for (Py_ssize_t i = 0; i < size; i++) {
         PyObject *head = PyList_GET_ITEM(heads, i);
         Py_ssize_t m = i * k;

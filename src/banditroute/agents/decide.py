@@ -410,6 +410,7 @@ class DecideLogic:
             or block.rng is not self.rng
             or block.pos >= block.size
         ):
+            self._lane = None  # nothing kept alive for a hot answer that is gone
             return None
         kept = self._lane
         if kept is not None and kept[0] is hot and kept[1] == self._next_evict:

@@ -112,10 +112,8 @@ SHIP_SLICE_S = 0.010
 """A step still deciding after this long ships the decisions so far and yields to the loop once, then goes on
 (issue #16: after any pause the next polls are large, and a 2,000-request step held every decision of it until
 its end while the loop could not read acknowledgements or commit, so the steps after it waited too)."""
-SLICE_CHECK_EVERY = 128
-"""Requests decided between two looks at the clock in a step (a power of two): ~0.15 ms of the C lane's work,
-~1 ms of the Python loop's, against ``SHIP_SLICE_S`` (32 before the C lane: each look costs the run's set-up and
-a ``lane_parts`` call, 2.6 % of the decide path's instructions at 32, ``bench.decide_path`` under callgrind)."""
+SLICE_CHECK_EVERY = 32
+"""Requests decided between two looks at the clock in a step (a power of two)."""
 LOW_SLICE_S = 0.010
 """Time a step gives to low-priority work (parked and spilled requests) beyond their shares, while reading
 keeps up (the poll was not full, spilled nothing and decided no established request) and the producer is idle
@@ -126,7 +124,7 @@ LANE_SHARE = 10
 requests also hold their partitions' commits back)."""
 NATIVE_RECORDS = 256
 """Most requests one call of the C loop (``_native.lane``) decides: it holds the GIL while it runs (~1 µs a
-request), so the main thread waits at most a few hundred microseconds for it."""
+request). A guard: a call is within one run of :meth:`DecideService._run`, at most ``SLICE_CHECK_EVERY`` records."""
 NATIVE_WAIT = 8
 """Records the Python loop takes alone after the C loop took none (another task type or tenant than the hot
 answer's in between: traffic of several task types does not pay for a call that takes nothing per record)."""
