@@ -509,25 +509,20 @@ static void IdTable_dealloc(IdTable *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *IdTable_seen(IdTable *self, PyObject *value) {
-    if (self->current == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "IdTable was not initialised");
-        return NULL;
-    }
-    Py_hash_t hash = PyObject_Hash(value);
-    if (hash == -1 && PyErr_Occurred()) return NULL;
+/* IdTable.seen for a hash: 1 if seen, else 0 (and remembered) */
+static int id_seen(IdTable *self, Py_hash_t hash) {
     int64_t digest = hash ? (int64_t)hash : 1;
     size_t mask = (size_t)self->size - 1;
     size_t start = (size_t)digest & mask;
     size_t i = start;
     int64_t held;
     while ((held = self->previous[i]) != 0) {
-        if (held == digest) Py_RETURN_TRUE;
+        if (held == digest) return 1;
         i = (i + 1) & mask;
     }
-    i = start; /* the current table last: i ends at its first free slot */
+    i = start;
     while ((held = self->current[i]) != 0) {
-        if (held == digest) Py_RETURN_TRUE;
+        if (held == digest) return 1;
         i = (i + 1) & mask;
     }
     self->current[i] = digest;
@@ -539,7 +534,17 @@ static PyObject *IdTable_seen(IdTable *self, PyObject *value) {
         self->previous_count = self->count;
         self->count = 0;
     }
-    Py_RETURN_FALSE;
+    return 0;
+}
+
+static PyObject *IdTable_seen(IdTable *self, PyObject *value) {
+    if (self->current == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "IdTable was not initialised");
+        return NULL;
+    }
+    Py_hash_t hash = PyObject_Hash(value);
+    if (hash == -1 && PyErr_Occurred()) return NULL;
+    return PyBool_FromLong(id_seen(self, hash));
 }
 
 static Py_ssize_t IdTable_len(IdTable *self) { return self->count + self->previous_count; }
@@ -775,34 +780,6 @@ static PyObject *valid_time_py(PyObject *Py_UNUSED(module), PyObject *arg) {
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(arg);
     Py_ssize_t n = PyBytes_GET_SIZE(arg);
     return PyBool_FromLong(match_time(p, n) == n && valid_time(p));
-}
-
-/* IdTable.seen for a hash: 1 if seen, else 0 (and remembered) */
-static int id_seen(IdTable *self, Py_hash_t hash) {
-    int64_t digest = hash ? (int64_t)hash : 1;
-    size_t mask = (size_t)self->size - 1;
-    size_t start = (size_t)digest & mask;
-    size_t i = start;
-    int64_t held;
-    while ((held = self->previous[i]) != 0) {
-        if (held == digest) return 1;
-        i = (i + 1) & mask;
-    }
-    i = start;
-    while ((held = self->current[i]) != 0) {
-        if (held == digest) return 1;
-        i = (i + 1) & mask;
-    }
-    self->current[i] = digest;
-    if (++self->count >= self->generation) {
-        int64_t *older = self->previous;
-        self->previous = self->current;
-        memset(older, 0, (size_t)self->size * sizeof(int64_t));
-        self->current = older;
-        self->previous_count = self->count;
-        self->count = 0;
-    }
-    return 0;
 }
 
 static inline int64_t clock_ns(clockid_t id) {

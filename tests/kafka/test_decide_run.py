@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,32 +109,39 @@ def _value(rng: random.Random, rid: str) -> bytes:
     return orjson.dumps(short)
 
 
-def _poll(rng: random.Random, step: int, per_partition: int) -> dict[tuple[str, int], tuple[int, bytes]]:
+def polled(
+    rng: random.Random,
+    step: int,
+    per_partition: int,
+    value: Callable[[str], bytes],
+    duplicates: float = 0.05,
+    keyed: float = 0.9,
+    other_keys: Sequence[bytes] = (b"", b"other-key"),
+) -> dict[tuple[str, int], tuple[int, bytes]]:
+    """A poll of ``per_partition`` request records per partition: ``value(request_id)`` each, a share
+    ``duplicates`` of them the request id before again, a share ``keyed`` keyed by their request id (the others
+    by one of ``other_keys``)."""
     fetched = {}
     for partition in range(PARTITIONS):
         base = step * per_partition
         records = []
         for i in range(per_partition):
             rid = f"r{partition}-{base + i}"
-            if rng.random() < 0.05 and i:
+            if rng.random() < duplicates and i:
                 rid = f"r{partition}-{base + i - 1}"  # a duplicate of the one before
-            key = rid.encode() if rng.random() < 0.9 else rng.choice([b"", b"other-key"])
-            records.append((key, _value(rng, rid)))
+            key = rid.encode() if rng.random() < keyed else rng.choice(other_keys)
+            records.append((key, value(rid)))
         fetched[("p.requests", partition)] = (base, record_batch(base, records, int(CLOCK_S * 1000)))
     return fetched
 
 
-def _service(run: bool, handed: list[Any], batch_bytes: int) -> tuple[DecideService, _Producer]:
-    registry = Registry(RouterConfig.load(PACKAGED_CONFIG))
-    logic = DecideLogic(registry, StateView(), np.random.default_rng(7), worker_id="w", clock=lambda: CLOCK_S)
-    decide = logic.decide_encoded
+def _poll(rng: random.Random, step: int, per_partition: int) -> dict[tuple[str, int], tuple[int, bytes]]:
+    return polled(rng, step, per_partition, lambda rid: _value(rng, rid))
 
-    def failing(request: Any) -> Any:
-        if request.request_id.endswith("7"):
-            raise RuntimeError("a bug")
-        return decide(request)
 
-    logic.decide_encoded = failing  # type: ignore[method-assign]
+def wired_service(logic: DecideLogic, handed: list[Any], partitions: int) -> DecideService:
+    """A follower decide loop over ``partitions`` partitions of ``p.requests``, with the priority lane, its
+    decisions handed to ``handed`` and its replies kept (``_Replies``), without a broker."""
     service = DecideService(
         logic,
         bootstrap="in-process",
@@ -149,11 +157,26 @@ def _service(run: bool, handed: list[Any], batch_bytes: int) -> tuple[DecideServ
         follow=True,
         priority_lane=True,
     )
-    service._decision_partitions = PARTITIONS
+    service._decision_partitions = partitions
     service.token = b"0123456789abcdef"
     service._headers = [("banditroute-decider", service.token)]
-    service.assigned = frozenset(range(PARTITIONS))
+    service.assigned = frozenset(range(partitions))
     service._replies = _Replies()  # type: ignore[assignment]
+    return service
+
+
+def _service(run: bool, handed: list[Any], batch_bytes: int) -> tuple[DecideService, _Producer]:
+    registry = Registry(RouterConfig.load(PACKAGED_CONFIG))
+    logic = DecideLogic(registry, StateView(), np.random.default_rng(7), worker_id="w", clock=lambda: CLOCK_S)
+    decide = logic.decide_encoded
+
+    def failing(request: Any) -> Any:
+        if request.request_id.endswith("7"):
+            raise RuntimeError("a bug")
+        return decide(request)
+
+    logic.decide_encoded = failing  # type: ignore[method-assign]
+    service = wired_service(logic, handed, PARTITIONS)
     if not run:  # every record through _handle
         service._run = lambda out, producer, tp, records, i, end: (i, None)  # type: ignore[method-assign]
     return service, _Producer(batch_bytes)

@@ -22,20 +22,18 @@ import pytest
 
 from banditroute import native
 from banditroute.agents.decide import DecideLogic, StateView
-from banditroute.codec import DeadLetterCounter
 from banditroute.config import PACKAGED_CONFIG, Registry, RouterConfig
 from banditroute.core.state import replace_state
 from banditroute.kafka import raw_fetch
 from banditroute.kafka.decide_service import DecideService
-from banditroute.kafka.fetch_double import read, record_batch
+from banditroute.kafka.fetch_double import read
 from banditroute.kafka.producer_double import MAX_BATCH_BYTES
-from tests.kafka.test_decide_run import _Producer, _Replies
+from tests.kafka.test_decide_run import PARTITIONS, _Producer, polled, wired_service
 
 pytestmark = pytest.mark.skipif(
     native.loaded() is None, reason="the C extension is not built or switched off"
 )
 
-PARTITIONS = 2
 CREATED = "2026-11-30T00:00:00.000000+00:00"
 _TIMES = re.compile(rb'"decided_at":"[^"]*"|"decision_ms":[^,]+')
 
@@ -96,18 +94,7 @@ def _value(rng: random.Random, rid: str, tenant: str | None) -> bytes:
 def _poll(
     rng: random.Random, step: int, per_partition: int, tenant: str | None
 ) -> dict[tuple[str, int], tuple[int, bytes]]:
-    fetched = {}
-    for partition in range(PARTITIONS):
-        base = step * per_partition
-        records = []
-        for i in range(per_partition):
-            rid = f"r{partition}-{base + i}"
-            if rng.random() < 0.03 and i:
-                rid = f"r{partition}-{base + i - 1}"  # a duplicate of the one before
-            key = rid.encode() if rng.random() < 0.97 else b"other-key"
-            records.append((key, _value(rng, rid, tenant)))
-        fetched[("p.requests", partition)] = (base, record_batch(base, records, 1_796_000_000_000))
-    return fetched
+    return polled(rng, step, per_partition, lambda rid: _value(rng, rid, tenant), 0.03, 0.97, (b"other-key",))
 
 
 def _service(
@@ -116,26 +103,7 @@ def _service(
     registry = Registry(RouterConfig.load(PACKAGED_CONFIG))
     view = StateView(prepare=False)
     logic = DecideLogic(registry, view, np.random.default_rng(11), worker_id="w")  # the system clock
-    service = DecideService(
-        logic,
-        bootstrap="in-process",
-        requests_topic="p.requests",
-        decisions_topic="p.decisions",
-        deadletter_topic="p.deadletter",
-        group_id="p.decide",
-        security={},
-        max_payload_bytes=1 << 20,
-        dead_letters=DeadLetterCounter(),
-        own_thread=False,
-        on_decisions=handed.extend,
-        follow=True,
-        priority_lane=True,
-    )
-    service._decision_partitions = PARTITIONS
-    service.token = b"0123456789abcdef"
-    service._headers = [("banditroute-decider", service.token)]
-    service.assigned = frozenset(range(PARTITIONS))
-    service._replies = _Replies()  # type: ignore[assignment]
+    service = wired_service(logic, handed, PARTITIONS)
     if not fused:
         service.native_lane = None
     return service, _Producer(batch_bytes), logic
