@@ -1117,7 +1117,7 @@ static PyObject *lane(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
         Py_DECREF(request_id);
         Py_XDECREF(decision_id);
         if (served != NULL) {
-            PyObject *fallbacks = PyTuple_GET_ITEM(row, 1); /* the block's (model names): a row's own tuple */
+            PyObject *fallbacks = PyTuple_GET_ITEM(row, 1); /* model names, one tuple shared by the rows of a kind */
             if (PyTuple_CheckExact(fallbacks) && PyObject_GC_IsTracked(fallbacks)) untrack_atomic(fallbacks);
             untrack_atomic(decided);
             untrack_atomic(served);
