@@ -520,7 +520,7 @@ static int id_seen(IdTable *self, Py_hash_t hash) {
         if (held == digest) return 1;
         i = (i + 1) & mask;
     }
-    i = start;
+    i = start; /* the current table last: i ends at its first free slot */
     while ((held = self->current[i]) != 0) {
         if (held == digest) return 1;
         i = (i + 1) & mask;
@@ -755,7 +755,7 @@ static PyObject *sdk_groups(PyObject *Py_UNUSED(module), PyObject *const *args, 
  * loop's own append would.
  */
 
-static PyObject *s_value, *s_key, *s_pos, *s_size, *s_since_s, *s_until_s, *s_ms, *s_text, *s_json, *s_second,
+static PyObject *s_value, *s_key, *s_rows, *s_pos, *s_size, *s_since_s, *s_until_s, *s_ms, *s_text, *s_json, *s_second,
     *s_prefix, *s_relative_offset;
 
 static inline int leap_year(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
@@ -935,7 +935,7 @@ static PyObject *lane(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
             PyErr_SetString(PyExc_TypeError, "lane: the shape's texts are bytes");
             return NULL;
         }
-    PyObject *rows = PyObject_GetAttrString(lp.block, "rows");
+    PyObject *rows = PyObject_GetAttr(lp.block, s_rows);
     if (rows == NULL) return NULL;
     Py_ssize_t pos, size, clock_ms, clock_second, offset;
     double since_s, until_s;
@@ -1075,9 +1075,8 @@ static PyObject *lane(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
         int64_t ns = clock_ns(CLOCK_MONOTONIC) - t0;
         if (ns < 0) ns = 0;
         double ms = (double)ns / 1e6; /* the text's own value: both the nearest double to ns / 10**6 */
-        char ms_buf[32];
-        char *ms_text = ms_buf;
-        ms_decimal(ns, ms_buf);
+        char ms_text[32];
+        ms_decimal(ns, ms_text);
         PyObject *payload = NULL, *ms_obj = NULL, *decided = NULL, *served = NULL;
         if (decision_id != NULL) {
             static const char h1[] = "{\"schema_version\":1,\"decision_id\":\"d:", h2[] = "\",\"request_id\":\"",
@@ -1116,24 +1115,22 @@ static PyObject *lane(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
         Py_XDECREF(ms_obj);
         Py_DECREF(request_id);
         Py_XDECREF(decision_id);
-        if (served != NULL) {
-            PyObject *fallbacks = PyTuple_GET_ITEM(row, 1); /* model names, one tuple shared by the rows of a kind */
-            if (PyTuple_CheckExact(fallbacks) && PyObject_GC_IsTracked(fallbacks)) untrack_atomic(fallbacks);
-            untrack_atomic(decided);
-            untrack_atomic(served);
-        }
         if (served == NULL) {
             Py_XDECREF(decided);
             Py_XDECREF(payload);
             Py_DECREF(key);
             goto done;
         }
+        PyObject *fallbacks = PyTuple_GET_ITEM(row, 1); /* model names, one tuple shared by the rows of a kind */
+        if (PyTuple_CheckExact(fallbacks) && PyObject_GC_IsTracked(fallbacks)) untrack_atomic(fallbacks);
+        untrack_atomic(decided);
+        untrack_atomic(served);
         /* appended to the partition's record batch, as _run appends it */
         PyObject *offset_obj = PyLong_FromSsize_t(offset);
         PyObject *appended = NULL;
         if (offset_obj != NULL) {
-            PyObject *call[6] = {io.writer, offset_obj, Py_None, key, payload, io.headers};
-            appended = Builder_append((Builder *)io.writer, call + 1, 5, NULL);
+            PyObject *call[5] = {offset_obj, Py_None, key, payload, io.headers};
+            appended = Builder_append((Builder *)io.writer, call, 5, NULL);
             Py_DECREF(offset_obj);
         }
         Py_DECREF(payload);
@@ -1327,7 +1324,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     struct {
         PyObject **slot;
         const char *name;
-    } names[] = {{&s_value, "value"}, {&s_key, "key"}, {&s_pos, "pos"}, {&s_size, "size"}, {&s_since_s, "since_s"},
+    } names[] = {{&s_value, "value"}, {&s_key, "key"}, {&s_rows, "rows"}, {&s_pos, "pos"}, {&s_size, "size"}, {&s_since_s, "since_s"},
                  {&s_until_s, "until_s"}, {&s_ms, "ms"}, {&s_text, "text"}, {&s_json, "json"}, {&s_second, "_second"},
                  {&s_prefix, "_prefix"}, {&s_relative_offset, "_relative_offset"}};
     for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {

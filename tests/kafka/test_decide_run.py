@@ -165,6 +165,18 @@ def wired_service(logic: DecideLogic, handed: list[Any], partitions: int) -> Dec
     return service
 
 
+def step_seen(service: DecideService, offsets: Any, handoff: Any, decisions: list[Any]) -> tuple[Any, ...]:
+    """What a step left, to compare between two ways of deciding it: the offsets to commit, the handoff's join
+    entries, the decisions handed on, the priority lane's length and the decided count."""
+    return (
+        sorted((tp.partition, o) for tp, o in offsets.items()),
+        {p: list(entries) for p, entries in handoff[3].items()},
+        decisions,
+        len(service.lane),
+        service.decided,
+    )
+
+
 def _service(run: bool, handed: list[Any], batch_bytes: int) -> tuple[DecideService, _Producer]:
     registry = Registry(RouterConfig.load(PACKAGED_CONFIG))
     logic = DecideLogic(registry, StateView(), np.random.default_rng(7), worker_id="w", clock=lambda: CLOCK_S)
@@ -197,15 +209,7 @@ async def _steps(run: bool, batch_bytes: int) -> list[Any]:
         _futures, offsets, handoff = queue.get_nowait()
         decisions = [(d[0], d[1], d[2], _MS.sub(b"", d[4])) for d in handed]
         handed.clear()
-        seen.append(
-            (
-                sorted((tp.partition, o) for tp, o in offsets.items()),
-                {p: list(entries) for p, entries in handoff[3].items()},
-                decisions,
-                len(service.lane),
-                service.decided,
-            )
-        )
+        seen.append(step_seen(service, offsets, handoff, decisions))
     # per partition, the records in order (where a step ships mid-way depends on the clock: SHIP_SLICE_S)
     streams: dict[tuple[str, int], list[Any]] = {}
     for topic, partition, records in producer.batches:

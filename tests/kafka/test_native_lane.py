@@ -28,7 +28,7 @@ from banditroute.kafka import raw_fetch
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.fetch_double import read
 from banditroute.kafka.producer_double import MAX_BATCH_BYTES
-from tests.kafka.test_decide_run import PARTITIONS, _Producer, polled, wired_service
+from tests.kafka.test_decide_run import PARTITIONS, _Producer, polled, step_seen, wired_service
 
 pytestmark = pytest.mark.skipif(
     native.loaded() is None, reason="the C extension is not built or switched off"
@@ -138,9 +138,8 @@ async def _steps(fused: bool, batch_bytes: int) -> tuple[list[Any], DecideServic
         await committer
         _futures, offsets, handoff = queue.get_nowait()
         decisions = [(d[0], d[1], d[2], _TIMES.sub(b"", d[4])) for d in handed]
-        if (
-            fused
-        ):  # the lane's summaries and join entries are not walked by the cyclic collector (atomic items)
+        # the lane's summaries and join entries are not walked by the cyclic collector (atomic items)
+        if fused:
             taken = service.native_decided - native_before
             assert sum(not gc.is_tracked(d) for d in handed) >= taken
             entries = [e for entries in handoff[3].values() for e in entries if e is not None]
@@ -154,11 +153,7 @@ async def _steps(fused: bool, batch_bytes: int) -> tuple[list[Any], DecideServic
         handed.clear()
         seen.append(
             (
-                sorted((tp.partition, o) for tp, o in offsets.items()),
-                {p: list(entries) for p, entries in handoff[3].items()},
-                decisions,
-                len(service.lane),
-                service.decided,
+                *step_seen(service, offsets, handoff, decisions),
                 len(service.duplicates),
                 sorted(logic.admission.task_types),
                 sorted((t, sorted(tenants)) for t, tenants in logic.admission.tenants.items()),
