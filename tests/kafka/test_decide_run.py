@@ -79,6 +79,25 @@ class _Replies:
         self.sent.append((topic, key))
 
 
+def sdk_text(rid: str, task_type: str, tenant: str | None, reply_to: str | None) -> bytes:
+    """A request as the SDK writes it: every field, keys sorted."""
+    return orjson.dumps(
+        {
+            "candidates": None,
+            "constraints": {"capabilities": [], "max_cost_usd": None, "max_latency_ms": None},
+            "created_at": CREATED,
+            "exclude": None,
+            "metadata": {},
+            "objective": None,
+            "reply_to": reply_to,
+            "request_id": rid,
+            "schema_version": 1,
+            "task_type": task_type,
+            "tenant": tenant,
+        }
+    )
+
+
 def _value(rng: random.Random, rid: str) -> bytes:
     kind = rng.random()
     task_type = rng.choice(["summarise", "code", "summarise", "code", "newtype"])
@@ -91,21 +110,8 @@ def _value(rng: random.Random, rid: str) -> bytes:
     short = {"schema_version": 1, "request_id": rid, "task_type": task_type, "created_at": CREATED}
     if kind < 0.15:
         short["reply_to"] = "replies.x"
-    if kind < 0.3:  # the SDK's text: every field, keys sorted
-        full = {
-            "candidates": None,
-            "constraints": {"capabilities": [], "max_cost_usd": None, "max_latency_ms": None},
-            "created_at": CREATED,
-            "exclude": None,
-            "metadata": {},
-            "objective": None,
-            "reply_to": short.get("reply_to"),
-            "request_id": rid,
-            "schema_version": 1,
-            "task_type": task_type,
-            "tenant": rng.choice([None, "acme"]),
-        }
-        return orjson.dumps(full)
+    if kind < 0.3:
+        return sdk_text(rid, task_type, rng.choice([None, "acme"]), short.get("reply_to"))
     return orjson.dumps(short)
 
 

@@ -28,13 +28,20 @@ from banditroute.kafka import raw_fetch
 from banditroute.kafka.decide_service import DecideService
 from banditroute.kafka.fetch_double import read
 from banditroute.kafka.producer_double import MAX_BATCH_BYTES
-from tests.kafka.test_decide_run import PARTITIONS, _Producer, polled, step_seen, wired_service
+from tests.kafka.test_decide_run import (
+    CREATED,
+    PARTITIONS,
+    _Producer,
+    polled,
+    sdk_text,
+    step_seen,
+    wired_service,
+)
 
 pytestmark = pytest.mark.skipif(
     native.loaded() is None, reason="the C extension is not built or switched off"
 )
 
-CREATED = "2026-11-30T00:00:00.000000+00:00"
 _TIMES = re.compile(rb'"decided_at":"[^"]*"|"decision_ms":[^,]+')
 
 
@@ -69,21 +76,7 @@ def _value(rng: random.Random, rid: str, tenant: str | None) -> bytes:
     elif kind < 0.87:
         return b"{not json"
     elif kind < 0.95:  # the SDK's text
-        return orjson.dumps(
-            {
-                "candidates": None,
-                "constraints": {"capabilities": [], "max_cost_usd": None, "max_latency_ms": None},
-                "created_at": CREATED,
-                "exclude": None,
-                "metadata": {},
-                "objective": None,
-                "reply_to": None,
-                "request_id": rid,
-                "schema_version": 1,
-                "task_type": "summarise",
-                "tenant": rng.choice([tenant, tenant, "globex"]),
-            }
-        )
+        return sdk_text(rid, "summarise", rng.choice([tenant, tenant, "globex"]), None)
     else:  # valid, but only the JSON path reads it
         return orjson.dumps(
             {"task_type": "summarise", "request_id": rid, "schema_version": 1, "created_at": CREATED}
