@@ -73,6 +73,7 @@ class _Web:
             config_dir,
             BANDITROUTE_WEB_ENABLED="true",
             BANDITROUTE_WEB_PORT=str(self.port),
+            BANDITROUTE_LOG_LEVEL="info",  # faust's rebalance and recovery steps, for a failure's message
         )
 
     async def get(self, path: str) -> Any:
@@ -98,7 +99,7 @@ def two_workers(tmp_path: Path, bootstrap: str, prefix: str) -> tuple[_Web, _Web
     b = _Web(tmp_path, bootstrap, prefix, "b", config_dir)
 
     def logs() -> str:
-        return f"A:\n{a.worker.log_tail(8)}\nB:\n{b.worker.log_tail(8)}"
+        return f"A:\n{a.worker.log_tail(60)}\nB:\n{b.worker.log_tail(60)}"
 
     return a, b, logs
 
