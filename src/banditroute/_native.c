@@ -1284,6 +1284,246 @@ static PyObject *rows_text(PyObject *Py_UNUSED(module), PyObject *const *args, P
     return out;
 }
 
+/* ---- fresh_entries: the join's fresh pending entries (agents/pending.py, encode_fresh_many) ----
+ *
+ * fresh_entries(decisions, deadline_ms, default_policy, float_text): for each (partition, offset, served) of the
+ * list decisions, the JSON text orjson writes of [3, decision_id or null (where it is "d:" + request_id),
+ * task_key or null (where it is task_type), task_type, tenant, model, fallbacks, propensity, state_version,
+ * policy or null (where it is default_policy), deadline_ms[task_type], offset]. None, with nothing made, where a
+ * value is not of the kinds written here: strs of ASCII from ' ' to '~' other than '"' and '\\' (JSON text as
+ * they are; the request id need only be ASCII, it is compared, not written), None for the tenant, a tuple of
+ * such strs for the fallbacks, an exact float for the propensity (written as float_text(value) gives it:
+ * orjson's own text), ints within int64 (not bools), a dict for deadline_ms holding the task type. The caller
+ * then takes the Python path, which writes or refuses those as before.
+ *
+ * The rows of a handoff share their task, tenant, model, fallbacks and propensity objects in runs (the decide
+ * loop's blocks): the text of those is made once per run of the same objects and copied for the rows after.
+ */
+typedef struct {
+    char *at;
+    Py_ssize_t len, cap;
+} Text;
+
+static int text_grow(Text *t, Py_ssize_t n) {
+    Py_ssize_t cap = t->cap ? t->cap : 256;
+    while (cap < t->len + n) cap *= 2;
+    char *grown = PyMem_Realloc(t->at, (size_t)cap);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->at = grown;
+    t->cap = cap;
+    return 0;
+}
+
+static inline int text_put(Text *t, const char *s, Py_ssize_t n) {
+    if (__builtin_expect(t->len + n > t->cap, 0) && text_grow(t, n) < 0) return -1;
+    memcpy(t->at + t->len, s, (size_t)n);
+    t->len += n;
+    return 0;
+}
+
+/* the ASCII characters JSON text holds as they are: ' ' to '~' other than '"' and '\\' */
+static unsigned char plain_table[128];
+
+static void plain_table_init(void) {
+    for (int k = 0; k < 128; k++) plain_table[k] = k >= ' ' && k <= '~' && k != '"' && k != '\\';
+}
+
+/* a str's characters when it is written as they are (see above), else NULL (*n: their count) */
+static const char *plain_ascii(PyObject *s, Py_ssize_t *n) {
+    if (!PyUnicode_CheckExact(s) || !PyUnicode_IS_COMPACT_ASCII(s)) return NULL;
+    const unsigned char *c = (const unsigned char *)PyUnicode_DATA(s);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(s);
+    unsigned char all = 1;
+    for (Py_ssize_t i = 0; i < len; i++) all &= plain_table[c[i]]; /* compact ASCII: every c[i] < 128 */
+    if (!all) return NULL;
+    *n = len;
+    return (const char *)c;
+}
+
+/* 1: written; 0: not of the kinds written here; -1: an error */
+static int text_str(Text *t, PyObject *s) {
+    Py_ssize_t n;
+    const char *c = plain_ascii(s, &n);
+    if (c == NULL) return 0;
+    if (__builtin_expect(t->len + n + 2 > t->cap, 0) && text_grow(t, n + 2) < 0) return -1;
+    char *d = t->at + t->len;
+    d[0] = '"';
+    memcpy(d + 1, c, (size_t)n);
+    d[n + 1] = '"';
+    t->len += n + 2;
+    return 1;
+}
+
+static int text_int(Text *t, PyObject *v) {
+    if (!PyLong_CheckExact(v)) return 0;
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow) return 0;
+    if (x == -1 && PyErr_Occurred()) return -1;
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                "8081828384858687888990919293949596979899";
+    char digits[24], *end = digits + sizeof digits, *d = end; /* from the last digits back, two at a time */
+    unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x;
+    while (u >= 100) {
+        unsigned k = (unsigned)(u % 100) * 2;
+        u /= 100;
+        *--d = pairs[k + 1];
+        *--d = pairs[k];
+    }
+    if (u >= 10) {
+        *--d = pairs[u * 2 + 1];
+        *--d = pairs[u * 2];
+    } else {
+        *--d = (char)('0' + u);
+    }
+    if (x < 0) *--d = '-';
+    return text_put(t, d, end - d) < 0 ? -1 : 1;
+}
+
+/* whether two plain strs (as plain_ascii takes them) are equal; -1: one is not plain */
+static int plain_equal(PyObject *a, PyObject *b) {
+    if (a == b) return plain_ascii(a, &(Py_ssize_t){0}) != NULL ? 1 : -1;
+    Py_ssize_t na, nb;
+    const char *ca = plain_ascii(a, &na), *cb = plain_ascii(b, &nb);
+    if (ca == NULL || cb == NULL) return -1;
+    return na == nb && memcmp(ca, cb, (size_t)na) == 0;
+}
+
+/* the text of served's task key (or null), task type, tenant, model and fallbacks, comma-separated: 1, 0 or -1 as
+ * text_str */
+static int text_task(Text *t, PyObject *const *f) {
+    int same_key = plain_equal(f[2], f[3]);
+    if (same_key < 0 || !PyTuple_CheckExact(f[6])) return 0;
+    int ok = same_key ? (text_put(t, "null", 4) < 0 ? -1 : 1) : text_str(t, f[2]);
+    if (ok == 1) ok = text_put(t, ",", 1) < 0 ? -1 : 1;
+    if (ok == 1) ok = text_str(t, f[3]);
+    if (ok == 1) ok = text_put(t, ",", 1) < 0 ? -1 : 1;
+    if (ok == 1) ok = f[4] == Py_None ? (text_put(t, "null", 4) < 0 ? -1 : 1) : text_str(t, f[4]);
+    if (ok == 1) ok = text_put(t, ",", 1) < 0 ? -1 : 1;
+    if (ok == 1) ok = text_str(t, f[5]);
+    if (ok == 1) ok = text_put(t, ",[", 2) < 0 ? -1 : 1;
+    for (Py_ssize_t j = 0; ok == 1 && j < PyTuple_GET_SIZE(f[6]); j++) {
+        if (j > 0 && text_put(t, ",", 1) < 0) ok = -1;
+        if (ok == 1) ok = text_str(t, PyTuple_GET_ITEM(f[6], j));
+    }
+    if (ok == 1) ok = text_put(t, "],", 2) < 0 ? -1 : 1;
+    return ok;
+}
+
+/* one (partition, offset, served) of fresh_entries into t (its text; the caller holds item): 1, 0 or -1 as
+ * text_str. task and tail keep the text of the served tuple held in *task_from / *tail_from, for the rows after
+ * that share its objects */
+static int fresh_entry(Text *t, Text *task, Text *tail, PyObject **task_from, PyObject **tail_from, PyObject *item,
+                       PyObject *deadline_ms, PyObject *default_policy, PyObject *float_text) {
+    PyObject *offset = PyTuple_GET_ITEM(item, 1), *served = PyTuple_GET_ITEM(item, 2);
+    if (!PyTuple_CheckExact(served) || PyTuple_GET_SIZE(served) != 11) return 0;
+    /* request_id, decision_id, task_key, task_type, tenant, model, fallbacks, propensity, version, policy */
+    PyObject *const *f = &PyTuple_GET_ITEM(served, 0);
+    if (!PyUnicode_CheckExact(f[0]) || !PyUnicode_IS_COMPACT_ASCII(f[0]) || !PyUnicode_CheckExact(f[1]) ||
+        !PyUnicode_IS_COMPACT_ASCII(f[1]))
+        return 0;
+    Py_ssize_t rid_len = PyUnicode_GET_LENGTH(f[0]), did_len = PyUnicode_GET_LENGTH(f[1]);
+    const char *rid = (const char *)PyUnicode_DATA(f[0]), *did = (const char *)PyUnicode_DATA(f[1]);
+    int derived =
+        did_len == rid_len + 2 && did[0] == 'd' && did[1] == ':' && memcmp(did + 2, rid, (size_t)rid_len) == 0;
+    int ok;
+    PyObject *const *tf = *task_from == NULL ? NULL : &PyTuple_GET_ITEM(*task_from, 0);
+    if (tf == NULL || tf[2] != f[2] || tf[3] != f[3] || tf[4] != f[4] || tf[5] != f[5] || tf[6] != f[6]) {
+        task->len = 0;
+        ok = text_task(task, f);
+        if (ok != 1) return ok;
+        Py_XSETREF(*task_from, Py_NewRef(served));
+    }
+    /* the propensity, version and policy: "<propensity>,<version>,<policy or null>," */
+    PyObject *const *lf = *tail_from == NULL ? NULL : &PyTuple_GET_ITEM(*tail_from, 0);
+    if (lf == NULL || lf[7] != f[7] || lf[8] != f[8] || lf[9] != f[9]) {
+        int default_named = plain_equal(f[9], default_policy);
+        if (default_named < 0 || !PyFloat_CheckExact(f[7])) return 0;
+        PyObject *number = PyObject_CallOneArg(float_text, f[7]);
+        if (number == NULL) return -1;
+        tail->len = 0;
+        ok = PyBytes_CheckExact(number) ? 1 : 0;
+        if (ok == 1) ok = text_put(tail, PyBytes_AS_STRING(number), PyBytes_GET_SIZE(number)) < 0 ? -1 : 1;
+        Py_DECREF(number);
+        if (ok == 1) ok = text_put(tail, ",", 1) < 0 ? -1 : 1;
+        if (ok == 1) ok = text_int(tail, f[8]);
+        if (ok == 1) ok = text_put(tail, ",", 1) < 0 ? -1 : 1;
+        if (ok == 1) ok = default_named ? (text_put(tail, "null", 4) < 0 ? -1 : 1) : text_str(tail, f[9]);
+        if (ok == 1) ok = text_put(tail, ",", 1) < 0 ? -1 : 1;
+        if (ok != 1) {
+            Py_CLEAR(*tail_from); /* tail is partial */
+            return ok;
+        }
+        Py_XSETREF(*tail_from, Py_NewRef(served));
+    }
+    PyObject *deadline = PyDict_GetItemWithError(deadline_ms, f[3]); /* borrowed; f[3] is a plain str */
+    if (deadline == NULL) return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(deadline); /* the dict is only read here, but held as the item is */
+    t->len = 0;
+    ok = text_put(t, "[3,", 3) < 0 ? -1 : 1;
+    if (ok == 1) ok = derived ? (text_put(t, "null", 4) < 0 ? -1 : 1) : text_str(t, f[1]);
+    if (ok == 1) ok = text_put(t, ",", 1) < 0 ? -1 : 1;
+    if (ok == 1) ok = text_put(t, task->at, task->len) < 0 ? -1 : 1;
+    if (ok == 1) ok = text_put(t, tail->at, tail->len) < 0 ? -1 : 1;
+    if (ok == 1) ok = text_int(t, deadline);
+    if (ok == 1) ok = text_put(t, ",", 1) < 0 ? -1 : 1;
+    if (ok == 1) ok = text_int(t, offset);
+    if (ok == 1) ok = text_put(t, "]", 1) < 0 ? -1 : 1;
+    Py_DECREF(deadline);
+    return ok;
+}
+
+static PyObject *fresh_entries(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "fresh_entries(decisions, deadline_ms, default_policy, float_text)");
+        return NULL;
+    }
+    PyObject *decisions = args[0], *deadline_ms = args[1], *default_policy = args[2], *float_text = args[3];
+    if (!PyList_CheckExact(decisions) || !PyDict_CheckExact(deadline_ms)) Py_RETURN_NONE;
+    if (!plain_table['a']) plain_table_init();
+    Py_ssize_t size = PyList_GET_SIZE(decisions);
+    PyObject *out = PyList_New(size);
+    if (out == NULL) return NULL;
+    Text t = {NULL, 0, 0}, task = {NULL, 0, 0}, tail = {NULL, 0, 0};
+    /* the served tuples the kept texts were made of (held: float_text, Python code, could drop the list's) */
+    PyObject *task_from = NULL, *tail_from = NULL;
+    int ok = 1; /* 0: not of the kinds written here; -1: an error */
+    for (Py_ssize_t i = 0; i < size && ok == 1; i++) {
+        if (PyList_GET_SIZE(decisions) != size) { /* changed by float_text (Python code): the Python path takes it */
+            ok = 0;
+            break;
+        }
+        PyObject *item = PyList_GET_ITEM(decisions, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3) {
+            ok = 0;
+            break;
+        }
+        Py_INCREF(item); /* offset and f point into it, across float_text and the deadline's lookup */
+        ok = fresh_entry(&t, &task, &tail, &task_from, &tail_from, item, deadline_ms, default_policy, float_text);
+        if (ok == 1) {
+            PyObject *entry = PyBytes_FromStringAndSize(t.at, t.len);
+            if (entry == NULL)
+                ok = -1;
+            else
+                PyList_SET_ITEM(out, i, entry);
+        }
+        Py_DECREF(item);
+    }
+    Py_XDECREF(task_from);
+    Py_XDECREF(tail_from);
+    PyMem_Free(t.at);
+    PyMem_Free(task.at);
+    PyMem_Free(tail.at);
+    if (ok == 1) return out;
+    Py_DECREF(out); /* the entries made so far, and the NULL slots after them */
+    if (ok < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *crc32c_py(PyObject *Py_UNUSED(module), PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
@@ -1301,6 +1541,8 @@ static PyMethodDef module_methods[] = {
      "lane(records, i, end, parts, io): the decide loop's common requests of the kept hot answer, decided in C."},
     {"rows_text", (PyCFunction)(void (*)(void))rows_text, METH_FASTCALL,
      "rows_text(heads, values, first, mids, last): a block's rows' text (agents/decide.py, _rows_text)."},
+    {"fresh_entries", (PyCFunction)(void (*)(void))fresh_entries, METH_FASTCALL,
+     "fresh_entries(decisions, deadline_ms, default_policy, float_text): the join's fresh entries, or None."},
     {"valid_time", valid_time_py, METH_O, "valid_time(text): whether a UTC_TIME text is a date datetime takes."},
     {"crc32c", crc32c_py, METH_O, "CRC-32C of a bytes-like object (as Kafka checksums a record batch)."},
     {NULL, NULL, 0, NULL},

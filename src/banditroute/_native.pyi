@@ -44,3 +44,6 @@ def lane(
 def rows_text(
     heads: list[bytes], values: bytes, first: bytes, mids: list[bytes], last: bytes, /
 ) -> list[bytes]: ...
+def fresh_entries(
+    decisions: list[Any], deadline_ms: dict[str, int], default_policy: str, float_text: Any, /
+) -> list[bytes] | None: ...

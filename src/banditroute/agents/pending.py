@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from banditroute import native
 from banditroute.served import DEFAULT_POLICY, Served
 
 PENDING = 0
@@ -150,6 +151,11 @@ _ROW_MARK = ""
 """Written between the entries of :func:`encode_fresh_many`'s one JSON text, to be split at (``_ROW_SPLIT``)."""
 _ROW_SPLIT = b',"",'
 
+_NATIVE_ENTRIES: Callable[..., list[bytes] | None] | None = getattr(native.loaded(), "fresh_entries", None)
+""":func:`encode_fresh_many`'s entries written in C (``_native.fresh_entries``) when the extension is there and
+every value is of the kinds it writes itself (plain ASCII strs, an exact float, ints in int64); else None, and the
+Python code below writes them."""
+
 
 def encode_fresh_many(
     decisions: list[tuple[int, int, Served]], deadline_ms: Mapping[str, int]
@@ -159,6 +165,10 @@ def encode_fresh_many(
     Sound whatever the strings hold: the marker written between two entries (``,"",``; short, so the split needs
     no preprocessing) holds no bracket, so no occurrence of it spans an entry's end, and a split into more parts
     than entries (a string holding the marker) encodes them one by one instead."""
+    if _NATIVE_ENTRIES is not None:
+        made = _NATIVE_ENTRIES(decisions, deadline_ms, DEFAULT_POLICY, orjson.dumps)
+        if made is not None:
+            return made
     default = DEFAULT_POLICY
     rows = [
         [
