@@ -1435,7 +1435,10 @@ static int fresh_entry(Text *t, Text *task, Text *tail, PyObject **task_from, Py
     if (tf == NULL || tf[2] != f[2] || tf[3] != f[3] || tf[4] != f[4] || tf[5] != f[5] || tf[6] != f[6]) {
         task->len = 0;
         ok = text_task(task, f);
-        if (ok != 1) return ok;
+        if (ok != 1) {
+            Py_CLEAR(*task_from); /* task is partial */
+            return ok;
+        }
         Py_XSETREF(*task_from, Py_NewRef(served));
     }
     /* the propensity, version and policy: "<propensity>,<version>,<policy or null>," */
