@@ -4,8 +4,8 @@ A drained worker frees and allocates record batches, fetch buffers and decision 
 defaults, a heap's top is given back to the kernel as soon as 128 KiB (later a little more) are free there, and the
 next burst touches the same pages again: each is a page fault, work the kernel does for the process. Measured with
 ``python -m banditroute.bench.worker_instr --requests 200000`` on the 2-core machine (docs/benchmarks.md), alternated
-in one sitting: 0.24-0.30 page faults per drained request with the defaults, 0.09-0.14 with a 16 MiB pad, 0.06-0.08
-with 64 MiB; the kernel's time per request fell from 1.0-1.4 to 0.45-0.9 us.
+in one sitting: 0.19-0.30 page faults per drained request with the defaults, 0.08-0.14 with a 16 MiB pad, 0.06-0.08
+with 64 MiB; the kernel's time per request fell from 0.9-1.55 to 0.45-1.0 us.
 
 :func:`tune_malloc` sets ``M_TOP_PAD`` (what a heap keeps, or asks for beyond a request, at its top) with
 ``mallopt``. It runs before the worker starts its own threads. A thread's heap is made, with the pad as it is then,

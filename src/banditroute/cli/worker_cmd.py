@@ -117,7 +117,7 @@ def run_worker(router: object) -> None:
     from banditroute.core.summary import load_special
     from banditroute.kafka.admin import TopicError
 
-    tune_malloc()  # bursts of record batches: see malloc_tuning.py (before the first thread of the process)
+    tune_malloc()  # bursts of record batches: see malloc_tuning.py (before the worker starts its threads)
     # the dashboard's and /metrics' credible intervals need scipy.special: import it while the worker starts
     # (mostly waiting on the broker), not on faust's event loop at the first request
     threading.Thread(target=load_special, name="import-scipy-special", daemon=True).start()
