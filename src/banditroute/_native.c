@@ -812,15 +812,32 @@ static inline double time_s(void) {
 
 /* ns nanoseconds as milliseconds in decimal (``12.345678``, trailing zeros dropped, at least one decimal): the
    duration exactly as measured, without a shortest-repr float formatter (~2,500 instructions a call) */
+/* u's decimal digits, written backwards to end: returns where they start (end - 20 at the most) */
+static char *decimal_back(unsigned long long u, char *end) {
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                "8081828384858687888990919293949596979899";
+    char *d = end;
+    while (u >= 100) { /* two digits at a time */
+        unsigned k = (unsigned)(u % 100) * 2;
+        u /= 100;
+        *--d = pairs[k + 1];
+        *--d = pairs[k];
+    }
+    if (u >= 10) {
+        *--d = pairs[u * 2 + 1];
+        *--d = pairs[u * 2];
+    } else {
+        *--d = (char)('0' + u);
+    }
+    return d;
+}
+
 static void ms_decimal(int64_t ns, char *out) {
-    char digits[24];
-    int n = 0;
     int64_t whole = ns / 1000000, frac = ns % 1000000;
-    do {
-        digits[n++] = (char)('0' + whole % 10);
-        whole /= 10;
-    } while (whole);
-    while (n) *out++ = digits[--n];
+    char digits[24], *end = digits + sizeof digits, *d = decimal_back((unsigned long long)whole, end);
+    memcpy(out, d, (size_t)(end - d));
+    out += end - d;
     *out++ = '.';
     char f[6];
     for (int k = 5; k >= 0; k--) {
@@ -1324,7 +1341,7 @@ static inline int text_put(Text *t, const char *s, Py_ssize_t n) {
     return 0;
 }
 
-/* the ASCII characters JSON text holds as they are: ' ' to '~' other than '"' and '\\' */
+/* the ASCII characters JSON text holds as they are: ' ' to '~' other than '"' and '\\' (set at module init) */
 static unsigned char plain_table[128];
 
 static void plain_table_init(void) {
@@ -1357,29 +1374,19 @@ static int text_str(Text *t, PyObject *s) {
     return 1;
 }
 
+/* null where null is set, else text_str of s: 1, 0 or -1 as text_str */
+static int text_null_or_str(Text *t, int null, PyObject *s) {
+    return null ? (text_put(t, "null", 4) < 0 ? -1 : 1) : text_str(t, s);
+}
+
 static int text_int(Text *t, PyObject *v) {
     if (!PyLong_CheckExact(v)) return 0;
     int overflow = 0;
     long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
     if (overflow) return 0;
     if (x == -1 && PyErr_Occurred()) return -1;
-    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-                                "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-                                "8081828384858687888990919293949596979899";
-    char digits[24], *end = digits + sizeof digits, *d = end; /* from the last digits back, two at a time */
-    unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x;
-    while (u >= 100) {
-        unsigned k = (unsigned)(u % 100) * 2;
-        u /= 100;
-        *--d = pairs[k + 1];
-        *--d = pairs[k];
-    }
-    if (u >= 10) {
-        *--d = pairs[u * 2 + 1];
-        *--d = pairs[u * 2];
-    } else {
-        *--d = (char)('0' + u);
-    }
+    char digits[24], *end = digits + sizeof digits;
+    char *d = decimal_back(x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x, end);
     if (x < 0) *--d = '-';
     return text_put(t, d, end - d) < 0 ? -1 : 1;
 }
@@ -1398,11 +1405,11 @@ static int plain_equal(PyObject *a, PyObject *b) {
 static int text_task(Text *t, PyObject *const *f) {
     int same_key = plain_equal(f[2], f[3]);
     if (same_key < 0 || !PyTuple_CheckExact(f[6])) return 0;
-    int ok = same_key ? (text_put(t, "null", 4) < 0 ? -1 : 1) : text_str(t, f[2]);
+    int ok = text_null_or_str(t, same_key, f[2]);
     if (ok == 1) ok = text_put(t, ",", 1) < 0 ? -1 : 1;
     if (ok == 1) ok = text_str(t, f[3]);
     if (ok == 1) ok = text_put(t, ",", 1) < 0 ? -1 : 1;
-    if (ok == 1) ok = f[4] == Py_None ? (text_put(t, "null", 4) < 0 ? -1 : 1) : text_str(t, f[4]);
+    if (ok == 1) ok = text_null_or_str(t, f[4] == Py_None, f[4]);
     if (ok == 1) ok = text_put(t, ",", 1) < 0 ? -1 : 1;
     if (ok == 1) ok = text_str(t, f[5]);
     if (ok == 1) ok = text_put(t, ",[", 2) < 0 ? -1 : 1;
@@ -1455,7 +1462,7 @@ static int fresh_entry(Text *t, Text *task, Text *tail, PyObject **task_from, Py
         if (ok == 1) ok = text_put(tail, ",", 1) < 0 ? -1 : 1;
         if (ok == 1) ok = text_int(tail, f[8]);
         if (ok == 1) ok = text_put(tail, ",", 1) < 0 ? -1 : 1;
-        if (ok == 1) ok = default_named ? (text_put(tail, "null", 4) < 0 ? -1 : 1) : text_str(tail, f[9]);
+        if (ok == 1) ok = text_null_or_str(tail, default_named, f[9]);
         if (ok == 1) ok = text_put(tail, ",", 1) < 0 ? -1 : 1;
         if (ok != 1) {
             Py_CLEAR(*tail_from); /* tail is partial */
@@ -1464,11 +1471,10 @@ static int fresh_entry(Text *t, Text *task, Text *tail, PyObject **task_from, Py
         Py_XSETREF(*tail_from, Py_NewRef(served));
     }
     PyObject *deadline = PyDict_GetItemWithError(deadline_ms, f[3]); /* borrowed; f[3] is a plain str */
-    if (deadline == NULL) return PyErr_Occurred() ? -1 : 0;
-    Py_INCREF(deadline); /* the dict is only read here, but held as the item is */
+    if (deadline == NULL) return PyErr_Occurred() ? -1 : 0; /* no Python code runs from here to its last use */
     t->len = 0;
     ok = text_put(t, "[3,", 3) < 0 ? -1 : 1;
-    if (ok == 1) ok = derived ? (text_put(t, "null", 4) < 0 ? -1 : 1) : text_str(t, f[1]);
+    if (ok == 1) ok = text_null_or_str(t, derived, f[1]);
     if (ok == 1) ok = text_put(t, ",", 1) < 0 ? -1 : 1;
     if (ok == 1) ok = text_put(t, task->at, task->len) < 0 ? -1 : 1;
     if (ok == 1) ok = text_put(t, tail->at, tail->len) < 0 ? -1 : 1;
@@ -1476,7 +1482,6 @@ static int fresh_entry(Text *t, Text *task, Text *tail, PyObject **task_from, Py
     if (ok == 1) ok = text_put(t, ",", 1) < 0 ? -1 : 1;
     if (ok == 1) ok = text_int(t, offset);
     if (ok == 1) ok = text_put(t, "]", 1) < 0 ? -1 : 1;
-    Py_DECREF(deadline);
     return ok;
 }
 
@@ -1487,7 +1492,6 @@ static PyObject *fresh_entries(PyObject *Py_UNUSED(module), PyObject *const *arg
     }
     PyObject *decisions = args[0], *deadline_ms = args[1], *default_policy = args[2], *float_text = args[3];
     if (!PyList_CheckExact(decisions) || !PyDict_CheckExact(deadline_ms)) Py_RETURN_NONE;
-    if (!plain_table['a']) plain_table_init();
     Py_ssize_t size = PyList_GET_SIZE(decisions);
     PyObject *out = PyList_New(size);
     if (out == NULL) return NULL;
@@ -1556,6 +1560,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
+    plain_table_init();
     crc_init();
 #ifdef HAVE_HW_CRC
     __builtin_cpu_init();
