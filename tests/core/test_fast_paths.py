@@ -230,3 +230,16 @@ def test_replaced_states_leave_no_cyclic_garbage() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_block_cap_holds_the_draws_of_a_block_bounded() -> None:
+    """Few models get MAX_BLOCK rows; many get fewer, so a block's draws stay within MAX_BLOCK_CELLS (down to
+    MIN_CAP rows, the cap before it was raised)."""
+    from banditroute.core.block import MAX_BLOCK_CELLS, MIN_CAP, block_cap
+
+    assert block_cap(0) == block_cap(1) == block_cap(3) == MAX_BLOCK
+    for k in range(1, 200):
+        cap = block_cap(k)
+        assert MIN_CAP <= cap <= MAX_BLOCK
+        assert cap * k <= MAX_BLOCK_CELLS or cap == MIN_CAP
+    assert block_cap(100) == MIN_CAP

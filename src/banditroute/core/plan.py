@@ -61,7 +61,7 @@ class Plan:
     fixed: Choice | None  # the answer when nothing is eligible (relaxed or rejected)
     policy_name: str
     block: Any = None  # the current core.block.Block for one rng (typed Any: plan sits below block)
-    block_size: int = FIRST_BLOCK  # size of the next block; grows geometrically up to MAX_BLOCK
+    block_size: int = FIRST_BLOCK  # size of the next block; grows geometrically up to block.block_cap(k)
     name_tuple: tuple[str, ...] = ()
     positions: dict[str, int] = field(default_factory=dict)
 
