@@ -16,8 +16,8 @@ request's wait in the sender counts in its latency: the driver stamps it before 
 errors (a leader moved, a topic just made) send the batch again after a metadata refresh; anything else, or
 :data:`MAX_TRIES` tries, is raised by :meth:`PacedSender.flush` (or the next :meth:`PacedSender.send_many`).
 
-Both sides of ``bench e2e`` get the same sender. With it the driver used 0.50-0.58 of a core at 43-59k/s
-(0.84-0.97 before), and the relay's p99 there came down from 0.05-0.9 s to 31-68 ms.
+Both sides of ``bench e2e`` get the same sender. With it the driver used 0.45-0.62 of a core at 28-59k/s
+(0.84-0.97 before), and the relay's p99 there came down from 0.05-0.9 s to 31-85 ms.
 """
 
 from __future__ import annotations
