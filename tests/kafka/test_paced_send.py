@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from banditroute.bench.e2e import _request, _request_parts
 from banditroute.kafka.admin import ensure_topics, new_topic
 from banditroute.kafka.load_producer import load_producer
-from banditroute.kafka.paced_send import BATCH_BYTES, MAX_TRIES, PacedSender, SendFailed
+from banditroute.kafka.paced_send import BATCH_BYTES, MAX_RECORD_BYTES, MAX_TRIES, PacedSender, SendFailed
 from banditroute.kafka.topics import partition_for
 
 
@@ -103,14 +103,32 @@ class _Answer:
         self.topics = [(topic, [(p, code, 0) for p, code in codes.items()])]
 
 
+class _Cluster:
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    def leader_for_partition(self, tp: Any) -> int:
+        return 1
+
+
 class _Client:
-    """What the sender reads of aiokafka's client when an answer comes (no broker: the retry rules only)."""
+    """What the sender uses of aiokafka's client, without a broker (the retry rules only): every request it is
+    sent stays unanswered, and is recorded."""
 
     def __init__(self) -> None:
         self.refreshes = 0
+        self.cluster = _Cluster()
+        self.sent: list[Any] = []
 
-    def force_metadata_update(self) -> None:
+    def force_metadata_update(self) -> asyncio.Future[bool]:
         self.refreshes += 1
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done.set_result(True)
+        return done
+
+    async def send(self, node: int, request: Any) -> Any:
+        self.sent.append(request)
+        await asyncio.Event().wait()
 
 
 def _answer(sender: PacedSender, batches: dict[int, tuple[bytes, int]], codes: dict[int, int]) -> None:
@@ -120,30 +138,48 @@ def _answer(sender: PacedSender, batches: dict[int, tuple[bytes, int]], codes: d
     sender._answered(batches, future)
 
 
-def test_retriable_errors_send_the_batch_again_and_others_fail() -> None:
+def test_retriable_errors_are_sent_again_first_after_a_refresh_and_others_fail() -> None:
     async def run() -> tuple[PacedSender, _Client]:
         client = _Client()
         sender = PacedSender(type("P", (), {"client": client})(), "t")
-        sender._leaders = {}  # no leader known: nothing is shipped, the batches wait in _again
-        _answer(sender, {0: (b"a", 0), 1: (b"b", 0), 2: (b"c", 0)}, {0: 0, 1: 6, 2: 3})
-        assert sorted(sender._again) == [(1, b"b", 1), (2, b"c", 1)]
-        assert sender.retried == 2 and client.refreshes == 1 and not sender.failures
-        sender._again.clear()
+        sender._learn_leaders()
+        sender._sealed.append((0, b"newer", 0))  # waits behind the retried batch of its partition
+        sender.max_in_flight = 0  # the answer alone ships nothing: the retry waits for the refresh
+        _answer(sender, {0: (b"a", 0), 1: (b"b", 0), 2: (b"c", 0)}, {0: 6, 1: 0, 2: 3})
+        assert sorted(sender._retry) == [(0, b"a", 1), (2, b"c", 1)]
+        assert sender.retried == 2 and not sender.failures and sender._refresh is not None
+        assert client.refreshes == 0  # not before RETRY_S
+        await sender._refresh
+        assert client.refreshes == 1 and not sender._retry
+        assert list(sender._sealed)[:2] == [(0, b"a", 1), (2, b"c", 1)]  # before anything newer
+        sender.max_in_flight = 1
+        sender._ship()
+        await asyncio.sleep(0)  # the request's task starts
+        (request,) = client.sent
+        assert sorted(request._topics[0][1]) == [(0, b"a"), (2, b"c")]  # one batch per partition per request
+        assert list(sender._sealed) == [(0, b"newer", 0)]
         _answer(sender, {0: (b"a", MAX_TRIES - 1)}, {0: 6})  # the last try: it fails for good
-        assert sender.failures and "code 6" in sender.failures[0]
+        assert sender.failures and "code 6" in sender.failures[-1]
         return sender, client
 
     sender, _ = asyncio.run(run())
-    fresh = PacedSender(type("P", (), {"client": _Client()})(), "t")
-
-    async def not_retriable() -> None:
-        _answer(fresh, {0: (b"a", 0)}, {0: 10})
-        await asyncio.sleep(0)
-
-    asyncio.run(not_retriable())
-    assert fresh.failures == ["t[0]: produce error code 10 (not retriable)"] and not fresh._again
     with pytest.raises(SendFailed):
         sender.send_many([b"k"], [b"v"])
+
+    async def not_retriable() -> PacedSender:
+        fresh = PacedSender(type("P", (), {"client": _Client()})(), "t")
+        _answer(fresh, {0: (b"a", 0)}, {0: 10})
+        return fresh
+
+    fresh = asyncio.run(not_retriable())
+    assert fresh.failures == ["t[0]: produce error code 10 (not retriable)"] and not fresh._retry
+
+
+def test_a_record_too_large_for_a_batch_is_refused_at_once() -> None:
+    sender = PacedSender(type("P", (), {"client": _Client()})(), "t")
+    sender.partitions = 3
+    with pytest.raises(SendFailed, match="does not fit"):
+        sender.send_many([b"k"], [b"x" * (MAX_RECORD_BYTES + 1)])
 
 
 @pytest.mark.kafka
@@ -163,7 +199,7 @@ def test_records_queued_past_one_batch_go_out_in_several(kafka_bootstrap: str, u
             for start in range(0, n, 500):
                 keys = [f"b-{i}".encode() for i in range(start, min(n, start + 500))]
                 sender.send_many(keys, [value] * len(keys))
-            assert sender.requests == 0 and len(sender._again) >= 2
+            assert sender.requests == 0 and len(sender._sealed) >= 2
             sender.max_in_flight = 1
             await sender.flush()
             return sender, await _read_all(kafka_bootstrap, topic, 2, n), n

@@ -20,11 +20,11 @@ requests from that many processes (the consuming side of the driver stays one pr
    same absolute rates to both sides (1,000/s, 5,000/s and half the router's sustained rate; ``latency_at_ms``,
    ``relay_latency_at_ms``), and at shares of the side's own sustained rate (``loads``, 50 % by default;
    ``latency_ms``), ``seconds`` per level. ``added_ms`` is the router's p50/p99 minus the relay's at each
-   absolute rate. Every millisecond the requests due are stamped and handed to one
+   absolute rate. Every millisecond the requests due are handed to one
    :class:`~banditroute.kafka.paced_send.PacedSender` (a produce request per answer from the broker, never
-   waited for). The latency of a request is the time from its stamp to the arrival of its decision (matched by
-   key) at the bench's consumer: the wait in the sender, broker, worker, broker and the consumer's fetch all
-   count. The first ``WARMUP_S`` of each level
+   waited for). The latency of a request is the time from when it was due (the level's start + its index /
+   rate) to the arrival of its decision (matched by key) at the bench's consumer: the driver's own lateness,
+   the wait in the sender, broker, worker, broker and the consumer's fetch all count. The first ``WARMUP_S`` of each level
    is not measured. Requests whose decision does not arrive within ``DRAIN_TIMEOUT_S`` are counted as lost.
 
 The bench driver, the worker and the broker share the machine; the driver's CPU use is part of what it costs.
@@ -194,11 +194,13 @@ async def paced(
 ) -> dict[str, Any]:
     """Open-loop load: send at ``rate``/s for ``seconds``; measure requests sent after the warm-up.
 
-    Every millisecond the requests due since the last tick are stamped and sent together
-    (:class:`~banditroute.bench.paced_send.PacedSender`: one produce request per tick, not waiting for the one
-    before). One aiokafka ``send()`` per request cost the driver ~0.9 of a core at 55k/s, so the driver, not
-    the process under test, was what fell behind. (``create_batch``/``send_batch`` per tick was tried before:
-    ``send_batch`` waits while the partition's previous batch is queued, which would hold the loop.)"""
+    Every millisecond the requests due since the last tick go to one
+    :class:`~banditroute.kafka.paced_send.PacedSender` together, each stamped with the time it was due (the
+    level's start + its index / ``rate``), so a late tick, a slow collector or the wait in the sender count in
+    its latency instead of hiding (coordinated omission). One aiokafka ``send()`` per request cost the driver
+    ~0.9 of a core at 55k/s, so the driver, not the process under test, was what fell behind.
+    (``create_batch``/``send_batch`` per tick was tried before: ``send_batch`` waits while the partition's
+    previous batch is queued, which would hold the loop.)"""
     sender = PacedSender(producer, topic)
     await sender.start()
     collector.latencies.clear()
@@ -223,8 +225,10 @@ async def paced(
             head, tail = _request_parts(datetime.now(UTC).isoformat())
             keys = [f"{tag}-{i}".encode() for i in range(sent, sent + owed)]
             values = [head + key + tail for key in keys]
-            if now >= measure_from:
-                stamps.update(dict.fromkeys(keys, time.perf_counter()))
+            if now >= measure_from:  # each stamped with when it was due: a late tick counts in its latency
+                stamps.update(
+                    zip(keys, [start + (j + 1) / rate for j in range(sent, sent + owed)], strict=True)
+                )
                 measured += owed
             sender.send_many(keys, values)
             sent += owed
@@ -448,7 +452,8 @@ async def run_e2e_bench(
             "relay": "python -m banditroute.bench.relay subprocess (same loop shape and client settings)",
             "decide_only": "python -m banditroute.bench.relay decide: DecideService alone, priors only",
             "rate_window": "decide: 20%..90% of the pre-filled drain; sustained: min(decide, drain+settle)",
-            "latency": "producer.send call -> decision fetched by the bench consumer, after a warm-up",
+            "latency": "when the request was due (open loop) -> decision fetched by the bench consumer, after a "
+            "warm-up",
             "added_ms": "router minus relay p50/p99 at the same absolute rates (1000/s, 5000/s, half the "
             "router's sustained rate), each side alone on the machine in turn",
             "cpu_ratio": "relay CPU per request / router CPU per request (drain); 0.5 = twice the relay's",

@@ -1,4 +1,4 @@
-"""The bench driver's paced sends: each tick's requests as one produce request, pipelined (issue #16).
+"""The bench driver's paced sends: a tick's requests as one record batch per partition, never waited for (issue #16).
 
 ``bench e2e`` sends requests at a fixed rate to the router and to the relay alike and times each request from
 its send to the arrival of its decision. With one aiokafka ``send()`` per request the driver cost ~9 µs per
@@ -12,9 +12,11 @@ written by the C batch writer where it is built (:mod:`banditroute.native`; aiok
 fewer than :data:`MAX_IN_FLIGHT` produce requests await their answer, a tick's batches go out at once as one
 request to the leader; otherwise they wait, still open, and go out together when the answer comes (aiokafka's
 own producer does the same, with one batch per partition in flight). The loop never waits for the broker, and a
-request's wait in the sender counts in its latency: the driver stamps it before handing it over. Retriable
-errors (a leader moved, a topic just made) send the batch again after a metadata refresh; anything else, or
-:data:`MAX_TRIES` tries, is raised by :meth:`PacedSender.flush` (or the next :meth:`PacedSender.send_many`).
+request's wait in the sender counts in its latency: the driver stamps it with the time it was due. A
+partition's batches leave one per request, oldest first. Retriable errors (a leader moved, a topic just made)
+send the batch again, before anything newer of its partition, after :data:`RETRY_S` and a metadata refresh;
+anything else, or :data:`MAX_TRIES` tries, is raised by :meth:`PacedSender.flush` (or the next
+:meth:`PacedSender.send_many`).
 
 Both sides of ``bench e2e`` get the same sender. With it the driver used 0.45-0.62 of a core at 28-59k/s
 (0.84-0.97 before), and the relay's p99 there came down from 0.05-0.9 s to 31-85 ms.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -40,6 +43,8 @@ MAX_IN_FLIGHT = 1
 BATCH_BYTES = 512 * 1024
 """Bound of one record batch (under the broker's default ``max.message.bytes``, 1 MiB): records queued behind a
 slow answer fill more batches of a partition, sent one per request and partition, oldest first."""
+MAX_RECORD_BYTES = BATCH_BYTES - 1024
+"""Largest key and value of one record (an empty batch takes any record: the bound is checked here)."""
 ACKS = 1
 RETRY_S = 0.1
 TIMEOUT_MS = 30_000
@@ -67,9 +72,13 @@ class PacedSender:
         self.max_in_flight = max_in_flight
         self.partitions = 0
         self._leaders: dict[int, int] = {}
-        self._open: dict[int, Any] = {}  # partition -> record batch taking this round's records
+        self._open: dict[int, Any] = {}  # partition -> record batch taking records now
         self._counts: dict[int, int] = {}
-        self._again: list[tuple[int, bytes, int]] = []  # (partition, batch, tries so far) to send again
+        self._sealed: deque[tuple[int, bytes, int]] = (
+            deque()
+        )  # (partition, batch, tries so far), oldest first
+        self._retry: list[tuple[int, bytes, int]] = []  # failed with a retriable error: after the refresh
+        self._refresh: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Future[Any]] = set()
         self.failures: list[str] = []
         self.requests = 0
@@ -106,37 +115,45 @@ class PacedSender:
         now_ms = int(time.time() * 1000.0)
         builders, counts = self._open, self._counts
         for key, value, p in zip(keys, values, placed, strict=True):
+            if len(key) + len(value) > MAX_RECORD_BYTES:
+                raise SendFailed(f"a record of {len(key) + len(value)} bytes does not fit a record batch")
             builder = builders.get(p)
             if builder is None:
                 builder = builders[p] = _Builder(2, 0, 0, -1, -1, 0, BATCH_BYTES)
                 counts[p] = 0
-            if builder.append(counts[p], now_ms, key, value, []) is None:  # full: it waits as it is
-                self._again.append((p, bytes(builder.build()), 0))
+            elif builder.append(counts[p], now_ms, key, value, []) is not None:
+                counts[p] += 1
+                continue
+            else:  # full: it waits, sealed, behind the partition's older batches
+                self._sealed.append((p, bytes(builder.build()), 0))
                 builder = builders[p] = _Builder(2, 0, 0, -1, -1, 0, BATCH_BYTES)
-                counts[p] = 0
-                if builder.append(0, now_ms, key, value, []) is None:
-                    raise SendFailed(f"a record of {len(value)} bytes does not fit a record batch")
-            counts[p] += 1
+            builder.append(0, now_ms, key, value, [])  # an empty batch takes any record
+            counts[p] = 1
         if len(self._in_flight) < self.max_in_flight:
             self._ship()
 
     def _ship(self) -> None:
-        """One produce request per leader of everything queued (batches to send again first)."""
-        if not self._open and not self._again:
-            return
-        rows = [*self._again, *((p, bytes(b.build()), 0) for p, b in self._open.items())]
-        self._again, self._open, self._counts = [], {}, {}
+        """One produce request per leader: each partition's oldest waiting batch, or its open one when none
+        waits (a partition's batches go out one per request, oldest first)."""
         by_node: dict[int, dict[int, tuple[bytes, int]]] = {}
-        for p, batch, tries in rows:
+        later: deque[tuple[int, bytes, int]] = deque()
+        for p, batch, tries in self._sealed:
             leader = self._leaders.get(p)
-            batches = by_node.setdefault(leader, {}) if leader is not None else None
-            # no leader known yet (wait for the refresh a failure asked for), or a batch of that partition in
-            # this request already (one per partition: a retried batch goes first, the newer one next round)
-            if batches is None or p in batches:
-                self._again.append((p, batch, tries))
-                continue
-            batches[p] = (batch, tries)
+            taken = by_node.setdefault(leader, {}) if leader is not None else None
+            if taken is None or p in taken:  # no leader known yet, or this request has the partition's batch
+                later.append((p, batch, tries))
+            else:
+                taken[p] = (batch, tries)
+        self._sealed = later
+        for p in list(self._open):
+            leader = self._leaders.get(p)
+            if leader is None or p in by_node.get(leader, ()):
+                continue  # it keeps taking records and goes out with a later request
+            by_node.setdefault(leader, {})[p] = (bytes(self._open.pop(p).build()), 0)
+            del self._counts[p]
         for node, batches in by_node.items():
+            if not batches:
+                continue
             request = ProduceRequest(
                 transactional_id=None,
                 required_acks=ACKS,
@@ -151,6 +168,7 @@ class PacedSender:
     def _answered(self, batches: dict[int, tuple[bytes, int]], future: asyncio.Future[Any]) -> None:
         self._in_flight.discard(future)
         if future.cancelled():
+            self.failures.append(f"a produce request to {self.topic} was cancelled ({len(batches)} batches)")
             return
         error = future.exception()
         if error is not None:
@@ -168,37 +186,54 @@ class PacedSender:
             if tries + 1 >= MAX_TRIES or why.endswith("(not retriable)"):
                 self.failures.append(f"{self.topic}[{p}]: {why}")
             else:
-                self._again.append((p, batch, tries + 1))
+                self._retry.append((p, batch, tries + 1))
                 self.retried += 1
-        if self._again and not self.failures:
-            self.client.force_metadata_update()
-            asyncio.ensure_future(self._refresh_then_ship())
-        elif not self.failures:
-            self._ship()
-
-    async def _refresh_then_ship(self) -> None:
-        await asyncio.sleep(RETRY_S)
-        self._learn_leaders()
+        if self.failures:
+            return
+        if self._retry and self._refresh is None:
+            self._refresh = asyncio.ensure_future(self._refresh_then_retry())
         if len(self._in_flight) < self.max_in_flight:
             self._ship()
+
+    async def _refresh_then_retry(self) -> None:
+        """After :data:`RETRY_S` and a metadata refresh, the failed batches go first, before any other."""
+        try:
+            await asyncio.sleep(RETRY_S)
+            await self.client.force_metadata_update()
+            self._learn_leaders()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported by flush and the next send_many
+            self.failures.append(f"{self.topic}: metadata refresh failed: {exc!r}")
+            return
+        finally:
+            self._refresh = None
+        retry, self._retry = self._retry, []
+        self._sealed.extendleft(reversed(retry))
+        if len(self._in_flight) < self.max_in_flight:
+            self._ship()
+
+    def _waiting(self) -> bool:
+        return bool(self._open or self._sealed or self._retry or self._in_flight or self._refresh)
 
     async def flush(self) -> None:
         """Write what is queued and wait for every answer; :class:`SendFailed` if any request failed for good."""
         deadline = time.monotonic() + TIMEOUT_MS / 1000.0
-        while (self._open or self._again or self._in_flight) and not self.failures:
-            if len(self._in_flight) < self.max_in_flight:
+        while self._waiting() and not self.failures:
+            if time.monotonic() > deadline:
+                self.failures.append(f"{self.topic}: records still unsent after {TIMEOUT_MS} ms")
+                break
+            if len(self._in_flight) < max(1, self.max_in_flight):
                 self._ship()
-            if self._in_flight:
-                await asyncio.wait(set(self._in_flight))
-            elif self._again:  # batches whose partition has no known leader
-                if time.monotonic() > deadline:
-                    self.failures.append(
-                        f"{self.topic}: no leader for {sorted({p for p, _, _ in self._again})}"
-                    )
-                    break
-                self.client.force_metadata_update()
-                await asyncio.sleep(RETRY_S)
-                self._learn_leaders()
+            pending: set[asyncio.Future[Any]] = set(self._in_flight)
+            if self._refresh is not None:
+                pending.add(self._refresh)
+            if pending:
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            else:  # batches of a partition with no known leader: ask again
+                self._retry.extend(self._sealed)
+                self._sealed.clear()
+                self._refresh = asyncio.ensure_future(self._refresh_then_retry())
         if self.failures:
             raise SendFailed(f"{len(self.failures)} produce requests failed; the first: {self.failures[0]}")
 
