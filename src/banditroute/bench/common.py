@@ -231,17 +231,31 @@ async def wait_idle(
     latency is measured only once that backlog is done. Past ``timeout_s`` it returns the time waited, or raises
     :class:`RuntimeError` when ``strict``.
     """
+    waited, _ = await wait_idle_cpu(pid, below=below, window_s=window_s, timeout_s=timeout_s, strict=strict)
+    return waited
+
+
+async def wait_idle_cpu(
+    pid: int,
+    *,
+    below: float = 0.15,
+    window_s: float = 0.5,
+    timeout_s: float = 60.0,
+    strict: bool = False,
+) -> tuple[float, float]:
+    """:func:`wait_idle`, and the process's CPU seconds when its idle window began: what it spent up to the end
+    of its work, without the window that showed it idle (its timers and heartbeats over ``window_s``)."""
     start = time.perf_counter()
     last = cpu_seconds(pid)
     while time.perf_counter() - start < timeout_s:
         await asyncio.sleep(window_s)
         now = cpu_seconds(pid)
         if now - last < below * window_s:
-            return time.perf_counter() - start
+            return time.perf_counter() - start, last
         last = now
     if strict:
         raise RuntimeError(f"process {pid} was not idle within {timeout_s:.0f} s")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, last
 
 
 async def sleep_until(deadline: float) -> None:
