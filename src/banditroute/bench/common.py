@@ -242,20 +242,22 @@ async def wait_idle_cpu(
     window_s: float = 0.5,
     timeout_s: float = 60.0,
     strict: bool = False,
-) -> tuple[float, float]:
-    """:func:`wait_idle`, and the process's CPU seconds when its idle window began: what it spent up to the end
-    of its work, without the window that showed it idle (its timers and heartbeats over ``window_s``)."""
+) -> tuple[float, float | None]:
+    """:func:`wait_idle`, and the process's CPU seconds when the window that showed it idle began (None when it
+    was not idle within ``timeout_s``, or has exited)."""
     start = time.perf_counter()
     last = cpu_seconds(pid)
     while time.perf_counter() - start < timeout_s:
         await asyncio.sleep(window_s)
         now = cpu_seconds(pid)
+        if now < last:
+            break  # exited: its CPU reads 0.0, which would look idle
         if now - last < below * window_s:
             return time.perf_counter() - start, last
         last = now
     if strict:
         raise RuntimeError(f"process {pid} was not idle within {timeout_s:.0f} s")
-    return time.perf_counter() - start, last
+    return time.perf_counter() - start, None
 
 
 async def sleep_until(deadline: float) -> None:

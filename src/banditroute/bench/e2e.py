@@ -29,10 +29,11 @@ requests from that many processes (the consuming side of the driver stays one pr
 
 The bench driver, the worker and the broker share the machine; the driver's CPU use is part of what it costs.
 On a shared machine wall-clock rates move with the other load, so the CPU time the process spent per request
-(``cpu_us_per_request``, from ``/proc/<pid>/stat``, from the first decision to the start of the idle window
-that ends the drain: like ``processed_per_s``'s busy time, without that window's timers and heartbeats, which
-weighed 0.7-1.2 µs a request of the worker's 30,000-request drain and 0-0.12 of the relay's 90,000;
-``cpu_us_per_request_to_idle`` keeps them) is reported too; ``cpu_ratio`` is
+(``cpu_us_per_request``, from ``/proc/<pid>/stat``, from the first decision until the process is idle, less
+the process's resting CPU (``rest_cores``, measured over ``REST_WINDOW_S`` after it) over the idle window that
+ended the drain: ``processed_per_s``'s busy time leaves that window out too, while any work still done in it
+stays counted; ``cpu_us_per_request_to_idle`` is the figure without that correction, ``idle_window_cpu_ms`` what
+the window held) is reported too; ``cpu_ratio`` is
 relay CPU per request / router CPU per request, the machine-independent form of ``ratio``, and ``cpu_ratio_at``
 is the same at each paced rate of ``added_ms`` (each process's CPU over the level).
 
@@ -77,6 +78,9 @@ WARMUP_S = 1.0
 DRAIN_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 90.0
 IDLE_WINDOW_S = 0.5
+REST_WINDOW_S = 1.0
+"""After a drain, how long the idle process's resting CPU (timers, heartbeats) is measured, to take it out of
+the idle window that ended the drain."""
 TRACE_ENV = "BANDITROUTE_BENCH_TRACE"
 """Debugging aid (issue #16's tail): a folder; each latency level then writes ``<side>-<level>.json`` there, with
 the level's start (``start_unix_s``) and one row per measured request (``rows``): [sent, decided, arrived] in
@@ -311,9 +315,13 @@ async def measure_side(
         drained = time.perf_counter() - started
         rate = collector.rate_between(int(requests * 0.2), int(requests * 0.9))
         first = collector.marks[0][0] - started
-        settle, cpu_idle_from = await wait_idle_cpu(proc.pid)
-        cpu_to_idle = cpu_seconds(proc.pid) - cpu0
-        cpu_drain = cpu_idle_from - cpu0  # as ``busy``: without the window that showed the process idle
+        settle, idle_from = await wait_idle_cpu(proc.pid, window_s=IDLE_WINDOW_S)
+        at_idle = cpu_seconds(proc.pid)
+        cpu_to_idle = at_idle - cpu0
+        await asyncio.sleep(REST_WINDOW_S)  # the process at rest: its timers and heartbeats alone
+        rest_cores = (cpu_seconds(proc.pid) - at_idle) / REST_WINDOW_S
+        # as ``busy``: without the idle window's resting CPU (its timers), but with any work still in it
+        cpu_drain = cpu_to_idle - (rest_cores * IDLE_WINDOW_S if idle_from is not None else 0.0)
         busy = drained + settle - first - IDLE_WINDOW_S
         processed = requests / busy if busy > 0 else rate
         sustained = min(rate, processed)
@@ -327,6 +335,9 @@ async def measure_side(
             "processed_per_s": processed,
             "cpu_us_per_request": cpu_drain / max(requests - count0, 1) * 1e6,
             "cpu_us_per_request_to_idle": cpu_to_idle / max(requests - count0, 1) * 1e6,
+            "idle_window_cpu_ms": None if idle_from is None else (at_idle - idle_from) * 1000.0,
+            "rest_cores": rest_cores,
+            "idle_after_drain": idle_from is not None,
             "latency_ms": {},
         }
         for load in loads:
@@ -492,6 +503,9 @@ def run_summary(result: dict[str, Any]) -> dict[str, Any]:
     out["router_cpu_us_per_request_to_idle"] = router_to_idle
     out["relay_cpu_us_per_request_to_idle"] = relay_to_idle
     out["cpu_ratio_to_idle"] = relay_to_idle / router_to_idle if router_to_idle and relay_to_idle else None
+    for side in ("router", "relay"):  # what the idle window held, and the resting rate taken out of it
+        out[f"{side}_idle_window_cpu_ms"] = result[side].get("idle_window_cpu_ms")
+        out[f"{side}_rest_cores"] = result[side].get("rest_cores")
     out["added_ms"] = result["added_ms"]
     out["added_ms_half_sustained_rate"] = result["added_ms_half_sustained_rate"]
     out["cpu_ratio_at"] = result["cpu_ratio_at"]
