@@ -224,34 +224,24 @@ async def wait_idle(
     window_s: float = 0.5,
     timeout_s: float = 60.0,
     strict: bool = False,
-) -> float:
-    """Wait until ``pid`` uses less than ``below`` of a core over ``window_s``; return the time waited.
+) -> tuple[float, float | None]:
+    """Wait until ``pid`` uses less than ``below`` of a core over ``window_s``; return the time waited and the
+    process's CPU seconds when the window that showed it idle began (None when it was not idle within
+    ``timeout_s``, or has exited).
 
     After a drain the worker still joins the decisions it published (the join agent lags the decide loop), so
-    latency is measured only once that backlog is done. Past ``timeout_s`` it returns the time waited, or raises
+    latency is measured only once that backlog is done. Past ``timeout_s`` it returns, or raises
     :class:`RuntimeError` when ``strict``.
     """
-    waited, _ = await wait_idle_cpu(pid, below=below, window_s=window_s, timeout_s=timeout_s, strict=strict)
-    return waited
-
-
-async def wait_idle_cpu(
-    pid: int,
-    *,
-    below: float = 0.15,
-    window_s: float = 0.5,
-    timeout_s: float = 60.0,
-    strict: bool = False,
-) -> tuple[float, float | None]:
-    """:func:`wait_idle`, and the process's CPU seconds when the window that showed it idle began (None when it
-    was not idle within ``timeout_s``, or has exited)."""
     start = time.perf_counter()
     last = cpu_seconds(pid)
     while time.perf_counter() - start < timeout_s:
         await asyncio.sleep(window_s)
         now = cpu_seconds(pid)
-        if now < last:
-            break  # exited: its CPU reads 0.0, which would look idle
+        if now < last:  # exited: its CPU reads 0.0, which would look idle
+            if strict:
+                raise RuntimeError(f"process {pid} exited while waiting for it to be idle")
+            return time.perf_counter() - start, None
         if now - last < below * window_s:
             return time.perf_counter() - start, last
         last = now

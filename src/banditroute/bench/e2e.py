@@ -67,7 +67,7 @@ from banditroute.bench.common import (
     new_prefix,
     percentiles,
     sleep_until,
-    wait_idle_cpu,
+    wait_idle,
 )
 from banditroute.kafka.load_producer import load_producer
 from banditroute.kafka.paced_send import PacedSender
@@ -315,7 +315,7 @@ async def measure_side(
         drained = time.perf_counter() - started
         rate = collector.rate_between(int(requests * 0.2), int(requests * 0.9))
         first = collector.marks[0][0] - started
-        settle, idle_from = await wait_idle_cpu(proc.pid, window_s=IDLE_WINDOW_S)
+        settle, idle_from = await wait_idle(proc.pid, window_s=IDLE_WINDOW_S)
         at_idle = cpu_seconds(proc.pid)
         cpu_to_idle = at_idle - cpu0
         await asyncio.sleep(REST_WINDOW_S)  # the process at rest: its timers and heartbeats alone
