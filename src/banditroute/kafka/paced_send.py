@@ -8,8 +8,8 @@ set the latency (the relay's p50 at 55k/s: 0.3-0.9 s on the 2-core machine).
 
 :class:`PacedSender` takes a tick's requests together: their partitions hashed in one go (the default
 partitioner's murmur2, so each request lands where aiokafka would put it) and one record batch per partition,
-written by the C batch writer where it is built (:mod:`banditroute.native`; aiokafka's own otherwise). While
-fewer than :data:`MAX_IN_FLIGHT` produce requests await their answer, a tick's batches go out at once as one
+written by the C batch writer where it is built (:mod:`banditroute.kafka.native_batch`; aiokafka's own
+otherwise). While fewer than :data:`MAX_IN_FLIGHT` produce requests await their answer, a tick's batches go out at once as one
 request to the leader; otherwise they wait, still open, and go out together when the answer comes (aiokafka's
 own producer does the same, with one batch per partition in flight). The loop never waits for the broker, and a
 request's wait in the sender counts in its latency: the driver stamps it with the time it was due. A
@@ -35,7 +35,7 @@ from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import TopicPartition
 
-from banditroute import native
+from banditroute.kafka import native_batch
 from banditroute.kafka.topics import partitions_for
 
 MAX_IN_FLIGHT = 1
@@ -49,7 +49,12 @@ ACKS = 1
 RETRY_S = 0.1
 TIMEOUT_MS = 30_000
 
-_Builder: Any = getattr(native.loaded(), "Builder", None) or DefaultRecordBatchBuilder
+_Builder: Any = native_batch.Builder or DefaultRecordBatchBuilder
+
+
+def _new_batch() -> Any:
+    """An empty record batch (magic 2, uncompressed, no producer id) of at most :data:`BATCH_BYTES`."""
+    return _Builder(2, 0, 0, -1, -1, 0, BATCH_BYTES)
 
 
 class SendFailed(RuntimeError):
@@ -74,9 +79,8 @@ class PacedSender:
         self._leaders: dict[int, int] = {}
         self._open: dict[int, Any] = {}  # partition -> record batch taking records now
         self._counts: dict[int, int] = {}
-        self._sealed: deque[tuple[int, bytes, int]] = (
-            deque()
-        )  # (partition, batch, tries so far), oldest first
+        # (partition, batch, tries so far) of batches closed and waiting, oldest first
+        self._sealed: deque[tuple[int, bytes, int]] = deque()
         self._retry: list[tuple[int, bytes, int]] = []  # failed with a retriable error: after the refresh
         self._refresh: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Future[Any]] = set()
@@ -119,14 +123,14 @@ class PacedSender:
                 raise SendFailed(f"a record of {len(key) + len(value)} bytes does not fit a record batch")
             builder = builders.get(p)
             if builder is None:
-                builder = builders[p] = _Builder(2, 0, 0, -1, -1, 0, BATCH_BYTES)
+                builder = builders[p] = _new_batch()
                 counts[p] = 0
             elif builder.append(counts[p], now_ms, key, value, []) is not None:
                 counts[p] += 1
                 continue
             else:  # full: it waits, sealed, behind the partition's older batches
                 self._sealed.append((p, bytes(builder.build()), 0))
-                builder = builders[p] = _Builder(2, 0, 0, -1, -1, 0, BATCH_BYTES)
+                builder = builders[p] = _new_batch()
             builder.append(0, now_ms, key, value, [])  # an empty batch takes any record
             counts[p] = 1
         if len(self._in_flight) < self.max_in_flight:
@@ -151,9 +155,7 @@ class PacedSender:
                 continue  # it keeps taking records and goes out with a later request
             by_node.setdefault(leader, {})[p] = (bytes(self._open.pop(p).build()), 0)
             del self._counts[p]
-        for node, batches in by_node.items():
-            if not batches:
-                continue
+        for node, batches in by_node.items():  # each holds a batch: a node is added with its first
             request = ProduceRequest(
                 transactional_id=None,
                 required_acks=ACKS,
