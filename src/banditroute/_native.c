@@ -141,6 +141,7 @@ static int grow(Builder *self, Py_ssize_t need) {
         return -1;
     }
     Py_ssize_t cap = self->cap ? self->cap : 1024;
+    if (!self->cap && cap < need) cap = need; /* the first buffer: as asked (Builder_init's capacity) */
     while (cap < self->len + need) cap *= 2; /* no overflow: len + need <= PY_SSIZE_T_MAX / 2 */
     if (self->array == NULL) {
         self->array = PyByteArray_FromStringAndSize(NULL, cap);
@@ -162,13 +163,13 @@ static int64_t now_ms(void) {
 
 static int Builder_init(Builder *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"magic", "compression_type", "is_transactional", "producer_id",
-                             "producer_epoch", "base_sequence", "batch_size", NULL};
+                             "producer_epoch", "base_sequence", "batch_size", "capacity", NULL};
     int magic, compression, transactional, base_sequence;
     long long producer_id;
     short producer_epoch;
-    Py_ssize_t batch_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iipLhin", kwlist, &magic, &compression, &transactional,
-                                     &producer_id, &producer_epoch, &base_sequence, &batch_size))
+    Py_ssize_t batch_size, capacity = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iipLhin|n", kwlist, &magic, &compression, &transactional,
+                                     &producer_id, &producer_epoch, &base_sequence, &batch_size, &capacity))
         return -1;
     if (magic != 2) {
         PyErr_SetString(PyExc_ValueError, "only magic 2 record batches are written");
@@ -182,7 +183,10 @@ static int Builder_init(Builder *self, PyObject *args, PyObject *kwds) {
     self->buf = NULL;
     self->len = self->cap = 0;
     self->batch_size = batch_size;
-    if (grow(self, HEADER_SIZE) < 0) return -1;
+    /* capacity: the bytes the batch is expected to reach (a hint: a batch grows past it, by doubling, when it
+     * needs to), so that a batch as large as the last one is written without its buffer moved on the way */
+    if (capacity > batch_size) capacity = batch_size;
+    if (grow(self, capacity > HEADER_SIZE ? capacity : HEADER_SIZE) < 0) return -1;
     memset(self->buf, 0, HEADER_SIZE);
     self->len = HEADER_SIZE;
     self->has_ts = 0;
@@ -1531,6 +1535,58 @@ static PyObject *fresh_entries(PyObject *Py_UNUSED(module), PyObject *const *arg
     Py_RETURN_NONE;
 }
 
+/* ---- hold_new: the join's fresh entries put in its held dict (agents/pending.py, PendingStore.hold_new) ----
+ *
+ * hold_new(held, keys, values): held[keys[i]] = values[i] for every i, with one look-up of each key (the dict's
+ * setdefault), when none of the keys is in held yet and none repeats; True. Otherwise held is left as it was
+ * (the keys put in before the one found are taken out again) and the answer is False. A value found under a key
+ * is told from the one being put by identity: the caller's values are new objects, held nowhere else. */
+static void hold_undo(PyObject *held, PyObject *keys, Py_ssize_t upto) {
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback); /* the error that stopped the loop, if any, outlives the undo */
+    for (Py_ssize_t j = 0; j < upto; j++) {
+        if (PyDict_DelItem(held, PyList_GET_ITEM(keys, j)) < 0) PyErr_Clear(); /* put in by this call: there */
+    }
+    PyErr_Restore(type, value, traceback);
+}
+
+static PyObject *hold_new(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "hold_new(held, keys, values)");
+        return NULL;
+    }
+    PyObject *held = args[0], *keys = args[1], *values = args[2];
+    if (!PyDict_CheckExact(held) || !PyList_CheckExact(keys) || !PyList_CheckExact(values)) {
+        PyErr_SetString(PyExc_TypeError, "hold_new(held, keys, values): a dict and two lists");
+        return NULL;
+    }
+    Py_ssize_t size = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(values) != size) {
+        PyErr_SetString(PyExc_ValueError, "hold_new: as many values as keys");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < size; i++) {
+        /* the lists cannot change meanwhile: exact str keys hash and compare without Python code; another key
+         * type may run its __hash__/__eq__, so the sizes are checked again */
+        if (PyList_GET_SIZE(keys) != size || PyList_GET_SIZE(values) != size) {
+            hold_undo(held, keys, i < PyList_GET_SIZE(keys) ? i : PyList_GET_SIZE(keys));
+            PyErr_SetString(PyExc_RuntimeError, "hold_new: the lists changed size");
+            return NULL;
+        }
+        PyObject *value = PyList_GET_ITEM(values, i);
+        PyObject *there = PyDict_SetDefault(held, PyList_GET_ITEM(keys, i), value); /* borrowed */
+        if (there == NULL) {
+            hold_undo(held, keys, i);
+            return NULL;
+        }
+        if (there != value) {
+            hold_undo(held, keys, i);
+            Py_RETURN_FALSE;
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyObject *crc32c_py(PyObject *Py_UNUSED(module), PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
@@ -1550,6 +1606,8 @@ static PyMethodDef module_methods[] = {
      "rows_text(heads, values, first, mids, last): a block's rows' text (agents/decide.py, _rows_text)."},
     {"fresh_entries", (PyCFunction)(void (*)(void))fresh_entries, METH_FASTCALL,
      "fresh_entries(decisions, deadline_ms, default_policy, float_text): the join's fresh entries, or None."},
+    {"hold_new", (PyCFunction)(void (*)(void))hold_new, METH_FASTCALL,
+     "hold_new(held, keys, values): held[key] = value for each, if no key is there yet (True), else False."},
     {"valid_time", valid_time_py, METH_O, "valid_time(text): whether a UTC_TIME text is a date datetime takes."},
     {"crc32c", crc32c_py, METH_O, "CRC-32C of a bytes-like object (as Kafka checksums a record batch)."},
     {NULL, NULL, 0, NULL},

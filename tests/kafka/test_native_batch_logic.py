@@ -16,15 +16,16 @@ from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBat
 from banditroute import native
 from banditroute.kafka import native_batch
 from banditroute.kafka.outbox import PartitionBatches
+from banditroute.kafka.producer_double import AckingProducer
 
 _native = pytest.importorskip("banditroute._native", reason="the C extension was not built (no compiler)")
 
 Args = tuple[int, int, int, int, int, int, int]
 
 
-def pair(batch_size: int = 512 * 1024, transactional: int = 0) -> tuple[Any, Any]:
+def pair(batch_size: int = 512 * 1024, transactional: int = 0, capacity: int = 0) -> tuple[Any, Any]:
     args: Args = (2, 0, transactional, -1, -1, 0, batch_size)
-    return DefaultRecordBatchBuilder(*args), _native.Builder(*args)
+    return DefaultRecordBatchBuilder(*args), _native.Builder(*args, capacity)
 
 
 def blob(rng: random.Random, most: int) -> Any:
@@ -47,7 +48,9 @@ def headers(rng: random.Random) -> list[tuple[str, bytes | None]]:
 def test_the_same_bytes_as_aiokafkas_builder(seed: int) -> None:
     rng = random.Random(seed)
     batch_size = rng.choice([200, 4096, 512 * 1024])
-    theirs, ours = pair(batch_size, transactional=seed % 2)
+    # the first buffer's size (a hint): none, the header's, smaller or larger than the batch, past its bound
+    capacity = rng.choice([0, 61, 1000, 50_000, 10**9, -5])
+    theirs, ours = pair(batch_size, transactional=seed % 2, capacity=capacity)
     base = 1_796_000_000_000 + rng.randrange(10**6)
     full_at = None
     for offset in range(rng.randrange(1, 400)):
@@ -205,3 +208,24 @@ def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv(native.DISABLE_ENV, "1")
     assert native.loaded() is _native
     assert native_batch.available()
+
+
+async def test_partition_batches_remember_each_partitions_last_batch_size() -> None:
+    """A new batch's first buffer is as large as the last batch shipped to its partition (``sizes``, kept by the
+    caller from poll to poll); the records and their bytes do not depend on it."""
+    sizes: dict[tuple[str, int], int] = {}
+    for poll in range(3):
+        producer = AckingProducer()
+        out = PartitionBatches(producer, sizes=sizes)
+        for i in range(200 * (poll + 1)):
+            await out.add("t", i % 2, b"k%d" % i, b"v" * 300)
+        builders = dict(out.builders)
+        await out.submit()
+        assert sizes == {slot: builder.size() for slot, builder in builders.items()}
+    assert sizes[("t", 0)] > 200 * 300  # 300 records of more than 300 bytes
+    # a batch made with a hint larger than it needs is written as one made without
+    theirs, ours = pair(capacity=sizes[("t", 0)])
+    for builder in (theirs, ours):
+        for i in range(0, 200, 2):
+            builder.append(i // 2, 1_796_000_000_000, b"k%d" % i, b"v" * 300, [])
+    assert ours.build() == theirs.build()

@@ -256,6 +256,9 @@ class DecideService(OwnThreadLoop):
         self._busy: asyncio.Lock | None = None  # held while a batch is polled and decided (decide loop)
         self._barrier: Callable[[], Any] | None = None
         self._joinable: dict[int, list[Served | None]] = {}
+        self._batch_bytes: dict[tuple[str, int], int] = {}
+        """The size of the last record batch shipped to each (topic, partition) (``PartitionBatches.sizes``): the
+        loop's own output topics only (decisions, replies, dead letters), so bounded by their partitions."""
         self._headers: list[tuple[str, bytes]] = []
         self.priority_lane = priority_lane
         self.reply_refused = reply_refused
@@ -555,7 +558,7 @@ class DecideService(OwnThreadLoop):
         A partition's commit stops at its oldest parked request, so a crash re-decides from there (never skips);
         the requests decided after it are then decided again, as after any crash between publish and commit.
         """
-        out = PartitionBatches(producer, self._announce if self.follow else None)
+        out = PartitionBatches(producer, self._announce if self.follow else None, self._batch_bytes)
         self._announced = False
         self._joinable = {}
         spilled = self.spilled_total

@@ -34,15 +34,16 @@ ENABLED = available()
 Builder: Any = getattr(native.loaded(), "Builder", None)
 
 
-def adopt(batch: Any, producer: Any) -> Any:
+def adopt(batch: Any, producer: Any, capacity: int = 0) -> Any:
     """``batch`` (a new, empty ``BatchBuilder`` of ``producer``) with the C writer in place of aiokafka's when
-    it is equivalent there (see the module's docstring), else ``batch`` as it is."""
+    it is equivalent there (see the module's docstring), else ``batch`` as it is. ``capacity``: the bytes the
+    batch is expected to reach, written then without its buffer moved on the way (a hint; 0: none)."""
     if not ENABLED or batch.record_count() or batch._closed:
         return batch
     accumulator = getattr(producer, "_message_accumulator", None)  # None: not aiokafka's producer
     if accumulator is None or accumulator._compression_type or producer._txn_manager is not None:
         return batch
-    batch._builder = Builder(2, 0, 0, -1, -1, 0, accumulator._batch_size)
+    batch._builder = Builder(2, 0, 0, -1, -1, 0, accumulator._batch_size, capacity)
     return batch
 
 
