@@ -1,5 +1,5 @@
 """The join's batch path for a handoff of fresh decisions (``JoinLogic._served_fresh``: ``encode_fresh_many``,
-``OffsetWindow.add_many``, ``PendingStore.hold_many``) against the per-decision path, on generated handoffs
+``OffsetWindow.add_many``, ``PendingStore.hold_new``) against the per-decision path, on generated handoffs
 (fixed seeds)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from banditroute.agents import pending
 from banditroute.agents.join import COMPACT_MIN, TAG_WORKER, FeedbackRecord, JoinLogic, JoinResult
 from banditroute.agents.pending import OffsetWindow, PendingStore, encode_fresh, encode_fresh_many
 from banditroute.kafka.staged import StagedTable
@@ -187,11 +188,17 @@ class Table:
         self.data = Table.Store()
 
 
+@pytest.mark.parametrize("native_hold", [True, False])
 @pytest.mark.parametrize("case", ["held", "durable", "parked", "twice", "capped", "bad_policy"])
-def test_a_handoff_the_batch_path_cannot_take_goes_one_decision_at_a_time(case: str) -> None:
+def test_a_handoff_the_batch_path_cannot_take_goes_one_decision_at_a_time(
+    case: str, native_hold: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A decision already held, resolved (in the table), with its feedback parked, or twice in the handoff, a
     capped one, or a task type whose policy fails: the handoff leaves the join as the per-decision path does
-    (duplicates counted, the parked feedback joined, capped decisions queued, the failure at the same index)."""
+    (duplicates counted, the parked feedback joined, capped decisions queued, the failure at the same index);
+    with the held check and insertion in C (``_native.hold_new``) or in Python."""
+    if not native_hold:
+        monkeypatch.setattr(pending, "_NATIVE_HOLD", None)
     rng = random.Random(34)
     joins = [make(StagedTable(Table(), lambda _k: 0), StagedTable(Table(), lambda _k: 0)) for _ in range(2)]
     served = uncapped(rng, 60)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Collection, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from itertools import compress, groupby
 from operator import itemgetter
@@ -153,7 +153,9 @@ class JoinLogic:
         self._deadlines: dict[int, Deadlines] = {}
         self._early_deadlines: dict[int, list[tuple[float, str]]] = {}
         self._hold = getattr(pending, "hold", None)  # a PendingStore keeps fresh entries in memory only
-        self._hold_many: Callable[[list[str], list[bytes]], None] | None = getattr(pending, "hold_many", None)
+        self._hold_new: Callable[[list[str], Collection[str], list[bytes]], bool] | None = getattr(
+            pending, "hold_new", None
+        )
         self.failed_at = 0
         """Index of the decision the last :meth:`on_served` that raised failed on."""
         self.unresolved: dict[int, OffsetWindow] = {}
@@ -240,16 +242,15 @@ class JoinLogic:
         steps (one comprehension step per decision to encode, the rest C-level iterators). False, with nothing
         changed, where a decision needs the per-decision path, or something fails before the entries are held
         (the per-decision path then fails on the same decision, with the decisions before it taken)."""
-        hold_many = self._hold_many
-        if hold_many is None or not decisions:
+        hold_new = self._hold_new
+        if hold_new is None or not decisions:
             return False
         try:
             served = list(map(_THIRD, decisions))
             request_ids = list(map(_FIRST, served))
             ids = set(request_ids)
-            if len(ids) != len(request_ids) or not (
-                disjoint_of(self.pending)(ids) and disjoint_of(self.early)(ids)
-            ):
+            # none pending yet is checked by hold_new, which holds them (one look-up per decision)
+            if len(ids) != len(request_ids) or not disjoint_of(self.early)(ids):
                 return False
             capped = list(map(_CAPPED, served))
             capped_ids: list[str] = []
@@ -262,9 +263,10 @@ class JoinLogic:
             policy = self.join_policy
             deadline_ms = {t: round((now_s + policy(t).wait_s) * 1000) for t in set(map(_TASK_TYPE, served))}
             values = encode_fresh_many(decisions, deadline_ms)
+            if not hold_new(request_ids, ids, values):
+                return False  # one was pending already: nothing changed
         except Exception:
             return False
-        hold_many(request_ids, values)
         offsets = list(map(_SECOND, decisions))
         deadline_s = {t: ms / 1000.0 for t, ms in deadline_ms.items()}
         first = next(iter(deadline_s.values()))  # the usual handoff: one task type, one deadline

@@ -235,6 +235,12 @@ def disjoint_of(mapping: Mapping[str, Any]) -> Callable[[Collection[str]], bool]
     return lambda keys: not any(map(contains, keys))
 
 
+_NATIVE_HOLD: Callable[[dict[str, bytes], list[str], list[bytes]], bool] | None = getattr(
+    native.loaded(), "hold_new", None
+)
+""":meth:`PendingStore.hold_new`'s check and insertion as one look-up per key, in C, when the extension is there."""
+
+
 class PendingStore(MutableMapping[str, bytes]):
     """The join's entries: fresh pending ones in memory only (:meth:`hold`; the ``decisions`` topic is their
     durable record, read again after a restart or a rebalance), resolved ones (joined, expired) in ``durable``
@@ -257,9 +263,22 @@ class PendingStore(MutableMapping[str, bytes]):
         held, durable = self.held.keys().isdisjoint, disjoint_of(self.durable)
         return lambda keys: held(keys) and durable(keys)
 
-    def hold_many(self, keys: list[str], values: list[bytes]) -> None:
-        """:attr:`hold` of each key and value, in order (one C-level update)."""
-        self.held.update(zip(keys, values, strict=True))
+    def hold_new(self, keys: list[str], unique: Collection[str], values: list[bytes]) -> bool:
+        """:attr:`hold` of each key and value (``unique``: the same keys, none twice), if none of the keys is in
+        ``self`` yet: True; else False, nothing changed. ``values`` must be new objects (see ``_native.hold_new``).
+
+        Each key is looked up in the held dict once, by the insertion itself (``_native.hold_new``), not once to
+        check and once to insert: the held dict is the join's largest (every decision awaiting feedback), so a
+        look-up there is mostly a cache miss."""
+        if not disjoint_of(self.durable)(unique):
+            return False
+        if _NATIVE_HOLD is not None:
+            return _NATIVE_HOLD(self.held, keys, values)
+        held = self.held
+        if not held.keys().isdisjoint(unique):
+            return False
+        held.update(zip(keys, values, strict=True))
+        return True
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.held.get(key)
