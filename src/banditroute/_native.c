@@ -1425,11 +1425,48 @@ static int text_task(Text *t, PyObject *const *f) {
     return ok;
 }
 
+/* float_text's answers in one fresh_entries call, by the double's bits: a handoff's rows hold a few distinct
+ * propensities (one per kind of row of a decision block), but not in runs, so the tail's cache below misses on
+ * most rows; a Python call per row was ~1,100 of the join's instructions a decision (callgrind, bench.decide_path) */
+#define FLOAT_TEXTS 16
+#define FLOAT_TEXT_MAX 40
+typedef struct {
+    int count, next;
+    uint64_t bits[FLOAT_TEXTS];
+    unsigned char len[FLOAT_TEXTS];
+    char text[FLOAT_TEXTS][FLOAT_TEXT_MAX];
+} FloatTexts;
+
+/* the text of an exact float as float_text gives it, into t: 1, 0 (not bytes: the Python path) or -1 */
+static int text_float(Text *t, FloatTexts *known, PyObject *value, PyObject *float_text) {
+    double v = PyFloat_AS_DOUBLE(value);
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    for (int i = 0; i < known->count; i++) {
+        if (known->bits[i] == bits) return text_put(t, known->text[i], known->len[i]) < 0 ? -1 : 1;
+    }
+    PyObject *number = PyObject_CallOneArg(float_text, value);
+    if (number == NULL) return -1;
+    int ok = PyBytes_CheckExact(number) ? 1 : 0;
+    if (ok == 1) {
+        Py_ssize_t n = PyBytes_GET_SIZE(number);
+        ok = text_put(t, PyBytes_AS_STRING(number), n) < 0 ? -1 : 1;
+        if (ok == 1 && n <= FLOAT_TEXT_MAX) { /* kept for the rows after (the oldest replaced when full) */
+            int slot = known->count < FLOAT_TEXTS ? known->count++ : known->next++ % FLOAT_TEXTS;
+            known->bits[slot] = bits;
+            known->len[slot] = (unsigned char)n;
+            memcpy(known->text[slot], PyBytes_AS_STRING(number), (size_t)n);
+        }
+    }
+    Py_DECREF(number);
+    return ok;
+}
+
 /* one (partition, offset, served) of fresh_entries into t (its text; the caller holds item): 1, 0 or -1 as
  * text_str. task and tail keep the text of the served tuple held in *task_from / *tail_from, for the rows after
  * that share its objects */
 static int fresh_entry(Text *t, Text *task, Text *tail, PyObject **task_from, PyObject **tail_from, PyObject *item,
-                       PyObject *deadline_ms, PyObject *default_policy, PyObject *float_text) {
+                       PyObject *deadline_ms, PyObject *default_policy, PyObject *float_text, FloatTexts *known) {
     PyObject *offset = PyTuple_GET_ITEM(item, 1), *served = PyTuple_GET_ITEM(item, 2);
     if (!PyTuple_CheckExact(served) || PyTuple_GET_SIZE(served) != 11) return 0;
     /* request_id, decision_id, task_key, task_type, tenant, model, fallbacks, propensity, version, policy */
@@ -1457,12 +1494,8 @@ static int fresh_entry(Text *t, Text *task, Text *tail, PyObject **task_from, Py
     if (lf == NULL || lf[7] != f[7] || lf[8] != f[8] || lf[9] != f[9]) {
         int default_named = plain_equal(f[9], default_policy);
         if (default_named < 0 || !PyFloat_CheckExact(f[7])) return 0;
-        PyObject *number = PyObject_CallOneArg(float_text, f[7]);
-        if (number == NULL) return -1;
         tail->len = 0;
-        ok = PyBytes_CheckExact(number) ? 1 : 0;
-        if (ok == 1) ok = text_put(tail, PyBytes_AS_STRING(number), PyBytes_GET_SIZE(number)) < 0 ? -1 : 1;
-        Py_DECREF(number);
+        ok = text_float(tail, known, f[7], float_text);
         if (ok == 1) ok = text_put(tail, ",", 1) < 0 ? -1 : 1;
         if (ok == 1) ok = text_int(tail, f[8]);
         if (ok == 1) ok = text_put(tail, ",", 1) < 0 ? -1 : 1;
@@ -1502,6 +1535,7 @@ static PyObject *fresh_entries(PyObject *Py_UNUSED(module), PyObject *const *arg
     Text t = {NULL, 0, 0}, task = {NULL, 0, 0}, tail = {NULL, 0, 0};
     /* the served tuples the kept texts were made of (held: float_text, Python code, could drop the list's) */
     PyObject *task_from = NULL, *tail_from = NULL;
+    FloatTexts known = {0, 0, {0}, {0}, {{0}}};
     int ok = 1; /* 0: not of the kinds written here; -1: an error */
     for (Py_ssize_t i = 0; i < size && ok == 1; i++) {
         if (PyList_GET_SIZE(decisions) != size) { /* changed by float_text (Python code): the Python path takes it */
@@ -1514,7 +1548,8 @@ static PyObject *fresh_entries(PyObject *Py_UNUSED(module), PyObject *const *arg
             break;
         }
         Py_INCREF(item); /* offset and f point into it, across float_text and the deadline's lookup */
-        ok = fresh_entry(&t, &task, &tail, &task_from, &tail_from, item, deadline_ms, default_policy, float_text);
+        ok = fresh_entry(&t, &task, &tail, &task_from, &tail_from, item, deadline_ms, default_policy, float_text,
+                         &known);
         if (ok == 1) {
             PyObject *entry = PyBytes_FromStringAndSize(t.at, t.len);
             if (entry == NULL)

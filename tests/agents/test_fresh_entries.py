@@ -157,3 +157,31 @@ def test_a_float_text_that_changes_the_list_or_raises() -> None:
 
     with pytest.raises(ValueError, match="float_text failed"):
         _module.fresh_entries([(0, 1, ascii_only(uncapped(rng, 1)[0]))], deadline_ms, DEFAULT_POLICY, failing)
+
+
+def test_propensities_of_a_few_kinds_interleaved_are_written_each_as_float_text_writes_it() -> None:
+    """Rows as a decision block makes them: a few distinct propensities in no runs, each its own float object or
+    a shared one (the C loop keeps up to 16 texts by value and replaces the oldest past that), -0.0 beside 0.0."""
+    rng = random.Random(43)
+    texts: list[Any] = []
+
+    def counted(value: Any) -> bytes:
+        texts.append(value)
+        return orjson.dumps(value)
+
+    for kinds in (1, 3, 16, 17, 40):
+        values = [rng.random() for _ in range(kinds - 2)] + [0.0, -0.0]
+        served = [ascii_only(s) for s in uncapped(rng, 400)]
+        # float(str(v)): the same value in another object for about half of the rows
+        served = [
+            with_field(s, 7, v if rng.random() < 0.5 else float(repr(v)))
+            for s, v in zip(served, (rng.choice(values[:kinds]) for _ in served), strict=False)
+        ]
+        decisions = handoff(rng, served, start=rng.randrange(10**12))
+        deadline_ms = {t: rng.randrange(10**13) for t in POLICIES}
+        texts.clear()
+        assert _module is not None
+        made = _module.fresh_entries(decisions, deadline_ms, DEFAULT_POLICY, counted)
+        assert made == each(decisions, deadline_ms)
+        if kinds <= 16:
+            assert len(texts) == len(set(map(repr, texts))) <= kinds  # one text per distinct value
