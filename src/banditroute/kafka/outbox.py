@@ -67,8 +67,8 @@ class PartitionBatches:
         self.sizes = sizes
         """Per (topic, partition), the bytes of the last batch shipped there (kept by the caller from poll to
         poll, for the caller's own topics): a new batch's buffer is made that large at once, where a batch
-        otherwise doubles it from 1 KiB, moving what it holds each time (callgrind, ``bench.decide_path``:
-        ~1,900 of ~23,900 instructions a request)."""
+        otherwise doubles it from 1 KiB, moving what it holds each time (callgrind, ``bench.decide_path``: 615
+        fewer of ~24,900 instructions a request, 77 buffer moves where there were 572)."""
         self.builders: dict[tuple[str, int], Any] = {}
         self.futures: list[asyncio.Future[Any]] = []
         self.shipped: list[tuple[str, int, int, asyncio.Future[Any]]] = []

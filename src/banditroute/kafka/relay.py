@@ -34,12 +34,13 @@ async def relay(bootstrap: str, prefix: str, stop: asyncio.Event, max_batch: int
     await consumer.start()
     topic = f"{prefix}.decisions"
     relayed = 0
+    sizes: dict[tuple[str, int], int] = {}  # each partition's last batch size, as the decide loop keeps them
     try:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200, max_records=max_batch)
             if not batch:
                 continue
-            out = PartitionBatches(producer)
+            out = PartitionBatches(producer, sizes=sizes)
             offsets: dict[TopicPartition, int] = {}
             now = time.time()
             for tp, records in batch.items():
