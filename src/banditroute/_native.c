@@ -1573,9 +1573,12 @@ static PyObject *fresh_entries(PyObject *Py_UNUSED(module), PyObject *const *arg
 /* ---- hold_new: the join's fresh entries put in its held dict (agents/pending.py, PendingStore.hold_new) ----
  *
  * hold_new(held, keys, values): held[keys[i]] = values[i] for every i, with one look-up of each key (the dict's
- * setdefault), when none of the keys is in held yet and none repeats; True. Otherwise held is left as it was
- * (the keys put in before the one found are taken out again) and the answer is False. A value found under a key
- * is told from the one being put by identity: the caller's values are new objects, held nowhere else. */
+ * setdefault), when none of the keys is in held yet: True. Otherwise held is left as it was (the keys put in
+ * before the one found are taken out again) and the answer is False. A value found under a key is told from the
+ * one being put by identity: the caller's values are new objects, held nowhere else (so a key repeated in keys
+ * is found only when its values differ: the caller rejects repeats itself). None, with nothing done, unless every
+ * key is an exact str: then no Python code runs in the loop (a str hashes and compares in C, and a dict's growth
+ * allocates nothing the collector tracks), so the lists and the borrowed items stay as they are throughout. */
 static void hold_undo(PyObject *held, PyObject *keys, Py_ssize_t upto) {
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback); /* the error that stopped the loop, if any, outlives the undo */
@@ -1601,16 +1604,12 @@ static PyObject *hold_new(PyObject *Py_UNUSED(module), PyObject *const *args, Py
         return NULL;
     }
     for (Py_ssize_t i = 0; i < size; i++) {
-        /* the lists cannot change meanwhile: exact str keys hash and compare without Python code; another key
-         * type may run its __hash__/__eq__, so the sizes are checked again */
-        if (PyList_GET_SIZE(keys) != size || PyList_GET_SIZE(values) != size) {
-            hold_undo(held, keys, i < PyList_GET_SIZE(keys) ? i : PyList_GET_SIZE(keys));
-            PyErr_SetString(PyExc_RuntimeError, "hold_new: the lists changed size");
-            return NULL;
-        }
+        if (!PyUnicode_CheckExact(PyList_GET_ITEM(keys, i))) Py_RETURN_NONE;
+    }
+    for (Py_ssize_t i = 0; i < size; i++) {
         PyObject *value = PyList_GET_ITEM(values, i);
         PyObject *there = PyDict_SetDefault(held, PyList_GET_ITEM(keys, i), value); /* borrowed */
-        if (there == NULL) {
+        if (there == NULL) { /* no memory to grow the dict */
             hold_undo(held, keys, i);
             return NULL;
         }
@@ -1642,7 +1641,8 @@ static PyMethodDef module_methods[] = {
     {"fresh_entries", (PyCFunction)(void (*)(void))fresh_entries, METH_FASTCALL,
      "fresh_entries(decisions, deadline_ms, default_policy, float_text): the join's fresh entries, or None."},
     {"hold_new", (PyCFunction)(void (*)(void))hold_new, METH_FASTCALL,
-     "hold_new(held, keys, values): held[key] = value for each, if no key is there yet (True), else False."},
+     "hold_new(held, keys, values): held[key] = value for each if no key is there yet (True), else False; "
+     "None for a key not an exact str."},
     {"valid_time", valid_time_py, METH_O, "valid_time(text): whether a UTC_TIME text is a date datetime takes."},
     {"crc32c", crc32c_py, METH_O, "CRC-32C of a bytes-like object (as Kafka checksums a record batch)."},
     {NULL, NULL, 0, NULL},

@@ -235,10 +235,11 @@ def disjoint_of(mapping: Mapping[str, Any]) -> Callable[[Collection[str]], bool]
     return lambda keys: not any(map(contains, keys))
 
 
-_NATIVE_HOLD: Callable[[dict[str, bytes], list[str], list[bytes]], bool] | None = getattr(
+_NATIVE_HOLD: Callable[[dict[str, bytes], list[str], list[bytes]], bool | None] | None = getattr(
     native.loaded(), "hold_new", None
 )
-""":meth:`PendingStore.hold_new`'s check and insertion as one look-up per key, in C, when the extension is there."""
+""":meth:`PendingStore.hold_new`'s check and insertion as one look-up per key, in C, when the extension is there
+(it answers None, having done nothing, for keys that are not all exact strs: the Python path takes those)."""
 
 
 class PendingStore(MutableMapping[str, bytes]):
@@ -273,7 +274,9 @@ class PendingStore(MutableMapping[str, bytes]):
         if not disjoint_of(self.durable)(unique):
             return False
         if _NATIVE_HOLD is not None:
-            return _NATIVE_HOLD(self.held, keys, values)
+            held_all = _NATIVE_HOLD(self.held, keys, values)
+            if held_all is not None:
+                return held_all
         held = self.held
         if not held.keys().isdisjoint(unique):
             return False
