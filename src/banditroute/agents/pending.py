@@ -224,7 +224,8 @@ def contains_of(mapping: Mapping[str, Any]) -> Callable[[object], bool]:
 
 def disjoint_of(mapping: Mapping[str, Any]) -> Callable[[Collection[str]], bool]:
     """``not any(key in mapping for key in keys)`` as one callable: the mapping's own ``disjoint()`` where it has
-    one (see :class:`PendingStore`), a dict's key view's ``isdisjoint`` (C), else one lookup per key."""
+    one (the join's table, ``kafka.staged.StagedTable``), a dict's key view's ``isdisjoint`` (C), else one lookup
+    per key."""
     own = getattr(mapping, "disjoint", None)
     if own is not None:
         disjoint: Callable[[Collection[str]], bool] = own()
@@ -258,11 +259,6 @@ class PendingStore(MutableMapping[str, bytes]):
         """``key in self`` as one callable (see :func:`contains_of`); take it again for every batch."""
         held, durable = self.held, contains_of(self.durable)
         return lambda key: key in held or durable(key)
-
-    def disjoint(self) -> Callable[[Collection[str]], bool]:
-        """None of ``keys`` in ``self`` as one callable (see :func:`disjoint_of`); take it again for every batch."""
-        held, durable = self.held.keys().isdisjoint, disjoint_of(self.durable)
-        return lambda keys: held(keys) and durable(keys)
 
     def hold_new(self, keys: list[str], unique: Collection[str], values: list[bytes]) -> bool:
         """:attr:`hold` of each key and value (``unique``: the same keys, none twice), if none of the keys is in
