@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -114,6 +115,16 @@ def test_the_command_refuses_a_repeat_out_of_range(value: str) -> None:
     out = CliRunner().invoke(bench, ["e2e", "--repeat", value, "--bootstrap", "127.0.0.1:1"])
     assert out.exit_code == 2
     assert "--repeat" in out.output
+
+
+def test_the_commands_default_drain_is_the_benchs() -> None:
+    """The CLI writes the default out (its module does not import the bench's): the two must agree."""
+    from banditroute.bench.e2e import DRAIN_REQUESTS, run_e2e_bench
+    from banditroute.cli.bench_cmd import bench
+
+    options = {p.name: p for p in bench.commands["e2e"].params}
+    assert options["requests"].default == DRAIN_REQUESTS
+    assert inspect.signature(run_e2e_bench).parameters["requests"].default == DRAIN_REQUESTS
 
 
 @pytest.mark.kafka

@@ -37,7 +37,9 @@ the window held) is reported too; ``cpu_ratio`` is
 relay CPU per request / router CPU per request, the machine-independent form of ``ratio``, and ``cpu_ratio_at``
 is the same at each paced rate of ``added_ms`` (each process's CPU over the level).
 
-One run's figures move a lot on a small shared machine (a 30,000-request drain lasts under a second):
+The drain is ``DRAIN_REQUESTS`` long by default: a shorter one weighs the worker's start-up (the work it still does
+after its first decision) into its CPU per request (see the constant). One run's figures still move a lot on a
+small shared machine:
 :func:`run_e2e_repeated` (``bench e2e --repeat N``) runs the comparison N times in a row and reports medians,
 ranges and in how many runs each target held (:func:`summarise_runs`).
 """
@@ -79,6 +81,12 @@ DRAIN_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 90.0
 IDLE_WINDOW_S = 0.5
 REST_WINDOW_S = 1.0
+DRAIN_REQUESTS = 150_000
+"""The pre-filled drain by default (``bench e2e -n``). At 30,000 requests (until lead39) the router's drain lasted
+~0.3 s and held ~0.2 s of its CPU, so the work its start-up still did after the first decision weighed ~10 % of
+its CPU per request, and the 10 ms ticks of ``/proc/<pid>/stat`` ~5 %: nine alternated runs each, 2026-12-05,
+router 7.84 against 7.10 µs a request (medians), relay 5.17 against 5.08; ``cpu_ratio`` 0.476-0.915 against
+0.614-0.850 (docs/benchmarks.md, lead39)."""
 """After a drain, how long the idle process's resting CPU (timers, heartbeats) is measured, to take it out of
 the idle window that ended the drain."""
 TRACE_ENV = "BANDITROUTE_BENCH_TRACE"
@@ -388,7 +396,7 @@ def _cpu_ratio_at(router: dict[str, Any], relay: dict[str, Any]) -> dict[str, fl
 async def run_e2e_bench(
     bootstrap: str,
     *,
-    requests: int = 30_000,
+    requests: int = DRAIN_REQUESTS,
     seconds: float = 5.0,
     loads: tuple[int, ...] = (50,),
     workers: tuple[int, ...] = (),

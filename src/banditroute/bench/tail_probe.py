@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from banditroute.bench.common import BenchWorker, machine
-from banditroute.bench.e2e import TRACE_ENV, measure_side
+from banditroute.bench.e2e import DRAIN_REQUESTS, TRACE_ENV, measure_side
 
 PROBE_ENV = "BANDITROUTE_TAIL_PROBE"
 """The folder the worker's recorders write to (set only for the worker by this module)."""
@@ -306,7 +306,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--rate", type=float, action="append", default=[], help="Paced rate (repeatable).")
     parser.add_argument("--seconds", type=float, default=5.0, help="Per paced level (bench e2e's default).")
-    parser.add_argument("--requests", type=int, default=30_000, help="The pre-filled drain.")
+    parser.add_argument(
+        "--requests", type=int, default=DRAIN_REQUESTS, help="The pre-filled drain (bench e2e's default)."
+    )
     parser.add_argument("--out", default=None, help="Folder for the traces and records (default: a new one).")
     args = parser.parse_args(argv)
     folder = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="tail-probe-"))

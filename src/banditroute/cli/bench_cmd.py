@@ -216,7 +216,12 @@ def _run(coro: Any) -> dict[str, Any]:
 @BOOTSTRAP
 @click.option("--seconds", type=click.FloatRange(0.5), default=5.0, show_default=True, help="Per load level.")
 @click.option(
-    "--requests", "-n", type=click.IntRange(100), default=30_000, show_default=True, help="Pre-filled drain."
+    "--requests",
+    "-n",
+    type=click.IntRange(100),
+    default=150_000,  # bench.e2e.DRAIN_REQUESTS (not imported here: the CLI starts without the bench's modules)
+    show_default=True,
+    help="Pre-filled drain (the relay and the decide loop alone get three times as many).",
 )
 @click.option(
     "--workers",
@@ -322,7 +327,7 @@ def scale(fmt: str, task_types: str, models: str, decisions: int, join_n: int) -
 def all_(fmt: str, bootstrap: str | None, output: Path | None, quick: bool) -> None:
     """policy + e2e + freshness + scale; writes the results file with the machine."""
     from banditroute.bench.common import machine
-    from banditroute.bench.e2e import run_e2e_bench
+    from banditroute.bench.e2e import DRAIN_REQUESTS, run_e2e_bench
     from banditroute.bench.freshness import run_freshness_bench
     from banditroute.bench.policy import run_policy_bench
     from banditroute.bench.scale import run_scale_bench
@@ -335,7 +340,7 @@ def all_(fmt: str, bootstrap: str | None, output: Path | None, quick: bool) -> N
     results["e2e"] = _run(
         run_e2e_bench(
             server,
-            requests=500 if quick else 30_000,
+            requests=500 if quick else DRAIN_REQUESTS,
             seconds=0.5 if quick else 5.0,
             workers=(1,) if quick else (1, 2, 4),
             worker_partitions=2 if quick else 8,
