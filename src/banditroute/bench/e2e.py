@@ -81,14 +81,15 @@ DRAIN_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 90.0
 IDLE_WINDOW_S = 0.5
 REST_WINDOW_S = 1.0
-DRAIN_REQUESTS = 150_000
-"""The pre-filled drain by default (``bench e2e -n``). At 30,000 requests (until lead39) the router's drain lasted
-~0.3 s and held ~0.2 s of its CPU, so the work its start-up still did after the first decision weighed ~10 % of
-its CPU per request, and the 10 ms ticks of ``/proc/<pid>/stat`` ~5 %: nine alternated runs each, 2026-12-05,
-router 7.84 against 7.10 µs a request (medians), relay 5.17 against 5.08; ``cpu_ratio`` 0.476-0.915 against
-0.614-0.850 (docs/benchmarks.md, lead39)."""
 """After a drain, how long the idle process's resting CPU (timers, heartbeats) is measured, to take it out of
 the idle window that ended the drain."""
+DRAIN_REQUESTS = 150_000
+"""The pre-filled drain by default (``bench e2e -n``). At 30,000 requests (until lead39) the router's drain lasted
+~0.3 s and held ~0.2 s of its CPU: the work its start-up still does after the first decision weighed on its CPU
+per request (in 150,000-request drains its first 30,000 requests cost 5-20 % more than the rest), and the 10 ms
+ticks of ``/proc/<pid>/stat`` added ±5 % of noise at each end. Nine alternated runs each, 2026-12-05: router
+7.84 against 7.10 µs a request (medians), relay 5.17 against 5.08; ``cpu_ratio`` 0.476-0.915 against 0.614-0.850
+(docs/benchmarks.md, lead39). With ``--workers n`` each worker count drains n times as many."""
 TRACE_ENV = "BANDITROUTE_BENCH_TRACE"
 """Debugging aid (issue #16's tail): a folder; each latency level then writes ``<side>-<level>.json`` there, with
 the level's start (``start_unix_s``) and one row per measured request (``rows``): [sent, decided, arrived] in
