@@ -3,6 +3,7 @@ within a deadline, in the order decided; and the join's expiry through it over m
 
 from __future__ import annotations
 
+import gc
 import random
 from typing import Any
 
@@ -163,3 +164,21 @@ def test_the_count_of_ids_follows_every_push_take_and_keep() -> None:
             else:
                 index.keep(lambda _request_id: rng.random() < 0.5)
             assert len(index) == sum(1 for _ in index.scheduled())
+
+
+def test_a_runs_request_ids_are_out_of_the_cyclic_collectors_sight() -> None:
+    """The index holds every in-flight request id until its deadline; the garbage collector must not walk them
+    (a list per run made each young collection walk every run pushed since the one before)."""
+    index = Deadlines()
+    index.push_run(5.0, [f"r{i}" for i in range(1000)])
+    index.push_run(5.0, [f"s{i}" for i in range(3)])
+    runs = [item[3] for item in index.heap if len(item) == 4]
+    assert len(runs) == 2
+    assert not any(gc.is_tracked(run) for run in runs)
+    index.keep(lambda request_id: not request_id.endswith("7"))  # rebuilt runs stay out of sight
+    runs = [item[3] for item in index.heap if len(item) == 4]
+    assert len(runs) == 2 and not any(gc.is_tracked(run) for run in runs)
+    assert len(index) == 900 + 3
+    taken = [index.pop_due(5.0) for _ in range(len(index))]
+    assert taken == [f"r{i}" for i in range(1000) if i % 10 != 7] + ["s0", "s1", "s2"]
+    assert index.pop_due(5.0) is None

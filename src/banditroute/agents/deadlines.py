@@ -2,7 +2,7 @@
 
 A handoff's run (the decisions of one record batch, in one partition) shares one deadline per task type, so the
 join keeps one heap entry for all of them: ``(deadline_s, "", seq, ids)`` with the run's request ids in reverse
-offset order (taken from the end, so the first decided is due first). Anything else (a decision on the
+offset order as the keys of a dict (taken from the end with ``popitem``, so the first decided is due first). Anything else (a decision on the
 per-decision path, a resolved entry written again, a retry) is ``(deadline_s, request_id)`` as before.
 
 Ties never compare a run's list: two runs with the same deadline compare by ``seq`` (the order they were pushed),
@@ -10,8 +10,16 @@ and a single entry against a run compares its request id with ``""`` (a request 
 the shorter tuple is the smaller). A run's list is only ever shortened at the top of the heap, and what decides
 the heap's order (the deadline, then ``""`` and ``seq``) does not change meanwhile.
 
-Per decision a run costs one list slot (8 bytes) instead of a ``(float, str)`` tuple (56 bytes and the slot), and
-one C-level push per run instead of one per decision (whose tuples compared by request id when deadlines tied).
+Per decision a run costs one dict entry (~26 bytes in a large run) instead of a ``(float, str)`` tuple (56 bytes
+and the slot), and one C-level push per run instead of one per decision (whose tuples compared by request id when
+deadlines tied).
+
+Why a dict and not a list (8 bytes a slot): a dict whose keys and values are strings and None is never tracked by
+the cyclic garbage collector, and a list always is. The index holds every in-flight decision's request id until its
+deadline; as lists, a young collection walked each run pushed since the one before (at 45,000 decisions/s one of
+them walked ~476,000 request ids: 15-24 ms of the worker's CPU with the GIL held, 18-47 ms of wall time; each
+collection of an older generation walked all of them again). As dicts the collector sees one object per run and
+does not look inside it (docs/benchmarks.md, "lead40").
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ class Deadlines:
 
     def __init__(self) -> None:
         self.heap: list[Any] = []
-        """``(deadline_s, request_id)`` or ``(deadline_s, "", seq, request ids in reverse order)``."""
+        """``(deadline_s, request_id)`` or ``(deadline_s, "", seq, {request id: None} in reverse order)``."""
         self._seq = 0
         self._ids = 0
         """Request ids in :attr:`heap` (``len``: the join's compaction asks at every decision given up)."""
@@ -40,11 +48,12 @@ class Deadlines:
 
     def push_run(self, deadline_s: float, request_ids: list[str]) -> None:
         """Each of ``request_ids`` is due at ``deadline_s``; taken in their order when due. ``request_ids`` is
-        not kept (its reversed copy is)."""
+        not kept (a dict of it in reverse order is: see the module docstring)."""
         if len(request_ids) > 1:
             self._seq += 1
-            heapq.heappush(self.heap, (deadline_s, "", self._seq, request_ids[::-1]))
-            self._ids += len(request_ids)
+            run = dict.fromkeys(reversed(request_ids))
+            heapq.heappush(self.heap, (deadline_s, "", self._seq, run))
+            self._ids += len(run)
         elif request_ids:
             heapq.heappush(self.heap, (deadline_s, request_ids[0]))
             self._ids += 1
@@ -62,8 +71,8 @@ class Deadlines:
             heapq.heappop(heap)
             request_id: str = top[1]
             return request_id
-        ids: list[str] = top[3]
-        request_id = ids.pop()
+        ids: dict[str, None] = top[3]
+        request_id = ids.popitem()[0]
         if not ids:
             heapq.heappop(heap)
         return request_id
@@ -78,11 +87,11 @@ class Deadlines:
                     kept.append(item)
                     count += 1
                 continue
-            ids = [request_id for request_id in item[3] if held(request_id)]
+            ids = {request_id: None for request_id in item[3] if held(request_id)}  # untracked, as pushed
             if len(ids) > 1:
                 kept.append((item[0], "", item[2], ids))
             elif ids:
-                kept.append((item[0], ids[0]))
+                kept.append((item[0], next(iter(ids))))
             count += len(ids)
         heapq.heapify(kept)
         self.heap = kept
