@@ -1,6 +1,7 @@
 """The ceiling of the decide path as a process to benchmark: ``python -m banditroute.bench.relay BOOTSTRAP
 PREFIX`` runs :func:`banditroute.kafka.relay.relay` (a raw consume -> orjson -> produce loop with no routing)
-from ``PREFIX.requests`` to ``PREFIX.decisions`` until SIGTERM; ``python -m banditroute.bench.relay decide
+from ``PREFIX.requests`` to ``PREFIX.decisions`` until SIGTERM (``--pad-bytes=N BOOTSTRAP PREFIX``: each record
+padded by ``N`` characters, see :mod:`banditroute.bench.record_size`); ``python -m banditroute.bench.relay decide
 BOOTSTRAP PREFIX`` runs the worker's decide loop alone the same way (the part of the worker between the relay
 and the full router: validation, routing, the decision event).
 """
@@ -46,9 +47,29 @@ async def decide_only(bootstrap: str, prefix: str, stop: asyncio.Event) -> None:
     await task
 
 
+PAD_FLAG = "--pad-bytes="
+
+
+def parse_argv(argv: list[str]) -> tuple[str, int, str, str]:
+    """``(mode, pad_bytes, bootstrap, prefix)`` of ``[--pad-bytes=N] [relay|decide] BOOTSTRAP PREFIX``."""
+    pad = 0
+    if argv and argv[0].startswith(PAD_FLAG):
+        pad = int(argv[0][len(PAD_FLAG) :])
+        if pad < 0:
+            raise ValueError(f"{PAD_FLAG}N: N must not be negative (got {pad})")
+        argv = argv[1:]
+    if len(argv) == 3:
+        return argv[0], pad, argv[1], argv[2]
+    if len(argv) == 2:
+        return "relay", pad, argv[0], argv[1]
+    raise ValueError(
+        "usage: python -m banditroute.bench.relay [--pad-bytes=N] [relay|decide] BOOTSTRAP PREFIX"
+    )
+
+
 def main(argv: list[str]) -> None:
-    """``relay BOOTSTRAP PREFIX`` or ``decide BOOTSTRAP PREFIX``."""
-    mode, bootstrap, prefix = (argv[0], argv[1], argv[2]) if len(argv) == 3 else ("relay", argv[0], argv[1])
+    """``[--pad-bytes=N] relay BOOTSTRAP PREFIX`` or ``decide BOOTSTRAP PREFIX``."""
+    mode, pad, bootstrap, prefix = parse_argv(argv)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -61,7 +82,7 @@ def main(argv: list[str]) -> None:
             tune_for_worker()  # as the worker does
             await decide_only(bootstrap, prefix, stop)
         else:
-            await relay(bootstrap, prefix, stop)
+            await relay(bootstrap, prefix, stop, pad_bytes=pad)
 
     asyncio.run(run())
 

@@ -3,7 +3,8 @@
 It runs the same loop shape as :class:`banditroute.kafka.decide_service.DecideService` (``getmany`` batches,
 one record batch per output partition, commit after the batch is acknowledged, the same consumer and producer
 settings; it does not pipeline the commit of one batch with the next, the router does), but its "decision" is
-a small dict built from the parsed request. ``banditroute bench e2e`` runs it (``python -m
+a small dict built from the parsed request (``pad_bytes`` adds a ``"pad"`` field of that many characters, so that
+the relay writes records as large as the router's: ``python -m banditroute.bench.record_size``). ``banditroute bench e2e`` runs it (``python -m
 banditroute.bench.relay``) to measure what the router costs on top of Kafka itself.
 """
 
@@ -19,7 +20,9 @@ from banditroute.kafka.decide_service import CONSUMER_TUNING, PRODUCER_TUNING
 from banditroute.kafka.outbox import PartitionBatches
 
 
-async def relay(bootstrap: str, prefix: str, stop: asyncio.Event, max_batch: int = 2000) -> int:
+async def relay(
+    bootstrap: str, prefix: str, stop: asyncio.Event, max_batch: int = 2000, pad_bytes: int = 0
+) -> int:
     consumer = AIOKafkaConsumer(
         f"{prefix}.requests",
         bootstrap_servers=bootstrap,
@@ -34,6 +37,7 @@ async def relay(bootstrap: str, prefix: str, stop: asyncio.Event, max_batch: int
     await consumer.start()
     topic = f"{prefix}.decisions"
     relayed = 0
+    pad = "x" * pad_bytes
     sizes: dict[tuple[str, int], int] = {}  # each partition's last batch size, as the decide loop keeps them
     try:
         while not stop.is_set():
@@ -51,6 +55,8 @@ async def relay(bootstrap: str, prefix: str, stop: asyncio.Event, max_batch: int
                         "task_type": request["task_type"],
                         "at": now,
                     }
+                    if pad:  # one test per record: the reference stays the plain relay otherwise
+                        decision["pad"] = pad
                     await out.add(topic, record.partition, record.key, orjson.dumps(decision))
                     relayed += 1
                 offsets[tp] = records[-1].offset + 1

@@ -1,0 +1,48 @@
+"""bench/record_size.py and the relay's padding flag, without a broker: the padded relay's arguments reach the relay
+process as ``--pad-bytes=N`` and are parsed back, and the medians are per side."""
+
+from __future__ import annotations
+
+import pytest
+
+from banditroute.bench.record_size import PAD_BYTES, side_args, summarise
+from banditroute.bench.relay import parse_argv
+
+
+def test_the_padded_relay_gets_its_padding_and_the_others_none() -> None:
+    assert side_args("padded_relay", 123) == (
+        "relay",
+        ("banditroute.bench.relay", "--pad-bytes=123", "{relay}"),
+    )
+    assert side_args("relay", 123) == ("relay", ("banditroute.bench.relay", "{relay}"))
+    assert side_args("router", 123) == ("router", ("banditroute", "worker"))
+    # measure_side puts the bootstrap and the prefix where "{relay}" is: what the relay process then reads
+    kind, args = side_args("padded_relay", PAD_BYTES)
+    assert parse_argv([*args[1:-1], "127.0.0.1:9092", "bench-x"]) == (
+        "relay",
+        PAD_BYTES,
+        "127.0.0.1:9092",
+        "bench-x",
+    )
+
+
+def test_the_relays_arguments() -> None:
+    assert parse_argv(["127.0.0.1:9092", "p"]) == ("relay", 0, "127.0.0.1:9092", "p")
+    assert parse_argv(["decide", "127.0.0.1:9092", "p"]) == ("decide", 0, "127.0.0.1:9092", "p")
+    assert parse_argv(["--pad-bytes=0", "127.0.0.1:9092", "p"]) == ("relay", 0, "127.0.0.1:9092", "p")
+    with pytest.raises(ValueError, match="must not be negative"):
+        parse_argv(["--pad-bytes=-1", "127.0.0.1:9092", "p"])
+    with pytest.raises(ValueError, match="usage"):
+        parse_argv(["127.0.0.1:9092"])
+
+
+def test_medians_per_side() -> None:
+    runs = {
+        "relay": [{"p50": 20.0, "p99": 40.0}, {"p50": 30.0, "p99": 90.0}, {"p50": 25.0, "p99": 60.0}],
+        "padded_relay": [{"p50": 28.0, "p99": 110.0}],
+        "router": [],
+    }
+    assert summarise(runs) == {
+        "relay": {"p50": 25.0, "p99": 60.0},
+        "padded_relay": {"p50": 28.0, "p99": 110.0},
+    }
