@@ -168,17 +168,31 @@ def test_the_count_of_ids_follows_every_push_take_and_keep() -> None:
 
 def test_a_runs_request_ids_are_out_of_the_cyclic_collectors_sight() -> None:
     """The index holds every in-flight request id until its deadline; the garbage collector must not walk them
-    (a list per run made each young collection walk every run pushed since the one before)."""
+    (a list per run made each young collection walk every id pushed since the one before): what it visits of a
+    run does not grow with the run, before and after ``keep`` rebuilds it."""
+
+    def visited(index: Deadlines) -> list[int]:
+        """Per run, what the collector visits of it besides its class, none of which it tracks."""
+        runs = [item[3] for item in index.heap if len(item) == 4]
+        seen = [[r for r in gc.get_referents(run) if r is not type(run)] for run in runs]
+        assert not any(gc.is_tracked(referent) for referents in seen for referent in referents)
+        return list(map(len, seen))
+
     index = Deadlines()
     index.push_run(5.0, [f"r{i}" for i in range(1000)])
     index.push_run(5.0, [f"s{i}" for i in range(3)])
-    runs = [item[3] for item in index.heap if len(item) == 4]
-    assert len(runs) == 2
-    assert not any(gc.is_tracked(run) for run in runs)
-    index.keep(lambda request_id: not request_id.endswith("7"))  # rebuilt runs stay out of sight
-    runs = [item[3] for item in index.heap if len(item) == 4]
-    assert len(runs) == 2 and not any(gc.is_tracked(run) for run in runs)
+    assert visited(index) == [2, 2]  # its text and None: whatever the run's length
+    index.keep(lambda request_id: not request_id.endswith("7"))
+    assert visited(index) == [2, 2]
     assert len(index) == 900 + 3
     taken = [index.pop_due(5.0) for _ in range(len(index))]
     assert taken == [f"r{i}" for i in range(1000) if i % 10 != 7] + ["s0", "s1", "s2"]
+    assert index.pop_due(5.0) is None
+
+
+def test_a_run_whose_ids_hold_the_separator_is_pushed_id_by_id() -> None:
+    index = Deadlines()
+    index.push_run(5.0, ["a", "b\nc", "d"])  # not a valid request id; still each id once, in order
+    assert len(index) == 3
+    assert [index.pop_due(5.0) for _ in range(3)] == ["a", "b\nc", "d"]
     assert index.pop_due(5.0) is None

@@ -1,25 +1,27 @@
 """When the join's entries of one partition are due: a heap with one entry per run of a handoff, not per decision.
 
 A handoff's run (the decisions of one record batch, in one partition) shares one deadline per task type, so the
-join keeps one heap entry for all of them: ``(deadline_s, "", seq, ids)`` with the run's request ids in reverse
-offset order as the keys of a dict (taken from the end with ``popitem``, so the first decided is due first). Anything else (a decision on the
-per-decision path, a resolved entry written again, a retry) is ``(deadline_s, request_id)`` as before.
+join keeps one heap entry for all of them: ``(deadline_s, "", seq, run)`` where ``run`` (:class:`Run`) holds the
+run's request ids in offset order as one string, split into a list only when the run comes due (the first decided
+is taken first). Anything else (a
+decision on the per-decision path, a resolved entry written again, a retry) is ``(deadline_s, request_id)`` as before.
 
-Ties never compare a run's list: two runs with the same deadline compare by ``seq`` (the order they were pushed),
-and a single entry against a run compares its request id with ``""`` (a request id is not empty; were it empty,
-the shorter tuple is the smaller). A run's list is only ever shortened at the top of the heap, and what decides
-the heap's order (the deadline, then ``""`` and ``seq``) does not change meanwhile.
+Ties never compare a run: two runs with the same deadline compare by ``seq`` (the order they were pushed), and a
+single entry against a run compares its request id with ``""`` (a request id is not empty; were it empty, the
+shorter tuple is the smaller). A run is only ever shortened at the top of the heap, and what decides the heap's
+order (the deadline, then ``""`` and ``seq``) does not change meanwhile.
 
-Per decision a run costs one dict entry (~26 bytes in a large run) instead of a ``(float, str)`` tuple (56 bytes
-and the slot), and one C-level push per run instead of one per decision (whose tuples compared by request id when
-deadlines tied).
+Per decision a run costs its request id's characters and a separator (the string is a copy, not a reference to
+the pending store's key) instead of a ``(float, str)`` tuple (56 bytes and the slot), and one C-level push per run
+instead of one per decision (whose tuples compared by request id when deadlines tied).
 
-Why a dict and not a list (8 bytes a slot): a dict whose keys and values are strings and None is never tracked by
-the cyclic garbage collector, and a list always is. The index holds every in-flight decision's request id until its
-deadline; as lists, a young collection walked each run pushed since the one before (at 45,000 decisions/s one of
-them walked ~476,000 request ids: 15-24 ms of the worker's CPU with the GIL held, 18-47 ms of wall time; each
-collection of an older generation walked all of them again). As dicts the collector sees one object per run and
-does not look inside it (docs/benchmarks.md, "lead40").
+Why one string and not a list of the ids (8 bytes a slot): the index holds every in-flight decision's request id
+until its deadline (300 s by default), and the cyclic garbage collector walks every reference a list holds. As
+lists, a young collection of the worker at 45,000 decisions/s walked each run pushed since the one before (up to
+~476,000 request ids: 10-24 ms of CPU with the GIL held, 13-47 ms of wall time), and each collection of an older
+generation walked them all again. A string is never tracked, so the collector sees one small object per run
+whatever its length, until the tick that expires the run (docs/benchmarks.md, "lead40"). A dict of the ids would also do on CPython 3.11-3.13, which
+never track a dict of strings, but from 3.14 every dict is tracked.
 """
 
 from __future__ import annotations
@@ -27,6 +29,30 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterator
 from typing import Any
+
+SEPARATOR = "\n"
+"""Between a run's request ids: never in a request id (``events.Identifier``: ``[A-Za-z0-9._:/@+=-]``); a run
+whose ids hold it anyway is pushed id by id."""
+
+
+class Run:
+    """A run's request ids in order, as one string (which the garbage collector never tracks) until the run comes
+    due; then as a list to take them from (its ids share one deadline, so the whole run comes due in one tick and
+    the list lives only while that tick expires them)."""
+
+    __slots__ = ("text", "due")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        """The ids joined by :data:`SEPARATOR` (emptied once :attr:`due` holds them)."""
+        self.due: list[str] | None = None
+        """The ids not taken yet, last first (from the first :meth:`Deadlines.pop_due` of the run on)."""
+
+    def ids(self) -> list[str]:
+        """The ids not taken yet, in order."""
+        if self.due is not None:
+            return self.due[::-1]
+        return self.text.split(SEPARATOR)
 
 
 class Deadlines:
@@ -36,7 +62,7 @@ class Deadlines:
 
     def __init__(self) -> None:
         self.heap: list[Any] = []
-        """``(deadline_s, request_id)`` or ``(deadline_s, "", seq, {request id: None} in reverse order)``."""
+        """``(deadline_s, request_id)`` or ``(deadline_s, "", seq, Run)``."""
         self._seq = 0
         self._ids = 0
         """Request ids in :attr:`heap` (``len``: the join's compaction asks at every decision given up)."""
@@ -48,12 +74,17 @@ class Deadlines:
 
     def push_run(self, deadline_s: float, request_ids: list[str]) -> None:
         """Each of ``request_ids`` is due at ``deadline_s``; taken in their order when due. ``request_ids`` is
-        not kept (a dict of it in reverse order is: see the module docstring)."""
-        if len(request_ids) > 1:
+        not kept (their text is: see the module docstring)."""
+        n = len(request_ids)
+        if n > 1:
+            text = SEPARATOR.join(request_ids)
+            if text.count(SEPARATOR) != n - 1:  # an id holding the separator (not a valid request id)
+                for request_id in request_ids:
+                    self.push(deadline_s, request_id)
+                return
             self._seq += 1
-            run = dict.fromkeys(reversed(request_ids))
-            heapq.heappush(self.heap, (deadline_s, "", self._seq, run))
-            self._ids += len(run)
+            heapq.heappush(self.heap, (deadline_s, "", self._seq, Run(text)))
+            self._ids += n
         elif request_ids:
             heapq.heappush(self.heap, (deadline_s, request_ids[0]))
             self._ids += 1
@@ -71,9 +102,14 @@ class Deadlines:
             heapq.heappop(heap)
             request_id: str = top[1]
             return request_id
-        ids: dict[str, None] = top[3]
-        request_id = ids.popitem()[0]
-        if not ids:
+        run: Run = top[3]
+        due = run.due
+        if due is None:  # the run's first id to come due: all of them are (one deadline)
+            due = run.due = run.text.split(SEPARATOR)
+            due.reverse()
+            run.text = ""
+        request_id = due.pop()
+        if not due:
             heapq.heappop(heap)
         return request_id
 
@@ -87,11 +123,11 @@ class Deadlines:
                     kept.append(item)
                     count += 1
                 continue
-            ids = {request_id: None for request_id in item[3] if held(request_id)}  # untracked, as pushed
+            ids = [request_id for request_id in item[3].ids() if held(request_id)]
             if len(ids) > 1:
-                kept.append((item[0], "", item[2], ids))
+                kept.append((item[0], "", item[2], Run(SEPARATOR.join(ids))))
             elif ids:
-                kept.append((item[0], next(iter(ids))))
+                kept.append((item[0], ids[0]))
             count += len(ids)
         heapq.heapify(kept)
         self.heap = kept
@@ -104,7 +140,7 @@ class Deadlines:
                 yield item
             else:
                 deadline_s = item[0]
-                for request_id in item[3]:
+                for request_id in item[3].ids():
                     yield deadline_s, request_id
 
     def __len__(self) -> int:
