@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from banditroute.bench.record_size import PAD_BYTES, side_args, summarise
+from banditroute.bench.record_size import PAD_BYTES, SIDES, round_order, side_args, summarise
 from banditroute.bench.relay import parse_argv
 
 
@@ -30,10 +30,23 @@ def test_the_relays_arguments() -> None:
     assert parse_argv(["127.0.0.1:9092", "p"]) == ("relay", 0, "127.0.0.1:9092", "p")
     assert parse_argv(["decide", "127.0.0.1:9092", "p"]) == ("decide", 0, "127.0.0.1:9092", "p")
     assert parse_argv(["--pad-bytes=0", "127.0.0.1:9092", "p"]) == ("relay", 0, "127.0.0.1:9092", "p")
-    with pytest.raises(ValueError, match="must not be negative"):
-        parse_argv(["--pad-bytes=-1", "127.0.0.1:9092", "p"])
+    for bad in ("-1", "abc", ""):
+        with pytest.raises(ValueError, match="whole number"):
+            parse_argv([f"--pad-bytes={bad}", "127.0.0.1:9092", "p"])
     with pytest.raises(ValueError, match="usage"):
         parse_argv(["127.0.0.1:9092"])
+    with pytest.raises(ValueError, match="unknown mode 'relya'"):
+        parse_argv(["relya", "127.0.0.1:9092", "p"])
+    with pytest.raises(ValueError, match="pads the relay's records"):
+        parse_argv(["--pad-bytes=5", "decide", "127.0.0.1:9092", "p"])
+
+
+def test_each_round_rotates_the_order() -> None:
+    orders = [round_order(n) for n in range(len(SIDES))]
+    assert all(sorted(order) == sorted(SIDES) for order in orders)
+    assert {order[0] for order in orders} == set(SIDES)  # each side first once, and last once
+    assert {order[-1] for order in orders} == set(SIDES)
+    assert round_order(len(SIDES)) == round_order(0)
 
 
 def test_medians_per_side() -> None:

@@ -20,8 +20,8 @@ until its deadline (300 s by default), and the cyclic garbage collector walks ev
 lists, a young collection of the worker at 45,000 decisions/s walked each run pushed since the one before (up to
 ~476,000 request ids: 10-24 ms of CPU with the GIL held, 13-47 ms of wall time), and each collection of an older
 generation walked them all again. A string is never tracked, so the collector sees one small object per run
-whatever its length, until the tick that expires the run (docs/benchmarks.md, "lead40"). A dict of the ids would also do on CPython 3.11-3.13, which
-never track a dict of strings, but from 3.14 every dict is tracked.
+whatever its length, until the tick that expires the run (docs/benchmarks.md, "lead40"). A dict of the ids would
+also do on CPython 3.11-3.13, which never track a dict of strings, but from 3.14 every dict is tracked.
 """
 
 from __future__ import annotations

@@ -1,17 +1,19 @@
 """What the decision record's size alone costs at one paced rate (issue #16, lead40).
 
 ``python -m banditroute.bench.record_size --bootstrap HOST:PORT [--rate R] [--seconds S] [--rounds N]
-[--pad-bytes P] [--out FILE]``
+[--pad-bytes P] [--requests N] [--out FILE]``
 
-Round by round, the same absolute rate for each side (:func:`banditroute.bench.e2e.measure_side`: the pre-filled
-drain, then one paced level): the full router, the raw relay (``bench e2e``'s reference), and the same relay with a
-``"pad"`` field of ``P`` characters in each record. The relay's record for a bench request is ~71 bytes; the
-router's decision is 795 bytes and a 35-byte header (``fill-123456``-style ids), so the default ``P`` = 750 makes
-the padded relay write as many bytes a request as the router.
+Round by round (the sides' order rotated each round), the same absolute rate for each side
+(:func:`banditroute.bench.e2e.measure_side`: the pre-filled drain, then one paced level): the full router, the
+raw relay (``bench e2e``'s reference), and the same relay with a ``"pad"`` field of ``P`` characters in each
+record. The relay's record for a bench request is ~71-74 bytes; the router's decision ~770-800 bytes and a
+35-byte header (795 with a ``fill-123456`` id), so the default ``P`` = 750 makes the padded relay write about as
+many bytes a request as the router.
 
-When the padded relay's p99 is as high as the router's, the router's tail over the relay at that rate is what
-its records' size costs the producer, the broker and the bench driver, not its decision work. Prints and writes
-(``--out``) every run's figures and, per side, the median p50/p99 over the rounds.
+When the padded relay's p99 is as high as the router's, the record size alone is enough to make a tail like the
+router's at that rate (the relay does not pipeline its acknowledgements as the router does, so it is the more
+sensitive of the two to a slow one). Prints and writes (``--out``) every run's figures and, per side, the median
+p50/p99 over the rounds.
 """
 
 from __future__ import annotations
@@ -41,8 +43,16 @@ def side_args(side: str, pad_bytes: int) -> tuple[str, tuple[str, ...]]:
     return kind, tuple(arg.replace("{pad}", str(pad_bytes)) for arg in args)
 
 
+def round_order(number: int) -> list[str]:
+    """The sides in round ``number`` (from 0): :data:`SIDES`' order, rotated by one each round, so that no side
+    always runs first or last."""
+    sides = list(SIDES)
+    k = number % len(sides)
+    return sides[k:] + sides[:k]
+
+
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
-    """Per side, the median of each level figure over its runs."""
+    """Per side, the median p50 and p99 over its runs."""
     return {
         side: {key: statistics.median(run[key] for run in rows) for key in ("p50", "p99")}
         for side, rows in runs.items()
@@ -53,10 +63,10 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, floa
 async def run(
     bootstrap: str, rate: float, seconds: float, rounds: int, pad_bytes: int, requests: int
 ) -> dict[str, Any]:
-    """Every side once per round, in the order of :data:`SIDES`; see the module docstring."""
+    """Every side once per round, in :func:`round_order`; see the module docstring."""
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
-    for _ in range(rounds):
-        for side in SIDES:
+    for number in range(rounds):
+        for side in round_order(number):
             kind, args = side_args(side, pad_bytes)
             out = await measure_side(
                 bootstrap, kind, args, requests=requests, seconds=seconds, loads=(), rates=(rate,)
@@ -85,8 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", default=None, help="Also write the result to this JSON file.")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.pad_bytes < 0 or args.rate <= 0 or args.seconds <= 0:
-        parser.error("--rounds must be >= 1, --pad-bytes >= 0, --rate and --seconds > 0")
+    if args.rounds < 1 or args.pad_bytes < 0 or args.rate <= 0 or args.seconds <= 0 or args.requests < 1:
+        parser.error("--rounds and --requests must be >= 1, --pad-bytes >= 0, --rate and --seconds > 0")
     result = asyncio.run(
         run(args.bootstrap, args.rate, args.seconds, args.rounds, args.pad_bytes, args.requests)
     )

@@ -50,26 +50,38 @@ async def decide_only(bootstrap: str, prefix: str, stop: asyncio.Event) -> None:
 PAD_FLAG = "--pad-bytes="
 
 
+MODES = ("relay", "decide")
+USAGE = "usage: python -m banditroute.bench.relay [--pad-bytes=N] [relay|decide] BOOTSTRAP PREFIX"
+
+
 def parse_argv(argv: list[str]) -> tuple[str, int, str, str]:
-    """``(mode, pad_bytes, bootstrap, prefix)`` of ``[--pad-bytes=N] [relay|decide] BOOTSTRAP PREFIX``."""
+    """``(mode, pad_bytes, bootstrap, prefix)`` of ``[--pad-bytes=N] [relay|decide] BOOTSTRAP PREFIX``; a
+    ``ValueError`` naming what is wrong otherwise (padding is for the relay only)."""
     pad = 0
     if argv and argv[0].startswith(PAD_FLAG):
-        pad = int(argv[0][len(PAD_FLAG) :])
-        if pad < 0:
-            raise ValueError(f"{PAD_FLAG}N: N must not be negative (got {pad})")
+        text = argv[0][len(PAD_FLAG) :]
+        if not text.isdigit():
+            raise ValueError(f"{PAD_FLAG}N: N must be a whole number of characters, 0 or more (got {text!r})")
+        pad = int(text)
         argv = argv[1:]
-    if len(argv) == 3:
-        return argv[0], pad, argv[1], argv[2]
     if len(argv) == 2:
-        return "relay", pad, argv[0], argv[1]
-    raise ValueError(
-        "usage: python -m banditroute.bench.relay [--pad-bytes=N] [relay|decide] BOOTSTRAP PREFIX"
-    )
+        argv = ["relay", *argv]
+    if len(argv) != 3:
+        raise ValueError(USAGE)
+    mode, bootstrap, prefix = argv
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} (relay or decide); {USAGE}")
+    if pad and mode != "relay":
+        raise ValueError(f"{PAD_FLAG}N pads the relay's records; the decide loop writes its own decisions")
+    return mode, pad, bootstrap, prefix
 
 
 def main(argv: list[str]) -> None:
     """``[--pad-bytes=N] relay BOOTSTRAP PREFIX`` or ``decide BOOTSTRAP PREFIX``."""
-    mode, pad, bootstrap, prefix = parse_argv(argv)
+    try:
+        mode, pad, bootstrap, prefix = parse_argv(argv)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
 
     async def run() -> None:
         stop = asyncio.Event()

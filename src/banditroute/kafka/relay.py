@@ -4,8 +4,9 @@ It runs the same loop shape as :class:`banditroute.kafka.decide_service.DecideSe
 one record batch per output partition, commit after the batch is acknowledged, the same consumer and producer
 settings; it does not pipeline the commit of one batch with the next, the router does), but its "decision" is
 a small dict built from the parsed request (``pad_bytes`` adds a ``"pad"`` field of that many characters, so that
-the relay writes records as large as the router's: ``python -m banditroute.bench.record_size``). ``banditroute bench e2e`` runs it (``python -m
-banditroute.bench.relay``) to measure what the router costs on top of Kafka itself.
+the relay writes records as large as the router's: ``python -m banditroute.bench.record_size``).
+``banditroute bench e2e`` runs it (``python -m banditroute.bench.relay``) to measure what the router costs on top
+of Kafka itself.
 """
 
 from __future__ import annotations
