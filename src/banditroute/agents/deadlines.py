@@ -1,10 +1,11 @@
 """When the join's entries of one partition are due: a heap with one entry per run of a handoff, not per decision.
 
 A handoff's run (the decisions of one record batch, in one partition) shares one deadline per task type, so the
-join keeps one heap entry for all of them: ``(deadline_s, "", seq, run)`` where ``run`` (:class:`Run`) holds the
-run's request ids in offset order as one string, split into a list only when the run comes due (the first decided
-is taken first). Anything else (a
-decision on the per-decision path, a resolved entry written again, a retry) is ``(deadline_s, request_id)`` as before.
+join keeps one heap entry for all of them: ``(deadline_s, "", seq, ids)`` where ``ids`` is the run's request ids
+in offset order joined into one string, until the run comes due; then the entry is replaced by one holding them
+as a list, last first, to take from its end (same deadline, ``""`` and ``seq``: the heap's order holds). The first
+decided is taken first. Anything else (a decision on the per-decision path, a resolved entry written again, a
+retry) is ``(deadline_s, request_id)`` as before.
 
 Ties never compare a run: two runs with the same deadline compare by ``seq`` (the order they were pushed), and a
 single entry against a run compares its request id with ``""`` (a request id is not empty; were it empty, the
@@ -19,9 +20,11 @@ Why one string and not a list of the ids (8 bytes a slot): the index holds every
 until its deadline (300 s by default), and the cyclic garbage collector walks every reference a list holds. As
 lists, a young collection of the worker at 45,000 decisions/s walked each run pushed since the one before (up to
 ~476,000 request ids: 10-24 ms of CPU with the GIL held, 13-47 ms of wall time), and each collection of an older
-generation walked them all again. A string is never tracked, so the collector sees one small object per run
-whatever its length, until the tick that expires the run (docs/benchmarks.md, "lead40"). A dict of the ids would
-also do on CPython 3.11-3.13, which never track a dict of strings, but from 3.14 every dict is tracked.
+generation walked them all again. A string is never tracked, and a tuple of untracked objects is untracked by the
+first collection that meets it, so a waiting run leaves the collector nothing to walk whatever its length. Its ids
+share one deadline, so the whole run comes due in one tick, and the list lives only while that tick expires it
+(docs/benchmarks.md, "lead40"). A dict of the ids would also do on CPython 3.11-3.13, which never track a dict of
+strings, but from 3.14 every dict is tracked.
 """
 
 from __future__ import annotations
@@ -35,24 +38,21 @@ SEPARATOR = "\n"
 whose ids hold it anyway is pushed id by id."""
 
 
-class Run:
-    """A run's request ids in order, as one string (which the garbage collector never tracks) until the run comes
-    due; then as a list to take them from (its ids share one deadline, so the whole run comes due in one tick and
-    the list lives only while that tick expires them)."""
+def _run(request_ids: list[str]) -> str | list[str]:
+    """What a run of two or more ids holds while it waits: the ids joined by :data:`SEPARATOR`, or, were one of
+    them to hold it (not a valid request id), the ids last first as a list (tracked, but taken in the same
+    order)."""
+    text = SEPARATOR.join(request_ids)
+    if text.count(SEPARATOR) == len(request_ids) - 1:
+        return text
+    return request_ids[::-1]
 
-    __slots__ = ("text", "due")
 
-    def __init__(self, text: str) -> None:
-        self.text = text
-        """The ids joined by :data:`SEPARATOR` (emptied once :attr:`due` holds them)."""
-        self.due: list[str] | None = None
-        """The ids not taken yet, last first (from the first :meth:`Deadlines.pop_due` of the run on)."""
-
-    def ids(self) -> list[str]:
-        """The ids not taken yet, in order."""
-        if self.due is not None:
-            return self.due[::-1]
-        return self.text.split(SEPARATOR)
+def _ids_of(ids: str | list[str]) -> list[str]:
+    """A run's ids not taken yet, in order."""
+    if isinstance(ids, str):
+        return ids.split(SEPARATOR)
+    return ids[::-1]
 
 
 class Deadlines:
@@ -62,7 +62,8 @@ class Deadlines:
 
     def __init__(self) -> None:
         self.heap: list[Any] = []
-        """``(deadline_s, request_id)`` or ``(deadline_s, "", seq, Run)``."""
+        """``(deadline_s, request_id)``, or ``(deadline_s, "", seq, ids)`` for a run (``ids``: a string while it
+        waits, a list last first once it is due)."""
         self._seq = 0
         self._ids = 0
         """Request ids in :attr:`heap` (``len``: the join's compaction asks at every decision given up)."""
@@ -77,13 +78,8 @@ class Deadlines:
         not kept (their text is: see the module docstring)."""
         n = len(request_ids)
         if n > 1:
-            text = SEPARATOR.join(request_ids)
-            if text.count(SEPARATOR) != n - 1:  # an id holding the separator (not a valid request id)
-                for request_id in request_ids:
-                    self.push(deadline_s, request_id)
-                return
             self._seq += 1
-            heapq.heappush(self.heap, (deadline_s, "", self._seq, Run(text)))
+            heapq.heappush(self.heap, (deadline_s, "", self._seq, _run(request_ids)))
             self._ids += n
         elif request_ids:
             heapq.heappush(self.heap, (deadline_s, request_ids[0]))
@@ -100,16 +96,15 @@ class Deadlines:
         self._ids -= 1
         if len(top) == 2:
             heapq.heappop(heap)
-            request_id: str = top[1]
-            return request_id
-        run: Run = top[3]
-        due = run.due
-        if due is None:  # the run's first id to come due: all of them are (one deadline)
-            due = run.due = run.text.split(SEPARATOR)
-            due.reverse()
-            run.text = ""
-        request_id = due.pop()
-        if not due:
+            single: str = top[1]
+            return single
+        ids = top[3]
+        if type(ids) is str:  # the run's first id to come due: all of them are (one deadline)
+            ids = ids.split(SEPARATOR)
+            ids.reverse()
+            heap[0] = (top[0], "", top[2], ids)  # the same sort keys: the heap's order holds
+        request_id: str = ids.pop()
+        if not ids:
             heapq.heappop(heap)
         return request_id
 
@@ -123,9 +118,9 @@ class Deadlines:
                     kept.append(item)
                     count += 1
                 continue
-            ids = [request_id for request_id in item[3].ids() if held(request_id)]
+            ids = [request_id for request_id in _ids_of(item[3]) if held(request_id)]
             if len(ids) > 1:
-                kept.append((item[0], "", item[2], Run(SEPARATOR.join(ids))))
+                kept.append((item[0], "", item[2], _run(ids)))
             elif ids:
                 kept.append((item[0], ids[0]))
             count += len(ids)
@@ -140,7 +135,7 @@ class Deadlines:
                 yield item
             else:
                 deadline_s = item[0]
-                for request_id in item[3].ids():
+                for request_id in _ids_of(item[3]):
                     yield deadline_s, request_id
 
     def __len__(self) -> int:
