@@ -41,12 +41,18 @@ def test_the_relays_arguments() -> None:
         parse_argv(["--pad-bytes=5", "decide", "127.0.0.1:9092", "p"])
 
 
-def test_each_round_rotates_the_order() -> None:
-    orders = [round_order(n) for n in range(len(SIDES))]
+def test_six_rounds_balance_position_and_predecessor() -> None:
+    orders = [round_order(n) for n in range(6)]
     assert all(sorted(order) == sorted(SIDES) for order in orders)
-    assert {order[0] for order in orders} == set(SIDES)  # each side first once, and last once
-    assert {order[-1] for order in orders} == set(SIDES)
-    assert round_order(len(SIDES)) == round_order(0)
+    assert len({tuple(order) for order in orders}) == 6
+    for side in SIDES:
+        assert sum(order[0] == side for order in orders) == 2  # first twice, last twice
+        assert sum(order[-1] == side for order in orders) == 2
+        for before in SIDES:  # right after each other side twice
+            if before != side:
+                follows = sum(order[k - 1] == before and order[k] == side for order in orders for k in (1, 2))
+                assert follows == 2
+    assert round_order(6) == round_order(0)
 
 
 def test_medians_per_side() -> None:

@@ -3,7 +3,7 @@
 ``python -m banditroute.bench.record_size --bootstrap HOST:PORT [--rate R] [--seconds S] [--rounds N]
 [--pad-bytes P] [--requests N] [--out FILE]``
 
-Round by round (the sides' order rotated each round), the same absolute rate for each side
+Round by round (the sides' order cycling through all six orders), the same absolute rate for each side
 (:func:`banditroute.bench.e2e.measure_side`: the pre-filled drain, then one paced level): the full router, the
 raw relay (``bench e2e``'s reference), and the same relay with a ``"pad"`` field of ``P`` characters in each
 record. The relay's record for a bench request is ~71-74 bytes; the router's decision ~770-800 bytes and a
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 from typing import Any
@@ -43,12 +44,15 @@ def side_args(side: str, pad_bytes: int) -> tuple[str, tuple[str, ...]]:
     return kind, tuple(arg.replace("{pad}", str(pad_bytes)) for arg in args)
 
 
+ORDERS = tuple(itertools.permutations(SIDES))
+"""Every order of the sides: round ``n`` runs ``ORDERS[n % 6]``, so over six rounds each side runs first, last and
+right after each other side equally often (what the run before leaves behind, such as the broker's collections
+after large records, falls on each side alike)."""
+
+
 def round_order(number: int) -> list[str]:
-    """The sides in round ``number`` (from 0): :data:`SIDES`' order, rotated by one each round, so that no side
-    always runs first or last."""
-    sides = list(SIDES)
-    k = number % len(sides)
-    return sides[k:] + sides[:k]
+    """The sides in round ``number`` (from 0): see :data:`ORDERS`."""
+    return list(ORDERS[number % len(ORDERS)])
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
@@ -88,7 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--rate", type=float, default=50_000.0, help="Paced rate, the same for every side.")
     parser.add_argument("--seconds", type=float, default=10.0, help="Per paced level.")
-    parser.add_argument("--rounds", type=int, default=3, help="Rounds of the three sides, alternated.")
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="Rounds of the three sides (six cover every order)."
+    )
     parser.add_argument("--pad-bytes", type=int, default=PAD_BYTES, help="Characters of padding per record.")
     parser.add_argument(
         "--requests", type=int, default=DRAIN_REQUESTS, help="The pre-filled drain (bench e2e's default)."

@@ -60,7 +60,7 @@ def parse_argv(argv: list[str]) -> tuple[str, int, str, str]:
     pad = 0
     if argv and argv[0].startswith(PAD_FLAG):
         text = argv[0][len(PAD_FLAG) :]
-        if not text.isdigit():
+        if not (text.isascii() and text.isdecimal()):
             raise ValueError(f"{PAD_FLAG}N: N must be a whole number of characters, 0 or more (got {text!r})")
         pad = int(text)
         argv = argv[1:]
