@@ -35,7 +35,7 @@ from typing import Any
 
 SEPARATOR = "\n"
 """Between a run's request ids: never in a request id (``events.Identifier``: ``[A-Za-z0-9._:/@+=-]``); a run
-whose ids hold it anyway is pushed id by id."""
+whose ids hold it anyway is kept as a list (:func:`_run`)."""
 
 
 def _run(request_ids: list[str]) -> str | list[str]:
