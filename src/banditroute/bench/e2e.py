@@ -90,6 +90,12 @@ per request (in 150,000-request drains its first 30,000 requests cost 5-20 % mor
 ticks of ``/proc/<pid>/stat`` added ±5 % of noise at each end. Nine alternated runs each, 2026-12-05: router
 7.84 against 7.10 µs a request (medians), relay 5.17 against 5.08; ``cpu_ratio`` 0.476-0.915 against 0.614-0.850
 (docs/benchmarks.md, lead39). With ``--workers n`` each worker count drains n times as many."""
+ROUTER_ARGS = ("banditroute", "worker")
+""":func:`measure_side`'s module arguments for the full worker (``python -m banditroute worker``)."""
+RELAY_ARGS = ("banditroute.bench.relay", "{relay}")
+"""The same for the raw relay (``{relay}``: its bootstrap and topic prefix, filled in by :func:`measure_side`)."""
+DECIDE_ARGS = ("banditroute.bench.relay", "decide", "{relay}")
+"""The same for the worker's decide loop alone."""
 TRACE_ENV = "BANDITROUTE_BENCH_TRACE"
 """Debugging aid (issue #16's tail): a folder; each latency level then writes ``<side>-<level>.json`` there, with
 the level's start (``start_unix_s``) and one row per measured request (``rows``): [sent, decided, arrived] in
@@ -410,7 +416,7 @@ async def run_e2e_bench(
     router = await measure_side(
         bootstrap,
         "router",
-        ("banditroute", "worker"),
+        ROUTER_ARGS,
         requests=requests,
         seconds=seconds,
         loads=loads,
@@ -422,7 +428,7 @@ async def run_e2e_bench(
     relay = await measure_side(
         bootstrap,
         "relay",
-        ("banditroute.bench.relay", "{relay}"),
+        RELAY_ARGS,
         requests=requests * RELAY_FACTOR,
         seconds=seconds,
         loads=loads,
@@ -432,7 +438,7 @@ async def run_e2e_bench(
     decide = await measure_side(
         bootstrap,
         "decide",
-        ("banditroute.bench.relay", "decide", "{relay}"),
+        DECIDE_ARGS,
         requests=requests * RELAY_FACTOR,
         seconds=seconds,
         loads=(),

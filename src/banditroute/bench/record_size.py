@@ -26,22 +26,27 @@ import statistics
 from typing import Any
 
 from banditroute.bench.common import machine
-from banditroute.bench.e2e import DRAIN_REQUESTS, measure_side
+from banditroute.bench.e2e import DRAIN_REQUESTS, RELAY_ARGS, ROUTER_ARGS, measure_side
+from banditroute.bench.relay import PAD_FLAG
 
 PAD_BYTES = 750
 """Padding that brings the relay's record (~71 bytes) to the router's bench decision with its header (830)."""
+PADDED = "padded_relay"
 SIDES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "router": ("router", ("banditroute", "worker")),
-    "relay": ("relay", ("banditroute.bench.relay", "{relay}")),
-    "padded_relay": ("relay", ("banditroute.bench.relay", "--pad-bytes={pad}", "{relay}")),
+    "router": ("router", ROUTER_ARGS),
+    "relay": ("relay", RELAY_ARGS),
+    PADDED: ("relay", RELAY_ARGS),  # with the padding flag: side_args
 }
+"""Each side's ``measure_side`` kind and module arguments: those of ``bench e2e``'s router and relay."""
 LEVEL_KEYS = ("p50", "p99", "process_cores", "driver_cores", "machine_busy_cores", "cpu_us_per_request")
 
 
 def side_args(side: str, pad_bytes: int) -> tuple[str, tuple[str, ...]]:
     """``measure_side``'s kind and module arguments for ``side`` (the padded relay with ``pad_bytes``)."""
     kind, args = SIDES[side]
-    return kind, tuple(arg.replace("{pad}", str(pad_bytes)) for arg in args)
+    if side == PADDED:  # the flag goes before the bootstrap and prefix measure_side puts at "{relay}"
+        args = (*args[:-1], f"{PAD_FLAG}{pad_bytes}", args[-1])
+    return kind, args
 
 
 ORDERS = tuple(itertools.permutations(SIDES))

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from banditroute.bench.common import BenchWorker, machine
-from banditroute.bench.e2e import DRAIN_REQUESTS, TRACE_ENV, measure_side
+from banditroute.bench.e2e import DRAIN_REQUESTS, ROUTER_ARGS, TRACE_ENV, measure_side
 
 PROBE_ENV = "BANDITROUTE_TAIL_PROBE"
 """The folder the worker's recorders write to (set only for the worker by this module)."""
@@ -259,7 +259,7 @@ def probe(
             measure_side(
                 bootstrap,
                 "router",
-                ("banditroute", "worker"),
+                ROUTER_ARGS,
                 requests=requests,
                 seconds=seconds,
                 loads=(),
