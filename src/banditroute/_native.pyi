@@ -1,6 +1,6 @@
 """Type stubs of the optional C extension (``_native.c``)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 HARDWARE_CRC: int
@@ -18,6 +18,7 @@ class Builder:
         base_sequence: int,
         batch_size: int,
         capacity: int = 0,
+        compress: Callable[[bytes], bytes] | None = None,
     ) -> None: ...
     def append(
         self,

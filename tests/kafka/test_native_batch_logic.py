@@ -23,9 +23,12 @@ _native = pytest.importorskip("banditroute._native", reason="the C extension was
 Args = tuple[int, int, int, int, int, int, int]
 
 
-def pair(batch_size: int = 512 * 1024, transactional: int = 0, capacity: int = 0) -> tuple[Any, Any]:
-    args: Args = (2, 0, transactional, -1, -1, 0, batch_size)
-    return DefaultRecordBatchBuilder(*args), _native.Builder(*args, capacity)
+def pair(
+    batch_size: int = 512 * 1024, transactional: int = 0, capacity: int = 0, codec: int = 0
+) -> tuple[Any, Any]:
+    args: Args = (2, codec, transactional, -1, -1, 0, batch_size)
+    compress = native_batch.CODECS[codec] if codec else None
+    return DefaultRecordBatchBuilder(*args), _native.Builder(*args, capacity, compress)
 
 
 def blob(rng: random.Random, most: int) -> Any:
@@ -44,25 +47,32 @@ def headers(rng: random.Random) -> list[tuple[str, bytes | None]]:
     ]
 
 
+@pytest.mark.parametrize("codec", [0, 1, 2, 3, 4])  # none, gzip, snappy, lz4, zstd
 @pytest.mark.parametrize("seed", range(12))
-def test_the_same_bytes_as_aiokafkas_builder(seed: int) -> None:
+def test_the_same_bytes_as_aiokafkas_builder(seed: int, codec: int) -> None:
     rng = random.Random(seed)
     batch_size = rng.choice([200, 4096, 512 * 1024])
     # the first buffer's size (a hint): none, the header's, smaller or larger than the batch, past its bound
     capacity = rng.choice([0, 61, 1000, 50_000, 10**9, -5])
-    theirs, ours = pair(batch_size, transactional=seed % 2, capacity=capacity)
+    theirs, ours = pair(batch_size, transactional=seed % 2, capacity=capacity, codec=codec)
     base = 1_796_000_000_000 + rng.randrange(10**6)
     full_at = None
+    taken = 0
     for offset in range(rng.randrange(1, 400)):
         # timestamps that go back and forth, varints of one to several bytes (offsets, deltas, lengths)
         ts = base + rng.choice([0, 1, -5, 70, 9000, -(10**6), 2**40])
-        record = (offset, ts, blob(rng, 64), blob(rng, rng.choice([10, 200, 3000])), headers(rng))
+        # random bytes, or text that compresses as decisions do
+        value = (
+            blob(rng, rng.choice([10, 200, 3000])) if rng.random() < 0.5 else b'{"model":"m%d"}' % offset * 9
+        )
+        record = (offset, ts, blob(rng, 64), value, headers(rng))
         a, b = theirs.append(*record), ours.append(*record)
         assert (a is None) == (b is None), offset
         if a is None:
             full_at = offset
             break
         assert b is True
+        taken += 1
         assert theirs.size() == ours.size()
     if seed % 3 == 0:
         theirs.set_producer_state(12345, 7, 99)
@@ -74,6 +84,8 @@ def test_the_same_bytes_as_aiokafkas_builder(seed: int) -> None:
         assert full_at is not None  # the size bound was met, at the same record both ways
     parsed = DefaultRecordBatch(bytes(built))
     assert parsed.validate_crc()
+    assert parsed.compression_type == codec
+    assert len(list(parsed)) == taken  # and the records read back (decompressed)
 
 
 def test_keyword_arguments_as_aiokafkas_wrapper_passes_them() -> None:
@@ -160,8 +172,12 @@ def test_refuses_what_it_does_not_write() -> None:
         _native.Builder(2, 0, 0, -1, 2**15, 0, 1024)  # a producer epoch is an int16
     with pytest.raises(OverflowError):
         _native.Builder(2, 0, 0, -1, -1, 0, 1024).set_producer_state(1, 0, 2**31)  # a sequence an int32
-    with pytest.raises(ValueError, match="uncompressed"):
-        _native.Builder(2, 1, 0, -1, -1, 0, 1024)  # gzip
+    with pytest.raises(ValueError, match="needs its compress function"):
+        _native.Builder(2, 1, 0, -1, -1, 0, 1024)  # gzip, without its function
+    with pytest.raises(ValueError, match="compressed record batch only"):
+        _native.Builder(2, 0, 0, -1, -1, 0, 1024, 0, native_batch.CODECS[1])
+    with pytest.raises(TypeError, match="callable"):
+        _native.Builder(2, 4, 0, -1, -1, 0, 1024, 0, b"zstd")
     with pytest.raises(ValueError, match="magic 2"):
         _native.Builder(1, 0, 0, -1, -1, 0, 1024)
 
@@ -192,13 +208,19 @@ def test_crc32c_is_castagnolis() -> None:
 
 async def test_partition_batches_take_the_c_writer_only_where_it_is_equivalent() -> None:
     plain = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9")  # never started: batches need no broker
-    gzip = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", compression_type="gzip")
+    zstd = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", compression_type="zstd")
     idempotent = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", enable_idempotence=True)
-    expected = (_native.Builder, DefaultRecordBatchBuilder, DefaultRecordBatchBuilder)
-    for producer, kind in zip((plain, gzip, idempotent), expected, strict=True):
+    expected = (_native.Builder, _native.Builder, DefaultRecordBatchBuilder)
+    writers = []
+    for producer, kind in zip((plain, zstd, idempotent), expected, strict=True):
         out = PartitionBatches(producer)
         assert out.try_append("t", 0, b"k", b"v")
-        assert type(out.builders[("t", 0)]._builder) is kind
+        writers.append(out.builders[("t", 0)]._builder)
+        assert type(writers[-1]) is kind
+    # the compressed batch is written compressed, as aiokafka's builder would write it
+    built = DefaultRecordBatch(bytes(writers[1].build()))
+    assert built.compression_type == DefaultRecordBatch.CODEC_ZSTD
+    assert [r.value for r in built] == [b"v"]
 
 
 def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,16 +8,19 @@ CPU's CRC32 instruction where there is one (SSE 4.2; a sliced table elsewhere).
 
 :func:`adopt` puts it inside an aiokafka ``BatchBuilder`` made by ``producer.create_batch()``, so everything
 around the writer (the wrapper's ``append``, ``send_batch``, the produce request) stays aiokafka's. It does so
-only where the writer is equivalent: an uncompressed batch, a producer that is neither idempotent nor
-transactional (aiokafka then sets the batch's producer state through a type check of its own builder), and the
-aiokafka release the private fields were checked against. The extension is optional: installed without a C
+only where the writer is equivalent: a producer that is neither idempotent nor transactional (aiokafka then sets the batch's producer state through a type check of its own builder), and the
+aiokafka release the private fields were checked against. A compressed batch is compressed at ``build()`` by
+aiokafka's own codec function (:data:`CODECS`), so it is the same batch, byte for byte, as aiokafka's. The extension is optional: installed without a C
 compiler, or with ``BANDITROUTE_NATIVE=0`` in the environment (:mod:`banditroute.native`), batches are
 aiokafka's own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from aiokafka import codec
 
 from banditroute import native
 from banditroute.kafka.aiokafka_release import checked
@@ -32,6 +35,13 @@ def available() -> bool:
 ENABLED = available()
 """Decided once at import (the environment of the process)."""
 Builder: Any = getattr(native.loaded(), "Builder", None)
+CODECS: dict[int, Callable[[bytes], bytes]] = {
+    1: codec.gzip_encode,
+    2: codec.snappy_encode,
+    3: codec.lz4_encode,
+    4: codec.zstd_encode,
+}
+"""A record batch's compression bits → the function aiokafka's builder compresses its records with."""
 
 
 def adopt(batch: Any, producer: Any, capacity: int = 0) -> Any:
@@ -41,10 +51,14 @@ def adopt(batch: Any, producer: Any, capacity: int = 0) -> Any:
     if not ENABLED or batch.record_count() or batch._closed:
         return batch
     accumulator = getattr(producer, "_message_accumulator", None)  # None: not aiokafka's producer
-    if accumulator is None or accumulator._compression_type or producer._txn_manager is not None:
+    if accumulator is None or producer._txn_manager is not None:
         return batch
-    batch._builder = Builder(2, 0, 0, -1, -1, 0, accumulator._batch_size, capacity)
+    compression = accumulator._compression_type or 0
+    compress = CODECS.get(compression) if compression else None
+    if compression and compress is None:
+        return batch
+    batch._builder = Builder(2, compression, 0, -1, -1, 0, accumulator._batch_size, capacity, compress)
     return batch
 
 
-__all__ = ["ENABLED", "adopt", "available"]
+__all__ = ["CODECS", "ENABLED", "adopt", "available"]
