@@ -209,6 +209,7 @@ class Router(JoinIO):
             session_timeout_s=s.session_timeout_s,
             commit_interval_ms=s.decide_commit_interval_ms,
             fetch_linger_ms=s.decide_fetch_linger_ms,
+            compression=None if s.decisions_compression == "none" else s.decisions_compression,
             follow=True,  # the partitions of faust's feedback assignment (join_io.py)
             on_pending=self._on_pending,
             priority_lane=True,  # new and capped task types wait behind established ones (kafka/low_lane.py)

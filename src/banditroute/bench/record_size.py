@@ -10,6 +10,10 @@ record. The relay's record for a bench request is ~71-74 bytes; the router's dec
 35-byte header (795 with a ``fill-123456`` id), so the default ``P`` = 750 makes the padded relay write about as
 many bytes a request as the router.
 
+The router runs with the worker's defaults: since lead41 its record batches are snappy-compressed
+(``BANDITROUTE_DECISIONS_COMPRESSION``), ~130 bytes a decision on the wire; set that variable to ``none`` in the
+environment (the worker inherits it) for lead40's comparison of uncompressed records.
+
 When the padded relay's p99 is as high as the router's, the record size alone is enough to make a tail like the
 router's at that rate (the relay does not pipeline its acknowledgements as the router does, so it is the more
 sensitive of the two to a slow one). Prints and writes (``--out``) every run's figures and, per side, the median

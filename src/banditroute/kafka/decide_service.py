@@ -189,6 +189,7 @@ class DecideService(OwnThreadLoop):
         spill_topic: str | None = None,
         commit_interval_ms: int = 0,
         fetch_linger_ms: float = 0.0,
+        compression: str | None = None,
     ) -> None:
         if priority_lane and not follow:
             raise ValueError(
@@ -217,6 +218,8 @@ class DecideService(OwnThreadLoop):
         """Commits of the requests' offsets so far (every run)."""
         self.fetch_linger_ms = fetch_linger_ms
         """Longest wait at the broker for more requests while a stream is dense (0: aiokafka's fetches)."""
+        self.compression = compression
+        """The producer's ``compression_type`` (decisions, replies, dead letters; None: uncompressed)."""
         self.linger: FetchLinger | None = None
         """The current run's fetch linger (:mod:`~banditroute.kafka.fetch_linger`; None before a run starts)."""
         super().__init__(own_thread)
@@ -359,6 +362,7 @@ class DecideService(OwnThreadLoop):
             bootstrap_servers=self.bootstrap,
             acks="all",
             **{**PRODUCER_TUNING, "linger_ms": self.linger_ms},
+            compression_type=self.compression,
             **self.security,
         )
         spill_consumer = (
