@@ -134,7 +134,9 @@ typedef struct {
     int64_t base_sequence;  /* an int32 on the wire */
     int built;
     int codec;          /* the attributes' compression bits (0: none) */
-    PyObject *compress; /* with a codec: the records' bytes -> their compressed bytes (aiokafka's codec function) */
+    PyObject *compress; /* with a codec: the records' bytes -> their compressed bytes (aiokafka's codec function;
+                           the type is not garbage-collected, so it must not hold the builder) */
+    int compressing;    /* inside compress: append, build and __init__ refuse */
 } Builder;
 
 static int grow(Builder *self, Py_ssize_t need) {
@@ -190,6 +192,14 @@ static int Builder_init(Builder *self, PyObject *args, PyObject *kwds) {
     }
     if (compress != Py_None && !PyCallable_Check(compress)) {
         PyErr_SetString(PyExc_TypeError, "compress must be callable");
+        return -1;
+    }
+    if ((compression & 0x07) > 4) { /* gzip, snappy, lz4, zstd */
+        PyErr_Format(PyExc_ValueError, "unknown compression codec %d", compression & 0x07);
+        return -1;
+    }
+    if (self->compressing) {
+        PyErr_SetString(PyExc_RuntimeError, "the batch is being compressed");
         return -1;
     }
     self->codec = compression & 0x07;
@@ -287,8 +297,8 @@ static PyObject *Builder_append(Builder *self, PyObject *const *args, Py_ssize_t
             return NULL;
         }
     }
-    if (self->built || self->array == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "the batch was already built (or never initialised)");
+    if (self->built || self->array == NULL || self->compressing) {
+        PyErr_SetString(PyExc_RuntimeError, "the batch was already built (or never initialised, or is being compressed)");
         return NULL;
     }
     if (!PyLong_CheckExact(given[0])) {
@@ -414,12 +424,18 @@ done_seq:
 }
 
 /* The records (after the header) replaced by compress(records), as aiokafka's C builder does it: its codec is
- * handed a bytes copy, and its output is taken even when it is not smaller. The header is written after. */
+ * handed a bytes copy, and its output is taken even when it is not smaller. The header is written after. While
+ * compress runs, the builder refuses to be changed (compress is any callable: it could call back into it). */
 static int compress_records(Builder *self) {
     Py_ssize_t size = self->len - HEADER_SIZE;
     PyObject *records = PyBytes_FromStringAndSize((const char *)self->buf + HEADER_SIZE, size);
     if (records == NULL) return -1;
-    PyObject *out = PyObject_CallOneArg(self->compress, records);
+    PyObject *compress = self->compress;
+    Py_INCREF(compress);
+    self->compressing = 1;
+    PyObject *out = PyObject_CallOneArg(compress, records);
+    self->compressing = 0;
+    Py_DECREF(compress);
     Py_DECREF(records);
     if (out == NULL) return -1;
     Py_buffer data;
@@ -442,7 +458,14 @@ static PyObject *Builder_build(Builder *self, PyObject *Py_UNUSED(ignored)) {
         PyErr_SetString(PyExc_RuntimeError, "the batch was already built");
         return NULL;
     }
-    if (self->compress != NULL && compress_records(self) < 0) return NULL;
+    if (self->compressing) {
+        PyErr_SetString(PyExc_RuntimeError, "the batch is being compressed");
+        return NULL;
+    }
+    if (self->compress != NULL) {
+        if (compress_records(self) < 0) return NULL;
+        self->built = 1; /* the records are compressed now: nothing may be appended, nor compressed again */
+    }
     unsigned char *h = self->buf;
     put_be(h, 0, 8);                                                   /* base offset, set by the broker */
     put_be(h + 8, (uint64_t)(self->len - AFTER_LEN_OFFSET), 4);        /* length */

@@ -178,8 +178,74 @@ def test_refuses_what_it_does_not_write() -> None:
         _native.Builder(2, 0, 0, -1, -1, 0, 1024, 0, native_batch.CODECS[1])
     with pytest.raises(TypeError, match="callable"):
         _native.Builder(2, 4, 0, -1, -1, 0, 1024, 0, b"zstd")
+    with pytest.raises(ValueError, match="unknown compression codec 5"):
+        _native.Builder(2, 5, 0, -1, -1, 0, 1024, 0, native_batch.CODECS[4])
     with pytest.raises(ValueError, match="magic 2"):
         _native.Builder(1, 0, 0, -1, -1, 0, 1024)
+
+
+def test_a_codec_output_larger_than_the_records_is_written_whole() -> None:
+    """The buffer grows to take it (aiokafka's C builder takes a codec's output whatever its size)."""
+    ours = _native.Builder(2, 4, 0, -1, -1, 0, 1024, 0, lambda records: records * 50 + b"!")
+    for offset in range(3):
+        ours.append(offset, 5, b"k", b"v" * 30, [])
+    records_size = ours.size() - 61
+    built = ours.build()
+    assert len(built) == 61 + records_size * 50 + 1 and ours.size() == len(built)
+    batch = DefaultRecordBatch(bytes(built))
+    assert batch.validate_crc() and batch.compression_type == 4
+    assert int.from_bytes(built[8:12], "big") == len(built) - 12  # the batch length after the compression
+
+
+def test_a_failing_codec_leaves_the_batch_to_be_built_again() -> None:
+    calls: list[bytes] = []
+
+    def flaky(records: bytes) -> Any:
+        calls.append(records)
+        if len(calls) == 1:
+            raise OSError("codec failed")
+        if len(calls) == 2:
+            return 42  # not bytes
+        return native_batch.CODECS[4](records)
+
+    theirs, _ = pair(codec=4)
+    ours = _native.Builder(2, 4, 0, -1, -1, 0, 512 * 1024, 0, flaky)
+    for builder in (theirs, ours):
+        builder.append(0, 5, b"k", b"v" * 100, [])
+    with pytest.raises(OSError, match="codec failed"):
+        ours.build()
+    with pytest.raises(TypeError):
+        ours.build()
+    assert ours.build() == theirs.build()
+    assert calls[0] == calls[1] == calls[2]  # the same records every time
+
+
+@pytest.mark.parametrize("step", ["append", "build", "init"])
+def test_a_codec_cannot_change_the_batch_it_compresses(step: str) -> None:
+    """A codec is any callable: calling back into its builder is refused, and the batch is built as before."""
+    ours: Any = None
+    reentered: list[BaseException] = []
+
+    def meddling(records: bytes) -> bytes:
+        try:
+            if step == "append":
+                ours.append(9, 5, b"k", b"late", [])
+            elif step == "build":
+                ours.build()
+            else:
+                ours.__init__(2, 0, 0, -1, -1, 0, 10)
+        except RuntimeError as e:
+            reentered.append(e)
+        return native_batch.CODECS[4](records)
+
+    theirs, _ = pair(codec=4)
+    ours = _native.Builder(2, 4, 0, -1, -1, 0, 512 * 1024, 0, meddling)
+    for builder in (theirs, ours):
+        builder.append(0, 5, b"k", b"v" * 100, [])
+    assert ours.build() == theirs.build()
+    assert len(reentered) == 1 and "being compressed" in str(reentered[0])
+    with pytest.raises(RuntimeError):  # built: compressed records take nothing more
+        ours.append(1, 5, b"k", b"v", [])
 
 
 @pytest.mark.parametrize(

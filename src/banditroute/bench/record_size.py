@@ -11,7 +11,7 @@ record. The relay's record for a bench request is ~71-74 bytes; the router's dec
 many bytes a request as the router.
 
 The router runs with the worker's defaults: since lead41 its record batches are snappy-compressed
-(``BANDITROUTE_DECISIONS_COMPRESSION``), ~130 bytes a decision on the wire; set that variable to ``none`` in the
+(``BANDITROUTE_DECISIONS_COMPRESSION``), ~140 bytes a decision on the wire; set that variable to ``none`` in the
 environment (the worker inherits it) for lead40's comparison of uncompressed records.
 
 When the padded relay's p99 is as high as the router's, the record size alone is enough to make a tail like the

@@ -10,7 +10,8 @@ CPU's CRC32 instruction where there is one (SSE 4.2; a sliced table elsewhere).
 around the writer (the wrapper's ``append``, ``send_batch``, the produce request) stays aiokafka's. It does so
 only where the writer is equivalent: a producer that is neither idempotent nor transactional (aiokafka then sets the batch's producer state through a type check of its own builder), and the
 aiokafka release the private fields were checked against. A compressed batch is compressed at ``build()`` by
-aiokafka's own codec function (:data:`CODECS`), so it is the same batch, byte for byte, as aiokafka's. The extension is optional: installed without a C
+aiokafka's own codec function (:data:`CODECS`), so it is the same batch, byte for byte, as aiokafka's C builder
+writes (its pure-Python builder sends a batch uncompressed when compression does not make it smaller). The extension is optional: installed without a C
 compiler, or with ``BANDITROUTE_NATIVE=0`` in the environment (:mod:`banditroute.native`), batches are
 aiokafka's own.
 """

@@ -24,7 +24,7 @@ class AckingProducer:
     built and acknowledged at once, with consecutive offsets per partition."""
 
     def __init__(self) -> None:
-        # what kafka/native_batch.adopt reads of aiokafka's producer: an uncompressed, non-idempotent one
+        # what kafka/native_batch.adopt reads of aiokafka's producer: here an uncompressed, non-idempotent one
         self._message_accumulator = SimpleNamespace(_batch_size=MAX_BATCH_BYTES, _compression_type=0)
         self._txn_manager = None
         self.next: dict[tuple[str, int], int] = {}
