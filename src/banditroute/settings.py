@@ -15,7 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DECIDE_COMMIT_INTERVAL_MS = 50
 """The worker's default hold on acknowledged steps before the decide loop commits them (``decide_commit_interval_ms``;
 chosen by measurement: docs/benchmarks.md, "commit21")."""
-DECISIONS_COMPRESSION: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "snappy"
+Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+"""A ``compression_type`` of aiokafka's producer, or ``none``."""
+DECISIONS_COMPRESSION: Compression = "snappy"
 """The worker's default compression of the decide loop's record batches (``decisions_compression``)."""
 DECIDE_FETCH_LINGER_MS = 5.0
 """The worker's default wait at the broker for more requests while they arrive faster than one per linger
@@ -86,12 +88,12 @@ class Settings(BaseSettings):
             "more latency there). Sparse and idle streams are fetched as before. 0: never wait."
         ),
     )
-    decisions_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+    decisions_compression: Compression = Field(
         DECISIONS_COMPRESSION,
         description=(
-            "Compression of the record batches the decide loop writes (decisions, replies, dead letters). "
-            "A decision is ~800 bytes of JSON; in a batch snappy makes it ~140, zstd ~65. Every consumer of the decisions "
-            "topic needs the codec (the Python client has it)."
+            "Compression of the record batches the decide loop writes (decisions, replies, dead letters). A "
+            "decision is ~800 bytes of JSON; in a batch snappy makes it ~140, zstd ~65. Every consumer of the "
+            "decisions topic needs the codec (the Python client has it)."
         ),
     )
     session_timeout_s: float = Field(

@@ -8,12 +8,13 @@ CPU's CRC32 instruction where there is one (SSE 4.2; a sliced table elsewhere).
 
 :func:`adopt` puts it inside an aiokafka ``BatchBuilder`` made by ``producer.create_batch()``, so everything
 around the writer (the wrapper's ``append``, ``send_batch``, the produce request) stays aiokafka's. It does so
-only where the writer is equivalent: a producer that is neither idempotent nor transactional (aiokafka then sets the batch's producer state through a type check of its own builder), and the
-aiokafka release the private fields were checked against. A compressed batch is compressed at ``build()`` by
-aiokafka's own codec function (:data:`CODECS`), so it is the same batch, byte for byte, as aiokafka's C builder
-writes (its pure-Python builder sends a batch uncompressed when compression does not make it smaller). The extension is optional: installed without a C
-compiler, or with ``BANDITROUTE_NATIVE=0`` in the environment (:mod:`banditroute.native`), batches are
-aiokafka's own.
+only where the writer is equivalent: a producer that is neither idempotent nor transactional (aiokafka then sets
+the batch's producer state through a type check of its own builder), and the aiokafka release the private fields
+were checked against. A compressed batch is compressed at ``build()`` by aiokafka's own codec function
+(:data:`CODECS`), so it is the same batch, byte for byte, as aiokafka's C builder writes (its pure-Python builder
+sends a batch uncompressed when compression does not make it smaller). The extension is optional: installed
+without a C compiler, or with ``BANDITROUTE_NATIVE=0`` in the environment (:mod:`banditroute.native`), batches
+are aiokafka's own.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def adopt(batch: Any, producer: Any, capacity: int = 0) -> Any:
     if accumulator is None or producer._txn_manager is not None:
         return batch
     compression = accumulator._compression_type or 0
-    compress = CODECS.get(compression) if compression else None
-    if compression and compress is None:
+    compress = CODECS.get(compression)
+    if compression and compress is None:  # a codec this module does not know: aiokafka's own builder
         return batch
     batch._builder = Builder(2, compression, 0, -1, -1, 0, accumulator._batch_size, capacity, compress)
     return batch
