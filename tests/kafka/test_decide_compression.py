@@ -24,8 +24,12 @@ from tests.kafka.test_priority_lane import PARTITIONS, decide_loop, start
 pytestmark = pytest.mark.kafka
 
 REQUESTS = 300
-CODEC = {None: DefaultRecordBatch.CODEC_NONE, "snappy": DefaultRecordBatch.CODEC_SNAPPY}
-CODEC["zstd"] = DefaultRecordBatch.CODEC_ZSTD
+CODEC = {
+    None: DefaultRecordBatch.CODEC_NONE,
+    "snappy": DefaultRecordBatch.CODEC_SNAPPY,
+    "zstd": DefaultRecordBatch.CODEC_ZSTD,
+}
+"""A ``compression_type`` → the compression bits of the record batches it writes."""
 
 
 def test_the_worker_compresses_with_snappy_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,9 +84,8 @@ async def test_decisions_are_written_compressed_and_read_back(
     finally:
         service.stop()
         await task
-    monkeypatch.setattr(
-        fetcher, "MemoryRecords", Recorded
-    )  # from here on: the decisions topic's batches only
+    # recorded from here on: the decisions topic's batches only (not the decide loop's reads of the requests)
+    monkeypatch.setattr(fetcher, "MemoryRecords", Recorded)
     records = await consume(kafka_bootstrap, f"{unique_prefix}.decisions", count=REQUESTS)
     decisions = [orjson.loads(r.value) for r in records]
     assert sorted(d["request_id"] for d in decisions) == sorted(f"c-{i}" for i in range(REQUESTS))
